@@ -1,0 +1,185 @@
+//! The admin listener: health, readiness, Prometheus metrics, the routing
+//! table as JSON, drain/enable and reload. It runs on its own listener
+//! (127.0.0.1:9901 by default) and never on the public one.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::app::Control;
+use crate::routing::LeaderState;
+
+fn json(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>, ctype: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(ctype),
+    );
+    r
+}
+
+/// Why the proxy is not ready, or `None` when it is.
+pub fn not_ready_reason(ctl: &Control) -> Option<String> {
+    let t = ctl.proxy.shared.load();
+    if !t.ready {
+        return Some("the first probe round has not finished".into());
+    }
+    if t.leader().is_none() && t.followers.is_empty() {
+        return Some(match &t.leader {
+            LeaderState::SplitBrain(n) => {
+                format!("several backends claim leadership: {}", n.join(", "))
+            }
+            _ => "no leader and no healthy follower".into(),
+        });
+    }
+    None
+}
+
+/// Answers one admin request.
+pub async fn handle(ctl: &Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    match (&method, path.as_str()) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n", "text/plain"),
+        (&Method::GET, "/readyz") => match not_ready_reason(ctl) {
+            None => json(StatusCode::OK, serde_json::json!({"ready": true})),
+            Some(reason) => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"ready": false, "reason": reason}),
+            ),
+        },
+        (&Method::GET, "/metrics") => text(
+            StatusCode::OK,
+            ctl.proxy.metrics.render(),
+            "text/plain; version=0.0.4",
+        ),
+        (&Method::GET, "/admin/routing") => json(StatusCode::OK, routing_json(ctl).await),
+        (&Method::POST, "/admin/reload") => match ctl.reload().await {
+            Ok(notes) => json(
+                StatusCode::OK,
+                serde_json::json!({"reloaded": true, "notes": notes}),
+            ),
+            Err(e) => json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                serde_json::json!({"reloaded": false, "errors": e.0.iter().map(|p| p.to_string()).collect::<Vec<_>>()}),
+            ),
+        },
+        (&Method::POST, p) if p.starts_with("/admin/backends/") => {
+            let rest = &p["/admin/backends/".len()..];
+            let (name, action) = match rest.rsplit_once('/') {
+                Some((n, a)) => (n, a),
+                None => {
+                    return json(
+                        StatusCode::NOT_FOUND,
+                        serde_json::json!({"error": "not_found"}),
+                    )
+                }
+            };
+            let drained = match action {
+                "drain" => true,
+                "enable" => false,
+                _ => {
+                    return json(
+                        StatusCode::NOT_FOUND,
+                        serde_json::json!({"error": "not_found"}),
+                    )
+                }
+            };
+            if ctl.proxy.monitor.set_drained(name, drained).await {
+                json(
+                    StatusCode::OK,
+                    serde_json::json!({"backend": name, "drained": drained}),
+                )
+            } else {
+                json(
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"error": "unknown_backend", "message": format!("no backend named {name:?}")}),
+                )
+            }
+        }
+        (_, "/healthz" | "/readyz" | "/metrics" | "/admin/routing" | "/admin/reload") => json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            serde_json::json!({"error": "method_not_allowed"}),
+        ),
+        _ => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": "not_found"}),
+        ),
+    }
+}
+
+async fn routing_json(ctl: &Control) -> serde_json::Value {
+    let t = ctl.proxy.shared.load();
+    let status = ctl.proxy.monitor.status().await;
+    let leader = match &t.leader {
+        LeaderState::Known(l) => serde_json::json!({
+            "name": l.backend.name,
+            "since_unix_ms": l.since.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            "term": l.term,
+        }),
+        _ => serde_json::Value::Null,
+    };
+    let split = match &t.leader {
+        LeaderState::SplitBrain(n) => serde_json::json!(n),
+        _ => serde_json::Value::Null,
+    };
+    serde_json::json!({
+        "epoch": t.epoch,
+        "leader_generation": t.leader_gen,
+        "ready": t.ready,
+        "leader": leader,
+        "split_brain": split,
+        "followers": t.followers.iter().map(|b| b.name.clone()).collect::<Vec<_>>(),
+        "backends": status,
+    })
+}
+
+/// Serves the admin API until `shutdown` turns true.
+pub async fn serve(ctl: Arc<Control>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let (stream, _peer): (_, SocketAddr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = crate::server::until_true(&mut shutdown) => return,
+        };
+        let ctl = ctl.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let ctl = ctl.clone();
+                async move { Ok::<_, Infallible>(handle(&ctl, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,199 @@
+//! Assembles a running proxy: backends, routing table, monitor, admin API,
+//! worker threads; and the control operations (reload, shutdown).
+//!
+//! Threads: one control thread (monitor, probes, admin API, config watch)
+//! and `workers` request threads, each a current-thread runtime.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use crate::config::{self, Config, ConfigError};
+use crate::health::monitor;
+use crate::metrics::Metrics;
+use crate::proxy::service::Proxy;
+use crate::routing::{Backend, RoutingTable, Shared};
+use crate::server::{self, ServeOpts};
+
+/// Control-plane operations shared by the admin API and signal handlers.
+pub struct Control {
+    pub proxy: &'static Proxy,
+    pub config_path: PathBuf,
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+impl Control {
+    /// Re-reads and validates the config file; applies it only if valid.
+    /// Returns notes on settings that need a restart.
+    pub async fn reload(&self) -> Result<Vec<String>, ConfigError> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let m = &self.proxy.metrics;
+        match config::load(&self.config_path) {
+            Ok(cfg) => {
+                let notes = self.proxy.monitor.reload(Arc::new(cfg)).await;
+                for n in &notes {
+                    tracing::warn!(note = %n, "reload: setting not applied");
+                }
+                m.reloads_ok.inc();
+                m.last_reload_success.set(1);
+                tracing::info!(file = %self.config_path.display(), "config reloaded");
+                Ok(notes)
+            }
+            Err(e) => {
+                m.reloads_error.inc();
+                m.last_reload_success.set(0);
+                for p in &e.0 {
+                    tracing::error!(problem = %p, "config reload rejected; the old config keeps serving");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A started proxy.
+pub struct Running {
+    pub listen: Vec<SocketAddr>,
+    pub admin: SocketAddr,
+    pub control: Arc<Control>,
+    shutdown: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting and lets in-flight requests finish (up to `shutdown_grace`).
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits for every thread to end (after [`Running::shutdown`]).
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+
+    /// A receiver that turns true when shutdown starts.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}
+
+fn file_stamp(p: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Starts everything. Binding errors are returned before any thread runs
+/// requests; the proxy then serves until [`Running::shutdown`].
+pub fn start(cfg: Config) -> std::io::Result<Running> {
+    let cfg = Arc::new(cfg);
+    let metrics = Arc::new(Metrics::new());
+    let backends: Vec<Arc<Backend>> = cfg
+        .backends
+        .iter()
+        .map(|b| Arc::new(Backend::new(b, &metrics, cfg.workers)))
+        .collect();
+    let shared = Arc::new(Shared::new(RoutingTable::empty(backends, cfg.clone())));
+    let (listeners, bound) = server::bind_all(&cfg.listen, cfg.workers)?;
+    let admin_std = std::net::TcpListener::bind(cfg.admin).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on admin address {}: {e}", cfg.admin),
+        )
+    })?;
+    admin_std.set_nonblocking(true)?;
+    let admin_addr = admin_std.local_addr()?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    // Control thread: monitor, admin, config watch.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Arc<Control>>();
+    let control_thread = {
+        let cfg = cfg.clone();
+        let shared = shared.clone();
+        let metrics = metrics.clone();
+        let mut shutdown = shutdown_rx.clone();
+        std::thread::Builder::new()
+            .name("leaderproxy-control".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime");
+                rt.block_on(async move {
+                    let handle = monitor::start(cfg.clone(), shared.clone(), metrics.clone());
+                    let proxy: &'static Proxy =
+                        Box::leak(Box::new(Proxy::new(shared, handle, metrics)));
+                    let control = Arc::new(Control {
+                        proxy,
+                        config_path: cfg.source.clone(),
+                        reload_lock: tokio::sync::Mutex::new(()),
+                    });
+                    let _ = ready_tx.send(control.clone());
+                    let listener =
+                        tokio::net::TcpListener::from_std(admin_std).expect("admin listener");
+                    tokio::spawn(crate::admin::serve(
+                        control.clone(),
+                        listener,
+                        shutdown.clone(),
+                    ));
+                    tokio::spawn(watch_config(control.clone(), shutdown.clone()));
+                    let _ = shutdown.wait_for(|s| *s).await;
+                    // Keep probing while workers drain, so held writes still find a leader.
+                    tokio::time::sleep(cfg.shutdown_grace.min(Duration::from_millis(100))).await;
+                });
+            })?
+    };
+    let control = ready_rx
+        .recv()
+        .map_err(|_| std::io::Error::other("control thread failed to start"))?;
+    let proxy = control.proxy;
+
+    let mut threads = vec![control_thread];
+    let opts = ServeOpts::from_config(&cfg);
+    for (w, ls) in listeners.into_iter().enumerate() {
+        let opts = opts.clone();
+        let shutdown = shutdown_rx.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("leaderproxy-w{w}"))
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("tokio runtime");
+                    rt.block_on(server::serve_worker(proxy, w, ls, opts, shutdown));
+                })?,
+        );
+    }
+    Ok(Running {
+        listen: bound,
+        admin: admin_addr,
+        control,
+        shutdown: shutdown_tx,
+        threads,
+    })
+}
+
+/// Re-reads the config when the file changes (checked every second: a
+/// Kubernetes ConfigMap update swaps a symlink, which inotify on the file
+/// itself would miss).
+async fn watch_config(ctl: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
+    let mut last = file_stamp(&ctl.config_path);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = crate::server::until_true(&mut shutdown) => return,
+        }
+        let now = file_stamp(&ctl.config_path);
+        if now.is_some() && now != last {
+            last = now;
+            tracing::info!(file = %ctl.config_path.display(), "config file changed; reloading");
+            let _ = ctl.reload().await;
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Read-balancing policies over the healthy followers of a routing table.
+//!
+//! A [`Picker`] is built together with each routing table for that table's
+//! follower list; picking never takes a lock (atomics only).
+
+mod ip_hash;
+mod least_conn;
+mod round_robin;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::config::Policy;
+use crate::routing::Backend;
+
+pub use ip_hash::IpHash;
+pub use least_conn::LeastConn;
+pub use round_robin::RoundRobin;
+
+/// Chooses one follower for a read.
+pub trait Pick: Send + Sync {
+    /// Index into `followers` of the chosen one; `avoid` (a backend id) is
+    /// skipped when another follower exists (read retry).
+    fn pick(&self, followers: &[Arc<Backend>], client: IpAddr, avoid: Option<u64>)
+        -> Option<usize>;
+}
+
+/// The policy state of one routing table.
+pub enum Picker {
+    RoundRobin(RoundRobin),
+    LeastConn(LeastConn),
+    IpHash(IpHash),
+}
+
+impl Picker {
+    pub fn build(policy: Policy, followers: &[Arc<Backend>]) -> Picker {
+        match policy {
+            Policy::RoundRobin => Picker::RoundRobin(RoundRobin::new(
+                &followers.iter().map(|b| b.weight()).collect::<Vec<_>>(),
+            )),
+            Policy::LeastConnections => Picker::LeastConn(LeastConn::default()),
+            Policy::IpHash => Picker::IpHash(IpHash),
+        }
+    }
+
+    #[inline]
+    pub fn pick(
+        &self,
+        followers: &[Arc<Backend>],
+        client: IpAddr,
+        avoid: Option<u64>,
+    ) -> Option<usize> {
+        if followers.is_empty() {
+            return None;
+        }
+        match self {
+            Picker::RoundRobin(p) => p.pick(followers, client, avoid),
+            Picker::LeastConn(p) => p.pick(followers, client, avoid),
+            Picker::IpHash(p) => p.pick(followers, client, avoid),
+        }
+    }
+}
+
+/// 64-bit finalizer (splitmix64): cheap, well mixed, stable across builds.
+#[inline]
+pub fn mix64(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Stable hash of a byte string (FNV-1a folded through [`mix64`]).
+pub fn hash_bytes(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &c in b {
+        h ^= c as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    mix64(h)
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+    use crate::config::BackendConfig;
+    use crate::metrics::Metrics;
+
+    pub fn backends(weights: &[u32]) -> Vec<Arc<Backend>> {
+        let m = Metrics::new();
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let cfg = BackendConfig {
+                    name: format!("b{i}"),
+                    authority: format!("127.0.0.1:{}", 10000 + i).parse().unwrap(),
+                    url: format!("http://127.0.0.1:{}", 10000 + i),
+                    weight: *w,
+                };
+                Arc::new(Backend::new(&cfg, &m, 1))
+            })
+            .collect()
+    }
+}

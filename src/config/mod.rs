@@ -1,0 +1,949 @@
+//! The YAML configuration: parsed with serde_yaml into raw structs (unknown
+//! keys rejected, values checked while parsing), then validated into a
+//! [`Config`] where every default is filled in. Every default lives here.
+
+mod locate;
+pub mod types;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::routing::classify::{MethodSet, Role, Rule};
+pub use locate::Locator;
+pub use types::{Dur, Method, OneOrMany, Pointer, Re, Size};
+
+/// One problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    /// 1-based line and column, where known.
+    pub at: Option<(usize, usize)>,
+    /// Key path such as `backends[1].url`; empty for the whole document.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some((l, c)) = self.at {
+            write!(f, ":{l}:{c}")?;
+        }
+        if self.key.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found in a config file; `Display` prints one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub Vec<Problem>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// ---------------------------------------------------------------- raw YAML
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: OneOrMany<String>,
+    admin: Option<String>,
+    workers: Option<usize>,
+    #[serde(default)]
+    debug_headers: bool,
+    #[serde(default)]
+    access_log: bool,
+    shutdown_grace: Option<Dur>,
+    backends: Vec<RawBackend>,
+    health: Option<RawProbe>,
+    leader: RawLeader,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    reads: Option<RawReads>,
+    writes: Option<RawWrites>,
+    timeouts: Option<RawTimeouts>,
+    limits: Option<RawLimits>,
+    passive: Option<RawPassive>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    name: String,
+    url: String,
+    weight: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProbe {
+    path: Option<String>,
+    method: Option<Method>,
+    body: Option<String>,
+    interval: Option<Dur>,
+    timeout: Option<Dur>,
+    rise: Option<u32>,
+    fall: Option<u32>,
+    expect: Option<RawExpect>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLeader {
+    path: String,
+    method: Option<Method>,
+    body: Option<String>,
+    interval: Option<Dur>,
+    timeout: Option<Dur>,
+    expect: RawExpect,
+    term: Option<RawTerm>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTerm {
+    pointer: Pointer,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpect {
+    status: Option<Vec<u16>>,
+    body_regex: Option<Re>,
+    json: Option<RawJsonExpect>,
+    header: Option<RawHeaderExpect>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJsonExpect {
+    pointer: Pointer,
+    equals: Option<serde_json::Value>,
+    equals_pointer: Option<Pointer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaderExpect {
+    name: String,
+    equals: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    methods: Option<Vec<Method>>,
+    path_prefix: Option<String>,
+    path_regex: Option<Re>,
+    to: Role,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReads {
+    policy: Option<Policy>,
+    fallback_to_leader: Option<bool>,
+    retry: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWrites {
+    hold: Option<Dur>,
+    max_held: Option<usize>,
+    replay_body_limit: Option<Size>,
+    not_leader: Option<RawNotLeader>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotLeader {
+    status: Option<Vec<u16>>,
+    body_regex: Option<Re>,
+    #[serde(default)]
+    redirect: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    connect: Option<Dur>,
+    request: Option<Dur>,
+    header_read: Option<Dur>,
+    idle: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_header_bytes: Option<Size>,
+    max_body_bytes: Option<Size>,
+    max_connections: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPassive {
+    consecutive_failures: Option<u32>,
+    base_ejection: Option<Dur>,
+    max_ejection: Option<Dur>,
+    max_ejection_percent: Option<u32>,
+}
+
+// ---------------------------------------------------------- validated form
+
+/// Read-balancing policy for followers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Smooth weighted round-robin (weight 2 gets twice the share, interleaved).
+    RoundRobin,
+    /// Fewest in-flight requests relative to weight; ties rotate.
+    LeastConnections,
+    /// Weighted rendezvous hash of the client IP: stable when followers come and go.
+    IpHash,
+}
+
+/// A backend node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub name: String,
+    /// `host:port` to connect to.
+    pub authority: http::uri::Authority,
+    /// The URL as written.
+    pub url: String,
+    /// Relative share of reads; default 1.
+    pub weight: u32,
+}
+
+/// What a probe answer must satisfy; every given condition must hold.
+#[derive(Debug, Clone, Default)]
+pub struct Expect {
+    /// Accepted status codes; `None` means any 2xx.
+    pub status: Option<Vec<u16>>,
+    pub body_regex: Option<regex::Regex>,
+    pub json: Option<JsonExpect>,
+    pub header: Option<(http::HeaderName, String)>,
+}
+
+/// A JSON pointer condition on the probe body.
+#[derive(Debug, Clone)]
+pub struct JsonExpect {
+    pub pointer: String,
+    pub want: JsonWant,
+}
+
+/// What the pointed-at JSON value must be.
+#[derive(Debug, Clone)]
+pub enum JsonWant {
+    /// Equal to this value (a string also matches the same number written as a string).
+    Equals(serde_json::Value),
+    /// Equal to the value at another pointer of the same document (etcd: member_id == leader).
+    EqualsPointer(String),
+}
+
+/// A periodic HTTP probe.
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    pub path: String,
+    pub method: http::Method,
+    pub body: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub expect: Expect,
+}
+
+/// Health probe plus its hysteresis.
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    pub probe: ProbeConfig,
+    /// Consecutive successes to become healthy; default 2.
+    pub rise: u32,
+    /// Consecutive failures to become unhealthy; default 3.
+    pub fall: u32,
+}
+
+/// Leader probe.
+#[derive(Debug, Clone)]
+pub struct LeaderConfig {
+    pub probe: ProbeConfig,
+    /// JSON pointer to a raft term; the higher term wins when two backends claim.
+    pub term_pointer: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReadsConfig {
+    /// Default `round_robin`.
+    pub policy: Policy,
+    /// Send reads to the leader when no follower is healthy; default true.
+    pub fallback_to_leader: bool,
+    /// Retry a read once on another follower after a connect failure or a 502/503; default true.
+    pub retry: bool,
+}
+
+/// How a backend says "I am not the leader" when refusing a write.
+#[derive(Debug, Clone, Default)]
+pub struct NotLeader {
+    pub status: Vec<u16>,
+    pub body_regex: Option<regex::Regex>,
+    /// A 3xx whose Location names a configured backend is a leader hint.
+    pub redirect: bool,
+}
+
+impl NotLeader {
+    pub fn is_empty(&self) -> bool {
+        self.status.is_empty() && self.body_regex.is_none() && !self.redirect
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WritesConfig {
+    /// How long a write waits for a leader; default 5s.
+    pub hold: Duration,
+    /// Most writes held at once; default 10000. Past it: 503 at once.
+    pub max_held: usize,
+    /// Write bodies up to this many bytes are kept for a re-send; default 1 MiB.
+    pub replay_body_limit: u64,
+    pub not_leader: NotLeader,
+}
+
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// TCP connect to a backend; default 1s.
+    pub connect: Duration,
+    /// From sending a request to the backend's response headers; default 30s.
+    pub request: Duration,
+    /// Client must send complete request headers within this; default 10s.
+    pub header_read: Duration,
+    /// Idle keep-alive connections (client and upstream) are closed after this; default 60s.
+    pub idle: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request head; default 64 KiB.
+    pub max_header_bytes: usize,
+    /// Largest request body; default 64 MiB. Larger: 413.
+    pub max_body_bytes: u64,
+    /// Most client connections at once; default 10000. More are closed at accept.
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct PassiveConfig {
+    /// Consecutive connect failures or 5xx from a follower that eject it; default 5 (0 = off).
+    pub consecutive_failures: u32,
+    /// First ejection lasts this long, doubling on each repeat; default 10s.
+    pub base_ejection: Duration,
+    /// Cap of the doubling; default 5m.
+    pub max_ejection: Duration,
+    /// Never eject more than this share of followers; default 50.
+    pub max_ejection_percent: u32,
+}
+
+/// A validated configuration with every default filled in.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: PathBuf,
+    pub listen: Vec<SocketAddr>,
+    /// Admin listener; default 127.0.0.1:9901.
+    pub admin: SocketAddr,
+    /// Worker threads, each with its own accept loop and upstream pools; default: one per core.
+    pub workers: usize,
+    pub debug_headers: bool,
+    pub access_log: bool,
+    /// How long in-flight requests may finish after SIGTERM; default 30s.
+    pub shutdown_grace: Duration,
+    pub backends: Vec<BackendConfig>,
+    pub health: HealthConfig,
+    pub leader: LeaderConfig,
+    pub routes: Vec<Rule>,
+    pub reads: ReadsConfig,
+    pub writes: WritesConfig,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub passive: PassiveConfig,
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(vec![Problem {
+            file: file.clone(),
+            at: None,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and validates config text; `path` is used in messages.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| {
+        let at = e.location().map(|l| (l.line(), l.column()));
+        let msg = e.to_string();
+        // serde_yaml appends " at line L column C"; we print the location up front.
+        let msg = match msg.rfind(" at line ") {
+            Some(i) if at.is_some() => msg[..i].to_string(),
+            _ => msg,
+        };
+        let (key, message) = split_key(&msg);
+        ConfigError(vec![Problem {
+            file: file.clone(),
+            at,
+            key,
+            message,
+        }])
+    })?;
+    let mut v = Validator {
+        file,
+        loc: Locator::new(text),
+        problems: Vec::new(),
+    };
+    let cfg = v.config(raw, path);
+    if v.problems.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(ConfigError(v.problems))
+    }
+}
+
+/// serde_yaml prefixes messages with the key path (`health.interval: ...`).
+fn split_key(msg: &str) -> (String, String) {
+    if let Some((k, rest)) = msg.split_once(": ") {
+        if !k.contains(' ') && !k.is_empty() {
+            return (k.to_string(), rest.to_string());
+        }
+    }
+    (String::new(), msg.to_string())
+}
+
+struct Validator {
+    file: String,
+    loc: Locator,
+    problems: Vec<Problem>,
+}
+
+impl Validator {
+    fn bad(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            file: self.file.clone(),
+            at: self.loc.find(key),
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn addr(&mut self, key: &str, s: &str) -> Option<SocketAddr> {
+        match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.bad(
+                    key,
+                    format!(
+                        "invalid address {s:?} (write ip:port, e.g. 127.0.0.1:8080 or [::1]:8080)"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig, path: &Path) -> Config {
+        let listen_raw = raw.listen.into_vec();
+        if listen_raw.is_empty() {
+            self.bad("listen", "at least one address is needed");
+        }
+        let listen: Vec<SocketAddr> = listen_raw
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let key = if listen_raw.len() == 1 {
+                    "listen".to_string()
+                } else {
+                    format!("listen[{i}]")
+                };
+                self.addr(&key, s)
+            })
+            .collect();
+        let admin = match raw.admin {
+            Some(s) => self.addr("admin", &s),
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 9901))),
+        };
+        if let Some(a) = admin {
+            if listen.contains(&a) {
+                self.bad(
+                    "admin",
+                    format!(
+                        "{a} is also a listen address; the admin API must have its own listener"
+                    ),
+                );
+            }
+        }
+        let workers = match raw.workers {
+            None | Some(0) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Some(n) if n > 1024 => {
+                self.bad("workers", format!("{n} workers is more than 1024"));
+                1
+            }
+            Some(n) => n,
+        };
+
+        let backends = self.backends(raw.backends);
+        let health = self.health(raw.health);
+        let leader = self.leader(raw.leader);
+        let routes = self.routes(raw.routes);
+
+        let reads = raw.reads.map_or(
+            ReadsConfig {
+                policy: Policy::RoundRobin,
+                fallback_to_leader: true,
+                retry: true,
+            },
+            |r| ReadsConfig {
+                policy: r.policy.unwrap_or(Policy::RoundRobin),
+                fallback_to_leader: r.fallback_to_leader.unwrap_or(true),
+                retry: r.retry.unwrap_or(true),
+            },
+        );
+        let writes = self.writes(raw.writes);
+        let timeouts = self.timeouts(raw.timeouts);
+        let limits = self.limits(raw.limits);
+        let passive = self.passive(raw.passive);
+
+        Config {
+            source: path.to_path_buf(),
+            listen,
+            admin: admin.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901))),
+            workers,
+            debug_headers: raw.debug_headers,
+            access_log: raw.access_log,
+            shutdown_grace: raw.shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
+            backends,
+            health,
+            leader,
+            routes,
+            reads,
+            writes,
+            timeouts,
+            limits,
+            passive,
+        }
+    }
+
+    fn backends(&mut self, raw: Vec<RawBackend>) -> Vec<BackendConfig> {
+        if raw.is_empty() {
+            self.bad("backends", "at least one backend is needed");
+        }
+        let mut out: Vec<BackendConfig> = Vec::with_capacity(raw.len());
+        for (i, b) in raw.into_iter().enumerate() {
+            let key = format!("backends[{i}]");
+            if b.name.is_empty()
+                || !b
+                    .name
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+            {
+                self.bad(
+                    &format!("{key}.name"),
+                    format!(
+                        "invalid name {:?} (use letters, digits, '-', '_' and '.')",
+                        b.name
+                    ),
+                );
+            }
+            if let Some(prev) = out.iter().position(|o| o.name == b.name) {
+                self.bad(
+                    &format!("{key}.name"),
+                    format!(
+                        "duplicate backend name {:?} (also backends[{prev}])",
+                        b.name
+                    ),
+                );
+            }
+            let weight = b.weight.unwrap_or(1);
+            if weight == 0 || weight > 1000 {
+                self.bad(
+                    &format!("{key}.weight"),
+                    format!("weight {weight} is outside 1..=1000"),
+                );
+            }
+            let Some(authority) = self.backend_url(&format!("{key}.url"), &b.url) else {
+                continue;
+            };
+            if let Some(prev) = out.iter().position(|o| o.authority == authority) {
+                self.bad(
+                    &format!("{key}.url"),
+                    format!("{} is already backends[{prev}]", b.url),
+                );
+            }
+            out.push(BackendConfig {
+                name: b.name,
+                authority,
+                url: b.url,
+                weight,
+            });
+        }
+        out
+    }
+
+    fn backend_url(&mut self, key: &str, url: &str) -> Option<http::uri::Authority> {
+        let uri: http::Uri = match url.parse() {
+            Ok(u) => u,
+            Err(e) => {
+                self.bad(key, format!("invalid URL {url:?}: {e}"));
+                return None;
+            }
+        };
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some(other) => {
+                self.bad(
+                    key,
+                    format!("unsupported scheme {other:?} in {url:?} (only http:// is supported)"),
+                );
+                return None;
+            }
+            None => {
+                self.bad(
+                    key,
+                    format!("invalid URL {url:?}: write it as http://host:port"),
+                );
+                return None;
+            }
+        }
+        let Some(auth) = uri.authority().cloned() else {
+            self.bad(key, format!("invalid URL {url:?}: no host"));
+            return None;
+        };
+        if auth.port_u16().is_none() {
+            self.bad(
+                key,
+                format!("URL {url:?} has no port (write http://host:port)"),
+            );
+            return None;
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            self.bad(key, format!("URL {url:?} must not have a path or query"));
+            return None;
+        }
+        Some(auth)
+    }
+
+    fn probe_path(&mut self, key: &str, p: &str) {
+        if !p.starts_with('/') || p.parse::<http::uri::PathAndQuery>().is_err() {
+            self.bad(key, format!("invalid path {p:?} (it must start with '/')"));
+        }
+    }
+
+    fn interval_timeout(&mut self, section: &str, interval: Duration, timeout: Duration) {
+        if interval.is_zero() {
+            self.bad(&format!("{section}.interval"), "must be more than 0");
+        }
+        if timeout.is_zero() {
+            self.bad(&format!("{section}.timeout"), "must be more than 0");
+        } else if timeout >= interval {
+            self.bad(
+                &format!("{section}.timeout"),
+                format!(
+                    "{} must be shorter than {section}.interval ({})",
+                    humantime::format_duration(timeout),
+                    humantime::format_duration(interval)
+                ),
+            );
+        }
+    }
+
+    fn health(&mut self, raw: Option<RawProbe>) -> HealthConfig {
+        let raw = raw.unwrap_or(RawProbe {
+            path: None,
+            method: None,
+            body: None,
+            interval: None,
+            timeout: None,
+            rise: None,
+            fall: None,
+            expect: None,
+        });
+        let path = raw.path.unwrap_or_else(|| "/".to_string());
+        self.probe_path("health.path", &path);
+        let interval = raw.interval.map_or(Duration::from_secs(1), |d| d.0);
+        let timeout = raw.timeout.map_or(Duration::from_millis(500), |d| d.0);
+        self.interval_timeout("health", interval, timeout);
+        let rise = raw.rise.unwrap_or(2);
+        let fall = raw.fall.unwrap_or(3);
+        if rise == 0 {
+            self.bad("health.rise", "must be at least 1");
+        }
+        if fall == 0 {
+            self.bad("health.fall", "must be at least 1");
+        }
+        let expect = self.expect("health.expect", raw.expect.unwrap_or_default());
+        HealthConfig {
+            probe: ProbeConfig {
+                path,
+                method: raw.method.map_or(http::Method::GET, |m| m.0),
+                body: raw.body,
+                interval,
+                timeout,
+                expect,
+            },
+            rise,
+            fall,
+        }
+    }
+
+    fn leader(&mut self, raw: RawLeader) -> LeaderConfig {
+        self.probe_path("leader.path", &raw.path);
+        let interval = raw.interval.map_or(Duration::from_millis(500), |d| d.0);
+        let timeout = raw.timeout.map_or(Duration::from_millis(300), |d| d.0);
+        self.interval_timeout("leader", interval, timeout);
+        let expect = self.expect("leader.expect", raw.expect);
+        if expect.status.is_none()
+            && expect.body_regex.is_none()
+            && expect.json.is_none()
+            && expect.header.is_none()
+        {
+            self.bad(
+                "leader.expect",
+                "give at least one condition (status, body_regex, json or header) that only the leader's answer meets",
+            );
+        }
+        LeaderConfig {
+            probe: ProbeConfig {
+                path: raw.path,
+                method: raw.method.map_or(http::Method::GET, |m| m.0),
+                body: raw.body,
+                interval,
+                timeout,
+                expect,
+            },
+            term_pointer: raw.term.map(|t| t.pointer.0),
+        }
+    }
+
+    fn statuses(&mut self, key: &str, s: &[u16]) {
+        if s.is_empty() {
+            self.bad(key, "the list is empty");
+        }
+        for (i, code) in s.iter().enumerate() {
+            if !(100..=599).contains(code) {
+                self.bad(
+                    &format!("{key}[{i}]"),
+                    format!("{code} is not an HTTP status (100-599)"),
+                );
+            }
+        }
+    }
+
+    fn expect(&mut self, key: &str, raw: RawExpect) -> Expect {
+        if let Some(s) = &raw.status {
+            self.statuses(&format!("{key}.status"), s);
+        }
+        let json = raw.json.and_then(|j| match (j.equals, j.equals_pointer) {
+            (Some(v), None) => Some(JsonExpect {
+                pointer: j.pointer.0,
+                want: JsonWant::Equals(v),
+            }),
+            (None, Some(p)) => Some(JsonExpect {
+                pointer: j.pointer.0,
+                want: JsonWant::EqualsPointer(p.0),
+            }),
+            _ => {
+                self.bad(
+                    &format!("{key}.json"),
+                    "give exactly one of `equals` and `equals_pointer`",
+                );
+                None
+            }
+        });
+        let header =
+            raw.header
+                .and_then(|h| match http::HeaderName::from_bytes(h.name.as_bytes()) {
+                    Ok(n) => Some((n, h.equals)),
+                    Err(_) => {
+                        self.bad(
+                            &format!("{key}.header.name"),
+                            format!("invalid header name {:?}", h.name),
+                        );
+                        None
+                    }
+                });
+        Expect {
+            status: raw.status,
+            body_regex: raw.body_regex.map(|r| r.0),
+            json,
+            header,
+        }
+    }
+
+    fn routes(&mut self, raw: Vec<RawRoute>) -> Vec<Rule> {
+        raw.into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                if r.methods.is_none() && r.path_prefix.is_none() && r.path_regex.is_none() {
+                    self.bad(
+                        &format!("routes[{i}]"),
+                        "give at least one of methods, path_prefix and path_regex",
+                    );
+                }
+                if let Some(m) = &r.methods {
+                    if m.is_empty() {
+                        self.bad(&format!("routes[{i}].methods"), "the list is empty");
+                    }
+                }
+                if let Some(p) = &r.path_prefix {
+                    if !p.starts_with('/') {
+                        self.bad(
+                            &format!("routes[{i}].path_prefix"),
+                            format!("{p:?} must start with '/'"),
+                        );
+                    }
+                }
+                Rule {
+                    methods: r
+                        .methods
+                        .map(|ms| MethodSet::from_methods(ms.iter().map(|m| &m.0))),
+                    path_prefix: r.path_prefix,
+                    path_regex: r.path_regex.map(|r| r.0),
+                    to: r.to,
+                }
+            })
+            .collect()
+    }
+
+    fn writes(&mut self, raw: Option<RawWrites>) -> WritesConfig {
+        let raw = raw.unwrap_or(RawWrites {
+            hold: None,
+            max_held: None,
+            replay_body_limit: None,
+            not_leader: None,
+        });
+        let not_leader = raw.not_leader.map_or_else(NotLeader::default, |n| {
+            if let Some(s) = &n.status {
+                self.statuses("writes.not_leader.status", s);
+                for (i, code) in s.iter().enumerate() {
+                    if (200..300).contains(code) {
+                        self.bad(
+                            &format!("writes.not_leader.status[{i}]"),
+                            format!("{code} is a success status; use body_regex to spot a refusal inside a 2xx answer"),
+                        );
+                    }
+                }
+            }
+            NotLeader {
+                status: n.status.unwrap_or_default(),
+                body_regex: n.body_regex.map(|r| r.0),
+                redirect: n.redirect,
+            }
+        });
+        let max_held = raw.max_held.unwrap_or(10_000);
+        WritesConfig {
+            hold: raw.hold.map_or(Duration::from_secs(5), |d| d.0),
+            max_held,
+            replay_body_limit: raw.replay_body_limit.map_or(1 << 20, |s| s.0),
+            not_leader,
+        }
+    }
+
+    fn timeouts(&mut self, raw: Option<RawTimeouts>) -> Timeouts {
+        let t = raw.unwrap_or(RawTimeouts {
+            connect: None,
+            request: None,
+            header_read: None,
+            idle: None,
+        });
+        let out = Timeouts {
+            connect: t.connect.map_or(Duration::from_secs(1), |d| d.0),
+            request: t.request.map_or(Duration::from_secs(30), |d| d.0),
+            header_read: t.header_read.map_or(Duration::from_secs(10), |d| d.0),
+            idle: t.idle.map_or(Duration::from_secs(60), |d| d.0),
+        };
+        for (k, d) in [
+            ("timeouts.connect", out.connect),
+            ("timeouts.request", out.request),
+            ("timeouts.header_read", out.header_read),
+            ("timeouts.idle", out.idle),
+        ] {
+            if d.is_zero() {
+                self.bad(k, "must be more than 0");
+            }
+        }
+        out
+    }
+
+    fn limits(&mut self, raw: Option<RawLimits>) -> Limits {
+        let l = raw.unwrap_or(RawLimits {
+            max_header_bytes: None,
+            max_body_bytes: None,
+            max_connections: None,
+        });
+        let out = Limits {
+            max_header_bytes: l.max_header_bytes.map_or(64 << 10, |s| s.0 as usize),
+            max_body_bytes: l.max_body_bytes.map_or(64 << 20, |s| s.0),
+            max_connections: l.max_connections.unwrap_or(10_000),
+        };
+        if out.max_header_bytes < 8192 {
+            self.bad(
+                "limits.max_header_bytes",
+                "must be at least 8KiB (hyper's smallest read buffer)",
+            );
+        }
+        if out.max_connections == 0 {
+            self.bad("limits.max_connections", "must be at least 1");
+        }
+        out
+    }
+
+    fn passive(&mut self, raw: Option<RawPassive>) -> PassiveConfig {
+        let p = raw.unwrap_or(RawPassive {
+            consecutive_failures: None,
+            base_ejection: None,
+            max_ejection: None,
+            max_ejection_percent: None,
+        });
+        let out = PassiveConfig {
+            consecutive_failures: p.consecutive_failures.unwrap_or(5),
+            base_ejection: p.base_ejection.map_or(Duration::from_secs(10), |d| d.0),
+            max_ejection: p.max_ejection.map_or(Duration::from_secs(300), |d| d.0),
+            max_ejection_percent: p.max_ejection_percent.unwrap_or(50),
+        };
+        if out.max_ejection_percent > 100 {
+            self.bad(
+                "passive.max_ejection_percent",
+                format!("{} is more than 100", out.max_ejection_percent),
+            );
+        }
+        if out.max_ejection < out.base_ejection {
+            self.bad(
+                "passive.max_ejection",
+                "must not be shorter than passive.base_ejection",
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

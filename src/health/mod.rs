@@ -1,0 +1,5 @@
+//! Active health checking and leader detection.
+
+pub mod counter;
+pub mod monitor;
+pub mod probe;

@@ -1,0 +1,789 @@
+//! The monitor: probe loops per backend feed one aggregator task, which owns
+//! all routing state, decides who leads, and publishes a new routing table
+//! whenever something that affects routing changes.
+//!
+//! The request path talks to the monitor only through [`MonitorHandle`]
+//! (fire-and-forget hints: "this leader failed me", "eject this follower");
+//! it never waits on it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::counter::{Counter, Health, Transition};
+use super::probe::{self, Outcome};
+use crate::balance::Picker;
+use crate::config::{Config, ProbeConfig};
+use crate::metrics::Metrics;
+use crate::routing::{Backend, LeaderInfo, LeaderState, RoutingTable, Shared};
+
+/// Which probe a result belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Health,
+    Leader,
+}
+
+/// What the admin API shows of one backend.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackendStatus {
+    pub name: String,
+    pub url: String,
+    pub weight: u32,
+    pub healthy: bool,
+    pub role: &'static str,
+    pub in_flight: usize,
+    pub ejected: bool,
+    pub ejected_for_ms: Option<u64>,
+    pub drained: bool,
+    pub idle_connections: usize,
+    pub last_probe: ProbeStatus,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ProbeStatus {
+    pub health_ok: Option<bool>,
+    pub health_latency_ms: Option<f64>,
+    pub health_error: Option<String>,
+    pub leader_claim: Option<bool>,
+    pub leader_latency_ms: Option<f64>,
+    pub leader_error: Option<String>,
+    pub term: Option<u64>,
+}
+
+/// Messages to the aggregator.
+enum Msg {
+    Probe {
+        id: u64,
+        kind: Kind,
+        outcome: Outcome,
+    },
+    /// A request to this leader failed in a way that suggests it is gone.
+    Suspect { id: u64 },
+    /// Passive health: this follower failed too often.
+    Eject { id: u64 },
+    SetDrained {
+        name: String,
+        drained: bool,
+        reply: oneshot::Sender<bool>,
+    },
+    Status {
+        reply: oneshot::Sender<Vec<BackendStatus>>,
+    },
+    Reload {
+        cfg: Arc<Config>,
+        reply: oneshot::Sender<Vec<String>>,
+    },
+}
+
+/// Cheap, cloneable handle to the monitor.
+#[derive(Clone)]
+pub struct MonitorHandle {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl MonitorHandle {
+    /// A request to leader `id` failed (connect error, reset, not-leader
+    /// answer): re-probe everyone now instead of waiting for the interval.
+    pub fn suspect(&self, id: u64) {
+        let _ = self.tx.send(Msg::Suspect { id });
+    }
+
+    /// Passive health asks to eject follower `id`.
+    pub fn eject(&self, id: u64) {
+        let _ = self.tx.send(Msg::Eject { id });
+    }
+
+    /// Drains (`true`) or re-enables a backend by name; false if unknown.
+    pub async fn set_drained(&self, name: &str, drained: bool) -> bool {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.tx.send(Msg::SetDrained {
+            name: name.to_string(),
+            drained,
+            reply,
+        });
+        rx.await.unwrap_or(false)
+    }
+
+    pub async fn status(&self) -> Vec<BackendStatus> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.tx.send(Msg::Status { reply });
+        rx.await.unwrap_or_default()
+    }
+
+    /// Applies a validated config; returns notes on what needs a restart.
+    pub async fn reload(&self, cfg: Arc<Config>) -> Vec<String> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.tx.send(Msg::Reload { cfg, reply });
+        rx.await.unwrap_or_default()
+    }
+}
+
+struct Node {
+    backend: Arc<Backend>,
+    health: Counter,
+    claim: bool,
+    term: Option<u64>,
+    probed_health: bool,
+    probed_leader: bool,
+    last: ProbeStatus,
+    ejected_until: Option<Instant>,
+    ejections: u32,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Node {
+    fn healthy(&self) -> bool {
+        self.health.is_up()
+    }
+
+    fn drained(&self) -> bool {
+        self.backend
+            .drained
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn ejected(&self, now: Instant) -> bool {
+        self.ejected_until.is_some_and(|t| t > now)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Who leads, decided from the claims of eligible backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Leader(usize),
+    None,
+    SplitBrain(Vec<usize>),
+}
+
+/// Pure leader choice. `claims` holds `(index, term)` of every backend that
+/// is eligible (claims leadership, not down, not drained). One claimant
+/// leads; among several, a unique highest term leads when terms are in use
+/// (every claimant reported one); otherwise nobody does.
+pub fn decide(claims: &[(usize, Option<u64>)], use_terms: bool) -> Decision {
+    match claims {
+        [] => Decision::None,
+        [(i, _)] => Decision::Leader(*i),
+        many => {
+            if use_terms && many.iter().all(|(_, t)| t.is_some()) {
+                let max = many.iter().filter_map(|(_, t)| *t).max();
+                let top: Vec<usize> = many
+                    .iter()
+                    .filter(|(_, t)| *t == max)
+                    .map(|(i, _)| *i)
+                    .collect();
+                if let [one] = top[..] {
+                    return Decision::Leader(one);
+                }
+            }
+            Decision::SplitBrain(many.iter().map(|(i, _)| *i).collect())
+        }
+    }
+}
+
+/// The routing-relevant picture; a new table is published only when it changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Picture {
+    leader: Option<u64>,
+    split: Vec<u64>,
+    followers: Vec<u64>,
+    ready: bool,
+}
+
+struct Aggregator {
+    cfg: Arc<Config>,
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    nodes: Vec<Node>,
+    tx: mpsc::UnboundedSender<Msg>,
+    kick: Arc<Notify>,
+    workers: usize,
+    epoch: u64,
+    leader_gen: u64,
+    picture: Option<Picture>,
+    leader_since: SystemTime,
+    leader_term: Option<u64>,
+    no_leader_mark: Option<Instant>,
+    last_kick: Option<Instant>,
+}
+
+/// Starts the monitor on the current tokio runtime: spawns probe loops for
+/// every backend and the aggregator, and returns the handle. The initial
+/// table (not ready, no routes) must already be in `shared`.
+pub fn start(cfg: Arc<Config>, shared: Arc<Shared>, metrics: Arc<Metrics>) -> MonitorHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let table = shared.load();
+    let workers = cfg.workers;
+    let mut agg = Aggregator {
+        cfg: cfg.clone(),
+        shared,
+        metrics,
+        nodes: Vec::new(),
+        tx: tx.clone(),
+        kick: Arc::new(Notify::new()),
+        workers,
+        epoch: table.epoch,
+        leader_gen: table.leader_gen,
+        picture: None,
+        leader_since: SystemTime::now(),
+        leader_term: None,
+        no_leader_mark: Some(Instant::now()),
+        last_kick: None,
+    };
+    for b in &table.backends {
+        agg.add_node(b.clone());
+    }
+    tokio::spawn(agg.run(rx));
+    MonitorHandle { tx }
+}
+
+/// Small xorshift generator for probe jitter; seeded per loop so tests
+/// that pause time stay deterministic.
+struct Jitter(u64);
+
+impl Jitter {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// `d` ± 10%.
+    fn around(&mut self, d: Duration) -> Duration {
+        let span = d.as_nanos() as u64 / 5;
+        if span == 0 {
+            return d;
+        }
+        d - Duration::from_nanos(span / 2) + Duration::from_nanos(self.next() % span)
+    }
+}
+
+fn spawn_probe_loop(
+    backend: Arc<Backend>,
+    kind: Kind,
+    probe_cfg: ProbeConfig,
+    term_pointer: Option<String>,
+    tx: mpsc::UnboundedSender<Msg>,
+    kick: Arc<Notify>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut jitter = Jitter(backend.name_hash | 1);
+        let authority = backend.authority.to_string();
+        // Spread the first probes a little so backends are not hit in lockstep.
+        tokio::time::sleep(jitter.around(Duration::from_millis(5))).await;
+        loop {
+            let kicked = kick.notified();
+            let outcome = probe::probe(&authority, &probe_cfg, term_pointer.as_deref()).await;
+            if tx
+                .send(Msg::Probe {
+                    id: backend.id,
+                    kind,
+                    outcome,
+                })
+                .is_err()
+            {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(jitter.around(probe_cfg.interval)) => {}
+                _ = kicked => {}
+            }
+        }
+    })
+}
+
+impl Aggregator {
+    fn add_node(&mut self, backend: Arc<Backend>) {
+        let mut node = Node {
+            backend,
+            health: Counter::new(self.cfg.health.rise, self.cfg.health.fall),
+            claim: false,
+            term: None,
+            probed_health: false,
+            probed_leader: false,
+            last: ProbeStatus::default(),
+            ejected_until: None,
+            ejections: 0,
+            tasks: Vec::new(),
+        };
+        self.spawn_probes(&mut node);
+        self.nodes.push(node);
+    }
+
+    fn spawn_probes(&self, node: &mut Node) {
+        for t in node.tasks.drain(..) {
+            t.abort();
+        }
+        node.tasks.push(spawn_probe_loop(
+            node.backend.clone(),
+            Kind::Health,
+            self.cfg.health.probe.clone(),
+            None,
+            self.tx.clone(),
+            self.kick.clone(),
+        ));
+        node.tasks.push(spawn_probe_loop(
+            node.backend.clone(),
+            Kind::Leader,
+            self.cfg.leader.probe.clone(),
+            self.cfg.leader.term_pointer.clone(),
+            self.tx.clone(),
+            self.kick.clone(),
+        ));
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        loop {
+            let next_expiry = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.ejected_until)
+                .filter(|t| *t > Instant::now())
+                .min();
+            let msg = match next_expiry {
+                Some(t) => tokio::select! {
+                    m = rx.recv() => m,
+                    _ = tokio::time::sleep_until(t) => {
+                        self.refresh();
+                        continue;
+                    }
+                },
+                None => rx.recv().await,
+            };
+            let Some(msg) = msg else { return };
+            self.handle(msg);
+            self.refresh();
+        }
+    }
+
+    fn index_of(&self, id: u64) -> Option<usize> {
+        self.nodes.iter().position(|n| n.backend.id == id)
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Probe { id, kind, outcome } => {
+                let Some(i) = self.index_of(id) else { return };
+                self.on_probe(i, kind, outcome);
+            }
+            Msg::Suspect { id } => {
+                let Some(i) = self.index_of(id) else { return };
+                // Stop routing writes to it until a probe says otherwise.
+                if self.nodes[i].claim {
+                    tracing::warn!(backend = %self.nodes[i].backend.name, "leader failed a request; re-probing all backends now");
+                    self.nodes[i].claim = false;
+                }
+                let now = Instant::now();
+                if self
+                    .last_kick
+                    .is_none_or(|t| now - t >= Duration::from_millis(20))
+                {
+                    self.last_kick = Some(now);
+                    self.kick.notify_waiters();
+                }
+            }
+            Msg::Eject { id } => {
+                let Some(i) = self.index_of(id) else { return };
+                self.try_eject(i);
+            }
+            Msg::SetDrained {
+                name,
+                drained,
+                reply,
+            } => {
+                let found = self.nodes.iter().find(|n| n.backend.name == name);
+                if let Some(n) = found {
+                    n.backend
+                        .drained
+                        .store(drained, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(backend = %name, drained, "backend drain state changed by admin");
+                }
+                let _ = reply.send(found.is_some());
+            }
+            Msg::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            Msg::Reload { cfg, reply } => {
+                let notes = self.reload(cfg);
+                let _ = reply.send(notes);
+            }
+        }
+    }
+
+    fn on_probe(&mut self, i: usize, kind: Kind, o: Outcome) {
+        let secs = o.latency.as_secs_f64();
+        let node = &mut self.nodes[i];
+        let b = node.backend.clone();
+        let m = &b.metrics;
+        match kind {
+            Kind::Health => {
+                m.probe_health.observe(secs);
+                if !o.ok {
+                    m.probe_health_failures.inc();
+                }
+                node.probed_health = true;
+                node.last.health_ok = Some(o.ok);
+                node.last.health_latency_ms = Some(secs * 1000.0);
+                node.last.health_error = o.error.clone();
+                match node.health.observe(o.ok) {
+                    Some(Transition::BecameUp) => {
+                        tracing::info!(backend = %node.backend.name, "backend is healthy")
+                    }
+                    Some(Transition::BecameDown) => tracing::warn!(
+                        backend = %node.backend.name,
+                        error = o.error.as_deref().unwrap_or(""),
+                        "backend is unhealthy"
+                    ),
+                    None => {}
+                }
+            }
+            Kind::Leader => {
+                m.probe_leader.observe(secs);
+                if o.unreachable {
+                    m.probe_leader_failures.inc();
+                }
+                node.probed_leader = true;
+                node.claim = o.ok;
+                node.term = o.term;
+                node.last.leader_claim = Some(o.ok);
+                node.last.leader_latency_ms = Some(secs * 1000.0);
+                node.last.leader_error = if o.unreachable { o.error.clone() } else { None };
+                node.last.term = o.term;
+                // A leader probe that cannot connect is proof the node is down
+                // right now; do not wait for `fall` health probes to say so.
+                if o.unreachable && o.error.as_deref().is_some_and(|e| e.starts_with("connect")) {
+                    if node.health.force_down().is_some() {
+                        tracing::warn!(backend = %node.backend.name, error = o.error.as_deref().unwrap_or(""), "backend refused a connection; marked unhealthy");
+                    }
+                }
+            }
+        }
+    }
+
+    fn try_eject(&mut self, i: usize) {
+        let now = Instant::now();
+        let p = self.cfg.passive.clone();
+        if self.nodes[i].ejected(now) || self.is_leader(i) {
+            return;
+        }
+        let followers = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, n)| n.healthy() && !self.is_leader(*j))
+            .count()
+            .max(1);
+        let ejected = self.nodes.iter().filter(|n| n.ejected(now)).count();
+        if (ejected + 1) * 100 > followers * p.max_ejection_percent as usize {
+            tracing::warn!(backend = %self.nodes[i].backend.name, "passive health wanted to eject, but max_ejection_percent is reached");
+            self.nodes[i]
+                .backend
+                .failures
+                .store(0, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        let node = &mut self.nodes[i];
+        let factor = 1u32.checked_shl(node.ejections.min(16)).unwrap_or(u32::MAX);
+        let dur = p.base_ejection.saturating_mul(factor).min(p.max_ejection);
+        node.ejections += 1;
+        node.ejected_until = Some(now + dur);
+        node.backend
+            .failures
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        node.backend.metrics.ejections.inc();
+        tracing::warn!(backend = %node.backend.name, seconds = dur.as_secs_f64(), "follower ejected by passive health checking");
+    }
+
+    fn is_leader(&self, i: usize) -> bool {
+        self.picture
+            .as_ref()
+            .is_some_and(|p| p.leader == Some(self.nodes[i].backend.id))
+    }
+
+    fn decide(&self) -> Decision {
+        let claims: Vec<(usize, Option<u64>)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.claim && n.health.state() != Health::Down && !n.drained())
+            .map(|(i, n)| (i, n.term))
+            .collect();
+        decide(&claims, self.cfg.leader.term_pointer.is_some())
+    }
+
+    /// Recomputes the picture; publishes a new table if it changed.
+    fn refresh(&mut self) {
+        let now = Instant::now();
+        let decision = self.decide();
+        let leader_idx = match &decision {
+            Decision::Leader(i) => Some(*i),
+            _ => None,
+        };
+        let followers: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| {
+                let n = &self.nodes[i];
+                Some(i) != leader_idx && n.healthy() && !n.drained() && !n.ejected(now)
+            })
+            .collect();
+        let ready = self
+            .nodes
+            .iter()
+            .all(|n| n.probed_health && n.probed_leader);
+        let picture = Picture {
+            leader: leader_idx.map(|i| self.nodes[i].backend.id),
+            split: match &decision {
+                Decision::SplitBrain(v) => v.iter().map(|&i| self.nodes[i].backend.id).collect(),
+                _ => Vec::new(),
+            },
+            followers: followers
+                .iter()
+                .map(|&i| self.nodes[i].backend.id)
+                .collect(),
+            ready,
+        };
+        self.account_no_leader(now, picture.leader.is_some());
+        if self.picture.as_ref() == Some(&picture) {
+            // The term may move while the leader stays; keep it current for admin.
+            if let Some(i) = leader_idx {
+                self.leader_term = self.nodes[i].term;
+            }
+            return;
+        }
+        let old_leader = self.picture.as_ref().and_then(|p| p.leader);
+        let old_split = self.picture.as_ref().is_some_and(|p| !p.split.is_empty());
+        if old_leader != picture.leader {
+            self.leader_gen += 1;
+            self.leader_since = SystemTime::now();
+            if self.picture.is_some() || picture.leader.is_some() {
+                self.metrics.leader_changes.inc();
+            }
+            let old_name = old_leader
+                .and_then(|id| self.index_of(id))
+                .map(|i| self.nodes[i].backend.name.clone());
+            match leader_idx {
+                Some(i) => tracing::info!(
+                    leader = %self.nodes[i].backend.name,
+                    previous = old_name.as_deref().unwrap_or("none"),
+                    term = self.nodes[i].term,
+                    "leader changed"
+                ),
+                None => tracing::warn!(
+                    previous = old_name.as_deref().unwrap_or("none"),
+                    "no leader known; writes are held"
+                ),
+            }
+        }
+        if !picture.split.is_empty() && !old_split {
+            self.metrics.split_brain.inc();
+            tracing::warn!(claimants = ?self.names(&picture.split), "several backends claim leadership; no writes are routed");
+        }
+        self.leader_term = leader_idx.and_then(|i| self.nodes[i].term);
+        self.epoch += 1;
+        let leader = match &decision {
+            Decision::Leader(i) => LeaderState::Known(LeaderInfo {
+                backend: self.nodes[*i].backend.clone(),
+                since: self.leader_since,
+                term: self.leader_term,
+            }),
+            Decision::None => LeaderState::None,
+            Decision::SplitBrain(v) => LeaderState::SplitBrain(
+                v.iter()
+                    .map(|&i| self.nodes[i].backend.name.clone())
+                    .collect(),
+            ),
+        };
+        let follower_backends: Vec<Arc<Backend>> = followers
+            .iter()
+            .map(|&i| self.nodes[i].backend.clone())
+            .collect();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let m = &n.backend.metrics;
+            m.healthy.set(n.healthy() as i64);
+            m.is_leader.set((Some(i) == leader_idx) as i64);
+            m.ejected.set(n.ejected(now) as i64);
+        }
+        self.metrics.leader_known.set(leader_idx.is_some() as i64);
+        let table = RoutingTable {
+            epoch: self.epoch,
+            leader_gen: self.leader_gen,
+            ready,
+            leader,
+            picker: Picker::build(self.cfg.reads.policy, &follower_backends),
+            followers: follower_backends,
+            backends: self.nodes.iter().map(|n| n.backend.clone()).collect(),
+            cfg: self.cfg.clone(),
+        };
+        self.picture = Some(picture);
+        self.shared.publish(table);
+    }
+
+    fn names(&self, ids: &[u64]) -> Vec<String> {
+        ids.iter()
+            .filter_map(|id| self.index_of(*id))
+            .map(|i| self.nodes[i].backend.name.clone())
+            .collect()
+    }
+
+    fn account_no_leader(&mut self, now: Instant, has_leader: bool) {
+        if let Some(mark) = self.no_leader_mark.take() {
+            self.metrics
+                .no_leader_seconds
+                .inc_by((now - mark).as_secs_f64());
+        }
+        if !has_leader {
+            self.no_leader_mark = Some(now);
+        }
+    }
+
+    fn status(&self) -> Vec<BackendStatus> {
+        let now = Instant::now();
+        let leader = self.picture.as_ref().and_then(|p| p.leader);
+        self.nodes
+            .iter()
+            .map(|n| BackendStatus {
+                name: n.backend.name.clone(),
+                url: n.backend.url.clone(),
+                weight: n.backend.weight(),
+                healthy: n.healthy(),
+                role: if leader == Some(n.backend.id) {
+                    "leader"
+                } else if n.healthy() {
+                    "follower"
+                } else {
+                    "down"
+                },
+                in_flight: n.backend.in_flight(),
+                ejected: n.ejected(now),
+                ejected_for_ms: n
+                    .ejected_until
+                    .filter(|t| *t > now)
+                    .map(|t| (t - now).as_millis() as u64),
+                drained: n.drained(),
+                idle_connections: n.backend.pool.idle_count(),
+                last_probe: n.last.clone(),
+            })
+            .collect()
+    }
+
+    fn reload(&mut self, cfg: Arc<Config>) -> Vec<String> {
+        let mut notes = Vec::new();
+        if cfg.listen != self.cfg.listen {
+            notes.push("listen addresses changed: restart to apply".to_string());
+        }
+        if cfg.admin != self.cfg.admin {
+            notes.push("admin address changed: restart to apply".to_string());
+        }
+        if cfg.workers != self.cfg.workers {
+            notes.push("workers changed: restart to apply".to_string());
+        }
+        if cfg.limits.max_connections != self.cfg.limits.max_connections
+            || cfg.limits.max_header_bytes != self.cfg.limits.max_header_bytes
+            || cfg.timeouts.header_read != self.cfg.timeouts.header_read
+        {
+            notes.push("limits.max_connections, limits.max_header_bytes and timeouts.header_read apply to new connections after a restart".to_string());
+        }
+        // Keep what was not changed in a restart-only setting.
+        let mut cfg = (*cfg).clone();
+        cfg.listen = self.cfg.listen.clone();
+        cfg.admin = self.cfg.admin;
+        cfg.workers = self.cfg.workers;
+        let cfg = Arc::new(cfg);
+        let probes_changed = format!("{:?}{:?}", cfg.health, cfg.leader)
+            != format!("{:?}{:?}", self.cfg.health, self.cfg.leader);
+        self.cfg = cfg.clone();
+
+        let mut old: Vec<Node> = std::mem::take(&mut self.nodes);
+        for bc in &cfg.backends {
+            if let Some(pos) = old.iter().position(|n| n.backend.same_as(bc)) {
+                let mut n = old.remove(pos);
+                n.backend
+                    .weight
+                    .store(bc.weight, std::sync::atomic::Ordering::Relaxed);
+                n.health.set_thresholds(cfg.health.rise, cfg.health.fall);
+                if probes_changed {
+                    self.spawn_probes(&mut n);
+                }
+                self.nodes.push(n);
+            } else {
+                tracing::info!(backend = %bc.name, url = %bc.url, "backend added by reload");
+                let b = Arc::new(Backend::new(bc, &self.metrics, self.workers));
+                self.add_node(b);
+            }
+        }
+        for n in old {
+            tracing::info!(backend = %n.backend.name, "backend removed by reload; in-flight requests finish");
+            if !cfg.backends.iter().any(|b| b.name == n.backend.name) {
+                self.metrics.forget_backend(&n.backend.name);
+            }
+        }
+        // Force a new table: the config itself is part of it.
+        self.picture = None;
+        notes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_claimant_leads() {
+        assert_eq!(decide(&[(2, None)], false), Decision::Leader(2));
+        assert_eq!(decide(&[], true), Decision::None);
+    }
+
+    #[test]
+    fn two_claimants_without_term_route_nothing() {
+        assert_eq!(
+            decide(&[(0, None), (1, None)], false),
+            Decision::SplitBrain(vec![0, 1])
+        );
+        assert_eq!(
+            decide(&[(0, Some(3)), (1, Some(4))], false),
+            Decision::SplitBrain(vec![0, 1]),
+            "terms are ignored unless configured"
+        );
+    }
+
+    #[test]
+    fn higher_term_wins() {
+        assert_eq!(
+            decide(&[(0, Some(3)), (1, Some(4))], true),
+            Decision::Leader(1)
+        );
+        assert_eq!(
+            decide(&[(0, Some(4)), (1, Some(4))], true),
+            Decision::SplitBrain(vec![0, 1]),
+            "equal terms: no guess"
+        );
+        assert_eq!(
+            decide(&[(0, Some(4)), (1, None)], true),
+            Decision::SplitBrain(vec![0, 1]),
+            "a claimant without a term: no guess"
+        );
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        let mut j = Jitter(42);
+        for _ in 0..1000 {
+            let d = j.around(Duration::from_millis(1000));
+            assert!(
+                d >= Duration::from_millis(900) && d <= Duration::from_millis(1100),
+                "{d:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! One HTTP probe of one backend, and the pure matchers that judge its
+//! answer (status set, body regex, JSON pointer, header).
+//!
+//! Each probe opens its own connection (like HAProxy's checks), so a probe
+//! says whether the backend accepts new connections right now and never
+//! competes with request traffic for a pooled connection.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::config::{Expect, JsonWant, ProbeConfig};
+
+/// Largest probe answer body read; longer bodies fail the probe.
+pub const MAX_PROBE_BODY: usize = 256 << 10;
+
+/// What one probe found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The answer met every expectation.
+    pub ok: bool,
+    /// The backend could not be reached or did not answer in time (as
+    /// opposed to answering something that did not meet the expectation).
+    pub unreachable: bool,
+    /// Term read at the configured pointer, if any.
+    pub term: Option<u64>,
+    pub latency: Duration,
+    /// Why the probe failed, for logs and the admin API.
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    fn failed(latency: Duration, unreachable: bool, error: String) -> Outcome {
+        Outcome {
+            ok: false,
+            unreachable,
+            term: None,
+            latency,
+            error: Some(error),
+        }
+    }
+}
+
+/// Probes `authority` (`host:port`) once, bounded by `probe.timeout`.
+pub async fn probe(authority: &str, probe: &ProbeConfig, term_pointer: Option<&str>) -> Outcome {
+    let start = Instant::now();
+    match tokio::time::timeout(probe.timeout, fetch(authority, probe)).await {
+        Err(_) => Outcome::failed(
+            start.elapsed(),
+            true,
+            format!(
+                "no answer within {}",
+                humantime::format_duration(probe.timeout)
+            ),
+        ),
+        Ok(Err(e)) => Outcome::failed(start.elapsed(), true, e),
+        Ok(Ok((status, headers, body))) => {
+            let latency = start.elapsed();
+            match evaluate(&probe.expect, status, &headers, &body) {
+                Ok(()) => Outcome {
+                    ok: true,
+                    unreachable: false,
+                    term: term_pointer.and_then(|p| read_term(&body, p)),
+                    latency,
+                    error: None,
+                },
+                Err(e) => Outcome::failed(latency, false, e),
+            }
+        }
+    }
+}
+
+async fn fetch(
+    authority: &str,
+    probe: &ProbeConfig,
+) -> Result<(u16, http::HeaderMap, Bytes), String> {
+    let stream = TcpStream::connect(authority)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (mut tx, conn) = http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let conn = tokio::spawn(conn);
+    let body = probe.body.clone().map(Bytes::from).unwrap_or_default();
+    let mut req = http::Request::builder()
+        .method(probe.method.clone())
+        .uri(probe.path.as_str())
+        .header(http::header::HOST, authority)
+        .header(http::header::USER_AGENT, "leaderproxy-probe")
+        .header(http::header::CONNECTION, "close");
+    if probe.body.is_some() {
+        req = req.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    let req = req
+        .body(Full::new(body))
+        .map_err(|e| format!("request: {e}"))?;
+    let resp = tx
+        .send_request(req)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    let (parts, body) = resp.into_parts();
+    let body = Limited::new(body, MAX_PROBE_BODY)
+        .collect()
+        .await
+        .map_err(|e| format!("reading body: {e}"))?
+        .to_bytes();
+    conn.abort();
+    Ok((parts.status.as_u16(), parts.headers, body))
+}
+
+/// Judges one answer; `Err` says which expectation failed.
+pub fn evaluate(
+    expect: &Expect,
+    status: u16,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Result<(), String> {
+    match &expect.status {
+        Some(codes) if !codes.contains(&status) => {
+            return Err(format!("status {status} is not one of {codes:?}"));
+        }
+        None if !(200..300).contains(&status) => {
+            return Err(format!("status {status} is not 2xx"));
+        }
+        _ => {}
+    }
+    if let Some((name, want)) = &expect.header {
+        match headers.get(name).and_then(|v| v.to_str().ok()) {
+            Some(v) if v == want => {}
+            Some(v) => return Err(format!("header {name} is {v:?}, not {want:?}")),
+            None => return Err(format!("header {name} is missing")),
+        }
+    }
+    if let Some(re) = &expect.body_regex {
+        let text = String::from_utf8_lossy(body);
+        if !re.is_match(&text) {
+            return Err(format!("body does not match /{}/", re.as_str()));
+        }
+    }
+    if let Some(j) = &expect.json {
+        let doc: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+        let got = doc
+            .pointer(&j.pointer)
+            .ok_or_else(|| format!("JSON has nothing at {}", j.pointer))?;
+        match &j.want {
+            JsonWant::Equals(want) => {
+                if !json_eq(got, want) {
+                    return Err(format!("JSON {} is {got}, not {want}", j.pointer));
+                }
+            }
+            JsonWant::EqualsPointer(other) => {
+                let want = doc
+                    .pointer(other)
+                    .ok_or_else(|| format!("JSON has nothing at {other}"))?;
+                if !json_eq(got, want) {
+                    return Err(format!("JSON {} is {got}, not {other} ({want})", j.pointer));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Equality that also treats `"5"` and `5` as equal: etcd's JSON gateway
+/// prints 64-bit integers as strings, and configs are written by hand.
+fn json_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value as V;
+    match (a, b) {
+        (V::String(s), V::Number(n)) | (V::Number(n), V::String(s)) => s == &n.to_string(),
+        _ => a == b,
+    }
+}
+
+/// Reads an unsigned term at `pointer`, written as a number or a string.
+pub fn read_term(body: &[u8], pointer: &str) -> Option<u64> {
+    let doc: serde_json::Value = serde_json::from_slice(body).ok()?;
+    match doc.pointer(pointer)? {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::JsonExpect;
+
+    fn hm(pairs: &[(&str, &str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn status_default_is_2xx() {
+        let e = Expect::default();
+        assert!(evaluate(&e, 204, &hm(&[]), b"").is_ok());
+        assert_eq!(
+            evaluate(&e, 503, &hm(&[]), b"").unwrap_err(),
+            "status 503 is not 2xx"
+        );
+    }
+
+    #[test]
+    fn status_set() {
+        let e = Expect {
+            status: Some(vec![200]),
+            ..Default::default()
+        };
+        assert!(evaluate(&e, 200, &hm(&[]), b"").is_ok());
+        assert_eq!(
+            evaluate(&e, 403, &hm(&[]), b"").unwrap_err(),
+            "status 403 is not one of [200]"
+        );
+    }
+
+    #[test]
+    fn body_regex() {
+        let e = Expect {
+            body_regex: Some(regex::Regex::new("role:master").unwrap()),
+            ..Default::default()
+        };
+        assert!(evaluate(&e, 200, &hm(&[]), b"# Replication\nrole:master\n").is_ok());
+        assert!(evaluate(&e, 200, &hm(&[]), b"role:slave").is_err());
+    }
+
+    #[test]
+    fn json_equals() {
+        let e = Expect {
+            json: Some(JsonExpect {
+                pointer: "/ROLE/0".into(),
+                want: JsonWant::Equals(serde_json::json!("master")),
+            }),
+            ..Default::default()
+        };
+        assert!(evaluate(&e, 200, &hm(&[]), br#"{"ROLE":["master",123,[]]}"#).is_ok());
+        assert_eq!(
+            evaluate(&e, 200, &hm(&[]), br#"{"ROLE":["slave","127.0.0.1",6379]}"#).unwrap_err(),
+            r#"JSON /ROLE/0 is "slave", not "master""#
+        );
+        assert!(evaluate(&e, 200, &hm(&[]), b"not json")
+            .unwrap_err()
+            .starts_with("body is not JSON"));
+        assert_eq!(
+            evaluate(&e, 200, &hm(&[]), br#"{"other":1}"#).unwrap_err(),
+            "JSON has nothing at /ROLE/0"
+        );
+    }
+
+    #[test]
+    fn json_equals_pointer_etcd_v3_status() {
+        let e = Expect {
+            json: Some(JsonExpect {
+                pointer: "/header/member_id".into(),
+                want: JsonWant::EqualsPointer("/leader".into()),
+            }),
+            ..Default::default()
+        };
+        let leader = br#"{"header":{"member_id":"1234","raft_term":"7"},"leader":"1234"}"#;
+        let follower = br#"{"header":{"member_id":"99","raft_term":"7"},"leader":"1234"}"#;
+        assert!(evaluate(&e, 200, &hm(&[]), leader).is_ok());
+        assert!(evaluate(&e, 200, &hm(&[]), follower).is_err());
+        assert_eq!(read_term(leader, "/header/raft_term"), Some(7));
+        assert_eq!(read_term(br#"{"t":9}"#, "/t"), Some(9));
+        assert_eq!(read_term(br#"{"t":"x"}"#, "/t"), None);
+    }
+
+    #[test]
+    fn numbers_match_strings() {
+        assert!(json_eq(&serde_json::json!("5"), &serde_json::json!(5)));
+        assert!(!json_eq(&serde_json::json!("5"), &serde_json::json!(6)));
+    }
+
+    #[test]
+    fn header_match() {
+        let e = Expect {
+            header: Some((http::HeaderName::from_static("x-role"), "leader".into())),
+            ..Default::default()
+        };
+        assert!(evaluate(&e, 200, &hm(&[("x-role", "leader")]), b"").is_ok());
+        assert_eq!(
+            evaluate(&e, 200, &hm(&[("x-role", "follower")]), b"").unwrap_err(),
+            r#"header x-role is "follower", not "leader""#
+        );
+        assert_eq!(
+            evaluate(&e, 200, &hm(&[]), b"").unwrap_err(),
+            "header x-role is missing"
+        );
+    }
+}

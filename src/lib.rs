@@ -1,0 +1,15 @@
+//! leaderproxy: a leader-aware layer-7 load-balancing reverse proxy for
+//! single-leader clusters. Writes go to the current leader, reads are spread
+//! over healthy followers; an active monitor keeps an immutable routing table
+//! that is swapped atomically, so the request path never waits on a lock.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod balance;
+pub mod config;
+pub mod health;
+pub mod metrics;
+pub mod proxy;
+pub mod routing;
+pub mod server;

@@ -1,0 +1,178 @@
+//! The `leaderproxy` command.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use leaderproxy::config;
+
+#[derive(Parser)]
+#[command(
+    name = "leaderproxy",
+    version,
+    about = "Leader-aware reverse proxy for single-leader clusters"
+)]
+struct Cli {
+    /// Log level or filter (e.g. `info`, `debug`, `leaderproxy=debug`); RUST_LOG wins when set.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve traffic with the given config.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config: print a summary (exit 0) or every problem (exit 2).
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn init_logs(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().flatten_event(true).init(),
+    }
+}
+
+fn summary(cfg: &config::Config) -> String {
+    let mut s = String::new();
+    use std::fmt::Write;
+    let listen: Vec<String> = cfg.listen.iter().map(|a| a.to_string()).collect();
+    let _ = writeln!(s, "{}: OK", cfg.source.display());
+    let _ = writeln!(s, "  listen:   {}", listen.join(", "));
+    let _ = writeln!(s, "  admin:    {}", cfg.admin);
+    let _ = writeln!(s, "  workers:  {}", cfg.workers);
+    let _ = writeln!(s, "  backends: {}", cfg.backends.len());
+    for b in &cfg.backends {
+        let _ = writeln!(s, "    - {} {} weight {}", b.name, b.url, b.weight);
+    }
+    let _ = writeln!(
+        s,
+        "  leader:   {} {} every {} (timeout {})",
+        cfg.leader.probe.method,
+        cfg.leader.probe.path,
+        humantime::format_duration(cfg.leader.probe.interval),
+        humantime::format_duration(cfg.leader.probe.timeout)
+    );
+    let _ = writeln!(
+        s,
+        "  health:   {} {} every {} (timeout {}, rise {}, fall {})",
+        cfg.health.probe.method,
+        cfg.health.probe.path,
+        humantime::format_duration(cfg.health.probe.interval),
+        humantime::format_duration(cfg.health.probe.timeout),
+        cfg.health.rise,
+        cfg.health.fall
+    );
+    let _ = writeln!(
+        s,
+        "  routes:   {} rules (no match => write)",
+        cfg.routes.len()
+    );
+    let _ = writeln!(
+        s,
+        "  reads:    {:?}, fallback_to_leader {}",
+        cfg.reads.policy, cfg.reads.fallback_to_leader
+    );
+    let _ = write!(
+        s,
+        "  writes:   hold {}, max_held {}",
+        humantime::format_duration(cfg.writes.hold),
+        cfg.writes.max_held
+    );
+    s
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Check { config } => match config::load(&config) {
+            Ok(cfg) => {
+                println!("{}", summary(&cfg));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Cmd::Run { config } => {
+            init_logs(&cli.log_level, cli.log_format);
+            let cfg = match config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            run(cfg)
+        }
+    }
+}
+
+fn run(cfg: config::Config) -> ExitCode {
+    let running = match leaderproxy::app::start(cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(listen = ?running.listen, admin = %running.admin, "leaderproxy started");
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the signal runtime");
+            return ExitCode::from(1);
+        }
+    };
+    let control = running.control.clone();
+    rt.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
+                _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
+                _ = hup.recv() => { tracing::info!("SIGHUP: reloading config"); let _ = control.reload().await; }
+            }
+        }
+    });
+    running.shutdown();
+    running.join();
+    tracing::info!("leaderproxy stopped");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,355 @@
+//! Prometheus registry and typed metric handles. Per-backend handles are
+//! resolved once when a backend is created ([`BackendMetrics`]), so the
+//! request path never looks a label up.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::routing::classify::Role;
+
+/// Request duration buckets: 100µs to 10s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Hold wait and probe buckets: 1ms to 30s.
+const WAIT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
+];
+
+/// Status classes used as the `class` label.
+pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Every metric the proxy exports.
+pub struct Metrics {
+    pub registry: Registry,
+    requests: IntCounterVec,
+    pub duration_read: Histogram,
+    pub duration_write: Histogram,
+    connect_errors: IntCounterVec,
+    timeouts: IntCounterVec,
+    in_flight: IntGaugeVec,
+    healthy: IntGaugeVec,
+    is_leader: IntGaugeVec,
+    ejected: IntGaugeVec,
+    ejections: IntCounterVec,
+    probe_duration: HistogramVec,
+    probe_failures: IntCounterVec,
+    pub leader_changes: IntCounter,
+    pub no_leader_seconds: prometheus::Counter,
+    pub leader_known: IntGauge,
+    pub split_brain: IntCounter,
+    pub held_writes: IntGauge,
+    pub hold_wait: Histogram,
+    pub writes_resent: IntCounter,
+    pub reads_retried: IntCounter,
+    pub reloads_ok: IntCounter,
+    pub reloads_error: IntCounter,
+    pub last_reload_success: IntGauge,
+    pub client_connections: IntGauge,
+    pub rejected_connections: IntCounter,
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
+    r.register(Box::new(c.clone()))
+        .expect("metric names are unique and valid");
+    c
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &r,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &r,
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "leaderproxy_request_duration_seconds",
+                "Time from request arrival to response headers sent, by role.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["role"],
+        )
+        .expect("valid metric");
+        let duration = reg(&r, duration);
+        let probe_duration = reg(
+            &r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "leaderproxy_probe_duration_seconds",
+                    "Duration of health and leader probes, by backend and kind.",
+                )
+                .buckets(WAIT_BUCKETS.to_vec()),
+                &["backend", "kind"],
+            )
+            .expect("valid metric"),
+        );
+        let reloads = counter_vec(
+            "leaderproxy_config_reloads_total",
+            "Config reloads by result (ok or error).",
+            &["result"],
+        );
+        let m = Metrics {
+            requests: counter_vec(
+                "leaderproxy_requests_total",
+                "Requests answered, by role, backend (or 'none') and status class.",
+                &["role", "backend", "class"],
+            ),
+            duration_read: duration.with_label_values(&["read"]),
+            duration_write: duration.with_label_values(&["write"]),
+            connect_errors: counter_vec(
+                "leaderproxy_upstream_connect_errors_total",
+                "Failed TCP/HTTP connection attempts to a backend.",
+                &["backend"],
+            ),
+            timeouts: counter_vec(
+                "leaderproxy_upstream_timeouts_total",
+                "Requests whose backend did not answer within timeouts.request.",
+                &["backend"],
+            ),
+            in_flight: gauge_vec(
+                "leaderproxy_backend_in_flight",
+                "Requests being served by a backend right now.",
+                &["backend"],
+            ),
+            healthy: gauge_vec(
+                "leaderproxy_backend_healthy",
+                "1 if the backend passes its health probe (after rise/fall), else 0.",
+                &["backend"],
+            ),
+            is_leader: gauge_vec(
+                "leaderproxy_backend_is_leader",
+                "1 if the backend is the leader writes are routed to, else 0.",
+                &["backend"],
+            ),
+            ejected: gauge_vec(
+                "leaderproxy_backend_ejected",
+                "1 while passive health checking keeps the backend out of read rotation.",
+                &["backend"],
+            ),
+            ejections: counter_vec(
+                "leaderproxy_ejections_total",
+                "Times passive health checking ejected a backend.",
+                &["backend"],
+            ),
+            probe_failures: counter_vec(
+                "leaderproxy_probe_failures_total",
+                "Probes that failed (error, timeout or unmet expectation; for kind=leader only errors and timeouts).",
+                &["backend", "kind"],
+            ),
+            probe_duration,
+            leader_changes: reg(
+                &r,
+                IntCounter::new("leaderproxy_leader_changes_total", "Times the routed leader changed (including to none).")
+                    .expect("valid metric"),
+            ),
+            no_leader_seconds: reg(
+                &r,
+                prometheus::Counter::new(
+                    "leaderproxy_no_leader_seconds_total",
+                    "Seconds during which no leader was known (writes held or refused).",
+                )
+                .expect("valid metric"),
+            ),
+            leader_known: reg(
+                &r,
+                IntGauge::new("leaderproxy_leader_known", "1 while a leader is known, else 0.").expect("valid metric"),
+            ),
+            split_brain: reg(
+                &r,
+                IntCounter::new(
+                    "leaderproxy_split_brain_total",
+                    "Times two or more backends claimed leadership and none could be chosen.",
+                )
+                .expect("valid metric"),
+            ),
+            held_writes: reg(
+                &r,
+                IntGauge::new("leaderproxy_held_writes", "Writes waiting for a leader right now.").expect("valid metric"),
+            ),
+            hold_wait: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "leaderproxy_write_hold_seconds",
+                        "How long held writes waited for a leader.",
+                    )
+                    .buckets(WAIT_BUCKETS.to_vec()),
+                )
+                .expect("valid metric"),
+            ),
+            writes_resent: reg(
+                &r,
+                IntCounter::new(
+                    "leaderproxy_writes_resent_total",
+                    "Writes sent again after a not-leader answer or a connect failure before sending.",
+                )
+                .expect("valid metric"),
+            ),
+            reads_retried: reg(
+                &r,
+                IntCounter::new("leaderproxy_reads_retried_total", "Reads retried on another backend.")
+                    .expect("valid metric"),
+            ),
+            reloads_ok: reloads.with_label_values(&["ok"]),
+            reloads_error: reloads.with_label_values(&["error"]),
+            last_reload_success: reg(
+                &r,
+                IntGauge::new(
+                    "leaderproxy_config_last_reload_success",
+                    "1 if the last config reload succeeded (or none was tried), 0 if it failed.",
+                )
+                .expect("valid metric"),
+            ),
+            client_connections: reg(
+                &r,
+                IntGauge::new("leaderproxy_client_connections", "Open client connections.").expect("valid metric"),
+            ),
+            rejected_connections: reg(
+                &r,
+                IntCounter::new(
+                    "leaderproxy_rejected_connections_total",
+                    "Client connections closed at accept because limits.max_connections was reached.",
+                )
+                .expect("valid metric"),
+            ),
+            registry: r.clone(),
+        };
+        let build = gauge_vec(
+            "leaderproxy_build_info",
+            "Always 1; the version label tells the build.",
+            &["version"],
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        m.last_reload_success.set(1);
+        m
+    }
+
+    /// Handles for one backend, resolved once.
+    pub fn backend(&self, name: &str) -> BackendMetrics {
+        let req = |role: &str| -> [IntCounter; 5] {
+            CLASSES.map(|c| self.requests.with_label_values(&[role, name, c]))
+        };
+        BackendMetrics {
+            read: req("read"),
+            write: req("write"),
+            connect_errors: self.connect_errors.with_label_values(&[name]),
+            timeouts: self.timeouts.with_label_values(&[name]),
+            in_flight: self.in_flight.with_label_values(&[name]),
+            healthy: self.healthy.with_label_values(&[name]),
+            is_leader: self.is_leader.with_label_values(&[name]),
+            ejected: self.ejected.with_label_values(&[name]),
+            ejections: self.ejections.with_label_values(&[name]),
+            probe_health: self.probe_duration.with_label_values(&[name, "health"]),
+            probe_leader: self.probe_duration.with_label_values(&[name, "leader"]),
+            probe_health_failures: self.probe_failures.with_label_values(&[name, "health"]),
+            probe_leader_failures: self.probe_failures.with_label_values(&[name, "leader"]),
+        }
+    }
+
+    /// Requests that never reached a backend (no leader, bad request, …).
+    pub fn unrouted(&self, role: Role, status: u16) -> IntCounter {
+        self.requests
+            .with_label_values(&[role.as_str(), "none", class_label(status)])
+    }
+
+    /// Drops the label sets of a backend that a reload removed.
+    pub fn forget_backend(&self, name: &str) {
+        for role in ["read", "write"] {
+            for c in CLASSES {
+                let _ = self.requests.remove_label_values(&[role, name, c]);
+            }
+        }
+        for v in [&self.connect_errors, &self.timeouts, &self.ejections] {
+            let _ = v.remove_label_values(&[name]);
+        }
+        for v in [
+            &self.in_flight,
+            &self.healthy,
+            &self.is_leader,
+            &self.ejected,
+        ] {
+            let _ = v.remove_label_values(&[name]);
+        }
+        for kind in ["health", "leader"] {
+            let _ = self.probe_duration.remove_label_values(&[name, kind]);
+            let _ = self.probe_failures.remove_label_values(&[name, kind]);
+        }
+    }
+
+    pub fn duration(&self, role: Role) -> &Histogram {
+        match role {
+            Role::Read => &self.duration_read,
+            Role::Write => &self.duration_write,
+        }
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::with_capacity(16 << 10);
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Index of a status code's class in [`CLASSES`].
+#[inline]
+pub fn class_index(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+pub fn class_label(status: u16) -> &'static str {
+    CLASSES[class_index(status)]
+}
+
+/// Metric handles of one backend.
+pub struct BackendMetrics {
+    read: [IntCounter; 5],
+    write: [IntCounter; 5],
+    pub connect_errors: IntCounter,
+    pub timeouts: IntCounter,
+    pub in_flight: IntGauge,
+    pub healthy: IntGauge,
+    pub is_leader: IntGauge,
+    pub ejected: IntGauge,
+    pub ejections: IntCounter,
+    pub probe_health: Histogram,
+    pub probe_leader: Histogram,
+    pub probe_health_failures: IntCounter,
+    pub probe_leader_failures: IntCounter,
+}
+
+impl BackendMetrics {
+    #[inline]
+    pub fn request(&self, role: Role, status: u16) {
+        let arr = match role {
+            Role::Read => &self.read,
+            Role::Write => &self.write,
+        };
+        arr[class_index(status)].inc();
+    }
+}

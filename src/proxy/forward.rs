@@ -1,0 +1,284 @@
+//! Sending one request to one backend over a pooled connection, and the
+//! header rewriting on the way there and back (hop-by-hop headers removed,
+//! `X-Forwarded-*` added, client `Host` kept).
+//!
+//! [`send`] reports whether the request may have reached the backend: a
+//! request that provably was not sent comes back to the caller, so a write
+//! can be re-sent without any risk of applying it twice.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+
+use super::body::UpBody;
+use super::error::ProxyError;
+use super::pool::{self, Conn};
+use crate::routing::Backend;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that describe one hop only (RFC 9110 §7.6.1), never forwarded.
+fn hop_by_hop() -> [&'static HeaderName; 8] {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::PROXY_AUTHORIZATION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ]
+}
+
+/// Removes hop-by-hop headers, including every name listed in `Connection`.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if let Some(conn) = h.get(header::CONNECTION) {
+        // Rare: only clients that name extra headers pay for this.
+        let listed: Vec<HeaderName> = conn
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in listed {
+            h.remove(n);
+        }
+    }
+    for n in hop_by_hop() {
+        if h.contains_key(n) {
+            h.remove(n);
+        }
+    }
+}
+
+/// Rewrites a client request for a backend: origin-form URI, HTTP/1.1,
+/// `Host` kept (or taken from an h2 `:authority`), hop-by-hop headers
+/// removed, `X-Forwarded-For` appended, `X-Forwarded-Proto`/`-Host` set.
+pub fn prepare_request(parts: &mut http::request::Parts, client: IpAddr, tls: bool) {
+    let h = &mut parts.headers;
+    strip_hop_by_hop(h);
+    if !h.contains_key(header::HOST) {
+        if let Some(a) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                h.insert(header::HOST, v);
+            }
+        }
+    }
+    if let Some(host) = h.get(header::HOST).cloned() {
+        h.insert(&X_FORWARDED_HOST, host);
+    }
+    h.insert(
+        &X_FORWARDED_PROTO,
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
+    let mut ip_buf = itoa_ip(client);
+    match h.get(&X_FORWARDED_FOR) {
+        Some(prev) => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + ip_buf.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.append(&mut ip_buf);
+            if let Ok(v) = HeaderValue::from_bytes(&v) {
+                h.insert(&X_FORWARDED_FOR, v);
+            }
+        }
+        None => {
+            if let Ok(v) = HeaderValue::from_bytes(&ip_buf) {
+                h.insert(&X_FORWARDED_FOR, v);
+            }
+        }
+    }
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        if let Ok(u) = pq.parse::<Uri>() {
+            parts.uri = u;
+        }
+    }
+    parts.version = Version::HTTP_11;
+}
+
+fn itoa_ip(ip: IpAddr) -> Vec<u8> {
+    use std::io::Write;
+    let mut v = Vec::with_capacity(40);
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    let _ = write!(v, "{ip}");
+    v
+}
+
+/// Rewrites a backend response for the client: hop-by-hop headers removed
+/// (the server sets its own framing).
+pub fn prepare_response(parts: &mut http::response::Parts) {
+    strip_hop_by_hop(&mut parts.headers);
+}
+
+/// Result of one attempt to send a request to one backend.
+pub enum Attempt {
+    /// The backend answered (headers; the body streams later).
+    Answered(Response<Incoming>, Conn),
+    /// The request provably did not reach the backend; here it is back.
+    NotSent(Request<UpBody>, ProxyError),
+    /// The request may have reached the backend; it must not be re-sent
+    /// unless it is safe to repeat.
+    Failed(ProxyError),
+}
+
+/// Options for one attempt.
+pub struct SendOpts {
+    pub worker: usize,
+    /// Only pooled connections opened at this leader generation or later
+    /// are used (fencing for writes; 0 for reads).
+    pub min_gen: u64,
+    /// Generation recorded on a newly opened connection.
+    pub gen: u64,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_idle: Duration,
+}
+
+/// Sends `req` to `backend`, reusing a pooled connection when one is
+/// usable. A pooled connection found dead before the request was written is
+/// replaced by a fresh one, transparently.
+pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> Attempt {
+    // At most a few dead pooled connections are skipped, then a new one is opened.
+    for _ in 0..4 {
+        let (mut conn, fresh) = match backend.pool.take(o.worker, o.min_gen, o.max_idle) {
+            Some(c) => (c, false),
+            None => {
+                match pool::connect(backend.authority.as_str(), o.connect_timeout, o.gen).await {
+                    Ok(c) => (c, true),
+                    Err(e) => {
+                        backend.metrics.connect_errors.inc();
+                        return Attempt::NotSent(
+                            req,
+                            ProxyError::Connect {
+                                backend: backend.name.clone(),
+                                reason: e.to_string(),
+                            },
+                        );
+                    }
+                }
+            }
+        };
+        if conn.tx.ready().await.is_err() {
+            if fresh {
+                backend.metrics.connect_errors.inc();
+                return Attempt::NotSent(
+                    req,
+                    ProxyError::Connect {
+                        backend: backend.name.clone(),
+                        reason: "connection closed right after opening".into(),
+                    },
+                );
+            }
+            continue;
+        }
+        let fut = conn.tx.try_send_request(req);
+        match tokio::time::timeout(o.request_timeout, fut).await {
+            Err(_) => {
+                backend.metrics.timeouts.inc();
+                return Attempt::Failed(ProxyError::Timeout {
+                    backend: backend.name.clone(),
+                    after: o.request_timeout,
+                });
+            }
+            Ok(Ok(resp)) => return Attempt::Answered(resp, conn),
+            Ok(Err(mut e)) => match e.take_message() {
+                Some(back) => {
+                    req = back;
+                    if fresh {
+                        backend.metrics.connect_errors.inc();
+                        return Attempt::NotSent(
+                            req,
+                            ProxyError::Connect {
+                                backend: backend.name.clone(),
+                                reason: e.error().to_string(),
+                            },
+                        );
+                    }
+                }
+                None => {
+                    return Attempt::Failed(ProxyError::Upstream {
+                        backend: backend.name.clone(),
+                        reason: e.error().to_string(),
+                    })
+                }
+            },
+        }
+    }
+    Attempt::NotSent(
+        req,
+        ProxyError::Connect {
+            backend: backend.name.clone(),
+            reason: "every pooled connection was closed".into(),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_listed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, x-secret".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert(header::TE, "trailers".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        h.insert("proxy-connection", "keep-alive".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert("x-keep", "yes".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn forwarded_headers() {
+        let req = Request::builder()
+            .uri("/a?b=1")
+            .header(header::HOST, "db.example")
+            .header("x-forwarded-for", "10.0.0.1")
+            .body(())
+            .unwrap();
+        let (mut parts, _) = req.into_parts();
+        prepare_request(&mut parts, "192.0.2.7".parse().unwrap(), false);
+        assert_eq!(parts.headers["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+        assert_eq!(parts.headers["x-forwarded-proto"], "http");
+        assert_eq!(parts.headers["x-forwarded-host"], "db.example");
+        assert_eq!(parts.headers[header::HOST], "db.example");
+        assert_eq!(parts.uri, "/a?b=1");
+    }
+
+    #[test]
+    fn h2_authority_becomes_host_and_origin_form() {
+        let req = Request::builder()
+            .uri("http://svc:2379/etcdserverpb.KV/Range")
+            .version(Version::HTTP_2)
+            .body(())
+            .unwrap();
+        let (mut parts, _) = req.into_parts();
+        prepare_request(&mut parts, "::ffff:127.0.0.1".parse().unwrap(), true);
+        assert_eq!(parts.headers[header::HOST], "svc:2379");
+        assert_eq!(parts.headers["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(parts.headers["x-forwarded-proto"], "https");
+        assert_eq!(parts.uri, "/etcdserverpb.KV/Range");
+        assert_eq!(parts.version, Version::HTTP_11);
+    }
+}

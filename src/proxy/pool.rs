@@ -1,0 +1,147 @@
+//! Upstream HTTP/1.1 connections, pooled per backend and per worker.
+//!
+//! Each worker thread owns one slot of every backend's pool, so taking and
+//! returning a connection never contends with another thread (the mutex is
+//! always uncontended; it only keeps the type `Sync`). Connections carry the
+//! leader generation they were opened in: a write only reuses a connection
+//! opened while the current leader was already leader (fencing).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::body::UpBody;
+
+/// Most idle connections kept per backend per worker.
+const MAX_IDLE_PER_SLOT: usize = 512;
+
+/// A ready-to-use upstream connection.
+pub struct Conn {
+    pub tx: http1::SendRequest<UpBody>,
+    /// Leader generation when the connection was opened.
+    pub gen: u64,
+    /// Whether this connection was reused from the pool (vs. freshly opened).
+    pub reused: bool,
+}
+
+struct Idle {
+    tx: http1::SendRequest<UpBody>,
+    gen: u64,
+    since: Instant,
+}
+
+#[repr(align(64))]
+#[derive(Default)]
+struct Slot {
+    idle: Mutex<Vec<Idle>>,
+}
+
+/// Why a new connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("connect failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("HTTP handshake failed: {0}")]
+    Handshake(#[from] hyper::Error),
+}
+
+/// The idle connections of one backend, one slot per worker.
+pub struct Pool {
+    slots: Box<[Slot]>,
+}
+
+impl Pool {
+    pub fn new(workers: usize) -> Pool {
+        Pool {
+            slots: (0..workers.max(1)).map(|_| Slot::default()).collect(),
+        }
+    }
+
+    fn slot(&self, worker: usize) -> &Slot {
+        &self.slots[worker % self.slots.len()]
+    }
+
+    /// Takes the most recently used idle connection that is still open,
+    /// opened at leader generation `min_gen` or later, and idle for less
+    /// than `max_idle`. Older or closed ones are dropped.
+    pub fn take(&self, worker: usize, min_gen: u64, max_idle: Duration) -> Option<Conn> {
+        let mut idle = self
+            .slot(worker)
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        while let Some(c) = idle.pop() {
+            if c.tx.is_closed() || c.gen < min_gen || c.since.elapsed() >= max_idle {
+                continue;
+            }
+            return Some(Conn {
+                tx: c.tx,
+                gen: c.gen,
+                reused: true,
+            });
+        }
+        None
+    }
+
+    /// Returns a connection whose last response was read to the end.
+    pub fn put(&self, worker: usize, conn: Conn) {
+        if conn.tx.is_closed() {
+            return;
+        }
+        let mut idle = self
+            .slot(worker)
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if idle.len() >= MAX_IDLE_PER_SLOT {
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            tx: conn.tx,
+            gen: conn.gen,
+            since: Instant::now(),
+        });
+    }
+
+    /// Drops every idle connection (a removed backend, or a fenced leader).
+    pub fn clear(&self) {
+        for s in self.slots.iter() {
+            s.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+    }
+
+    /// Idle connections across all workers (admin and tests).
+    pub fn idle_count(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|s| s.idle.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+}
+
+/// Opens a new HTTP/1.1 connection to `authority` (`host:port`).
+pub async fn connect(authority: &str, timeout: Duration, gen: u64) -> Result<Conn, ConnectError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(authority))
+        .await
+        .map_err(|_| ConnectError::Timeout(timeout))??;
+    let _ = stream.set_nodelay(true);
+    let (tx, conn) = http1::Builder::new()
+        .max_buf_size(1 << 20)
+        .handshake(TokioIo::new(stream))
+        .await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(Conn {
+        tx,
+        gen,
+        reused: false,
+    })
+}

@@ -1,0 +1,162 @@
+//! The immutable routing table and the shared cell it is published in.
+//!
+//! The monitor builds a new [`RoutingTable`] whenever anything that affects
+//! routing changes and publishes it with one `ArcSwap::store`; a request takes
+//! one snapshot and uses it to the end. Held writes wait on a `watch` channel
+//! that is bumped with each publish, never on a poll loop.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::Backend;
+use crate::balance::Picker;
+use crate::config::Config;
+
+/// The leader writes go to.
+#[derive(Debug, Clone)]
+pub struct LeaderInfo {
+    pub backend: Arc<Backend>,
+    pub since: SystemTime,
+    pub term: Option<u64>,
+}
+
+/// Who gets writes.
+#[derive(Debug, Clone)]
+pub enum LeaderState {
+    Known(LeaderInfo),
+    /// No healthy backend claims leadership.
+    None,
+    /// Several claim it and no term tells them apart: no writes are routed.
+    SplitBrain(Vec<String>),
+}
+
+pub struct RoutingTable {
+    /// Increases with every published table.
+    pub epoch: u64,
+    /// Increases with every change of leader (including to none): pooled
+    /// connections opened under an older generation are not used for writes.
+    pub leader_gen: u64,
+    /// False until the first probe round has finished.
+    pub ready: bool,
+    pub leader: LeaderState,
+    /// Healthy, non-leader, not drained, not ejected: the read candidates.
+    pub followers: Vec<Arc<Backend>>,
+    pub picker: Picker,
+    /// Every configured backend, in config order.
+    pub backends: Vec<Arc<Backend>>,
+    /// The config in force for requests routed by this table, so one
+    /// snapshot gives a request a consistent view of rules and limits.
+    pub cfg: Arc<Config>,
+}
+
+impl RoutingTable {
+    /// A table that routes nothing yet (before the first probe round).
+    pub fn empty(backends: Vec<Arc<Backend>>, cfg: Arc<Config>) -> RoutingTable {
+        RoutingTable {
+            epoch: 0,
+            leader_gen: 0,
+            ready: false,
+            leader: LeaderState::None,
+            followers: Vec::new(),
+            picker: Picker::build(cfg.reads.policy, &[]),
+            backends,
+            cfg,
+        }
+    }
+
+    #[inline]
+    pub fn leader(&self) -> Option<&Arc<Backend>> {
+        match &self.leader {
+            LeaderState::Known(l) => Some(&l.backend),
+            _ => None,
+        }
+    }
+
+    /// A follower for a read by policy; the leader when none is healthy and
+    /// `fallback_to_leader` is on.
+    #[inline]
+    pub fn pick_read(&self, client: IpAddr, avoid: Option<u64>) -> Option<&Arc<Backend>> {
+        match self.picker.pick(&self.followers, client, avoid) {
+            Some(i) => Some(&self.followers[i]),
+            None if self.cfg.reads.fallback_to_leader => self.leader(),
+            None => None,
+        }
+    }
+
+    pub fn backend_by_authority(&self, authority: &str) -> Option<&Arc<Backend>> {
+        self.backends
+            .iter()
+            .find(|b| b.authority.as_str().eq_ignore_ascii_case(authority))
+    }
+}
+
+/// The published table plus the channel that announces each new one.
+pub struct Shared {
+    table: ArcSwap<RoutingTable>,
+    changed: watch::Sender<u64>,
+}
+
+impl Shared {
+    pub fn new(initial: RoutingTable) -> Shared {
+        let epoch = initial.epoch;
+        Shared {
+            table: ArcSwap::from_pointee(initial),
+            changed: watch::channel(epoch).0,
+        }
+    }
+
+    /// One snapshot of the current table.
+    #[inline]
+    pub fn load(&self) -> Arc<RoutingTable> {
+        self.table.load_full()
+    }
+
+    /// Publishes a new table and wakes everyone waiting for a change.
+    pub fn publish(&self, t: RoutingTable) {
+        let epoch = t.epoch;
+        self.table.store(Arc::new(t));
+        self.changed.send_replace(epoch);
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Waits until a table is published whose leader is known and is not
+    /// `avoid` (a backend id), or until `deadline`. Returns that table.
+    /// `recheck` bounds each wait so that a leader that refused once but
+    /// was never replaced gets another chance.
+    pub async fn wait_for_leader(
+        &self,
+        deadline: Instant,
+        mut avoid: Option<u64>,
+        recheck: std::time::Duration,
+    ) -> Option<Arc<RoutingTable>> {
+        let mut rx = self.subscribe();
+        loop {
+            rx.borrow_and_update();
+            let t = self.load();
+            if let Some(l) = t.leader() {
+                if avoid != Some(l.id) {
+                    return Some(t);
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            let wake = deadline.min(now + recheck);
+            match tokio::time::timeout_at(wake, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return None,
+                // Nothing new within `recheck`: the avoided leader may be fine after all.
+                Err(_) => avoid = None,
+            }
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Worker threads and accept loops. Each worker is one thread with its own
+//! current-thread tokio runtime, its own `SO_REUSEPORT` listener per address
+//! and its own slot in every upstream pool, so requests on different cores
+//! share nothing but the routing table and a few atomics.
+
+use std::convert::Infallible;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::proxy::service::{handle, ClientInfo, Proxy};
+
+/// Binds one listening socket with `SO_REUSEPORT`, so every worker can
+/// have its own and the kernel spreads connections between them.
+pub fn bind_reuseport(addr: SocketAddr) -> std::io::Result<StdListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    Ok(s.into())
+}
+
+/// Binds `workers` listeners per address. The first one is bound without
+/// sharing first, so a port already used by another process is an error
+/// rather than a silent share; port 0 is resolved once and reused.
+pub fn bind_all(
+    addrs: &[SocketAddr],
+    workers: usize,
+) -> std::io::Result<(Vec<Vec<StdListener>>, Vec<SocketAddr>)> {
+    let mut per_worker: Vec<Vec<StdListener>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
+    for &addr in addrs {
+        // Exclusive check: fails if anyone (even with SO_REUSEPORT) holds the port.
+        let actual = if addr.port() != 0 {
+            drop(StdListener::bind(addr).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+            })?);
+            addr
+        } else {
+            let first = bind_reuseport(addr)?;
+            let a = first.local_addr()?;
+            per_worker[0].push(first);
+            a
+        };
+        for (w, list) in per_worker.iter_mut().enumerate() {
+            if addr.port() == 0 && w == 0 {
+                continue;
+            }
+            list.push(bind_reuseport(actual).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {actual}: {e}"))
+            })?);
+        }
+        bound.push(actual);
+    }
+    Ok((per_worker, bound))
+}
+
+/// Resolves once `rx` holds `true` (or its sender is gone).
+pub async fn until_true(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Settings every worker needs to serve connections.
+#[derive(Clone)]
+pub struct ServeOpts {
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl ServeOpts {
+    pub fn from_config(cfg: &Config) -> ServeOpts {
+        ServeOpts {
+            max_connections: cfg.limits.max_connections,
+            max_header_bytes: cfg.limits.max_header_bytes,
+            header_read_timeout: cfg.timeouts.header_read,
+            shutdown_grace: cfg.shutdown_grace,
+        }
+    }
+}
+
+/// Open client connections across all workers.
+pub static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+
+struct ConnGuard(&'static Proxy);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.client_connections.dec();
+    }
+}
+
+fn builder(o: &ServeOpts) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(o.header_read_timeout)
+        .max_buf_size(o.max_header_bytes.max(8192))
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(o.max_header_bytes.min(u32::MAX as usize) as u32)
+        .max_concurrent_streams(256);
+    b
+}
+
+/// Serves one worker's listeners until `shutdown` turns true, then lets
+/// in-flight requests finish for up to the grace period.
+pub async fn serve_worker(
+    proxy: &'static Proxy,
+    worker: usize,
+    listeners: Vec<StdListener>,
+    opts: ServeOpts,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let graceful = Arc::new(GracefulShutdown::new());
+    let builder = Arc::new(builder(&opts));
+    let mut accepts = Vec::new();
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    for l in listeners {
+        let listener = match TcpListener::from_std(l) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot use listener");
+                continue;
+            }
+        };
+        let mut stop = stop_tx.subscribe();
+        let builder = builder.clone();
+        let opts = opts.clone();
+        let graceful = graceful.clone();
+        accepts.push(tokio::spawn(async move {
+            loop {
+                let (stream, peer) = tokio::select! {
+                    r = listener.accept() => match r {
+                        Ok(x) => x,
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                    _ = stop.recv() => return,
+                };
+                if OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed) >= opts.max_connections {
+                    OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+                    proxy.metrics.rejected_connections.inc();
+                    drop(stream);
+                    continue;
+                }
+                proxy.metrics.client_connections.inc();
+                let guard = ConnGuard(proxy);
+                let _ = stream.set_nodelay(true);
+                let client = ClientInfo {
+                    addr: peer,
+                    tls: false,
+                };
+                let svc = service_fn(move |req| async move {
+                    Ok::<_, Infallible>(handle(proxy, worker, client, req).await)
+                });
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .into_owned();
+                let conn = graceful.watcher().watch(conn);
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "client connection ended with an error");
+                    }
+                });
+            }
+        }));
+    }
+    until_true(&mut shutdown).await;
+    let _ = stop_tx.send(());
+    for a in accepts {
+        let _ = a.await;
+    }
+    let Ok(graceful) = Arc::try_unwrap(graceful) else {
+        return;
+    };
+    if tokio::time::timeout(opts.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            worker,
+            "shutdown grace period ended with requests still in flight"
+        );
+    }
+}

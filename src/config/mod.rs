@@ -492,7 +492,7 @@ impl Validator {
             None => Some(SocketAddr::from(([127, 0, 0, 1], 9901))),
         };
         if let Some(a) = admin {
-            if listen.contains(&a) {
+            if a.port() != 0 && listen.contains(&a) {
                 self.bad(
                     "admin",
                     format!(

@@ -1,0 +1,512 @@
+//! In-process fake cluster nodes on 127.0.0.1:0 whose role can be flipped,
+//! plus helpers to start leaderproxy in-process against them and to talk to
+//! it. Used by the deterministic failover tests.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// How a fake node behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    Follower,
+}
+
+/// What a follower answers to a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Accept it (like a fake that does not care).
+    Accept,
+    /// 403 with a JSON error.
+    Status403,
+    /// 200 with `-READONLY ...` in the body (Redis behind webdis).
+    ReadOnlyBody,
+    /// 307 to the leader's address.
+    Redirect,
+}
+
+/// One request as the fake saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: http::HeaderMap,
+    pub body_len: usize,
+    pub body_sum: u64,
+}
+
+pub struct FakeState {
+    pub name: String,
+    pub role: Mutex<Role>,
+    pub refusal: Mutex<Refusal>,
+    /// Where a redirect points.
+    pub redirect_to: Mutex<Option<SocketAddr>>,
+    pub term: AtomicU64,
+    /// Requests other than probes.
+    pub seen: Mutex<Vec<Seen>>,
+    pub probes: AtomicUsize,
+    /// Delay before answering non-probe requests.
+    pub delay_ms: AtomicU64,
+    /// Answer every non-probe request with this status (0 = normal).
+    pub fail_status: AtomicU64,
+    /// Reports leadership in the probe regardless of role (split-brain tests).
+    pub claim_override: Mutex<Option<bool>>,
+}
+
+pub struct Fake {
+    pub addr: SocketAddr,
+    pub state: Arc<FakeState>,
+    tasks: Mutex<Option<tokio::task::AbortHandle>>,
+    conns: Arc<Mutex<JoinSet<()>>>,
+}
+
+fn checksum(b: &[u8]) -> u64 {
+    b.iter().enumerate().fold(0u64, |a, (i, &x)| {
+        a.wrapping_add((i as u64 + 1).wrapping_mul(x as u64))
+    })
+}
+
+async fn answer(st: Arc<FakeState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let role = *st.role.lock().unwrap();
+    let claim = st
+        .claim_override
+        .lock()
+        .unwrap()
+        .unwrap_or(role == Role::Leader);
+    match path.as_str() {
+        "/health" => {
+            st.probes.fetch_add(1, Ordering::Relaxed);
+            return Response::new(Full::new(Bytes::from_static(b"{\"health\":\"true\"}")));
+        }
+        "/leader" => {
+            st.probes.fetch_add(1, Ordering::Relaxed);
+            let body = format!(
+                "{{\"name\":\"{}\",\"leader\":{},\"term\":{}}}",
+                st.name,
+                claim,
+                st.term.load(Ordering::Relaxed)
+            );
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            if !claim {
+                *r.status_mut() = StatusCode::FORBIDDEN;
+            }
+            return r;
+        }
+        _ => {}
+    }
+    let method = req.method().to_string();
+    let (parts, body) = req.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let delay = st.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    st.seen.lock().unwrap().push(Seen {
+        method: method.clone(),
+        path: path.clone(),
+        headers: parts.headers.clone(),
+        body_len: bytes.len(),
+        body_sum: checksum(&bytes),
+    });
+    let fail = st.fail_status.load(Ordering::Relaxed);
+    if fail > 0 {
+        let mut r = Response::new(Full::new(Bytes::from_static(b"fail")));
+        *r.status_mut() = StatusCode::from_u16(fail as u16).unwrap();
+        return r;
+    }
+    let is_write =
+        !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") || path.starts_with("/SET/");
+    if is_write && role == Role::Follower {
+        match *st.refusal.lock().unwrap() {
+            Refusal::Accept => {}
+            Refusal::Status403 => {
+                let mut r = Response::new(Full::new(Bytes::from_static(
+                    b"{\"message\":\"not leader\"}",
+                )));
+                *r.status_mut() = StatusCode::FORBIDDEN;
+                return r;
+            }
+            Refusal::ReadOnlyBody => {
+                return Response::new(Full::new(Bytes::from_static(
+                    b"{\"SET\":[false,\"READONLY You can't write against a read only replica.\"]}",
+                )));
+            }
+            Refusal::Redirect => {
+                let to = st.redirect_to.lock().unwrap().expect("redirect target");
+                let mut r = Response::new(Full::new(Bytes::new()));
+                *r.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+                r.headers_mut().insert(
+                    http::header::LOCATION,
+                    format!("http://{to}{path}").parse().unwrap(),
+                );
+                return r;
+            }
+        }
+    }
+    if path == "/echo-size" {
+        return Response::new(Full::new(Bytes::from(format!(
+            "{} {}",
+            bytes.len(),
+            checksum(&bytes)
+        ))));
+    }
+    if let Some(n) = path.strip_prefix("/bytes/") {
+        let n: usize = n.parse().unwrap_or(0);
+        let body: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+        return Response::new(Full::new(Bytes::from(body)));
+    }
+    let mut r = Response::new(Full::new(Bytes::from(format!(
+        "{} {} {}",
+        st.name, method, path
+    ))));
+    r.headers_mut().insert("x-fake", st.name.parse().unwrap());
+    r.headers_mut()
+        .insert(http::header::CONNECTION, "keep-alive".parse().unwrap());
+    r.headers_mut()
+        .insert("keep-alive", "timeout=30".parse().unwrap());
+    r
+}
+
+impl Fake {
+    /// Starts a fake node on 127.0.0.1:0.
+    pub async fn start(name: &str, role: Role) -> Fake {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(FakeState {
+            name: name.to_string(),
+            role: Mutex::new(role),
+            refusal: Mutex::new(Refusal::Accept),
+            redirect_to: Mutex::new(None),
+            term: AtomicU64::new(1),
+            seen: Mutex::new(Vec::new()),
+            probes: AtomicUsize::new(0),
+            delay_ms: AtomicU64::new(0),
+            fail_status: AtomicU64::new(0),
+            claim_override: Mutex::new(None),
+        });
+        let f = Fake {
+            addr,
+            state,
+            tasks: Mutex::new(None),
+            conns: Arc::new(Mutex::new(JoinSet::new())),
+        };
+        f.serve(listener);
+        f
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let st = self.state.clone();
+        let conns = self.conns.clone();
+        let h = tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = listener.accept().await else {
+                    continue;
+                };
+                let st = st.clone();
+                conns.lock().unwrap().spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let st = st.clone();
+                        async move { Ok::<_, Infallible>(answer(st, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        *self.tasks.lock().unwrap() = Some(h.abort_handle());
+    }
+
+    pub fn set_role(&self, r: Role) {
+        *self.state.role.lock().unwrap() = r;
+    }
+
+    pub fn set_refusal(&self, r: Refusal) {
+        *self.state.refusal.lock().unwrap() = r;
+    }
+
+    /// Stops listening and cuts every open connection (like SIGKILL).
+    pub fn kill(&self) {
+        if let Some(h) = self.tasks.lock().unwrap().take() {
+            h.abort();
+        }
+        self.conns.lock().unwrap().abort_all();
+    }
+
+    /// Listens again on the same address.
+    pub async fn revive(&self) {
+        let l = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        };
+        self.serve(l);
+    }
+
+    /// Non-probe requests seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.seen.lock().unwrap().len()
+    }
+
+    pub fn count_method(&self, m: &str) -> usize {
+        self.state
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.method == m)
+            .count()
+    }
+
+    pub fn clear(&self) {
+        self.state.seen.lock().unwrap().clear();
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A config for fakes: leader probe `/leader` (200 on the leader), health
+/// `/health`, both every 50ms; `extra` is appended (YAML).
+pub fn config_for(fakes: &[&Fake], extra: &str) -> String {
+    let mut s = String::from(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nworkers: 2\ndebug_headers: true\nbackends:\n",
+    );
+    for f in fakes {
+        s.push_str(&format!(
+            "  - {{ name: {}, url: \"http://{}\" }}\n",
+            f.state.name, f.addr
+        ));
+    }
+    if !extra.contains("health:") {
+        s.push_str("health: { path: /health, interval: 50ms, timeout: 40ms, rise: 1, fall: 1 }\n");
+    }
+    if !extra.contains("leader:") {
+        s.push_str(
+            "leader: { path: /leader, interval: 50ms, timeout: 40ms, expect: { status: [200] } }\n",
+        );
+    }
+    if !extra.contains("routes:") {
+        s.push_str("routes: [ { methods: [GET, HEAD, OPTIONS], to: read } ]\n");
+    }
+    s.push_str(extra);
+    s
+}
+
+/// A proxy running in-process.
+pub struct Proxy {
+    pub running: Option<leaderproxy::app::Running>,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub client: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
+    pub config_path: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "leaderproxy-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Proxy {
+    /// Writes `yaml` to a file, loads it and starts the proxy; waits until
+    /// `/readyz` says ready (5s deadline).
+    pub async fn start(yaml: &str) -> Proxy {
+        Self::start_opts(yaml, true).await
+    }
+
+    pub async fn start_opts(yaml: &str, wait_ready: bool) -> Proxy {
+        let dir = TempDir::new();
+        let path = dir.0.join("leaderproxy.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let cfg = leaderproxy::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let running = leaderproxy::app::start(cfg).unwrap();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        let p = Proxy {
+            addr: running.listen[0],
+            admin: running.admin,
+            running: Some(running),
+            client,
+            config_path: path,
+            _dir: dir,
+        };
+        if wait_ready {
+            let admin = p.admin;
+            let c = p.client.clone();
+            wait_until(Duration::from_secs(5), "proxy ready", || {
+                let c = c.clone();
+                async move {
+                    let uri: http::Uri = format!("http://{admin}/readyz").parse().unwrap();
+                    matches!(c.get(uri).await, Ok(r) if r.status() == 200)
+                }
+            })
+            .await;
+        }
+        p
+    }
+
+    pub async fn req(&self, method: &str, path: &str, body: impl Into<Bytes>) -> Reply {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}", self.addr, path))
+            .body(Full::new(body.into()))
+            .unwrap();
+        self.send(req).await
+    }
+
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Reply {
+        let resp = self.client.request(req).await.expect("proxy answered");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.req("GET", path, Bytes::new()).await
+    }
+
+    pub async fn put(&self, path: &str) -> Reply {
+        self.req("PUT", path, Bytes::from_static(b"v")).await
+    }
+
+    pub async fn admin(&self, method: &str, path: &str) -> Reply {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}", self.admin, path))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        self.send(req).await
+    }
+
+    pub async fn routing(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.admin("GET", "/admin/routing").await.body).unwrap()
+    }
+
+    /// Waits until the admin API names `name` as leader (or none for `None`).
+    pub async fn wait_leader(&self, name: Option<&str>, within: Duration) {
+        let want = name.map(|s| s.to_string());
+        wait_until(within, &format!("leader {want:?}"), || async {
+            let r = self.routing().await;
+            r["leader"]["name"].as_str().map(|s| s.to_string()) == want
+        })
+        .await;
+    }
+
+    pub async fn metrics(&self) -> String {
+        String::from_utf8(self.admin("GET", "/metrics").await.body.to_vec()).unwrap()
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown();
+            r.join();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown();
+            // Joining could block the runtime the test runs on; threads end on their own.
+        }
+    }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn backend(&self) -> Option<String> {
+        self.headers
+            .get("x-leaderproxy-backend")
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Polls `cond` every 10ms until it holds; panics after `within`.
+pub async fn wait_until<F, Fut>(within: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if cond().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Counts requests per fake name from debug headers.
+pub fn tally(replies: &[Reply]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for r in replies {
+        *m.entry(r.backend().unwrap_or_default()).or_insert(0) += 1;
+    }
+    m
+}

@@ -59,13 +59,19 @@ impl Pick for RoundRobin {
         if n == 0 {
             return None;
         }
+        if let Some(avoid) = avoid {
+            // A retry does not take a turn of its own: it takes the next
+            // turn's backend if that is not the one that just failed.
+            let at = self.next.load(Ordering::Relaxed);
+            return (0..n)
+                .map(|k| self.schedule[(at + k) % n] as usize)
+                .find(|&i| i < followers.len() && followers[i].id != avoid)
+                .or(Some(0));
+        }
         let at = self.next.fetch_add(1, Ordering::Relaxed);
         let i = self.schedule[at % n] as usize;
         if i >= followers.len() {
             return None;
-        }
-        if avoid.is_some_and(|id| followers[i].id == id) && followers.len() > 1 {
-            return Some((i + 1) % followers.len());
         }
         Some(i)
     }

@@ -47,6 +47,8 @@ pub struct Seen {
     pub headers: http::HeaderMap,
     pub body_len: usize,
     pub body_sum: u64,
+    /// Which TCP connection it came on (numbered per fake).
+    pub conn: usize,
 }
 
 pub struct FakeState {
@@ -65,6 +67,8 @@ pub struct FakeState {
     pub fail_status: AtomicU64,
     /// Reports leadership in the probe regardless of role (split-brain tests).
     pub claim_override: Mutex<Option<bool>>,
+    /// TCP connections accepted so far.
+    pub accepted: AtomicUsize,
 }
 
 pub struct Fake {
@@ -80,7 +84,7 @@ fn checksum(b: &[u8]) -> u64 {
     })
 }
 
-async fn answer(st: Arc<FakeState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(st: Arc<FakeState>, conn: usize, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let role = *st.role.lock().unwrap();
     let claim = st
@@ -116,17 +120,18 @@ async fn answer(st: Arc<FakeState>, req: Request<Incoming>) -> Response<Full<Byt
         .await
         .map(|c| c.to_bytes())
         .unwrap_or_default();
-    let delay = st.delay_ms.load(Ordering::Relaxed);
-    if delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-    }
     st.seen.lock().unwrap().push(Seen {
         method: method.clone(),
         path: path.clone(),
         headers: parts.headers.clone(),
         body_len: bytes.len(),
         body_sum: checksum(&bytes),
+        conn,
     });
+    let delay = st.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let fail = st.fail_status.load(Ordering::Relaxed);
     if fail > 0 {
         let mut r = Response::new(Full::new(Bytes::from_static(b"fail")));
@@ -202,6 +207,7 @@ impl Fake {
             delay_ms: AtomicU64::new(0),
             fail_status: AtomicU64::new(0),
             claim_override: Mutex::new(None),
+            accepted: AtomicUsize::new(0),
         });
         let f = Fake {
             addr,
@@ -222,10 +228,11 @@ impl Fake {
                     continue;
                 };
                 let st = st.clone();
+                let conn = st.accepted.fetch_add(1, Ordering::Relaxed);
                 conns.lock().unwrap().spawn(async move {
                     let svc = service_fn(move |req| {
                         let st = st.clone();
-                        async move { Ok::<_, Infallible>(answer(st, req).await) }
+                        async move { Ok::<_, Infallible>(answer(st, conn, req).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(s), svc)

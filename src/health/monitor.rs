@@ -216,6 +216,8 @@ struct Aggregator {
     leader_term: Option<u64>,
     no_leader_mark: Option<Instant>,
     last_kick: Option<Instant>,
+    /// A reload changed the config: publish even if routing is the same.
+    force_publish: bool,
 }
 
 /// Starts the monitor on the current tokio runtime: spawns probe loops for
@@ -240,6 +242,7 @@ pub fn start(cfg: Arc<Config>, shared: Arc<Shared>, metrics: Arc<Metrics>) -> Mo
         leader_term: None,
         no_leader_mark: Some(Instant::now()),
         last_kick: None,
+        force_publish: false,
     };
     for b in &table.backends {
         agg.add_node(b.clone());
@@ -554,7 +557,7 @@ impl Aggregator {
             ready,
         };
         self.account_no_leader(now, picture.leader.is_some());
-        if self.picture.as_ref() == Some(&picture) {
+        if self.picture.as_ref() == Some(&picture) && !self.force_publish {
             // The term may move while the leader stays; keep it current for admin.
             if let Some(i) = leader_idx {
                 self.leader_term = self.nodes[i].term;
@@ -626,6 +629,7 @@ impl Aggregator {
             cfg: self.cfg.clone(),
         };
         self.picture = Some(picture);
+        self.force_publish = false;
         self.shared.publish(table);
     }
 
@@ -728,8 +732,8 @@ impl Aggregator {
                 self.metrics.forget_backend(&n.backend.name);
             }
         }
-        // Force a new table: the config itself is part of it.
-        self.picture = None;
+        // Publish a new table even if routing did not change: the config is part of it.
+        self.force_publish = true;
         notes
     }
 }

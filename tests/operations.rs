@@ -1,0 +1,317 @@
+//! Operating the proxy: admin endpoints, drain, hot reload (admin, file
+//! watch), graceful shutdown (in-process and by SIGTERM to the binary), and
+//! that the dashboard and alert rules only use metrics the proxy exports.
+
+#[path = "support/fake.rs"]
+mod fake;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use fake::{config_for, tally, wait_until, Fake, Proxy, Role};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_routing_json() {
+    let l = Fake::start("l", Role::Leader).await;
+    let f = Fake::start("f", Role::Follower).await;
+    let p = Proxy::start(&config_for(&[&l, &f], "")).await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    assert_eq!(p.admin("GET", "/healthz").await.status, 200);
+    let r = p.admin("GET", "/readyz").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = p.routing().await;
+    assert!(j["epoch"].as_u64().unwrap() >= 1);
+    assert_eq!(j["leader"]["name"], "l");
+    assert!(j["leader"]["since_unix_ms"].as_u64().unwrap() > 1_600_000_000_000);
+    let b = &j["backends"][1];
+    assert_eq!(b["name"], "f");
+    assert_eq!(b["role"], "follower");
+    assert_eq!(b["healthy"], true);
+    assert_eq!(b["in_flight"], 0);
+    assert_eq!(b["ejected"], false);
+    assert_eq!(b["drained"], false);
+    assert_eq!(b["last_probe"]["health_ok"], true);
+    assert_eq!(b["last_probe"]["leader_claim"], false);
+    assert!(b["last_probe"]["health_latency_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(p.admin("GET", "/nope").await.status, 404);
+    assert_eq!(p.admin("DELETE", "/metrics").await.status, 405);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_until_something_can_be_routed() {
+    let l = Fake::start("l", Role::Leader).await;
+    l.kill();
+    let p = Proxy::start_opts(&config_for(&[&l], ""), false).await;
+    wait_until(Duration::from_secs(3), "first round", || async {
+        p.routing().await["ready"] == true
+    })
+    .await;
+    let r = p.admin("GET", "/readyz").await;
+    assert_eq!(r.status, 503);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["ready"], false);
+    assert_eq!(v["reason"], "no leader and no healthy follower");
+    l.revive().await;
+    wait_until(Duration::from_secs(3), "ready", || async {
+        p.admin("GET", "/readyz").await.status == 200
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drained_backend_gets_no_new_requests_and_in_flight_ones_finish() {
+    let l = Fake::start("l", Role::Leader).await;
+    let f1 = Fake::start("f1", Role::Follower).await;
+    let f2 = Fake::start("f2", Role::Follower).await;
+    f1.state.delay_ms.store(300, Ordering::Relaxed);
+    let p = Proxy::start(&config_for(&[&l, &f1, &f2], "")).await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    // First read goes to f1 (slow); drain f1 while it is in flight.
+    let slow = p.get("/slow");
+    let drain = async {
+        wait_until(Duration::from_secs(2), "in flight on f1", || async {
+            f1.count() == 1
+        })
+        .await;
+        let r = p.admin("POST", "/admin/backends/f1/drain").await;
+        assert_eq!(r.status, 200);
+        wait_until(Duration::from_secs(2), "f1 out of rotation", || async {
+            p.routing().await["followers"] == serde_json::json!(["f2"])
+        })
+        .await;
+    };
+    let (r, _) = tokio::join!(slow, drain);
+    assert_eq!(r.status, 200, "in-flight request finished");
+    assert_eq!(r.backend().as_deref(), Some("f1"));
+    let mut v = Vec::new();
+    for i in 0..6 {
+        v.push(p.get(&format!("/r{i}")).await);
+    }
+    assert_eq!(tally(&v).get("f2"), Some(&6));
+    assert_eq!(
+        p.admin("POST", "/admin/backends/f1/enable").await.status,
+        200
+    );
+    wait_until(Duration::from_secs(2), "f1 back", || async {
+        p.routing().await["followers"].as_array().unwrap().len() == 2
+    })
+    .await;
+    assert_eq!(
+        p.admin("POST", "/admin/backends/zz/drain").await.status,
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_valid_config_and_keeps_old_one_on_error() {
+    let l = Fake::start("l", Role::Leader).await;
+    let f1 = Fake::start("f1", Role::Follower).await;
+    let f2 = Fake::start("f2", Role::Follower).await;
+    let p = Proxy::start(&config_for(&[&l, &f1], "")).await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    // Keep a pooled connection to the leader to show it survives.
+    assert_eq!(p.put("/k").await.status, 200);
+    let conns_before = l.state.accepted.load(Ordering::Relaxed);
+
+    // Broken config: rejected, old one keeps serving.
+    std::fs::write(&p.config_path, "listen: 127.0.0.1:0\nbackends: []\n").unwrap();
+    let r = p.admin("POST", "/admin/reload").await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(
+        r.text().contains("leaderproxy.yaml"),
+        "error names the file: {}",
+        r.text()
+    );
+    assert_eq!(p.get("/still").await.status, 200);
+    let m = p.metrics().await;
+    assert!(
+        m.contains("leaderproxy_config_reloads_total{result=\"error\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("leaderproxy_config_last_reload_success 0"),
+        "{m}"
+    );
+
+    // Valid config adding f2: it starts probing and gets reads; l keeps its state.
+    std::fs::write(&p.config_path, config_for(&[&l, &f1, &f2], "")).unwrap();
+    let r = p.admin("POST", "/admin/reload").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_until(Duration::from_secs(3), "f2 is a follower", || async {
+        p.routing().await["followers"].as_array().unwrap().len() == 2
+    })
+    .await;
+    assert_eq!(
+        p.routing().await["leader"]["name"],
+        "l",
+        "leader kept across reload"
+    );
+    let mut v = Vec::new();
+    for i in 0..4 {
+        v.push(p.get(&format!("/r{i}")).await);
+    }
+    assert_eq!(tally(&v).get("f2"), Some(&2));
+    // Only probe connections were opened to l; the write reused the pooled one.
+    l.clear();
+    assert_eq!(p.put("/k2").await.status, 200);
+    let write_conn = l.seen()[0].conn;
+    assert!(
+        write_conn < conns_before,
+        "pooled connection to l was dropped by the reload"
+    );
+    let m = p.metrics().await;
+    assert!(
+        m.contains("leaderproxy_config_reloads_total{result=\"ok\"} 1"),
+        "{m}"
+    );
+
+    // Removing f1 by editing the file (watched): it stops getting reads.
+    std::fs::write(&p.config_path, config_for(&[&l, &f2], "")).unwrap();
+    wait_until(Duration::from_secs(5), "file watch reload", || async {
+        p.routing().await["backends"].as_array().unwrap().len() == 2
+    })
+    .await;
+    f1.clear();
+    for i in 0..4 {
+        assert_eq!(
+            p.get(&format!("/x{i}")).await.backend().as_deref(),
+            Some("f2")
+        );
+    }
+    assert_eq!(f1.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_lets_a_slow_request_finish() {
+    let l = Fake::start("l", Role::Leader).await;
+    l.state.delay_ms.store(500, Ordering::Relaxed);
+    let mut p = Proxy::start(&config_for(&[&l], "shutdown_grace: 5s\n")).await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let running = p.running.take().unwrap();
+    let addr = p.addr;
+    let slow = p.put("/slow");
+    let stop = async {
+        wait_until(Duration::from_secs(2), "request in flight", || async {
+            l.count() == 1
+        })
+        .await;
+        running.shutdown();
+        tokio::task::spawn_blocking(move || running.join())
+            .await
+            .unwrap();
+        Instant::now()
+    };
+    let (r, stopped) = tokio::join!(slow, stop);
+    assert_eq!(r.status, 200, "in-flight request completed: {}", r.text());
+    assert!(stopped.elapsed() < Duration::from_secs(5));
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "still accepting after shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_and_alerts_only_use_exported_metrics() {
+    let l = Fake::start("l", Role::Leader).await;
+    let p = Proxy::start(&config_for(&[&l], "")).await;
+    let exported = p.metrics().await;
+    let names: std::collections::HashSet<&str> = exported
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.split(['{', ' ']).next().unwrap())
+        .collect();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let mut checked = 0;
+    for f in [
+        "grafana/leaderproxy-dashboard.json",
+        "prometheus/alerts.yaml",
+    ] {
+        let text = std::fs::read_to_string(root.join(f)).unwrap();
+        let re = regex::Regex::new(r"leaderproxy_[a-z0-9_]+").unwrap();
+        for m in re.find_iter(&text) {
+            assert!(
+                names.contains(m.as_str()),
+                "{f} uses {} which the proxy does not export",
+                m.as_str()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 10, "only {checked} metric references found");
+}
+
+#[test]
+fn sigterm_lets_a_slow_request_finish_and_exits_zero() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let l = rt.block_on(Fake::start("l", Role::Leader));
+    l.state.delay_ms.store(700, Ordering::Relaxed);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = fake::TempDir::new();
+    let cfg = config_for(&[&l], "")
+        .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"))
+        .replace("admin: 127.0.0.1:0", &format!("admin: 127.0.0.1:{admin}"));
+    let path = dir.0.join("lp.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_leaderproxy"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut s = String::new();
+        for line in BufReader::new(stderr).lines() {
+            s.push_str(&line.unwrap_or_default());
+            s.push('\n');
+        }
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", admin)) {
+            s.write_all(b"GET /admin/routing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            if out.contains("\"leader\":{") {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "proxy did not find the leader");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"PUT /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nv")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while l.count() == 0 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(
+        out.starts_with("HTTP/1.1 200"),
+        "slow request answered: {out}"
+    );
+    let status = child.wait().unwrap();
+    let log = log.join().unwrap();
+    assert_eq!(status.code(), Some(0), "log:\n{log}");
+    assert!(log.contains("SIGTERM"), "{log}");
+}

@@ -223,12 +223,12 @@ async fn dashboard_and_alerts_only_use_exported_metrics() {
         .collect();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
     let mut checked = 0;
+    let re = regex::Regex::new(r"leaderproxy_[a-z0-9_]+").unwrap();
     for f in [
         "grafana/leaderproxy-dashboard.json",
         "prometheus/alerts.yaml",
     ] {
         let text = std::fs::read_to_string(root.join(f)).unwrap();
-        let re = regex::Regex::new(r"leaderproxy_[a-z0-9_]+").unwrap();
         for m in re.find_iter(&text) {
             assert!(
                 names.contains(m.as_str()),

@@ -466,8 +466,11 @@ impl Aggregator {
                 node.last.term = o.term;
                 // A leader probe that cannot connect is proof the node is down
                 // right now; do not wait for `fall` health probes to say so.
-                if o.unreachable && o.error.as_deref().is_some_and(|e| e.starts_with("connect")) {
-                    if node.health.force_down().is_some() {
+                if o.unreachable
+                    && o.error.as_deref().is_some_and(|e| e.starts_with("connect"))
+                    && node.health.force_down().is_some()
+                {
+                    {
                         tracing::warn!(backend = %node.backend.name, error = o.error.as_deref().unwrap_or(""), "backend refused a connection; marked unhealthy");
                     }
                 }

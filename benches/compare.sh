@@ -1,0 +1,691 @@
+#!/usr/bin/env bash
+# Side-by-side load comparison: direct backend vs HAProxy vs nginx vs leaderproxy.
+#
+# Starts three bench_backend servers (one leader, two followers), then each proxy in
+# turn with an equivalent configuration (round-robin GETs over the same two followers,
+# upstream keep-alive) and drives it with identical load:
+#   h1-ka-64    wrk -t1 -c64  keep-alive GETs
+#   h1-ka-512   wrk -t1 -c512 keep-alive GETs
+#   h1-close-64 wrk -t1 -c64  -H 'Connection: close' (new client connection per request)
+#   h2          h2load -c16 -m16 (h2c prior knowledge)
+# and prints one table (req/s, p50, p99, proxy CPU µs/request from /proc utime+stime of
+# all the proxy's processes, peak RSS = sum of VmHWM, non-2xx, socket errors, ratios to
+# HAProxy), then a second table: RSS with 10,000 idle keep-alive client connections.
+#
+# Everything listens on 127.0.0.1; every load is bounded in time; a trap cleans up.
+#
+# Environment:
+#   DURATION=10        seconds per run (default 10, or 3 with QUICK=1)
+#   QUICK=1            3 s runs, for fast checks
+#   TARGETS="direct haproxy nginx leaderproxy"   subset/order of targets
+#   SKIP_LEADERPROXY=1 leave leaderproxy out (build only the bench backend)
+#   IDLE_CONNS=10000   connections for the idle-RSS table (IDLE_CONNS=0 skips it)
+#   BENCH_BACKEND=path, LEADERPROXY_BIN=path   use prebuilt binaries (skips cargo)
+#   SKIP_BUILD=1       do not run cargo; use binaries in the target dir
+#   NO_INSTALL=1       never run apt-get
+#   KEEP_WORKDIR=1     keep configs, logs and raw outputs in the work dir
+#
+# Usage: benches/compare.sh            (from anywhere inside the repository)
+#        QUICK=1 SKIP_LEADERPROXY=1 benches/compare.sh
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+
+QUICK="${QUICK:-0}"
+if [[ "$QUICK" == 1 ]]; then DURATION="${DURATION:-3}"; else DURATION="${DURATION:-10}"; fi
+DURATION="${DURATION%s}"
+[[ "$DURATION" =~ ^[0-9]+$ && "$DURATION" -gt 0 ]] || { echo "DURATION must be whole seconds" >&2; exit 2; }
+SKIP_LEADERPROXY="${SKIP_LEADERPROXY:-0}"
+IDLE_CONNS="${IDLE_CONNS:-10000}"
+TARGETS="${TARGETS:-direct haproxy nginx leaderproxy}"
+if [[ "$SKIP_LEADERPROXY" == 1 ]]; then TARGETS="$(echo "$TARGETS" | tr ' ' '\n' | grep -vx leaderproxy | xargs)"; fi
+H2_CLIENTS=16
+H2_STREAMS=16
+RUN_TIMEOUT=$((DURATION + 30)) # hard bound for every load generator
+
+log() { printf '[compare %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# ---------------------------------------------------------------- tools
+install_tools() {
+  local missing=()
+  command -v haproxy >/dev/null || missing+=(haproxy)
+  command -v nginx >/dev/null || missing+=(nginx-light)
+  command -v wrk >/dev/null || missing+=(wrk)
+  command -v h2load >/dev/null || missing+=(nghttp2-client)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v python3 >/dev/null || missing+=(python3)
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  [[ "${NO_INSTALL:-0}" == 1 ]] && die "missing tools: ${missing[*]} (NO_INSTALL=1)"
+  log "installing: ${missing[*]}"
+  local sudo=""
+  [[ $(id -u) -ne 0 ]] && sudo="sudo"
+  $sudo apt-get update -qq
+  if ! DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"; then
+    # nginx-light is gone in newer Debian releases
+    missing=("${missing[@]/nginx-light/nginx}")
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+  fi
+}
+install_tools
+
+# Idle-connection table needs ~10k fds per process (client and proxy).
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+NOFILE="$(ulimit -n)"
+[[ "$NOFILE" == unlimited ]] && NOFILE=1048576
+if ((NOFILE < 65536)); then log "note: open-files limit is $NOFILE (hard limit; wanted 65536)"; fi
+if ((IDLE_CONNS > 0 && NOFILE < IDLE_CONNS + 1000)); then
+  IDLE_CONNS=$((NOFILE - 1000))
+  log "note: IDLE_CONNS lowered to $IDLE_CONNS to fit the fd limit"
+fi
+
+# ---------------------------------------------------------------- build
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+BENCH_BACKEND="${BENCH_BACKEND:-}"
+LEADERPROXY_BIN="${LEADERPROXY_BIN:-}"
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+  build_args=()
+  [[ -z "$BENCH_BACKEND" ]] && build_args+=(--example bench_backend)
+  [[ "$SKIP_LEADERPROXY" != 1 && -z "$LEADERPROXY_BIN" ]] && build_args+=(--bin leaderproxy)
+  if [[ ${#build_args[@]} -gt 0 ]]; then
+    log "cargo build --release ${build_args[*]}"
+    (cd "$ROOT" && cargo build --release "${build_args[@]}")
+  fi
+fi
+BENCH_BACKEND="${BENCH_BACKEND:-$TARGET_DIR/release/examples/bench_backend}"
+LEADERPROXY_BIN="${LEADERPROXY_BIN:-$TARGET_DIR/release/leaderproxy}"
+[[ -x "$BENCH_BACKEND" ]] || die "bench backend not found: $BENCH_BACKEND"
+if [[ " $TARGETS " == *" leaderproxy "* ]]; then
+  [[ -x "$LEADERPROXY_BIN" ]] || die "leaderproxy not found: $LEADERPROXY_BIN (SKIP_LEADERPROXY=1 to leave it out)"
+fi
+
+# ---------------------------------------------------------------- work dir, cleanup
+W="$(mktemp -d /tmp/lp-compare.XXXXXX)"
+PIDS=()
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+  done
+  wait 2>/dev/null || true
+  if [[ "${KEEP_WORKDIR:-0}" == 1 || $rc -ne 0 ]]; then log "work dir kept: $W"; else rm -rf "$W"; fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- python helpers
+cat >"$W/lpbench.py" <<'PY'
+import json, os, resource, socket, sys, time
+
+def tree(root):
+    """root pid plus all its descendants"""
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        ppid = int(st[st.rindex(")") + 2:].split()[1])
+        kids.setdefault(ppid, []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+def snap(root):
+    """ticks(utime+stime) hwm_kb rss_kb nprocs over the process tree"""
+    ticks = hwm = rss = n = 0
+    for p in tree(root):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                st = f.read()
+            with open(f"/proc/{p}/status") as f:
+                status = f.read()
+        except OSError:
+            continue
+        fields = st[st.rindex(")") + 2:].split()
+        ticks += int(fields[11]) + int(fields[12])
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                hwm += int(line.split()[1])
+            elif line.startswith("VmRSS:"):
+                rss += int(line.split()[1])
+        n += 1
+    return ticks, hwm, rss, n
+
+def reset_hwm(root):
+    ok = True
+    for p in tree(root):
+        try:
+            with open(f"/proc/{p}/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            ok = False
+    return ok
+
+def free_ports(n):
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+def pctl(sorted_vals, q):
+    if not sorted_vals:
+        return 0
+    i = min(len(sorted_vals) - 1, max(0, int(round(q / 100.0 * len(sorted_vals) + 0.5)) - 1))
+    return sorted_vals[i]
+
+def h2stats(logfile):
+    lat = []
+    non2xx = 0
+    with open(logfile) as f:
+        for line in f:
+            parts = line.split("\t")
+            if len(parts) < 3:
+                continue
+            status = int(parts[1])
+            if status < 200 or status > 299:
+                non2xx += 1
+            lat.append(int(parts[2]))
+    lat.sort()
+    return len(lat), pctl(lat, 50), pctl(lat, 99), non2xx
+
+def read_response(s):
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(4096)
+        if not chunk:
+            return buf
+        buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    clen = 0
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            clen = int(v.strip())
+    while len(body) < clen:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    return head
+
+def idle(port, n, root, settle):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    t0 = snap(root)
+    req = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: lp-idle\r\n\r\n"
+    socks, ok, bad, errs = [], 0, 0, 0
+    batch = 200
+    deadline = time.time() + 120
+    while len(socks) + errs < n and time.time() < deadline:
+        cur = []
+        for _ in range(min(batch, n - len(socks) - errs)):
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                s.sendall(req)
+                cur.append(s)
+            except OSError:
+                errs += 1
+        for s in cur:
+            try:
+                head = read_response(s)
+                if head.startswith(b"HTTP/1.1 200"):
+                    ok += 1
+                else:
+                    bad += 1
+                socks.append(s)
+            except OSError:
+                errs += 1
+                s.close()
+        if errs > n // 10:
+            break
+    time.sleep(settle)
+    # connections still open (the proxy may have closed some)
+    alive = 0
+    for s in socks:
+        s.setblocking(False)
+        try:
+            alive += 0 if s.recv(1, socket.MSG_PEEK) == b"" else 1
+        except BlockingIOError:
+            alive += 1
+        except OSError:
+            pass
+    t1 = snap(root)
+    print(json.dumps({"opened": len(socks), "ok": ok, "non200": bad, "errors": errs,
+                      "alive": alive, "rss0_kb": t0[2], "rss1_kb": t1[2], "nprocs": t1[3]}))
+    for s in socks:
+        s.close()
+
+def fmt_us(us):
+    if us == "" or us is None:
+        return "-"
+    us = float(us)
+    return f"{us / 1000:.2f}ms" if us >= 1000 else f"{us:.0f}us"
+
+def table(rows, headers, aligns, grouped=True):
+    widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(len(headers))]
+    def line(r):
+        return "  ".join((str(c).rjust(w) if a == "r" else str(c).ljust(w)) for c, w, a in zip(r, widths, aligns))
+    out = [line(headers), "  ".join("-" * w for w in widths)]
+    prev = None
+    for r in rows:
+        if grouped and prev is not None and r[0] != "" and prev != r[0]:
+            out.append("")
+        if r[0] != "":
+            prev = r[0]
+        out.append(line(r))
+    return "\n".join(out)
+
+def report(results, idle_results):
+    runs = [json.loads(l) for l in open(results) if l.strip()]
+    tests = []
+    for r in runs:
+        if r["test"] not in tests:
+            tests.append(r["test"])
+    rows = []
+    for t in tests:
+        rs = [r for r in runs if r["test"] == t]
+        hap = next((r for r in rs if r["target"] == "haproxy"), None)
+        first = True
+        for r in rs:
+            def ratio(key):
+                if hap is None or r.get(key) in (None, "") or not hap.get(key):
+                    return "-"
+                return f"{float(r[key]) / float(hap[key]):.2f}x"
+            cpu = r.get("cpu_us_per_req")
+            rows.append([
+                t if first else "", r["target"],
+                f"{r['rps']:.0f}", ratio("rps"),
+                fmt_us(r["p50_us"]), fmt_us(r["p99_us"]),
+                "-" if cpu in (None, "") else f"{cpu:.1f}", ratio("cpu_us_per_req"),
+                "-" if r.get("peak_rss_kb") in (None, "") else f"{r['peak_rss_kb'] / 1024:.1f}",
+                str(r["non2xx"]), str(r["sock_errors"]),
+            ])
+            first = False
+    print(table(rows,
+                ["test", "target", "req/s", "vs HAProxy", "p50", "p99", "CPU us/req", "vs HAProxy",
+                 "peak RSS MiB", "non-2xx", "sock errors"],
+                ["l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r"]))
+    if idle_results and os.path.exists(idle_results) and os.path.getsize(idle_results) > 0:
+        irs = [json.loads(l) for l in open(idle_results) if l.strip()]
+        hap = next((r for r in irs if r["target"] == "haproxy"), None)
+        rows = []
+        for r in irs:
+            delta = r["rss1_kb"] - r["rss0_kb"]
+            per = delta / max(1, r["alive"])
+            rat = "-"
+            if hap and hap["rss1_kb"]:
+                rat = f"{r['rss1_kb'] / hap['rss1_kb']:.2f}x"
+            rows.append([r["target"], str(r["opened"]), str(r["ok"]), str(r["alive"]),
+                         f"{r['rss0_kb'] / 1024:.1f}", f"{r['rss1_kb'] / 1024:.1f}", rat,
+                         f"{delta / 1024:.1f}", f"{per:.1f}", str(r["nprocs"])])
+        print()
+        print(table(rows,
+                    ["target", "conns", "200 OK", "alive", "RSS idle MiB", "RSS w/ conns MiB", "vs HAProxy",
+                     "delta MiB", "KiB/conn", "procs"],
+                    ["l", "r", "r", "r", "r", "r", "r", "r", "r", "r"], grouped=False))
+
+if __name__ == "__main__":
+    cmd = sys.argv[1]
+    if cmd == "ports":
+        print(" ".join(map(str, free_ports(int(sys.argv[2])))))
+    elif cmd == "snap":
+        print(" ".join(map(str, snap(int(sys.argv[2])))))
+    elif cmd == "reset":
+        sys.exit(0 if reset_hwm(int(sys.argv[2])) else 1)
+    elif cmd == "h2stats":
+        print(" ".join(map(str, h2stats(sys.argv[2]))))
+    elif cmd == "idle":
+        idle(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
+    elif cmd == "report":
+        report(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
+PY
+PY="python3 $W/lpbench.py"
+
+# wrk: machine-readable summary (done() does not slow the request path, unlike response()).
+# wrk's errors.status counts responses with status >= 400; the bench backend and the proxies
+# never send 1xx/3xx here, so it equals the number of non-2xx responses.
+cat >"$W/stats.lua" <<'LUA'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "LPSTATS requests=%d duration_us=%d p50_us=%d p99_us=%d non2xx=%d connect=%d read=%d write=%d timeout=%d\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.status, e.connect, e.read, e.write, e.timeout))
+end
+LUA
+
+CLK_TCK="$(getconf CLK_TCK)"
+RESULTS="$W/results.jsonl"
+IDLE_RESULTS="$W/idle.jsonl"
+: >"$RESULTS"
+: >"$IDLE_RESULTS"
+
+read -r P_LEADER P_F1 P_F2 P_PROXY P_PROXY_H2 P_ADMIN <<<"$($PY ports 6)"
+
+wait_http() { # url [expected status] [tries]
+  local url="$1" want="${2:-200}" tries="${3:-100}" code
+  for _ in $(seq "$tries"); do
+    code="$(curl -s -o /dev/null -m 1 -w '%{http_code}' "$url" 2>/dev/null || true)"
+    [[ "$code" == "$want" ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+start_bg() { # logfile cmd...  -> sets LAST_PID
+  local logf="$1"; shift
+  "$@" >"$logf" 2>&1 &
+  LAST_PID=$!
+  PIDS+=("$LAST_PID")
+}
+
+stop_pid() {
+  local p="$1"
+  kill -TERM "$p" 2>/dev/null || return 0
+  for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+  local keep=() q
+  for q in "${PIDS[@]}"; do [[ "$q" != "$p" ]] && keep+=("$q"); done
+  PIDS=("${keep[@]}")
+}
+
+# ---------------------------------------------------------------- backends
+start_bg "$W/backend-leader.log" "$BENCH_BACKEND" --listen "127.0.0.1:$P_LEADER" --role leader
+start_bg "$W/backend-f1.log" "$BENCH_BACKEND" --listen "127.0.0.1:$P_F1" --role follower
+start_bg "$W/backend-f2.log" "$BENCH_BACKEND" --listen "127.0.0.1:$P_F2" --role follower
+for p in "$P_LEADER" "$P_F1" "$P_F2"; do wait_http "http://127.0.0.1:$p/" || die "backend on $p did not start"; done
+wait_http "http://127.0.0.1:$P_LEADER/leader" 200 || die "leader backend does not answer /leader with 200"
+log "backends: leader :$P_LEADER, followers :$P_F1 :$P_F2"
+
+# ---------------------------------------------------------------- proxy configs
+HAP_EXTRA=""
+((NOFILE < 65536)) && HAP_EXTRA="  no strict-limits   # fd hard limit $NOFILE < 2*maxconn; ~10.3k fds are really needed"
+cat >"$W/haproxy.cfg" <<EOF
+global
+  nbthread 2
+  maxconn 20000
+$HAP_EXTRA
+
+defaults
+  mode http
+  maxconn 20000
+  option http-keep-alive
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout http-request 10s
+  timeout http-keep-alive 60s
+
+frontend fe
+  bind 127.0.0.1:$P_PROXY
+  bind 127.0.0.1:$P_PROXY_H2 proto h2
+  default_backend followers
+
+backend followers
+  balance roundrobin
+  http-reuse always
+  server f1 127.0.0.1:$P_F1
+  server f2 127.0.0.1:$P_F2
+EOF
+
+mkdir -p "$W/nginx"
+NGX_NOFILE=$((NOFILE < 65536 ? NOFILE : 65536))
+cat >"$W/nginx/nginx.conf" <<EOF
+worker_processes 2;
+worker_rlimit_nofile $NGX_NOFILE;
+pid $W/nginx/nginx.pid;
+error_log $W/nginx/error.log warn;
+daemon off;
+master_process on;
+events {
+  worker_connections 20000;
+  use epoll;
+}
+http {
+  access_log off;
+  keepalive_timeout 60s;
+  keepalive_requests 100000000;   # default 1000 would force wrk to reconnect
+  client_body_temp_path $W/nginx/client_body;
+  proxy_temp_path $W/nginx/proxy;
+  fastcgi_temp_path $W/nginx/fastcgi;
+  uwsgi_temp_path $W/nginx/uwsgi;
+  scgi_temp_path $W/nginx/scgi;
+  upstream followers {
+    server 127.0.0.1:$P_F1;
+    server 127.0.0.1:$P_F2;
+    keepalive 128;
+    keepalive_requests 100000000;
+    keepalive_timeout 60s;
+  }
+  server {
+    listen 127.0.0.1:$P_PROXY backlog=4096;
+    # nginx 1.22: "http2" on a listen without ssl = h2c prior knowledge only (no HTTP/1.1
+    # on that port), so h2c gets its own port.
+    listen 127.0.0.1:$P_PROXY_H2 http2 backlog=4096;
+    location / {
+      proxy_pass http://followers;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+
+cat >"$W/leaderproxy.yaml" <<EOF
+listen: 127.0.0.1:$P_PROXY
+admin: 127.0.0.1:$P_ADMIN
+workers: 0
+access_log: false
+debug_headers: false
+backends:
+  - { name: leader, url: "http://127.0.0.1:$P_LEADER" }
+  - { name: f1, url: "http://127.0.0.1:$P_F1" }
+  - { name: f2, url: "http://127.0.0.1:$P_F2" }
+health:
+  path: /
+  method: GET
+  interval: 1s
+  timeout: 500ms
+  rise: 1
+  fall: 3
+  expect: { status: [200] }
+leader:
+  path: /leader
+  method: GET
+  interval: 500ms
+  timeout: 300ms
+  expect: { status: [200] }
+routes:
+  - { methods: [GET, HEAD], to: read }
+reads: { policy: round_robin, fallback_to_leader: false }
+limits: { max_connections: 20000 }
+EOF
+
+# ---------------------------------------------------------------- per target
+# start_target NAME -> sets TPID (process to measure, "" for direct), URL_H1, URL_H2
+start_target() {
+  local name="$1"
+  TPID=""
+  URL_H1="http://127.0.0.1:$P_PROXY/"
+  URL_H2="http://127.0.0.1:$P_PROXY_H2/"
+  case "$name" in
+    direct)
+      URL_H1="http://127.0.0.1:$P_F1/"
+      URL_H2="$URL_H1"
+      return 0
+      ;;
+    haproxy)
+      haproxy -c -q -f "$W/haproxy.cfg" >/dev/null 2>"$W/haproxy-check.log" || { cat "$W/haproxy-check.log" >&2; die "haproxy config"; }
+      start_bg "$W/haproxy.log" haproxy -db -f "$W/haproxy.cfg"
+      ;;
+    nginx)
+      nginx -t -q -e "$W/nginx/error.log" -p "$W/nginx" -c "$W/nginx/nginx.conf" || die "nginx config"
+      start_bg "$W/nginx.log" nginx -e "$W/nginx/error.log" -p "$W/nginx" -c "$W/nginx/nginx.conf"
+      ;;
+    leaderproxy)
+      URL_H2="$URL_H1" # HTTP/1.1 and h2c prior knowledge on the same port
+      "$LEADERPROXY_BIN" check --config "$W/leaderproxy.yaml" >"$W/leaderproxy-check.log" 2>&1 ||
+        { cat "$W/leaderproxy-check.log" >&2; die "leaderproxy check failed"; }
+      start_bg "$W/leaderproxy.log" "$LEADERPROXY_BIN" run --config "$W/leaderproxy.yaml" --log-level warn
+      ;;
+  esac
+  TPID="$LAST_PID"
+  wait_http "$URL_H1" 200 100 || { tail -20 "$W/$name.log" >&2; die "$name did not start"; }
+  if [[ "$name" == leaderproxy ]]; then
+    wait_http "http://127.0.0.1:$P_ADMIN/readyz" 200 100 || die "leaderproxy not ready"
+    # wait until both followers are in rotation (health rise) so reads are spread like the others
+    for _ in $(seq 100); do
+      if curl -s -m 1 "http://127.0.0.1:$P_ADMIN/admin/routing" | python3 -c '
+import json, sys
+t = json.load(sys.stdin)
+ok = sum(1 for b in t["backends"] if b["healthy"] and b["role"] == "follower")
+sys.exit(0 if ok == 2 and t.get("leader") else 1)' 2>/dev/null; then break; fi
+      sleep 0.1
+    done
+  fi
+}
+
+stop_target() { [[ -n "$TPID" ]] && stop_pid "$TPID"; TPID=""; }
+
+record() { # json fields...
+  python3 -c 'import json,sys; d={}
+for kv in sys.argv[1:]:
+    k,v=kv.split("=",1)
+    try: v=int(v)
+    except ValueError:
+        try: v=float(v)
+        except ValueError: pass
+    d[k]=v
+print(json.dumps(d))' "$@" >>"$RESULTS"
+}
+
+before_run() {
+  S0=""
+  if [[ -n "$TPID" ]]; then
+    $PY reset "$TPID" || log "warning: could not reset VmHWM; peak RSS is since start"
+    S0="$($PY snap "$TPID")"
+  fi
+}
+
+# cpu_fields REQUESTS -> "cpu_us_per_req=... peak_rss_kb=..."
+cpu_fields() {
+  local reqs="$1"
+  if [[ -z "$TPID" || -z "$S0" ]]; then echo "cpu_us_per_req= peak_rss_kb="; return; fi
+  local t0 t1 hwm
+  read -r t0 _ _ _ <<<"$S0"
+  read -r t1 hwm _ _ <<<"$($PY snap "$TPID")"
+  python3 -c "import sys; t0,t1,r,hz,h=map(float,sys.argv[1:]); print(f'cpu_us_per_req={(t1-t0)*1e6/hz/max(r,1):.2f} peak_rss_kb={int(h)}')" \
+    "$t0" "$t1" "$reqs" "$CLK_TCK" "$hwm"
+}
+
+run_wrk() { # target test conns [extra wrk args...]
+  local target="$1" test="$2" conns="$3"; shift 3
+  local out="$W/$target-$test.wrk"
+  before_run
+  timeout -k 5 "$RUN_TIMEOUT" wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s "$W/stats.lua" "$@" "$URL_H1" >"$out" 2>&1 || true
+  local line
+  line="$(grep '^LPSTATS' "$out" || true)"
+  if [[ -z "$line" ]]; then log "wrk failed for $target/$test:"; tail -5 "$out" >&2; return 0; fi
+  local requests duration_us p50_us p99_us non2xx connect read write timeout
+  eval "$(echo "${line#LPSTATS }" | tr ' ' '\n' | grep -E '^[a-z0-9_]+=[0-9]+$')"
+  local rps
+  rps="$(python3 -c "print(${requests}*1e6/max(${duration_us},1))")"
+  # shellcheck disable=SC2046
+  record target="$target" test="$test" rps="$rps" requests="$requests" p50_us="$p50_us" p99_us="$p99_us" \
+    non2xx="$non2xx" sock_errors=$((connect + read + write + timeout)) $(cpu_fields "$requests")
+  log "  $test: $(printf '%.0f' "$rps") req/s, p50 ${p50_us}us p99 ${p99_us}us, non-2xx $non2xx, sock errors $((connect + read + write + timeout))"
+}
+
+run_h2() { # target
+  local target="$1" test="h2-c${H2_CLIENTS}-m${H2_STREAMS}"
+  local out="$W/$target-h2.out" lg="$W/$target-h2.log"
+  rm -f "$lg"
+  before_run
+  # http:// URI => h2c with prior knowledge; -D bounds the run in time.
+  timeout -k 5 "$RUN_TIMEOUT" h2load -t1 -c"$H2_CLIENTS" -m"$H2_STREAMS" -D "$DURATION" --log-file="$lg" "$URL_H2" >"$out" 2>&1 || true
+  # "requests: T total, S started, D done, OK succeeded, F failed, E errored, TO timeout"
+  # failed = non-2xx + errored; errored = stream/connection errors (timeouts included).
+  local done_n errored rps
+  done_n="$(sed -n 's/^requests: .* \([0-9]*\) done.*/\1/p' "$out")"
+  errored="$(sed -n 's/^requests: .* \([0-9]*\) errored.*/\1/p' "$out")"
+  rps="$(sed -n 's/^finished in .*s, \([0-9.]*\) req\/s.*/\1/p' "$out")"
+  if [[ -z "$done_n" || -z "$rps" || ! -s "$lg" ]]; then log "h2load failed for $target:"; tail -5 "$out" >&2; return 0; fi
+  local n p50 p99 non2xx
+  read -r n p50 p99 non2xx <<<"$($PY h2stats "$lg")"
+  # shellcheck disable=SC2046
+  record target="$target" test="$test" rps="$rps" requests="$done_n" p50_us="$p50" p99_us="$p99" \
+    non2xx="$non2xx" sock_errors="$errored" \
+    $(cpu_fields "$done_n")
+  log "  $test: $(printf '%.0f' "$rps") req/s, p50 ${p50}us p99 ${p99}us, non-2xx $non2xx, errored $errored"
+}
+
+run_idle() { # target
+  local target="$1"
+  [[ "$target" == direct || "$IDLE_CONNS" -le 0 ]] && return 0
+  start_target "$target" # fresh process: RSS not inflated by the load runs
+  curl -s -o /dev/null "$URL_H1" || true
+  sleep 1
+  log "  idle: opening $IDLE_CONNS keep-alive connections"
+  local res
+  res="$(timeout -k 5 180 $PY idle "$P_PROXY" "$IDLE_CONNS" "$TPID" 2 2>"$W/$target-idle.err" || true)"
+  res="$(echo "$res" | tail -1)"
+  if [[ "$res" == \{* ]]; then
+    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["target"]=sys.argv[2]; print(json.dumps(d))' "$res" "$target" >>"$IDLE_RESULTS"
+    log "  idle: $res"
+  else
+    log "  idle test failed for $target"; tail -5 "$W/$target-idle.err" >&2
+  fi
+  stop_target
+}
+
+log "duration ${DURATION}s per run; targets: $TARGETS"
+for target in $TARGETS; do
+  log "== $target"
+  start_target "$target"
+  timeout -k 5 20 wrk -t1 -c64 -d1s "$URL_H1" >/dev/null 2>&1 || true # warm-up (pools, caches)
+  run_wrk "$target" h1-ka-c64 64
+  sleep 1
+  run_wrk "$target" h1-ka-c512 512
+  sleep 1
+  run_wrk "$target" h1-close-c64 64 -H 'Connection: close'
+  sleep 1
+  run_h2 "$target"
+  if [[ "$target" == leaderproxy ]]; then
+    # fairness check: reads must have gone to the two followers only
+    curl -s -m 2 "http://127.0.0.1:$P_ADMIN/metrics" >"$W/leaderproxy-metrics.txt" || true
+    log "  leaderproxy reads per backend: $(awk '/^leaderproxy_requests_total\{/ && /role="read"/ {
+        match($0, /backend="[^"]*"/); b = substr($0, RSTART + 9, RLENGTH - 10); n[b] += $NF }
+      END { for (b in n) if (n[b] > 0) printf "%s=%d ", b, n[b] }' "$W/leaderproxy-metrics.txt")"
+  fi
+  stop_target
+  sleep 1
+  run_idle "$target"
+done
+
+echo
+echo "leaderproxy compare: $(nproc) cores, $(uname -r), ${DURATION}s per run, wrk -t1, h2load -t1 -c$H2_CLIENTS -m$H2_STREAMS"
+echo "  haproxy $(haproxy -v 2>/dev/null | head -1 | awk '{print $3}'), nginx $(nginx -v 2>&1 | sed 's|.*nginx/||')$(
+  [[ " $TARGETS " == *" leaderproxy "* ]] && echo ", $("$LEADERPROXY_BIN" --version 2>/dev/null | head -1)")"
+echo "  CPU = utime+stime of all the proxy's processes over the run / requests; peak RSS = sum of VmHWM (reset before each run)"
+echo "  direct = wrk/h2load straight to one follower (no proxy; no CPU/RSS column)"
+echo
+$PY report "$RESULTS" "$IDLE_RESULTS"

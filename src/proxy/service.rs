@@ -6,7 +6,6 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LENGTH, LOCATION};
@@ -457,7 +456,14 @@ async fn write(
                     judge_write_answer(&t, resp, rel, conn).await
                 };
                 match verdict {
-                    Verdict::Deliver(r) => return Ok((r, leader)),
+                    Verdict::Deliver(r) => {
+                        // A 5xx from the leader (webdis whose Redis died, etcd without
+                        // quorum) is passed on, but it is a hint to re-probe now.
+                        if r.status().is_server_error() {
+                            proxy.monitor.suspect(leader.id);
+                        }
+                        return Ok((r, leader));
+                    }
                     Verdict::NotLeader(h) => {
                         proxy.monitor.suspect(leader.id);
                         let Some(again) = spare else {
@@ -497,9 +503,4 @@ async fn write(
         }
         t = proxy.shared.load();
     }
-}
-
-/// Upper bound of how long a held write may wait (for docs and tests).
-pub fn max_hold(cfg: &Config) -> Duration {
-    cfg.writes.hold
 }

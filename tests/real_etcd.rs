@@ -1,0 +1,449 @@
+//! Real 3-member etcd 3.4 cluster behind leaderproxy: SIGKILL the leader under
+//! concurrent write load and check what the clients saw.
+//!
+//! Needs `/usr/bin/etcd` (Debian `etcd-server`); `bash tests/run.sh` installs
+//! it. `LEADERPROXY_SKIP_REAL=1` skips the test with a notice.
+//!
+//! What is asserted, precisely:
+//! 1. No write fails at the client, except a write that was in flight to the
+//!    killed leader at the moment of the kill: such a write may or may not have
+//!    been committed, so the proxy must not replay it and answers 502/503/504.
+//!    Those are counted, bounded by the number of writers, and reported as
+//!    "ambiguous". Every write *sent* after the killed process was reaped must
+//!    succeed (the proxy holds it until the new leader is known).
+//! 2. Every acknowledged write is present with its value afterwards (one
+//!    recursive quorum read `?recursive=true&quorum=true` on the new leader).
+//! 3. The longest gap between two consecutive acknowledgements (all writers
+//!    merged) is at most the measured election time + 0.5s. The election time
+//!    is measured from the reaping of the killed leader to the first 200 on
+//!    `GET /v2/stats/leader` from a surviving member (polled every 20ms, by
+//!    the main thread and by a per-member watcher; the smaller value is used).
+//! 4. The `x-leaderproxy-backend` of every acknowledged write names a member
+//!    that an independent watcher (each member's `/v2/stats/leader` polled every
+//!    20ms) saw as leader within 250ms of the write (between send - 250ms and
+//!    answer + 250ms). Additionally no write sent after the kill names the
+//!    killed member. Note that an etcd follower would accept a misrouted write
+//!    (it forwards to the leader), so this header check is what detects
+//!    misrouting.
+//! 5. The killed member, restarted with its data dir, shows up as `follower`
+//!    in `/admin/routing` and is sent reads again (debug header on GETs).
+//!
+//! Proxy config notes: etcd's `/health` is a quorum read, so during an
+//! election *every* member answers 503 `{"health":"false"}` (after hanging
+//! ~1s). `health.fall` x `health.interval` must therefore exceed the election
+//! time or the proxy marks the whole cluster down. Followers never answer a
+//! write with "not leader": they forward it to the leader (and block during an
+//! election), so `writes.not_leader` is not configured.
+
+#[path = "support/procs.rs"]
+mod procs;
+
+#[path = "support/etcd.rs"]
+mod etcd;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd::{EtcdCluster, LeaderWatch};
+use procs::{spawn_proxy, split_url, wait_for, wait_until, HttpConn};
+
+const BIN: &str = env!("CARGO_BIN_EXE_leaderproxy");
+const WRITERS: usize = 8;
+const DIR: &str = "lp";
+
+#[derive(Debug, Clone)]
+#[allow(dead_code)] // fields are shown through Debug in failure messages
+enum Outcome {
+    Acked {
+        backend: String,
+        role: String,
+    },
+    /// HTTP answer that is not 2xx.
+    Status {
+        status: u16,
+        body: String,
+        backend: Option<String>,
+    },
+    /// No HTTP answer at all.
+    Io(String),
+}
+
+#[derive(Debug, Clone)]
+struct Rec {
+    key: String,
+    value: String,
+    sent: Instant,
+    done: Instant,
+    outcome: Outcome,
+}
+
+fn proxy_config(cluster: &EtcdCluster) -> String {
+    let mut backends = String::new();
+    for m in &cluster.members {
+        backends.push_str(&format!(
+            "  - {{ name: {}, url: \"{}\" }}\n",
+            m.name,
+            m.client_url()
+        ));
+    }
+    format!(
+        r#"debug_headers: true
+backends:
+{backends}health:
+  path: /health
+  interval: 500ms
+  timeout: 400ms
+  rise: 1
+  fall: 8
+  expect: {{ status: [200] }}
+leader:
+  path: /v2/stats/leader
+  interval: 200ms
+  timeout: 150ms
+  expect: {{ status: [200] }}
+routes:
+  - {{ methods: [GET, HEAD], to: read }}
+reads: {{ policy: round_robin, fallback_to_leader: true, retry: true }}
+writes:
+  hold: 8s
+timeouts: {{ connect: 500ms, request: 10s }}
+"#
+    )
+}
+
+fn writer(t: usize, proxy_authority: String, stop: Arc<AtomicBool>) -> Vec<Rec> {
+    let mut conn = HttpConn::new(&proxy_authority, Duration::from_secs(12));
+    let mut recs = Vec::new();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let key = format!("{DIR}/k-{t}-{n}");
+        let value = format!("v-{t}-{n}");
+        let body = format!("value={value}");
+        let sent = Instant::now();
+        let r = conn.request(
+            "PUT",
+            &format!("/v2/keys/{key}"),
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            body.as_bytes(),
+        );
+        let done = Instant::now();
+        let outcome = match r {
+            Ok(resp) if (200..300).contains(&resp.status) => {
+                let echoed = resp.json()["node"]["value"].as_str().map(str::to_string);
+                assert_eq!(
+                    echoed.as_deref(),
+                    Some(value.as_str()),
+                    "etcd echoed another value"
+                );
+                Outcome::Acked {
+                    backend: resp
+                        .header("x-leaderproxy-backend")
+                        .unwrap_or("")
+                        .to_string(),
+                    role: resp.header("x-leaderproxy-role").unwrap_or("").to_string(),
+                }
+            }
+            Ok(resp) => Outcome::Status {
+                status: resp.status,
+                body: resp.text(),
+                backend: resp.header("x-leaderproxy-backend").map(str::to_string),
+            },
+            Err(e) => Outcome::Io(e.to_string()),
+        };
+        recs.push(Rec {
+            key: format!("/{key}"),
+            value,
+            sent,
+            done,
+            outcome,
+        });
+    }
+    recs
+}
+
+#[test]
+fn etcd_leader_sigkill_under_write_load() {
+    if !procs::require_binaries("real_etcd", &[etcd::ETCD_BIN]) {
+        return;
+    }
+    let test_start = Instant::now();
+    let mut cluster = EtcdCluster::start(3);
+    let proxy = spawn_proxy(BIN, &proxy_config(&cluster));
+    let names: Vec<String> = cluster.members.iter().map(|m| m.name.clone()).collect();
+
+    let first_leader = cluster.wait_for_leader(Duration::from_secs(10));
+    wait_for(
+        Duration::from_secs(10),
+        &format!("proxy /admin/routing names leader {}", names[first_leader]),
+        || proxy.leader_name().as_deref() == Some(names[first_leader].as_str()),
+    );
+
+    let watch = LeaderWatch::start(&cluster);
+    wait_for(
+        Duration::from_secs(5),
+        "leader watch has observations of every member",
+        || {
+            let log = watch.log();
+            (0..cluster.len()).all(|i| log.obs.iter().any(|o| o.member == i))
+        },
+    );
+
+    // ---- load, kill, load ---------------------------------------------------
+    let stop = Arc::new(AtomicBool::new(false));
+    let (authority, _) = split_url(&proxy.url("/"));
+    let handles: Vec<_> = (0..WRITERS)
+        .map(|t| {
+            let stop = stop.clone();
+            let authority = authority.clone();
+            std::thread::spawn(move || writer(t, authority, stop))
+        })
+        .collect();
+
+    std::thread::sleep(Duration::from_secs(3)); // load phase before the kill
+    let kill_started = Instant::now();
+    let election = cluster.kill_leader_and_measure(Duration::from_secs(15));
+    let killed_at = election.killed_at;
+    let old = election.old;
+    let new_leader_seen = killed_at + election.took;
+    // keep writing ~4s after the kill, and at least 2s after the new leader appeared
+    let load_end = std::cmp::max(
+        killed_at + Duration::from_secs(4),
+        new_leader_seen + Duration::from_secs(2),
+    );
+    while Instant::now() < load_end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut recs: Vec<Rec> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("writer thread panicked"))
+        .collect();
+    let leader_log = watch.stop();
+    recs.sort_by_key(|r| r.done);
+    // The election time used for the bound is the smaller of two measurements:
+    // the main thread's poll and the parallel 20ms watcher.
+    let watched = leader_log
+        .first_leader_after(killed_at, Some(old))
+        .map(|o| o.at.duration_since(killed_at));
+    let election_time = watched.map_or(election.took, |w| w.min(election.took));
+    let metrics = proxy.metrics();
+    let resent = procs::metric_sum(&metrics, "leaderproxy_writes_resent_total", &[]);
+    let leader_changes = procs::metric_sum(&metrics, "leaderproxy_leader_changes_total", &[]);
+
+    // ---- classify ---------------------------------------------------------------
+    let acked: Vec<&Rec> = recs
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Acked { .. }))
+        .collect();
+    let failed: Vec<&Rec> = recs
+        .iter()
+        .filter(|r| !matches!(r.outcome, Outcome::Acked { .. }))
+        .collect();
+    // in flight to the dying leader: sent before it was reaped, answered after the kill began,
+    // answered by the proxy with a gateway error (never replayed, correct)
+    let is_ambiguous = |r: &Rec| {
+        r.sent <= killed_at
+            && r.done >= kill_started
+            && matches!(
+                r.outcome,
+                Outcome::Status {
+                    status: 502..=504,
+                    ..
+                }
+            )
+    };
+    let ambiguous: Vec<&Rec> = failed.iter().copied().filter(|r| is_ambiguous(r)).collect();
+    let hard_failed: Vec<&Rec> = failed
+        .iter()
+        .copied()
+        .filter(|r| !is_ambiguous(r))
+        .collect();
+
+    // ---- read everything back (quorum) from the new leader -----------------------
+    let stored: BTreeMap<String, String> = cluster.v2_list(election.new, DIR);
+    let lost: Vec<&&Rec> = acked
+        .iter()
+        .filter(|r| stored.get(&r.key) != Some(&r.value))
+        .collect();
+    let ambiguous_committed = ambiguous
+        .iter()
+        .filter(|r| stored.get(&r.key) == Some(&r.value))
+        .count();
+
+    // ---- pauses --------------------------------------------------------------------
+    let mut longest = Duration::ZERO;
+    let mut longest_at = (killed_at, killed_at);
+    for w in acked.windows(2) {
+        let gap = w[1].done.duration_since(w[0].done);
+        if gap > longest {
+            longest = gap;
+            longest_at = (w[0].done, w[1].done);
+        }
+    }
+    let rel = |t: Instant| -> String {
+        if t >= killed_at {
+            format!("+{}ms", t.duration_since(killed_at).as_millis())
+        } else {
+            format!("-{}ms", killed_at.duration_since(t).as_millis())
+        }
+    };
+
+    // ---- routing correctness via debug header --------------------------------------
+    let slack = Duration::from_millis(250);
+    let mut misrouted = Vec::new();
+    let mut by_backend: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &acked {
+        if let Outcome::Acked { backend, role } = &r.outcome {
+            *by_backend.entry(backend.clone()).or_default() += 1;
+            let idx = cluster.index_of(backend);
+            let leaders = leader_log
+                .leaders_between(r.sent.checked_sub(slack).unwrap_or(r.sent), r.done + slack);
+            let ok = role == "write"
+                && idx.map(|i| leaders.contains(&i)).unwrap_or(false)
+                && !(r.sent > killed_at && idx == Some(old));
+            if !ok {
+                misrouted.push(format!(
+                    "{} backend={backend:?} role={role:?} sent={} done={} leaders_seen={:?}",
+                    r.key,
+                    rel(r.sent),
+                    rel(r.done),
+                    leaders
+                        .iter()
+                        .map(|&i| names[i].clone())
+                        .collect::<Vec<_>>()
+                ));
+            }
+        }
+    }
+
+    let summary = format!(
+        "real_etcd: writes={} acked={} failed={} (ambiguous in-flight at kill={}, of which committed={}; other={}) \
+         lost={} longest_pause={}ms [{} .. {}] election={}ms (poll {}ms, watcher {:?}ms) killed={} new_leader={} per_backend={:?} misrouted={} \
+         proxy_metrics: writes_resent={} leader_changes={}",
+        recs.len(),
+        acked.len(),
+        failed.len(),
+        ambiguous.len(),
+        ambiguous_committed,
+        hard_failed.len(),
+        lost.len(),
+        longest.as_millis(),
+        rel(longest_at.0),
+        rel(longest_at.1),
+        election_time.as_millis(),
+        election.took.as_millis(),
+        watched.map(|d| d.as_millis()),
+        names[old],
+        names[election.new],
+        by_backend,
+        misrouted.len(),
+        resent,
+        leader_changes,
+    );
+    println!("{summary}");
+    for r in ambiguous.iter().take(3) {
+        println!(
+            "real_etcd: ambiguous example: {} sent={} done={} {:?}",
+            r.key,
+            rel(r.sent),
+            rel(r.done),
+            r.outcome
+        );
+    }
+
+    let show = |v: &[&Rec]| -> String {
+        v.iter()
+            .take(10)
+            .map(|r| {
+                format!(
+                    "  {} sent={} done={} {:?}",
+                    r.key,
+                    rel(r.sent),
+                    rel(r.done),
+                    r.outcome
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        hard_failed.is_empty(),
+        "{} writes failed at the client (not counting {} ambiguous in-flight ones):\n{}\n{summary}\nproxy log:\n{}",
+        hard_failed.len(),
+        ambiguous.len(),
+        show(&hard_failed),
+        proxy.log_tail(40)
+    );
+    assert!(
+        ambiguous.len() <= WRITERS,
+        "{} writes were in flight at the kill but only {WRITERS} writers exist:\n{}",
+        ambiguous.len(),
+        show(&ambiguous)
+    );
+    assert!(acked.len() > 100, "too few writes acknowledged: {summary}");
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes are missing or wrong after the failover:\n{}\n{summary}",
+        lost.len(),
+        show(&lost.iter().map(|r| **r).collect::<Vec<_>>())
+    );
+    assert!(
+        longest <= election_time + Duration::from_millis(500),
+        "longest pause between acknowledged writes {}ms > election {}ms + 500ms\n{summary}\nproxy log:\n{}",
+        longest.as_millis(),
+        election_time.as_millis(),
+        proxy.log_tail(40)
+    );
+    assert!(
+        misrouted.is_empty(),
+        "{} acknowledged writes were answered by a member that was not leader at the time:\n{}\n{summary}",
+        misrouted.len(),
+        misrouted.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
+    );
+
+    // ---- restart the killed member: follower again, receives reads -----------------
+    cluster.restart(old);
+    let old_name = names[old].clone();
+    wait_for(
+        Duration::from_secs(15),
+        &format!("restarted {old_name} is role=follower in /admin/routing"),
+        || proxy.backend_role(&old_name).as_deref() == Some("follower"),
+    );
+    let probe_key = acked[0].key.clone();
+    let mut reads = 0;
+    let mut read_backends: BTreeMap<String, usize> = BTreeMap::new();
+    let mut conn = HttpConn::new(&authority, Duration::from_secs(5));
+    wait_until(
+        Instant::now() + Duration::from_secs(10),
+        &format!("a proxied GET is served by restarted {old_name}"),
+        || {
+            let r = conn
+                .request("GET", &format!("/v2/keys{probe_key}"), &[], b"")
+                .expect("GET through proxy");
+            reads += 1;
+            assert_eq!(
+                r.status,
+                200,
+                "read through proxy: {} {}",
+                r.status,
+                r.text()
+            );
+            assert_eq!(r.header("x-leaderproxy-role"), Some("read"));
+            let b = r.header("x-leaderproxy-backend").unwrap_or("").to_string();
+            *read_backends.entry(b.clone()).or_default() += 1;
+            b == old_name
+        },
+    );
+    assert_eq!(
+        cluster.leader(),
+        Some(election.new),
+        "leadership moved after the restart"
+    );
+    println!(
+        "real_etcd: restarted {old_name} is follower and served a read after {reads} reads ({read_backends:?}); total {:?}",
+        test_start.elapsed()
+    );
+}

@@ -1,0 +1,468 @@
+//! A real 3-member etcd 3.4 cluster on 127.0.0.1 (Debian `etcd-server`).
+//!
+//! Needs `#[path = "support/procs.rs"] mod procs;` at the test crate root.
+//!
+//! Facts about etcd 3.4.23 this harness relies on (checked by hand):
+//! - `GET /v2/stats/leader` is 200 on the leader and 403
+//!   `{"message":"not current leader"}` on followers, also while there is no leader.
+//! - Followers never refuse a write: v2 `PUT /v2/keys/..` and v3 gateway
+//!   `POST /v3/kv/put` are forwarded to the leader. During an election they
+//!   block until a leader exists and then succeed; without quorum, v3 put
+//!   answers 500 `{"error":"context deadline exceeded","code":2}` after ~7s and
+//!   a v2 PUT hangs (>5s).
+//! - `GET /health` is 200 `{"health":"true"}` only while the cluster has a
+//!   leader (it does a quorum read); it hangs ~1s and then answers 503
+//!   `{"health":"false"}` during an election, on every member.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::procs::{free_port, http, wait_some, HttpConn, HttpResponse, Proc, TempDir};
+
+pub const ETCD_BIN: &str = "/usr/bin/etcd";
+
+pub struct EtcdMember {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub proc: Proc,
+}
+
+impl EtcdMember {
+    pub fn client_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+    pub fn authority(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+}
+
+/// Fields drop in order: members (SIGKILL) before the temp dir.
+pub struct EtcdCluster {
+    pub members: Vec<EtcdMember>,
+    pub dir: TempDir,
+}
+
+const SHORT: Duration = Duration::from_millis(300);
+
+impl EtcdCluster {
+    /// Starts `n` members named n1..nN and waits (20s) for a leader.
+    pub fn start(n: usize) -> EtcdCluster {
+        let dir = TempDir::new("etcd");
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let initial_cluster = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("n{}=http://127.0.0.1:{peer}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members = Vec::new();
+        for (i, (client, peer)) in ports.iter().enumerate() {
+            let name = format!("n{}", i + 1);
+            let data = dir.join(&format!("{name}.etcd"));
+            let args: Vec<String> = [
+                "--name",
+                &name,
+                "--data-dir",
+                &data.display().to_string(),
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-cluster",
+                &initial_cluster,
+                "--initial-cluster-state",
+                "new",
+                "--initial-cluster-token",
+                &format!("lp-test-{}", std::process::id()),
+                "--enable-v2=true",
+                "--heartbeat-interval",
+                "100",
+                "--election-timeout",
+                "1000",
+                // a restarted member must not disrupt the running leader
+                "--pre-vote=true",
+                "--snapshot-count",
+                "100000",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let proc = Proc::spawn(&name, ETCD_BIN, &args, dir.path());
+            members.push(EtcdMember {
+                name,
+                client_port: *client,
+                peer_port: *peer,
+                proc,
+            });
+        }
+        let c = EtcdCluster { members, dir };
+        c.wait_for_leader(Duration::from_secs(20));
+        c
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn client_url(&self, i: usize) -> String {
+        self.members[i].client_url()
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.members.iter().position(|m| m.name == name)
+    }
+
+    /// `Some(true)` = 200 on `/v2/stats/leader`, `Some(false)` = 403, `None` = no answer.
+    pub fn is_leader(&self, i: usize) -> Option<bool> {
+        stats_leader(&self.members[i].client_url())
+    }
+
+    /// Index of a member answering 200 on `/v2/stats/leader`, if any.
+    pub fn leader(&self) -> Option<usize> {
+        (0..self.members.len()).find(|&i| self.is_leader(i) == Some(true))
+    }
+
+    /// Waits for a leader; panics with the members' log tails after `timeout`.
+    pub fn wait_for_leader(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.leader() {
+                return l;
+            }
+            if Instant::now() >= deadline {
+                let logs: Vec<String> = self
+                    .members
+                    .iter()
+                    .map(|m| format!("--- {} ---\n{}", m.name, m.proc.log_tail(15)))
+                    .collect();
+                panic!("etcd: no leader within {timeout:?}\n{}", logs.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL member `i` and reap it.
+    pub fn kill(&mut self, i: usize) {
+        self.members[i].proc.kill();
+    }
+
+    /// Starts a killed member again with the same data dir and flags.
+    pub fn restart(&mut self, i: usize) {
+        self.members[i].proc.restart();
+    }
+
+    pub fn is_running(&mut self, i: usize) -> bool {
+        self.members[i].proc.is_running()
+    }
+
+    /// Kills the current leader and measures the election: time from the
+    /// moment the killed process is reaped until a surviving member answers
+    /// 200 on `/v2/stats/leader` (polled every 20ms, so +-20ms).
+    pub fn kill_leader_and_measure(&mut self, timeout: Duration) -> Election {
+        let old = self.wait_for_leader(Duration::from_secs(10));
+        self.kill(old);
+        let killed_at = Instant::now();
+        let new = wait_some(killed_at + timeout, "etcd: new leader after kill", || {
+            (0..self.members.len())
+                .filter(|&i| i != old)
+                .find(|&i| self.is_leader(i) == Some(true))
+        });
+        Election {
+            old,
+            new,
+            killed_at,
+            took: killed_at.elapsed(),
+        }
+    }
+
+    // -- data helpers -------------------------------------------------------
+
+    /// v2 `PUT /v2/keys/<key>` with form `value=<value>` on member `i`.
+    pub fn v2_put(&self, i: usize, key: &str, value: &str) -> io::Result<HttpResponse> {
+        http(
+            "PUT",
+            &format!(
+                "{}/v2/keys/{}",
+                self.client_url(i),
+                key.trim_start_matches('/')
+            ),
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            format!("value={}", form_encode(value)).as_bytes(),
+            Duration::from_secs(10),
+        )
+    }
+
+    /// v2 quorum read of one key (`?quorum=true` goes through Raft).
+    pub fn v2_get(&self, i: usize, key: &str) -> Option<String> {
+        let r = http(
+            "GET",
+            &format!(
+                "{}/v2/keys/{}?quorum=true",
+                self.client_url(i),
+                key.trim_start_matches('/')
+            ),
+            &[],
+            b"",
+            Duration::from_secs(10),
+        )
+        .ok()?;
+        if r.status != 200 {
+            return None;
+        }
+        r.json()["node"]["value"].as_str().map(str::to_string)
+    }
+
+    /// All keys below v2 directory `dir` (recursive quorum read) as
+    /// full key ("/dir/k") -> value. Panics if the read fails.
+    pub fn v2_list(&self, i: usize, dir: &str) -> BTreeMap<String, String> {
+        let url = format!(
+            "{}/v2/keys/{}?recursive=true&quorum=true",
+            self.client_url(i),
+            dir.trim_start_matches('/')
+        );
+        let r = http("GET", &url, &[], b"", Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let mut out = BTreeMap::new();
+        if r.status == 404 {
+            return out;
+        }
+        assert_eq!(r.status, 200, "GET {url}: {}", r.text());
+        flatten_v2(&r.json()["node"], &mut out);
+        out
+    }
+
+    /// v3 gateway put (`POST /v3/kv/put`).
+    pub fn v3_put(&self, i: usize, key: &str, value: &str) -> io::Result<HttpResponse> {
+        let body = serde_json::json!({"key": b64(key.as_bytes()), "value": b64(value.as_bytes())});
+        http(
+            "POST",
+            &format!("{}/v3/kv/put", self.client_url(i)),
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+            Duration::from_secs(10),
+        )
+    }
+
+    /// v3 gateway range of one key (linearizable by default).
+    pub fn v3_get(&self, i: usize, key: &str) -> Option<String> {
+        let body = serde_json::json!({"key": b64(key.as_bytes())});
+        let r = http(
+            "POST",
+            &format!("{}/v3/kv/range", self.client_url(i)),
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+            Duration::from_secs(10),
+        )
+        .ok()?;
+        if r.status != 200 {
+            return None;
+        }
+        let v = r.json();
+        let val = v["kvs"].get(0)?["value"].as_str()?.to_string();
+        Some(String::from_utf8_lossy(&unb64(&val)?).into_owned())
+    }
+}
+
+pub struct Election {
+    pub old: usize,
+    pub new: usize,
+    pub killed_at: Instant,
+    pub took: Duration,
+}
+
+/// GET /v2/stats/leader with a short timeout.
+pub fn stats_leader(base: &str) -> Option<bool> {
+    match http("GET", &format!("{base}/v2/stats/leader"), &[], b"", SHORT) {
+        Ok(r) if r.status == 200 => Some(true),
+        Ok(r) if r.status == 403 => Some(false),
+        _ => None,
+    }
+}
+
+fn flatten_v2(node: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+    if let (Some(k), Some(v)) = (node["key"].as_str(), node["value"].as_str()) {
+        out.insert(k.to_string(), v.to_string());
+    }
+    if let Some(children) = node["nodes"].as_array() {
+        for c in children {
+            flatten_v2(c, out);
+        }
+    }
+}
+
+/// Percent-encodes everything but unreserved characters.
+pub fn form_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+pub fn b64(data: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = ((b[0] as u32) << 16) | ((b[1] as u32) << 8) | b[2] as u32;
+        for j in 0..4 {
+            if j <= chunk.len() {
+                out.push(B64[((n >> (18 - 6 * j)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+pub fn unb64(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes() {
+        if c == b'=' {
+            break;
+        }
+        let v = B64.iter().position(|&x| x == c)? as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+// ---------------------------------------------------------------------------
+// leader watch: who answered 200 on /v2/stats/leader, when
+// ---------------------------------------------------------------------------
+
+/// One observation: member `member` answered `is_leader` at `at`.
+#[derive(Clone, Copy, Debug)]
+pub struct LeaderObs {
+    pub at: Instant,
+    pub member: usize,
+    pub is_leader: bool,
+}
+
+/// Background threads (one per member) polling `/v2/stats/leader` every 20ms
+/// on their own keep-alive connection.
+pub struct LeaderWatch {
+    stop: Arc<AtomicBool>,
+    obs: Arc<Mutex<Vec<LeaderObs>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl LeaderWatch {
+    pub fn start(cluster: &EtcdCluster) -> LeaderWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let obs = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        for (i, m) in cluster.members.iter().enumerate() {
+            let authority = m.authority();
+            let stop = stop.clone();
+            let obs = obs.clone();
+            threads.push(std::thread::spawn(move || {
+                let mut conn = HttpConn::new(&authority, SHORT);
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(r) = conn.request("GET", "/v2/stats/leader", &[], b"") {
+                        let at = Instant::now();
+                        if r.status == 200 || r.status == 403 {
+                            obs.lock().unwrap().push(LeaderObs {
+                                at,
+                                member: i,
+                                is_leader: r.status == 200,
+                            });
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }));
+        }
+        LeaderWatch { stop, obs, threads }
+    }
+
+    /// A copy of the observations so far.
+    pub fn log(&self) -> LeaderLog {
+        let mut v = self.obs.lock().unwrap().clone();
+        v.sort_by_key(|o| o.at);
+        LeaderLog { obs: v }
+    }
+
+    pub fn stop(mut self) -> LeaderLog {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.log()
+    }
+}
+
+impl Drop for LeaderWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+pub struct LeaderLog {
+    pub obs: Vec<LeaderObs>,
+}
+
+impl LeaderLog {
+    /// Members observed answering 200 at some time in `[from, to]`.
+    pub fn leaders_between(&self, from: Instant, to: Instant) -> BTreeSet<usize> {
+        self.obs
+            .iter()
+            .filter(|o| o.is_leader && o.at >= from && o.at <= to)
+            .map(|o| o.member)
+            .collect()
+    }
+
+    /// Members observed as leader at any time.
+    pub fn all_leaders(&self) -> BTreeSet<usize> {
+        self.obs
+            .iter()
+            .filter(|o| o.is_leader)
+            .map(|o| o.member)
+            .collect()
+    }
+
+    /// First observation after `t` of a leader other than `except`.
+    pub fn first_leader_after(&self, t: Instant, except: Option<usize>) -> Option<LeaderObs> {
+        self.obs
+            .iter()
+            .find(|o| o.is_leader && o.at >= t && Some(o.member) != except)
+            .copied()
+    }
+
+    /// Last observation of `member` being leader.
+    pub fn last_seen_leader(&self, member: usize) -> Option<Instant> {
+        self.obs
+            .iter()
+            .rev()
+            .find(|o| o.is_leader && o.member == member)
+            .map(|o| o.at)
+    }
+}

@@ -1,0 +1,377 @@
+//! Redis primary + 2 replicas + 3 Sentinels, and one webdis in front of each
+//! Redis node, all on 127.0.0.1 (Debian `redis-server`, `redis-sentinel`, `webdis`).
+//!
+//! Needs `#[path = "support/procs.rs"] mod procs;` at the test crate root.
+//!
+//! Facts (Redis 7.0.15, webdis 0.1.9, checked by hand):
+//! - webdis is configured by a JSON file (`/etc/webdis/webdis.json` is the
+//!   Debian example): redis_host, redis_port, http_host, http_port, threads,
+//!   daemonize, database, verbosity, logfile, acl.
+//! - `GET /ROLE` via webdis: 200 `{"ROLE":["master",<offset>,[...]]}` or
+//!   `{"ROLE":["slave","127.0.0.1",<port>,"connected",<offset>]}`.
+//! - A write on a replica: HTTP **200** with body
+//!   `{"SET":[false,"READONLY You can't write against a read only replica."]}`.
+//! - webdis whose Redis is down answers **503 with an empty body** (fast), and
+//!   reconnects by itself once Redis is back.
+#![allow(dead_code)]
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::procs::{free_port, wait_for, wait_some, Proc, TempDir};
+
+pub const REDIS_BIN: &str = "/usr/bin/redis-server";
+pub const SENTINEL_BIN: &str = "/usr/bin/redis-sentinel";
+pub const WEBDIS_BIN: &str = "/usr/bin/webdis";
+pub const MASTER_NAME: &str = "mymaster";
+
+pub struct RedisNode {
+    pub name: String,
+    pub redis_port: u16,
+    pub webdis_port: u16,
+    pub redis: Proc,
+    pub webdis: Proc,
+}
+
+impl RedisNode {
+    /// `http://127.0.0.1:<webdis_port>`
+    pub fn webdis_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.webdis_port)
+    }
+}
+
+pub struct SentinelProc {
+    pub port: u16,
+    pub proc: Proc,
+}
+
+/// Fields drop in order: processes before the temp dir.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisNode>,
+    pub sentinels: Vec<SentinelProc>,
+    pub dir: TempDir,
+}
+
+const CMD_TIMEOUT: Duration = Duration::from_millis(500);
+
+impl RedisCluster {
+    /// n1 = primary, n2/n3 = replicas, 3 Sentinels (quorum 2,
+    /// down-after-milliseconds 1000, failover-timeout 3000), webdis per node.
+    /// Returns once replication is connected and every Sentinel knows the
+    /// 2 replicas and the 2 other Sentinels.
+    pub fn start() -> RedisCluster {
+        let dir = TempDir::new("redis");
+        let mut nodes = Vec::new();
+        let master_port = free_port();
+        for i in 0..3 {
+            let name = format!("n{}", i + 1);
+            let redis_port = if i == 0 { master_port } else { free_port() };
+            let webdis_port = free_port();
+            let data = dir.join(&name);
+            std::fs::create_dir_all(&data).unwrap();
+            let mut args: Vec<String> = vec![
+                "--port".into(),
+                redis_port.to_string(),
+                "--bind".into(),
+                "127.0.0.1".into(),
+                "--dir".into(),
+                data.display().to_string(),
+                "--save".into(),
+                "".into(),
+                "--appendonly".into(),
+                "no".into(),
+                "--daemonize".into(),
+                "no".into(),
+                "--repl-diskless-sync".into(),
+                "yes".into(),
+                "--repl-diskless-sync-delay".into(),
+                "0".into(),
+            ];
+            if i > 0 {
+                args.push("--replicaof".into());
+                args.push("127.0.0.1".into());
+                args.push(master_port.to_string());
+            }
+            let redis = Proc::spawn(&format!("redis-{name}"), REDIS_BIN, &args, dir.path());
+            let cfg = serde_json::json!({
+                "redis_host": "127.0.0.1",
+                "redis_port": redis_port,
+                "redis_auth": null,
+                "http_host": "127.0.0.1",
+                "http_port": webdis_port,
+                "threads": 2,
+                "daemonize": false,
+                "database": 0,
+                "verbosity": 3,
+                "logfile": dir.join(&format!("webdis-{name}.log")).display().to_string(),
+            });
+            let cfg_path = dir.join(&format!("webdis-{name}.json"));
+            std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+            let webdis = Proc::spawn(
+                &format!("webdis-{name}-stdout"),
+                WEBDIS_BIN,
+                &[cfg_path.display().to_string()],
+                dir.path(),
+            );
+            nodes.push(RedisNode {
+                name,
+                redis_port,
+                webdis_port,
+                redis,
+                webdis,
+            });
+        }
+        let mut c = RedisCluster {
+            nodes,
+            sentinels: Vec::new(),
+            dir,
+        };
+        // replication up
+        wait_for(Duration::from_secs(15), "redis replicas connected", || {
+            (1..3).all(|i| {
+                matches!(redis_cmd(c.nodes[i].redis_port, &["ROLE"]),
+                    Ok(Resp::Array(Some(ref v))) if v.len() >= 4 && v[3].as_str() == Some("connected"))
+            })
+        });
+        // webdis up
+        for n in &c.nodes {
+            let url = format!("{}/PING", n.webdis_url());
+            wait_for(
+                Duration::from_secs(10),
+                &format!("webdis {} answers", n.name),
+                || {
+                    crate::procs::http_get(&url)
+                        .map(|r| r.status == 200)
+                        .unwrap_or(false)
+                },
+            );
+        }
+        // sentinels
+        for i in 0..3 {
+            let port = free_port();
+            let sdir = c.dir.join(&format!("sentinel{}", i + 1));
+            std::fs::create_dir_all(&sdir).unwrap();
+            let conf = format!(
+                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\n\
+                 sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
+                 sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
+                 sentinel failover-timeout {MASTER_NAME} 3000\n\
+                 sentinel parallel-syncs {MASTER_NAME} 1\n",
+                dir = sdir.display()
+            );
+            let conf_path = sdir.join("sentinel.conf");
+            std::fs::write(&conf_path, conf).unwrap();
+            let proc = Proc::spawn(
+                &format!("sentinel{}", i + 1),
+                SENTINEL_BIN,
+                &[conf_path.display().to_string()],
+                c.dir.path(),
+            );
+            c.sentinels.push(SentinelProc { port, proc });
+        }
+        wait_for(
+            Duration::from_secs(20),
+            "every sentinel knows 2 replicas and 2 other sentinels",
+            || {
+                c.sentinels.iter().all(|s| {
+                    let r = redis_cmd(s.port, &["SENTINEL", "REPLICAS", MASTER_NAME]);
+                    let sn = redis_cmd(s.port, &["SENTINEL", "SENTINELS", MASTER_NAME]);
+                    matches!((r, sn), (Ok(Resp::Array(Some(a))), Ok(Resp::Array(Some(b))))
+                        if a.len() == 2 && b.len() == 2)
+                })
+            },
+        );
+        c
+    }
+
+    /// ROLE of node `i` straight from redis-server: "master" / "slave" / None if down.
+    pub fn role(&self, i: usize) -> Option<String> {
+        match redis_cmd(self.nodes[i].redis_port, &["ROLE"]) {
+            Ok(Resp::Array(Some(v))) => v.first().and_then(|r| r.as_str()).map(str::to_string),
+            _ => None,
+        }
+    }
+
+    /// The node reporting ROLE master (first one, if several).
+    pub fn master(&self) -> Option<usize> {
+        (0..self.nodes.len()).find(|&i| self.role(i).as_deref() == Some("master"))
+    }
+
+    /// The master's port according to Sentinel `s`.
+    pub fn sentinel_master_port(&self, s: usize) -> Option<u16> {
+        match redis_cmd(
+            self.sentinels[s].port,
+            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME],
+        ) {
+            Ok(Resp::Array(Some(v))) if v.len() == 2 => v[1].as_str()?.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// SIGKILL redis-server (not webdis) of node `i`.
+    pub fn kill_redis(&mut self, i: usize) {
+        self.nodes[i].redis.kill();
+    }
+
+    /// Starts node `i`'s redis-server again with its original arguments (an
+    /// old primary therefore boots as a master with an empty dataset, until
+    /// Sentinel reconfigures it as a replica).
+    pub fn restart_redis(&mut self, i: usize) {
+        self.nodes[i].redis.restart();
+    }
+
+    /// The master port node `i` replicates from, if it is a connected replica.
+    pub fn replica_of(&self, i: usize) -> Option<u16> {
+        match redis_cmd(self.nodes[i].redis_port, &["ROLE"]) {
+            Ok(Resp::Array(Some(v)))
+                if v.len() >= 4
+                    && v[0].as_str() == Some("slave")
+                    && v[3].as_str() == Some("connected") =>
+            {
+                match &v[2] {
+                    Resp::Int(p) => Some(*p as u16),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Kills the current master's redis-server; returns (index, time it was reaped).
+    pub fn kill_master(&mut self) -> (usize, Instant) {
+        let m = self.master().expect("no master to kill");
+        self.kill_redis(m);
+        (m, Instant::now())
+    }
+
+    /// Waits until a node other than `old` reports ROLE master; returns
+    /// (index, time from `since`). Polls every 20ms.
+    pub fn wait_for_promotion(
+        &self,
+        old: usize,
+        since: Instant,
+        timeout: Duration,
+    ) -> (usize, Duration) {
+        let i = wait_some(since + timeout, "sentinel promotes a replica", || {
+            (0..self.nodes.len())
+                .filter(|&i| i != old)
+                .find(|&i| self.role(i).as_deref() == Some("master"))
+        });
+        (i, since.elapsed())
+    }
+
+    /// GET key directly on node `i`.
+    pub fn get(&self, i: usize, key: &str) -> io::Result<Option<String>> {
+        match redis_cmd(self.nodes[i].redis_port, &["GET", key])? {
+            Resp::Bulk(Some(b)) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
+            Resp::Bulk(None) => Ok(None),
+            other => Err(io::Error::other(format!("GET: {other:?}"))),
+        }
+    }
+
+    /// MGET on node `i` (one round trip for many keys).
+    pub fn mget(&self, i: usize, keys: &[String]) -> io::Result<Vec<Option<String>>> {
+        let mut args: Vec<&str> = vec!["MGET"];
+        args.extend(keys.iter().map(|s| s.as_str()));
+        match redis_cmd_timeout(self.nodes[i].redis_port, &args, Duration::from_secs(10))? {
+            Resp::Array(Some(v)) => Ok(v
+                .into_iter()
+                .map(|r| match r {
+                    Resp::Bulk(Some(b)) => Some(String::from_utf8_lossy(&b).into_owned()),
+                    _ => None,
+                })
+                .collect()),
+            other => Err(io::Error::other(format!("MGET: {other:?}"))),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// minimal RESP client
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resp {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Resp>>),
+}
+
+impl Resp {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Resp::Simple(s) => Some(s),
+            Resp::Bulk(Some(b)) => std::str::from_utf8(b).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// One command on a fresh connection to 127.0.0.1:`port` (500ms timeout).
+pub fn redis_cmd(port: u16, args: &[&str]) -> io::Result<Resp> {
+    redis_cmd_timeout(port, args, CMD_TIMEOUT)
+}
+
+pub fn redis_cmd_timeout(port: u16, args: &[&str], timeout: Duration) -> io::Result<Resp> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let mut buf = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        buf.extend_from_slice(a.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
+    let mut w = s.try_clone()?;
+    w.write_all(&buf)?;
+    let mut r = BufReader::new(s);
+    read_resp(&mut r)
+}
+
+fn read_resp(r: &mut BufReader<TcpStream>) -> io::Result<Resp> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "redis closed"));
+    }
+    let line = line.trim_end_matches(['\r', '\n']);
+    let (t, rest) = line.split_at(1);
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad RESP line {line:?}"),
+        )
+    };
+    Ok(match t {
+        "+" => Resp::Simple(rest.to_string()),
+        "-" => Resp::Error(rest.to_string()),
+        ":" => Resp::Int(rest.parse().map_err(|_| bad())?),
+        "$" => {
+            let n: i64 = rest.parse().map_err(|_| bad())?;
+            if n < 0 {
+                Resp::Bulk(None)
+            } else {
+                let mut b = vec![0u8; n as usize + 2];
+                r.read_exact(&mut b)?;
+                b.truncate(n as usize);
+                Resp::Bulk(Some(b))
+            }
+        }
+        "*" => {
+            let n: i64 = rest.parse().map_err(|_| bad())?;
+            if n < 0 {
+                Resp::Array(None)
+            } else {
+                let mut v = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    v.push(read_resp(r)?);
+                }
+                Resp::Array(Some(v))
+            }
+        }
+        _ => return Err(bad()),
+    })
+}

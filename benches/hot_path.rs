@@ -231,7 +231,8 @@ fn bench_table(c: &mut Criterion) {
         "table/load background: {} reader loads, {} publishes",
         counts[0], counts[1]
     );
-    assert!(shared.load().epoch > 1, "the writer published");
+    // No assertion: under `cargo test --all-targets` each bench runs once and
+    // the writer may not have been scheduled yet.
 }
 
 // ------------------------------------------------------------ round trip

@@ -301,7 +301,7 @@ impl Drop for Fake {
 }
 
 /// A config for fakes: leader probe `/leader` (200 on the leader), health
-/// `/health`, both every 50ms; `extra` is appended (YAML).
+/// `/health` (every 50ms and 100ms); `extra` is appended (YAML).
 pub fn config_for(fakes: &[&Fake], extra: &str) -> String {
     let mut s = String::from(
         "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nworkers: 2\ndebug_headers: true\nbackends:\n",
@@ -313,7 +313,8 @@ pub fn config_for(fakes: &[&Fake], extra: &str) -> String {
         ));
     }
     if !extra.contains("health:") {
-        s.push_str("health: { path: /health, interval: 50ms, timeout: 40ms, rise: 1, fall: 1 }\n");
+        // fall 3: a probe that times out on a loaded machine must not flap a follower out.
+        s.push_str("health: { path: /health, interval: 100ms, timeout: 90ms, rise: 1, fall: 3 }\n");
     }
     if !extra.contains("leader:") {
         s.push_str(

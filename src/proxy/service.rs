@@ -445,7 +445,13 @@ async fn write(
                 .hold_wait
                 .observe(arrived.elapsed().as_secs_f64());
         }
-        let spare = try_clone(&req);
+        // A copy is only ever needed to re-send after a not-leader answer (a
+        // request that was not sent comes back by itself).
+        let spare = if cfg.writes.not_leader.is_empty() {
+            None
+        } else {
+            try_clone(&req)
+        };
         let o = opts(&cfg, worker, t.leader_gen, t.leader_gen);
         let rel = Release::begin(leader.clone(), worker);
         match forward::send(&leader, req, &o).await {

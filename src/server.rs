@@ -173,8 +173,11 @@ pub async fn serve_worker(
                     addr: peer,
                     tls: false,
                 };
-                let svc = service_fn(move |req| async move {
-                    Ok::<_, Infallible>(handle(proxy, worker, client, req).await)
+                // The request future is a few KiB; boxed once, hyper moves a
+                // pointer instead of copying it several times per request.
+                let svc = service_fn(move |req| {
+                    let fut = Box::pin(handle(proxy, worker, client, req));
+                    async move { Ok::<_, Infallible>(fut.await) }
                 });
                 let conn = builder
                     .serve_connection(TokioIo::new(stream), svc)

@@ -161,7 +161,8 @@ async fn route(
         UpBody::empty()
     } else if replayable {
         let limit = cfg.writes.replay_body_limit as usize;
-        match Limited::new(body, limit).collect().await {
+        // Boxed: bodies are the less common case; keep the request future small.
+        match Box::pin(Limited::new(body, limit).collect()).await {
             Ok(c) => UpBody::Full(Some(c.to_bytes())),
             Err(e) => return Err(ProxyError::BadRequest(format!("reading request body: {e}"))),
         }
@@ -273,7 +274,8 @@ async fn read(
     };
     proxy.metrics.reads_retried.inc();
     let rel = Release::begin(second.clone(), worker);
-    match forward::send(&second, req, &o).await {
+    // Boxed: the retry is the rare path; keep the common future small.
+    match Box::pin(forward::send(&second, req, &o)).await {
         Attempt::Answered(resp, conn) => {
             if resp.status().as_u16() >= 500 {
                 passive_failure(proxy, t, &second);
@@ -363,8 +365,7 @@ async fn judge_write_answer(
             .is_some_and(|n| n <= NOT_LEADER_SCAN_LIMIT);
         if small {
             let (mut parts, body) = resp.into_parts();
-            let bytes = match Limited::new(body, NOT_LEADER_SCAN_LIMIT as usize)
-                .collect()
+            let bytes = match Box::pin(Limited::new(body, NOT_LEADER_SCAN_LIMIT as usize).collect())
                 .await
             {
                 Ok(c) => c.to_bytes(),
@@ -417,7 +418,7 @@ async fn write(
                     proxy.metrics.held_writes.inc();
                     held = Some(HeldGuard { proxy });
                 }
-                match proxy.shared.wait_for_leader(deadline, avoid, recheck).await {
+                match Box::pin(proxy.shared.wait_for_leader(deadline, avoid, recheck)).await {
                     Some(nt) => {
                         avoid = None;
                         t = nt;

@@ -27,6 +27,9 @@ pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 pub struct Metrics {
     pub registry: Registry,
     requests: IntCounterVec,
+    /// `requests_total{backend="none"}`, resolved once.
+    unrouted_read: [IntCounter; 5],
+    unrouted_write: [IntCounter; 5],
     pub duration_read: Histogram,
     pub duration_write: Histogram,
     connect_errors: IntCounterVec,
@@ -101,12 +104,15 @@ impl Metrics {
             "Config reloads by result (ok or error).",
             &["result"],
         );
+        let requests = counter_vec(
+            "leaderproxy_requests_total",
+            "Requests answered, by role, backend (or 'none') and status class.",
+            &["role", "backend", "class"],
+        );
         let m = Metrics {
-            requests: counter_vec(
-                "leaderproxy_requests_total",
-                "Requests answered, by role, backend (or 'none') and status class.",
-                &["role", "backend", "class"],
-            ),
+            unrouted_read: CLASSES.map(|c| requests.with_label_values(&["read", "none", c])),
+            unrouted_write: CLASSES.map(|c| requests.with_label_values(&["write", "none", c])),
+            requests,
             duration_read: duration.with_label_values(&["read"]),
             duration_write: duration.with_label_values(&["write"]),
             connect_errors: counter_vec(
@@ -260,9 +266,12 @@ impl Metrics {
     }
 
     /// Requests that never reached a backend (no leader, bad request, …).
-    pub fn unrouted(&self, role: Role, status: u16) -> IntCounter {
-        self.requests
-            .with_label_values(&[role.as_str(), "none", class_label(status)])
+    pub fn unrouted(&self, role: Role, status: u16) -> &IntCounter {
+        let arr = match role {
+            Role::Read => &self.unrouted_read,
+            Role::Write => &self.unrouted_write,
+        };
+        &arr[class_index(status)]
     }
 
     /// Drops the label sets of a backend that a reload removed.

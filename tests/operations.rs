@@ -241,77 +241,163 @@ async fn dashboard_and_alerts_only_use_exported_metrics() {
     assert!(checked > 10, "only {checked} metric references found");
 }
 
+/// The `leaderproxy` binary running with a config for `fakes`, its stderr
+/// collected on a thread.
+struct Bin {
+    child: std::process::Child,
+    port: u16,
+    log: Option<std::thread::JoinHandle<String>>,
+    _dir: fake::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.1 request on a fresh connection; the whole answer as text.
+fn raw(port: u16, req: &[u8]) -> std::io::Result<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.write_all(req)?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+impl Bin {
+    /// Starts the binary and waits until it routes writes to a leader.
+    fn start(fakes: &[&Fake], extra: &str, args: &[&str]) -> Bin {
+        let (port, admin) = (free_port(), free_port());
+        let dir = fake::TempDir::new();
+        let cfg = config_for(fakes, extra)
+            .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"))
+            .replace("admin: 127.0.0.1:0", &format!("admin: 127.0.0.1:{admin}"));
+        let path = dir.0.join("lp.yaml");
+        std::fs::write(&path, cfg).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_leaderproxy"))
+            .args(args)
+            .args(["run", "--config"])
+            .arg(&path)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::thread::spawn(move || {
+            let mut s = String::new();
+            for line in BufReader::new(stderr).lines() {
+                s.push_str(&line.unwrap_or_default());
+                s.push('\n');
+            }
+            s
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let get = b"GET /admin/routing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+            if raw(admin, get).is_ok_and(|out| out.contains("\"leader\":{")) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "proxy did not find the leader");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Bin {
+            child,
+            port,
+            log: Some(log),
+            _dir: dir,
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    /// Waits for the process to exit; its exit code and log.
+    fn wait(mut self) -> (Option<i32>, String) {
+        let status = self.child.wait().unwrap();
+        (status.code(), self.log.take().unwrap().join().unwrap())
+    }
+}
+
+impl Drop for Bin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn sigterm_lets_a_slow_request_finish_and_exits_zero() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let l = rt.block_on(Fake::start("l", Role::Leader));
     l.state.delay_ms.store(700, Ordering::Relaxed);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+    let bin = Bin::start(&[&l], "", &[]);
+    let port = bin.port;
+    let slow = std::thread::spawn(move || {
+        raw(
+            port,
+            b"PUT /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\nv",
+        )
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = fake::TempDir::new();
-    let cfg = config_for(&[&l], "")
-        .replace("listen: 127.0.0.1:0", &format!("listen: 127.0.0.1:{port}"))
-        .replace("admin: 127.0.0.1:0", &format!("admin: 127.0.0.1:{admin}"));
-    let path = dir.0.join("lp.yaml");
-    std::fs::write(&path, cfg).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_leaderproxy"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        let mut s = String::new();
-        for line in BufReader::new(stderr).lines() {
-            s.push_str(&line.unwrap_or_default());
-            s.push('\n');
-        }
-        s
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", admin)) {
-            s.write_all(b"GET /admin/routing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .unwrap();
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            if out.contains("\"leader\":{") {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "proxy did not find the leader");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(b"PUT /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nv")
-        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while l.count() == 0 {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(5));
     }
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
+    bin.signal("-TERM");
+    let out = slow.join().unwrap();
     assert!(
         out.starts_with("HTTP/1.1 200"),
         "slow request answered: {out}"
     );
-    let status = child.wait().unwrap();
-    let log = log.join().unwrap();
-    assert_eq!(status.code(), Some(0), "log:\n{log}");
+    let (code, log) = bin.wait();
+    assert_eq!(code, Some(0), "log:\n{log}");
     assert!(log.contains("SIGTERM"), "{log}");
+}
+
+#[test]
+fn json_logs_and_access_log() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let l = rt.block_on(Fake::start("l", Role::Leader));
+    let f = rt.block_on(Fake::start("f", Role::Follower));
+    let bin = Bin::start(&[&l, &f], "access_log: true\n", &["--log-format", "json"]);
+    let out = raw(
+        bin.port,
+        b"GET /some/path HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    bin.signal("-TERM");
+    let (code, log) = bin.wait();
+    assert_eq!(code, Some(0));
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let access: Vec<&serde_json::Value> =
+        lines.iter().filter(|v| v["target"] == "access").collect();
+    assert_eq!(access.len(), 1, "{log}");
+    let a = access[0];
+    assert_eq!(a["method"], "GET");
+    assert_eq!(a["path"], "/some/path");
+    assert_eq!(a["role"], "read");
+    assert_eq!(a["backend"], "f");
+    assert_eq!(a["status"], 200);
+    assert!(a["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert!(a["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    // The leader change is logged with the backend's name.
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["message"] == "leader changed" && v["leader"] == "l"),
+        "{log}"
+    );
 }

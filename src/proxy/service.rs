@@ -78,10 +78,13 @@ pub async fn handle(
     let start = Instant::now();
     let t = proxy.shared.load();
     let role = classify(&t.cfg.routes, req.method(), req.uri().path());
-    let access = t
-        .cfg
-        .access_log
-        .then(|| (req.method().clone(), req.uri().path().to_string()));
+    let access = t.cfg.access_log.then(|| {
+        (
+            req.method().clone(),
+            req.uri().path().to_string(),
+            req.body().size_hint().exact(),
+        )
+    });
     let result = route(proxy, &t, worker, client, role, req).await;
     let (mut resp, backend) = match result {
         Ok((resp, backend)) => (resp, Some(backend)),
@@ -115,7 +118,7 @@ pub async fn handle(
             }
         }
     }
-    if let Some((method, path)) = access {
+    if let Some((method, path, bytes_in)) = access {
         tracing::info!(
             target: "access",
             client = %client.addr,
@@ -125,6 +128,8 @@ pub async fn handle(
             backend = backend.as_ref().map_or("-", |b| b.name.as_str()),
             status,
             duration_ms = start.elapsed().as_secs_f64() * 1000.0,
+            // Declared lengths; absent when the body is streamed without one.
+            bytes_in,
             bytes_out = resp.body().size_hint().exact(),
         );
     }

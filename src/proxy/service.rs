@@ -421,6 +421,7 @@ async fn write(
                         return Err(ProxyError::HoldQueueFull(cfg.writes.max_held));
                     }
                     proxy.metrics.held_writes.inc();
+                    tracing::debug!(avoid, "write held until a leader is known");
                     held = Some(HeldGuard { proxy });
                 }
                 match Box::pin(proxy.shared.wait_for_leader(deadline, avoid, recheck)).await {
@@ -435,12 +436,14 @@ async fn write(
                             .hold_wait
                             .observe(arrived.elapsed().as_secs_f64());
                         let t = proxy.shared.load();
-                        return Err(match &t.leader {
+                        let e = match &t.leader {
                             LeaderState::SplitBrain(n) => ProxyError::SplitBrain(n.clone()),
                             _ => ProxyError::NoLeader {
                                 waited: arrived.elapsed(),
                             },
-                        });
+                        };
+                        tracing::warn!(error = %e, "held write refused: no leader within writes.hold");
+                        return Err(e);
                     }
                 }
             }

@@ -25,9 +25,14 @@
 //! only as the proxy's 503 `split_brain` (writes held for `writes.hold`, then
 //! refused), and counted.
 //!
-//! Reported, not asserted: failures between the kill and the resumption (for
-//! example webdis in front of the dead Redis answers 503 with an empty body,
-//! which the proxy may pass through before its probe notices), and how many
+//! 4. webdis in front of the dead Redis answers 503 (it has no Redis
+//!    connection, so the command was never sent); that is configured as a
+//!    not-leader answer, so no client ever receives a 503 from webdis: the
+//!    write is re-sent to the new primary.
+//!
+//! Reported, not asserted: other failures between the kill and the resumption
+//! (writes in flight inside webdis when Redis died are answered 502 by the
+//! proxy and never re-sent), and how many
 //! acknowledged writes Redis lost (replication is asynchronous, so writes
 //! acknowledged by the old primary shortly before the kill can be missing on
 //! the promoted replica).
@@ -113,7 +118,9 @@ routes:
   - {{ path_prefix: /ROLE, to: read }}
 writes:
   hold: 8s
-  not_leader: {{ body_regex: READONLY }}
+  # webdis answers 503 only when it has no Redis connection, i.e. before the
+  # command was sent: safe to re-send.
+  not_leader: {{ body_regex: READONLY, status: [503] }}
 timeouts: {{ connect: 500ms, request: 10s }}
 "#
     )
@@ -398,6 +405,26 @@ fn redis_sentinel_failover_under_write_load() {
             proxy.log_tail(40)
         ),
     }
+    let webdis_503: Vec<&Rec> = failed
+        .iter()
+        .copied()
+        .filter(|r| {
+            matches!(
+                &r.outcome,
+                Outcome::Other {
+                    status: 503,
+                    backend: Some(_),
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert!(
+        webdis_503.is_empty(),
+        "{} clients received webdis's 503 instead of a re-sent write:\n{}\n{summary}",
+        webdis_503.len(),
+        show(&webdis_503)
+    );
     assert!(
         failed_after_resume.is_empty(),
         "{} writes failed after writes had resumed:\n{}\n{summary}",

@@ -96,6 +96,7 @@ pub(crate) mod test_support {
                     authority: format!("127.0.0.1:{}", 10000 + i).parse().unwrap(),
                     url: format!("http://127.0.0.1:{}", 10000 + i),
                     weight: *w,
+                    h2c: false,
                 };
                 Arc::new(Backend::new(&cfg, &m, 1))
             })

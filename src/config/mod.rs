@@ -90,6 +90,8 @@ struct RawBackend {
     name: String,
     url: String,
     weight: Option<u32>,
+    #[serde(default)]
+    h2c: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,6 +234,10 @@ pub struct BackendConfig {
     pub url: String,
     /// Relative share of reads; default 1.
     pub weight: u32,
+    /// The backend speaks HTTP/2 without TLS (prior knowledge): requests
+    /// that arrive over HTTP/2 (gRPC) are forwarded over HTTP/2. Default
+    /// false: everything goes upstream as HTTP/1.1.
+    pub h2c: bool,
 }
 
 /// What a probe answer must satisfy; every given condition must hold.
@@ -603,6 +609,7 @@ impl Validator {
                 authority,
                 url: b.url,
                 weight,
+                h2c: b.h2c,
             });
         }
         out

@@ -155,8 +155,10 @@ pub fn prepare_response(parts: &mut http::response::Parts) {
 
 /// Result of one attempt to send a request to one backend.
 pub enum Attempt {
-    /// The backend answered (headers; the body streams later).
-    Answered(Response<Incoming>, Conn),
+    /// The backend answered (headers; the body streams later). The HTTP/1.1
+    /// connection goes back to the pool when the body has been read; an
+    /// HTTP/2 connection (`None`) stays shared in the pool all along.
+    Answered(Response<Incoming>, Option<Conn>),
     /// The request provably did not reach the backend; here it is back.
     NotSent(Request<UpBody>, ProxyError),
     /// The request may have reached the backend; it must not be re-sent
@@ -175,12 +177,18 @@ pub struct SendOpts {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub max_idle: Duration,
+    /// The client spoke HTTP/2: use HTTP/2 upstream if the backend speaks h2c.
+    pub h2: bool,
 }
 
 /// Sends `req` to `backend`, reusing a pooled connection when one is
 /// usable. A pooled connection found dead before the request was written is
 /// replaced by a fresh one, transparently.
 pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> Attempt {
+    if o.h2 && backend.h2c {
+        // Boxed: keeps the HTTP/1.1 future, the common one, small.
+        return Box::pin(send_h2(backend, req, o)).await;
+    }
     // At most a few dead pooled connections are skipped, then a new one is opened.
     for _ in 0..4 {
         let (mut conn, fresh) = match backend.pool.take(o.worker, o.min_gen, o.max_idle) {
@@ -231,7 +239,7 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
                     after: o.request_timeout,
                 });
             }
-            Ok(Ok(resp)) => return Attempt::Answered(resp, conn),
+            Ok(Ok(resp)) => return Attempt::Answered(resp, Some(conn)),
             Ok(Err(mut e)) => match e.take_message() {
                 Some(back) => {
                     req = back;
@@ -262,6 +270,94 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
             reason: "every pooled connection was closed".into(),
         },
     )
+}
+
+static GRPC_TE: HeaderValue = HeaderValue::from_static("trailers");
+
+/// Turns an origin-form HTTP/1.1 request back into an HTTP/2 one: absolute
+/// URI (its authority becomes `:authority`: the client's `Host`, else the
+/// backend's address) and `te: trailers` for gRPC, which requires it.
+fn to_h2(req: &mut Request<UpBody>, backend: &Backend) {
+    let authority = req
+        .headers_mut()
+        .remove(header::HOST)
+        .and_then(|h| h.to_str().ok().map(str::to_string))
+        .unwrap_or_else(|| backend.authority.to_string());
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    if let Ok(u) = format!("http://{authority}{pq}").parse::<Uri>() {
+        *req.uri_mut() = u;
+    }
+    *req.version_mut() = Version::HTTP_2;
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        req.headers_mut().insert(header::TE, GRPC_TE.clone());
+    }
+}
+
+/// [`send`] over this worker's shared HTTP/2 connection to `backend`.
+async fn send_h2(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> Attempt {
+    to_h2(&mut req, backend);
+    let not_sent = |req, reason: String| {
+        backend.metrics.connect_errors.inc();
+        Attempt::NotSent(
+            req,
+            ProxyError::Connect {
+                backend: backend.name.clone(),
+                reason,
+            },
+        )
+    };
+    // One pooled try, then one fresh connection.
+    for fresh in [false, true] {
+        let pooled = if fresh {
+            None
+        } else {
+            backend.pool.take_h2(o.worker, o.min_gen)
+        };
+        let mut h2 = match pooled {
+            Some(c) => c,
+            None if !fresh => continue,
+            None => {
+                match pool::connect_h2(backend.authority.as_str(), o.connect_timeout, o.gen).await {
+                    Ok(c) => {
+                        backend.pool.put_h2(o.worker, c.clone());
+                        c
+                    }
+                    Err(e) => return not_sent(req, e.to_string()),
+                }
+            }
+        };
+        if h2.tx.ready().await.is_err() {
+            if fresh {
+                return not_sent(req, "h2 connection closed right after opening".into());
+            }
+            continue;
+        }
+        match tokio::time::timeout(o.request_timeout, h2.tx.try_send_request(req)).await {
+            Err(_) => {
+                backend.metrics.timeouts.inc();
+                return Attempt::Failed(ProxyError::Timeout {
+                    backend: backend.name.clone(),
+                    after: o.request_timeout,
+                });
+            }
+            Ok(Ok(resp)) => return Attempt::Answered(resp, None),
+            Ok(Err(mut e)) => match e.take_message() {
+                Some(back) if !fresh => req = back,
+                Some(back) => return not_sent(back, e.error().to_string()),
+                None => {
+                    return Attempt::Failed(ProxyError::Upstream {
+                        backend: backend.name.clone(),
+                        reason: e.error().to_string(),
+                    })
+                }
+            },
+        }
+    }
+    unreachable!("the fresh attempt always returns")
 }
 
 #[cfg(test)]

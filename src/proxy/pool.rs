@@ -1,4 +1,6 @@
-//! Upstream HTTP/1.1 connections, pooled per backend and per worker.
+//! Upstream connections, pooled per backend and per worker: a stack of idle
+//! HTTP/1.1 connections, and one shared HTTP/2 (h2c) connection for backends
+//! that speak it (gRPC).
 //!
 //! Each worker thread owns one slot of every backend's pool, so taking and
 //! returning a connection never contends with another thread (the mutex is
@@ -9,8 +11,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use super::body::UpBody;
@@ -33,10 +35,18 @@ struct Idle {
     since: Instant,
 }
 
+/// A multiplexed HTTP/2 connection and its leader generation.
+#[derive(Clone)]
+pub struct H2 {
+    pub tx: http2::SendRequest<UpBody>,
+    pub gen: u64,
+}
+
 #[repr(align(64))]
 #[derive(Default)]
 struct Slot {
     idle: Mutex<Vec<Idle>>,
+    h2: Mutex<Option<H2>>,
 }
 
 /// Why a new connection could not be opened.
@@ -108,10 +118,37 @@ impl Pool {
         });
     }
 
+    /// This worker's HTTP/2 connection, if it is open and was opened at
+    /// leader generation `min_gen` or later.
+    pub fn take_h2(&self, worker: usize, min_gen: u64) -> Option<H2> {
+        let mut h2 = self
+            .slot(worker)
+            .h2
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match &*h2 {
+            Some(c) if !c.tx.is_closed() && c.gen >= min_gen => Some(c.clone()),
+            _ => {
+                *h2 = None;
+                None
+            }
+        }
+    }
+
+    /// Makes `c` this worker's HTTP/2 connection to the backend.
+    pub fn put_h2(&self, worker: usize, c: H2) {
+        *self
+            .slot(worker)
+            .h2
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(c);
+    }
+
     /// Drops every idle connection (a removed backend, or a fenced leader).
     pub fn clear(&self) {
         for s in self.slots.iter() {
             s.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            *s.h2.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
     }
 
@@ -144,4 +181,21 @@ pub async fn connect(authority: &str, timeout: Duration, gen: u64) -> Result<Con
         gen,
         reused: false,
     })
+}
+
+/// Opens a new HTTP/2 connection with prior knowledge (h2c) to `authority`.
+pub async fn connect_h2(authority: &str, timeout: Duration, gen: u64) -> Result<H2, ConnectError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(authority))
+        .await
+        .map_err(|_| ConnectError::Timeout(timeout))??;
+    let _ = stream.set_nodelay(true);
+    let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(stream))
+        .await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream h2 connection ended with an error");
+        }
+    });
+    Ok(H2 { tx, gen })
 }

@@ -158,6 +158,7 @@ async fn route(
     if declared.is_some_and(|n| n > cfg.limits.max_body_bytes) {
         return Err(ProxyError::BodyTooLarge(cfg.limits.max_body_bytes));
     }
+    let h2 = parts.version == http::Version::HTTP_2;
     forward::prepare_request(&mut parts, client.addr.ip(), client.tls);
 
     // A body small enough is read first, so the request can be sent again.
@@ -180,13 +181,14 @@ async fn route(
     };
     let req = Request::from_parts(parts, up);
     match role {
-        Role::Read => read(proxy, t, worker, client, req).await,
-        Role::Write => write(proxy, t.clone(), worker, req).await,
+        Role::Read => read(proxy, t, worker, client, req, h2).await,
+        Role::Write => write(proxy, t.clone(), worker, req, h2).await,
     }
 }
 
-fn opts(cfg: &Config, worker: usize, min_gen: u64, gen: u64) -> SendOpts {
+fn opts(cfg: &Config, worker: usize, min_gen: u64, gen: u64, h2: bool) -> SendOpts {
     SendOpts {
+        h2,
         worker,
         min_gen,
         gen,
@@ -228,6 +230,7 @@ async fn read(
     worker: usize,
     client: ClientInfo,
     req: Request<UpBody>,
+    h2: bool,
 ) -> Routed {
     if !t.ready {
         return Err(ProxyError::NotReady);
@@ -235,7 +238,7 @@ async fn read(
     let Some(first) = t.pick_read(client.addr.ip(), None).cloned() else {
         return Err(no_read_target(t));
     };
-    let o = opts(&t.cfg, worker, 0, t.leader_gen);
+    let o = opts(&t.cfg, worker, 0, t.leader_gen, h2);
     let spare = if t.cfg.reads.retry {
         try_clone(&req)
     } else {
@@ -310,16 +313,20 @@ fn no_read_target(t: &RoutingTable) -> ProxyError {
 fn respond(
     resp: Response<Incoming>,
     mut rel: Release,
-    conn: super::pool::Conn,
+    conn: Option<super::pool::Conn>,
 ) -> Response<DownBody> {
     let (mut parts, body) = resp.into_parts();
     forward::prepare_response(&mut parts);
     if body.is_end_stream() {
-        rel.set_conn(conn);
+        if let Some(c) = conn {
+            rel.set_conn(c);
+        }
         rel.finish();
         return Response::from_parts(parts, DownBody::empty());
     }
-    rel.set_conn(conn);
+    if let Some(c) = conn {
+        rel.set_conn(c);
+    }
     Response::from_parts(
         parts,
         DownBody::Upstream {
@@ -341,7 +348,7 @@ async fn judge_write_answer(
     t: &RoutingTable,
     resp: Response<Incoming>,
     rel: Release,
-    conn: super::pool::Conn,
+    conn: Option<super::pool::Conn>,
 ) -> Verdict {
     let nl = &t.cfg.writes.not_leader;
     let status = resp.status().as_u16();
@@ -378,7 +385,9 @@ async fn judge_write_answer(
             };
             // The body was read to the end: the connection is reusable.
             let mut rel = rel;
-            rel.set_conn(conn);
+            if let Some(c) = conn {
+                rel.set_conn(c);
+            }
             rel.finish();
             if re.is_match(&String::from_utf8_lossy(&bytes)) {
                 return Verdict::NotLeader(None);
@@ -395,6 +404,7 @@ async fn write(
     mut t: Arc<RoutingTable>,
     worker: usize,
     mut req: Request<UpBody>,
+    h2: bool,
 ) -> Routed {
     let cfg = t.cfg.clone();
     let arrived = Instant::now();
@@ -461,7 +471,7 @@ async fn write(
         } else {
             try_clone(&req)
         };
-        let o = opts(&cfg, worker, t.leader_gen, t.leader_gen);
+        let o = opts(&cfg, worker, t.leader_gen, t.leader_gen, h2);
         let rel = Release::begin(leader.clone(), worker);
         match forward::send(&leader, req, &o).await {
             Attempt::Answered(resp, conn) => {

@@ -19,6 +19,8 @@ pub struct Backend {
     pub authority: http::uri::Authority,
     /// Relative share of reads (a reload may change it).
     pub weight: AtomicU32,
+    /// Speaks h2c: HTTP/2 requests go upstream over HTTP/2.
+    pub h2c: bool,
     /// Stable hash of the name, for rendezvous hashing.
     pub name_hash: u64,
     /// Requests sent and not yet finished (least-connections reads it).
@@ -39,6 +41,7 @@ impl Backend {
             url: cfg.url.clone(),
             authority: cfg.authority.clone(),
             weight: AtomicU32::new(cfg.weight),
+            h2c: cfg.h2c,
             name_hash: crate::balance::hash_bytes(cfg.name.as_bytes()),
             in_flight: AtomicUsize::new(0),
             drained: AtomicBool::new(false),
@@ -50,7 +53,7 @@ impl Backend {
 
     /// Whether a reload may keep this backend (same name, address).
     pub fn same_as(&self, cfg: &BackendConfig) -> bool {
-        self.name == cfg.name && self.authority == cfg.authority
+        self.name == cfg.name && self.authority == cfg.authority && self.h2c == cfg.h2c
     }
 
     #[inline]

@@ -1,0 +1,253 @@
+//! HTTP/2 end to end: h2c clients, gRPC-shaped requests forwarded over h2c to
+//! backends that speak it (with `te: trailers` and response trailers carried
+//! through), and HTTP/1.1 upstream for backends that do not.
+
+#[path = "support/fake.rs"]
+mod fake;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fake::{wait_until, Proxy as FakeProxy};
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// What an h2-capable backend saw of one request.
+#[derive(Debug, Clone)]
+struct SeenReq {
+    version: http::Version,
+    path: String,
+    te: Option<String>,
+    authority: Option<String>,
+}
+
+/// A backend that speaks HTTP/1.1 and h2c on one port (like etcd), answers
+/// the probes, and answers other requests with a body plus gRPC trailers.
+async fn grpc_backend(leader: bool) -> (SocketAddr, Arc<Mutex<Vec<SeenReq>>>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            let seen = seen2.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let path = req.uri().path().to_string();
+                        type B = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+                        let resp: Response<B> = match path.as_str() {
+                            "/health" => {
+                                Response::new(Full::new(Bytes::from_static(b"ok")).boxed())
+                            }
+                            "/leader" => {
+                                let mut r = Response::new(Full::new(Bytes::new()).boxed());
+                                *r.status_mut() = if leader {
+                                    http::StatusCode::OK
+                                } else {
+                                    http::StatusCode::FORBIDDEN
+                                };
+                                r
+                            }
+                            _ => {
+                                seen.lock().unwrap().push(SeenReq {
+                                    version: req.version(),
+                                    path: path.clone(),
+                                    te: req
+                                        .headers()
+                                        .get("te")
+                                        .map(|v| v.to_str().unwrap().to_string()),
+                                    authority: req.uri().authority().map(|a| a.to_string()),
+                                });
+                                let _ = req.into_body().collect().await;
+                                let mut trailers = HeaderMap::new();
+                                trailers.insert("grpc-status", "0".parse().unwrap());
+                                trailers.insert("grpc-message", "fine".parse().unwrap());
+                                let frames = Frames(
+                                    [
+                                        Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi")),
+                                        Frame::trailers(trailers),
+                                    ]
+                                    .into(),
+                                );
+                                let mut r = Response::new(frames.boxed());
+                                r.headers_mut()
+                                    .insert("content-type", "application/grpc".parse().unwrap());
+                                r
+                            }
+                        };
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A body made of the given frames (data, then trailers).
+struct Frames(std::collections::VecDeque<Frame<Bytes>>);
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(self.get_mut().0.pop_front().map(Ok))
+    }
+}
+
+fn config(backends: &[(&str, SocketAddr, bool)]) -> String {
+    let mut s = String::from(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nworkers: 2\ndebug_headers: true\nbackends:\n",
+    );
+    for (name, addr, h2c) in backends {
+        s.push_str(&format!(
+            "  - {{ name: {name}, url: \"http://{addr}\", h2c: {h2c} }}\n"
+        ));
+    }
+    s.push_str(
+        "health: { path: /health, interval: 100ms, timeout: 90ms, rise: 1, fall: 3 }\n\
+         leader: { path: /leader, interval: 50ms, timeout: 45ms, expect: { status: [200] } }\n\
+         routes: [ { path_regex: \"^/etcdserverpb\\\\.KV/Range$\", to: read }, { methods: [GET], to: read } ]\n",
+    );
+    s
+}
+
+/// An h2c (prior knowledge) client connection to the proxy.
+async fn h2_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tx
+}
+
+fn grpc_request(addr: SocketAddr, path: &str) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method("POST")
+        .version(http::Version::HTTP_2)
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\x01x")))
+        .unwrap()
+}
+
+async fn wait_ready(p: &FakeProxy, leader: &str) {
+    p.wait_leader(Some(leader), Duration::from_secs(3)).await;
+    wait_until(Duration::from_secs(3), "followers", || async {
+        !p.routing().await["followers"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_goes_over_h2c_with_trailers_writes_to_leader_reads_to_followers() {
+    let (l, l_seen) = grpc_backend(true).await;
+    let (f, f_seen) = grpc_backend(false).await;
+    let p = FakeProxy::start(&config(&[("l", l, true), ("f", f, true)])).await;
+    wait_ready(&p, "l").await;
+    let mut c = h2_client(p.addr).await;
+
+    // A gRPC write: to the leader, over h2, with te: trailers; trailers come back.
+    let resp = c
+        .send_request(grpc_request(p.addr, "/etcdserverpb.KV/Put"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-leaderproxy-backend"], "l");
+    let body = resp.into_body().collect().await.unwrap();
+    let trailers = body
+        .trailers()
+        .cloned()
+        .expect("trailers reached the client");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["grpc-message"], "fine");
+    assert_eq!(&body.to_bytes()[..], b"\0\0\0\0\x02hi");
+    let s = l_seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(s.version, http::Version::HTTP_2, "forwarded over h2");
+    assert_eq!(s.path, "/etcdserverpb.KV/Put");
+    assert_eq!(s.te.as_deref(), Some("trailers"));
+    assert_eq!(
+        s.authority.as_deref(),
+        Some(p.addr.to_string().as_str()),
+        "client's :authority kept"
+    );
+
+    // A gRPC read: to the follower.
+    let resp = c
+        .send_request(grpc_request(p.addr, "/etcdserverpb.KV/Range"))
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-leaderproxy-backend"], "f");
+    let body = resp.into_body().collect().await.unwrap();
+    assert_eq!(body.trailers().unwrap()["grpc-status"], "0");
+    assert_eq!(
+        f_seen.lock().unwrap().last().unwrap().version,
+        http::Version::HTTP_2
+    );
+    assert_eq!(
+        l_seen.lock().unwrap().len(),
+        1,
+        "the read did not reach the leader"
+    );
+
+    // Many concurrent streams over one client connection all arrive.
+    let mut handles = Vec::new();
+    for _ in 0..50 {
+        let mut c = c.clone();
+        let addr = p.addr;
+        handles.push(tokio::spawn(async move {
+            let r = c
+                .send_request(grpc_request(addr, "/etcdserverpb.KV/Put"))
+                .await
+                .unwrap();
+            let b = r.into_body().collect().await.unwrap();
+            b.trailers().unwrap()["grpc-status"]
+                .to_str()
+                .unwrap()
+                .to_string()
+        }));
+    }
+    for h in handles {
+        assert_eq!(h.await.unwrap(), "0");
+    }
+    assert_eq!(l_seen.lock().unwrap().len(), 51);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_clients_reach_http1_only_backends_over_http1() {
+    let (l, l_seen) = grpc_backend(true).await;
+    let p = FakeProxy::start(&config(&[("l", l, false)])).await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let mut c = h2_client(p.addr).await;
+    let req = Request::builder()
+        .method("PUT")
+        .version(http::Version::HTTP_2)
+        .uri(format!("http://{}/v2/keys/a", p.addr))
+        .body(Full::new(Bytes::from_static(b"value=1")))
+        .unwrap();
+    let resp = c.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let s = l_seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(s.version, http::Version::HTTP_11);
+    assert_eq!(s.te, None, "te is hop-by-hop on HTTP/1.1");
+}

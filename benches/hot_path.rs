@@ -103,6 +103,7 @@ fn backends(n: usize, metrics: &Metrics) -> Vec<Arc<Backend>> {
                 authority: format!("127.0.0.1:{port}").parse().unwrap(),
                 url: format!("http://127.0.0.1:{port}"),
                 weight: (i % 3) as u32 + 1,
+                h2c: false,
             };
             let b = Arc::new(Backend::new(&cfg, metrics, 1));
             // Uneven load, so least-connections has something to compare.

@@ -5,7 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,14 +95,11 @@ impl ServeOpts {
     }
 }
 
-/// Open client connections across all workers.
-pub static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
-
 struct ConnGuard(&'static Proxy);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
         self.0.metrics.client_connections.dec();
     }
 }
@@ -160,8 +157,8 @@ pub async fn serve_worker(
                     },
                     _ = stop.recv() => return,
                 };
-                if OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed) >= opts.max_connections {
-                    OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+                if proxy.open_connections.fetch_add(1, Ordering::Relaxed) >= opts.max_connections {
+                    proxy.open_connections.fetch_sub(1, Ordering::Relaxed);
                     proxy.metrics.rejected_connections.inc();
                     drop(stream);
                     continue;

@@ -401,3 +401,246 @@ fn json_logs_and_access_log() {
         "{log}"
     );
 }
+
+/// The value of one series: metric `name` whose labels include all `labels`
+/// (summed if several match); 0 when absent.
+fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (s, v) = l.rsplit_once(' ')?;
+            let (n, rest) = s.split_once('{').unwrap_or((s, ""));
+            (n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
+            .then(|| v.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_what_happens() {
+    let l = Fake::start("l", Role::Leader).await;
+    let f1 = Fake::start("f1", Role::Follower).await;
+    let f2 = Fake::start("f2", Role::Follower).await;
+    // Slow leader probes: the write below learns of the dead leader itself.
+    let p = Proxy::start(&config_for(
+        &[&l, &f1, &f2],
+        "leader: { path: /leader, interval: 1s, timeout: 300ms, expect: { status: [200] } }\n\
+         health: { path: /health, interval: 1s, timeout: 300ms, rise: 1, fall: 3 }\n\
+         reads: { retry: false }\npassive: { consecutive_failures: 0 }\n\
+         writes: { hold: 300ms }\ntimeouts: { request: 200ms }\n",
+    ))
+    .await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let m = p.metrics().await;
+    assert_eq!(
+        series(&m, "leaderproxy_backend_is_leader", &[("backend", "l")]),
+        1.0
+    );
+    assert_eq!(
+        series(&m, "leaderproxy_backend_is_leader", &[("backend", "f1")]),
+        0.0
+    );
+    assert_eq!(
+        series(&m, "leaderproxy_backend_healthy", &[("backend", "f2")]),
+        1.0
+    );
+    assert_eq!(series(&m, "leaderproxy_leader_known", &[]), 1.0);
+    assert!(
+        series(
+            &m,
+            "leaderproxy_probe_duration_seconds_count",
+            &[("backend", "f1"), ("kind", "leader")]
+        ) >= 1.0
+    );
+    assert!(
+        series(
+            &m,
+            "leaderproxy_probe_duration_seconds_count",
+            &[("backend", "f1"), ("kind", "health")]
+        ) >= 1.0
+    );
+    assert_eq!(series(&m, "leaderproxy_build_info", &[]), 1.0);
+
+    // Traffic by role, backend and class; durations by role.
+    assert_eq!(p.put("/w").await.status, 200);
+    for i in 0..4 {
+        assert_eq!(p.get(&format!("/r{i}")).await.status, 200);
+    }
+    f2.state.fail_status.store(500, Ordering::Relaxed);
+    assert_eq!(p.get("/r-f1").await.status, 200);
+    assert_eq!(p.get("/r-f2").await.status, 500);
+    // In flight while a request is being served; a timeout after request: 200ms.
+    f1.state.delay_ms.store(400, Ordering::Relaxed);
+    let slow = p.get("/slow");
+    let look = async {
+        wait_until(Duration::from_secs(2), "in flight on f1", || async {
+            series(
+                &p.metrics().await,
+                "leaderproxy_backend_in_flight",
+                &[("backend", "f1")],
+            ) == 1.0
+        })
+        .await;
+    };
+    let (r, _) = tokio::join!(slow, look);
+    assert_eq!(r.status, 504);
+    f1.state.delay_ms.store(0, Ordering::Relaxed);
+    let m = p.metrics().await;
+    assert_eq!(
+        series(
+            &m,
+            "leaderproxy_requests_total",
+            &[("role", "write"), ("backend", "l"), ("class", "2xx")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        series(
+            &m,
+            "leaderproxy_requests_total",
+            &[("role", "read"), ("class", "2xx")]
+        ),
+        5.0
+    );
+    assert_eq!(
+        series(
+            &m,
+            "leaderproxy_requests_total",
+            &[("role", "read"), ("backend", "f2"), ("class", "5xx")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        series(
+            &m,
+            "leaderproxy_requests_total",
+            &[("role", "read"), ("backend", "none"), ("class", "5xx")]
+        ),
+        1.0,
+        "the 504"
+    );
+    assert_eq!(
+        series(
+            &m,
+            "leaderproxy_request_duration_seconds_count",
+            &[("role", "read")]
+        ),
+        7.0
+    );
+    assert_eq!(
+        series(
+            &m,
+            "leaderproxy_request_duration_seconds_count",
+            &[("role", "write")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        series(
+            &m,
+            "leaderproxy_upstream_timeouts_total",
+            &[("backend", "f1")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        series(&m, "leaderproxy_backend_in_flight", &[("backend", "f1")]),
+        0.0
+    );
+    assert!(series(&m, "leaderproxy_client_connections", &[]) >= 1.0);
+
+    // The leader dies: a connect error, a re-sent (held) write, no leader, hold
+    // histogram, leader changes, time without leader, probe failures.
+    l.kill();
+    let r = p.put("/w2").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    wait_until(Duration::from_secs(3), "leader gone", || async {
+        p.routing().await["leader"].is_null()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let m = p.metrics().await;
+    assert!(
+        series(
+            &m,
+            "leaderproxy_upstream_connect_errors_total",
+            &[("backend", "l")]
+        ) >= 1.0
+    );
+    assert_eq!(series(&m, "leaderproxy_writes_resent_total", &[]), 1.0);
+    assert_eq!(
+        series(&m, "leaderproxy_held_writes", &[]),
+        0.0,
+        "no write is held any more"
+    );
+    assert_eq!(series(&m, "leaderproxy_write_hold_seconds_count", &[]), 1.0);
+    assert_eq!(series(&m, "leaderproxy_leader_known", &[]), 0.0);
+    assert_eq!(
+        series(&m, "leaderproxy_backend_is_leader", &[("backend", "l")]),
+        0.0
+    );
+    assert!(
+        series(&m, "leaderproxy_leader_changes_total", &[]) >= 2.0,
+        "to l, then to none"
+    );
+    assert!(
+        series(
+            &m,
+            "leaderproxy_probe_failures_total",
+            &[("backend", "l"), ("kind", "leader")]
+        ) >= 1.0
+    );
+    assert_eq!(
+        series(&m, "leaderproxy_backend_healthy", &[("backend", "l")]),
+        0.0,
+        "refused connection: down at once"
+    );
+    let before = series(&m, "leaderproxy_no_leader_seconds_total", &[]);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let after = series(
+        &p.metrics().await,
+        "leaderproxy_no_leader_seconds_total",
+        &[],
+    );
+    assert!(
+        after - before >= 0.5,
+        "time without a leader is counted: {before} -> {after}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_closed_and_counted() {
+    let l = Fake::start("l", Role::Leader).await;
+    let p = Proxy::start(&config_for(&[&l], "limits: { max_connections: 1 }\n")).await;
+    let mut first = std::net::TcpStream::connect(p.addr).unwrap();
+    first
+        .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 12];
+    first.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+    // The first connection stays open (keep-alive); a second is closed at once.
+    let mut second = std::net::TcpStream::connect(p.addr).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let _ = second.write_all(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut out = Vec::new();
+    let n = second.read_to_end(&mut out).unwrap_or(0);
+    assert_eq!(
+        n,
+        0,
+        "the second connection was served: {}",
+        String::from_utf8_lossy(&out)
+    );
+    let m = p.metrics().await;
+    assert_eq!(
+        series(&m, "leaderproxy_rejected_connections_total", &[]),
+        1.0
+    );
+    assert_eq!(series(&m, "leaderproxy_client_connections", &[]), 1.0);
+    drop(first);
+}

@@ -36,6 +36,8 @@ pub struct Proxy {
     pub monitor: MonitorHandle,
     pub metrics: Arc<Metrics>,
     held: AtomicUsize,
+    /// Open client connections across all workers (for limits.max_connections).
+    pub open_connections: AtomicUsize,
 }
 
 impl Proxy {
@@ -45,6 +47,7 @@ impl Proxy {
             monitor,
             metrics,
             held: AtomicUsize::new(0),
+            open_connections: AtomicUsize::new(0),
         }
     }
 }

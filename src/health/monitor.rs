@@ -86,10 +86,13 @@ pub struct MonitorHandle {
 }
 
 impl MonitorHandle {
-    /// A request to leader `id` failed (connect error, reset, not-leader
-    /// answer): re-probe everyone now instead of waiting for the interval.
-    pub fn suspect(&self, id: u64) {
-        let _ = self.tx.send(Msg::Suspect { id });
+    /// A request to leader `b` failed (connect error, reset, not-leader
+    /// answer, 5xx): no more writes to it until a leader probe succeeds, and
+    /// re-probe everyone now instead of waiting for the interval.
+    pub fn suspect(&self, b: &Backend) {
+        // Fence at once on the request path; the monitor catches up.
+        b.suspect.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.tx.send(Msg::Suspect { id: b.id });
     }
 
     /// Passive health asks to eject follower `id`.
@@ -459,6 +462,11 @@ impl Aggregator {
                 }
                 node.probed_leader = true;
                 node.claim = o.ok;
+                if o.ok {
+                    node.backend
+                        .suspect
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                }
                 node.term = o.term;
                 node.last.leader_claim = Some(o.ok);
                 node.last.leader_latency_ms = Some(secs * 1000.0);

@@ -422,7 +422,7 @@ async fn write(
             Some(h) => Some(h),
             None => t
                 .leader()
-                .filter(|l| avoid != Some(l.id) && t.ready)
+                .filter(|l| avoid != Some(l.id) && t.ready && !l.is_suspect())
                 .cloned(),
         };
         let leader = match target {
@@ -488,12 +488,12 @@ async fn write(
                         // A 5xx from the leader (webdis whose Redis died, etcd without
                         // quorum) is passed on, but it is a hint to re-probe now.
                         if r.status().is_server_error() {
-                            proxy.monitor.suspect(leader.id);
+                            proxy.monitor.suspect(&leader);
                         }
                         return Ok((r, leader));
                     }
                     Verdict::NotLeader(h) => {
-                        proxy.monitor.suspect(leader.id);
+                        proxy.monitor.suspect(&leader);
                         let Some(again) = spare else {
                             return Err(ProxyError::NotLeaderUnreplayable(
                                 cfg.writes.replay_body_limit,
@@ -514,7 +514,7 @@ async fn write(
             }
             Attempt::NotSent(back, e) => {
                 // Nothing reached the backend: safe to send again once a leader is known.
-                proxy.monitor.suspect(leader.id);
+                proxy.monitor.suspect(&leader);
                 tracing::debug!(backend = %leader.name, error = %e, "write not sent; waiting for a leader to re-send");
                 if Instant::now() >= deadline {
                     return Err(e);
@@ -525,7 +525,7 @@ async fn write(
             }
             Attempt::Failed(e) => {
                 // It may have been applied: never re-send. A reset is a hint though.
-                proxy.monitor.suspect(leader.id);
+                proxy.monitor.suspect(&leader);
                 return Err(e);
             }
         }

@@ -27,6 +27,10 @@ pub struct Backend {
     pub in_flight: AtomicUsize,
     /// Set by the admin API: no new requests.
     pub drained: AtomicBool,
+    /// Set by the request path the moment a write to this backend fails in a
+    /// way that says it may be gone; no further writes go to it until a
+    /// leader probe succeeds again (the monitor clears it).
+    pub suspect: AtomicBool,
     /// Consecutive connect failures or 5xx answers (passive health).
     pub failures: AtomicU32,
     pub metrics: BackendMetrics,
@@ -45,6 +49,7 @@ impl Backend {
             name_hash: crate::balance::hash_bytes(cfg.name.as_bytes()),
             in_flight: AtomicUsize::new(0),
             drained: AtomicBool::new(false),
+            suspect: AtomicBool::new(false),
             failures: AtomicU32::new(0),
             metrics: metrics.backend(&cfg.name),
             pool: Pool::new(workers),
@@ -59,6 +64,11 @@ impl Backend {
     #[inline]
     pub fn weight(&self) -> u32 {
         self.weight.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub fn is_suspect(&self) -> bool {
+        self.suspect.load(Ordering::Relaxed)
     }
 
     pub fn in_flight(&self) -> usize {

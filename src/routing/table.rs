@@ -127,8 +127,8 @@ impl Shared {
         self.changed.subscribe()
     }
 
-    /// Waits until a table is published whose leader is known and is not
-    /// `avoid` (a backend id), or until `deadline`. Returns that table.
+    /// Waits until a table is published whose leader is known, not suspect
+    /// and not `avoid` (a backend id), or until `deadline`. Returns that table.
     /// `recheck` bounds each wait so that a leader that refused once but
     /// was never replaced gets another chance.
     pub async fn wait_for_leader(
@@ -142,7 +142,7 @@ impl Shared {
             rx.borrow_and_update();
             let t = self.load();
             if let Some(l) = t.leader() {
-                if avoid != Some(l.id) {
+                if avoid != Some(l.id) && !l.is_suspect() {
                     return Some(t);
                 }
             }

@@ -301,3 +301,53 @@ async fn oversized_body_is_refused_with_413() {
     assert_eq!(r.status, 413);
     assert_eq!(l.count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicting_content_length_and_transfer_encoding_cannot_smuggle() {
+    use std::io::{Read, Write};
+    let l = Fake::start("l", Role::Leader).await;
+    let f = Fake::start("f", Role::Follower).await;
+    let p = Proxy::start(&config_for(&[&l, &f], "")).await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let addr = p.addr;
+    let out = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // CL says 4 bytes; chunked says an empty body followed by a second request.
+        s.write_all(
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
+              0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    })
+    .await
+    .unwrap();
+    // One answer, then the connection is closed: the tail is never parsed as a request.
+    assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "{out}");
+    let seen: Vec<String> = l
+        .seen()
+        .into_iter()
+        .chain(f.seen())
+        .map(|s| s.path)
+        .collect();
+    assert_eq!(
+        seen,
+        vec!["/a".to_string()],
+        "exactly one request reached a backend"
+    );
+    let a = &l.seen()[0];
+    assert_eq!(a.body_len, 0, "the chunked framing won");
+    // The proxy frames the forwarded body itself: never both headers again.
+    assert!(
+        !(a.headers.contains_key("content-length") && a.headers.contains_key("transfer-encoding")),
+        "{:?}",
+        a.headers
+    );
+    assert_ne!(
+        a.headers.get("content-length").map(|v| v.as_bytes()),
+        Some(&b"4"[..])
+    );
+}

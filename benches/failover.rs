@@ -43,6 +43,9 @@ mod procs;
 #[path = "../tests/support/etcd.rs"]
 mod etcd;
 
+#[path = "../tests/support/writes.rs"]
+mod writes;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
@@ -54,8 +57,9 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use etcd::EtcdCluster;
 use procs::{
-    free_port, http, spawn_proxy, split_url, wait_for, HttpConn, Proc, ProxyProc, TempDir,
+    free_port, http, spawn_proxy, split_url, wait_for, HttpResponse, Proc, ProxyProc, TempDir,
 };
+use writes::{Load, Outcome, Rec, Request, Verdict};
 
 const DIR: &str = "lpbench";
 
@@ -430,80 +434,23 @@ fn start_front(kind: FrontKind, args: &Args, cluster: &EtcdCluster) -> Front {
 }
 
 // ---------------------------------------------------------------------------
-// the writers (identical for both fronts)
+// what counts as an acknowledgement (the same for both fronts)
 // ---------------------------------------------------------------------------
 
-#[derive(Debug, Clone)]
-enum Outcome {
-    Acked,
-    /// An HTTP answer that is not 2xx, or a 2xx echoing another value.
-    Status {
-        status: u16,
-        body: String,
-    },
-    /// No HTTP answer at all.
-    Io(String),
-}
-
-#[derive(Debug, Clone)]
-struct Rec {
-    key: String,
-    value: String,
-    sent: Instant,
-    done: Instant,
-    outcome: Outcome,
-}
-
-fn writer(t: usize, authority: String, stop: Arc<AtomicBool>, fail_pause: Duration) -> Vec<Rec> {
-    let mut conn = HttpConn::new(&authority, Duration::from_secs(12));
-    let mut recs = Vec::new();
-    let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        n += 1;
-        let key = format!("{DIR}/k-{t}-{n}");
-        let value = format!("v-{t}-{n}");
-        let body = format!("value={value}");
-        let sent = Instant::now();
-        let r = conn.request(
-            "PUT",
-            &format!("/v2/keys/{key}"),
-            &[("Content-Type", "application/x-www-form-urlencoded")],
-            body.as_bytes(),
-        );
-        let done = Instant::now();
-        let outcome = match r {
-            Ok(resp) if (200..300).contains(&resp.status) => {
-                let echoed = serde_json::from_slice::<serde_json::Value>(&resp.body)
-                    .ok()
-                    .and_then(|v| v["node"]["value"].as_str().map(str::to_string));
-                if echoed.as_deref() == Some(value.as_str()) {
-                    Outcome::Acked
-                } else {
-                    Outcome::Status {
-                        status: resp.status,
-                        body: format!("(2xx echoing another value) {}", resp.text()),
-                    }
-                }
-            }
-            Ok(resp) => Outcome::Status {
-                status: resp.status,
-                body: resp.text(),
-            },
-            Err(e) => Outcome::Io(e.to_string()),
-        };
-        let failed = !matches!(outcome, Outcome::Acked);
-        recs.push(Rec {
-            key: format!("/{key}"),
-            value,
-            sent,
-            done,
-            outcome,
-        });
-        if failed && !fail_pause.is_zero() {
-            std::thread::sleep(fail_pause);
-        }
+/// A 2xx echoing the value written is an acknowledgement; a 2xx echoing
+/// another value is recorded as a failure.
+fn acked(req: &Request, resp: &HttpResponse) -> Verdict {
+    if !(200..300).contains(&resp.status) {
+        return Verdict::Other;
     }
-    recs
+    let echoed = serde_json::from_slice::<serde_json::Value>(&resp.body)
+        .ok()
+        .and_then(|v| v["node"]["value"].as_str().map(str::to_string));
+    if echoed.as_deref() == Some(req.value.as_str()) {
+        Verdict::Acked
+    } else {
+        Verdict::Suspect("(2xx echoing another value)")
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -578,13 +525,13 @@ fn main() {
     let authority = front.authority();
     let fail_pause = Duration::from_millis(args.fail_pause_ms);
     let view_watch = watch_front(front.view_source(), stop.clone());
-    let handles: Vec<_> = (0..args.writers)
-        .map(|t| {
-            let stop = stop.clone();
-            let authority = authority.clone();
-            std::thread::spawn(move || writer(t, authority, stop, fail_pause))
-        })
-        .collect();
+    let load = Load::start(
+        args.writers,
+        &authority,
+        fail_pause,
+        |t, n| writes::etcd_v2_put(DIR, t, n),
+        acked,
+    );
     std::thread::sleep(before);
     let kill_started = Instant::now();
     let election = cluster.kill_leader_and_measure(Duration::from_secs(15));
@@ -594,54 +541,23 @@ fn main() {
     while Instant::now() < load_end {
         std::thread::sleep(Duration::from_millis(50));
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut recs: Vec<Rec> = handles
-        .into_iter()
-        .flat_map(|h| h.join().expect("writer thread panicked"))
-        .collect();
-    recs.sort_by_key(|r| r.done);
+    stop.store(true, Ordering::Relaxed); // the front watch
+    let recs = load.stop();
     let views = view_watch.join().expect("front watch thread panicked");
 
     // ---- read back (quorum) from the new leader ---------------------------
     let stored = cluster.v2_list(election.new, DIR);
 
     // ---- classify ----------------------------------------------------------
-    let rel = |t: Instant| -> String {
-        if t >= killed_at {
-            format!("+{}ms", t.duration_since(killed_at).as_millis())
-        } else {
-            format!("-{}ms", killed_at.duration_since(t).as_millis())
-        }
-    };
-    let acked: Vec<&Rec> = recs
-        .iter()
-        .filter(|r| matches!(r.outcome, Outcome::Acked))
-        .collect();
-    let failed: Vec<&Rec> = recs
-        .iter()
-        .filter(|r| !matches!(r.outcome, Outcome::Acked))
-        .collect();
-    let lost = acked
-        .iter()
-        .filter(|r| stored.get(&r.key) != Some(&r.value))
-        .count();
-    let failed_committed = failed
-        .iter()
-        .filter(|r| stored.get(&r.key) == Some(&r.value))
-        .count();
+    let rel = |t: Instant| writes::rel(killed_at, t);
+    let (acked, failed) = writes::split(&recs);
+    let lost = acked.iter().filter(|r| !r.stored_in(&stored)).count();
+    let failed_committed = failed.iter().filter(|r| r.stored_in(&stored)).count();
     // in flight to the dying leader: sent before it was reaped, answered after the kill began
     let in_flight = |r: &Rec| r.sent <= killed_at && r.done >= kill_started;
     let failed_in_flight = failed.iter().filter(|r| in_flight(r)).count();
 
-    let mut longest = Duration::ZERO;
-    let mut longest_at = (killed_at, killed_at);
-    for w in acked.windows(2) {
-        let gap = w[1].done.duration_since(w[0].done);
-        if gap > longest {
-            longest = gap;
-            longest_at = (w[0].done, w[1].done);
-        }
-    }
+    let longest = writes::longest_pause(&acked, killed_at);
     let acks_after_kill = acked.iter().filter(|r| r.done > killed_at).count();
     let fail_window = match (failed.first(), failed.last()) {
         (Some(a), Some(b)) => format!("{}..{}", rel(a.done), rel(b.done)),
@@ -657,10 +573,10 @@ fn main() {
         acked.len(),
         failed.len(),
         lost,
-        longest.as_millis(),
+        longest.gap.as_millis(),
         election.took.as_millis(),
-        rel(longest_at.0),
-        rel(longest_at.1),
+        rel(longest.from),
+        rel(longest.to),
         args.writers,
         args.seconds_before,
         args.seconds_after,
@@ -669,43 +585,22 @@ fn main() {
     );
 
     // failures grouped by kind, with where they happened relative to the kill
-    struct Kind {
-        count: usize,
-        in_flight: usize,
-        committed: usize,
-        first: Instant,
-        last: Instant,
-    }
-    let mut kinds: BTreeMap<String, Kind> = BTreeMap::new();
-    for r in &failed {
-        let k = match &r.outcome {
-            Outcome::Status { status, body } => format!("{status} {:?}", one_line(body, 110)),
-            Outcome::Io(e) => format!("io {:?}", one_line(e, 110)),
-            Outcome::Acked => unreachable!(),
-        };
-        let e = kinds.entry(k).or_insert(Kind {
-            count: 0,
-            in_flight: 0,
-            committed: 0,
-            first: r.done,
-            last: r.done,
-        });
-        e.count += 1;
-        e.in_flight += usize::from(in_flight(r));
-        e.committed += usize::from(stored.get(&r.key) == Some(&r.value));
-        e.first = e.first.min(r.done);
-        e.last = e.last.max(r.done);
-    }
-    let mut kinds: Vec<(String, Kind)> = kinds.into_iter().collect();
-    kinds.sort_by_key(|k| std::cmp::Reverse(k.1.count));
+    let kinds = writes::tally(&failed, |r| match &r.outcome {
+        Outcome::Other { status, body, .. } => format!("{status} {:?}", one_line(body, 110)),
+        Outcome::Io(e) => format!("io {:?}", one_line(e, 110)),
+        Outcome::Acked { .. } => unreachable!(),
+    });
+    let mut kinds: Vec<(String, Vec<&Rec>)> = kinds.into_iter().collect();
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.1.len()));
     for (k, v) in &kinds {
+        // each group is ordered by `done`, as `failed` is
         println!(
             "  kind: front={front_name} x{} (sent before the leader was reaped: {}, committed anyway: {}) answered {}..{}: {k}",
-            v.count,
-            v.in_flight,
-            v.committed,
-            rel(v.first),
-            rel(v.last)
+            v.len(),
+            v.iter().filter(|r| in_flight(r)).count(),
+            v.iter().filter(|r| r.stored_in(&stored)).count(),
+            rel(v[0].done),
+            rel(v[v.len() - 1].done)
         );
     }
     let timeline: Vec<String> = views

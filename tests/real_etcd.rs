@@ -41,43 +41,19 @@ mod procs;
 #[path = "support/etcd.rs"]
 mod etcd;
 
+#[path = "support/writes.rs"]
+mod writes;
+
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd::{EtcdCluster, LeaderWatch};
-use procs::{spawn_proxy, split_url, wait_for, wait_until, HttpConn};
+use procs::{spawn_proxy, split_url, wait_for, wait_until, HttpConn, HttpResponse};
+use writes::{Load, Outcome, Rec, Request, Verdict};
 
 const BIN: &str = env!("CARGO_BIN_EXE_leaderproxy");
 const WRITERS: usize = 8;
 const DIR: &str = "lp";
-
-#[derive(Debug, Clone)]
-#[allow(dead_code)] // fields are shown through Debug in failure messages
-enum Outcome {
-    Acked {
-        backend: String,
-        role: String,
-    },
-    /// HTTP answer that is not 2xx.
-    Status {
-        status: u16,
-        body: String,
-        backend: Option<String>,
-    },
-    /// No HTTP answer at all.
-    Io(String),
-}
-
-#[derive(Debug, Clone)]
-struct Rec {
-    key: String,
-    value: String,
-    sent: Instant,
-    done: Instant,
-    outcome: Outcome,
-}
 
 fn proxy_config(cluster: &EtcdCluster) -> String {
     let mut backends = String::new();
@@ -113,55 +89,18 @@ timeouts: {{ connect: 500ms, request: 10s }}
     )
 }
 
-fn writer(t: usize, proxy_authority: String, stop: Arc<AtomicBool>) -> Vec<Rec> {
-    let mut conn = HttpConn::new(&proxy_authority, Duration::from_secs(12));
-    let mut recs = Vec::new();
-    let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        n += 1;
-        let key = format!("{DIR}/k-{t}-{n}");
-        let value = format!("v-{t}-{n}");
-        let body = format!("value={value}");
-        let sent = Instant::now();
-        let r = conn.request(
-            "PUT",
-            &format!("/v2/keys/{key}"),
-            &[("Content-Type", "application/x-www-form-urlencoded")],
-            body.as_bytes(),
-        );
-        let done = Instant::now();
-        let outcome = match r {
-            Ok(resp) if (200..300).contains(&resp.status) => {
-                let echoed = resp.json()["node"]["value"].as_str().map(str::to_string);
-                assert_eq!(
-                    echoed.as_deref(),
-                    Some(value.as_str()),
-                    "etcd echoed another value"
-                );
-                Outcome::Acked {
-                    backend: resp
-                        .header("x-leaderproxy-backend")
-                        .unwrap_or("")
-                        .to_string(),
-                    role: resp.header("x-leaderproxy-role").unwrap_or("").to_string(),
-                }
-            }
-            Ok(resp) => Outcome::Status {
-                status: resp.status,
-                body: resp.text(),
-                backend: resp.header("x-leaderproxy-backend").map(str::to_string),
-            },
-            Err(e) => Outcome::Io(e.to_string()),
-        };
-        recs.push(Rec {
-            key: format!("/{key}"),
-            value,
-            sent,
-            done,
-            outcome,
-        });
+/// A 2xx is an acknowledgement; etcd must echo the value written.
+fn acked(req: &Request, resp: &HttpResponse) -> Verdict {
+    if !(200..300).contains(&resp.status) {
+        return Verdict::Other;
     }
-    recs
+    let echoed = resp.json()["node"]["value"].as_str().map(str::to_string);
+    assert_eq!(
+        echoed.as_deref(),
+        Some(req.value.as_str()),
+        "etcd echoed another value"
+    );
+    Verdict::Acked
 }
 
 #[test]
@@ -192,15 +131,14 @@ fn etcd_leader_sigkill_under_write_load() {
     );
 
     // ---- load, kill, load ---------------------------------------------------
-    let stop = Arc::new(AtomicBool::new(false));
     let (authority, _) = split_url(&proxy.url("/"));
-    let handles: Vec<_> = (0..WRITERS)
-        .map(|t| {
-            let stop = stop.clone();
-            let authority = authority.clone();
-            std::thread::spawn(move || writer(t, authority, stop))
-        })
-        .collect();
+    let load = Load::start(
+        WRITERS,
+        &authority,
+        Duration::ZERO,
+        |t, n| writes::etcd_v2_put(DIR, t, n),
+        acked,
+    );
 
     std::thread::sleep(Duration::from_secs(3)); // load phase before the kill
     let kill_started = Instant::now();
@@ -216,13 +154,8 @@ fn etcd_leader_sigkill_under_write_load() {
     while Instant::now() < load_end {
         std::thread::sleep(Duration::from_millis(50));
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut recs: Vec<Rec> = handles
-        .into_iter()
-        .flat_map(|h| h.join().expect("writer thread panicked"))
-        .collect();
+    let recs = load.stop();
     let leader_log = watch.stop();
-    recs.sort_by_key(|r| r.done);
     // The election time used for the bound is the smaller of two measurements:
     // the main thread's poll and the parallel 20ms watcher.
     let watched = leader_log
@@ -234,14 +167,7 @@ fn etcd_leader_sigkill_under_write_load() {
     let leader_changes = procs::metric_sum(&metrics, "leaderproxy_leader_changes_total", &[]);
 
     // ---- classify ---------------------------------------------------------------
-    let acked: Vec<&Rec> = recs
-        .iter()
-        .filter(|r| matches!(r.outcome, Outcome::Acked { .. }))
-        .collect();
-    let failed: Vec<&Rec> = recs
-        .iter()
-        .filter(|r| !matches!(r.outcome, Outcome::Acked { .. }))
-        .collect();
+    let (acked, failed) = writes::split(&recs);
     // in flight to the dying leader: sent before it was reaped, answered after the kill began,
     // answered by the proxy with a gateway error (never replayed, correct)
     let is_ambiguous = |r: &Rec| {
@@ -249,7 +175,7 @@ fn etcd_leader_sigkill_under_write_load() {
             && r.done >= kill_started
             && matches!(
                 r.outcome,
-                Outcome::Status {
+                Outcome::Other {
                     status: 502..=504,
                     ..
                 }
@@ -264,32 +190,16 @@ fn etcd_leader_sigkill_under_write_load() {
 
     // ---- read everything back (quorum) from the new leader -----------------------
     let stored: BTreeMap<String, String> = cluster.v2_list(election.new, DIR);
-    let lost: Vec<&&Rec> = acked
+    let lost: Vec<&Rec> = acked
         .iter()
-        .filter(|r| stored.get(&r.key) != Some(&r.value))
+        .copied()
+        .filter(|r| !r.stored_in(&stored))
         .collect();
-    let ambiguous_committed = ambiguous
-        .iter()
-        .filter(|r| stored.get(&r.key) == Some(&r.value))
-        .count();
+    let ambiguous_committed = ambiguous.iter().filter(|r| r.stored_in(&stored)).count();
 
     // ---- pauses --------------------------------------------------------------------
-    let mut longest = Duration::ZERO;
-    let mut longest_at = (killed_at, killed_at);
-    for w in acked.windows(2) {
-        let gap = w[1].done.duration_since(w[0].done);
-        if gap > longest {
-            longest = gap;
-            longest_at = (w[0].done, w[1].done);
-        }
-    }
-    let rel = |t: Instant| -> String {
-        if t >= killed_at {
-            format!("+{}ms", t.duration_since(killed_at).as_millis())
-        } else {
-            format!("-{}ms", killed_at.duration_since(t).as_millis())
-        }
-    };
+    let longest = writes::longest_pause(&acked, killed_at);
+    let rel = |t: Instant| writes::rel(killed_at, t);
 
     // ---- routing correctness via debug header --------------------------------------
     let slack = Duration::from_millis(250);
@@ -330,9 +240,9 @@ fn etcd_leader_sigkill_under_write_load() {
         ambiguous_committed,
         hard_failed.len(),
         lost.len(),
-        longest.as_millis(),
-        rel(longest_at.0),
-        rel(longest_at.1),
+        longest.gap.as_millis(),
+        rel(longest.from),
+        rel(longest.to),
         election_time.as_millis(),
         election.took.as_millis(),
         watched.map(|d| d.as_millis()),
@@ -346,29 +256,12 @@ fn etcd_leader_sigkill_under_write_load() {
     println!("{summary}");
     for r in ambiguous.iter().take(3) {
         println!(
-            "real_etcd: ambiguous example: {} sent={} done={} {:?}",
-            r.key,
-            rel(r.sent),
-            rel(r.done),
-            r.outcome
+            "real_etcd: ambiguous example: {}",
+            writes::describe(r, killed_at)
         );
     }
 
-    let show = |v: &[&Rec]| -> String {
-        v.iter()
-            .take(10)
-            .map(|r| {
-                format!(
-                    "  {} sent={} done={} {:?}",
-                    r.key,
-                    rel(r.sent),
-                    rel(r.done),
-                    r.outcome
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let show = |v: &[&Rec]| writes::show(v, killed_at);
     assert!(
         hard_failed.is_empty(),
         "{} writes failed at the client (not counting {} ambiguous in-flight ones):\n{}\n{summary}\nproxy log:\n{}",
@@ -388,12 +281,12 @@ fn etcd_leader_sigkill_under_write_load() {
         lost.is_empty(),
         "{} acknowledged writes are missing or wrong after the failover:\n{}\n{summary}",
         lost.len(),
-        show(&lost.iter().map(|r| **r).collect::<Vec<_>>())
+        show(&lost)
     );
     assert!(
-        longest <= election_time + Duration::from_millis(500),
+        longest.gap <= election_time + Duration::from_millis(500),
         "longest pause between acknowledged writes {}ms > election {}ms + 500ms\n{summary}\nproxy log:\n{}",
-        longest.as_millis(),
+        longest.gap.as_millis(),
         election_time.as_millis(),
         proxy.log_tail(40)
     );

@@ -43,49 +43,22 @@ mod procs;
 #[path = "support/redis.rs"]
 mod redis;
 
+#[path = "support/writes.rs"]
+mod writes;
+
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use procs::{spawn_proxy, split_url, wait_for, wait_until, HttpConn};
+use procs::{spawn_proxy, split_url, wait_for, wait_until, HttpResponse};
 use redis::RedisCluster;
+use writes::{Load, Outcome, Rec, Request, Verdict};
 
 const BIN: &str = env!("CARGO_BIN_EXE_leaderproxy");
 const WRITERS: usize = 8;
 const OK_BODY: &str = r#"{"SET":[true,"OK"]}"#;
 
-#[derive(Debug, Clone)]
-#[allow(dead_code)] // fields are shown through Debug in failure messages
-enum Outcome {
-    Acked {
-        backend: String,
-    },
-    /// An HTTP answer that is not an acknowledgement.
-    Other {
-        status: u16,
-        body: String,
-        backend: Option<String>,
-    },
-    Io(String),
-}
-
-#[derive(Debug, Clone)]
-struct Rec {
-    key: String,
-    value: String,
-    sent: Instant,
-    done: Instant,
-    outcome: Outcome,
-}
-
-impl Rec {
-    fn acked(&self) -> bool {
-        matches!(self.outcome, Outcome::Acked { .. })
-    }
-    fn readonly(&self) -> bool {
-        matches!(&self.outcome, Outcome::Other { body, .. } if body.contains("READONLY"))
-    }
+fn is_readonly(r: &Rec) -> bool {
+    matches!(&r.outcome, Outcome::Other { body, .. } if body.contains("READONLY"))
 }
 
 fn proxy_config(cluster: &RedisCluster) -> String {
@@ -126,40 +99,26 @@ timeouts: {{ connect: 500ms, request: 10s }}
     )
 }
 
-fn writer(t: usize, authority: String, stop: Arc<AtomicBool>) -> Vec<Rec> {
-    let mut conn = HttpConn::new(&authority, Duration::from_secs(12));
-    let mut recs = Vec::new();
-    let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        n += 1;
-        let key = format!("key-{t}-{n}");
-        let value = format!("val-{t}-{n}");
-        let sent = Instant::now();
-        let r = conn.request("GET", &format!("/SET/{key}/{value}"), &[], b"");
-        let done = Instant::now();
-        let outcome = match r {
-            Ok(resp) if resp.status == 200 && resp.text() == OK_BODY => Outcome::Acked {
-                backend: resp
-                    .header("x-leaderproxy-backend")
-                    .unwrap_or("")
-                    .to_string(),
-            },
-            Ok(resp) => Outcome::Other {
-                status: resp.status,
-                body: resp.text(),
-                backend: resp.header("x-leaderproxy-backend").map(str::to_string),
-            },
-            Err(e) => Outcome::Io(e.to_string()),
-        };
-        recs.push(Rec {
-            key,
-            value,
-            sent,
-            done,
-            outcome,
-        });
+/// `GET /SET/key-<t>-<n>/val-<t>-<n>` through webdis.
+fn set(t: usize, n: u64) -> Request {
+    let key = format!("key-{t}-{n}");
+    let value = format!("val-{t}-{n}");
+    Request {
+        method: "GET",
+        path: format!("/SET/{key}/{value}"),
+        headers: Vec::new(),
+        body: Vec::new(),
+        key,
+        value,
     }
-    recs
+}
+
+fn acked(_: &Request, resp: &HttpResponse) -> Verdict {
+    if resp.status == 200 && resp.text() == OK_BODY {
+        Verdict::Acked
+    } else {
+        Verdict::Other
+    }
 }
 
 #[test]
@@ -181,15 +140,8 @@ fn redis_sentinel_failover_under_write_load() {
         || proxy.leader_name().as_deref() == Some(names[master].as_str()),
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
     let (authority, _) = split_url(&proxy.url("/"));
-    let handles: Vec<_> = (0..WRITERS)
-        .map(|t| {
-            let stop = stop.clone();
-            let authority = authority.clone();
-            std::thread::spawn(move || writer(t, authority, stop))
-        })
-        .collect();
+    let load = Load::start(WRITERS, &authority, Duration::ZERO, set, acked);
 
     std::thread::sleep(Duration::from_secs(3)); // load phase before the kill
     let kill_started = Instant::now();
@@ -232,56 +184,29 @@ fn redis_sentinel_failover_under_write_load() {
     while Instant::now() < phase2_end {
         std::thread::sleep(Duration::from_millis(50));
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut recs: Vec<Rec> = handles
-        .into_iter()
-        .flat_map(|h| h.join().expect("writer thread panicked"))
-        .collect();
-    recs.sort_by_key(|r| r.done);
+    let recs = load.stop();
 
-    let rel = |t: Instant| -> String {
-        if t >= killed_at {
-            format!("+{}ms", t.duration_since(killed_at).as_millis())
-        } else {
-            format!("-{}ms", killed_at.duration_since(t).as_millis())
-        }
-    };
-    let show = |v: &[&Rec]| -> String {
-        v.iter()
-            .take(10)
-            .map(|r| {
-                format!(
-                    "  {} sent={} done={} {:?}",
-                    r.key,
-                    rel(r.sent),
-                    rel(r.done),
-                    r.outcome
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let rel = |t: Instant| writes::rel(killed_at, t);
+    let show = |v: &[&Rec]| writes::show(v, killed_at);
 
-    let acked: Vec<&Rec> = recs.iter().filter(|r| r.acked()).collect();
-    let failed: Vec<&Rec> = recs.iter().filter(|r| !r.acked()).collect();
-    let readonly: Vec<&Rec> = recs.iter().filter(|r| r.readonly()).collect();
-    let mut failure_kinds: BTreeMap<String, usize> = BTreeMap::new();
-    for r in &failed {
-        let k = match &r.outcome {
-            Outcome::Other {
-                status,
-                body,
-                backend,
-            } => format!(
-                "{status} {:?} from {}",
-                body.chars().take(60).collect::<String>(),
-                backend.as_deref().unwrap_or("proxy")
-            ),
-            Outcome::Io(e) => format!("io error: {e}"),
-            Outcome::Acked { .. } => unreachable!(),
-        };
-        *failure_kinds.entry(k).or_default() += 1;
-    }
+    let (acked, failed) = writes::split(&recs);
+    let readonly: Vec<&Rec> = recs.iter().filter(|r| is_readonly(r)).collect();
+    let failure_kinds: BTreeMap<String, usize> = writes::tally(&failed, |r| match &r.outcome {
+        Outcome::Other {
+            status,
+            body,
+            backend,
+        } => format!(
+            "{status} {:?} from {}",
+            body.chars().take(60).collect::<String>(),
+            backend.as_deref().unwrap_or("proxy")
+        ),
+        Outcome::Io(e) => format!("io error: {e}"),
+        Outcome::Acked { .. } => unreachable!(),
+    })
+    .into_iter()
+    .map(|(k, v)| (k, v.len()))
+    .collect();
     let resumed = acked.iter().find(|r| r.sent > killed_at).copied();
     let resume_after = resumed.map(|r| r.done.duration_since(killed_at));
     let failed_after_resume: Vec<&Rec> = match resumed {
@@ -294,7 +219,7 @@ fn redis_sentinel_failover_under_write_load() {
     };
     let mut by_backend: BTreeMap<String, usize> = BTreeMap::new();
     for r in &acked {
-        if let Outcome::Acked { backend } = &r.outcome {
+        if let Outcome::Acked { backend, .. } = &r.outcome {
             *by_backend.entry(backend.clone()).or_default() += 1;
         }
     }
@@ -361,7 +286,7 @@ fn redis_sentinel_failover_under_write_load() {
     let phase2_wrong_backend: Vec<&Rec> = phase2
         .iter()
         .copied()
-        .filter(|r| matches!(&r.outcome, Outcome::Acked { backend } if *backend != names[new]))
+        .filter(|r| matches!(&r.outcome, Outcome::Acked { backend, .. } if *backend != names[new]))
         .collect();
     println!(
         "real_redis: old primary restarted at {}: rejoined as replica after {}ms; masters seen at once: {}; \

@@ -118,6 +118,39 @@ fn builder(o: &ServeOpts) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// The per-connection service: every request goes to [`handle`].
+fn service(
+    proxy: &'static Proxy,
+    worker: usize,
+    client: ClientInfo,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<crate::proxy::body::DownBody>,
+    Error = Infallible,
+    Future = impl std::future::Future<
+        Output = Result<http::Response<crate::proxy::body::DownBody>, Infallible>,
+    > + Send,
+> + Clone {
+    // The request future is a few KiB; boxed once, hyper moves a pointer
+    // instead of copying it several times per request.
+    service_fn(move |req| {
+        let fut = Box::pin(handle(proxy, worker, client, req));
+        async move { Ok::<_, Infallible>(fut.await) }
+    })
+}
+
+/// Drives one client connection to its end, holding its slot in the
+/// connection count until then.
+async fn finish<E: std::fmt::Display>(
+    conn: impl std::future::Future<Output = Result<(), E>>,
+    guard: ConnGuard,
+) {
+    let _guard = guard;
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "client connection ended with an error");
+    }
+}
+
 /// Serves one worker's listeners until `shutdown` turns true, then lets
 /// in-flight requests finish for up to the grace period.
 pub async fn serve_worker(
@@ -166,25 +199,49 @@ pub async fn serve_worker(
                 proxy.metrics.client_connections.inc();
                 let guard = ConnGuard(proxy);
                 let _ = stream.set_nodelay(true);
-                let client = ClientInfo {
-                    addr: peer,
-                    tls: false,
+                // TLS as configured now (a reload may have renewed the certificate).
+                let tls = proxy
+                    .shared
+                    .load()
+                    .cfg
+                    .tls
+                    .as_ref()
+                    .map(|t| t.server.clone());
+                let watcher = graceful.watcher();
+                let Some(tls) = tls else {
+                    let client = ClientInfo {
+                        addr: peer,
+                        tls: false,
+                    };
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), service(proxy, worker, client))
+                        .into_owned();
+                    tokio::spawn(finish(watcher.watch(conn), guard));
+                    continue;
                 };
-                // The request future is a few KiB; boxed once, hyper moves a
-                // pointer instead of copying it several times per request.
-                let svc = service_fn(move |req| {
-                    let fut = Box::pin(handle(proxy, worker, client, req));
-                    async move { Ok::<_, Infallible>(fut.await) }
-                });
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .into_owned();
-                let conn = graceful.watcher().watch(conn);
+                let builder = builder.clone();
+                let handshake_timeout = opts.header_read_timeout;
                 tokio::spawn(async move {
-                    let _guard = guard;
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "client connection ended with an error");
-                    }
+                    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+                    let stream = match tokio::time::timeout(handshake_timeout, accept).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(client = %peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let client = ClientInfo {
+                        addr: peer,
+                        tls: true,
+                    };
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), service(proxy, worker, client))
+                        .into_owned();
+                    finish(watcher.watch(conn), guard).await;
                 });
             }
         }));

@@ -82,6 +82,14 @@ struct RawConfig {
     timeouts: Option<RawTimeouts>,
     limits: Option<RawLimits>,
     passive: Option<RawPassive>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -365,6 +373,17 @@ pub struct PassiveConfig {
     pub max_ejection_percent: u32,
 }
 
+/// TLS termination on every `listen` address.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// PEM certificate chain (relative paths are relative to the config file).
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// Built from the files when the config is loaded (or reloaded).
+    pub server: std::sync::Arc<rustls::ServerConfig>,
+}
+
 /// A validated configuration with every default filled in.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -387,6 +406,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub passive: PassiveConfig,
+    /// TLS on the listeners; default none (plain HTTP/1.1 and h2c).
+    pub tls: Option<TlsConfig>,
 }
 
 /// Reads and validates a config file.
@@ -537,6 +558,18 @@ impl Validator {
         let timeouts = self.timeouts(raw.timeouts);
         let limits = self.limits(raw.limits);
         let passive = self.passive(raw.passive);
+        let tls = raw.tls.and_then(|t| {
+            let base = path.parent().unwrap_or(Path::new("."));
+            let cert = base.join(t.cert);
+            let key = base.join(t.key);
+            match crate::tls::server_config(&cert, &key) {
+                Ok(server) => Some(TlsConfig { cert, key, server }),
+                Err(e) => {
+                    self.bad("tls", e);
+                    None
+                }
+            }
+        });
 
         Config {
             source: path.to_path_buf(),
@@ -555,6 +588,7 @@ impl Validator {
             timeouts,
             limits,
             passive,
+            tls,
         }
     }
 

@@ -339,6 +339,7 @@ pub struct Proxy {
     >,
     pub config_path: std::path::PathBuf,
     _dir: TempDir,
+    _extra_dir: Option<TempDir>,
 }
 
 /// A temporary directory removed on drop.
@@ -371,7 +372,21 @@ impl Proxy {
     }
 
     pub async fn start_opts(yaml: &str, wait_ready: bool) -> Proxy {
-        let dir = TempDir::new();
+        Self::start_at(TempDir::new(), None, yaml, wait_ready).await
+    }
+
+    /// Like [`Proxy::start`], with the config file written into `dir`
+    /// (so relative paths in it, such as TLS files, resolve there).
+    pub async fn start_in(dir: &TempDir, yaml: &str) -> Proxy {
+        Self::start_at(TempDir(dir.0.clone()), None, yaml, true).await
+    }
+
+    /// Keeps `dir` alive as long as the proxy.
+    pub fn keep_dir(&mut self, dir: TempDir) {
+        self._extra_dir = Some(dir);
+    }
+
+    async fn start_at(dir: TempDir, extra: Option<TempDir>, yaml: &str, wait_ready: bool) -> Proxy {
         let path = dir.0.join("leaderproxy.yaml");
         std::fs::write(&path, yaml).unwrap();
         let cfg = leaderproxy::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
@@ -386,6 +401,7 @@ impl Proxy {
             client,
             config_path: path,
             _dir: dir,
+            _extra_dir: extra,
         };
         if wait_ready {
             let admin = p.admin;

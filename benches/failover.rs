@@ -251,40 +251,6 @@ fn watch_front(
     })
 }
 
-fn leaderproxy_config(cluster: &EtcdCluster) -> String {
-    let mut backends = String::new();
-    for m in &cluster.members {
-        backends.push_str(&format!(
-            "  - {{ name: {}, url: \"{}\" }}\n",
-            m.name,
-            m.client_url()
-        ));
-    }
-    // as tests/real_etcd.rs, with writes.hold 5s
-    format!(
-        r#"backends:
-{backends}health:
-  path: /health
-  interval: 500ms
-  timeout: 400ms
-  rise: 1
-  fall: 8
-  expect: {{ status: [200] }}
-leader:
-  path: /v2/stats/leader
-  interval: 200ms
-  timeout: 150ms
-  expect: {{ status: [200] }}
-routes:
-  - {{ methods: [GET, HEAD], to: read }}
-reads: {{ policy: round_robin, fallback_to_leader: true, retry: true }}
-writes:
-  hold: 5s
-timeouts: {{ connect: 500ms, request: 10s }}
-"#
-    )
-}
-
 fn haproxy_config(cluster: &EtcdCluster, listen: &str, stats: &str) -> String {
     let mut servers = String::new();
     for m in &cluster.members {
@@ -376,7 +342,7 @@ fn start_front(kind: FrontKind, args: &Args, cluster: &EtcdCluster) -> Front {
             );
             Front::Leaderproxy(spawn_proxy(
                 &bin.display().to_string(),
-                &leaderproxy_config(cluster),
+                &cluster.leaderproxy_yaml("writes:\n  hold: 5s\n"),
             ))
         }
         FrontKind::Haproxy => {

@@ -55,40 +55,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_leaderproxy");
 const WRITERS: usize = 8;
 const DIR: &str = "lp";
 
-fn proxy_config(cluster: &EtcdCluster) -> String {
-    let mut backends = String::new();
-    for m in &cluster.members {
-        backends.push_str(&format!(
-            "  - {{ name: {}, url: \"{}\" }}\n",
-            m.name,
-            m.client_url()
-        ));
-    }
-    format!(
-        r#"debug_headers: true
-backends:
-{backends}health:
-  path: /health
-  interval: 500ms
-  timeout: 400ms
-  rise: 1
-  fall: 8
-  expect: {{ status: [200] }}
-leader:
-  path: /v2/stats/leader
-  interval: 200ms
-  timeout: 150ms
-  expect: {{ status: [200] }}
-routes:
-  - {{ methods: [GET, HEAD], to: read }}
-reads: {{ policy: round_robin, fallback_to_leader: true, retry: true }}
-writes:
-  hold: 8s
-timeouts: {{ connect: 500ms, request: 10s }}
-"#
-    )
-}
-
 /// A 2xx is an acknowledgement; etcd must echo the value written.
 fn acked(req: &Request, resp: &HttpResponse) -> Verdict {
     if !(200..300).contains(&resp.status) {
@@ -110,7 +76,10 @@ fn etcd_leader_sigkill_under_write_load() {
     }
     let test_start = Instant::now();
     let mut cluster = EtcdCluster::start(3);
-    let proxy = spawn_proxy(BIN, &proxy_config(&cluster));
+    let proxy = spawn_proxy(
+        BIN,
+        &cluster.leaderproxy_yaml("debug_headers: true\nwrites:\n  hold: 8s\n"),
+    );
     let names: Vec<String> = cluster.members.iter().map(|m| m.name.clone()).collect();
 
     let first_leader = cluster.wait_for_leader(Duration::from_secs(10));

@@ -110,6 +110,30 @@ impl EtcdCluster {
         c
     }
 
+    /// A leaderproxy config for this cluster as the real-cluster tests and
+    /// the failover bench use it (v2 leader probe every 200ms, health with a
+    /// fall long enough to outlast an election); `extra` is appended (YAML,
+    /// e.g. `writes:` or `debug_headers:`).
+    pub fn leaderproxy_yaml(&self, extra: &str) -> String {
+        let mut s = String::from("backends:\n");
+        for m in &self.members {
+            s.push_str(&format!(
+                "  - {{ name: {}, url: \"{}\" }}\n",
+                m.name,
+                m.client_url()
+            ));
+        }
+        s.push_str(
+            "health:\n  path: /health\n  interval: 500ms\n  timeout: 400ms\n  rise: 1\n  fall: 8\n  expect: { status: [200] }\n\
+             leader:\n  path: /v2/stats/leader\n  interval: 200ms\n  timeout: 150ms\n  expect: { status: [200] }\n\
+             routes:\n  - { methods: [GET, HEAD], to: read }\n\
+             reads: { policy: round_robin, fallback_to_leader: true, retry: true }\n\
+             timeouts: { connect: 500ms, request: 10s }\n",
+        );
+        s.push_str(extra);
+        s
+    }
+
     pub fn len(&self) -> usize {
         self.members.len()
     }

@@ -277,3 +277,22 @@ fn example_configs_are_valid() {
     }
     assert!(n >= 3);
 }
+
+#[test]
+fn kubernetes_configmap_config_is_valid() {
+    use serde::Deserialize;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/leaderproxy.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut found = 0;
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let v = serde_yaml::Value::deserialize(doc).unwrap();
+        if v["kind"] == "ConfigMap" {
+            let cfg = v["data"]["config.yaml"].as_str().expect("data.config.yaml");
+            let c = parse(cfg, Path::new("leaderproxy.yaml (ConfigMap)"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(c.admin.port(), 9901);
+            found += 1;
+        }
+    }
+    assert_eq!(found, 1, "one ConfigMap with config.yaml");
+}

@@ -517,10 +517,14 @@ async fn metrics_follow_what_happens() {
         series(
             &m,
             "leaderproxy_requests_total",
-            &[("role", "read"), ("backend", "none"), ("class", "5xx")]
+            &[("role", "read"), ("backend", "f1"), ("class", "5xx")]
         ),
         1.0,
-        "the 504"
+        "the 504 the proxy made for f1's timeout counts for f1"
+    );
+    assert_eq!(
+        series(&m, "leaderproxy_requests_total", &[("backend", "none")]),
+        0.0
     );
     assert_eq!(
         series(

@@ -91,16 +91,11 @@ pub async fn handle(
     let result = route(proxy, &t, worker, client, role, req).await;
     let (mut resp, backend) = match result {
         Ok((resp, backend)) => (resp, Some(backend)),
-        Err(e) => {
-            if matches!(
-                e,
-                ProxyError::Timeout { .. }
-                    | ProxyError::Connect { .. }
-                    | ProxyError::Upstream { .. }
-            ) {
-                tracing::debug!(error = %e, role = role.as_str(), "request failed");
+        Err(Failure { err, backend }) => {
+            if backend.is_some() {
+                tracing::debug!(error = %err, role = role.as_str(), "request failed");
             }
-            (e.into_response(), None)
+            (err.into_response(), backend)
         }
     };
     let status = resp.status().as_u16();
@@ -139,7 +134,27 @@ pub async fn handle(
     resp
 }
 
-type Routed = Result<(Response<DownBody>, Arc<Backend>), ProxyError>;
+/// A request the proxy answers itself, and the backend whose failure caused
+/// it, if any (so per-backend metrics count it).
+struct Failure {
+    err: ProxyError,
+    backend: Option<Arc<Backend>>,
+}
+
+impl From<ProxyError> for Failure {
+    fn from(err: ProxyError) -> Failure {
+        Failure { err, backend: None }
+    }
+}
+
+fn blame(err: ProxyError, backend: &Arc<Backend>) -> Failure {
+    Failure {
+        err,
+        backend: Some(backend.clone()),
+    }
+}
+
+type Routed = Result<(Response<DownBody>, Arc<Backend>), Failure>;
 
 async fn route(
     proxy: &Proxy,
@@ -159,7 +174,7 @@ async fn route(
             .and_then(|v| v.parse().ok())
     });
     if declared.is_some_and(|n| n > cfg.limits.max_body_bytes) {
-        return Err(ProxyError::BodyTooLarge(cfg.limits.max_body_bytes));
+        return Err(ProxyError::BodyTooLarge(cfg.limits.max_body_bytes).into());
     }
     let h2 = parts.version == http::Version::HTTP_2;
     forward::prepare_request(&mut parts, client.addr.ip(), client.tls);
@@ -173,7 +188,9 @@ async fn route(
         // Boxed: bodies are the less common case; keep the request future small.
         match Box::pin(Limited::new(body, limit).collect()).await {
             Ok(c) => UpBody::Full(Some(c.to_bytes())),
-            Err(e) => return Err(ProxyError::BadRequest(format!("reading request body: {e}"))),
+            Err(e) => {
+                return Err(ProxyError::BadRequest(format!("reading request body: {e}")).into())
+            }
         }
     } else {
         UpBody::Stream {
@@ -236,10 +253,10 @@ async fn read(
     h2: bool,
 ) -> Routed {
     if !t.ready {
-        return Err(ProxyError::NotReady);
+        return Err(ProxyError::NotReady.into());
     }
     let Some(first) = t.pick_read(client.addr.ip(), None).cloned() else {
-        return Err(no_read_target(t));
+        return Err(no_read_target(t).into());
     };
     let o = opts(&t.cfg, worker, 0, t.leader_gen, h2);
     let spare = if t.cfg.reads.retry {
@@ -275,13 +292,14 @@ async fn read(
     drop(rel);
     // One retry, on another follower, for a read that may be repeated.
     let Some(req) = spare.filter(|_| t.cfg.reads.retry) else {
-        return Err(err.unwrap_or_else(|| ProxyError::Upstream {
+        let err = err.unwrap_or_else(|| ProxyError::Upstream {
             backend: first.name.clone(),
             reason: "backend answered 502/503".into(),
-        }));
+        });
+        return Err(blame(err, &first));
     };
     let Some(second) = t.pick_read(client.addr.ip(), Some(first.id)).cloned() else {
-        return Err(err.unwrap_or(ProxyError::NoBackend));
+        return Err(blame(err.unwrap_or(ProxyError::NoBackend), &first));
     };
     proxy.metrics.reads_retried.inc();
     let rel = Release::begin(second.clone(), worker);
@@ -297,7 +315,7 @@ async fn read(
         }
         Attempt::NotSent(_, e) | Attempt::Failed(e) => {
             passive_failure(proxy, t, &second);
-            Err(e)
+            Err(blame(e, &second))
         }
     }
 }
@@ -431,7 +449,7 @@ async fn write(
                 if held.is_none() {
                     if proxy.held.fetch_add(1, Ordering::Relaxed) >= cfg.writes.max_held {
                         proxy.held.fetch_sub(1, Ordering::Relaxed);
-                        return Err(ProxyError::HoldQueueFull(cfg.writes.max_held));
+                        return Err(ProxyError::HoldQueueFull(cfg.writes.max_held).into());
                     }
                     proxy.metrics.held_writes.inc();
                     tracing::debug!(avoid, "write held until a leader is known");
@@ -456,7 +474,7 @@ async fn write(
                             },
                         };
                         tracing::warn!(error = %e, "held write refused: no leader within writes.hold");
-                        return Err(e);
+                        return Err(e.into());
                     }
                 }
             }
@@ -495,9 +513,8 @@ async fn write(
                     Verdict::NotLeader(h) => {
                         proxy.monitor.suspect(&leader);
                         let Some(again) = spare else {
-                            return Err(ProxyError::NotLeaderUnreplayable(
-                                cfg.writes.replay_body_limit,
-                            ));
+                            let e = ProxyError::NotLeaderUnreplayable(cfg.writes.replay_body_limit);
+                            return Err(blame(e, &leader));
                         };
                         tracing::debug!(backend = %leader.name, hint = h.as_ref().map(|b| b.name.as_str()), "write refused as not leader; re-sending");
                         proxy.metrics.writes_resent.inc();
@@ -505,9 +522,10 @@ async fn write(
                         avoid = Some(leader.id);
                         hint = h.filter(|b| b.id != leader.id);
                         if Instant::now() >= deadline {
-                            return Err(ProxyError::NoLeader {
+                            let e = ProxyError::NoLeader {
                                 waited: arrived.elapsed(),
-                            });
+                            };
+                            return Err(e.into());
                         }
                     }
                 }
@@ -517,7 +535,7 @@ async fn write(
                 proxy.monitor.suspect(&leader);
                 tracing::debug!(backend = %leader.name, error = %e, "write not sent; waiting for a leader to re-send");
                 if Instant::now() >= deadline {
-                    return Err(e);
+                    return Err(blame(e, &leader));
                 }
                 proxy.metrics.writes_resent.inc();
                 req = back;
@@ -526,7 +544,7 @@ async fn write(
             Attempt::Failed(e) => {
                 // It may have been applied: never re-send. A reset is a hint though.
                 proxy.monitor.suspect(&leader);
-                return Err(e);
+                return Err(blame(e, &leader));
             }
         }
         t = proxy.shared.load();

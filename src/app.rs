@@ -76,11 +76,6 @@ impl Running {
             let _ = t.join();
         }
     }
-
-    /// A receiver that turns true when shutdown starts.
-    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shutdown.subscribe()
-    }
 }
 
 fn file_stamp(p: &std::path::Path) -> Option<(SystemTime, u64)> {

@@ -331,10 +331,6 @@ pub fn class_index(status: u16) -> usize {
     }
 }
 
-pub fn class_label(status: u16) -> &'static str {
-    CLASSES[class_index(status)]
-}
-
 /// Metric handles of one backend.
 pub struct BackendMetrics {
     read: [IntCounter; 5],

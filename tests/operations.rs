@@ -559,6 +559,14 @@ async fn metrics_follow_what_happens() {
     // The leader dies: a connect error, a re-sent (held) write, no leader, hold
     // histogram, leader changes, time without leader, probe failures.
     l.kill();
+    // The write must find the leader dead by connecting, not race the
+    // leader's FIN on a pooled connection (that write would be ambiguous).
+    wait_until(
+        Duration::from_secs(2),
+        "pooled connections to l closed",
+        || async { p.routing().await["backends"][0]["idle_connections"] == 0 },
+    )
+    .await;
     let r = p.put("/w2").await;
     assert_eq!(r.status, 503, "{}", r.text());
     wait_until(Duration::from_secs(3), "leader gone", || async {

@@ -108,10 +108,6 @@ impl Release {
         }
     }
 
-    pub fn backend(&self) -> &Arc<Backend> {
-        &self.backend
-    }
-
     pub fn set_conn(&mut self, conn: Conn) {
         self.conn = Some(conn);
     }

@@ -144,19 +144,15 @@ impl Pool {
             .unwrap_or_else(|e| e.into_inner()) = Some(c);
     }
 
-    /// Drops every idle connection (a removed backend, or a fenced leader).
-    pub fn clear(&self) {
-        for s in self.slots.iter() {
-            s.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
-            *s.h2.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        }
-    }
-
-    /// Idle connections across all workers (admin and tests).
+    /// Idle connections across all workers that are still open (admin and
+    /// tests); closed ones are only dropped when a take passes them.
     pub fn idle_count(&self) -> usize {
         self.slots
             .iter()
-            .map(|s| s.idle.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .map(|s| {
+                let idle = s.idle.lock().unwrap_or_else(|e| e.into_inner());
+                idle.iter().filter(|c| !c.tx.is_closed()).count()
+            })
             .sum()
     }
 }

@@ -24,11 +24,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 
+use leaderproxy::backend::InFlight;
 use leaderproxy::balance::Picker;
 use leaderproxy::config::{BackendConfig, Config, Policy};
 use leaderproxy::metrics::Metrics;
 use leaderproxy::routing::classify::MethodSet;
-use leaderproxy::routing::{classify, Backend, Role, RoutingTable, Rule, Shared};
+use leaderproxy::routing::{classify, Backend, Role, Route, RoutingTable, Rule, Shared};
 
 // ------------------------------------------------------------- classify
 
@@ -37,7 +38,10 @@ fn rule(methods: &[Method], prefix: Option<&str>, regex: Option<&str>, to: Role)
         methods: (!methods.is_empty()).then(|| MethodSet::from_methods(methods)),
         path_prefix: prefix.map(str::to_string),
         path_regex: regex.map(|r| regex::Regex::new(r).unwrap()),
-        to,
+        route: Route {
+            role: to,
+            ..Route::DEFAULT
+        },
     }
 }
 
@@ -79,9 +83,12 @@ fn bench_classify(c: &mut Criterion) {
     ];
     // The cases really hit the rule they are named after.
     for (name, m, p, want) in &cases {
-        assert_eq!(classify(&rules, m, p), *want, "case {name}");
+        assert_eq!(classify(&rules, m, p).role, *want, "case {name}");
     }
-    assert_eq!(classify(&rules[..9], &Method::GET, cases[1].2), Role::Write);
+    assert_eq!(
+        classify(&rules[..9], &Method::GET, cases[1].2).role,
+        Role::Write
+    );
 
     let mut g = c.benchmark_group("classify/10_rules");
     for (name, m, p, _) in &cases {
@@ -94,8 +101,11 @@ fn bench_classify(c: &mut Criterion) {
 
 // ------------------------------------------------------------------ pick
 
-fn backends(n: usize, metrics: &Metrics) -> Vec<Arc<Backend>> {
-    (0..n)
+/// `n` backends with uneven load (so least-connections has something to
+/// compare); the in-flight guards are returned to keep that load.
+fn backends(n: usize, metrics: &Metrics) -> (Vec<Arc<Backend>>, Vec<InFlight>) {
+    let mut load = Vec::new();
+    let bs = (0..n)
         .map(|i| {
             let port = 20000 + i;
             let cfg = BackendConfig {
@@ -106,11 +116,11 @@ fn backends(n: usize, metrics: &Metrics) -> Vec<Arc<Backend>> {
                 h2c: false,
             };
             let b = Arc::new(Backend::new(&cfg, metrics, 1));
-            // Uneven load, so least-connections has something to compare.
-            b.in_flight.store((i * 7) % 5, Ordering::Relaxed);
+            load.extend((0..(i * 7) % 5).map(|_| b.begin_request()));
             b
         })
-        .collect()
+        .collect();
+    (bs, load)
 }
 
 fn bench_pick(c: &mut Criterion) {
@@ -121,10 +131,8 @@ fn bench_pick(c: &mut Criterion) {
         ("least_connections", Policy::LeastConnections),
         ("ip_hash", Policy::IpHash),
     ];
-    let sets: Vec<Vec<Arc<Backend>>> = [3, 30, 300]
-        .iter()
-        .map(|&n| backends(n, &metrics))
-        .collect();
+    let (sets, _load): (Vec<Vec<Arc<Backend>>>, Vec<Vec<InFlight>>) =
+        [3, 30, 300].iter().map(|&n| backends(n, &metrics)).unzip();
     for (pname, policy) in policies {
         let mut g = c.benchmark_group(format!("pick/{pname}"));
         for followers in &sets {

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod backend;
 pub mod balance;
 pub mod config;
 pub mod health;

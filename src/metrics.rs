@@ -49,6 +49,9 @@ pub struct Metrics {
     pub hold_wait: Histogram,
     pub writes_resent: IntCounter,
     pub reads_retried: IntCounter,
+    pub writes_retried_ambiguous: IntCounter,
+    pub leader_reprobes: IntCounter,
+    pub replay_budget_exhausted: IntCounter,
     pub reloads_ok: IntCounter,
     pub reloads_error: IntCounter,
     pub last_reload_success: IntGauge,
@@ -122,7 +125,7 @@ impl Metrics {
             ),
             timeouts: counter_vec(
                 "leaderproxy_upstream_timeouts_total",
-                "Requests whose backend did not answer within timeouts.request.",
+                "Requests whose backend sent no response headers within the time limit (timeouts.response_headers or the route's timeout).",
                 &["backend"],
             ),
             in_flight: gauge_vec(
@@ -208,6 +211,30 @@ impl Metrics {
                 &r,
                 IntCounter::new("leaderproxy_reads_retried_total", "Reads retried on another backend.")
                     .expect("valid metric"),
+            ),
+            writes_retried_ambiguous: reg(
+                &r,
+                IntCounter::new(
+                    "leaderproxy_writes_retried_ambiguous_total",
+                    "Idempotent writes re-sent after a failure that may have reached the leader (writes.retry_ambiguous: idempotent).",
+                )
+                .expect("valid metric"),
+            ),
+            leader_reprobes: reg(
+                &r,
+                IntCounter::new(
+                    "leaderproxy_leader_reprobes_total",
+                    "Immediate re-probes of every backend asked for by the request path (5xx or timeout from the leader, transport failure), after rate limiting.",
+                )
+                .expect("valid metric"),
+            ),
+            replay_budget_exhausted: reg(
+                &r,
+                IntCounter::new(
+                    "leaderproxy_replay_budget_exhausted_total",
+                    "Request bodies streamed without a copy for a re-send because limits.replay_buffer_bytes was in use.",
+                )
+                .expect("valid metric"),
             ),
             reloads_ok: reloads.with_label_values(&["ok"]),
             reloads_error: reloads.with_label_values(&["error"]),

@@ -104,7 +104,7 @@ async fn not_leader_status_is_resent_to_the_new_leader() {
 async fn readonly_body_is_never_passed_to_the_client() {
     not_leader_case(
         Refusal::ReadOnlyBody,
-        "writes: { hold: 3s, not_leader: { body_regex: READONLY } }\n",
+        "writes: { hold: 3s, not_leader: { body: [{ status: [200], regex: '^\\{\"[^\"]+\":\\[false,\"READONLY ' }] } }\n",
     )
     .await;
 }

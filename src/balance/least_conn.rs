@@ -44,8 +44,16 @@ impl Pick for LeastConn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::InFlight;
     use crate::balance::test_support::backends;
-    use std::sync::atomic::Ordering;
+
+    /// Holds `n` requests in flight on each backend.
+    fn load(f: &[Arc<Backend>], n: &[usize]) -> Vec<InFlight> {
+        f.iter()
+            .zip(n)
+            .flat_map(|(b, &k)| (0..k).map(|_| b.begin_request()))
+            .collect()
+    }
 
     fn ip() -> IpAddr {
         IpAddr::from([127, 0, 0, 1])
@@ -54,9 +62,7 @@ mod tests {
     #[test]
     fn picks_fewest_in_flight() {
         let f = backends(&[1, 1, 1]);
-        f[0].in_flight.store(3, Ordering::Relaxed);
-        f[1].in_flight.store(1, Ordering::Relaxed);
-        f[2].in_flight.store(2, Ordering::Relaxed);
+        let _held = load(&f, &[3, 1, 2]);
         let p = LeastConn::default();
         for _ in 0..5 {
             assert_eq!(p.pick(&f, ip(), None), Some(1));
@@ -75,8 +81,7 @@ mod tests {
     #[test]
     fn weight_scales_load() {
         let f = backends(&[1, 4]);
-        f[0].in_flight.store(1, Ordering::Relaxed);
-        f[1].in_flight.store(3, Ordering::Relaxed);
+        let _held = load(&f, &[1, 3]);
         let p = LeastConn::default();
         assert_eq!(p.pick(&f, ip(), None), Some(1), "3/4 < 1/1");
     }

@@ -123,6 +123,8 @@ struct RawLeader {
     body: Option<String>,
     interval: Option<Dur>,
     timeout: Option<Dur>,
+    fall: Option<u32>,
+    fast_interval: Option<Dur>,
     expect: RawExpect,
     term: Option<RawTerm>,
 }
@@ -164,6 +166,9 @@ struct RawRoute {
     path_prefix: Option<String>,
     path_regex: Option<Re>,
     to: Role,
+    timeout: Option<Dur>,
+    #[serde(default)]
+    long_poll: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,24 +186,38 @@ struct RawWrites {
     max_held: Option<usize>,
     replay_body_limit: Option<Size>,
     not_leader: Option<RawNotLeader>,
+    retry_ambiguous: Option<RetryAmbiguous>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNotLeader {
     status: Option<Vec<u16>>,
-    body_regex: Option<Re>,
+    body: Option<Vec<RawBodyRule>>,
+    /// Removed: an unscoped body regex also matched successes. Kept in the
+    /// raw form only to explain what to write instead.
+    body_regex: Option<serde_yaml::Value>,
     #[serde(default)]
     redirect: bool,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawBodyRule {
+    status: Vec<u16>,
+    regex: Re,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawTimeouts {
     connect: Option<Dur>,
-    request: Option<Dur>,
+    #[serde(alias = "request")]
+    response_headers: Option<Dur>,
     header_read: Option<Dur>,
-    idle: Option<Dur>,
+    #[serde(alias = "idle")]
+    upstream_idle: Option<Dur>,
+    body_idle: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -207,6 +226,7 @@ struct RawLimits {
     max_header_bytes: Option<Size>,
     max_body_bytes: Option<Size>,
     max_connections: Option<usize>,
+    replay_buffer_bytes: Option<Size>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,6 +239,10 @@ struct RawPassive {
 }
 
 // ---------------------------------------------------------- validated form
+
+/// Upper bound of `writes.replay_body_limit`: one request may not hold more
+/// than this in memory for a re-send.
+pub const MAX_REPLAY_BODY_LIMIT: u64 = 64 << 20;
 
 /// Read-balancing policy for followers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -299,7 +323,14 @@ pub struct HealthConfig {
 #[derive(Debug, Clone)]
 pub struct LeaderConfig {
     pub probe: ProbeConfig,
-    /// JSON pointer to a raft term; the higher term wins when two backends claim.
+    /// Consecutive failed leader probes (timeout, broken answer) that drop a
+    /// claim; default 2. A connect refusal or an answer that says "not the
+    /// leader" drops it at once.
+    pub fall: u32,
+    /// Leader probe interval while no usable leader is known; default 25ms.
+    pub fast_interval: Duration,
+    /// JSON pointer to a raft term; the higher term wins when two backends
+    /// claim, and a claimant whose term is lower than one already seen never leads.
     pub term_pointer: Option<String>,
 }
 
@@ -314,18 +345,57 @@ pub struct ReadsConfig {
 }
 
 /// How a backend says "I am not the leader" when refusing a write.
+///
+/// A refusal is re-sent to the leader, so a matcher that also matches a
+/// success makes the proxy apply that write twice: body rules are scoped
+/// by status and should be anchored to the refusal's exact shape.
 #[derive(Debug, Clone, Default)]
 pub struct NotLeader {
+    /// Answers with these statuses (never 2xx) are refusals, whatever the body.
     pub status: Vec<u16>,
-    pub body_regex: Option<regex::Regex>,
+    /// Answers whose status is in a rule's list and whose body (at most
+    /// 64 KiB, read whole) matches its regex are refusals.
+    pub body: Vec<BodyRule>,
     /// A 3xx whose Location names a configured backend is a leader hint.
     pub redirect: bool,
 }
 
+/// One status-scoped body matcher of [`NotLeader`].
+#[derive(Debug, Clone)]
+pub struct BodyRule {
+    pub status: Vec<u16>,
+    pub regex: regex::Regex,
+}
+
 impl NotLeader {
     pub fn is_empty(&self) -> bool {
-        self.status.is_empty() && self.body_regex.is_none() && !self.redirect
+        self.status.is_empty() && self.body.is_empty() && !self.redirect
     }
+
+    /// Whether an answer with this status needs its body read to be judged.
+    pub fn scans_body(&self, status: u16) -> bool {
+        self.body.iter().any(|r| r.status.contains(&status))
+    }
+
+    /// Whether a body of an answer with `status` is a refusal.
+    pub fn body_matches(&self, status: u16, body: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(body);
+        self.body
+            .iter()
+            .any(|r| r.status.contains(&status) && r.regex.is_match(&text))
+    }
+}
+
+/// Whether a write that failed after it may have reached the leader is
+/// sent again (`writes.retry_ambiguous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryAmbiguous {
+    /// Never: the client gets a 502/504 and decides (default).
+    Never,
+    /// PUT and DELETE (idempotent by RFC 9110 §9.2.2) and any request with an
+    /// `Idempotency-Key` header are re-sent once to the next leader within `writes.hold`.
+    Idempotent,
 }
 
 #[derive(Debug, Clone)]
@@ -334,21 +404,31 @@ pub struct WritesConfig {
     pub hold: Duration,
     /// Most writes held at once; default 10000. Past it: 503 at once.
     pub max_held: usize,
-    /// Write bodies up to this many bytes are kept for a re-send; default 1 MiB.
+    /// Write bodies up to this many bytes are kept for a re-send (when a
+    /// re-send is possible at all); default 1 MiB, at most 64 MiB.
     pub replay_body_limit: u64,
     pub not_leader: NotLeader,
+    /// Default `never`.
+    pub retry_ambiguous: RetryAmbiguous,
 }
 
 #[derive(Debug, Clone)]
 pub struct Timeouts {
     /// TCP connect to a backend; default 1s.
     pub connect: Duration,
-    /// From sending a request to the backend's response headers; default 30s.
-    pub request: Duration,
+    /// From sending a request to the backend's response headers; default
+    /// 30s (`routes[].timeout` overrides it per route). YAML also accepts the
+    /// old name `request`.
+    pub response_headers: Duration,
     /// Client must send complete request headers within this; default 10s.
     pub header_read: Duration,
-    /// Idle keep-alive connections (client and upstream) are closed after this; default 60s.
-    pub idle: Duration,
+    /// Pooled upstream connections idle this long are closed, oldest first;
+    /// default 60s. YAML also accepts the old name `idle`.
+    pub upstream_idle: Duration,
+    /// Longest wait for the next bytes of a body, either direction, once it
+    /// has started; default 60s. Not applied to response bodies of
+    /// `long_poll` routes (watch streams may be silent for long).
+    pub body_idle: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -359,6 +439,9 @@ pub struct Limits {
     pub max_body_bytes: u64,
     /// Most client connections at once; default 10000. More are closed at accept.
     pub max_connections: usize,
+    /// Bytes of request bodies kept in memory for a possible re-send, across
+    /// all requests; default 64 MiB. Past it a request streams and is not re-sendable.
+    pub replay_buffer_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -558,6 +641,15 @@ impl Validator {
         let timeouts = self.timeouts(raw.timeouts);
         let limits = self.limits(raw.limits);
         let passive = self.passive(raw.passive);
+        if writes.replay_body_limit > limits.replay_buffer_bytes {
+            self.bad(
+                "writes.replay_body_limit",
+                format!(
+                    "{} bytes is more than limits.replay_buffer_bytes ({})",
+                    writes.replay_body_limit, limits.replay_buffer_bytes
+                ),
+            );
+        }
         let tls = raw.tls.and_then(|t| {
             let base = path.parent().unwrap_or(Path::new("."));
             let cert = base.join(t.cert);
@@ -760,6 +852,23 @@ impl Validator {
         let interval = raw.interval.map_or(Duration::from_millis(500), |d| d.0);
         let timeout = raw.timeout.map_or(Duration::from_millis(300), |d| d.0);
         self.interval_timeout("leader", interval, timeout);
+        let fall = raw.fall.unwrap_or(2);
+        if fall == 0 {
+            self.bad("leader.fall", "must be at least 1");
+        }
+        let fast_interval = raw.fast_interval.map_or(Duration::from_millis(25), |d| d.0);
+        if fast_interval.is_zero() {
+            self.bad("leader.fast_interval", "must be more than 0");
+        } else if fast_interval > interval {
+            self.bad(
+                "leader.fast_interval",
+                format!(
+                    "{} must not be longer than leader.interval ({})",
+                    humantime::format_duration(fast_interval),
+                    humantime::format_duration(interval)
+                ),
+            );
+        }
         let expect = self.expect("leader.expect", raw.expect);
         if expect.status.is_none()
             && expect.body_regex.is_none()
@@ -780,6 +889,8 @@ impl Validator {
                 timeout,
                 expect,
             },
+            fall,
+            fast_interval,
             term_pointer: raw.term.map(|t| t.pointer.0),
         }
     }
@@ -862,13 +973,20 @@ impl Validator {
                         );
                     }
                 }
+                if r.timeout.is_some_and(|d| d.0.is_zero()) {
+                    self.bad(&format!("routes[{i}].timeout"), "must be more than 0");
+                }
                 Rule {
                     methods: r
                         .methods
                         .map(|ms| MethodSet::from_methods(ms.iter().map(|m| &m.0))),
                     path_prefix: r.path_prefix,
                     path_regex: r.path_regex.map(|r| r.0),
-                    to: r.to,
+                    route: crate::routing::Route {
+                        role: r.to,
+                        timeout: r.timeout.map(|d| d.0),
+                        long_poll: r.long_poll,
+                    },
                 }
             })
             .collect()
@@ -880,6 +998,7 @@ impl Validator {
             max_held: None,
             replay_body_limit: None,
             not_leader: None,
+            retry_ambiguous: None,
         });
         let not_leader = raw.not_leader.map_or_else(NotLeader::default, |n| {
             if let Some(s) = &n.status {
@@ -888,44 +1007,74 @@ impl Validator {
                     if (200..300).contains(code) {
                         self.bad(
                             &format!("writes.not_leader.status[{i}]"),
-                            format!("{code} is a success status; use body_regex to spot a refusal inside a 2xx answer"),
+                            format!("{code} is a success status; match the refusal's body instead: body: [{{ status: [{code}], regex: '...' }}]"),
                         );
                     }
                 }
             }
+            if n.body_regex.is_some() {
+                self.bad(
+                    "writes.not_leader.body_regex",
+                    "an unscoped body regex also matches successes whose body contains it, and such a write would be applied twice; scope it by status and anchor it to the refusal, e.g. body: [{ status: [200], regex: '^\\{\"[^\"]+\":\\[false,\"READONLY ' }]",
+                );
+            }
+            let body = n
+                .body
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    self.statuses(&format!("writes.not_leader.body[{i}].status"), &r.status);
+                    BodyRule {
+                        status: r.status,
+                        regex: r.regex.0,
+                    }
+                })
+                .collect();
             NotLeader {
                 status: n.status.unwrap_or_default(),
-                body_regex: n.body_regex.map(|r| r.0),
+                body,
                 redirect: n.redirect,
             }
         });
         let max_held = raw.max_held.unwrap_or(10_000);
+        let replay_body_limit = raw.replay_body_limit.map_or(1 << 20, |s| s.0);
+        if replay_body_limit > MAX_REPLAY_BODY_LIMIT {
+            self.bad(
+                "writes.replay_body_limit",
+                format!("{replay_body_limit} bytes is more than the most allowed, 64MiB"),
+            );
+        }
         WritesConfig {
             hold: raw.hold.map_or(Duration::from_secs(5), |d| d.0),
             max_held,
-            replay_body_limit: raw.replay_body_limit.map_or(1 << 20, |s| s.0),
+            replay_body_limit,
             not_leader,
+            retry_ambiguous: raw.retry_ambiguous.unwrap_or(RetryAmbiguous::Never),
         }
     }
 
     fn timeouts(&mut self, raw: Option<RawTimeouts>) -> Timeouts {
         let t = raw.unwrap_or(RawTimeouts {
             connect: None,
-            request: None,
+            response_headers: None,
             header_read: None,
-            idle: None,
+            upstream_idle: None,
+            body_idle: None,
         });
         let out = Timeouts {
             connect: t.connect.map_or(Duration::from_secs(1), |d| d.0),
-            request: t.request.map_or(Duration::from_secs(30), |d| d.0),
+            response_headers: t.response_headers.map_or(Duration::from_secs(30), |d| d.0),
             header_read: t.header_read.map_or(Duration::from_secs(10), |d| d.0),
-            idle: t.idle.map_or(Duration::from_secs(60), |d| d.0),
+            upstream_idle: t.upstream_idle.map_or(Duration::from_secs(60), |d| d.0),
+            body_idle: t.body_idle.map_or(Duration::from_secs(60), |d| d.0),
         };
         for (k, d) in [
             ("timeouts.connect", out.connect),
-            ("timeouts.request", out.request),
+            ("timeouts.response_headers", out.response_headers),
             ("timeouts.header_read", out.header_read),
-            ("timeouts.idle", out.idle),
+            ("timeouts.upstream_idle", out.upstream_idle),
+            ("timeouts.body_idle", out.body_idle),
         ] {
             if d.is_zero() {
                 self.bad(k, "must be more than 0");
@@ -939,11 +1088,13 @@ impl Validator {
             max_header_bytes: None,
             max_body_bytes: None,
             max_connections: None,
+            replay_buffer_bytes: None,
         });
         let out = Limits {
             max_header_bytes: l.max_header_bytes.map_or(64 << 10, |s| s.0 as usize),
             max_body_bytes: l.max_body_bytes.map_or(64 << 20, |s| s.0),
             max_connections: l.max_connections.unwrap_or(10_000),
+            replay_buffer_bytes: l.replay_buffer_bytes.map_or(64 << 20, |s| s.0),
         };
         if out.max_header_bytes < 8192 {
             self.bad(

@@ -54,7 +54,7 @@ fn issue_config_means_what_it_says() {
     assert_eq!(c.leader.probe.timeout, Duration::from_millis(300));
     assert_eq!(c.leader.probe.expect.status, Some(vec![200]));
     assert_eq!(c.routes.len(), 2);
-    assert_eq!(c.routes[0].to, Role::Read);
+    assert_eq!(c.routes[0].route.role, Role::Read);
     assert!(c.routes[0]
         .methods
         .as_ref()
@@ -65,7 +65,7 @@ fn issue_config_means_what_it_says() {
     assert!(c.reads.fallback_to_leader);
     assert_eq!(c.writes.hold, Duration::from_secs(5));
     assert_eq!(c.timeouts.connect, Duration::from_secs(1));
-    assert_eq!(c.timeouts.request, Duration::from_secs(30));
+    assert_eq!(c.timeouts.response_headers, Duration::from_secs(30));
 }
 
 #[test]
@@ -110,7 +110,7 @@ fn unknown_key_names_line_and_key() {
     let text = ISSUE_CONFIG.replace("writes: { hold: 5s }", "writes: { hold: 5s, hodl: 1s }");
     assert_eq!(
         errs(&text),
-        vec!["lp.yaml:18:21: writes: unknown field `hodl`, expected one of `hold`, `max_held`, `replay_body_limit`, `not_leader`"]
+        vec!["lp.yaml:18:21: writes: unknown field `hodl`, expected one of `hold`, `max_held`, `replay_body_limit`, `not_leader`, `retry_ambiguous`"]
     );
 }
 
@@ -134,12 +134,14 @@ fn bad_duration() {
 fn bad_regex() {
     let text = ISSUE_CONFIG.replace(
         "writes: { hold: 5s }",
-        "writes: { not_leader: { body_regex: \"READ(ONLY\" } }",
+        "writes: { not_leader: { body: [{ status: [200], regex: \"READ(ONLY\" }] } }",
     );
     let e = errs(&text);
     assert_eq!(
         e,
-        vec!["lp.yaml:18:23: writes.not_leader: invalid regex \"READ(ONLY\": unclosed group"]
+        vec![
+            "lp.yaml:18:32: writes.not_leader.body[0]: invalid regex \"READ(ONLY\": unclosed group"
+        ]
     );
 }
 
@@ -216,7 +218,7 @@ leader:
     json: { pointer: /header/member_id, equals_pointer: /leader }
     header: { name: X-Role, equals: leader }
   term: { pointer: /header/raft_term }
-writes: { not_leader: { status: [403, 503], body_regex: READONLY, redirect: true }, replay_body_limit: 64KiB }
+writes: { not_leader: { status: [403, 503], body: [{ status: [200], regex: '^\{"[^"]+":\[false,"READONLY ' }], redirect: true }, replay_body_limit: 64KiB }
 "#;
     let c = parse(text, Path::new("lp.yaml")).unwrap();
     assert_eq!(c.leader.probe.method, http::Method::POST);
@@ -228,6 +230,20 @@ writes: { not_leader: { status: [403, 503], body_regex: READONLY, redirect: true
     assert_eq!(c.writes.not_leader.status, vec![403, 503]);
     assert!(c.writes.not_leader.redirect);
     assert_eq!(c.writes.replay_body_limit, 65536);
+    let nl = &c.writes.not_leader;
+    assert!(nl.scans_body(200) && !nl.scans_body(201));
+    assert!(nl.body_matches(
+        200,
+        br#"{"SET":[false,"READONLY You can't write against a read only replica."]}"#
+    ));
+    assert!(
+        !nl.body_matches(200, br#"{"LPOP":"READONLY x"}"#),
+        "a value that merely contains READONLY is a success"
+    );
+    assert!(
+        !nl.body_matches(500, br#"{"SET":[false,"READONLY x"]}"#),
+        "scoped by status"
+    );
 }
 
 #[test]
@@ -238,7 +254,7 @@ fn not_leader_status_must_not_be_success() {
     );
     assert_eq!(
         errs(&text),
-        vec!["lp.yaml:18:34: writes.not_leader.status[0]: 200 is a success status; use body_regex to spot a refusal inside a 2xx answer"]
+        vec!["lp.yaml:18:34: writes.not_leader.status[0]: 200 is a success status; match the refusal's body instead: body: [{ status: [200], regex: '...' }]"]
     );
 }
 
@@ -295,4 +311,65 @@ fn kubernetes_configmap_config_is_valid() {
         }
     }
     assert_eq!(found, 1, "one ConfigMap with config.yaml");
+}
+
+#[test]
+fn unscoped_not_leader_body_regex_is_refused() {
+    let text = ISSUE_CONFIG.replace(
+        "writes: { hold: 5s }",
+        "writes: { not_leader: { body_regex: READONLY } }",
+    );
+    assert_eq!(
+        errs(&text),
+        vec![
+            r#"lp.yaml:18:25: writes.not_leader.body_regex: an unscoped body regex also matches successes whose body contains it, and such a write would be applied twice; scope it by status and anchor it to the refusal, e.g. body: [{ status: [200], regex: '^\{"[^"]+":\[false,"READONLY ' }]"#
+        ]
+    );
+}
+
+#[test]
+fn trust_keys_defaults_and_bounds() {
+    let c = parse(ISSUE_CONFIG, Path::new("lp.yaml")).unwrap();
+    assert_eq!(c.leader.fall, 2);
+    assert_eq!(c.leader.fast_interval, Duration::from_millis(25));
+    assert_eq!(
+        c.writes.retry_ambiguous,
+        crate::config::RetryAmbiguous::Never
+    );
+    assert_eq!(c.limits.replay_buffer_bytes, 64 << 20);
+    assert_eq!(c.timeouts.upstream_idle, Duration::from_secs(60));
+    assert_eq!(c.timeouts.body_idle, Duration::from_secs(60));
+
+    let text = ISSUE_CONFIG.replace(
+        "writes: { hold: 5s }",
+        "writes: { hold: 5s, replay_body_limit: 65MiB, retry_ambiguous: idempotent }\nlimits: { replay_buffer_bytes: 1MiB }",
+    );
+    assert_eq!(
+        errs(&text),
+        vec![
+            "lp.yaml:18:21: writes.replay_body_limit: 68157440 bytes is more than the most allowed, 64MiB",
+            "lp.yaml:18:21: writes.replay_body_limit: 68157440 bytes is more than limits.replay_buffer_bytes (1048576)",
+        ]
+    );
+    let text = ISSUE_CONFIG
+        .replace(
+            "writes: { hold: 5s }",
+            "writes: { retry_ambiguous: idempotent }",
+        )
+        .replace("request: 30s", "request: 5s, idle: 9s");
+    let c = parse(&text, Path::new("lp.yaml")).unwrap();
+    assert_eq!(
+        c.writes.retry_ambiguous,
+        crate::config::RetryAmbiguous::Idempotent
+    );
+    assert_eq!(
+        c.timeouts.response_headers,
+        Duration::from_secs(5),
+        "old name `request`"
+    );
+    assert_eq!(
+        c.timeouts.upstream_idle,
+        Duration::from_secs(9),
+        "old name `idle`"
+    );
 }

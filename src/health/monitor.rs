@@ -3,9 +3,15 @@
 //! whenever something that affects routing changes.
 //!
 //! The request path talks to the monitor only through [`MonitorHandle`]
-//! (fire-and-forget hints: "this leader failed me", "eject this follower");
-//! it never waits on it.
+//! (fire-and-forget hints: "fence this leader", "re-probe now", "eject this
+//! follower"); it never waits on it. Who may lead is decided by the pure
+//! code in [`super::leader`]; this file is the loop around it.
+//!
+//! While no usable leader is known, leader probes run every
+//! `leader.fast_interval` instead of `leader.interval`, so a held write is
+//! released about one fast interval after the cluster elects a new leader.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -14,11 +20,16 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::counter::{Counter, Health, Transition};
-use super::probe::{self, Outcome};
+use super::leader::{decide, Claim, Decision, Evidence, TermFloor};
+use super::probe::{self, Outcome, ProbeFailure};
 use crate::balance::Picker;
 use crate::config::{Config, ProbeConfig};
 use crate::metrics::Metrics;
 use crate::routing::{Backend, LeaderInfo, LeaderState, RoutingTable, Shared};
+
+/// Re-probes asked for by the request path (5xx answers, timeouts) start at
+/// most this often, however many requests ask.
+pub const REPROBE_MIN_GAP: Duration = Duration::from_millis(100);
 
 /// Which probe a result belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,8 +72,11 @@ enum Msg {
         kind: Kind,
         outcome: Outcome,
     },
-    /// A request to this leader failed in a way that suggests it is gone.
-    Suspect { id: u64 },
+    /// The request path fenced this backend (transport evidence or a
+    /// not-leader answer): withdraw its claim and re-probe everyone now.
+    Fenced { id: u64 },
+    /// Re-probe everyone now (already rate-limited by the handle).
+    Reprobe,
     /// Passive health: this follower failed too often.
     Eject { id: u64 },
     SetDrained {
@@ -83,16 +97,39 @@ enum Msg {
 #[derive(Clone)]
 pub struct MonitorHandle {
     tx: mpsc::UnboundedSender<Msg>,
+    /// When the last re-probe was asked for, in ms since `epoch`.
+    last_reprobe: Arc<AtomicU64>,
+    epoch: Instant,
 }
 
 impl MonitorHandle {
-    /// A request to leader `b` failed (connect error, reset, not-leader
-    /// answer, 5xx): no more writes to it until a leader probe succeeds, and
-    /// re-probe everyone now instead of waiting for the interval.
-    pub fn suspect(&self, b: &Backend) {
+    /// Leader `b` failed a write with evidence about itself (connect
+    /// refused or timed out, reset or closed before any response byte, a
+    /// not-leader answer): no more writes to it until a leader probe claims
+    /// leadership again, and re-probe everyone now.
+    pub fn fence(&self, b: &Backend) {
         // Fence at once on the request path; the monitor catches up.
-        b.suspect.store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = self.tx.send(Msg::Suspect { id: b.id });
+        if b.fence() {
+            let _ = self.tx.send(Msg::Fenced { id: b.id });
+        }
+    }
+
+    /// Something happened that only a probe can interpret (a 5xx answer or
+    /// a timeout from the leader): re-probe everyone now, keep routing.
+    /// At most one re-probe per [`REPROBE_MIN_GAP`], without a lock.
+    pub fn reprobe(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64 + REPROBE_MIN_GAP.as_millis() as u64;
+        let last = self.last_reprobe.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < REPROBE_MIN_GAP.as_millis() as u64 {
+            return;
+        }
+        if self
+            .last_reprobe
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            let _ = self.tx.send(Msg::Reprobe);
+        }
     }
 
     /// Passive health asks to eject follower `id`.
@@ -128,7 +165,7 @@ impl MonitorHandle {
 struct Node {
     backend: Arc<Backend>,
     health: Counter,
-    claim: bool,
+    claim: Claim,
     term: Option<u64>,
     probed_health: bool,
     probed_leader: bool,
@@ -144,9 +181,7 @@ impl Node {
     }
 
     fn drained(&self) -> bool {
-        self.backend
-            .drained
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.backend.is_drained()
     }
 
     fn ejected(&self, now: Instant) -> bool {
@@ -158,39 +193,6 @@ impl Drop for Node {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
-        }
-    }
-}
-
-/// Who leads, decided from the claims of eligible backends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    Leader(usize),
-    None,
-    SplitBrain(Vec<usize>),
-}
-
-/// Pure leader choice. `claims` holds `(index, term)` of every backend that
-/// is eligible (claims leadership, not down, not drained). One claimant
-/// leads; among several, a unique highest term leads when terms are in use
-/// (every claimant reported one); otherwise nobody does.
-pub fn decide(claims: &[(usize, Option<u64>)], use_terms: bool) -> Decision {
-    match claims {
-        [] => Decision::None,
-        [(i, _)] => Decision::Leader(*i),
-        many => {
-            if use_terms && many.iter().all(|(_, t)| t.is_some()) {
-                let max = many.iter().filter_map(|(_, t)| *t).max();
-                let top: Vec<usize> = many
-                    .iter()
-                    .filter(|(_, t)| *t == max)
-                    .map(|(i, _)| *i)
-                    .collect();
-                if let [one] = top[..] {
-                    return Decision::Leader(one);
-                }
-            }
-            Decision::SplitBrain(many.iter().map(|(i, _)| *i).collect())
         }
     }
 }
@@ -219,6 +221,10 @@ struct Aggregator {
     leader_term: Option<u64>,
     no_leader_mark: Option<Instant>,
     last_kick: Option<Instant>,
+    /// Terms only move forward.
+    terms: TermFloor,
+    /// Leader probes run at `leader.fast_interval` while this is set.
+    fast: Arc<AtomicBool>,
     /// A reload changed the config: publish even if routing is the same.
     force_publish: bool,
 }
@@ -228,6 +234,11 @@ struct Aggregator {
 /// table (not ready, no routes) must already be in `shared`.
 pub fn start(cfg: Arc<Config>, shared: Arc<Shared>, metrics: Arc<Metrics>) -> MonitorHandle {
     let (tx, rx) = mpsc::unbounded_channel();
+    let handle = MonitorHandle {
+        tx: tx.clone(),
+        last_reprobe: Arc::new(AtomicU64::new(0)),
+        epoch: Instant::now(),
+    };
     let table = shared.load();
     let workers = cfg.workers;
     let mut agg = Aggregator {
@@ -245,13 +256,16 @@ pub fn start(cfg: Arc<Config>, shared: Arc<Shared>, metrics: Arc<Metrics>) -> Mo
         leader_term: None,
         no_leader_mark: Some(Instant::now()),
         last_kick: None,
+        terms: TermFloor::default(),
+        // Nobody leads yet.
+        fast: Arc::new(AtomicBool::new(true)),
         force_publish: false,
     };
     for b in &table.backends {
         agg.add_node(b.clone());
     }
     tokio::spawn(agg.run(rx));
-    MonitorHandle { tx }
+    handle
 }
 
 /// Small xorshift generator for probe jitter; seeded per loop so tests
@@ -276,6 +290,9 @@ impl Jitter {
     }
 }
 
+/// While the flag is set, probe every `.1` instead of the probe's interval.
+type Fast = Option<(Arc<AtomicBool>, Duration)>;
+
 fn spawn_probe_loop(
     backend: Arc<Backend>,
     kind: Kind,
@@ -283,6 +300,7 @@ fn spawn_probe_loop(
     term_pointer: Option<String>,
     tx: mpsc::UnboundedSender<Msg>,
     kick: Arc<Notify>,
+    fast: Fast,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut jitter = Jitter(backend.name_hash | 1);
@@ -302,8 +320,12 @@ fn spawn_probe_loop(
             {
                 return;
             }
+            let interval = match &fast {
+                Some((on, fast)) if on.load(Ordering::Relaxed) => *fast,
+                _ => probe_cfg.interval,
+            };
             tokio::select! {
-                _ = tokio::time::sleep(jitter.around(probe_cfg.interval)) => {}
+                _ = tokio::time::sleep(jitter.around(interval)) => {}
                 _ = kicked => {}
             }
         }
@@ -315,7 +337,7 @@ impl Aggregator {
         let mut node = Node {
             backend,
             health: Counter::new(self.cfg.health.rise, self.cfg.health.fall),
-            claim: false,
+            claim: Claim::default(),
             term: None,
             probed_health: false,
             probed_leader: false,
@@ -339,6 +361,7 @@ impl Aggregator {
             None,
             self.tx.clone(),
             self.kick.clone(),
+            None,
         ));
         node.tasks.push(spawn_probe_loop(
             node.backend.clone(),
@@ -347,6 +370,7 @@ impl Aggregator {
             self.cfg.leader.term_pointer.clone(),
             self.tx.clone(),
             self.kick.clone(),
+            Some((self.fast.clone(), self.cfg.leader.fast_interval)),
         ));
     }
 
@@ -384,21 +408,18 @@ impl Aggregator {
                 let Some(i) = self.index_of(id) else { return };
                 self.on_probe(i, kind, outcome);
             }
-            Msg::Suspect { id } => {
+            Msg::Fenced { id } => {
                 let Some(i) = self.index_of(id) else { return };
                 // Stop routing writes to it until a probe says otherwise.
-                if self.nodes[i].claim {
-                    tracing::warn!(backend = %self.nodes[i].backend.name, "leader failed a request; re-probing all backends now");
-                    self.nodes[i].claim = false;
+                if self.nodes[i].claim.withdraw() {
+                    tracing::warn!(backend = %self.nodes[i].backend.name, "leader failed a write with evidence against it; fenced, re-probing all backends now");
                 }
-                let now = Instant::now();
-                if self
-                    .last_kick
-                    .is_none_or(|t| now - t >= Duration::from_millis(20))
-                {
-                    self.last_kick = Some(now);
-                    self.kick.notify_waiters();
-                }
+                self.kick_probes(Duration::from_millis(20));
+            }
+            Msg::Reprobe => {
+                self.metrics.leader_reprobes.inc();
+                tracing::debug!("request path asked for a re-probe");
+                self.kick_probes(REPROBE_MIN_GAP);
             }
             Msg::Eject { id } => {
                 let Some(i) = self.index_of(id) else { return };
@@ -411,9 +432,7 @@ impl Aggregator {
             } => {
                 let found = self.nodes.iter().find(|n| n.backend.name == name);
                 if let Some(n) = found {
-                    n.backend
-                        .drained
-                        .store(drained, std::sync::atomic::Ordering::Relaxed);
+                    n.backend.set_drained(drained);
                     tracing::info!(backend = %name, drained, "backend drain state changed by admin");
                 }
                 let _ = reply.send(found.is_some());
@@ -428,6 +447,15 @@ impl Aggregator {
         }
     }
 
+    /// Wakes every probe loop now, unless that was done less than `gap` ago.
+    fn kick_probes(&mut self, gap: Duration) {
+        let now = Instant::now();
+        if self.last_kick.is_none_or(|t| now - t >= gap) {
+            self.last_kick = Some(now);
+            self.kick.notify_waiters();
+        }
+    }
+
     fn on_probe(&mut self, i: usize, kind: Kind, o: Outcome) {
         let secs = o.latency.as_secs_f64();
         let node = &mut self.nodes[i];
@@ -436,20 +464,20 @@ impl Aggregator {
         match kind {
             Kind::Health => {
                 m.probe_health.observe(secs);
-                if !o.ok {
+                if !o.ok() {
                     m.probe_health_failures.inc();
                 }
                 node.probed_health = true;
-                node.last.health_ok = Some(o.ok);
+                node.last.health_ok = Some(o.ok());
                 node.last.health_latency_ms = Some(secs * 1000.0);
-                node.last.health_error = o.error.clone();
-                match node.health.observe(o.ok) {
+                node.last.health_error = o.error();
+                match node.health.observe(o.ok()) {
                     Some(Transition::BecameUp) => {
                         tracing::info!(backend = %node.backend.name, "backend is healthy")
                     }
                     Some(Transition::BecameDown) => tracing::warn!(
                         backend = %node.backend.name,
-                        error = o.error.as_deref().unwrap_or(""),
+                        error = o.error().unwrap_or_default(),
                         "backend is unhealthy"
                     ),
                     None => {}
@@ -457,30 +485,34 @@ impl Aggregator {
             }
             Kind::Leader => {
                 m.probe_leader.observe(secs);
-                if o.unreachable {
+                let evidence = Evidence::of(&o);
+                if matches!(evidence, Evidence::Refused | Evidence::Failed) {
                     m.probe_leader_failures.inc();
                 }
                 node.probed_leader = true;
-                node.claim = o.ok;
-                if o.ok {
-                    node.backend
-                        .suspect
-                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                let was = node.claim.is_claiming();
+                node.claim.observe(evidence, self.cfg.leader.fall);
+                if evidence == Evidence::Claims {
+                    node.backend.unfence();
                 }
-                node.term = o.term;
-                node.last.leader_claim = Some(o.ok);
+                if was && evidence == Evidence::Failed && node.claim.is_claiming() {
+                    tracing::debug!(backend = %node.backend.name, error = o.error().unwrap_or_default(), "leader probe failed; the claim holds until leader.fall failures in a row");
+                }
+                if o.term.is_some() || o.ok() {
+                    node.term = o.term;
+                }
+                self.terms.see(o.term);
+                node.last.leader_claim = Some(node.claim.is_claiming());
                 node.last.leader_latency_ms = Some(secs * 1000.0);
-                node.last.leader_error = if o.unreachable { o.error.clone() } else { None };
+                node.last.leader_error = match &o.result {
+                    Err(ProbeFailure::Unexpected(_)) | Ok(()) => None,
+                    Err(e) => Some(e.to_string()),
+                };
                 node.last.term = o.term;
                 // A leader probe that cannot connect is proof the node is down
                 // right now; do not wait for `fall` health probes to say so.
-                if o.unreachable
-                    && o.error.as_deref().is_some_and(|e| e.starts_with("connect"))
-                    && node.health.force_down().is_some()
-                {
-                    {
-                        tracing::warn!(backend = %node.backend.name, error = o.error.as_deref().unwrap_or(""), "backend refused a connection; marked unhealthy");
-                    }
+                if evidence == Evidence::Refused && node.health.force_down().is_some() {
+                    tracing::warn!(backend = %node.backend.name, error = o.error().unwrap_or_default(), "backend refused a connection; marked unhealthy");
                 }
             }
         }
@@ -492,6 +524,7 @@ impl Aggregator {
         if self.nodes[i].ejected(now) || self.is_leader(i) {
             return;
         }
+        let name = self.nodes[i].backend.name.clone();
         let followers = self
             .nodes
             .iter()
@@ -501,11 +534,8 @@ impl Aggregator {
             .max(1);
         let ejected = self.nodes.iter().filter(|n| n.ejected(now)).count();
         if (ejected + 1) * 100 > followers * p.max_ejection_percent as usize {
-            tracing::warn!(backend = %self.nodes[i].backend.name, "passive health wanted to eject, but max_ejection_percent is reached");
-            self.nodes[i]
-                .backend
-                .failures
-                .store(0, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(backend = %name, "passive health wanted to eject, but max_ejection_percent is reached");
+            self.nodes[i].backend.record_success();
             return;
         }
         let node = &mut self.nodes[i];
@@ -513,9 +543,7 @@ impl Aggregator {
         let dur = p.base_ejection.saturating_mul(factor).min(p.max_ejection);
         node.ejections += 1;
         node.ejected_until = Some(now + dur);
-        node.backend
-            .failures
-            .store(0, std::sync::atomic::Ordering::Relaxed);
+        node.backend.record_success();
         node.backend.metrics.ejections.inc();
         tracing::warn!(backend = %node.backend.name, seconds = dur.as_secs_f64(), "follower ejected by passive health checking");
     }
@@ -527,14 +555,20 @@ impl Aggregator {
     }
 
     fn decide(&self) -> Decision {
+        let use_terms = self.cfg.leader.term_pointer.is_some();
         let claims: Vec<(usize, Option<u64>)> = self
             .nodes
             .iter()
             .enumerate()
-            .filter(|(_, n)| n.claim && n.health.state() != Health::Down && !n.drained())
+            .filter(|(_, n)| {
+                n.claim.is_claiming()
+                    && n.health.state() != Health::Down
+                    && !n.drained()
+                    && (!use_terms || self.terms.allows(n.term))
+            })
             .map(|(i, n)| (i, n.term))
             .collect();
-        decide(&claims, self.cfg.leader.term_pointer.is_some())
+        decide(&claims, use_terms)
     }
 
     /// Recomputes the picture; publishes a new table if it changed.
@@ -568,6 +602,11 @@ impl Aggregator {
             ready,
         };
         self.account_no_leader(now, picture.leader.is_some());
+        let usable = leader_idx.is_some_and(|i| !self.nodes[i].backend.is_fenced());
+        if !self.fast.swap(!usable, Ordering::Relaxed) && !usable {
+            // Just lost the leader: probe now, then every fast interval.
+            self.kick_probes(Duration::ZERO);
+        }
         if self.picture.as_ref() == Some(&picture) && !self.force_publish {
             // The term may move while the leader stays; keep it current for admin.
             if let Some(i) = leader_idx {
@@ -717,15 +756,17 @@ impl Aggregator {
         let cfg = Arc::new(cfg);
         let probes_changed = format!("{:?}{:?}", cfg.health, cfg.leader)
             != format!("{:?}{:?}", self.cfg.health, self.cfg.leader);
+        if cfg.leader.term_pointer != self.cfg.leader.term_pointer {
+            // Terms from another pointer are another sequence.
+            self.terms = TermFloor::default();
+        }
         self.cfg = cfg.clone();
 
         let mut old: Vec<Node> = std::mem::take(&mut self.nodes);
         for bc in &cfg.backends {
             if let Some(pos) = old.iter().position(|n| n.backend.same_as(bc)) {
                 let mut n = old.remove(pos);
-                n.backend
-                    .weight
-                    .store(bc.weight, std::sync::atomic::Ordering::Relaxed);
+                n.backend.set_weight(bc.weight);
                 n.health.set_thresholds(cfg.health.rise, cfg.health.fall);
                 if probes_changed {
                     self.spawn_probes(&mut n);
@@ -752,43 +793,6 @@ impl Aggregator {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn one_claimant_leads() {
-        assert_eq!(decide(&[(2, None)], false), Decision::Leader(2));
-        assert_eq!(decide(&[], true), Decision::None);
-    }
-
-    #[test]
-    fn two_claimants_without_term_route_nothing() {
-        assert_eq!(
-            decide(&[(0, None), (1, None)], false),
-            Decision::SplitBrain(vec![0, 1])
-        );
-        assert_eq!(
-            decide(&[(0, Some(3)), (1, Some(4))], false),
-            Decision::SplitBrain(vec![0, 1]),
-            "terms are ignored unless configured"
-        );
-    }
-
-    #[test]
-    fn higher_term_wins() {
-        assert_eq!(
-            decide(&[(0, Some(3)), (1, Some(4))], true),
-            Decision::Leader(1)
-        );
-        assert_eq!(
-            decide(&[(0, Some(4)), (1, Some(4))], true),
-            Decision::SplitBrain(vec![0, 1]),
-            "equal terms: no guess"
-        );
-        assert_eq!(
-            decide(&[(0, Some(4)), (1, None)], true),
-            Decision::SplitBrain(vec![0, 1]),
-            "a claimant without a term: no guess"
-        );
-    }
 
     #[test]
     fn jitter_stays_within_ten_percent() {

@@ -19,29 +19,52 @@ use crate::config::{Expect, JsonWant, ProbeConfig};
 /// Largest probe answer body read; longer bodies fail the probe.
 pub const MAX_PROBE_BODY: usize = 256 << 10;
 
+/// Why a probe failed. The monitor decides by the variant; `Display` is
+/// for logs and the admin API only.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeFailure {
+    /// The TCP connection was refused or could not be made: the backend is
+    /// not there right now (proof enough to act at once).
+    #[error("connect: {0}")]
+    Connect(String),
+    /// No complete answer within the probe timeout: dead or just slow.
+    #[error("no answer within {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    /// The connection broke, or the answer was not valid HTTP.
+    #[error("{0}")]
+    Broken(String),
+    /// A valid answer that does not meet `expect` (for the leader probe:
+    /// the backend says it is not the leader).
+    #[error("{0}")]
+    Unexpected(String),
+}
+
 /// What one probe found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
-    /// The answer met every expectation.
-    pub ok: bool,
-    /// The backend could not be reached or did not answer in time (as
-    /// opposed to answering something that did not meet the expectation).
-    pub unreachable: bool,
-    /// Term read at the configured pointer, if any.
+    /// `Ok` when the answer met every expectation.
+    pub result: Result<(), ProbeFailure>,
+    /// Term read at the configured pointer from any HTTP answer (a
+    /// follower's answer tells the cluster's term too).
     pub term: Option<u64>,
     pub latency: Duration,
-    /// Why the probe failed, for logs and the admin API.
-    pub error: Option<String>,
 }
 
 impl Outcome {
-    fn failed(latency: Duration, unreachable: bool, error: String) -> Outcome {
+    pub fn ok(&self) -> bool {
+        self.result.is_ok()
+    }
+
+    /// The failure as text, for logs and the admin API.
+    pub fn error(&self) -> Option<String> {
+        self.result.as_ref().err().map(|e| e.to_string())
+    }
+
+    fn failed(latency: Duration, f: ProbeFailure) -> Outcome {
         Outcome {
-            ok: false,
-            unreachable,
+            result: Err(f),
             term: None,
             latency,
-            error: Some(error),
         }
     }
 }
@@ -50,42 +73,28 @@ impl Outcome {
 pub async fn probe(authority: &str, probe: &ProbeConfig, term_pointer: Option<&str>) -> Outcome {
     let start = Instant::now();
     match tokio::time::timeout(probe.timeout, fetch(authority, probe)).await {
-        Err(_) => Outcome::failed(
-            start.elapsed(),
-            true,
-            format!(
-                "no answer within {}",
-                humantime::format_duration(probe.timeout)
-            ),
-        ),
-        Ok(Err(e)) => Outcome::failed(start.elapsed(), true, e),
-        Ok(Ok((status, headers, body))) => {
-            let latency = start.elapsed();
-            match evaluate(&probe.expect, status, &headers, &body) {
-                Ok(()) => Outcome {
-                    ok: true,
-                    unreachable: false,
-                    term: term_pointer.and_then(|p| read_term(&body, p)),
-                    latency,
-                    error: None,
-                },
-                Err(e) => Outcome::failed(latency, false, e),
-            }
-        }
+        Err(_) => Outcome::failed(start.elapsed(), ProbeFailure::Timeout(probe.timeout)),
+        Ok(Err(f)) => Outcome::failed(start.elapsed(), f),
+        Ok(Ok((status, headers, body))) => Outcome {
+            result: evaluate(&probe.expect, status, &headers, &body)
+                .map_err(ProbeFailure::Unexpected),
+            term: term_pointer.and_then(|p| read_term(&body, p)),
+            latency: start.elapsed(),
+        },
     }
 }
 
 async fn fetch(
     authority: &str,
     probe: &ProbeConfig,
-) -> Result<(u16, http::HeaderMap, Bytes), String> {
+) -> Result<(u16, http::HeaderMap, Bytes), ProbeFailure> {
     let stream = TcpStream::connect(authority)
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|e| ProbeFailure::Connect(e.to_string()))?;
     let _ = stream.set_nodelay(true);
     let (mut tx, conn) = http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
         .await
-        .map_err(|e| format!("handshake: {e}"))?;
+        .map_err(|e| ProbeFailure::Broken(format!("handshake: {e}")))?;
     let conn = tokio::spawn(conn);
     let body = probe.body.clone().map(Bytes::from).unwrap_or_default();
     let mut req = http::Request::builder()
@@ -99,16 +108,16 @@ async fn fetch(
     }
     let req = req
         .body(Full::new(body))
-        .map_err(|e| format!("request: {e}"))?;
+        .map_err(|e| ProbeFailure::Broken(format!("request: {e}")))?;
     let resp = tx
         .send_request(req)
         .await
-        .map_err(|e| format!("request: {e}"))?;
+        .map_err(|e| ProbeFailure::Broken(format!("request: {e}")))?;
     let (parts, body) = resp.into_parts();
     let body = Limited::new(body, MAX_PROBE_BODY)
         .collect()
         .await
-        .map_err(|e| format!("reading body: {e}"))?
+        .map_err(|e| ProbeFailure::Broken(format!("reading body: {e}")))?
         .to_bytes();
     conn.abort();
     Ok((parts.status.as_u16(), parts.headers, body))

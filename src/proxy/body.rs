@@ -1,25 +1,81 @@
 //! Body types of the proxy: [`UpBody`] is sent to a backend, [`DownBody`] to
 //! the client. Plain enums instead of boxed trait objects, so streaming a
-//! body costs no allocation per request.
+//! body costs no allocation per request. Both cut a body that stays silent
+//! longer than `timeouts.body_idle` once it has started.
 
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
 
 use super::pool::Conn;
-use crate::routing::backend::Backend;
+use crate::backend::{Backend, InFlight};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The client's body grew past `limits.max_body_bytes`.
+/// The client's side of a request body failed. It says nothing about the
+/// backend: such a failure never fences a leader or counts for passive health.
 #[derive(Debug, thiserror::Error)]
-#[error("request body is larger than {0} bytes")]
-pub struct BodyTooLarge(pub u64);
+pub enum ClientBodyError {
+    #[error("request body is larger than limits.max_body_bytes ({0} bytes)")]
+    TooLarge(u64),
+    #[error("the client sent no body bytes for {}ms (timeouts.body_idle)", .0.as_millis())]
+    Idle(Duration),
+    #[error("reading the request body from the client failed: {0}")]
+    Aborted(hyper::Error),
+}
+
+/// The backend's response body stalled past `timeouts.body_idle`.
+#[derive(Debug, thiserror::Error)]
+#[error("the backend sent no body bytes for {}ms (timeouts.body_idle)", .0.as_millis())]
+pub struct UpstreamBodyIdle(pub Duration);
+
+/// A lazily armed idle deadline: the timer is only allocated the first time
+/// a body has to wait, and re-armed (one clock read) after progress.
+#[derive(Default)]
+pub struct IdleTimer {
+    limit: Option<Duration>,
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl IdleTimer {
+    /// `None`: never expires.
+    pub fn new(limit: Option<Duration>) -> IdleTimer {
+        IdleTimer {
+            limit,
+            sleep: None,
+            armed: false,
+        }
+    }
+
+    #[inline]
+    fn progress(&mut self) {
+        self.armed = false;
+    }
+
+    /// The body is waiting: true once it has waited `limit` since the last progress.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(limit) = self.limit else {
+            return false;
+        };
+        let deadline = Instant::now() + limit;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.armed {
+            sleep.as_mut().reset(deadline);
+            self.armed = true;
+        }
+        sleep.as_mut().poll(cx).is_ready()
+    }
+}
 
 /// A request body on its way to a backend.
 pub enum UpBody {
@@ -30,12 +86,22 @@ pub enum UpBody {
         inner: Incoming,
         remaining: u64,
         limit: u64,
+        idle: IdleTimer,
     },
 }
 
 impl UpBody {
     pub fn empty() -> UpBody {
         UpBody::Full(None)
+    }
+
+    pub fn stream(inner: Incoming, limit: u64, idle: Duration) -> UpBody {
+        UpBody::Stream {
+            inner,
+            remaining: limit,
+            limit,
+            idle: IdleTimer::new(Some(idle)),
+        }
     }
 }
 
@@ -53,20 +119,32 @@ impl Body for UpBody {
                 inner,
                 remaining,
                 limit,
+                idle,
             } => match Pin::new(inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
+                    idle.progress();
                     if let Some(d) = frame.data_ref() {
                         let n = d.len() as u64;
                         if n > *remaining {
-                            return Poll::Ready(Some(Err(BodyTooLarge(*limit).into())));
+                            return Poll::Ready(Some(
+                                Err(ClientBodyError::TooLarge(*limit).into()),
+                            ));
                         }
                         *remaining -= n;
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(Some(Err(e))) => {
+                    Poll::Ready(Some(Err(ClientBodyError::Aborted(e).into())))
+                }
                 Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
+                Poll::Pending => {
+                    if idle.expired(cx) {
+                        let limit = idle.limit.unwrap_or_default();
+                        return Poll::Ready(Some(Err(ClientBodyError::Idle(limit).into())));
+                    }
+                    Poll::Pending
+                }
             },
         }
     }
@@ -91,18 +169,16 @@ impl Body for UpBody {
 /// the end: the backend's in-flight count and the connection, which goes
 /// back to the pool only if the body ended cleanly.
 pub struct Release {
-    backend: Arc<Backend>,
+    in_flight: InFlight,
     worker: usize,
     conn: Option<Conn>,
 }
 
 impl Release {
     /// Counts one more in-flight request on `backend`.
-    pub fn begin(backend: Arc<Backend>, worker: usize) -> Release {
-        backend.in_flight.fetch_add(1, Ordering::Relaxed);
-        backend.metrics.in_flight.inc();
+    pub fn begin(backend: &Arc<Backend>, worker: usize) -> Release {
         Release {
-            backend,
+            in_flight: backend.begin_request(),
             worker,
             conn: None,
         }
@@ -115,15 +191,8 @@ impl Release {
     /// The response was read to the end: the connection may serve again.
     pub fn finish(&mut self) {
         if let Some(c) = self.conn.take() {
-            self.backend.pool.put(self.worker, c);
+            self.in_flight.backend().pool.put(self.worker, c);
         }
-    }
-}
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.backend.metrics.in_flight.dec();
     }
 }
 
@@ -135,6 +204,7 @@ pub enum DownBody {
     Upstream {
         inner: Incoming,
         release: Option<Release>,
+        idle: IdleTimer,
     },
 }
 
@@ -150,34 +220,48 @@ impl DownBody {
 
 impl Body for DownBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             DownBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            DownBody::Upstream { inner, release } => {
-                let r = Pin::new(&mut *inner).poll_frame(cx);
-                match &r {
-                    Poll::Ready(None) => {
-                        if let Some(mut rel) = release.take() {
-                            rel.finish();
-                        }
+            DownBody::Upstream {
+                inner,
+                release,
+                idle,
+            } => match Pin::new(&mut *inner).poll_frame(cx) {
+                Poll::Ready(None) => {
+                    if let Some(mut rel) = release.take() {
+                        rel.finish();
                     }
-                    Poll::Ready(Some(Err(_))) => {
-                        release.take();
-                    }
-                    Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => {
-                        if let Some(mut rel) = release.take() {
-                            rel.finish();
-                        }
-                    }
-                    _ => {}
+                    Poll::Ready(None)
                 }
-                r
-            }
+                Poll::Ready(Some(Err(e))) => {
+                    release.take();
+                    Poll::Ready(Some(Err(e.into())))
+                }
+                Poll::Ready(Some(Ok(f))) => {
+                    idle.progress();
+                    if inner.is_end_stream() {
+                        if let Some(mut rel) = release.take() {
+                            rel.finish();
+                        }
+                    }
+                    Poll::Ready(Some(Ok(f)))
+                }
+                Poll::Pending => {
+                    if idle.expired(cx) {
+                        // The connection is in an unknown state: never pooled again.
+                        release.take();
+                        let limit = idle.limit.unwrap_or_default();
+                        return Poll::Ready(Some(Err(UpstreamBodyIdle(limit).into())));
+                    }
+                    Poll::Pending
+                }
+            },
         }
     }
 

@@ -33,6 +33,20 @@ pub enum ProxyError {
     BodyTooLarge(u64),
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("the client sent no body bytes for {}ms (timeouts.body_idle)", .0.as_millis())]
+    ClientTimeout(Duration),
+}
+
+impl ProxyError {
+    /// The error a failed client body becomes.
+    pub fn from_client_body(e: &super::body::ClientBodyError) -> ProxyError {
+        use super::body::ClientBodyError as C;
+        match e {
+            C::TooLarge(n) => ProxyError::BodyTooLarge(*n),
+            C::Idle(d) => ProxyError::ClientTimeout(*d),
+            C::Aborted(e) => ProxyError::BadRequest(format!("reading request body: {e}")),
+        }
+    }
 }
 
 impl ProxyError {
@@ -49,6 +63,7 @@ impl ProxyError {
             Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             BadRequest(_) => StatusCode::BAD_REQUEST,
+            ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -66,6 +81,7 @@ impl ProxyError {
             Timeout { .. } => "upstream_timeout",
             BodyTooLarge(_) => "body_too_large",
             BadRequest(_) => "bad_request",
+            ClientTimeout(_) => "client_timeout",
         }
     }
 

@@ -13,10 +13,10 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
-use super::body::UpBody;
+use super::body::{ClientBodyError, UpBody};
 use super::error::ProxyError;
 use super::pool::{self, Conn};
-use crate::routing::Backend;
+use crate::backend::Backend;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -159,11 +159,33 @@ pub enum Attempt {
     /// connection goes back to the pool when the body has been read; an
     /// HTTP/2 connection (`None`) stays shared in the pool all along.
     Answered(Response<Incoming>, Option<Conn>),
-    /// The request provably did not reach the backend; here it is back.
+    /// The request provably did not reach the backend (no byte of it was
+    /// written: connect failed, or the pooled connection handed it back);
+    /// here it is back. Connect failures are transport evidence.
     NotSent(Request<UpBody>, ProxyError),
     /// The request may have reached the backend; it must not be re-sent
     /// unless it is safe to repeat.
-    Failed(ProxyError),
+    Failed(Failed),
+}
+
+/// Who or what a failed attempt says something about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The backend's connection broke (reset, closed, broken HTTP) before a
+    /// response head arrived: evidence that the backend may be gone.
+    Transport,
+    /// No response head within the time limit: the backend may be dead or
+    /// just slow; only a probe can tell.
+    Timeout,
+    /// The client's request body failed (too large, stalled, aborted): says
+    /// nothing about the backend.
+    Client,
+}
+
+/// An attempt that failed after the request may have reached the backend.
+pub struct Failed {
+    pub error: ProxyError,
+    pub cause: Cause,
 }
 
 /// Options for one attempt.
@@ -175,10 +197,45 @@ pub struct SendOpts {
     /// Generation recorded on a newly opened connection.
     pub gen: u64,
     pub connect_timeout: Duration,
-    pub request_timeout: Duration,
+    /// From sending to the response head (the route's, or `timeouts.response_headers`).
+    pub response_timeout: Duration,
+    /// Pooled connections idle longer are not used (`timeouts.upstream_idle`).
     pub max_idle: Duration,
     /// The client spoke HTTP/2: use HTTP/2 upstream if the backend speaks h2c.
     pub h2: bool,
+}
+
+/// Sorts a send error: a failure of the client's body (found in the error's
+/// source chain) blames the client; anything else is the backend's transport.
+fn failed(backend: &Backend, e: &hyper::Error) -> Failed {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = src {
+        if let Some(cb) = c.downcast_ref::<ClientBodyError>() {
+            return Failed {
+                error: ProxyError::from_client_body(cb),
+                cause: Cause::Client,
+            };
+        }
+        src = c.source();
+    }
+    Failed {
+        error: ProxyError::Upstream {
+            backend: backend.name.clone(),
+            reason: e.to_string(),
+        },
+        cause: Cause::Transport,
+    }
+}
+
+fn timed_out(backend: &Backend, after: Duration) -> Attempt {
+    backend.metrics.timeouts.inc();
+    Attempt::Failed(Failed {
+        error: ProxyError::Timeout {
+            backend: backend.name.clone(),
+            after,
+        },
+        cause: Cause::Timeout,
+    })
 }
 
 /// Sends `req` to `backend`, reusing a pooled connection when one is
@@ -231,14 +288,8 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
             continue;
         }
         let fut = conn.tx.try_send_request(req);
-        match tokio::time::timeout(o.request_timeout, fut).await {
-            Err(_) => {
-                backend.metrics.timeouts.inc();
-                return Attempt::Failed(ProxyError::Timeout {
-                    backend: backend.name.clone(),
-                    after: o.request_timeout,
-                });
-            }
+        match tokio::time::timeout(o.response_timeout, fut).await {
+            Err(_) => return timed_out(backend, o.response_timeout),
             Ok(Ok(resp)) => return Attempt::Answered(resp, Some(conn)),
             Ok(Err(mut e)) => match e.take_message() {
                 Some(back) => {
@@ -254,12 +305,7 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
                         );
                     }
                 }
-                None => {
-                    return Attempt::Failed(ProxyError::Upstream {
-                        backend: backend.name.clone(),
-                        reason: e.error().to_string(),
-                    })
-                }
+                None => return Attempt::Failed(failed(backend, e.error())),
             },
         }
     }
@@ -336,23 +382,23 @@ async fn send_h2(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> A
             }
             continue;
         }
-        match tokio::time::timeout(o.request_timeout, h2.tx.try_send_request(req)).await {
+        match tokio::time::timeout(o.response_timeout, h2.tx.try_send_request(req)).await {
             Err(_) => {
-                backend.metrics.timeouts.inc();
-                return Attempt::Failed(ProxyError::Timeout {
-                    backend: backend.name.clone(),
-                    after: o.request_timeout,
-                });
+                // A silently dead connection would stall every later request
+                // for the whole timeout: open a new one next time.
+                backend.pool.forget_h2(o.worker, &h2);
+                return timed_out(backend, o.response_timeout);
             }
             Ok(Ok(resp)) => return Attempt::Answered(resp, None),
             Ok(Err(mut e)) => match e.take_message() {
                 Some(back) if !fresh => req = back,
                 Some(back) => return not_sent(back, e.error().to_string()),
                 None => {
-                    return Attempt::Failed(ProxyError::Upstream {
-                        backend: backend.name.clone(),
-                        reason: e.error().to_string(),
-                    })
+                    let f = failed(backend, e.error());
+                    if f.cause == Cause::Transport {
+                        backend.pool.forget_h2(o.worker, &h2);
+                    }
+                    return Attempt::Failed(f);
                 }
             },
         }

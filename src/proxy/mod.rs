@@ -1,8 +1,14 @@
-//! The request path: service (routing decisions), forward (one upstream
-//! attempt), pool (upstream connections), body types and the error type.
+//! The request path: service (snapshot, classify, body, response), read
+//! (which follower, one retry), write (hold, fence, re-send rules), forward
+//! (one upstream attempt), pool (upstream connections), body types and the
+//! error type.
 
 pub mod body;
 pub mod error;
 pub mod forward;
 pub mod pool;
+mod read;
 pub mod service;
+mod write;
+
+pub use write::NOT_LEADER_SCAN_LIMIT;

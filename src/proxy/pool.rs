@@ -12,13 +12,23 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::body::UpBody;
 
 /// Most idle connections kept per backend per worker.
 const MAX_IDLE_PER_SLOT: usize = 512;
+
+/// TCP keepalive on upstream sockets: first probe after this much silence,
+/// then every [`KEEPALIVE_INTERVAL`]; the kernel gives up after 3 misses.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// HTTP/2 upstream connections are PINGed this often (also while idle) and
+/// closed when a PING is not answered within [`H2_PING_TIMEOUT`].
+const H2_PING_INTERVAL: Duration = Duration::from_secs(10);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A ready-to-use upstream connection.
 pub struct Conn {
@@ -40,7 +50,11 @@ struct Idle {
 pub struct H2 {
     pub tx: http2::SendRequest<UpBody>,
     pub gen: u64,
+    /// Tells connections apart (for [`Pool::forget_h2`]).
+    id: u64,
 }
+
+static NEXT_H2: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 #[repr(align(64))]
 #[derive(Default)]
@@ -118,6 +132,35 @@ impl Pool {
         });
     }
 
+    /// Drops this worker's idle connections that have been idle for
+    /// `max_idle` or longer (they are stacked oldest first), and closed ones.
+    pub fn sweep(&self, worker: usize, max_idle: Duration) {
+        let mut idle = self
+            .slot(worker)
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let expired = idle
+            .iter()
+            .take_while(|c| c.since.elapsed() >= max_idle)
+            .count();
+        idle.drain(..expired);
+        idle.retain(|c| !c.tx.is_closed());
+    }
+
+    /// Forgets this worker's HTTP/2 connection if it is still `c` (it timed
+    /// out or failed): the next request opens a new one.
+    pub fn forget_h2(&self, worker: usize, c: &H2) {
+        let mut h2 = self
+            .slot(worker)
+            .h2
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if h2.as_ref().is_some_and(|cur| cur.id == c.id) {
+            *h2 = None;
+        }
+    }
+
     /// This worker's HTTP/2 connection, if it is open and was opened at
     /// leader generation `min_gen` or later.
     pub fn take_h2(&self, worker: usize, min_gen: u64) -> Option<H2> {
@@ -157,12 +200,24 @@ impl Pool {
     }
 }
 
-/// Opens a new HTTP/1.1 connection to `authority` (`host:port`).
-pub async fn connect(authority: &str, timeout: Duration, gen: u64) -> Result<Conn, ConnectError> {
+/// Opens a TCP connection with `TCP_NODELAY` and keepalive probes, so a
+/// backend that vanished without a FIN is noticed on an idle pooled socket.
+async fn open(authority: &str, timeout: Duration) -> Result<TcpStream, ConnectError> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(authority))
         .await
         .map_err(|_| ConnectError::Timeout(timeout))??;
     let _ = stream.set_nodelay(true);
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(3);
+    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&ka);
+    Ok(stream)
+}
+
+/// Opens a new HTTP/1.1 connection to `authority` (`host:port`).
+pub async fn connect(authority: &str, timeout: Duration, gen: u64) -> Result<Conn, ConnectError> {
+    let stream = open(authority, timeout).await?;
     let (tx, conn) = http1::Builder::new()
         .max_buf_size(1 << 20)
         .handshake(TokioIo::new(stream))
@@ -181,11 +236,12 @@ pub async fn connect(authority: &str, timeout: Duration, gen: u64) -> Result<Con
 
 /// Opens a new HTTP/2 connection with prior knowledge (h2c) to `authority`.
 pub async fn connect_h2(authority: &str, timeout: Duration, gen: u64) -> Result<H2, ConnectError> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(authority))
-        .await
-        .map_err(|_| ConnectError::Timeout(timeout))??;
-    let _ = stream.set_nodelay(true);
+    let stream = open(authority, timeout).await?;
     let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT)
+        .keep_alive_while_idle(true)
         .handshake(TokioIo::new(stream))
         .await?;
     tokio::spawn(async move {
@@ -193,5 +249,9 @@ pub async fn connect_h2(authority: &str, timeout: Duration, gen: u64) -> Result<
             tracing::debug!(error = %e, "upstream h2 connection ended with an error");
         }
     });
-    Ok(H2 { tx, gen })
+    Ok(H2 {
+        tx,
+        gen,
+        id: NEXT_H2.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    })
 }

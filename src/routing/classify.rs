@@ -68,13 +68,35 @@ impl MethodSet {
     }
 }
 
+/// What a matching rule decides for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub role: Role,
+    /// Time to response headers for this route instead of
+    /// `timeouts.response_headers`.
+    pub timeout: Option<std::time::Duration>,
+    /// Long-polls and watches: a timeout or a silent response body says
+    /// nothing about the backend (no passive-health penalty, no re-probe),
+    /// and `timeouts.body_idle` does not cut the response body.
+    pub long_poll: bool,
+}
+
+impl Route {
+    /// No rule matched: a write with the default timeouts.
+    pub const DEFAULT: Route = Route {
+        role: Role::Write,
+        timeout: None,
+        long_poll: false,
+    };
+}
+
 /// One routing rule; every condition given must match.
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub methods: Option<MethodSet>,
     pub path_prefix: Option<String>,
     pub path_regex: Option<regex::Regex>,
-    pub to: Role,
+    pub route: Route,
 }
 
 impl Rule {
@@ -99,13 +121,13 @@ impl Rule {
     }
 }
 
-/// Labels a request by the first matching rule; no match is a write.
+/// The route of the first matching rule; no match is a write.
 #[inline]
-pub fn classify(rules: &[Rule], method: &http::Method, path: &str) -> Role {
+pub fn classify(rules: &[Rule], method: &http::Method, path: &str) -> Route {
     rules
         .iter()
         .find(|r| r.matches(method, path))
-        .map_or(Role::Write, |r| r.to)
+        .map_or(Route::DEFAULT, |r| r.route)
 }
 
 #[cfg(test)]
@@ -119,7 +141,10 @@ mod tests {
                 methods: None,
                 path_prefix: Some("/SET/".into()),
                 path_regex: None,
-                to: Role::Write,
+                route: Route {
+                    role: Role::Write,
+                    ..Route::DEFAULT
+                },
             },
             Rule {
                 methods: Some(MethodSet::from_methods(&[
@@ -129,19 +154,28 @@ mod tests {
                 ])),
                 path_prefix: None,
                 path_regex: None,
-                to: Role::Read,
+                route: Route {
+                    role: Role::Read,
+                    ..Route::DEFAULT
+                },
             },
             Rule {
                 methods: Some(MethodSet::from_methods(&[Method::POST])),
                 path_prefix: Some("/v3/kv/range".into()),
                 path_regex: None,
-                to: Role::Read,
+                route: Route {
+                    role: Role::Read,
+                    ..Route::DEFAULT
+                },
             },
             Rule {
                 methods: None,
                 path_prefix: None,
                 path_regex: Some(regex::Regex::new("^/etcdserverpb\\.KV/Range$").unwrap()),
-                to: Role::Read,
+                route: Route {
+                    role: Role::Read,
+                    ..Route::DEFAULT
+                },
             },
         ]
     }
@@ -149,30 +183,33 @@ mod tests {
     #[test]
     fn first_match_wins_and_default_is_write() {
         let r = rules();
-        assert_eq!(classify(&r, &Method::GET, "/v2/keys/a"), Role::Read);
-        assert_eq!(classify(&r, &Method::HEAD, "/"), Role::Read);
+        assert_eq!(classify(&r, &Method::GET, "/v2/keys/a").role, Role::Read);
+        assert_eq!(classify(&r, &Method::HEAD, "/").role, Role::Read);
         assert_eq!(
-            classify(&r, &Method::GET, "/SET/a/b"),
+            classify(&r, &Method::GET, "/SET/a/b").role,
             Role::Write,
             "earlier rule wins"
         );
-        assert_eq!(classify(&r, &Method::POST, "/v3/kv/range"), Role::Read);
+        assert_eq!(classify(&r, &Method::POST, "/v3/kv/range").role, Role::Read);
         assert_eq!(
-            classify(&r, &Method::PUT, "/v3/kv/range"),
+            classify(&r, &Method::PUT, "/v3/kv/range").role,
             Role::Write,
             "method must match too"
         );
         assert_eq!(
-            classify(&r, &Method::POST, "/etcdserverpb.KV/Range"),
+            classify(&r, &Method::POST, "/etcdserverpb.KV/Range").role,
             Role::Read
         );
         assert_eq!(
-            classify(&r, &Method::POST, "/etcdserverpb.KV/Put"),
+            classify(&r, &Method::POST, "/etcdserverpb.KV/Put").role,
             Role::Write
         );
-        assert_eq!(classify(&r, &Method::DELETE, "/v2/keys/a"), Role::Write);
         assert_eq!(
-            classify(&[], &Method::GET, "/"),
+            classify(&r, &Method::DELETE, "/v2/keys/a").role,
+            Role::Write
+        );
+        assert_eq!(
+            classify(&[], &Method::GET, "/").role,
             Role::Write,
             "no rules: everything is a write"
         );

@@ -77,14 +77,48 @@ impl RoutingTable {
         }
     }
 
+    /// The leader a write may be sent to now — the one definition, used by
+    /// the write path and by [`Shared::wait_for_leader`] alike: routing is
+    /// ready (every backend was probed, so no second claimant is unknown),
+    /// one leader is known, and it is neither fenced nor drained.
+    #[inline]
+    pub fn write_leader(&self) -> Option<&Arc<Backend>> {
+        if !self.ready {
+            return None;
+        }
+        self.leader().filter(|l| !l.is_fenced() && !l.is_drained())
+    }
+
+    /// Whether a backend named by a not-leader redirect may get the write:
+    /// routing is ready and not split, and the backend is in this table as
+    /// leader or healthy follower, neither fenced nor drained.
+    pub fn hint_usable(&self, b: &Backend) -> bool {
+        self.ready
+            && !matches!(self.leader, LeaderState::SplitBrain(_))
+            && !b.is_fenced()
+            && !b.is_drained()
+            && (self.leader().is_some_and(|l| l.id == b.id)
+                || self.followers.iter().any(|f| f.id == b.id))
+    }
+
     /// A follower for a read by policy; the leader when none is healthy and
     /// `fallback_to_leader` is on.
     #[inline]
-    pub fn pick_read(&self, client: IpAddr, avoid: Option<u64>) -> Option<&Arc<Backend>> {
-        match self.picker.pick(&self.followers, client, avoid) {
+    pub fn pick_read(&self, client: IpAddr) -> Option<&Arc<Backend>> {
+        match self.picker.pick(&self.followers, client, None) {
             Some(i) => Some(&self.followers[i]),
             None if self.cfg.reads.fallback_to_leader => self.leader(),
             None => None,
+        }
+    }
+
+    /// Where a read that failed on backend `failed` is retried: another
+    /// follower, else the leader when `fallback_to_leader` is on; never `failed`.
+    pub fn pick_retry(&self, client: IpAddr, failed: u64) -> Option<&Arc<Backend>> {
+        match self.picker.pick(&self.followers, client, Some(failed)) {
+            Some(i) if self.followers[i].id != failed => Some(&self.followers[i]),
+            _ if self.cfg.reads.fallback_to_leader => self.leader().filter(|l| l.id != failed),
+            _ => None,
         }
     }
 
@@ -127,8 +161,10 @@ impl Shared {
         self.changed.subscribe()
     }
 
-    /// Waits until a table is published whose leader is known, not suspect
-    /// and not `avoid` (a backend id), or until `deadline`. Returns that table.
+    /// Waits until a table is published whose [`RoutingTable::write_leader`]
+    /// exists and is not `avoid` (a backend id), or until `deadline`.
+    /// Returns that table. Every wait is an await on the publish channel (or
+    /// the `recheck` timer), so a table that does not change never spins.
     /// `recheck` bounds each wait so that a leader that refused once but
     /// was never replaced gets another chance.
     pub async fn wait_for_leader(
@@ -141,10 +177,8 @@ impl Shared {
         loop {
             rx.borrow_and_update();
             let t = self.load();
-            if let Some(l) = t.leader() {
-                if avoid != Some(l.id) && !l.is_suspect() {
-                    return Some(t);
-                }
+            if t.write_leader().is_some_and(|l| avoid != Some(l.id)) {
+                return Some(t);
             }
             let now = Instant::now();
             if now >= deadline {

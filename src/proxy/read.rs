@@ -1,0 +1,124 @@
+//! Which follower serves a read, and the one retry: a read that failed on a
+//! backend (connect failure, transport failure, timeout, 502/503 answer) is
+//! tried once more on another follower — or the leader when no other
+//! follower exists and `reads.fallback_to_leader` is on — never on the same
+//! backend. Only backend-caused failures count for passive health.
+
+use std::sync::Arc;
+
+use http::Request;
+
+use super::body::{Release, UpBody};
+use super::error::ProxyError;
+use super::forward::{self, Attempt, Cause};
+use super::service::{blame, respond, try_clone, Ctx, Proxy, Routed};
+use crate::backend::Backend;
+use crate::routing::{LeaderState, RoutingTable};
+
+/// Passive health: one more backend-caused failure.
+fn passive_failure(proxy: &Proxy, t: &RoutingTable, b: &Backend) {
+    if b.record_failure(t.cfg.passive.consecutive_failures) {
+        proxy.monitor.eject(b.id);
+    }
+}
+
+fn no_read_target(t: &RoutingTable) -> ProxyError {
+    match &t.leader {
+        LeaderState::SplitBrain(names) if t.cfg.reads.fallback_to_leader => {
+            ProxyError::SplitBrain(names.clone())
+        }
+        _ => ProxyError::NoBackend,
+    }
+}
+
+pub(super) async fn read(
+    proxy: &Proxy,
+    t: &Arc<RoutingTable>,
+    ctx: &Ctx,
+    req: Request<UpBody>,
+) -> Routed {
+    if !t.ready {
+        return Err(ProxyError::NotReady.into());
+    }
+    let ip = ctx.client.addr.ip();
+    let Some(first) = t.pick_read(ip).cloned() else {
+        return Err(no_read_target(t).into());
+    };
+    let cfg = &t.cfg;
+    let o = ctx.opts(cfg, 0, t.leader_gen);
+    let spare = if cfg.reads.retry {
+        try_clone(&req)
+    } else {
+        None
+    };
+    let rel = Release::begin(&first, ctx.worker);
+    let (err, spare) = match forward::send(&first, req, &o).await {
+        Attempt::Answered(resp, conn) => {
+            let s = resp.status().as_u16();
+            if s >= 500 {
+                passive_failure(proxy, t, &first);
+            } else {
+                first.record_success();
+            }
+            let retry = (s == 502 || s == 503) && spare.is_some();
+            if !(retry && t.pick_retry(ip, first.id).is_some()) {
+                return Ok((respond(resp, rel, conn, ctx.response_idle(cfg)), first));
+            }
+            (None, spare)
+        }
+        Attempt::NotSent(req, e) => {
+            passive_failure(proxy, t, &first);
+            (Some(e), spare.or(Some(req)))
+        }
+        Attempt::Failed(f) => match f.cause {
+            // The client's body failed: nothing to retry, nothing to blame.
+            Cause::Client => return Err(blame(f.error, &first)),
+            // A long-poll that timed out says nothing about the backend, and
+            // repeating it would double the client's wait.
+            Cause::Timeout if ctx.route.long_poll => return Err(blame(f.error, &first)),
+            Cause::Timeout | Cause::Transport => {
+                passive_failure(proxy, t, &first);
+                (Some(f.error), spare)
+            }
+        },
+    };
+    drop(rel);
+    let Some(req) = spare.filter(|_| cfg.reads.retry) else {
+        let err = err.unwrap_or_else(|| ProxyError::Upstream {
+            backend: first.name.clone(),
+            reason: "backend answered 502/503".into(),
+        });
+        return Err(blame(err, &first));
+    };
+    let Some(second) = t.pick_retry(ip, first.id).cloned() else {
+        return Err(blame(err.unwrap_or(ProxyError::NoBackend), &first));
+    };
+    proxy.metrics.reads_retried.inc();
+    let rel = Release::begin(&second, ctx.worker);
+    // Boxed: the retry is the rare path; keep the common future small.
+    match Box::pin(forward::send(&second, req, &o)).await {
+        Attempt::Answered(resp, conn) => {
+            if resp.status().as_u16() >= 500 {
+                passive_failure(proxy, t, &second);
+            } else {
+                second.record_success();
+            }
+            Ok((respond(resp, rel, conn, ctx.response_idle(cfg)), second))
+        }
+        Attempt::NotSent(_, e) => {
+            passive_failure(proxy, t, &second);
+            Err(blame(e, &second))
+        }
+        Attempt::Failed(f) => {
+            let backend_caused = match f.cause {
+                Cause::Client => false,
+                Cause::Timeout => !ctx.route.long_poll,
+                Cause::Transport => true,
+            };
+            if backend_caused {
+                passive_failure(proxy, t, &second);
+            }
+            Err(blame(f.error, &second))
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! Is this write held, sent, re-sent or refused? The trust rules live here:
+//!
+//! - A write goes to [`RoutingTable::write_leader`] of the table current when
+//!   it is sent (not the one from when it arrived); without one it is held on
+//!   the table's change notification up to `writes.hold`.
+//! - It is sent again only when it provably did not reach the backend
+//!   (`Attempt::NotSent`), when the backend refused it as not-leader, or —
+//!   opt-in, `writes.retry_ambiguous: idempotent` — once, when an idempotent
+//!   write failed after it may have reached the leader.
+//! - Only evidence about the backend moves the leader: a connect failure, a
+//!   reset before any response byte or a not-leader answer fences it at
+//!   once; a 5xx answer or a timeout asks the monitor for a re-probe and
+//!   keeps routing; a failure of the client's body counts for nothing.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::LOCATION;
+use http::{Request, Response};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::body::{DownBody, Release, UpBody};
+use super::error::ProxyError;
+use super::forward::{self, Attempt, Cause};
+use super::service::{blame, is_idempotent, respond, try_clone, Ctx, Proxy, Routed};
+use crate::backend::Backend;
+use crate::config::{Config, RetryAmbiguous};
+use crate::routing::{LeaderState, RoutingTable};
+
+/// Largest backend answer to a write that is read to be judged by a
+/// `writes.not_leader.body` rule; larger answers pass through unjudged.
+pub const NOT_LEADER_SCAN_LIMIT: u64 = 64 << 10;
+
+/// Counts a held write for as long as it waits.
+struct HeldGuard<'a> {
+    proxy: &'a Proxy,
+}
+
+impl<'a> HeldGuard<'a> {
+    /// Joins the hold queue, or refuses when `writes.max_held` are waiting.
+    fn enter(proxy: &'a Proxy, max: usize) -> Result<HeldGuard<'a>, ProxyError> {
+        if proxy.held.fetch_add(1, Ordering::Relaxed) >= max {
+            proxy.held.fetch_sub(1, Ordering::Relaxed);
+            return Err(ProxyError::HoldQueueFull(max));
+        }
+        proxy.metrics.held_writes.inc();
+        Ok(HeldGuard { proxy })
+    }
+}
+
+impl Drop for HeldGuard<'_> {
+    fn drop(&mut self) {
+        self.proxy.held.fetch_sub(1, Ordering::Relaxed);
+        self.proxy.metrics.held_writes.dec();
+    }
+}
+
+/// What a backend's answer to a write means.
+// Made once per answer and matched at once: boxing would cost more than the move.
+#[allow(clippy::large_enum_variant)]
+enum Verdict {
+    /// Pass it to the client.
+    Deliver(Response<DownBody>),
+    /// "Not the leader": re-send elsewhere; maybe a hint of who leads.
+    NotLeader(Option<Arc<Backend>>),
+}
+
+async fn judge_answer(
+    t: &RoutingTable,
+    ctx: &Ctx,
+    resp: Response<Incoming>,
+    mut rel: Release,
+    conn: Option<super::pool::Conn>,
+) -> Verdict {
+    let nl = &t.cfg.writes.not_leader;
+    let status = resp.status().as_u16();
+    if nl.status.contains(&status) {
+        return Verdict::NotLeader(None);
+    }
+    if nl.redirect && resp.status().is_redirection() {
+        let hint = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| l.parse::<http::Uri>().ok())
+            .and_then(|u| {
+                u.authority()
+                    .and_then(|a| t.backend_by_authority(a.as_str()).cloned())
+            });
+        if let Some(h) = hint {
+            return Verdict::NotLeader(Some(h));
+        }
+    }
+    let small = resp
+        .body()
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n <= NOT_LEADER_SCAN_LIMIT);
+    if small && nl.scans_body(status) {
+        let (mut parts, body) = resp.into_parts();
+        let limited = Limited::new(body, NOT_LEADER_SCAN_LIMIT as usize);
+        let bytes = match Box::pin(limited.collect()).await {
+            Ok(c) => c.to_bytes(),
+            // The answer broke off: pass on what the status says, with no body.
+            Err(_) => Bytes::new(),
+        };
+        // The body was read to the end: the connection is reusable.
+        if let Some(c) = conn {
+            rel.set_conn(c);
+        }
+        rel.finish();
+        if nl.body_matches(status, &bytes) {
+            return Verdict::NotLeader(None);
+        }
+        forward::prepare_response(&mut parts);
+        return Verdict::Deliver(Response::from_parts(parts, DownBody::Full(Some(bytes))));
+    }
+    Verdict::Deliver(respond(resp, rel, conn, ctx.response_idle(&t.cfg)))
+}
+
+/// Why the hold ended without a leader.
+fn refusal(proxy: &Proxy, arrived: Instant) -> ProxyError {
+    proxy
+        .metrics
+        .hold_wait
+        .observe(arrived.elapsed().as_secs_f64());
+    let t = proxy.shared.load();
+    let e = match &t.leader {
+        LeaderState::SplitBrain(n) => ProxyError::SplitBrain(n.clone()),
+        _ => ProxyError::NoLeader {
+            waited: arrived.elapsed(),
+        },
+    };
+    tracing::warn!(error = %e, "held write refused: no leader within writes.hold");
+    e
+}
+
+pub(super) async fn write(proxy: &Proxy, ctx: &Ctx, mut req: Request<UpBody>) -> Routed {
+    // The table current now, after the body was read: a slow upload must not
+    // reach a leader deposed meanwhile.
+    let mut t = proxy.shared.load();
+    let cfg: Arc<Config> = t.cfg.clone();
+    let deadline = ctx.arrived + cfg.writes.hold;
+    // Bound each wait so a leader that failed once but was not replaced is tried again.
+    let recheck = cfg.leader.probe.interval * 2;
+    let retry_ambiguous = cfg.writes.retry_ambiguous == RetryAmbiguous::Idempotent
+        && is_idempotent(req.method(), req.headers());
+    let keep_copy = !cfg.writes.not_leader.is_empty() || retry_ambiguous;
+    let mut ambiguous_retried = false;
+    let mut hint_followed = false;
+    let mut avoid: Option<u64> = None;
+    let mut hint: Option<Arc<Backend>> = None;
+    let mut held: Option<HeldGuard> = None;
+    loop {
+        let target = match hint.take().filter(|h| t.hint_usable(h)) {
+            Some(h) => Some(h),
+            None => t.write_leader().filter(|l| avoid != Some(l.id)).cloned(),
+        };
+        let Some(leader) = target else {
+            if held.is_none() {
+                held = Some(HeldGuard::enter(proxy, cfg.writes.max_held)?);
+                tracing::debug!(avoid, "write held until a leader is known");
+            }
+            match Box::pin(proxy.shared.wait_for_leader(deadline, avoid, recheck)).await {
+                Some(nt) => {
+                    avoid = None;
+                    t = nt;
+                    continue;
+                }
+                None => return Err(refusal(proxy, ctx.arrived).into()),
+            }
+        };
+        if held.take().is_some() {
+            proxy
+                .metrics
+                .hold_wait
+                .observe(ctx.arrived.elapsed().as_secs_f64());
+        }
+        let spare = if keep_copy { try_clone(&req) } else { None };
+        let o = ctx.opts(&cfg, t.leader_gen, t.leader_gen);
+        let rel = Release::begin(&leader, ctx.worker);
+        match forward::send(&leader, req, &o).await {
+            Attempt::Answered(resp, conn) => {
+                let verdict = if cfg.writes.not_leader.is_empty() {
+                    Verdict::Deliver(respond(resp, rel, conn, ctx.response_idle(&cfg)))
+                } else {
+                    judge_answer(&t, ctx, resp, rel, conn).await
+                };
+                match verdict {
+                    Verdict::Deliver(r) => {
+                        // A 5xx from the leader (webdis whose Redis died, etcd
+                        // without quorum) is passed on; it only asks for a re-probe.
+                        if r.status().is_server_error() && !ctx.route.long_poll {
+                            proxy.monitor.reprobe();
+                        }
+                        return Ok((r, leader));
+                    }
+                    Verdict::NotLeader(h) => {
+                        // The backend itself says it does not lead: fence it.
+                        proxy.monitor.fence(&leader);
+                        let Some(again) = spare else {
+                            let e = ProxyError::NotLeaderUnreplayable(cfg.writes.replay_body_limit);
+                            return Err(blame(e, &leader));
+                        };
+                        tracing::debug!(backend = %leader.name, hint = h.as_ref().map(|b| b.name.as_str()), "write refused as not leader; re-sending");
+                        proxy.metrics.writes_resent.inc();
+                        req = again;
+                        avoid = Some(leader.id);
+                        // A redirect is followed once, and only to a backend the
+                        // current table vouches for (checked at the loop's top).
+                        if !hint_followed {
+                            hint = h.filter(|b| b.id != leader.id);
+                            hint_followed = hint.is_some();
+                        }
+                        if Instant::now() >= deadline {
+                            let e = ProxyError::NoLeader {
+                                waited: ctx.arrived.elapsed(),
+                            };
+                            return Err(e.into());
+                        }
+                    }
+                }
+            }
+            Attempt::NotSent(back, e) => {
+                // Nothing reached the backend, and it did not take a
+                // connection: fence it; safe to send again once a leader is known.
+                proxy.monitor.fence(&leader);
+                tracing::debug!(backend = %leader.name, error = %e, "write not sent; waiting for a leader to re-send");
+                if Instant::now() >= deadline {
+                    return Err(blame(e, &leader));
+                }
+                proxy.metrics.writes_resent.inc();
+                req = back;
+                avoid = Some(leader.id);
+            }
+            Attempt::Failed(f) => {
+                match f.cause {
+                    // The client's body failed: the backend is not to blame.
+                    Cause::Client => return Err(blame(f.error, &leader)),
+                    Cause::Transport => proxy.monitor.fence(&leader),
+                    Cause::Timeout if ctx.route.long_poll => {}
+                    Cause::Timeout => proxy.monitor.reprobe(),
+                }
+                // It may have been applied: re-sent only when the operator
+                // opted in for idempotent writes, once, within the hold.
+                let again = spare.filter(|_| {
+                    retry_ambiguous
+                        && !ambiguous_retried
+                        && f.cause != Cause::Client
+                        && Instant::now() < deadline
+                });
+                let Some(again) = again else {
+                    return Err(blame(f.error, &leader));
+                };
+                tracing::info!(backend = %leader.name, error = %f.error, "idempotent write failed after it may have been sent; re-sending once (writes.retry_ambiguous)");
+                ambiguous_retried = true;
+                proxy.metrics.writes_retried_ambiguous.inc();
+                req = again;
+                avoid = Some(leader.id);
+            }
+        }
+        t = proxy.shared.load();
+    }
+}

@@ -207,21 +207,36 @@ pub fn start(cfg: Config) -> std::io::Result<Running> {
     })
 }
 
-/// Re-reads the config when the file changes (checked every second: a
-/// Kubernetes ConfigMap update swaps a symlink, which inotify on the file
-/// itself would miss).
+/// Change stamps of the config file and of the admin token file the running
+/// config names (a rotated Kubernetes Secret swaps that file's symlink too).
+fn watched_stamps(ctl: &Control) -> [Option<(SystemTime, u64)>; 2] {
+    let token = ctl
+        .proxy
+        .shared
+        .load()
+        .cfg
+        .admin_token
+        .as_ref()
+        .and_then(|t| file_stamp(&t.file));
+    [file_stamp(&ctl.config_path), token]
+}
+
+/// Re-reads the config when the file (or the admin token file) changes
+/// (checked every second: a Kubernetes ConfigMap or Secret update swaps a
+/// symlink, which inotify on the file itself would miss).
 async fn watch_config(ctl: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
-    let mut last = file_stamp(&ctl.config_path);
+    let mut last = watched_stamps(&ctl);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = crate::server::until_true(&mut shutdown) => return,
         }
-        let now = file_stamp(&ctl.config_path);
-        if now.is_some() && now != last {
-            last = now;
-            tracing::info!(file = %ctl.config_path.display(), "config file changed; reloading");
+        let now = watched_stamps(&ctl);
+        if now[0].is_some() && now != last {
+            tracing::info!(file = %ctl.config_path.display(), "config or admin token file changed; reloading");
             let _ = ctl.reload().await;
+            // The reload may have named another token file.
+            last = watched_stamps(&ctl);
         }
     }
 }

@@ -355,3 +355,38 @@ async fn admin_connections_over_the_limit_are_closed_and_an_idle_one_gives_its_s
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_token_file_is_picked_up_without_an_explicit_reload() {
+    let l = Fake::start("l", Role::Leader).await;
+    let p = with_token(&[&l], "first-token").await;
+    let token_file = p.config_path.parent().unwrap().join("admin.token");
+    // Like a Kubernetes Secret update: a new file swapped in under the same name.
+    std::fs::write(token_file.with_extension("new"), "second-token-longer\n").unwrap();
+    std::fs::rename(token_file.with_extension("new"), &token_file).unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        "the new token is in force",
+        || async {
+            admin_as(
+                &p,
+                "POST",
+                "/admin/backends/l/enable",
+                Some("Bearer second-token-longer"),
+            )
+            .await
+            .status
+                == 200
+        },
+    )
+    .await;
+    assert_unauthorized(
+        &admin_as(
+            &p,
+            "POST",
+            "/admin/backends/l/enable",
+            Some("Bearer first-token"),
+        )
+        .await,
+    );
+}

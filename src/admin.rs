@@ -1,11 +1,20 @@
 //! The admin listener: health, readiness, Prometheus metrics, the routing
 //! table as JSON, drain/enable and reload. It runs on its own listener
 //! (127.0.0.1:9901 by default) and never on the public one.
+//!
+//! Endpoints that change state (reload, drain, enable) need
+//! `Authorization: Bearer <token>` when `admin_token_file` is set; the token
+//! is the one of the config in force when the request arrives, so a reload
+//! rotates it. The listener has its own connection limit
+//! (`limits.admin_max_connections`, read at each accept) and bounds how long
+//! a connection may idle or live. At shutdown it stops accepting at once;
+//! connections already open may finish while the workers drain.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -39,6 +48,52 @@ fn text(status: StatusCode, body: impl Into<Bytes>, ctype: &'static str) -> Resp
     r
 }
 
+/// A client must send a request's headers within this; hyper also applies
+/// it while a keep-alive connection waits for its next request, so it is
+/// the idle bound too.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// After this, a connection is closed once its current request is answered
+/// (or [`CLOSE_GRACE`] later at the latest): nothing holds a slot for ever.
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// The token in an `Authorization: Bearer <token>` value (RFC 6750 §2.1;
+/// the scheme is case-insensitive); empty for anything else.
+fn bearer(v: &[u8]) -> &[u8] {
+    match v.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => v[7..].trim_ascii(),
+        _ => b"",
+    }
+}
+
+/// Whether a state-changing request may proceed: no token is configured,
+/// or it carries the token of the config in force now.
+fn authorized(ctl: &Control, headers: &http::HeaderMap) -> bool {
+    let table = ctl.proxy.shared.load();
+    let Some(token) = &table.cfg.admin_token else {
+        return true;
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .map_or(&b""[..], |v| bearer(v.as_bytes()));
+    token.matches(presented)
+}
+
+fn unauthorized() -> Response<Full<Bytes>> {
+    let mut r = json(
+        StatusCode::UNAUTHORIZED,
+        serde_json::json!({
+            "error": "unauthorized",
+            "message": "this endpoint changes state: send \"Authorization: Bearer <token>\" with the token from admin_token_file",
+        }),
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    r
+}
+
 /// Why the proxy is not ready, or `None` when it is.
 pub fn not_ready_reason(ctl: &Control) -> Option<String> {
     let t = ctl.proxy.shared.load();
@@ -60,6 +115,12 @@ pub fn not_ready_reason(ctl: &Control) -> Option<String> {
 pub async fn handle(ctl: &Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
+    let changes_state =
+        method == Method::POST && (path == "/admin/reload" || path.starts_with("/admin/backends/"));
+    if changes_state && !authorized(ctl, req.headers()) {
+        tracing::warn!(%path, "admin request refused: missing or wrong bearer token");
+        return unauthorized();
+    }
     match (&method, path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n", "text/plain"),
         (&Method::GET, "/readyz") => match not_ready_reason(ctl) {
@@ -155,8 +216,18 @@ async fn routing_json(ctl: &Control) -> serde_json::Value {
     })
 }
 
+/// Holds one admin connection's place in the count until dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Serves the admin API until `shutdown` turns true.
 pub async fn serve(ctl: Arc<Control>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let open = Arc::new(AtomicUsize::new(0));
     loop {
         let (stream, _peer): (_, SocketAddr) = tokio::select! {
             r = listener.accept() => match r {
@@ -169,17 +240,34 @@ pub async fn serve(ctl: Arc<Control>, listener: TcpListener, mut shutdown: watch
             },
             _ = crate::server::until_true(&mut shutdown) => return,
         };
+        // The limit of the config in force now (a reload changes it).
+        let limit = ctl.proxy.shared.load().cfg.limits.admin_max_connections;
+        if open.fetch_add(1, Ordering::Relaxed) >= limit {
+            open.fetch_sub(1, Ordering::Relaxed);
+            ctl.proxy.metrics.admin_rejected_connections.inc();
+            drop(stream);
+            continue;
+        }
+        let slot = Slot(open.clone());
         let ctl = ctl.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let svc = service_fn(move |req| {
                 let ctl = ctl.clone();
                 async move { Ok::<_, Infallible>(handle(&ctl, req).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
+            let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = tokio::time::sleep(MAX_CONNECTION_AGE) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
+                }
+            }
         });
     }
 }

@@ -2,7 +2,10 @@
 //! worker threads; and the control operations (reload, shutdown).
 //!
 //! Threads: one control thread (monitor, probes, admin API, config watch)
-//! and `workers` request threads, each a current-thread runtime.
+//! and `workers` request threads, each a current-thread runtime. At
+//! shutdown the admin API and the config watch stop at once; the monitor
+//! keeps probing until the last worker has drained (at most
+//! `shutdown_grace` plus a second), so held writes can still find a leader.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -78,6 +81,19 @@ impl Running {
     }
 }
 
+/// How long past `shutdown_grace` the monitor waits for workers to end.
+const DRAIN_MARGIN: Duration = Duration::from_secs(1);
+
+/// Counts a worker out when its thread ends (normally or by a panic), so the
+/// control thread knows when the last one has drained.
+struct WorkerDone(Arc<watch::Sender<usize>>);
+
+impl Drop for WorkerDone {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
 fn file_stamp(p: &std::path::Path) -> Option<(SystemTime, u64)> {
     let m = std::fs::metadata(p).ok()?;
     Some((m.modified().ok()?, m.len()))
@@ -104,6 +120,9 @@ pub fn start(cfg: Config) -> std::io::Result<Running> {
     admin_std.set_nonblocking(true)?;
     let admin_addr = admin_std.local_addr()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Workers still serving; each one's thread counts itself out when done.
+    let (workers_left_tx, workers_left) = watch::channel(listeners.len());
+    let workers_left_tx = Arc::new(workers_left_tx);
 
     // Control thread: monitor, admin, config watch.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Arc<Control>>();
@@ -112,6 +131,7 @@ pub fn start(cfg: Config) -> std::io::Result<Running> {
         let shared = shared.clone();
         let metrics = metrics.clone();
         let mut shutdown = shutdown_rx.clone();
+        let mut workers_left = workers_left.clone();
         std::thread::Builder::new()
             .name("leaderproxy-control".into())
             .spawn(move || {
@@ -138,8 +158,19 @@ pub fn start(cfg: Config) -> std::io::Result<Running> {
                     ));
                     tokio::spawn(watch_config(control.clone(), shutdown.clone()));
                     let _ = shutdown.wait_for(|s| *s).await;
-                    // Keep probing while workers drain, so held writes still find a leader.
-                    tokio::time::sleep(cfg.shutdown_grace.min(Duration::from_millis(100))).await;
+                    // The admin listener and the config watch stop here; the
+                    // monitor keeps probing until the last worker has drained,
+                    // so a held write can still find a new leader. Bounded,
+                    // in case a worker thread never started or is stuck.
+                    let drained = workers_left.wait_for(|n| *n == 0);
+                    if tokio::time::timeout(cfg.shutdown_grace + DRAIN_MARGIN, drained)
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!(
+                            "workers still draining after shutdown_grace; stopping the monitor"
+                        );
+                    }
                 });
             })?
     };
@@ -153,10 +184,12 @@ pub fn start(cfg: Config) -> std::io::Result<Running> {
     for (w, ls) in listeners.into_iter().enumerate() {
         let opts = opts.clone();
         let shutdown = shutdown_rx.clone();
+        let done = WorkerDone(workers_left_tx.clone());
         threads.push(
             std::thread::Builder::new()
                 .name(format!("leaderproxy-w{w}"))
                 .spawn(move || {
+                    let _done = done;
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
@@ -174,21 +207,36 @@ pub fn start(cfg: Config) -> std::io::Result<Running> {
     })
 }
 
-/// Re-reads the config when the file changes (checked every second: a
-/// Kubernetes ConfigMap update swaps a symlink, which inotify on the file
-/// itself would miss).
+/// Change stamps of the config file and of the admin token file the running
+/// config names (a rotated Kubernetes Secret swaps that file's symlink too).
+fn watched_stamps(ctl: &Control) -> [Option<(SystemTime, u64)>; 2] {
+    let token = ctl
+        .proxy
+        .shared
+        .load()
+        .cfg
+        .admin_token
+        .as_ref()
+        .and_then(|t| file_stamp(&t.file));
+    [file_stamp(&ctl.config_path), token]
+}
+
+/// Re-reads the config when the file (or the admin token file) changes
+/// (checked every second: a Kubernetes ConfigMap or Secret update swaps a
+/// symlink, which inotify on the file itself would miss).
 async fn watch_config(ctl: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
-    let mut last = file_stamp(&ctl.config_path);
+    let mut last = watched_stamps(&ctl);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = crate::server::until_true(&mut shutdown) => return,
         }
-        let now = file_stamp(&ctl.config_path);
-        if now.is_some() && now != last {
-            last = now;
-            tracing::info!(file = %ctl.config_path.display(), "config file changed; reloading");
+        let now = watched_stamps(&ctl);
+        if now[0].is_some() && now != last {
+            tracing::info!(file = %ctl.config_path.display(), "config or admin token file changed; reloading");
             let _ = ctl.reload().await;
+            // The reload may have named another token file.
+            last = watched_stamps(&ctl);
         }
     }
 }

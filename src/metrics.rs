@@ -57,6 +57,7 @@ pub struct Metrics {
     pub last_reload_success: IntGauge,
     pub client_connections: IntGauge,
     pub rejected_connections: IntCounter,
+    pub admin_rejected_connections: IntCounter,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -255,6 +256,14 @@ impl Metrics {
                 IntCounter::new(
                     "leaderproxy_rejected_connections_total",
                     "Client connections closed at accept because limits.max_connections was reached.",
+                )
+                .expect("valid metric"),
+            ),
+            admin_rejected_connections: reg(
+                &r,
+                IntCounter::new(
+                    "leaderproxy_admin_rejected_connections_total",
+                    "Admin API connections closed at accept because limits.admin_max_connections was reached.",
                 )
                 .expect("valid metric"),
             ),

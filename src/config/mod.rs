@@ -2,6 +2,7 @@
 //! keys rejected, values checked while parsing), then validated into a
 //! [`Config`] where every default is filled in. Every default lives here.
 
+mod admin_access;
 mod locate;
 pub mod types;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::routing::classify::{MethodSet, Role, Rule};
+pub use admin_access::AdminToken;
 pub use locate::Locator;
 pub use types::{Dur, Method, OneOrMany, Pointer, Re, Size};
 
@@ -83,6 +85,9 @@ struct RawConfig {
     limits: Option<RawLimits>,
     passive: Option<RawPassive>,
     tls: Option<RawTls>,
+    admin_token_file: Option<PathBuf>,
+    #[serde(default)]
+    admin_insecure: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -227,6 +232,7 @@ struct RawLimits {
     max_body_bytes: Option<Size>,
     max_connections: Option<usize>,
     replay_buffer_bytes: Option<Size>,
+    admin_max_connections: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -442,6 +448,8 @@ pub struct Limits {
     /// Bytes of request bodies kept in memory for a possible re-send, across
     /// all requests; default 64 MiB. Past it a request streams and is not re-sendable.
     pub replay_buffer_bytes: u64,
+    /// Most admin API connections at once; default 64. More are closed at accept.
+    pub admin_max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -491,6 +499,10 @@ pub struct Config {
     pub passive: PassiveConfig,
     /// TLS on the listeners; default none (plain HTTP/1.1 and h2c).
     pub tls: Option<TlsConfig>,
+    /// Bearer token that state-changing admin endpoints require; default none.
+    pub admin_token: Option<AdminToken>,
+    /// Allow a non-loopback `admin` address without a token; default false.
+    pub admin_insecure: bool,
 }
 
 /// Reads and validates a config file.
@@ -662,6 +674,12 @@ impl Validator {
                 }
             }
         });
+        let admin_token = self.admin_access(
+            admin,
+            raw.admin_token_file,
+            raw.admin_insecure,
+            path.parent().unwrap_or(Path::new(".")),
+        );
 
         Config {
             source: path.to_path_buf(),
@@ -681,6 +699,8 @@ impl Validator {
             limits,
             passive,
             tls,
+            admin_token,
+            admin_insecure: raw.admin_insecure,
         }
     }
 
@@ -1089,12 +1109,14 @@ impl Validator {
             max_body_bytes: None,
             max_connections: None,
             replay_buffer_bytes: None,
+            admin_max_connections: None,
         });
         let out = Limits {
             max_header_bytes: l.max_header_bytes.map_or(64 << 10, |s| s.0 as usize),
             max_body_bytes: l.max_body_bytes.map_or(64 << 20, |s| s.0),
             max_connections: l.max_connections.unwrap_or(10_000),
             replay_buffer_bytes: l.replay_buffer_bytes.map_or(64 << 20, |s| s.0),
+            admin_max_connections: l.admin_max_connections.unwrap_or(64),
         };
         if out.max_header_bytes < 8192 {
             self.bad(
@@ -1104,6 +1126,9 @@ impl Validator {
         }
         if out.max_connections == 0 {
             self.bad("limits.max_connections", "must be at least 1");
+        }
+        if out.admin_max_connections == 0 {
+            self.bad("limits.admin_max_connections", "must be at least 1");
         }
         out
     }

@@ -299,18 +299,214 @@ fn kubernetes_configmap_config_is_valid() {
     use serde::Deserialize;
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/leaderproxy.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
-    let mut found = 0;
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let v = serde_yaml::Value::deserialize(doc).unwrap();
-        if v["kind"] == "ConfigMap" {
-            let cfg = v["data"]["config.yaml"].as_str().expect("data.config.yaml");
-            let c = parse(cfg, Path::new("leaderproxy.yaml (ConfigMap)"))
-                .unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(c.admin.port(), 9901);
-            found += 1;
-        }
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+        .collect();
+    let one = |kind: &str| {
+        let v: Vec<&serde_yaml::Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
+        assert_eq!(v.len(), 1, "one {kind}");
+        v[0]
+    };
+    let cfg = one("ConfigMap")["data"]["config.yaml"]
+        .as_str()
+        .expect("data.config.yaml");
+
+    // The token file the config names is where the Deployment mounts the Secret.
+    let token_path = serde_yaml::from_str::<serde_yaml::Value>(cfg).unwrap()["admin_token_file"]
+        .as_str()
+        .expect("admin_token_file")
+        .to_string();
+    let secret = one("Secret");
+    let pod = &one("Deployment")["spec"]["template"]["spec"];
+    let vol = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["secret"]["secretName"] == secret["metadata"]["name"])
+        .expect("a volume from the admin token Secret");
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == vol["name"])
+        .expect("the Secret volume is mounted");
+    let (dir, key) = token_path.rsplit_once('/').unwrap();
+    assert_eq!(mount["mountPath"].as_str(), Some(dir));
+    let shipped = secret["stringData"][key]
+        .as_str()
+        .expect("the Secret has the key");
+
+    // The config is valid with a real token at that path (written to a temp
+    // file here); the Secret ships empty, and an empty token fails closed.
+    let tmp = temp_dir("k8s");
+    let with_token = |token: &str| {
+        std::fs::write(tmp.join("token"), token).unwrap();
+        let cfg = cfg.replace(&token_path, &tmp.join("token").display().to_string());
+        parse(&cfg, Path::new("leaderproxy.yaml (ConfigMap)"))
+    };
+    let c = with_token("k8s-admin-token").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.admin.port(), 9901);
+    assert!(!c.admin.ip().is_loopback());
+    assert!(c.admin_token.as_ref().unwrap().matches(b"k8s-admin-token"));
+    assert!(!c.admin_insecure);
+    assert_eq!(shipped, "");
+    let e = with_token(shipped).unwrap_err().to_string();
+    assert!(
+        e.contains("admin_token_file: ") && e.ends_with("is empty; put the admin token in it"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+
+    // Only Prometheus may reach the admin port; the proxy port is open.
+    let np = &one("NetworkPolicy")["spec"];
+    assert_eq!(
+        np["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        "leaderproxy"
+    );
+    let rules = np["ingress"].as_sequence().unwrap();
+    let rule_for = |port: &str| {
+        let r: Vec<_> = rules
+            .iter()
+            .filter(|r| {
+                r["ports"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["port"] == port)
+            })
+            .collect();
+        assert_eq!(r.len(), 1, "one rule for port {port}");
+        r[0]
+    };
+    assert!(
+        rule_for("http").get("from").is_none(),
+        "clients come from anywhere"
+    );
+    let from = rule_for("admin")["from"]
+        .as_sequence()
+        .expect("admin has a from");
+    assert_eq!(from.len(), 1);
+    assert_eq!(
+        from[0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        "prometheus"
+    );
+}
+
+/// A fresh directory under the system temp dir for one test.
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("leaderproxy-config-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const ADMIN_BASE: &str = "listen: 127.0.0.1:1\nbackends: [{name: a, url: 'http://127.0.0.1:2'}]\nleader: {path: /l, expect: {status: [200]}}\n";
+
+#[test]
+fn admin_on_a_non_loopback_address_needs_a_token_or_admin_insecure() {
+    let text = format!("{ADMIN_BASE}admin: 0.0.0.0:9901\n");
+    assert_eq!(
+        errs(&text),
+        vec!["lp.yaml:4:1: admin: 0.0.0.0:9901 is not a loopback address; set admin_token_file (recommended) or admin_insecure: true"]
+    );
+    let text = format!("{ADMIN_BASE}admin: '[::]:9901'\n");
+    assert_eq!(
+        errs(&text),
+        vec!["lp.yaml:4:1: admin: [::]:9901 is not a loopback address; set admin_token_file (recommended) or admin_insecure: true"]
+    );
+    let c = parse(
+        &format!("{ADMIN_BASE}admin: 0.0.0.0:9901\nadmin_insecure: true\n"),
+        Path::new("lp.yaml"),
+    )
+    .unwrap();
+    assert!(c.admin_insecure);
+    assert!(c.admin_token.is_none());
+    // Loopback, v4 (all of 127/8) and v6, needs neither.
+    for a in ["127.0.0.1:9901", "127.3.2.1:0", "'[::1]:9901'"] {
+        let c = parse(&format!("{ADMIN_BASE}admin: {a}\n"), Path::new("lp.yaml"))
+            .unwrap_or_else(|e| panic!("{a}: {e}"));
+        assert!(!c.admin_insecure && c.admin_token.is_none());
     }
-    assert_eq!(found, 1, "one ConfigMap with config.yaml");
+}
+
+#[test]
+fn admin_token_file_is_read_trimmed_relative_to_the_config_and_never_printed() {
+    let dir = temp_dir("token-ok");
+    std::fs::create_dir_all(dir.join("secrets")).unwrap();
+    std::fs::write(dir.join("secrets/admin"), "  s3cr3t-Token_value\n\n").unwrap();
+    let cfg_path = dir.join("lp.yaml");
+    let text = format!("{ADMIN_BASE}admin: 0.0.0.0:9901\nadmin_token_file: secrets/admin\n");
+    let c = parse(&text, &cfg_path).unwrap_or_else(|e| panic!("{e}"));
+    let t = c.admin_token.as_ref().expect("token");
+    assert_eq!(t.file, dir.join("secrets/admin"));
+    assert!(t.matches(b"s3cr3t-Token_value"));
+    assert!(!t.matches(b"s3cr3t-Token_valuf"));
+    assert!(!t.matches(b"s3cr3t-Token_value\n"));
+    assert!(!t.matches(b""));
+    let dbg = format!("{c:?}");
+    assert!(!dbg.contains("s3cr3t"), "{dbg}");
+    assert!(dbg.contains("<redacted>"), "{dbg}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn admin_token_file_missing_empty_or_unusable_is_an_error_with_its_line() {
+    let dir = temp_dir("token-bad");
+    let cfg_path = dir.join("lp.yaml");
+    let file = cfg_path.display().to_string();
+    let text = format!("{ADMIN_BASE}admin_token_file: tok\n");
+    assert_eq!(
+        parse(&text, &cfg_path).unwrap_err().to_string(),
+        format!(
+            "{file}:4:1: admin_token_file: cannot read {}: No such file or directory (os error 2)",
+            dir.join("tok").display()
+        )
+    );
+    std::fs::write(dir.join("tok"), " \n\t\n").unwrap();
+    assert_eq!(
+        parse(&text, &cfg_path).unwrap_err().to_string(),
+        format!(
+            "{file}:4:1: admin_token_file: {} is empty; put the admin token in it",
+            dir.join("tok").display()
+        )
+    );
+    std::fs::write(dir.join("tok"), "two words\n").unwrap();
+    assert_eq!(
+        parse(&text, &cfg_path).unwrap_err().to_string(),
+        format!(
+            "{file}:4:1: admin_token_file: the token in {} must be printable ASCII without spaces (clients send it as \"Authorization: Bearer <token>\")",
+            dir.join("tok").display()
+        )
+    );
+    // On a non-loopback address, only the file's problem is reported.
+    let text = format!("{ADMIN_BASE}admin: 0.0.0.0:9901\nadmin_token_file: nope\n");
+    assert_eq!(
+        parse(&text, &cfg_path).unwrap_err().to_string(),
+        format!(
+            "{file}:5:1: admin_token_file: cannot read {}: No such file or directory (os error 2)",
+            dir.join("nope").display()
+        )
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn admin_max_connections() {
+    let c = parse(ADMIN_BASE, Path::new("lp.yaml")).unwrap();
+    assert_eq!(c.limits.admin_max_connections, 64);
+    assert!(!c.admin_insecure);
+    let c = parse(
+        &format!("{ADMIN_BASE}limits: {{ admin_max_connections: 2 }}\n"),
+        Path::new("lp.yaml"),
+    )
+    .unwrap();
+    assert_eq!(c.limits.admin_max_connections, 2);
+    assert_eq!(
+        errs(&format!(
+            "{ADMIN_BASE}limits: {{ admin_max_connections: 0 }}\n"
+        )),
+        vec!["lp.yaml:4:11: limits.admin_max_connections: must be at least 1"]
+    );
 }
 
 #[test]

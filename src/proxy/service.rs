@@ -3,7 +3,6 @@
 //! a write only when it provably did not reach a backend or was refused as
 //! not-leader, retry a read once on another follower).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -64,12 +63,7 @@ impl Drop for HeldGuard<'_> {
     }
 }
 
-/// What the service knows about the client connection.
-#[derive(Clone, Copy)]
-pub struct ClientInfo {
-    pub addr: SocketAddr,
-    pub tls: bool,
-}
+pub use crate::net::client_ip::ClientInfo;
 
 /// Handles one client request; never fails (errors become responses here).
 pub async fn handle(
@@ -80,6 +74,7 @@ pub async fn handle(
 ) -> Response<DownBody> {
     let start = Instant::now();
     let t = proxy.shared.load();
+    let client = client.for_request(&t.cfg.trusted_proxies, req.headers());
     let role = classify(&t.cfg.routes, req.method(), req.uri().path());
     let access = t.cfg.access_log.then(|| {
         (
@@ -93,7 +88,7 @@ pub async fn handle(
         Ok((resp, backend)) => (resp, Some(backend)),
         Err(Failure { err, backend }) => {
             if backend.is_some() {
-                tracing::debug!(error = %err, role = role.as_str(), "request failed");
+                tracing::debug!(client = %client.client_ip, error = %err, role = role.as_str(), "request failed");
             }
             (err.into_response(), backend)
         }
@@ -119,7 +114,7 @@ pub async fn handle(
     if let Some((method, path, bytes_in)) = access {
         tracing::info!(
             target: "access",
-            client = %client.addr,
+            client = %client.client_ip,
             %method,
             path,
             role = role.as_str(),
@@ -177,7 +172,7 @@ async fn route(
         return Err(ProxyError::BodyTooLarge(cfg.limits.max_body_bytes).into());
     }
     let h2 = parts.version == http::Version::HTTP_2;
-    forward::prepare_request(&mut parts, client.addr.ip(), client.tls);
+    forward::prepare_request(&mut parts, client.peer.ip(), client.tls);
 
     // A body small enough is read first, so the request can be sent again.
     let replayable = declared.is_some_and(|n| n <= cfg.writes.replay_body_limit);
@@ -255,7 +250,7 @@ async fn read(
     if !t.ready {
         return Err(ProxyError::NotReady.into());
     }
-    let Some(first) = t.pick_read(client.addr.ip(), None).cloned() else {
+    let Some(first) = t.pick_read(client.client_ip, None).cloned() else {
         return Err(no_read_target(t).into());
     };
     let o = opts(&t.cfg, worker, 0, t.leader_gen, h2);
@@ -298,7 +293,7 @@ async fn read(
         });
         return Err(blame(err, &first));
     };
-    let Some(second) = t.pick_read(client.addr.ip(), Some(first.id)).cloned() else {
+    let Some(second) = t.pick_read(client.client_ip, Some(first.id)).cloned() else {
         return Err(blame(err.unwrap_or(ProxyError::NoBackend), &first));
     };
     proxy.metrics.reads_retried.inc();

@@ -140,6 +140,25 @@ async fn trusted_peer_x_forwarded_for_drives_ip_hash() {
         xff_seen(&fakes, "/hop"),
         vec!["198.51.100.1, 127.0.0.1, 127.0.0.1".to_string()]
     );
+    // Several field lines are one list: the walk reads them in order, and
+    // all of them go upstream as one line.
+    let req = http::Request::get(format!("http://{}/lines", p.addr))
+        .header("x-forwarded-for", "198.51.100.9")
+        .header("x-forwarded-for", "198.51.100.2, 127.0.0.1")
+        .header("x-forwarded-for", "127.0.0.1")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(p.send(req).await.backend(), Some(want[1].clone()));
+    let seen: Vec<_> = fakes
+        .iter()
+        .flat_map(|f| f.seen())
+        .filter(|s| s.path == "/lines")
+        .collect();
+    let lines: Vec<_> = seen[0].headers.get_all("x-forwarded-for").iter().collect();
+    assert_eq!(
+        lines,
+        ["198.51.100.9, 198.51.100.2, 127.0.0.1, 127.0.0.1, 127.0.0.1"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

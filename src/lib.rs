@@ -11,6 +11,7 @@ pub mod balance;
 pub mod config;
 pub mod health;
 pub mod metrics;
+pub mod net;
 pub mod proxy;
 pub mod routing;
 pub mod server;

@@ -60,7 +60,18 @@ fn init_logs(level: &str, format: LogFormat) {
 fn summary(cfg: &config::Config) -> String {
     let mut s = String::new();
     use std::fmt::Write;
-    let listen: Vec<String> = cfg.listen.iter().map(|a| a.to_string()).collect();
+    let listen: Vec<String> = cfg
+        .listen
+        .iter()
+        .zip(&cfg.listen_proxy_protocol)
+        .map(|(a, pp)| {
+            if *pp {
+                format!("{a} (PROXY protocol)")
+            } else {
+                a.to_string()
+            }
+        })
+        .collect();
     let _ = writeln!(s, "{}: OK", cfg.source.display());
     let _ = writeln!(s, "  listen:   {}", listen.join(", "));
     let _ = writeln!(s, "  admin:    {}", cfg.admin);

@@ -58,6 +58,9 @@ pub struct Metrics {
     pub client_connections: IntGauge,
     pub rejected_connections: IntCounter,
     pub admin_rejected_connections: IntCounter,
+    /// Connections on a `proxy_protocol` listener closed for a missing,
+    /// malformed or late PROXY header.
+    pub proxy_protocol_errors: IntCounter,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -264,6 +267,14 @@ impl Metrics {
                 IntCounter::new(
                     "leaderproxy_admin_rejected_connections_total",
                     "Admin API connections closed at accept because limits.admin_max_connections was reached.",
+                )
+                .expect("valid metric"),
+            ),
+            proxy_protocol_errors: reg(
+                &r,
+                IntCounter::new(
+                    "leaderproxy_proxy_protocol_errors_total",
+                    "Connections on a proxy_protocol listener closed because the PROXY header was missing, malformed or late.",
                 )
                 .expect("valid metric"),
             ),

@@ -13,11 +13,14 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::Watcher;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::net::proxy_protocol::{self, Rewind};
 use crate::proxy::service::{handle, ClientInfo, Proxy};
 
 /// Binds one listening socket with `SO_REUSEPORT`, so every worker can
@@ -82,6 +85,9 @@ pub struct ServeOpts {
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Per listener, in `listen` order: connections start with a PROXY
+    /// protocol header.
+    pub proxy_protocol: Vec<bool>,
 }
 
 impl ServeOpts {
@@ -91,6 +97,7 @@ impl ServeOpts {
             max_header_bytes: cfg.limits.max_header_bytes,
             header_read_timeout: cfg.timeouts.header_read,
             shutdown_grace: cfg.shutdown_grace,
+            proxy_protocol: cfg.listen_proxy_protocol.clone(),
         }
     }
 }
@@ -151,6 +158,93 @@ async fn finish<E: std::fmt::Display>(
     }
 }
 
+/// Reads the PROXY protocol header that must start every connection on a
+/// `proxy_protocol` listener, within `timeout`. Its source address becomes
+/// the client's peer only when the socket peer is in `trusted_proxies`.
+/// `None` (connection to be closed, counted in
+/// `leaderproxy_proxy_protocol_errors_total`) when the header is missing,
+/// malformed or late.
+async fn read_proxy_header(
+    proxy: &'static Proxy,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    timeout: Duration,
+) -> Option<(Rewind<TcpStream>, SocketAddr)> {
+    let (header, rest) = match tokio::time::timeout(
+        timeout,
+        proxy_protocol::read_header(&mut stream),
+    )
+    .await
+    {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
+            tracing::debug!(client = %peer, error = %e, "closing connection: bad PROXY protocol header");
+            proxy.metrics.proxy_protocol_errors.inc();
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(client = %peer, "closing connection: no PROXY protocol header in time");
+            proxy.metrics.proxy_protocol_errors.inc();
+            return None;
+        }
+    };
+    let client = match header.source() {
+        Some(src) if proxy.shared.load().cfg.trusted_proxies.contains(peer.ip()) => src,
+        Some(src) => {
+            tracing::debug!(client = %peer, proxied = %src, "PROXY header from a peer not in trusted_proxies: its address is ignored");
+            peer
+        }
+        None => peer,
+    };
+    Some((Rewind::new(rest, stream), client))
+}
+
+/// Serves one connection over any stream: the TLS handshake (within
+/// `handshake_timeout`) when `tls` is set, then HTTP/1.1 or h2.
+#[allow(clippy::too_many_arguments)]
+async fn serve_stream<S>(
+    proxy: &'static Proxy,
+    worker: usize,
+    builder: &auto::Builder<TokioExecutor>,
+    stream: S,
+    client: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    handshake_timeout: Duration,
+    watcher: Watcher,
+    guard: ConnGuard,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(tls) = tls else {
+        let conn = builder
+            .serve_connection(
+                TokioIo::new(stream),
+                service(proxy, worker, ClientInfo::new(client, false)),
+            )
+            .into_owned();
+        return finish(watcher.watch(conn), guard).await;
+    };
+    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+    let stream = match tokio::time::timeout(handshake_timeout, accept).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(client = %client, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(client = %client, "TLS handshake timed out");
+            return;
+        }
+    };
+    let conn = builder
+        .serve_connection(
+            TokioIo::new(stream),
+            service(proxy, worker, ClientInfo::new(client, true)),
+        )
+        .into_owned();
+    finish(watcher.watch(conn), guard).await;
+}
+
 /// Serves one worker's listeners until `shutdown` turns true, then lets
 /// in-flight requests finish for up to the grace period.
 pub async fn serve_worker(
@@ -164,7 +258,8 @@ pub async fn serve_worker(
     let builder = Arc::new(builder(&opts));
     let mut accepts = Vec::new();
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
-    for l in listeners {
+    for (i, l) in listeners.into_iter().enumerate() {
+        let proxy_protocol = opts.proxy_protocol.get(i).copied().unwrap_or(false);
         let listener = match TcpListener::from_std(l) {
             Ok(l) => l,
             Err(e) => {
@@ -208,11 +303,24 @@ pub async fn serve_worker(
                     .as_ref()
                     .map(|t| t.server.clone());
                 let watcher = graceful.watcher();
+                if proxy_protocol {
+                    let builder = builder.clone();
+                    let timeout = opts.header_read_timeout;
+                    tokio::spawn(async move {
+                        let Some((stream, client)) =
+                            read_proxy_header(proxy, stream, peer, timeout).await
+                        else {
+                            return;
+                        };
+                        serve_stream(
+                            proxy, worker, &builder, stream, client, tls, timeout, watcher, guard,
+                        )
+                        .await;
+                    });
+                    continue;
+                }
                 let Some(tls) = tls else {
-                    let client = ClientInfo {
-                        addr: peer,
-                        tls: false,
-                    };
+                    let client = ClientInfo::new(peer, false);
                     let conn = builder
                         .serve_connection(TokioIo::new(stream), service(proxy, worker, client))
                         .into_owned();
@@ -222,26 +330,18 @@ pub async fn serve_worker(
                 let builder = builder.clone();
                 let handshake_timeout = opts.header_read_timeout;
                 tokio::spawn(async move {
-                    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
-                    let stream = match tokio::time::timeout(handshake_timeout, accept).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(client = %peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let client = ClientInfo {
-                        addr: peer,
-                        tls: true,
-                    };
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), service(proxy, worker, client))
-                        .into_owned();
-                    finish(watcher.watch(conn), guard).await;
+                    serve_stream(
+                        proxy,
+                        worker,
+                        &builder,
+                        stream,
+                        peer,
+                        Some(tls),
+                        handshake_timeout,
+                        watcher,
+                        guard,
+                    )
+                    .await;
                 });
             }
         }));

@@ -392,7 +392,10 @@ fn json_logs_and_access_log() {
     assert_eq!(a["backend"], "f");
     assert_eq!(a["status"], 200);
     assert!(a["duration_ms"].as_f64().unwrap() >= 0.0);
-    assert!(a["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    // `client` is the client's address as trusted proxies tell it (no port);
+    // `peer` is the socket (or PROXY header) address it came from.
+    assert_eq!(a["client"], "127.0.0.1");
+    assert!(a["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
     // The leader change is logged with the backend's name.
     assert!(
         lines

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::net::client_ip::{Cidr, CidrSet};
 use crate::routing::classify::{MethodSet, Role, Rule};
 pub use admin_access::AdminToken;
 pub use locate::Locator;
@@ -66,7 +67,9 @@ impl std::error::Error for ConfigError {}
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    listen: OneOrMany<String>,
+    listen: OneOrMany<RawListen>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
     admin: Option<String>,
     workers: Option<usize>,
     #[serde(default)]
@@ -88,6 +91,41 @@ struct RawConfig {
     admin_token_file: Option<PathBuf>,
     #[serde(default)]
     admin_insecure: bool,
+}
+
+/// A `listen` entry: `"ip:port"` or `{ addr: "ip:port", proxy_protocol: true }`.
+#[derive(Debug)]
+enum RawListen {
+    Addr(String),
+    Map(RawListenMap),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListenMap {
+    addr: String,
+    #[serde(default)]
+    proxy_protocol: bool,
+}
+
+impl<'de> Deserialize<'de> for RawListen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawListen;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an address ip:port or a map { addr, proxy_protocol }")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<RawListen, E> {
+                Ok(RawListen::Addr(s.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<RawListen, A::Error> {
+                RawListenMap::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(RawListen::Map)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -480,6 +518,12 @@ pub struct TlsConfig {
 pub struct Config {
     pub source: PathBuf,
     pub listen: Vec<SocketAddr>,
+    /// Per `listen` address, in the same order: every connection starts
+    /// with a PROXY protocol (v1 or v2) header. Default false.
+    pub listen_proxy_protocol: Vec<bool>,
+    /// Peers whose PROXY headers and `X-Forwarded-For` are believed;
+    /// default none (headers are never trusted).
+    pub trusted_proxies: CidrSet,
     /// Admin listener; default 127.0.0.1:9901.
     pub admin: SocketAddr,
     /// Worker threads, each with its own accept loop and upstream pools; default: one per core.
@@ -593,22 +637,8 @@ impl Validator {
     }
 
     fn config(&mut self, raw: RawConfig, path: &Path) -> Config {
-        let listen_raw = raw.listen.into_vec();
-        if listen_raw.is_empty() {
-            self.bad("listen", "at least one address is needed");
-        }
-        let listen: Vec<SocketAddr> = listen_raw
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| {
-                let key = if listen_raw.len() == 1 {
-                    "listen".to_string()
-                } else {
-                    format!("listen[{i}]")
-                };
-                self.addr(&key, s)
-            })
-            .collect();
+        let (listen, listen_proxy_protocol, trusted_proxies) =
+            self.client_identity(raw.listen, &raw.trusted_proxies);
         let admin = match raw.admin {
             Some(s) => self.addr("admin", &s),
             None => Some(SocketAddr::from(([127, 0, 0, 1], 9901))),
@@ -684,6 +714,8 @@ impl Validator {
         Config {
             source: path.to_path_buf(),
             listen,
+            listen_proxy_protocol,
+            trusted_proxies,
             admin: admin.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901))),
             workers,
             debug_headers: raw.debug_headers,
@@ -702,6 +734,52 @@ impl Validator {
             admin_token,
             admin_insecure: raw.admin_insecure,
         }
+    }
+
+    /// `listen` (addresses, or maps with `proxy_protocol`) and
+    /// `trusted_proxies`; a PROXY protocol listener needs someone to trust.
+    fn client_identity(
+        &mut self,
+        listen_raw: OneOrMany<RawListen>,
+        trusted_raw: &[String],
+    ) -> (Vec<SocketAddr>, Vec<bool>, CidrSet) {
+        let one = matches!(listen_raw, OneOrMany::One(_));
+        let listen_raw = listen_raw.into_vec();
+        if listen_raw.is_empty() {
+            self.bad("listen", "at least one address is needed");
+        }
+        let mut cidrs = Vec::with_capacity(trusted_raw.len());
+        for (i, s) in trusted_raw.iter().enumerate() {
+            match Cidr::parse(s.trim()) {
+                Ok(c) => cidrs.push(c),
+                Err(e) => self.bad(&format!("trusted_proxies[{i}]"), e),
+            }
+        }
+        let (mut listen, mut proxy_protocol) = (Vec::new(), Vec::new());
+        for (i, l) in listen_raw.into_iter().enumerate() {
+            let key = if one {
+                "listen".to_string()
+            } else {
+                format!("listen[{i}]")
+            };
+            let (addr, pp, key) = match l {
+                RawListen::Addr(s) => (s, false, key),
+                RawListen::Map(m) => {
+                    if m.proxy_protocol && trusted_raw.is_empty() {
+                        self.bad(
+                            &format!("{key}.proxy_protocol"),
+                            "needs trusted_proxies: list the load balancers whose PROXY headers are believed",
+                        );
+                    }
+                    (m.addr, m.proxy_protocol, format!("{key}.addr"))
+                }
+            };
+            if let Some(a) = self.addr(&key, &addr) {
+                listen.push(a);
+                proxy_protocol.push(pp);
+            }
+        }
+        (listen, proxy_protocol, CidrSet::new(cidrs))
     }
 
     fn backends(&mut self, raw: Vec<RawBackend>) -> Vec<BackendConfig> {

@@ -569,3 +569,86 @@ fn trust_keys_defaults_and_bounds() {
         "old name `idle`"
     );
 }
+
+const PP_BASE: &str = "backends: [{name: a, url: 'http://127.0.0.1:2'}]\nleader: {path: /l, expect: {status: [200]}}\n";
+
+#[test]
+fn nothing_is_trusted_by_default() {
+    let c = parse(ISSUE_CONFIG, Path::new("lp.yaml")).unwrap();
+    assert!(c.trusted_proxies.is_empty());
+    assert_eq!(c.listen_proxy_protocol, vec![false]);
+}
+
+#[test]
+fn listen_entries_may_be_maps_with_proxy_protocol() {
+    let text = format!(
+        "listen: [ \"127.0.0.1:8080\", {{ addr: \"127.0.0.1:8443\", proxy_protocol: true }}, {{ addr: \"[::1]:8444\" }} ]\n\
+         trusted_proxies: [10.0.0.0/8, 192.0.2.7, \"::1\", 2001:db8::/32]\n{PP_BASE}"
+    );
+    let c = parse(&text, Path::new("lp.yaml")).unwrap();
+    assert_eq!(
+        c.listen,
+        vec![
+            "127.0.0.1:8080".parse().unwrap(),
+            "127.0.0.1:8443".parse().unwrap(),
+            "[::1]:8444".parse().unwrap()
+        ]
+    );
+    assert_eq!(c.listen_proxy_protocol, vec![false, true, false]);
+    let t = &c.trusted_proxies;
+    assert_eq!(
+        format!("{t:?}"),
+        "CidrSet([10.0.0.0/8, 192.0.2.7/32, ::1/128, 2001:db8::/32])"
+    );
+    assert!(t.contains("10.9.8.7".parse().unwrap()));
+    assert!(t.contains("::1".parse().unwrap()));
+    assert!(!t.contains("192.0.2.8".parse().unwrap()));
+    // One map on its own.
+    let text = format!(
+        "listen: {{ addr: 127.0.0.1:1, proxy_protocol: true }}\ntrusted_proxies: [127.0.0.1]\n{PP_BASE}"
+    );
+    let c = parse(&text, Path::new("lp.yaml")).unwrap();
+    assert_eq!(c.listen_proxy_protocol, vec![true]);
+}
+
+#[test]
+fn bad_trusted_proxies_name_the_entry() {
+    let text = format!(
+        "listen: 127.0.0.1:1\ntrusted_proxies:\n  - 10.0.0.0/8\n  - 10.0.0.0/33\n  - 10.0.0.1/8\n  - lb.example\n{PP_BASE}"
+    );
+    assert_eq!(
+        errs(&text),
+        vec![
+            r#"lp.yaml:4:5: trusted_proxies[1]: invalid prefix length in "10.0.0.0/33" (0 to 32 for IPv4)"#,
+            r#"lp.yaml:5:5: trusted_proxies[2]: "10.0.0.1/8" has bits set after the prefix (write 10.0.0.0/8)"#,
+            r#"lp.yaml:6:5: trusted_proxies[3]: invalid address or CIDR "lb.example" (write e.g. 10.0.0.0/8, 192.0.2.7 or 2001:db8::/32)"#,
+        ]
+    );
+}
+
+#[test]
+fn proxy_protocol_needs_trusted_proxies() {
+    let text = format!(
+        "listen:\n  - 127.0.0.1:1\n  - {{ addr: 127.0.0.1:2, proxy_protocol: true }}\n{PP_BASE}"
+    );
+    assert_eq!(
+        errs(&text),
+        vec!["lp.yaml:3:26: listen[1].proxy_protocol: needs trusted_proxies: list the load balancers whose PROXY headers are believed"]
+    );
+}
+
+#[test]
+fn bad_listen_map() {
+    let text = format!("listen: [{{ addr: 127.0.0.1 }}]\n{PP_BASE}");
+    assert_eq!(
+        errs(&text),
+        vec![
+            r#"lp.yaml:1:12: listen[0].addr: invalid address "127.0.0.1" (write ip:port, e.g. 127.0.0.1:8080 or [::1]:8080)"#
+        ]
+    );
+    let e = errs(&format!(
+        "listen: [{{ addr: 127.0.0.1:1, proxy: true }}]\n{PP_BASE}"
+    ));
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("lp.yaml:"), "{e:?}");
+}

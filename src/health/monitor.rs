@@ -735,6 +735,8 @@ impl Aggregator {
         let mut notes = Vec::new();
         if cfg.listen != self.cfg.listen {
             notes.push("listen addresses changed: restart to apply".to_string());
+        } else if cfg.listen_proxy_protocol != self.cfg.listen_proxy_protocol {
+            notes.push("listen proxy_protocol changed: restart to apply".to_string());
         }
         if cfg.admin != self.cfg.admin {
             notes.push("admin address changed: restart to apply".to_string());
@@ -751,6 +753,7 @@ impl Aggregator {
         // Keep what was not changed in a restart-only setting.
         let mut cfg = (*cfg).clone();
         cfg.listen = self.cfg.listen.clone();
+        cfg.listen_proxy_protocol = self.cfg.listen_proxy_protocol.clone();
         cfg.admin = self.cfg.admin;
         cfg.workers = self.cfg.workers;
         let cfg = Arc::new(cfg);

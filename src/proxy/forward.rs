@@ -90,8 +90,11 @@ pub fn prepare_request(parts: &mut http::request::Parts, client: IpAddr, tls: bo
     match h.get(&X_FORWARDED_FOR) {
         Some(prev) => {
             let mut v = Vec::with_capacity(prev.len() + 2 + ip_buf.len());
-            v.extend_from_slice(prev.as_bytes());
-            v.extend_from_slice(b", ");
+            // Several field lines are one list, in order.
+            for line in h.get_all(&X_FORWARDED_FOR) {
+                v.extend_from_slice(line.as_bytes());
+                v.extend_from_slice(b", ");
+            }
             v.append(&mut ip_buf);
             if let Ok(v) = HeaderValue::from_bytes(&v) {
                 h.insert(&X_FORWARDED_FOR, v);

@@ -40,7 +40,7 @@ pub(super) async fn read(
     if !t.ready {
         return Err(ProxyError::NotReady.into());
     }
-    let ip = ctx.client.addr.ip();
+    let ip = ctx.client.client_ip;
     let Some(first) = t.pick_read(ip).cloned() else {
         return Err(no_read_target(t).into());
     };

@@ -3,7 +3,6 @@
 //! turn the outcome into the client's response (metrics, debug headers,
 //! access log).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -77,12 +76,7 @@ impl Drop for ReplayReservation<'_> {
     }
 }
 
-/// What the service knows about the client connection.
-#[derive(Clone, Copy)]
-pub struct ClientInfo {
-    pub addr: SocketAddr,
-    pub tls: bool,
-}
+pub use crate::net::client_ip::ClientInfo;
 
 /// One request's fixed facts, handed to the read and write paths.
 pub(super) struct Ctx {
@@ -123,6 +117,7 @@ pub async fn handle(
 ) -> Response<DownBody> {
     let arrived = Instant::now();
     let t = proxy.shared.load();
+    let client = client.for_request(&t.cfg.trusted_proxies, req.headers());
     let route = classify(&t.cfg.routes, req.method(), req.uri().path());
     let role = route.role;
     let access = t.cfg.access_log.then(|| {
@@ -144,7 +139,7 @@ pub async fn handle(
         Ok((resp, backend)) => (resp, Some(backend)),
         Err(Failure { err, backend }) => {
             if backend.is_some() {
-                tracing::debug!(error = %err, role = role.as_str(), "request failed");
+                tracing::debug!(client = %client.client_ip, error = %err, role = role.as_str(), "request failed");
             }
             (err.into_response(), backend)
         }
@@ -170,7 +165,8 @@ pub async fn handle(
     if let Some((method, path, bytes_in)) = access {
         tracing::info!(
             target: "access",
-            client = %client.addr,
+            client = %client.client_ip,
+            peer = %client.peer,
             %method,
             path,
             role = role.as_str(),
@@ -241,7 +237,7 @@ async fn dispatch(
                     && is_idempotent(&parts.method, &parts.headers))
         }
     };
-    forward::prepare_request(&mut parts, ctx.client.addr.ip(), ctx.client.tls);
+    forward::prepare_request(&mut parts, ctx.client.peer.ip(), ctx.client.tls);
     let stream = UpBody::stream(body, cfg.limits.max_body_bytes, cfg.timeouts.body_idle);
     let mut _reservation = None;
     let up = if stream.is_end_stream() {

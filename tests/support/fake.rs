@@ -69,6 +69,10 @@ pub struct FakeState {
     pub claim_override: Mutex<Option<bool>>,
     /// TCP connections accepted so far.
     pub accepted: AtomicUsize,
+    /// Delay before answering a health or leader probe.
+    pub probe_delay_ms: AtomicU64,
+    /// Delay before answering a leader probe (on top of `probe_delay_ms`).
+    pub leader_probe_delay_ms: AtomicU64,
 }
 
 pub struct Fake {
@@ -84,7 +88,157 @@ fn checksum(b: &[u8]) -> u64 {
     })
 }
 
-async fn answer(st: Arc<FakeState>, conn: usize, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// The fake's answer body: whole, or streamed with trailers.
+pub type FakeBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn full(b: impl Into<Bytes>) -> FakeBody {
+    Full::new(b.into()).boxed()
+}
+
+/// Why the fake cuts a connection instead of answering (`/reset/...`).
+#[derive(Debug)]
+pub struct Cut;
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("cut by the fake")
+    }
+}
+
+impl std::error::Error for Cut {}
+
+/// Scripted answers by path, for any method (after the request is recorded
+/// and its body read): `/status/NNN` answers NNN; `/sleep/MS` answers after
+/// MS milliseconds; `/reset/...` closes the connection without an answer (the
+/// request was applied, the client cannot know); `/trailers` answers a
+/// chunked body followed by the trailer `x-checksum: done` (declared in
+/// `Trailer`); `/drip/N/MS` sends N one-byte chunks MS milliseconds apart.
+async fn answer(
+    st: Arc<FakeState>,
+    conn: usize,
+    req: Request<Incoming>,
+) -> Result<Response<FakeBody>, Cut> {
+    let path = req.uri().path().to_string();
+    if matches!(path.as_str(), "/health" | "/leader") {
+        let d = st.probe_delay_ms.load(Ordering::Relaxed)
+            + if path == "/leader" {
+                st.leader_probe_delay_ms.load(Ordering::Relaxed)
+            } else {
+                0
+            };
+        if d > 0 {
+            tokio::time::sleep(Duration::from_millis(d)).await;
+        }
+    }
+    Ok(answer_inner(st, conn, req, path).await).and_then(|r| r.ok_or(Cut))
+}
+
+async fn answer_inner(
+    st: Arc<FakeState>,
+    conn: usize,
+    req: Request<Incoming>,
+    path: String,
+) -> Option<Response<FakeBody>> {
+    Some(match answer_scripted(st, conn, req, &path).await? {
+        Ok(r) => r,
+        Err(r) => r.map(BodyExt::boxed),
+    })
+}
+
+async fn answer_scripted(
+    st: Arc<FakeState>,
+    conn: usize,
+    req: Request<Incoming>,
+    path: &str,
+) -> Option<Result<Response<FakeBody>, Response<Full<Bytes>>>> {
+    let trailers_in = req
+        .headers()
+        .get(http::header::TRAILER)
+        .map(|v| v.to_str().unwrap_or("").to_string());
+    let resp = answer_plain(st, conn, req).await;
+    if let Some(rest) = path.strip_prefix("/status/") {
+        let code: u16 = rest.split('/').next().unwrap_or("").parse().unwrap_or(500);
+        let mut r = Response::new(full(Bytes::from(format!("status {code}"))));
+        *r.status_mut() = StatusCode::from_u16(code).unwrap();
+        return Some(Ok(r));
+    }
+    if let Some(ms) = path.strip_prefix("/sleep/") {
+        let ms: u64 = ms.split('/').next().unwrap_or("").parse().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        return Some(Ok(Response::new(full(Bytes::from(format!("slept {ms}"))))));
+    }
+    if path.starts_with("/reset/") {
+        return None;
+    }
+    if path == "/trailers" {
+        let mut t = http::HeaderMap::new();
+        t.insert("x-checksum", "done".parse().unwrap());
+        let frames: Vec<Result<http_body::Frame<Bytes>, Infallible>> = vec![
+            Ok(http_body::Frame::data(Bytes::from_static(b"part1 "))),
+            Ok(http_body::Frame::data(Bytes::from(format!(
+                "trailer-in={}",
+                trailers_in.unwrap_or_default()
+            )))),
+            Ok(http_body::Frame::trailers(t)),
+        ];
+        let body = http_body_util::StreamBody::new(futures_stream(frames));
+        let mut r = Response::new(body.boxed());
+        r.headers_mut()
+            .insert(http::header::TRAILER, "x-checksum".parse().unwrap());
+        return Some(Ok(r));
+    }
+    if let Some(rest) = path.strip_prefix("/drip/") {
+        let mut it = rest.split('/');
+        let n: usize = it.next().unwrap_or("").parse().unwrap_or(0);
+        let ms: u64 = it.next().unwrap_or("").parse().unwrap_or(0);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Infallible>>(1);
+        tokio::spawn(async move {
+            for _ in 0..n {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                if tx
+                    .send(Ok(http_body::Frame::data(Bytes::from_static(b"."))))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let body = http_body_util::StreamBody::new(ReceiverStream(rx));
+        return Some(Ok(Response::new(body.boxed())));
+    }
+    Some(Err(resp))
+}
+
+/// A ready-made list of frames as a stream.
+fn futures_stream(
+    frames: Vec<Result<http_body::Frame<Bytes>, Infallible>>,
+) -> ReceiverStream<Result<http_body::Frame<Bytes>, Infallible>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(frames.len().max(1));
+    for f in frames {
+        tx.try_send(f).unwrap();
+    }
+    ReceiverStream(rx)
+}
+
+/// `tokio::sync::mpsc::Receiver` as a `futures` stream (no extra crate).
+pub struct ReceiverStream<T>(tokio::sync::mpsc::Receiver<T>);
+
+impl<T> futures_core::Stream for ReceiverStream<T> {
+    type Item = T;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+async fn answer_plain(
+    st: Arc<FakeState>,
+    conn: usize,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let role = *st.role.lock().unwrap();
     let claim = st
@@ -208,6 +362,8 @@ impl Fake {
             fail_status: AtomicU64::new(0),
             claim_override: Mutex::new(None),
             accepted: AtomicUsize::new(0),
+            probe_delay_ms: AtomicU64::new(0),
+            leader_probe_delay_ms: AtomicU64::new(0),
         });
         let f = Fake {
             addr,
@@ -232,7 +388,7 @@ impl Fake {
                 conns.lock().unwrap().spawn(async move {
                     let svc = service_fn(move |req| {
                         let st = st.clone();
-                        async move { Ok::<_, Infallible>(answer(st, conn, req).await) }
+                        answer(st, conn, req)
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(s), svc)

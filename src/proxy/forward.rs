@@ -25,14 +25,15 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Headers that describe one hop only (RFC 9110 §7.6.1), never forwarded.
-fn hop_by_hop() -> [&'static HeaderName; 8] {
+/// `Trailer` is not one of them: it announces end-to-end trailer fields
+/// (RFC 9110 §6.6.2), which pass through with the body.
+fn hop_by_hop() -> [&'static HeaderName; 7] {
     [
         &header::CONNECTION,
         &KEEP_ALIVE,
         &PROXY_CONNECTION,
         &header::PROXY_AUTHORIZATION,
         &header::TE,
-        &header::TRAILER,
         &header::TRANSFER_ENCODING,
         &header::UPGRADE,
     ]
@@ -71,7 +72,17 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 /// removed, `X-Forwarded-For` appended, `X-Forwarded-Proto`/`-Host` set.
 pub fn prepare_request(parts: &mut http::request::Parts, client: IpAddr, tls: bool) {
     let h = &mut parts.headers;
+    // `TE: trailers` is hop-by-hop, but it says the client takes trailers,
+    // which pass through: the backend may send them only if it is told.
+    let te_trailers = h.get(header::TE).is_some_and(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+    });
     strip_hop_by_hop(h);
+    if te_trailers {
+        h.insert(header::TE, GRPC_TE.clone());
+    }
     if !h.contains_key(header::HOST) {
         if let Some(a) = parts.uri.authority() {
             if let Ok(v) = HeaderValue::from_str(a.as_str()) {

@@ -109,8 +109,9 @@ impl std::error::Error for Cut {}
 
 /// Scripted answers by path, for any method (after the request is recorded
 /// and its body read): `/status/NNN` answers NNN; `/sleep/MS` answers after
-/// MS milliseconds; `/reset/...` closes the connection without an answer (the
-/// request was applied, the client cannot know); `/trailers` answers a
+/// MS milliseconds; `/reset/NAME/...` closes the connection without an
+/// answer on the fake named NAME (or on every fake for `all`): the request
+/// was applied, the client cannot know; `/trailers` answers a
 /// chunked body followed by the trailer `x-checksum: done` (declared in
 /// `Trailer`); `/drip/N/MS` sends N one-byte chunks MS milliseconds apart.
 async fn answer(
@@ -151,6 +152,7 @@ async fn answer_scripted(
     req: Request<Incoming>,
     path: &str,
 ) -> Option<Result<Response<FakeBody>, Response<Full<Bytes>>>> {
+    let st_name = st.name.clone();
     let trailers_in = req
         .headers()
         .get(http::header::TRAILER)
@@ -167,8 +169,11 @@ async fn answer_scripted(
         tokio::time::sleep(Duration::from_millis(ms)).await;
         return Some(Ok(Response::new(full(Bytes::from(format!("slept {ms}"))))));
     }
-    if path.starts_with("/reset/") {
-        return None;
+    if let Some(rest) = path.strip_prefix("/reset/") {
+        let who = rest.split('/').next().unwrap_or("");
+        if who == "all" || who == st_name {
+            return None;
+        }
     }
     if path == "/trailers" {
         let mut t = http::HeaderMap::new();
@@ -468,16 +473,16 @@ pub fn config_for(fakes: &[&Fake], extra: &str) -> String {
             f.state.name, f.addr
         ));
     }
-    if !extra.contains("health:") {
+    if !extra.lines().any(|l| l.starts_with("health:")) {
         // fall 3: a probe that times out on a loaded machine must not flap a follower out.
         s.push_str("health: { path: /health, interval: 100ms, timeout: 90ms, rise: 1, fall: 3 }\n");
     }
-    if !extra.contains("leader:") {
+    if !extra.lines().any(|l| l.starts_with("leader:")) {
         s.push_str(
             "leader: { path: /leader, interval: 50ms, timeout: 40ms, expect: { status: [200] } }\n",
         );
     }
-    if !extra.contains("routes:") {
+    if !extra.lines().any(|l| l.starts_with("routes:")) {
         s.push_str("routes: [ { methods: [GET, HEAD, OPTIONS], to: read } ]\n");
     }
     s.push_str(extra);

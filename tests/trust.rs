@@ -9,6 +9,9 @@
 #[path = "support/fake.rs"]
 mod fake;
 
+#[path = "support/procs.rs"]
+mod procs;
+
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -17,24 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use fake::{config_for, wait_until, Fake, Proxy, Refusal, Role};
-
-/// The value of an unlabelled metric, or the sum over a labelled one's
-/// lines that contain every `labels` pair.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+use procs::metric_sum as metric;
 
 /// CPU time (user + system, in clock ticks) of this process's thread named
 /// `name`, from /proc.

@@ -213,6 +213,14 @@ async fn abusive_clients_cannot_depose_the_leader() {
     // A fence would hold the steady writer for at least a probe round trip
     // and a re-send; without one, no steady write waits on anything.
     let worst = lat.iter().max().copied().unwrap_or_default();
+    let mut sorted = lat.clone();
+    sorted.sort();
+    eprintln!(
+        "abusive_clients: abusive=200 steady_writes={n} steady_errors=0 steady_p50={:?} steady_max={worst:?} \
+         leader_changes_delta=0 reprobes={} resent=0",
+        sorted[sorted.len() / 2],
+        metric(&after, "leaderproxy_leader_reprobes_total", &[]),
+    );
     assert!(
         worst < Duration::from_millis(150),
         "steady write took {worst:?}"

@@ -448,3 +448,73 @@ async fn h2_upstream_connection_is_replaced_after_a_timeout() {
         "the connection whose request timed out was used again: {seen:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upload_past_response_headers_is_still_the_clients_fault() {
+    // With response_headers shorter than body_idle (as by default, 30s and
+    // 60s), a client that stalls a streamed body must get 408 at body_idle,
+    // not a 504 at response_headers that blames the backend.
+    // Checked: before `response_head` in src/proxy/forward.rs (plain
+    // timeout from the start of sending), this got 504 upstream_timeout.
+    let a = Fake::start("a", Role::Leader).await;
+    let b = Fake::start("b", Role::Follower).await;
+    let p = Proxy::start(&config_for(
+        &[&a, &b],
+        "routes: [ { methods: [POST], path_prefix: /query, to: read } ]\n\
+         timeouts: { response_headers: 300ms, body_idle: 800ms }\n\
+         passive: { consecutive_failures: 1, max_ejection_percent: 100 }\n\
+         reads: { retry: false }\n",
+    ))
+    .await;
+    wait_follower(&p, "b").await;
+    let mut half = b"POST /query HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n".to_vec();
+    half.extend_from_slice(&[b'x'; 50]);
+    let (status, body) = raw_exchange(p.addr, &half, Duration::from_secs(3)).await;
+    assert_eq!(status, 408, "{body}");
+    assert_eq!(error_code(body.as_bytes()), "client_timeout");
+    let s = backend_status(&p, "b").await;
+    assert_eq!(s["ejected"], false, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_headers_counts_from_the_end_of_a_streamed_body() {
+    // A steady upload that takes longer than response_headers is not cut,
+    // and the backend still has only response_headers after the body.
+    // Checked: before `response_head` in src/proxy/forward.rs, the steady
+    // upload was answered 504 (and its connection closed mid-body).
+    let a = Fake::start("a", Role::Leader).await;
+    let b = Fake::start("b", Role::Follower).await;
+    let p = Proxy::start(&config_for(
+        &[&a, &b],
+        "routes: [ { methods: [POST], to: read } ]\n\
+         timeouts: { response_headers: 300ms, body_idle: 800ms }\n\
+         reads: { retry: false }\n",
+    ))
+    .await;
+    wait_follower(&p, "b").await;
+    let upload = |path: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+        let head = format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            s.write_all(b"x").await.unwrap();
+        }
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(3), async {
+            while !String::from_utf8_lossy(&buf).contains("\r\n\r\n") {
+                let mut chunk = [0u8; 1024];
+                let n = s.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "closed: {}", String::from_utf8_lossy(&buf));
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        })
+        .await
+        .expect("answered in time");
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    let (steady, slow_answer) = tokio::join!(upload("/echo-size"), upload("/sleep/600"));
+    assert!(steady.starts_with("HTTP/1.1 200"), "{steady}");
+    assert!(slow_answer.starts_with("HTTP/1.1 504"), "{slow_answer}");
+    assert!(slow_answer.contains("upstream_timeout"), "{slow_answer}");
+}

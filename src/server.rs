@@ -245,6 +245,38 @@ async fn serve_stream<S>(
     finish(watcher.watch(conn), guard).await;
 }
 
+/// How often a worker sweeps its idle upstream connections: half of
+/// `timeouts.upstream_idle`, at most 5s (at least 10ms, so a tiny setting
+/// cannot make the loop spin). A connection is thus closed between
+/// `upstream_idle` and `upstream_idle` + this after its last use.
+fn sweep_interval(upstream_idle: Duration) -> Duration {
+    (upstream_idle / 2).clamp(Duration::from_millis(10), Duration::from_secs(5))
+}
+
+/// Closes this worker's pooled upstream connections once they have been
+/// idle for `timeouts.upstream_idle`, oldest first, in every backend's pool;
+/// until `shutdown` turns true. The config and the backends are read from
+/// the current routing table at every round, so a reload applies.
+async fn sweep_idle(proxy: &'static Proxy, worker: usize, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let every = sweep_interval(proxy.shared.load().cfg.timeouts.upstream_idle);
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = until_true(&mut shutdown) => return,
+        }
+        let t = proxy.shared.load();
+        let max_idle = t.cfg.timeouts.upstream_idle;
+        let closed: usize = t
+            .backends
+            .iter()
+            .map(|b| b.pool.sweep(worker, max_idle))
+            .sum();
+        if closed > 0 {
+            tracing::trace!(worker, closed, "closed idle upstream connections");
+        }
+    }
+}
+
 /// Serves one worker's listeners until `shutdown` turns true, then lets
 /// in-flight requests finish for up to the grace period.
 pub async fn serve_worker(
@@ -254,6 +286,7 @@ pub async fn serve_worker(
     opts: ServeOpts,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let sweeper = tokio::spawn(sweep_idle(proxy, worker, shutdown.clone()));
     let graceful = Arc::new(GracefulShutdown::new());
     let builder = Arc::new(builder(&opts));
     let mut accepts = Vec::new();
@@ -351,6 +384,7 @@ pub async fn serve_worker(
     for a in accepts {
         let _ = a.await;
     }
+    let _ = sweeper.await;
     let Ok(graceful) = Arc::try_unwrap(graceful) else {
         return;
     };
@@ -362,5 +396,25 @@ pub async fn serve_worker(
             worker,
             "shutdown grace period ended with requests still in flight"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_interval_is_half_the_idle_limit_within_bounds() {
+        let ms = Duration::from_millis;
+        assert_eq!(sweep_interval(ms(300)), ms(150));
+        assert_eq!(
+            sweep_interval(Duration::from_secs(60)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            sweep_interval(Duration::from_secs(10)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(sweep_interval(Duration::from_nanos(1)), ms(10));
     }
 }

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 use super::pool::Conn;
@@ -77,6 +79,64 @@ impl IdleTimer {
     }
 }
 
+/// How far a streamed request body has got, shared with the attempt that
+/// sends it: the backend's response-headers clock only starts once the body
+/// has been sent, and a body waiting for the client is the client's delay.
+#[derive(Default)]
+pub struct Upload {
+    done: AtomicBool,
+    waiting_on_client: AtomicBool,
+    frames: AtomicU64,
+    notify: Notify,
+}
+
+impl Upload {
+    /// The body has ended (or failed, or was dropped).
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// The body's last poll waited for the client (not for the backend).
+    pub fn waiting_on_client(&self) -> bool {
+        self.waiting_on_client.load(Ordering::Relaxed)
+    }
+
+    /// Frames passed on so far (progress).
+    pub fn frames(&self) -> u64 {
+        self.frames.load(Ordering::Relaxed)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_waiting_on_client(&self, waiting: bool) {
+        self.waiting_on_client.store(waiting, Ordering::Relaxed);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn finish_for_test(&self) {
+        self.finish();
+    }
+
+    fn finish(&self) {
+        self.done.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// Resolves once the body is done; create and enable it before checking
+    /// [`Upload::is_done`].
+    pub fn done_notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+}
+
+/// Marks the [`Upload`] done when the body ends or is dropped.
+pub struct UploadTx(Arc<Upload>);
+
+impl Drop for UploadTx {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
+}
+
 /// A request body on its way to a backend.
 pub enum UpBody {
     /// Kept in memory, so the request can be sent again.
@@ -87,6 +147,8 @@ pub enum UpBody {
         remaining: u64,
         limit: u64,
         idle: IdleTimer,
+        /// Set by [`UpBody::track_upload`]; none for bodies nobody watches.
+        upload: Option<UploadTx>,
     },
 }
 
@@ -101,6 +163,22 @@ impl UpBody {
             remaining: limit,
             limit,
             idle: IdleTimer::new(Some(idle)),
+            upload: None,
+        }
+    }
+
+    /// Progress of a streamed body, for the attempt sending it (made on
+    /// first use, so bodiless and in-memory requests allocate nothing);
+    /// `None` for a body in memory.
+    pub fn track_upload(&mut self) -> Option<Arc<Upload>> {
+        match self {
+            UpBody::Full(_) => None,
+            UpBody::Stream { upload, .. } => Some(
+                upload
+                    .get_or_insert_with(|| UploadTx(Arc::default()))
+                    .0
+                    .clone(),
+            ),
         }
     }
 }
@@ -120,26 +198,43 @@ impl Body for UpBody {
                 remaining,
                 limit,
                 idle,
-            } => match Pin::new(inner).poll_frame(cx) {
+                upload,
+            } => match Pin::new(&mut *inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     idle.progress();
                     if let Some(d) = frame.data_ref() {
                         let n = d.len() as u64;
                         if n > *remaining {
+                            upload.take();
                             return Poll::Ready(Some(
                                 Err(ClientBodyError::TooLarge(*limit).into()),
                             ));
                         }
                         *remaining -= n;
                     }
+                    if let Some(u) = upload {
+                        u.0.waiting_on_client.store(false, Ordering::Relaxed);
+                        u.0.frames.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if inner.is_end_stream() {
+                        upload.take();
+                    }
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(Some(Err(e))) => {
+                    upload.take();
                     Poll::Ready(Some(Err(ClientBodyError::Aborted(e).into())))
                 }
-                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Ready(None) => {
+                    upload.take();
+                    Poll::Ready(None)
+                }
                 Poll::Pending => {
+                    if let Some(u) = upload {
+                        u.0.waiting_on_client.store(true, Ordering::Relaxed);
+                    }
                     if idle.expired(cx) {
+                        upload.take();
                         let limit = idle.limit.unwrap_or_default();
                         return Poll::Ready(Some(Err(ClientBodyError::Idle(limit).into())));
                     }

@@ -13,7 +13,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
-use super::body::{ClientBodyError, UpBody};
+use super::body::{ClientBodyError, UpBody, Upload};
 use super::error::ProxyError;
 use super::pool::{self, Conn};
 use crate::backend::Backend;
@@ -211,7 +211,8 @@ pub struct SendOpts {
     /// Generation recorded on a newly opened connection.
     pub gen: u64,
     pub connect_timeout: Duration,
-    /// From sending to the response head (the route's, or `timeouts.response_headers`).
+    /// From the end of the request to the response head (the route's, or
+    /// `timeouts.response_headers`); see [`response_head`].
     pub response_timeout: Duration,
     /// Pooled connections idle longer are not used (`timeouts.upstream_idle`).
     pub max_idle: Duration,
@@ -252,6 +253,54 @@ fn timed_out(backend: &Backend, after: Duration) -> Attempt {
     })
 }
 
+/// Waits for the response head of a request: at most `limit` (the route's
+/// timeout or `timeouts.response_headers`) once its body has been sent.
+/// `None`: timed out.
+async fn response_head<F: std::future::Future>(
+    resp: F,
+    upload: Option<&Upload>,
+    limit: Duration,
+) -> Option<F::Output> {
+    match upload {
+        None => tokio::time::timeout(limit, resp).await.ok(),
+        // Boxed: streamed bodies are the rare case.
+        Some(up) => Box::pin(response_head_streaming(resp, up, limit)).await,
+    }
+}
+
+/// [`response_head`] for a body still streaming from the client. While it
+/// goes up, time spent waiting for the client is not the backend's: the
+/// client's silence is bounded by `timeouts.body_idle` (the body fails, 408).
+/// A backend that takes no body bytes for `limit` times out; once the body
+/// has been sent, the backend has `limit` for its response head.
+async fn response_head_streaming<F: std::future::Future>(
+    resp: F,
+    up: &Upload,
+    limit: Duration,
+) -> Option<F::Output> {
+    let mut resp = std::pin::pin!(resp);
+    loop {
+        let done = up.done_notified();
+        let mut done = std::pin::pin!(done);
+        done.as_mut().enable();
+        if up.is_done() {
+            break;
+        }
+        let frames = up.frames();
+        tokio::select! {
+            r = &mut resp => return Some(r),
+            _ = done => break,
+            _ = tokio::time::sleep(limit) => {
+                if up.waiting_on_client() || up.frames() != frames {
+                    continue;
+                }
+                return None;
+            }
+        }
+    }
+    tokio::time::timeout(limit, resp).await.ok()
+}
+
 /// Sends `req` to `backend`, reusing a pooled connection when one is
 /// usable. A pooled connection found dead before the request was written is
 /// replaced by a fresh one, transparently.
@@ -260,6 +309,7 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
         // Boxed: keeps the HTTP/1.1 future, the common one, small.
         return Box::pin(send_h2(backend, req, o)).await;
     }
+    let upload = req.body_mut().track_upload();
     // At most a few dead pooled connections are skipped, then a new one is opened.
     for _ in 0..4 {
         let (mut conn, fresh) = match backend.pool.take(o.worker, o.min_gen, o.max_idle) {
@@ -302,10 +352,10 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
             continue;
         }
         let fut = conn.tx.try_send_request(req);
-        match tokio::time::timeout(o.response_timeout, fut).await {
-            Err(_) => return timed_out(backend, o.response_timeout),
-            Ok(Ok(resp)) => return Attempt::Answered(resp, Some(conn)),
-            Ok(Err(mut e)) => match e.take_message() {
+        match response_head(fut, upload.as_deref(), o.response_timeout).await {
+            None => return timed_out(backend, o.response_timeout),
+            Some(Ok(resp)) => return Attempt::Answered(resp, Some(conn)),
+            Some(Err(mut e)) => match e.take_message() {
                 Some(back) => {
                     req = back;
                     if fresh {
@@ -360,6 +410,7 @@ fn to_h2(req: &mut Request<UpBody>, backend: &Backend) {
 /// [`send`] over this worker's shared HTTP/2 connection to `backend`.
 async fn send_h2(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> Attempt {
     to_h2(&mut req, backend);
+    let upload = req.body_mut().track_upload();
     let not_sent = |req, reason: String| {
         backend.metrics.connect_errors.inc();
         Attempt::NotSent(
@@ -396,15 +447,16 @@ async fn send_h2(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> A
             }
             continue;
         }
-        match tokio::time::timeout(o.response_timeout, h2.tx.try_send_request(req)).await {
-            Err(_) => {
+        let fut = h2.tx.try_send_request(req);
+        match response_head(fut, upload.as_deref(), o.response_timeout).await {
+            None => {
                 // A silently dead connection would stall every later request
                 // for the whole timeout: open a new one next time.
                 backend.pool.forget_h2(o.worker, &h2);
                 return timed_out(backend, o.response_timeout);
             }
-            Ok(Ok(resp)) => return Attempt::Answered(resp, None),
-            Ok(Err(mut e)) => match e.take_message() {
+            Some(Ok(resp)) => return Attempt::Answered(resp, None),
+            Some(Err(mut e)) => match e.take_message() {
                 Some(back) if !fresh => req = back,
                 Some(back) => return not_sent(back, e.error().to_string()),
                 None => {
@@ -423,6 +475,57 @@ async fn send_h2(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> A
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_streaming_body_stuck_at_the_backend_times_out() {
+        let up = Upload::default();
+        let limit = Duration::from_secs(30);
+        let start = tokio::time::Instant::now();
+        let r = response_head_streaming(std::future::pending::<()>(), &up, limit).await;
+        assert!(r.is_none());
+        assert_eq!(start.elapsed(), limit);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_streaming_body_waiting_for_the_client_is_not_the_backends_delay() {
+        let up = Upload::default();
+        up.set_waiting_on_client(true);
+        let limit = Duration::from_secs(30);
+        let waited = tokio::time::timeout(
+            limit * 10,
+            response_head_streaming(std::future::pending::<()>(), &up, limit),
+        )
+        .await;
+        assert!(waited.is_err(), "timed out while the client was silent");
+        // An answer still arrives while the body goes up.
+        let r = response_head_streaming(std::future::ready(7), &up, limit).await;
+        assert_eq!(r, Some(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_response_clock_starts_when_the_body_is_done() {
+        let mut body = UpBody::Full(None);
+        assert!(
+            body.track_upload().is_none(),
+            "in-memory bodies are not tracked"
+        );
+        let up = Upload::default();
+        let limit = Duration::from_secs(30);
+        let start = tokio::time::Instant::now();
+        let finish = async {
+            tokio::time::sleep(Duration::from_secs(45)).await;
+            up.finish_for_test();
+        };
+        let (r, ()) = tokio::join!(
+            response_head_streaming(std::future::pending::<()>(), &up, limit),
+            async {
+                up.set_waiting_on_client(true);
+                finish.await
+            }
+        );
+        assert!(r.is_none());
+        assert_eq!(start.elapsed(), Duration::from_secs(45) + limit);
+    }
 
     #[test]
     fn strips_hop_by_hop_and_connection_listed() {

@@ -132,20 +132,37 @@ impl Pool {
         });
     }
 
-    /// Drops this worker's idle connections that have been idle for
-    /// `max_idle` or longer (they are stacked oldest first), and closed ones.
-    pub fn sweep(&self, worker: usize, max_idle: Duration) {
-        let mut idle = self
-            .slot(worker)
-            .idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let expired = idle
-            .iter()
-            .take_while(|c| c.since.elapsed() >= max_idle)
-            .count();
-        idle.drain(..expired);
-        idle.retain(|c| !c.tx.is_closed());
+    /// Closes this worker's idle connections that have been idle for
+    /// `max_idle` or longer (they are stacked oldest first), and forgets
+    /// closed ones. Returns how many were removed. The connections are
+    /// dropped (which closes them) after the slot's lock is released.
+    pub fn sweep(&self, worker: usize, max_idle: Duration) -> usize {
+        self.sweep_at(worker, max_idle, Instant::now())
+    }
+
+    /// [`Pool::sweep`] as if the time were `now`.
+    fn sweep_at(&self, worker: usize, max_idle: Duration, now: Instant) -> usize {
+        let removed: Vec<Idle> = {
+            let mut idle = self
+                .slot(worker)
+                .idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let expired = idle
+                .iter()
+                .take_while(|c| now.saturating_duration_since(c.since) >= max_idle)
+                .count();
+            let mut removed: Vec<Idle> = idle.drain(..expired).collect();
+            if idle.iter().any(|c| c.tx.is_closed()) {
+                let (closed, open) = std::mem::take(&mut *idle)
+                    .into_iter()
+                    .partition(|c| c.tx.is_closed());
+                *idle = open;
+                removed.extend::<Vec<Idle>>(closed);
+            }
+            removed
+        };
+        removed.len()
     }
 
     /// Forgets this worker's HTTP/2 connection if it is still `c` (it timed
@@ -254,4 +271,50 @@ pub async fn connect_h2(authority: &str, timeout: Duration, gen: u64) -> Result<
         gen,
         id: NEXT_H2.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listener that accepts connections and keeps them open (the client
+    /// side's HTTP/1.1 handshake needs no answer).
+    async fn holder() -> (String, tokio::task::JoinHandle<()>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let h = tokio::spawn(async move {
+            let mut keep = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                keep.push(s);
+            }
+        });
+        (addr, h)
+    }
+
+    #[tokio::test]
+    async fn sweep_closes_the_expired_oldest_first_and_keeps_the_rest() {
+        let (addr, server) = holder().await;
+        let pool = Pool::new(2);
+        let a = connect(&addr, Duration::from_secs(1), 0).await.unwrap();
+        let b = connect(&addr, Duration::from_secs(1), 0).await.unwrap();
+        let other = connect(&addr, Duration::from_secs(1), 0).await.unwrap();
+        pool.put(0, a);
+        let mid = Instant::now();
+        // Instants only move forward; make sure b's idle time starts after `mid`.
+        std::thread::sleep(Duration::from_millis(2));
+        pool.put(0, b);
+        pool.put(1, other);
+        assert_eq!(pool.idle_count(), 3);
+        let max_idle = Duration::from_secs(1);
+        // At mid + 1s, `a` has been idle for 1s or more, `b` for less.
+        assert_eq!(pool.sweep_at(0, max_idle, mid + max_idle), 1);
+        // The other worker's slot is not touched; `b` is still there.
+        assert_eq!(pool.idle_count(), 2);
+        assert!(pool.take(0, 0, Duration::from_secs(60)).is_some());
+        assert!(pool.take(0, 0, Duration::from_secs(60)).is_none());
+        // Everything in slot 1 is expired much later.
+        assert_eq!(pool.sweep_at(1, max_idle, mid + 10 * max_idle), 1);
+        assert_eq!(pool.idle_count(), 0);
+        server.abort();
+    }
 }

@@ -695,3 +695,13 @@ pub fn tally(replies: &[Reply]) -> HashMap<String, usize> {
     }
     m
 }
+
+impl Fake {
+    /// TCP connections this fake is still serving (probe connections
+    /// included while they last): finished connection tasks are reaped first.
+    pub fn open_connections(&self) -> usize {
+        let mut conns = self.conns.lock().unwrap();
+        while conns.try_join_next().is_some() {}
+        conns.len()
+    }
+}

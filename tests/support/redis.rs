@@ -270,6 +270,57 @@ impl RedisCluster {
         }
     }
 
+    /// LRANGE key 0 -1 on node `i`.
+    pub fn lrange(&self, i: usize, key: &str) -> io::Result<Vec<String>> {
+        match redis_cmd(self.nodes[i].redis_port, &["LRANGE", key, "0", "-1"])? {
+            Resp::Array(Some(v)) => Ok(v
+                .iter()
+                .map(|r| r.as_str().unwrap_or_default().to_string())
+                .collect()),
+            other => Err(io::Error::other(format!("LRANGE: {other:?}"))),
+        }
+    }
+
+    /// The shipped `config/redis-webdis.yaml`, parsed as YAML, with `listen`
+    /// and `admin` removed (`spawn_proxy` picks free ports) and `backends`
+    /// replaced by this cluster's webdis. Every other rule (health, leader,
+    /// routes, writes.not_leader, ...) is the shipped one, so a change to the
+    /// shipped file is what the tests check. `overrides` is a YAML mapping
+    /// merged on top (mappings key by key, anything else replaced); it must
+    /// not touch `writes.not_leader`, `routes` or `leader.expect`.
+    pub fn shipped_proxy_yaml(&self, overrides: &str) -> String {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/redis-webdis.yaml");
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        let mut cfg: serde_yaml::Value =
+            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parse {path}: {e}"));
+        let map = cfg
+            .as_mapping_mut()
+            .expect("the shipped config is a mapping");
+        assert!(
+            map.remove("listen").is_some() && map.remove("admin").is_some(),
+            "{path} has no listen/admin to replace"
+        );
+        let backends: Vec<serde_yaml::Value> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let mut b = serde_yaml::Mapping::new();
+                b.insert("name".into(), n.name.clone().into());
+                b.insert("url".into(), n.webdis_url().into());
+                serde_yaml::Value::Mapping(b)
+            })
+            .collect();
+        assert!(
+            map.insert("backends".into(), backends.into()).is_some(),
+            "{path} has no backends to replace"
+        );
+        if !overrides.trim().is_empty() {
+            let o: serde_yaml::Value = serde_yaml::from_str(overrides).expect("overrides YAML");
+            merge_yaml(&mut cfg, o);
+        }
+        serde_yaml::to_string(&cfg).expect("serialize config")
+    }
+
     /// MGET on node `i` (one round trip for many keys).
     pub fn mget(&self, i: usize, keys: &[String]) -> io::Result<Vec<Option<String>>> {
         let mut args: Vec<&str> = vec!["MGET"];
@@ -284,6 +335,24 @@ impl RedisCluster {
                 .collect()),
             other => Err(io::Error::other(format!("MGET: {other:?}"))),
         }
+    }
+}
+
+/// Merges `over` into `base`: mappings key by key (recursively), anything
+/// else replaced.
+pub fn merge_yaml(base: &mut serde_yaml::Value, over: serde_yaml::Value) {
+    match (base, over) {
+        (serde_yaml::Value::Mapping(b), serde_yaml::Value::Mapping(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge_yaml(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
     }
 }
 

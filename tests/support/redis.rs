@@ -17,9 +17,12 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::procs::{free_port, wait_for, wait_some, Proc, TempDir};
+use crate::procs::{free_port, wait_for, wait_some, HttpConn, Proc, TempDir};
 
 pub const REDIS_BIN: &str = "/usr/bin/redis-server";
 pub const SENTINEL_BIN: &str = "/usr/bin/redis-sentinel";
@@ -335,6 +338,76 @@ impl RedisCluster {
                 .collect()),
             other => Err(io::Error::other(format!("MGET: {other:?}"))),
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// webdis role watch: when could a node's webdis take writes?
+// ---------------------------------------------------------------------------
+
+/// Background threads (one per node) asking each node's *webdis* `GET /ROLE`
+/// every 10ms on a keep-alive connection, recording when it answered 200
+/// `{"ROLE":["master",..]}`. This is when the backend the proxy talks to can
+/// take writes, which after a promotion is later than the Redis node itself
+/// (`RedisCluster::wait_for_promotion`): Sentinel's promotion ends with
+/// `CLIENT KILL TYPE normal` on the promoted replica, which also closes
+/// webdis's Redis connection, and webdis reconnects only after a fixed 0.1s
+/// timer (`pool_schedule_reconnect` in webdis's pool.c), answering 503 until then.
+pub struct WebdisRoleWatch {
+    stop: Arc<AtomicBool>,
+    obs: Arc<Mutex<Vec<(Instant, usize)>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl WebdisRoleWatch {
+    pub fn start(cluster: &RedisCluster) -> WebdisRoleWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let obs = Arc::new(Mutex::new(Vec::new()));
+        let threads = cluster
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let authority = format!("127.0.0.1:{}", n.webdis_port);
+                let (stop, obs) = (stop.clone(), obs.clone());
+                std::thread::spawn(move || {
+                    let mut conn = HttpConn::new(&authority, Duration::from_millis(300));
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Ok(r) = conn.request("GET", "/ROLE", &[], b"") {
+                            let at = Instant::now();
+                            let master = r.status == 200
+                                && serde_json::from_slice::<serde_json::Value>(&r.body)
+                                    .is_ok_and(|v| v["ROLE"][0] == "master");
+                            if master {
+                                obs.lock().unwrap().push((at, i));
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                })
+            })
+            .collect();
+        WebdisRoleWatch { stop, obs, threads }
+    }
+
+    /// Stops the threads; returns the first time after `since` that the
+    /// webdis of a node other than `except` answered ROLE master.
+    pub fn stop(mut self, since: Instant, except: usize) -> Option<Instant> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let obs = self.obs.lock().unwrap();
+        obs.iter()
+            .filter(|(at, i)| *at >= since && *i != except)
+            .map(|(at, _)| *at)
+            .min()
+    }
+}
+
+impl Drop for WebdisRoleWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 

@@ -111,9 +111,10 @@ impl EtcdCluster {
     }
 
     /// A leaderproxy config for this cluster as the real-cluster tests and
-    /// the failover bench use it (v2 leader probe every 200ms, health with a
-    /// fall long enough to outlast an election); `extra` is appended (YAML,
-    /// e.g. `writes:` or `debug_headers:`).
+    /// the failover bench use it (v2 leader probe every 200ms, and every
+    /// `leader.fast_interval`, 25ms by default, while no leader is known;
+    /// health with a fall long enough to outlast an election); `extra` is
+    /// appended (YAML, e.g. `writes:` or `debug_headers:`).
     pub fn leaderproxy_yaml(&self, extra: &str) -> String {
         let mut s = String::from("backends:\n");
         for m in &self.members {
@@ -128,7 +129,7 @@ impl EtcdCluster {
              leader:\n  path: /v2/stats/leader\n  interval: 200ms\n  timeout: 150ms\n  expect: { status: [200] }\n\
              routes:\n  - { methods: [GET, HEAD], to: read }\n\
              reads: { policy: round_robin, fallback_to_leader: true, retry: true }\n\
-             timeouts: { connect: 500ms, request: 10s }\n",
+             timeouts: { connect: 500ms, response_headers: 10s }\n",
         );
         s.push_str(extra);
         s

@@ -17,9 +17,12 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::procs::{free_port, wait_for, wait_some, Proc, TempDir};
+use crate::procs::{free_port, wait_for, wait_some, HttpConn, Proc, TempDir};
 
 pub const REDIS_BIN: &str = "/usr/bin/redis-server";
 pub const SENTINEL_BIN: &str = "/usr/bin/redis-sentinel";
@@ -270,6 +273,57 @@ impl RedisCluster {
         }
     }
 
+    /// LRANGE key 0 -1 on node `i`.
+    pub fn lrange(&self, i: usize, key: &str) -> io::Result<Vec<String>> {
+        match redis_cmd(self.nodes[i].redis_port, &["LRANGE", key, "0", "-1"])? {
+            Resp::Array(Some(v)) => Ok(v
+                .iter()
+                .map(|r| r.as_str().unwrap_or_default().to_string())
+                .collect()),
+            other => Err(io::Error::other(format!("LRANGE: {other:?}"))),
+        }
+    }
+
+    /// The shipped `config/redis-webdis.yaml`, parsed as YAML, with `listen`
+    /// and `admin` removed (`spawn_proxy` picks free ports) and `backends`
+    /// replaced by this cluster's webdis. Every other rule (health, leader,
+    /// routes, writes.not_leader, ...) is the shipped one, so a change to the
+    /// shipped file is what the tests check. `overrides` is a YAML mapping
+    /// merged on top (mappings key by key, anything else replaced); it must
+    /// not touch `writes.not_leader`, `routes` or `leader.expect`.
+    pub fn shipped_proxy_yaml(&self, overrides: &str) -> String {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/redis-webdis.yaml");
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        let mut cfg: serde_yaml::Value =
+            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parse {path}: {e}"));
+        let map = cfg
+            .as_mapping_mut()
+            .expect("the shipped config is a mapping");
+        assert!(
+            map.remove("listen").is_some() && map.remove("admin").is_some(),
+            "{path} has no listen/admin to replace"
+        );
+        let backends: Vec<serde_yaml::Value> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let mut b = serde_yaml::Mapping::new();
+                b.insert("name".into(), n.name.clone().into());
+                b.insert("url".into(), n.webdis_url().into());
+                serde_yaml::Value::Mapping(b)
+            })
+            .collect();
+        assert!(
+            map.insert("backends".into(), backends.into()).is_some(),
+            "{path} has no backends to replace"
+        );
+        if !overrides.trim().is_empty() {
+            let o: serde_yaml::Value = serde_yaml::from_str(overrides).expect("overrides YAML");
+            merge_yaml(&mut cfg, o);
+        }
+        serde_yaml::to_string(&cfg).expect("serialize config")
+    }
+
     /// MGET on node `i` (one round trip for many keys).
     pub fn mget(&self, i: usize, keys: &[String]) -> io::Result<Vec<Option<String>>> {
         let mut args: Vec<&str> = vec!["MGET"];
@@ -284,6 +338,94 @@ impl RedisCluster {
                 .collect()),
             other => Err(io::Error::other(format!("MGET: {other:?}"))),
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// webdis role watch: when could a node's webdis take writes?
+// ---------------------------------------------------------------------------
+
+/// Background threads (one per node) asking each node's *webdis* `GET /ROLE`
+/// every 10ms on a keep-alive connection, recording when it answered 200
+/// `{"ROLE":["master",..]}`. This is when the backend the proxy talks to can
+/// take writes, which after a promotion is later than the Redis node itself
+/// (`RedisCluster::wait_for_promotion`): Sentinel's promotion ends with
+/// `CLIENT KILL TYPE normal` on the promoted replica, which also closes
+/// webdis's Redis connection, and webdis reconnects only after a fixed 0.1s
+/// timer (`pool_schedule_reconnect` in webdis's pool.c), answering 503 until then.
+pub struct WebdisRoleWatch {
+    stop: Arc<AtomicBool>,
+    obs: Arc<Mutex<Vec<(Instant, usize)>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl WebdisRoleWatch {
+    pub fn start(cluster: &RedisCluster) -> WebdisRoleWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let obs = Arc::new(Mutex::new(Vec::new()));
+        let threads = cluster
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let authority = format!("127.0.0.1:{}", n.webdis_port);
+                let (stop, obs) = (stop.clone(), obs.clone());
+                std::thread::spawn(move || {
+                    let mut conn = HttpConn::new(&authority, Duration::from_millis(300));
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Ok(r) = conn.request("GET", "/ROLE", &[], b"") {
+                            let at = Instant::now();
+                            let master = r.status == 200
+                                && serde_json::from_slice::<serde_json::Value>(&r.body)
+                                    .is_ok_and(|v| v["ROLE"][0] == "master");
+                            if master {
+                                obs.lock().unwrap().push((at, i));
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                })
+            })
+            .collect();
+        WebdisRoleWatch { stop, obs, threads }
+    }
+
+    /// Stops the threads; returns the first time after `since` that the
+    /// webdis of a node other than `except` answered ROLE master.
+    pub fn stop(mut self, since: Instant, except: usize) -> Option<Instant> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let obs = self.obs.lock().unwrap();
+        obs.iter()
+            .filter(|(at, i)| *at >= since && *i != except)
+            .map(|(at, _)| *at)
+            .min()
+    }
+}
+
+impl Drop for WebdisRoleWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Merges `over` into `base`: mappings key by key (recursively), anything
+/// else replaced.
+pub fn merge_yaml(base: &mut serde_yaml::Value, over: serde_yaml::Value) {
+    match (base, over) {
+        (serde_yaml::Value::Mapping(b), serde_yaml::Value::Mapping(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge_yaml(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
     }
 }
 

@@ -470,8 +470,8 @@ pub struct Timeouts {
     /// default 60s. YAML also accepts the old name `idle`.
     pub upstream_idle: Duration,
     /// Longest wait for the next bytes of a body, either direction, once it
-    /// has started; default 60s. Not applied to response bodies of
-    /// `long_poll` routes (watch streams may be silent for long).
+    /// has started; default 60s. Not applied on `long_poll` routes (watch
+    /// streams may be silent for long, in both directions).
     pub body_idle: Duration,
 }
 

@@ -157,12 +157,14 @@ impl UpBody {
         UpBody::Full(None)
     }
 
-    pub fn stream(inner: Incoming, limit: u64, idle: Duration) -> UpBody {
+    /// A body streamed from the client, cut past `limit` bytes and after
+    /// `idle` of silence (`None`: never, for long-poll routes).
+    pub fn stream(inner: Incoming, limit: u64, idle: Option<Duration>) -> UpBody {
         UpBody::Stream {
             inner,
             remaining: limit,
             limit,
-            idle: IdleTimer::new(Some(idle)),
+            idle: IdleTimer::new(idle),
             upload: None,
         }
     }

@@ -102,7 +102,8 @@ impl Ctx {
         }
     }
 
-    /// The idle limit of the response body: none on long-poll routes.
+    /// The idle limit of the response body: none on long-poll routes (nor
+    /// of the request body, see `dispatch`).
     pub fn response_idle(&self, cfg: &Config) -> IdleTimer {
         IdleTimer::new((!self.route.long_poll).then_some(cfg.timeouts.body_idle))
     }
@@ -238,7 +239,9 @@ async fn dispatch(
         }
     };
     forward::prepare_request(&mut parts, ctx.client.peer.ip(), ctx.client.tls);
-    let stream = UpBody::stream(body, cfg.limits.max_body_bytes, cfg.timeouts.body_idle);
+    // A long-poll route (a gRPC watch stream) may stay silent either way.
+    let idle = (!ctx.route.long_poll).then_some(cfg.timeouts.body_idle);
+    let stream = UpBody::stream(body, cfg.limits.max_body_bytes, idle);
     let mut _reservation = None;
     let up = if stream.is_end_stream() {
         UpBody::empty()

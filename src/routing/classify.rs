@@ -75,9 +75,9 @@ pub struct Route {
     /// Time to response headers for this route instead of
     /// `timeouts.response_headers`.
     pub timeout: Option<std::time::Duration>,
-    /// Long-polls and watches: a timeout or a silent response body says
-    /// nothing about the backend (no passive-health penalty, no re-probe),
-    /// and `timeouts.body_idle` does not cut the response body.
+    /// Long-polls and watches: a timeout or a silent body says nothing about
+    /// the backend (no passive-health penalty, no re-probe), and
+    /// `timeouts.body_idle` cuts neither body.
     pub long_poll: bool,
 }
 

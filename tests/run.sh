@@ -10,7 +10,8 @@
 # 2. Stops system services of those packages if they are running, so nothing
 #    collides with the clusters the tests start (the tests use free ports, but
 #    deploy/local uses the standard etcd ports).
-# 3. Runs `cargo test --all-targets` and `cargo bench --no-run`; exits non-zero
+# 3. Runs `cargo test --all-targets --no-fail-fast` (every test binary runs
+#    even after one fails) and `cargo bench --no-run`; exits non-zero
 #    if either fails.
 #
 # Environment: LEADERPROXY_SKIP_REAL=1 makes the real-cluster tests skip with a
@@ -87,7 +88,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 rc=0
-cargo test --all-targets "$@" || rc=$?
+cargo test --all-targets --no-fail-fast "$@" || rc=$?
 bench_rc=0
 cargo bench --no-run || bench_rc=$?
 if [[ $rc -eq 0 ]]; then

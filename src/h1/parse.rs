@@ -554,11 +554,8 @@ fn check_target(
 ) -> Result<(), HeadError> {
     // httparse allows any visible byte and UTF-8; a fragment is never part of
     // a request target.
-    if target.contains(&b'#') {
-        return Err(HeadError::BadTarget);
-    }
     match target.first() {
-        Some(b'/') => Ok(()),
+        Some(b'/') => path_chars(target),
         Some(b'*') if target.len() == 1 => {
             if method == b"OPTIONS" {
                 Ok(())
@@ -581,6 +578,7 @@ fn check_target(
             check_authority(authority).map_err(|_| HeadError::BadTarget)?;
             head.authority = Some(Span::of(buf, authority));
             let path = &rest[end..];
+            path_chars(path)?;
             head.path = if path.is_empty() {
                 Span {
                     start: head.target.end,
@@ -591,6 +589,22 @@ fn check_target(
             };
             Ok(())
         }
+    }
+}
+
+/// The bytes a path and a query may hold. httparse lets through any visible
+/// byte; these are the ones hyper's `Uri` (the WHATWG URL sets) refuses, plus
+/// `#`, which hyper would cut off silently: a fragment is never part of a
+/// request target.
+fn path_chars(pq: &[u8]) -> Result<(), HeadError> {
+    let q = pq.iter().position(|&b| b == b'?').unwrap_or(pq.len());
+    let (path, query) = pq.split_at(q);
+    let bad_path = path.iter().any(|b| matches!(b, b'<' | b'>' | b'`' | b'#'));
+    let bad_query = query.iter().any(|b| matches!(b, b'"' | b'<' | b'>' | b'#'));
+    if bad_path || bad_query {
+        Err(HeadError::BadTarget)
+    } else {
+        Ok(())
     }
 }
 
@@ -697,7 +711,13 @@ impl Decided {
                 if !http11 {
                     self.te_http10 = true;
                 }
-                for c in list(v) {
+                // Empty elements are refused here, not skipped: `chunked,`
+                // ends in an empty coding for hyper and others.
+                for c in v.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if c.is_empty() {
+                        self.chunked_not_last = true;
+                        continue;
+                    }
                     if self.chunked_last {
                         // Something after chunked, or chunked twice.
                         self.chunked_not_last = true;

@@ -263,12 +263,11 @@ impl Body for UpBody {
 }
 
 /// What a backend request holds until its response body has been read to
-/// the end: the backend's in-flight count and the connection, which goes
-/// back to the pool only if the body ended cleanly.
+/// the end: the backend's in-flight count (dropped with it) and the worker
+/// whose pool slot the connection goes back to.
 pub struct Release {
     in_flight: InFlight,
     worker: usize,
-    conn: Option<Conn>,
 }
 
 impl Release {
@@ -277,18 +276,62 @@ impl Release {
         Release {
             in_flight: backend.begin_request(),
             worker,
-            conn: None,
         }
     }
 
-    pub fn set_conn(&mut self, conn: Conn) {
-        self.conn = Some(conn);
+    /// The response was read to the end: its connection, if the backend
+    /// keeps it alive, may serve again.
+    pub fn finish_with(&mut self, conn: Option<Conn>) {
+        if let Some(c) = conn {
+            self.in_flight.backend().pool.put(self.worker, c);
+        }
+    }
+}
+
+/// A backend's response body: read from the pooled HTTP/1.1 socket on the
+/// caller's task, or from hyper's shared HTTP/2 connection.
+pub enum UpstreamBody {
+    H1(crate::h1::client::Body),
+    H2(Incoming),
+}
+
+impl UpstreamBody {
+    /// The HTTP/1.1 connection, once the body was read to its end and the
+    /// backend keeps it alive.
+    pub fn take_conn(&mut self) -> Option<Conn> {
+        match self {
+            UpstreamBody::H1(b) => b.take_conn(),
+            UpstreamBody::H2(_) => None,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::H1(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
     }
 
-    /// The response was read to the end: the connection may serve again.
-    pub fn finish(&mut self) {
-        if let Some(c) = self.conn.take() {
-            self.in_flight.backend().pool.put(self.worker, c);
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::H1(b) => b.is_end_stream(),
+            UpstreamBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::H1(b) => b.size_hint(),
+            UpstreamBody::H2(b) => b.size_hint(),
         }
     }
 }
@@ -299,7 +342,7 @@ pub enum DownBody {
     Full(Option<Bytes>),
     /// Streamed from a backend.
     Upstream {
-        inner: Incoming,
+        inner: UpstreamBody,
         release: Option<Release>,
         idle: IdleTimer,
     },
@@ -332,19 +375,19 @@ impl Body for DownBody {
             } => match Pin::new(&mut *inner).poll_frame(cx) {
                 Poll::Ready(None) => {
                     if let Some(mut rel) = release.take() {
-                        rel.finish();
+                        rel.finish_with(inner.take_conn());
                     }
                     Poll::Ready(None)
                 }
                 Poll::Ready(Some(Err(e))) => {
                     release.take();
-                    Poll::Ready(Some(Err(e.into())))
+                    Poll::Ready(Some(Err(e)))
                 }
                 Poll::Ready(Some(Ok(f))) => {
                     idle.progress();
                     if inner.is_end_stream() {
                         if let Some(mut rel) = release.take() {
-                            rel.finish();
+                            rel.finish_with(inner.take_conn());
                         }
                     }
                     Poll::Ready(Some(Ok(f)))

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
-use hyper::body::Incoming;
 
-use super::body::{ClientBodyError, UpBody, Upload};
+use super::body::{ClientBodyError, UpBody, Upload, UpstreamBody};
 use super::error::ProxyError;
-use super::pool::{self, Conn};
+use super::pool;
 use crate::backend::Backend;
+use crate::h1::client::SendError;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -169,10 +169,11 @@ pub fn prepare_response(parts: &mut http::response::Parts) {
 
 /// Result of one attempt to send a request to one backend.
 pub enum Attempt {
-    /// The backend answered (headers; the body streams later). The HTTP/1.1
-    /// connection goes back to the pool when the body has been read; an
-    /// HTTP/2 connection (`None`) stays shared in the pool all along.
-    Answered(Response<Incoming>, Option<Conn>),
+    /// The backend answered (headers; the body streams later). An HTTP/1.1
+    /// connection travels inside the body and goes back to the pool when the
+    /// body has been read to its end; an HTTP/2 connection stays shared in
+    /// the pool all along.
+    Answered(Response<UpstreamBody>),
     /// The request provably did not reach the backend (no byte of it was
     /// written: connect failed, or the pooled connection handed it back);
     /// here it is back. Connect failures are transport evidence.
@@ -222,8 +223,8 @@ pub struct SendOpts {
 
 /// Sorts a send error: a failure of the client's body (found in the error's
 /// source chain) blames the client; anything else is the backend's transport.
-fn failed(backend: &Backend, e: &hyper::Error) -> Failed {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+fn failed(backend: &Backend, e: &(dyn std::error::Error + 'static)) -> Failed {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = src {
         if let Some(cb) = c.downcast_ref::<ClientBodyError>() {
             return Failed {
@@ -310,9 +311,10 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
         return Box::pin(send_h2(backend, req, o)).await;
     }
     let upload = req.body_mut().track_upload();
+    let mut head_buf = Vec::with_capacity(512);
     // At most a few dead pooled connections are skipped, then a new one is opened.
     for _ in 0..4 {
-        let (mut conn, fresh) = match backend.pool.take(o.worker, o.min_gen, o.max_idle) {
+        let (conn, fresh) = match backend.pool.take(o.worker, o.min_gen, o.max_idle) {
             Some(c) => (c, false),
             None => {
                 // Boxed: opening a connection is the rare path, and its future is
@@ -338,39 +340,26 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
                 }
             }
         };
-        if conn.tx.ready().await.is_err() {
-            if fresh {
-                backend.metrics.connect_errors.inc();
-                return Attempt::NotSent(
-                    req,
-                    ProxyError::Connect {
-                        backend: backend.name.clone(),
-                        reason: "connection closed right after opening".into(),
-                    },
-                );
-            }
-            continue;
-        }
-        let fut = conn.tx.try_send_request(req);
+        let fut = crate::h1::client::send(conn, req, &mut head_buf);
         match response_head(fut, upload.as_deref(), o.response_timeout).await {
             None => return timed_out(backend, o.response_timeout),
-            Some(Ok(resp)) => return Attempt::Answered(resp, Some(conn)),
-            Some(Err(mut e)) => match e.take_message() {
-                Some(back) => {
-                    req = back;
-                    if fresh {
-                        backend.metrics.connect_errors.inc();
-                        return Attempt::NotSent(
-                            req,
-                            ProxyError::Connect {
-                                backend: backend.name.clone(),
-                                reason: e.error().to_string(),
-                            },
-                        );
-                    }
+            Some(Ok(resp)) => return Attempt::Answered(resp.map(UpstreamBody::H1)),
+            Some(Err(SendError::NotSent(back, e))) => {
+                // No byte was written: a pooled socket the backend had closed
+                // is replaced; a fresh one failing is a connect failure.
+                req = *back;
+                if fresh {
+                    backend.metrics.connect_errors.inc();
+                    return Attempt::NotSent(
+                        req,
+                        ProxyError::Connect {
+                            backend: backend.name.clone(),
+                            reason: e.to_string(),
+                        },
+                    );
                 }
-                None => return Attempt::Failed(failed(backend, e.error())),
-            },
+            }
+            Some(Err(SendError::Failed(e))) => return Attempt::Failed(failed(backend, &*e)),
         }
     }
     Attempt::NotSent(
@@ -455,7 +444,7 @@ async fn send_h2(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> A
                 backend.pool.forget_h2(o.worker, &h2);
                 return timed_out(backend, o.response_timeout);
             }
-            Some(Ok(resp)) => return Attempt::Answered(resp, None),
+            Some(Ok(resp)) => return Attempt::Answered(resp.map(UpstreamBody::H2)),
             Some(Err(mut e)) => match e.take_message() {
                 Some(back) if !fresh => req = back,
                 Some(back) => return not_sent(back, e.error().to_string()),

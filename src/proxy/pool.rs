@@ -1,6 +1,7 @@
 //! Upstream connections, pooled per backend and per worker: a stack of idle
-//! HTTP/1.1 connections, and one shared HTTP/2 (h2c) connection for backends
-//! that speak it (gRPC).
+//! HTTP/1.1 sockets (plain [`Conn`]s, no buffer and no task while idle;
+//! checked with a non-blocking peek before reuse), and one shared HTTP/2
+//! (h2c) connection for backends that speak it (gRPC).
 //!
 //! Each worker thread owns one slot of every backend's pool, so taking and
 //! returning a connection never contends with another thread (the mutex is
@@ -11,7 +12,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
@@ -31,17 +32,10 @@ const H2_PING_INTERVAL: Duration = Duration::from_secs(10);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A ready-to-use upstream connection.
-pub struct Conn {
-    pub tx: http1::SendRequest<UpBody>,
-    /// Leader generation when the connection was opened.
-    pub gen: u64,
-    /// Whether this connection was reused from the pool (vs. freshly opened).
-    pub reused: bool,
-}
+pub use crate::h1::client::Conn;
 
 struct Idle {
-    tx: http1::SendRequest<UpBody>,
-    gen: u64,
+    conn: Conn,
     since: Instant,
 }
 
@@ -100,23 +94,16 @@ impl Pool {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         while let Some(c) = idle.pop() {
-            if c.tx.is_closed() || c.gen < min_gen || c.since.elapsed() >= max_idle {
+            if c.conn.gen < min_gen || c.since.elapsed() >= max_idle || !c.conn.is_reusable() {
                 continue;
             }
-            return Some(Conn {
-                tx: c.tx,
-                gen: c.gen,
-                reused: true,
-            });
+            return Some(c.conn);
         }
         None
     }
 
     /// Returns a connection whose last response was read to the end.
     pub fn put(&self, worker: usize, conn: Conn) {
-        if conn.tx.is_closed() {
-            return;
-        }
         let mut idle = self
             .slot(worker)
             .idle
@@ -126,8 +113,7 @@ impl Pool {
             idle.remove(0);
         }
         idle.push(Idle {
-            tx: conn.tx,
-            gen: conn.gen,
+            conn,
             since: Instant::now(),
         });
     }
@@ -153,10 +139,10 @@ impl Pool {
                 .take_while(|c| now.saturating_duration_since(c.since) >= max_idle)
                 .count();
             let mut removed: Vec<Idle> = idle.drain(..expired).collect();
-            if idle.iter().any(|c| c.tx.is_closed()) {
+            if idle.iter().any(|c| !c.conn.is_reusable()) {
                 let (closed, open) = std::mem::take(&mut *idle)
                     .into_iter()
-                    .partition(|c| c.tx.is_closed());
+                    .partition(|c| !c.conn.is_reusable());
                 *idle = open;
                 removed.extend::<Vec<Idle>>(closed);
             }
@@ -211,7 +197,7 @@ impl Pool {
             .iter()
             .map(|s| {
                 let idle = s.idle.lock().unwrap_or_else(|e| e.into_inner());
-                idle.iter().filter(|c| !c.tx.is_closed()).count()
+                idle.iter().filter(|c| c.conn.is_reusable()).count()
             })
             .sum()
     }
@@ -234,21 +220,7 @@ async fn open(authority: &str, timeout: Duration) -> Result<TcpStream, ConnectEr
 
 /// Opens a new HTTP/1.1 connection to `authority` (`host:port`).
 pub async fn connect(authority: &str, timeout: Duration, gen: u64) -> Result<Conn, ConnectError> {
-    let stream = open(authority, timeout).await?;
-    let (tx, conn) = http1::Builder::new()
-        .max_buf_size(1 << 20)
-        .handshake(TokioIo::new(stream))
-        .await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "upstream connection ended with an error");
-        }
-    });
-    Ok(Conn {
-        tx,
-        gen,
-        reused: false,
-    })
+    Ok(Conn::new(open(authority, timeout).await?, gen))
 }
 
 /// Opens a new HTTP/2 connection with prior knowledge (h2c) to `authority`.

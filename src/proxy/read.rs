@@ -53,7 +53,7 @@ pub(super) async fn read(
     };
     let rel = Release::begin(&first, ctx.worker);
     let (err, spare) = match forward::send(&first, req, &o).await {
-        Attempt::Answered(resp, conn) => {
+        Attempt::Answered(resp) => {
             let s = resp.status().as_u16();
             if s >= 500 {
                 passive_failure(proxy, t, &first);
@@ -62,7 +62,7 @@ pub(super) async fn read(
             }
             let retry = (s == 502 || s == 503) && spare.is_some();
             if !(retry && t.pick_retry(ip, first.id).is_some()) {
-                return Ok((respond(resp, rel, conn, ctx.response_idle(cfg)), first));
+                return Ok((respond(resp, rel, ctx.response_idle(cfg)), first));
             }
             (None, spare)
         }
@@ -97,13 +97,13 @@ pub(super) async fn read(
     let rel = Release::begin(&second, ctx.worker);
     // Boxed: the retry is the rare path; keep the common future small.
     match Box::pin(forward::send(&second, req, &o)).await {
-        Attempt::Answered(resp, conn) => {
+        Attempt::Answered(resp) => {
             if resp.status().as_u16() >= 500 {
                 passive_failure(proxy, t, &second);
             } else {
                 second.record_success();
             }
-            Ok((respond(resp, rel, conn, ctx.response_idle(cfg)), second))
+            Ok((respond(resp, rel, ctx.response_idle(cfg)), second))
         }
         Attempt::NotSent(_, e) => {
             passive_failure(proxy, t, &second);

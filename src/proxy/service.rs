@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::body::{ClientBodyError, DownBody, IdleTimer, Release, UpBody};
+use super::body::{ClientBodyError, DownBody, IdleTimer, Release, UpBody, UpstreamBody};
 use super::error::ProxyError;
 use super::forward::{self, SendOpts};
 use super::{read, write};
@@ -291,18 +291,14 @@ pub(super) fn try_clone(req: &Request<UpBody>) -> Option<Request<UpBody>> {
 /// Turns a backend answer into the client's response, holding the
 /// in-flight count and the connection until the body has been read.
 pub(super) fn respond(
-    resp: Response<Incoming>,
+    resp: Response<UpstreamBody>,
     mut rel: Release,
-    conn: Option<super::pool::Conn>,
     idle: IdleTimer,
 ) -> Response<DownBody> {
-    let (mut parts, body) = resp.into_parts();
+    let (mut parts, mut body) = resp.into_parts();
     forward::prepare_response(&mut parts);
-    if let Some(c) = conn {
-        rel.set_conn(c);
-    }
     if body.is_end_stream() {
-        rel.finish();
+        rel.finish_with(body.take_conn());
         return Response::from_parts(parts, DownBody::empty());
     }
     Response::from_parts(

@@ -15,15 +15,14 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::LOCATION;
 use http::{Request, Response};
 use http_body::Body as _;
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
 use tokio::time::Instant;
 
-use super::body::{DownBody, Release, UpBody};
+use super::body::{DownBody, Release, UpBody, UpstreamBody};
 use super::error::ProxyError;
 use super::forward::{self, Attempt, Cause};
 use super::service::{blame, is_idempotent, respond, try_clone, Ctx, Proxy, Routed};
@@ -72,9 +71,8 @@ enum Verdict {
 async fn judge_answer(
     t: &RoutingTable,
     ctx: &Ctx,
-    resp: Response<Incoming>,
+    resp: Response<UpstreamBody>,
     mut rel: Release,
-    conn: Option<super::pool::Conn>,
 ) -> Verdict {
     let nl = &t.cfg.writes.not_leader;
     let status = resp.status().as_u16();
@@ -101,25 +99,33 @@ async fn judge_answer(
         .upper()
         .is_some_and(|n| n <= NOT_LEADER_SCAN_LIMIT);
     if small && nl.scans_body(status) {
-        let (mut parts, body) = resp.into_parts();
-        let limited = Limited::new(body, NOT_LEADER_SCAN_LIMIT as usize);
-        let bytes = match Box::pin(limited.collect()).await {
-            Ok(c) => c.to_bytes(),
-            // The answer broke off: pass on what the status says, with no body.
-            Err(_) => Bytes::new(),
-        };
-        // The body was read to the end: the connection is reusable.
-        if let Some(c) = conn {
-            rel.set_conn(c);
-        }
-        rel.finish();
+        let (mut parts, mut body) = resp.into_parts();
+        // The answer broke off: pass on what the status says, with no body.
+        let bytes = Box::pin(read_small(&mut body)).await.unwrap_or_default();
+        // Read to the end: the connection may serve again.
+        rel.finish_with(body.take_conn());
         if nl.body_matches(status, &bytes) {
             return Verdict::NotLeader(None);
         }
         forward::prepare_response(&mut parts);
         return Verdict::Deliver(Response::from_parts(parts, DownBody::Full(Some(bytes))));
     }
-    Verdict::Deliver(respond(resp, rel, conn, ctx.response_idle(&t.cfg)))
+    Verdict::Deliver(respond(resp, rel, ctx.response_idle(&t.cfg)))
+}
+
+/// A whole body of at most [`NOT_LEADER_SCAN_LIMIT`] bytes; `None` if it is
+/// longer or breaks off.
+async fn read_small(body: &mut UpstreamBody) -> Option<Bytes> {
+    let mut out = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(d) = frame.ok()?.into_data() {
+            if (out.len() + d.len()) as u64 > NOT_LEADER_SCAN_LIMIT {
+                return None;
+            }
+            out.extend_from_slice(&d);
+        }
+    }
+    Some(out.freeze())
 }
 
 /// Why the hold ended without a leader.
@@ -184,11 +190,11 @@ pub(super) async fn write(proxy: &Proxy, ctx: &Ctx, mut req: Request<UpBody>) ->
         let o = ctx.opts(&cfg, t.leader_gen, t.leader_gen);
         let rel = Release::begin(&leader, ctx.worker);
         match forward::send(&leader, req, &o).await {
-            Attempt::Answered(resp, conn) => {
+            Attempt::Answered(resp) => {
                 let verdict = if cfg.writes.not_leader.is_empty() {
-                    Verdict::Deliver(respond(resp, rel, conn, ctx.response_idle(&cfg)))
+                    Verdict::Deliver(respond(resp, rel, ctx.response_idle(&cfg)))
                 } else {
-                    judge_answer(&t, ctx, resp, rel, conn).await
+                    judge_answer(&t, ctx, resp, rel).await
                 };
                 match verdict {
                     Verdict::Deliver(r) => {

@@ -1,0 +1,514 @@
+//! The upstream HTTP/1.1 client: one request at a time over a plain pooled
+//! socket, driven on the caller's task — no spawned connection task and no
+//! channel hop per request (hyper's client connection costs both).
+//!
+//! - [`Conn`]: a socket and the leader generation it was opened in. An idle
+//!   pooled `Conn` holds no buffer; before reuse a non-blocking one-byte peek
+//!   tells whether the backend closed it (or sent something unasked).
+//! - [`send`]: writes the head (and an in-memory body in the same vectored
+//!   write), streams a body from the client, and reads the response head.
+//!   It reports whether any byte reached the socket, so "not sent" stays exact.
+//! - [`Body`]: the response body, read from the same socket as it is polled,
+//!   framed by length, chunks or close; it gives the connection back when the
+//!   body ended cleanly and the backend keeps it alive.
+
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::{Body as _, Frame, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::framing::{ChunkHeader, ChunkedDecoder, Decoded, Framing};
+use super::parse::{parse_response, Limits, Progress, ResponseHead};
+use crate::proxy::body::{BoxError, UpBody};
+
+/// First read buffer for a response head; grows up to the head limit.
+const HEAD_BUF: usize = 4 << 10;
+/// Room reserved before each body read.
+const BODY_READ: usize = 16 << 10;
+
+/// One upstream connection.
+pub struct Conn {
+    io: TcpStream,
+    /// Leader generation when the connection was opened.
+    pub gen: u64,
+    /// Whether this connection was reused from the pool (vs. freshly opened).
+    pub reused: bool,
+}
+
+impl Conn {
+    pub fn new(io: TcpStream, gen: u64) -> Conn {
+        Conn {
+            io,
+            gen,
+            reused: false,
+        }
+    }
+
+    /// Whether an idle connection can carry a request: the backend has not
+    /// closed it and sent nothing (a non-blocking one-byte peek).
+    pub fn is_reusable(&self) -> bool {
+        let mut b = [MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(&self.io).peek(&mut b) {
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+            // 0: closed; more: bytes nobody asked for.
+            Ok(_) => false,
+        }
+    }
+}
+
+/// Why [`send`] failed.
+pub enum SendError {
+    /// No byte of the request reached the socket; here it is back, untouched.
+    NotSent(Box<Request<UpBody>>, io::Error),
+    /// The request may have reached the backend; the connection is broken.
+    Failed(BoxError),
+}
+
+/// A response head read and turned into an `http::Response`.
+pub type Answer = Response<Body>;
+
+/// Encodes the head of `req` (already rewritten by the proxy: origin-form
+/// target, hop-by-hop fields removed) with framing for its body.
+fn encode_head(req: &Request<UpBody>, out: &mut Vec<u8>) {
+    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.push(b' ');
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(if pq.is_empty() { b"/" } else { pq.as_bytes() });
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in req.headers() {
+        // Framing is ours to say; the body was handled hop by hop. The client's
+        // `Expect` was answered by this hop: the body follows at once.
+        if name == http::header::CONTENT_LENGTH
+            || name == http::header::TRANSFER_ENCODING
+            || name == http::header::EXPECT
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match req.body() {
+        UpBody::Full(Some(b)) => length(out, b.len() as u64),
+        UpBody::Full(None) => {
+            if req.headers().contains_key(http::header::CONTENT_LENGTH) {
+                length(out, 0);
+            }
+        }
+        UpBody::Stream { .. } => match req.body().size_hint().exact() {
+            Some(n) => length(out, n),
+            None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        },
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn length(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(itoa_u64(n, &mut [0u8; 20]));
+    out.extend_from_slice(b"\r\n");
+}
+
+fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// Writes every slice, however the kernel splits the writes. Returns how
+/// many bytes reached the socket before an error.
+async fn write_all_vectored(
+    io: &mut TcpStream,
+    mut bufs: &mut [IoSlice<'_>],
+) -> Result<(), (usize, io::Error)> {
+    let mut written = 0;
+    while !bufs.is_empty() {
+        match io.write_vectored(bufs).await {
+            Ok(0) => return Err((written, io::ErrorKind::WriteZero.into())),
+            Ok(n) => {
+                written += n;
+                IoSlice::advance_slices(&mut bufs, n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((written, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Sends `req` over `conn` and reads the response head. On `NotSent` the
+/// request is handed back untouched, so it can go out on another connection.
+pub async fn send(
+    mut conn: Conn,
+    mut req: Request<UpBody>,
+    head_buf: &mut Vec<u8>,
+) -> Result<Answer, SendError> {
+    head_buf.clear();
+    encode_head(&req, head_buf);
+    let is_head = req.method() == http::Method::HEAD;
+    // The head, and an in-memory body with it: one vectored write.
+    let first = match req.body() {
+        UpBody::Full(Some(b)) => {
+            let mut bufs = [IoSlice::new(head_buf), IoSlice::new(b)];
+            write_all_vectored(&mut conn.io, &mut bufs).await
+        }
+        _ => {
+            let mut bufs = [IoSlice::new(head_buf)];
+            write_all_vectored(&mut conn.io, &mut bufs).await
+        }
+    };
+    match first {
+        Ok(()) => {}
+        Err((0, e)) => return Err(SendError::NotSent(Box::new(req), e)),
+        Err((_, e)) => return Err(SendError::Failed(e.into())),
+    }
+    if let UpBody::Stream { .. } = req.body() {
+        let chunked = req.body().size_hint().exact().is_none();
+        if let Err(e) = pump(&mut conn.io, req.body_mut(), chunked).await {
+            return Err(SendError::Failed(e));
+        }
+    }
+    read_head(conn, is_head).await.map_err(SendError::Failed)
+}
+
+/// Streams a body from the client to the backend, chunk-encoded when its
+/// length is unknown (trailers included).
+async fn pump(io: &mut TcpStream, body: &mut UpBody, chunked: bool) -> Result<(), BoxError> {
+    let mut body = Pin::new(body);
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        let frame = frame?;
+        match frame.into_data() {
+            Ok(data) => {
+                if data.is_empty() {
+                    continue;
+                }
+                if chunked {
+                    let h = ChunkHeader::new(data.len() as u64);
+                    let mut bufs = [
+                        IoSlice::new(h.as_bytes()),
+                        IoSlice::new(&data),
+                        IoSlice::new(b"\r\n"),
+                    ];
+                    write_all_vectored(io, &mut bufs)
+                        .await
+                        .map_err(|(_, e)| e)?;
+                } else {
+                    io.write_all(&data).await?;
+                }
+            }
+            Err(frame) => {
+                if let (true, Ok(trailers)) = (chunked, frame.into_trailers()) {
+                    let mut t = Vec::with_capacity(64);
+                    t.extend_from_slice(b"0\r\n");
+                    for (n, v) in &trailers {
+                        t.extend_from_slice(n.as_str().as_bytes());
+                        t.extend_from_slice(b": ");
+                        t.extend_from_slice(v.as_bytes());
+                        t.extend_from_slice(b"\r\n");
+                    }
+                    t.extend_from_slice(b"\r\n");
+                    io.write_all(&t).await?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+    if chunked {
+        io.write_all(b"0\r\n\r\n").await?;
+    }
+    Ok(())
+}
+
+/// Reads the response head (skipping interim 1xx answers) and makes the
+/// response whose body reads the rest from the same socket.
+async fn read_head(mut conn: Conn, is_head: bool) -> Result<Answer, BoxError> {
+    let limits = Limits::default();
+    let mut buf = BytesMut::with_capacity(HEAD_BUF);
+    let mut head = ResponseHead::default();
+    loop {
+        let n = conn.io.read_buf(&mut buf).await?;
+        if n == 0 {
+            return Err(if buf.is_empty() {
+                "the backend closed the connection before answering".into()
+            } else {
+                "the backend closed the connection in the middle of the response head".into()
+            });
+        }
+        loop {
+            match parse_response(&buf, &limits, is_head, &mut head) {
+                Ok(Progress::NeedMore) => break,
+                Ok(Progress::Complete(len)) => {
+                    if head.interim {
+                        buf.advance(len);
+                        continue;
+                    }
+                    let resp = to_response(&head, &buf[..len])?;
+                    buf.advance(len);
+                    return Ok(resp.map(|()| Body::new(conn, buf, &head)));
+                }
+                Err(e) => return Err(format!("invalid response head: {}", e.reason()).into()),
+            }
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(HEAD_BUF);
+        }
+    }
+}
+
+fn to_response(head: &ResponseHead, raw: &[u8]) -> Result<Response<()>, BoxError> {
+    let mut r = Response::new(());
+    *r.status_mut() = StatusCode::from_u16(head.status)?;
+    let h = r.headers_mut();
+    h.reserve(head.fields.len());
+    for f in &head.fields {
+        let name = HeaderName::from_bytes(f.name.get(raw))?;
+        let value = HeaderValue::from_bytes(f.value.get(raw))?;
+        h.append(name, value);
+    }
+    Ok(r)
+}
+
+/// Where a response body stands.
+enum Left {
+    /// This many bytes to go.
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    /// Until the backend closes.
+    Close,
+    Done,
+}
+
+/// A response body read from the upstream socket as it is polled.
+pub struct Body {
+    conn: Option<Conn>,
+    buf: BytesMut,
+    left: Left,
+    keep_alive: bool,
+}
+
+impl Body {
+    fn new(conn: Conn, buf: BytesMut, head: &ResponseHead) -> Body {
+        let left = match head.framing {
+            Framing::None | Framing::Length(0) => Left::Done,
+            Framing::Length(n) => Left::Length(n),
+            Framing::Chunked => Left::Chunked(ChunkedDecoder::default()),
+            Framing::Close => Left::Close,
+        };
+        Body {
+            conn: Some(conn),
+            buf,
+            left,
+            keep_alive: head.keep_alive && head.framing != Framing::Close,
+        }
+    }
+
+    /// The connection, once the body has been read to its end and the
+    /// backend keeps it alive with nothing left over; `None` otherwise.
+    pub fn take_conn(&mut self) -> Option<Conn> {
+        let reusable = matches!(self.left, Left::Done) && self.keep_alive && self.buf.is_empty();
+        let mut c = self.conn.take().filter(|_| reusable)?;
+        c.reused = true;
+        Some(c)
+    }
+
+    /// Reads more bytes into the buffer; `Ok(0)` at the backend's close.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(BODY_READ);
+        }
+        loop {
+            match conn.io.try_read_buf(&mut self.buf) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(conn.io.poll_read_ready(cx))?;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn broken(&mut self, why: &str) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.conn = None;
+        self.left = Left::Done;
+        Poll::Ready(Some(Err(why.to_string().into())))
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.left {
+                Left::Done => return Poll::Ready(None),
+                Left::Length(n) => {
+                    if !this.buf.is_empty() {
+                        let take = (*n).min(this.buf.len() as u64) as usize;
+                        *n -= take as u64;
+                        if *n == 0 {
+                            this.left = Left::Done;
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(
+                            this.buf.split_to(take).freeze(),
+                        ))));
+                    }
+                    match ready!(this.poll_fill(cx)) {
+                        Ok(0) => {
+                            return this.broken(
+                                "the backend closed the connection before the end of the body",
+                            )
+                        }
+                        Ok(_) => {}
+                        Err(e) => return this.broken(&e.to_string()),
+                    }
+                }
+                Left::Close => {
+                    if !this.buf.is_empty() {
+                        let all = this.buf.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(all))));
+                    }
+                    match ready!(this.poll_fill(cx)) {
+                        Ok(0) => {
+                            this.left = Left::Done;
+                            this.conn = None;
+                            return Poll::Ready(None);
+                        }
+                        Ok(_) => {}
+                        Err(e) => return this.broken(&e.to_string()),
+                    }
+                }
+                Left::Chunked(dec) => {
+                    match dec.decode(&this.buf) {
+                        Ok((used, Decoded::Data(range))) => {
+                            let chunk = this.buf.split_to(used).freeze();
+                            if range.is_empty() {
+                                continue;
+                            }
+                            return Poll::Ready(Some(Ok(Frame::data(chunk.slice(range)))));
+                        }
+                        Ok((used, Decoded::End { trailers })) => {
+                            let raw = this.buf.split_to(used);
+                            this.left = Left::Done;
+                            if trailers.is_empty() {
+                                return Poll::Ready(None);
+                            }
+                            return match parse_trailers(&raw[trailers]) {
+                                Some(t) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
+                                None => this.broken("invalid trailer section"),
+                            };
+                        }
+                        Ok((used, Decoded::NeedMore)) => {
+                            this.buf.advance(used);
+                        }
+                        Err(e) => return this.broken(e.reason()),
+                    }
+                    match ready!(this.poll_fill(cx)) {
+                        Ok(0) => {
+                            return this.broken(
+                                "the backend closed the connection in the middle of a chunked body",
+                            )
+                        }
+                        Ok(_) => {}
+                        Err(e) => return this.broken(&e.to_string()),
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.left, Left::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.left {
+            Left::Done => SizeHint::with_exact(0),
+            Left::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// Trailer field lines (already checked by the decoder) as a header map.
+fn parse_trailers(raw: &[u8]) -> Option<HeaderMap> {
+    let mut slots = [httparse::EMPTY_HEADER; 64];
+    let mut with_end = Vec::with_capacity(raw.len() + 2);
+    with_end.extend_from_slice(raw);
+    with_end.extend_from_slice(b"\r\n");
+    let httparse::Status::Complete((_, fields)) =
+        httparse::parse_headers(&with_end, &mut slots).ok()?
+    else {
+        return None;
+    };
+    let mut map = HeaderMap::with_capacity(fields.len());
+    for f in fields {
+        map.append(
+            HeaderName::from_bytes(f.name.as_bytes()).ok()?,
+            HeaderValue::from_bytes(f.value).ok()?,
+        );
+    }
+    Some(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        assert_eq!(itoa_u64(0, &mut [0; 20]), b"0");
+        assert_eq!(itoa_u64(1234567, &mut [0; 20]), b"1234567");
+        assert_eq!(
+            itoa_u64(u64::MAX, &mut [0; 20]),
+            u64::MAX.to_string().as_bytes()
+        );
+    }
+
+    #[test]
+    fn trailers() {
+        let t = parse_trailers(b"x-sum: 1\r\nx-b: two\r\n").unwrap();
+        assert_eq!(t["x-sum"], "1");
+        assert_eq!(t["x-b"], "two");
+    }
+
+    #[tokio::test]
+    async fn reusable_until_the_peer_closes_or_talks() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let c = Conn::new(TcpStream::connect(addr).await.unwrap(), 0);
+        let (mut server, _) = l.accept().await.unwrap();
+        assert!(c.is_reusable());
+        server.write_all(b"x").await.unwrap();
+        // Wait until the byte has arrived.
+        c.io.readable().await.unwrap();
+        assert!(!c.is_reusable(), "unasked bytes");
+        let c2 = Conn::new(TcpStream::connect(addr).await.unwrap(), 0);
+        let (server2, _) = l.accept().await.unwrap();
+        drop(server2);
+        c2.io.readable().await.unwrap();
+        assert!(!c2.is_reusable(), "closed");
+        drop(server);
+    }
+}

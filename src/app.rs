@@ -37,6 +37,9 @@ impl Control {
         let m = &self.proxy.metrics;
         match config::load(&self.config_path) {
             Ok(cfg) => {
+                for w in cfg.warnings() {
+                    tracing::warn!("{w}");
+                }
                 let notes = self.proxy.monitor.reload(Arc::new(cfg)).await;
                 for n in &notes {
                     tracing::warn!(note = %n, "reload: setting not applied");
@@ -102,6 +105,9 @@ fn file_stamp(p: &std::path::Path) -> Option<(SystemTime, u64)> {
 /// Starts everything. Binding errors are returned before any thread runs
 /// requests; the proxy then serves until [`Running::shutdown`].
 pub fn start(cfg: Config) -> std::io::Result<Running> {
+    for w in cfg.warnings() {
+        tracing::warn!("{w}");
+    }
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::new());
     let backends: Vec<Arc<Backend>> = cfg

@@ -41,6 +41,7 @@ pub struct Metrics {
     ejections: IntCounterVec,
     probe_duration: HistogramVec,
     probe_failures: IntCounterVec,
+    tls_handshake_failures: IntCounterVec,
     pub leader_changes: IntCounter,
     pub no_leader_seconds: prometheus::Counter,
     pub leader_known: IntGauge,
@@ -163,6 +164,11 @@ impl Metrics {
                 &["backend", "kind"],
             ),
             probe_duration,
+            tls_handshake_failures: counter_vec(
+                "leaderproxy_upstream_tls_handshake_failures_total",
+                "TLS handshakes with a backend that failed (data connections and probes), by reason: expired, unknown_ca, name_mismatch, handshake.",
+                &["backend", "reason"],
+            ),
             leader_changes: reg(
                 &r,
                 IntCounter::new("leaderproxy_leader_changes_total", "Times the routed leader changed (including to none).")
@@ -309,6 +315,10 @@ impl Metrics {
             probe_leader: self.probe_duration.with_label_values(&[name, "leader"]),
             probe_health_failures: self.probe_failures.with_label_values(&[name, "health"]),
             probe_leader_failures: self.probe_failures.with_label_values(&[name, "leader"]),
+            tls_handshake_failures: crate::upstream::tls::TlsReason::ALL.map(|r| {
+                self.tls_handshake_failures
+                    .with_label_values(&[name, r.label()])
+            }),
         }
     }
 
@@ -342,6 +352,11 @@ impl Metrics {
         for kind in ["health", "leader"] {
             let _ = self.probe_duration.remove_label_values(&[name, kind]);
             let _ = self.probe_failures.remove_label_values(&[name, kind]);
+        }
+        for r in crate::upstream::tls::TlsReason::ALL {
+            let _ = self
+                .tls_handshake_failures
+                .remove_label_values(&[name, r.label()]);
         }
     }
 
@@ -393,6 +408,8 @@ pub struct BackendMetrics {
     pub probe_leader: Histogram,
     pub probe_health_failures: IntCounter,
     pub probe_leader_failures: IntCounter,
+    /// By [`crate::upstream::tls::TlsReason::ALL`] index.
+    pub tls_handshake_failures: [IntCounter; 4],
 }
 
 impl BackendMetrics {

@@ -5,6 +5,7 @@
 mod admin_access;
 mod locate;
 pub mod types;
+mod upstream_tls;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use crate::routing::classify::{MethodSet, Role, Rule};
 pub use admin_access::AdminToken;
 pub use locate::Locator;
 pub use types::{Dur, Method, OneOrMany, Pointer, Re, Size};
+pub use upstream_tls::{BackendTls, UpstreamTlsSettings};
 
 /// One problem found in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +90,7 @@ struct RawConfig {
     limits: Option<RawLimits>,
     passive: Option<RawPassive>,
     tls: Option<RawTls>,
+    upstream_tls: Option<upstream_tls::RawUpstreamTls>,
     admin_token_file: Option<PathBuf>,
     #[serde(default)]
     admin_insecure: bool,
@@ -143,6 +146,7 @@ struct RawBackend {
     weight: Option<u32>,
     #[serde(default)]
     h2c: bool,
+    tls: Option<upstream_tls::RawUpstreamTls>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -314,6 +318,8 @@ pub struct BackendConfig {
     /// that arrive over HTTP/2 (gRPC) are forwarded over HTTP/2. Default
     /// false: everything goes upstream as HTTP/1.1.
     pub h2c: bool,
+    /// `https://`: TLS settings and client config; `None` for `http://`.
+    pub tls: Option<std::sync::Arc<BackendTls>>,
 }
 
 /// What a probe answer must satisfy; every given condition must hold.
@@ -662,7 +668,11 @@ impl Validator {
             Some(n) => n,
         };
 
-        let backends = self.backends(raw.backends);
+        let backends = self.backends(
+            raw.backends,
+            raw.upstream_tls.as_ref(),
+            path.parent().unwrap_or(Path::new(".")),
+        );
         let health = self.health(raw.health);
         let leader = self.leader(raw.leader);
         let routes = self.routes(raw.routes);
@@ -782,7 +792,13 @@ impl Validator {
         (listen, proxy_protocol, CidrSet::new(cidrs))
     }
 
-    fn backends(&mut self, raw: Vec<RawBackend>) -> Vec<BackendConfig> {
+    fn backends(
+        &mut self,
+        raw: Vec<RawBackend>,
+        upstream_tls: Option<&upstream_tls::RawUpstreamTls>,
+        base: &Path,
+    ) -> Vec<BackendConfig> {
+        let mut built = std::collections::HashMap::new();
         if raw.is_empty() {
             self.bad("backends", "at least one backend is needed");
         }
@@ -819,9 +835,24 @@ impl Validator {
                     format!("weight {weight} is outside 1..=1000"),
                 );
             }
-            let Some(authority) = self.backend_url(&format!("{key}.url"), &b.url) else {
+            let Some((authority, https)) = self.backend_url(&format!("{key}.url"), &b.url) else {
                 continue;
             };
+            if https && b.h2c {
+                self.bad(
+                    &format!("{key}.h2c"),
+                    "h2c is HTTP/2 without TLS; over https:// the backend chooses h2 or http/1.1 by ALPN",
+                );
+            }
+            let tls = self.backend_tls(
+                i,
+                https,
+                authority.host(),
+                upstream_tls,
+                b.tls,
+                base,
+                &mut built,
+            );
             if let Some(prev) = out.iter().position(|o| o.authority == authority) {
                 self.bad(
                     &format!("{key}.url"),
@@ -834,12 +865,14 @@ impl Validator {
                 url: b.url,
                 weight,
                 h2c: b.h2c,
+                tls,
             });
         }
         out
     }
 
-    fn backend_url(&mut self, key: &str, url: &str) -> Option<http::uri::Authority> {
+    /// The URL's authority, and whether it is `https://`.
+    fn backend_url(&mut self, key: &str, url: &str) -> Option<(http::uri::Authority, bool)> {
         let uri: http::Uri = match url.parse() {
             Ok(u) => u,
             Err(e) => {
@@ -847,12 +880,13 @@ impl Validator {
                 return None;
             }
         };
-        match uri.scheme_str() {
-            Some("http") => {}
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
             Some(other) => {
                 self.bad(
                     key,
-                    format!("unsupported scheme {other:?} in {url:?} (only http:// is supported)"),
+                    format!("unsupported scheme {other:?} in {url:?} (write http:// or https://)"),
                 );
                 return None;
             }
@@ -863,7 +897,7 @@ impl Validator {
                 );
                 return None;
             }
-        }
+        };
         let Some(auth) = uri.authority().cloned() else {
             self.bad(key, format!("invalid URL {url:?}: no host"));
             return None;
@@ -879,7 +913,7 @@ impl Validator {
             self.bad(key, format!("URL {url:?} must not have a path or query"));
             return None;
         }
-        Some(auth)
+        Some((auth, https))
     }
 
     fn probe_path(&mut self, key: &str, p: &str) {

@@ -136,6 +136,8 @@ impl<'de> Deserialize<'de> for RawListen {
 struct RawTls {
     cert: PathBuf,
     key: PathBuf,
+    client_ca: Option<PathBuf>,
+    forward_client_cert: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -515,6 +517,12 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// PEM private key.
     pub key: PathBuf,
+    /// CA bundle: client certificates are required and verified against
+    /// it; default none (no client certificates asked for).
+    pub client_ca: Option<PathBuf>,
+    /// Header that carries a verified client certificate's subject to the
+    /// backend (any incoming one is removed first); default none.
+    pub forward_client_cert: Option<http::HeaderName>,
     /// Built from the files when the config is loaded (or reloaded).
     pub server: std::sync::Arc<rustls::ServerConfig>,
 }
@@ -611,6 +619,23 @@ fn split_key(msg: &str) -> (String, String) {
     (String::new(), msg.to_string())
 }
 
+/// Headers `tls.forward_client_cert` must not name: hop-by-hop, framing,
+/// and the ones the proxy sets itself.
+const RESERVED_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "content-length",
+    "host",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+];
+
 struct Validator {
     file: String,
     loc: Locator,
@@ -702,18 +727,9 @@ impl Validator {
                 ),
             );
         }
-        let tls = raw.tls.and_then(|t| {
-            let base = path.parent().unwrap_or(Path::new("."));
-            let cert = base.join(t.cert);
-            let key = base.join(t.key);
-            match crate::tls::server_config(&cert, &key) {
-                Ok(server) => Some(TlsConfig { cert, key, server }),
-                Err(e) => {
-                    self.bad("tls", e);
-                    None
-                }
-            }
-        });
+        let tls = raw
+            .tls
+            .and_then(|t| self.listener_tls(t, path.parent().unwrap_or(Path::new("."))));
         let admin_token = self.admin_access(
             admin,
             raw.admin_token_file,
@@ -869,6 +885,59 @@ impl Validator {
             });
         }
         out
+    }
+
+    /// `tls`: the listener's certificate, and client certificates.
+    fn listener_tls(&mut self, t: RawTls, base: &Path) -> Option<TlsConfig> {
+        let cert = base.join(t.cert);
+        let key = base.join(t.key);
+        let client_ca = t.client_ca.map(|p| base.join(p));
+        let forward_client_cert = match t.forward_client_cert {
+            None => None,
+            Some(_) if client_ca.is_none() => {
+                self.bad(
+                    "tls.forward_client_cert",
+                    "needs tls.client_ca (only a verified certificate's subject is forwarded)",
+                );
+                None
+            }
+            Some(h) => match http::HeaderName::from_bytes(h.as_bytes()) {
+                Ok(n) if RESERVED_HEADERS.contains(&n.as_str()) => {
+                    self.bad(
+                        "tls.forward_client_cert",
+                        format!("{h:?} is a header the proxy itself manages; pick another name"),
+                    );
+                    None
+                }
+                Ok(n) => Some(n),
+                Err(_) => {
+                    self.bad(
+                        "tls.forward_client_cert",
+                        format!("{h:?} is not a valid header name"),
+                    );
+                    None
+                }
+            },
+        };
+        if let Some(ca) = &client_ca {
+            if let Err(e) = crate::upstream::tls::read_roots(ca) {
+                self.bad("tls.client_ca", e);
+                return None;
+            }
+        }
+        match crate::tls::server_config(&cert, &key, client_ca.as_deref()) {
+            Ok(server) => Some(TlsConfig {
+                cert,
+                key,
+                client_ca,
+                forward_client_cert,
+                server,
+            }),
+            Err(e) => {
+                self.bad("tls", e);
+                None
+            }
+        }
     }
 
     /// The URL's authority, and whether it is `https://`.

@@ -767,3 +767,59 @@ fn upstream_tls_problems_name_the_key_that_set_the_value() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn client_ca_and_forward_client_cert() {
+    let dir = temp_dir("client-ca");
+    write_ca_and_cert(&dir, &["127.0.0.1"]);
+    let p = dir.join("lp.yaml");
+    let file = p.display().to_string();
+    let base = format!("{TLS_BASE}backends: [{{name: a, url: 'http://127.0.0.1:2'}}]\n");
+    let c = parse(
+        &format!("{base}tls: {{ cert: client.pem, key: client-key.pem, client_ca: ca.pem, forward_client_cert: X-Client-Cert-Subject }}\n"),
+        &p,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let t = c.tls.unwrap();
+    assert_eq!(t.client_ca, Some(dir.join("ca.pem")));
+    assert_eq!(
+        t.forward_client_cert.unwrap().as_str(),
+        "x-client-cert-subject"
+    );
+    let c = parse(
+        &format!("{base}tls: {{ cert: client.pem, key: client-key.pem }}\n"),
+        &p,
+    )
+    .unwrap();
+    let t = c.tls.unwrap();
+    assert_eq!((t.client_ca, t.forward_client_cert), (None, None));
+
+    let e = |tls: &str| -> Vec<String> {
+        parse(&format!("{base}tls: {tls}\n"), &p)
+            .unwrap_err()
+            .0
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    };
+    assert_eq!(
+        e("{ cert: client.pem, key: client-key.pem, forward_client_cert: x-subject }"),
+        vec![format!("{file}:4:47: tls.forward_client_cert: needs tls.client_ca (only a verified certificate's subject is forwarded)")]
+    );
+    assert_eq!(
+        e("{ cert: client.pem, key: client-key.pem, client_ca: ca.pem, forward_client_cert: X-Forwarded-For }"),
+        vec![format!("{file}:4:66: tls.forward_client_cert: \"X-Forwarded-For\" is a header the proxy itself manages; pick another name")]
+    );
+    assert_eq!(
+        e("{ cert: client.pem, key: client-key.pem, client_ca: ca.pem, forward_client_cert: 'a b' }"),
+        vec![format!("{file}:4:66: tls.forward_client_cert: \"a b\" is not a valid header name")]
+    );
+    assert_eq!(
+        e("{ cert: client.pem, key: client-key.pem, client_ca: nope.pem }"),
+        vec![format!(
+            "{file}:4:47: tls.client_ca: cannot read certificates from {}: I/O error: No such file or directory (os error 2)",
+            dir.join("nope.pem").display()
+        )]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

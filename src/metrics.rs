@@ -62,6 +62,7 @@ pub struct Metrics {
     /// Connections on a `proxy_protocol` listener closed for a missing,
     /// malformed or late PROXY header.
     pub proxy_protocol_errors: IntCounter,
+    tls_cert_expiry: prometheus::GaugeVec,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -284,6 +285,17 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            tls_cert_expiry: reg(
+                &r,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "leaderproxy_tls_cert_expiry_seconds",
+                        "Seconds until a loaded certificate expires (negative once expired): kind=listener (name: the cert file), client (the client certificate file sent to backends), backend (name: the backend; the certificate it presented at the last handshake).",
+                    ),
+                    &["kind", "name"],
+                )
+                .expect("valid metric"),
+            ),
             registry: r.clone(),
         };
         let build = gauge_vec(
@@ -364,6 +376,17 @@ impl Metrics {
         match role {
             Role::Read => &self.duration_read,
             Role::Write => &self.duration_write,
+        }
+    }
+
+    /// Replaces the certificate expiry samples: `(kind, name, notAfter)`
+    /// with `notAfter` in Unix seconds, reported relative to `now`.
+    pub fn set_tls_expiry(&self, certs: &[(&str, String, i64)], now: i64) {
+        self.tls_cert_expiry.reset();
+        for (kind, name, not_after) in certs {
+            self.tls_cert_expiry
+                .with_label_values(&[*kind, name.as_str()])
+                .set((not_after - now) as f64);
         }
     }
 

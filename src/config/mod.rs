@@ -523,6 +523,8 @@ pub struct TlsConfig {
     /// Header that carries a verified client certificate's subject to the
     /// backend (any incoming one is removed first); default none.
     pub forward_client_cert: Option<http::HeaderName>,
+    /// `notAfter` of the certificate (Unix seconds), for the expiry gauge.
+    pub cert_not_after: Option<i64>,
     /// Built from the files when the config is loaded (or reloaded).
     pub server: std::sync::Arc<rustls::ServerConfig>,
 }
@@ -927,6 +929,9 @@ impl Validator {
         }
         match crate::tls::server_config(&cert, &key, client_ca.as_deref()) {
             Ok(server) => Some(TlsConfig {
+                cert_not_after: crate::upstream::tls::read_certs(&cert)
+                    .ok()
+                    .and_then(|c| crate::upstream::x509::not_after(&c[0])),
                 cert,
                 key,
                 client_ca,

@@ -82,6 +82,8 @@ impl Pki {
         if expired {
             p.not_before = rcgen::date_time_ymd(2000, 1, 1);
             p.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        } else {
+            p.not_after = rcgen::date_time_ymd(2099, 1, 1);
         }
         let c = p.signed_by(&key, &self.ca, &self.ca_key).unwrap();
         let cert = self.dir.join(format!("{tag}.pem"));
@@ -167,6 +169,8 @@ pub struct Seen {
     pub alpn: Option<String>,
     /// The client presented a certificate.
     pub client_cert: bool,
+    /// That certificate (DER).
+    pub client_cert_der: Option<Vec<u8>>,
     pub headers: http::HeaderMap,
 }
 
@@ -222,10 +226,17 @@ impl TlsFake {
                         let alpn = conn
                             .alpn_protocol()
                             .map(|a| String::from_utf8_lossy(a).into_owned());
-                        let client_cert = conn.peer_certificates().is_some();
+                        let client_cert_der =
+                            conn.peer_certificates().map(|c| c[0].as_ref().to_vec());
+                        let client_cert = client_cert_der.is_some();
                         let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                            let (name, leader, seen, alpn) =
-                                (name.clone(), leader.clone(), seen.clone(), alpn.clone());
+                            let (name, leader, seen, alpn, client_cert_der) = (
+                                name.clone(),
+                                leader.clone(),
+                                seen.clone(),
+                                alpn.clone(),
+                                client_cert_der.clone(),
+                            );
                             async move {
                                 let (parts, body) = req.into_parts();
                                 let _ = body.collect().await;
@@ -241,6 +252,7 @@ impl TlsFake {
                                             version: parts.version,
                                             alpn,
                                             client_cert,
+                                            client_cert_der,
                                             headers: parts.headers.clone(),
                                         });
                                         200
@@ -283,4 +295,14 @@ pub fn sample(metrics: &str, series: &str) -> f64 {
         .lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// Unix seconds of 2099-01-01, the `notAfter` of every certificate [`Pki::issue`] makes valid.
+pub const NOT_AFTER_2099: i64 = 4_070_908_800;
+
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }

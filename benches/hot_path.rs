@@ -114,6 +114,7 @@ fn backends(n: usize, metrics: &Metrics) -> (Vec<Arc<Backend>>, Vec<InFlight>) {
                 url: format!("http://127.0.0.1:{port}"),
                 weight: (i % 3) as u32 + 1,
                 h2c: false,
+                tls: None,
             };
             let b = Arc::new(Backend::new(&cfg, metrics, 1));
             load.extend((0..(i * 7) % 5).map(|_| b.begin_request()));

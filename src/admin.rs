@@ -130,11 +130,20 @@ pub async fn handle(ctl: &Control, req: Request<Incoming>) -> Response<Full<Byte
                 serde_json::json!({"ready": false, "reason": reason}),
             ),
         },
-        (&Method::GET, "/metrics") => text(
-            StatusCode::OK,
-            ctl.proxy.metrics.render(),
-            "text/plain; version=0.0.4",
-        ),
+        (&Method::GET, "/metrics") => {
+            let t = ctl.proxy.shared.load();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            ctl.proxy
+                .metrics
+                .set_tls_expiry(&crate::upstream::tls::expiry(&t.cfg, &t.backends), now);
+            text(
+                StatusCode::OK,
+                ctl.proxy.metrics.render(),
+                "text/plain; version=0.0.4",
+            )
+        }
         (&Method::GET, "/admin/routing") => json(StatusCode::OK, routing_json(ctl).await),
         (&Method::POST, "/admin/reload") => match ctl.reload().await {
             Ok(notes) => json(

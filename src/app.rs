@@ -37,6 +37,9 @@ impl Control {
         let m = &self.proxy.metrics;
         match config::load(&self.config_path) {
             Ok(cfg) => {
+                for w in cfg.warnings() {
+                    tracing::warn!("{w}");
+                }
                 let notes = self.proxy.monitor.reload(Arc::new(cfg)).await;
                 for n in &notes {
                     tracing::warn!(note = %n, "reload: setting not applied");
@@ -102,6 +105,9 @@ fn file_stamp(p: &std::path::Path) -> Option<(SystemTime, u64)> {
 /// Starts everything. Binding errors are returned before any thread runs
 /// requests; the proxy then serves until [`Running::shutdown`].
 pub fn start(cfg: Config) -> std::io::Result<Running> {
+    for w in cfg.warnings() {
+        tracing::warn!("{w}");
+    }
     let cfg = Arc::new(cfg);
     let metrics = Arc::new(Metrics::new());
     let backends: Vec<Arc<Backend>> = cfg
@@ -207,21 +213,35 @@ pub fn start(cfg: Config) -> std::io::Result<Running> {
     })
 }
 
-/// Change stamps of the config file and of the admin token file the running
-/// config names (a rotated Kubernetes Secret swaps that file's symlink too).
-fn watched_stamps(ctl: &Control) -> [Option<(SystemTime, u64)>; 2] {
-    let token = ctl
-        .proxy
-        .shared
-        .load()
-        .cfg
-        .admin_token
-        .as_ref()
-        .and_then(|t| file_stamp(&t.file));
-    [file_stamp(&ctl.config_path), token]
+/// Change stamps of the config file, of the admin token file and of every
+/// TLS file the running config names: the listener's certificate, key and
+/// client CA, and each https:// backend's CA, client certificate and key
+/// (a rotated Kubernetes Secret swaps those files' symlinks too).
+fn watched_stamps(ctl: &Control) -> Vec<Option<(SystemTime, u64)>> {
+    let t = ctl.proxy.shared.load();
+    let cfg = &t.cfg;
+    let mut files: Vec<&std::path::Path> = vec![&ctl.config_path];
+    files.extend(cfg.admin_token.as_ref().map(|t| t.file.as_path()));
+    if let Some(tls) = &cfg.tls {
+        files.extend([tls.cert.as_path(), tls.key.as_path()]);
+        files.extend(tls.client_ca.as_deref());
+    }
+    for b in &cfg.backends {
+        if let Some(tls) = &b.tls {
+            let s = &tls.settings;
+            files.extend(
+                [&s.ca, &s.cert, &s.key]
+                    .into_iter()
+                    .flatten()
+                    .map(|p| p.as_path()),
+            );
+        }
+    }
+    files.iter().map(|p| file_stamp(p)).collect()
 }
 
-/// Re-reads the config when the file (or the admin token file) changes
+/// Re-reads the config when the file (or the admin token file, or a TLS
+/// file) changes
 /// (checked every second: a Kubernetes ConfigMap or Secret update swaps a
 /// symlink, which inotify on the file itself would miss).
 async fn watch_config(ctl: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
@@ -233,9 +253,11 @@ async fn watch_config(ctl: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
         }
         let now = watched_stamps(&ctl);
         if now[0].is_some() && now != last {
-            tracing::info!(file = %ctl.config_path.display(), "config or admin token file changed; reloading");
+            tracing::info!(file = %ctl.config_path.display(), "config, admin token or TLS file changed; reloading");
             let _ = ctl.reload().await;
-            // The reload may have named another token file.
+            // The reload may have named other files. After a failed one (a
+            // broken certificate: the old material keeps serving) the stamps
+            // are the new ones too: the next change of a file tries again.
             last = watched_stamps(&ctl);
         }
     }

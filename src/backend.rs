@@ -7,12 +7,18 @@
 //! the methods here, so there is one place that says what each change means.
 //! In-flight accounting is a drop guard ([`InFlight`]), never an inc/dec pair.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 use std::sync::Arc;
 
-use crate::config::BackendConfig;
+use arc_swap::ArcSwap;
+use rustls_pki_types::CertificateDer;
+
+use crate::config::{BackendConfig, BackendTls};
 use crate::metrics::{BackendMetrics, Metrics};
 use crate::proxy::pool::Pool;
+use crate::upstream::tls::TlsReason;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -42,6 +48,19 @@ pub struct Backend {
     fenced: AtomicBool,
     /// Consecutive backend-caused failures (passive health).
     failures: AtomicU32,
+    /// `https://`: the TLS settings and client config in force; a reload
+    /// or a rotated file swaps it, new connections use the new one.
+    tls: Option<ArcSwap<BackendTls>>,
+    /// The last handshake's outcome: 0 = fine (or none yet), else 1 + the
+    /// [`TlsReason`] index; a change is logged once.
+    tls_state: AtomicU8,
+    /// The backend answered ALPN with `http/1.1` on a connection that
+    /// offered `h2`: HTTP/2 requests go to it as HTTP/1.1 (until a reload
+    /// or rotation swaps the TLS config).
+    no_h2: AtomicBool,
+    /// `notAfter` of the certificate the backend presented at the last
+    /// successful handshake (Unix seconds); `i64::MIN` = none yet.
+    peer_not_after: AtomicI64,
 }
 
 /// Counts one request in flight on a backend until dropped.
@@ -78,12 +97,82 @@ impl Backend {
             drained: AtomicBool::new(false),
             fenced: AtomicBool::new(false),
             failures: AtomicU32::new(0),
+            tls: cfg.tls.clone().map(ArcSwap::new),
+            tls_state: AtomicU8::new(0),
+            no_h2: AtomicBool::new(false),
+            peer_not_after: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// The TLS settings in force (`None`: plain `http://`).
+    pub fn tls(&self) -> Option<arc_swap::Guard<Arc<BackendTls>>> {
+        self.tls.as_ref().map(|t| t.load())
+    }
+
+    /// Swaps in the TLS of a reloaded config (same backend, kept by the
+    /// reload): new connections use it; pooled ones finish their life.
+    pub(crate) fn set_tls(&self, tls: Option<&Arc<BackendTls>>) {
+        if let (Some(cur), Some(new)) = (&self.tls, tls) {
+            cur.store(new.clone());
+            self.no_h2.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Requests that arrived over HTTP/2 go upstream over HTTP/2: the
+    /// backend speaks h2c, or it is `https://` and has not declined `h2`.
+    #[inline]
+    pub fn upstream_h2(&self) -> bool {
+        self.h2c || (self.tls.is_some() && !self.no_h2.load(Ordering::Relaxed))
+    }
+
+    /// The backend chose `http/1.1` when offered `h2`.
+    pub(crate) fn declined_h2(&self) {
+        if !self.no_h2.swap(true, Ordering::Relaxed) {
+            tracing::info!(backend = %self.name, "backend chose http/1.1 by ALPN; HTTP/2 requests go to it as HTTP/1.1");
+        }
+    }
+
+    /// `notAfter` of the certificate the backend last presented (Unix seconds).
+    pub fn peer_cert_not_after(&self) -> Option<i64> {
+        Some(self.peer_not_after.load(Ordering::Relaxed)).filter(|t| *t != i64::MIN)
+    }
+
+    /// A TLS handshake completed: remembers the expiry of the certificate
+    /// the backend presented.
+    pub(crate) fn tls_handshake_done(&self, peer: Option<&CertificateDer<'_>>) {
+        if let Some(t) = peer.and_then(|c| crate::upstream::x509::not_after(c)) {
+            self.peer_not_after.store(t, Ordering::Relaxed);
+        }
+    }
+
+    /// An HTTP answer came back over TLS (a probe's): the TLS trouble, if
+    /// any, is over; said once. (Not at the handshake: with TLS 1.3 a
+    /// rejected client certificate shows only at the first read.)
+    pub(crate) fn tls_works(&self) {
+        if self.tls.is_some() && self.tls_state.swap(0, Ordering::Relaxed) != 0 {
+            tracing::info!(backend = %self.name, "TLS with backend works again");
+        }
+    }
+
+    /// A TLS handshake failed: counted by reason, logged when the reason changes.
+    pub(crate) fn tls_handshake_failed(&self, reason: TlsReason, message: &str) {
+        let i = TlsReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(3);
+        self.metrics.tls_handshake_failures[i].inc();
+        let code = i as u8 + 1;
+        if self.tls_state.swap(code, Ordering::Relaxed) != code {
+            tracing::warn!(backend = %self.name, reason = %reason, error = %message, "TLS handshake with backend failed");
         }
     }
 
     /// Whether a reload may keep this backend (same name, address).
     pub fn same_as(&self, cfg: &BackendConfig) -> bool {
-        self.name == cfg.name && self.authority == cfg.authority && self.h2c == cfg.h2c
+        self.name == cfg.name
+            && self.authority == cfg.authority
+            && self.h2c == cfg.h2c
+            && self.tls.is_some() == cfg.tls.is_some()
     }
 
     #[inline]

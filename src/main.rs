@@ -123,6 +123,9 @@ fn main() -> ExitCode {
         Cmd::Check { config } => match config::load(&config) {
             Ok(cfg) => {
                 println!("{}", summary(&cfg));
+                for w in cfg.warnings() {
+                    eprintln!("WARNING: {w}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

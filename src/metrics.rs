@@ -41,6 +41,7 @@ pub struct Metrics {
     ejections: IntCounterVec,
     probe_duration: HistogramVec,
     probe_failures: IntCounterVec,
+    tls_handshake_failures: IntCounterVec,
     pub leader_changes: IntCounter,
     pub no_leader_seconds: prometheus::Counter,
     pub leader_known: IntGauge,
@@ -61,6 +62,7 @@ pub struct Metrics {
     /// Connections on a `proxy_protocol` listener closed for a missing,
     /// malformed or late PROXY header.
     pub proxy_protocol_errors: IntCounter,
+    tls_cert_expiry: prometheus::GaugeVec,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -163,6 +165,11 @@ impl Metrics {
                 &["backend", "kind"],
             ),
             probe_duration,
+            tls_handshake_failures: counter_vec(
+                "leaderproxy_upstream_tls_handshake_failures_total",
+                "TLS handshakes with a backend that failed (data connections and probes), by reason: expired, unknown_ca, name_mismatch, handshake.",
+                &["backend", "reason"],
+            ),
             leader_changes: reg(
                 &r,
                 IntCounter::new("leaderproxy_leader_changes_total", "Times the routed leader changed (including to none).")
@@ -278,6 +285,17 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            tls_cert_expiry: reg(
+                &r,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "leaderproxy_tls_cert_expiry_seconds",
+                        "Seconds until a loaded certificate expires (negative once expired): kind=listener (name: the cert file), client (the client certificate file sent to backends), backend (name: the backend; the certificate it presented at the last handshake).",
+                    ),
+                    &["kind", "name"],
+                )
+                .expect("valid metric"),
+            ),
             registry: r.clone(),
         };
         let build = gauge_vec(
@@ -309,6 +327,10 @@ impl Metrics {
             probe_leader: self.probe_duration.with_label_values(&[name, "leader"]),
             probe_health_failures: self.probe_failures.with_label_values(&[name, "health"]),
             probe_leader_failures: self.probe_failures.with_label_values(&[name, "leader"]),
+            tls_handshake_failures: crate::upstream::tls::TlsReason::ALL.map(|r| {
+                self.tls_handshake_failures
+                    .with_label_values(&[name, r.label()])
+            }),
         }
     }
 
@@ -343,12 +365,28 @@ impl Metrics {
             let _ = self.probe_duration.remove_label_values(&[name, kind]);
             let _ = self.probe_failures.remove_label_values(&[name, kind]);
         }
+        for r in crate::upstream::tls::TlsReason::ALL {
+            let _ = self
+                .tls_handshake_failures
+                .remove_label_values(&[name, r.label()]);
+        }
     }
 
     pub fn duration(&self, role: Role) -> &Histogram {
         match role {
             Role::Read => &self.duration_read,
             Role::Write => &self.duration_write,
+        }
+    }
+
+    /// Replaces the certificate expiry samples: `(kind, name, notAfter)`
+    /// with `notAfter` in Unix seconds, reported relative to `now`.
+    pub fn set_tls_expiry(&self, certs: &[(&str, String, i64)], now: i64) {
+        self.tls_cert_expiry.reset();
+        for (kind, name, not_after) in certs {
+            self.tls_cert_expiry
+                .with_label_values(&[*kind, name.as_str()])
+                .set((not_after - now) as f64);
         }
     }
 
@@ -393,6 +431,8 @@ pub struct BackendMetrics {
     pub probe_leader: Histogram,
     pub probe_health_failures: IntCounter,
     pub probe_leader_failures: IntCounter,
+    /// By [`crate::upstream::tls::TlsReason::ALL`] index.
+    pub tls_handshake_failures: [IntCounter; 4],
 }
 
 impl BackendMetrics {

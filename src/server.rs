@@ -141,7 +141,7 @@ fn service(
     // The request future is a few KiB; boxed once, hyper moves a pointer
     // instead of copying it several times per request.
     service_fn(move |req| {
-        let fut = Box::pin(handle(proxy, worker, client, req));
+        let fut = Box::pin(handle(proxy, worker, client.clone(), req));
         async move { Ok::<_, Infallible>(fut.await) }
     })
 }
@@ -236,11 +236,17 @@ async fn serve_stream<S>(
             return;
         }
     };
+    let mut info = ClientInfo::new(client, true);
+    // Set only when `tls.client_ca` made rustls verify the certificate.
+    info.cert_subject = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| crate::upstream::x509::subject(c))
+        .and_then(|s| http::HeaderValue::from_str(&s).ok());
     let conn = builder
-        .serve_connection(
-            TokioIo::new(stream),
-            service(proxy, worker, ClientInfo::new(client, true)),
-        )
+        .serve_connection(TokioIo::new(stream), service(proxy, worker, info))
         .into_owned();
     finish(watcher.watch(conn), guard).await;
 }

@@ -34,6 +34,7 @@ fn expected(followers: &[&Fake], client: &str) -> String {
                 url: format!("http://{}", f.addr),
                 weight: 1,
                 h2c: false,
+                tls: None,
             };
             Arc::new(Backend::new(&cfg, &m, 1))
         })

@@ -4,6 +4,8 @@
 
 #[path = "support/fake.rs"]
 mod fake;
+#[path = "support/tls_fake.rs"]
+mod tls_fake;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::atomic::Ordering;
@@ -214,7 +216,12 @@ async fn graceful_shutdown_lets_a_slow_request_finish() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_and_alerts_only_use_exported_metrics() {
     let l = Fake::start("l", Role::Leader).await;
-    let p = Proxy::start(&config_for(&[&l], "")).await;
+    // With TLS on the listener, so the certificate expiry gauge has a sample.
+    let dir = fake::TempDir::new();
+    let pki = tls_fake::Pki::new(&dir.0, "ca");
+    pki.issue("proxy", "proxy", &["127.0.0.1"], false);
+    let tls = "tls: { cert: proxy.pem, key: proxy-key.pem }\n";
+    let p = Proxy::start_in(&dir, &config_for(&[&l], tls)).await;
     let exported = p.metrics().await;
     let names: std::collections::HashSet<&str> = exported
         .lines()

@@ -97,6 +97,7 @@ pub(crate) mod test_support {
                     url: format!("http://127.0.0.1:{}", 10000 + i),
                     weight: *w,
                     h2c: false,
+                    tls: None,
                 };
                 Arc::new(Backend::new(&cfg, &m, 1))
             })

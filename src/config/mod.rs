@@ -5,6 +5,7 @@
 mod admin_access;
 mod locate;
 pub mod types;
+mod upstream_tls;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use crate::routing::classify::{MethodSet, Role, Rule};
 pub use admin_access::AdminToken;
 pub use locate::Locator;
 pub use types::{Dur, Method, OneOrMany, Pointer, Re, Size};
+pub use upstream_tls::{BackendTls, UpstreamTlsSettings};
 
 /// One problem found in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +90,7 @@ struct RawConfig {
     limits: Option<RawLimits>,
     passive: Option<RawPassive>,
     tls: Option<RawTls>,
+    upstream_tls: Option<upstream_tls::RawUpstreamTls>,
     admin_token_file: Option<PathBuf>,
     #[serde(default)]
     admin_insecure: bool,
@@ -133,6 +136,8 @@ impl<'de> Deserialize<'de> for RawListen {
 struct RawTls {
     cert: PathBuf,
     key: PathBuf,
+    client_ca: Option<PathBuf>,
+    forward_client_cert: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +148,7 @@ struct RawBackend {
     weight: Option<u32>,
     #[serde(default)]
     h2c: bool,
+    tls: Option<upstream_tls::RawUpstreamTls>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -314,6 +320,8 @@ pub struct BackendConfig {
     /// that arrive over HTTP/2 (gRPC) are forwarded over HTTP/2. Default
     /// false: everything goes upstream as HTTP/1.1.
     pub h2c: bool,
+    /// `https://`: TLS settings and client config; `None` for `http://`.
+    pub tls: Option<std::sync::Arc<BackendTls>>,
 }
 
 /// What a probe answer must satisfy; every given condition must hold.
@@ -509,6 +517,14 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// PEM private key.
     pub key: PathBuf,
+    /// CA bundle: client certificates are required and verified against
+    /// it; default none (no client certificates asked for).
+    pub client_ca: Option<PathBuf>,
+    /// Header that carries a verified client certificate's subject to the
+    /// backend (any incoming one is removed first); default none.
+    pub forward_client_cert: Option<http::HeaderName>,
+    /// `notAfter` of the certificate (Unix seconds), for the expiry gauge.
+    pub cert_not_after: Option<i64>,
     /// Built from the files when the config is loaded (or reloaded).
     pub server: std::sync::Arc<rustls::ServerConfig>,
 }
@@ -605,6 +621,23 @@ fn split_key(msg: &str) -> (String, String) {
     (String::new(), msg.to_string())
 }
 
+/// Headers `tls.forward_client_cert` must not name: hop-by-hop, framing,
+/// and the ones the proxy sets itself.
+const RESERVED_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "content-length",
+    "host",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+];
+
 struct Validator {
     file: String,
     loc: Locator,
@@ -662,7 +695,11 @@ impl Validator {
             Some(n) => n,
         };
 
-        let backends = self.backends(raw.backends);
+        let backends = self.backends(
+            raw.backends,
+            raw.upstream_tls.as_ref(),
+            path.parent().unwrap_or(Path::new(".")),
+        );
         let health = self.health(raw.health);
         let leader = self.leader(raw.leader);
         let routes = self.routes(raw.routes);
@@ -692,18 +729,9 @@ impl Validator {
                 ),
             );
         }
-        let tls = raw.tls.and_then(|t| {
-            let base = path.parent().unwrap_or(Path::new("."));
-            let cert = base.join(t.cert);
-            let key = base.join(t.key);
-            match crate::tls::server_config(&cert, &key) {
-                Ok(server) => Some(TlsConfig { cert, key, server }),
-                Err(e) => {
-                    self.bad("tls", e);
-                    None
-                }
-            }
-        });
+        let tls = raw
+            .tls
+            .and_then(|t| self.listener_tls(t, path.parent().unwrap_or(Path::new("."))));
         let admin_token = self.admin_access(
             admin,
             raw.admin_token_file,
@@ -782,7 +810,13 @@ impl Validator {
         (listen, proxy_protocol, CidrSet::new(cidrs))
     }
 
-    fn backends(&mut self, raw: Vec<RawBackend>) -> Vec<BackendConfig> {
+    fn backends(
+        &mut self,
+        raw: Vec<RawBackend>,
+        upstream_tls: Option<&upstream_tls::RawUpstreamTls>,
+        base: &Path,
+    ) -> Vec<BackendConfig> {
+        let mut built = std::collections::HashMap::new();
         if raw.is_empty() {
             self.bad("backends", "at least one backend is needed");
         }
@@ -819,9 +853,24 @@ impl Validator {
                     format!("weight {weight} is outside 1..=1000"),
                 );
             }
-            let Some(authority) = self.backend_url(&format!("{key}.url"), &b.url) else {
+            let Some((authority, https)) = self.backend_url(&format!("{key}.url"), &b.url) else {
                 continue;
             };
+            if https && b.h2c {
+                self.bad(
+                    &format!("{key}.h2c"),
+                    "h2c is HTTP/2 without TLS; over https:// the backend chooses h2 or http/1.1 by ALPN",
+                );
+            }
+            let tls = self.backend_tls(
+                i,
+                https,
+                authority.host(),
+                upstream_tls,
+                b.tls,
+                base,
+                &mut built,
+            );
             if let Some(prev) = out.iter().position(|o| o.authority == authority) {
                 self.bad(
                     &format!("{key}.url"),
@@ -834,12 +883,70 @@ impl Validator {
                 url: b.url,
                 weight,
                 h2c: b.h2c,
+                tls,
             });
         }
         out
     }
 
-    fn backend_url(&mut self, key: &str, url: &str) -> Option<http::uri::Authority> {
+    /// `tls`: the listener's certificate, and client certificates.
+    fn listener_tls(&mut self, t: RawTls, base: &Path) -> Option<TlsConfig> {
+        let cert = base.join(t.cert);
+        let key = base.join(t.key);
+        let client_ca = t.client_ca.map(|p| base.join(p));
+        let forward_client_cert = match t.forward_client_cert {
+            None => None,
+            Some(_) if client_ca.is_none() => {
+                self.bad(
+                    "tls.forward_client_cert",
+                    "needs tls.client_ca (only a verified certificate's subject is forwarded)",
+                );
+                None
+            }
+            Some(h) => match http::HeaderName::from_bytes(h.as_bytes()) {
+                Ok(n) if RESERVED_HEADERS.contains(&n.as_str()) => {
+                    self.bad(
+                        "tls.forward_client_cert",
+                        format!("{h:?} is a header the proxy itself manages; pick another name"),
+                    );
+                    None
+                }
+                Ok(n) => Some(n),
+                Err(_) => {
+                    self.bad(
+                        "tls.forward_client_cert",
+                        format!("{h:?} is not a valid header name"),
+                    );
+                    None
+                }
+            },
+        };
+        if let Some(ca) = &client_ca {
+            if let Err(e) = crate::upstream::tls::read_roots(ca) {
+                self.bad("tls.client_ca", e);
+                return None;
+            }
+        }
+        match crate::tls::server_config(&cert, &key, client_ca.as_deref()) {
+            Ok(server) => Some(TlsConfig {
+                cert_not_after: crate::upstream::tls::read_certs(&cert)
+                    .ok()
+                    .and_then(|c| crate::upstream::x509::not_after(&c[0])),
+                cert,
+                key,
+                client_ca,
+                forward_client_cert,
+                server,
+            }),
+            Err(e) => {
+                self.bad("tls", e);
+                None
+            }
+        }
+    }
+
+    /// The URL's authority, and whether it is `https://`.
+    fn backend_url(&mut self, key: &str, url: &str) -> Option<(http::uri::Authority, bool)> {
         let uri: http::Uri = match url.parse() {
             Ok(u) => u,
             Err(e) => {
@@ -847,12 +954,13 @@ impl Validator {
                 return None;
             }
         };
-        match uri.scheme_str() {
-            Some("http") => {}
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
             Some(other) => {
                 self.bad(
                     key,
-                    format!("unsupported scheme {other:?} in {url:?} (only http:// is supported)"),
+                    format!("unsupported scheme {other:?} in {url:?} (write http:// or https://)"),
                 );
                 return None;
             }
@@ -863,7 +971,7 @@ impl Validator {
                 );
                 return None;
             }
-        }
+        };
         let Some(auth) = uri.authority().cloned() else {
             self.bad(key, format!("invalid URL {url:?}: no host"));
             return None;
@@ -879,7 +987,7 @@ impl Validator {
             self.bad(key, format!("URL {url:?} must not have a path or query"));
             return None;
         }
-        Some(auth)
+        Some((auth, https))
     }
 
     fn probe_path(&mut self, key: &str, p: &str) {

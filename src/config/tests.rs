@@ -164,7 +164,7 @@ leader:
         errs(text),
         vec![
             "lp.yaml:4:7: backends[1].name: duplicate backend name \"n1\" (also backends[0])",
-            "lp.yaml:5:17: backends[2].url: unsupported scheme \"ftp\" in \"ftp://127.0.0.1:2381\" (only http:// is supported)",
+            "lp.yaml:5:17: backends[2].url: unsupported scheme \"ftp\" in \"ftp://127.0.0.1:2381\" (write http:// or https://)",
             "lp.yaml:6:17: backends[3].url: URL \"http://127.0.0.1\" has no port (write http://host:port)",
             "lp.yaml:7:40: health.timeout: 1s must be shorter than health.interval (1s)",
             "lp.yaml:7:53: health.rise: must be at least 1",
@@ -280,18 +280,83 @@ fn admin_must_not_share_the_public_listener() {
     );
 }
 
+/// The TLS file paths a config names, by kind: `ca` (CA bundles, also
+/// `client_ca`), `cert`, `key`.
+fn tls_files(text: &str) -> Vec<(&'static str, String)> {
+    let v: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
+    let mut sections = vec![v["tls"].clone(), v["upstream_tls"].clone()];
+    if let Some(bs) = v["backends"].as_sequence() {
+        sections.extend(bs.iter().map(|b| b["tls"].clone()));
+    }
+    let mut out = Vec::new();
+    for s in sections {
+        for (key, kind) in [
+            ("ca", "ca"),
+            ("client_ca", "ca"),
+            ("cert", "cert"),
+            ("key", "key"),
+        ] {
+            if let Some(p) = s[key].as_str() {
+                out.push((kind, p.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// Every shipped config is valid. One that names TLS files (relative to
+/// itself, as in production) is checked in a copy next to freshly made
+/// files at those paths (one CA; one certificate and key for every
+/// cert/key pair); in place, its only problems are those missing files.
 #[test]
 fn example_configs_are_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     let mut n = 0;
+    let mut with_tls = 0;
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "yaml") {
-            load(&p).unwrap_or_else(|e| panic!("{e}"));
-            n += 1;
+        if p.extension().is_none_or(|x| x != "yaml") {
+            continue;
         }
+        n += 1;
+        let text = std::fs::read_to_string(&p).unwrap();
+        let files = tls_files(&text);
+        if files.is_empty() {
+            load(&p).unwrap_or_else(|e| panic!("{e}"));
+            continue;
+        }
+        with_tls += 1;
+        let in_place = load(&p).expect_err("its TLS files are not in the repository");
+        for problem in &in_place.0 {
+            assert!(
+                problem.message.contains("No such file or directory")
+                    && ["tls", "upstream_tls", "backends"]
+                        .iter()
+                        .any(|k| problem.key.starts_with(k)),
+                "{}: a problem besides the missing TLS files: {problem}",
+                p.display()
+            );
+        }
+        let stem = p.file_stem().unwrap().to_string_lossy().to_string();
+        let copy = temp_dir(&format!("shipped-{stem}"));
+        write_ca_and_cert(&copy, &["127.0.0.1"]);
+        for (kind, rel) in &files {
+            let src = match *kind {
+                "ca" => "ca.pem",
+                "cert" => "client.pem",
+                _ => "client-key.pem",
+            };
+            let dst = copy.join(rel);
+            std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+            std::fs::copy(copy.join(src), &dst).unwrap();
+        }
+        let copied = copy.join(p.file_name().unwrap());
+        std::fs::write(&copied, &text).unwrap();
+        load(&copied).unwrap_or_else(|e| panic!("{e}"));
+        let _ = std::fs::remove_dir_all(&copy);
     }
     assert!(n >= 3);
+    assert!(with_tls >= 1, "config/etcd-tls.yaml is checked");
 }
 
 #[test]
@@ -651,4 +716,175 @@ fn bad_listen_map() {
     ));
     assert_eq!(e.len(), 1);
     assert!(e[0].starts_with("lp.yaml:"), "{e:?}");
+}
+
+/// A CA and a certificate it signs (for `names`), written as PEM files in `dir`.
+fn write_ca_and_cert(dir: &Path, names: &[&str]) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf =
+        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+    std::fs::write(dir.join("client.pem"), leaf.pem()).unwrap();
+    std::fs::write(dir.join("client-key.pem"), key.serialize_pem()).unwrap();
+}
+
+const TLS_BASE: &str = "listen: 127.0.0.1:1\nleader: {path: /l, expect: {status: [200]}}\n";
+
+#[test]
+fn upstream_tls_applies_to_https_backends_with_per_backend_overrides() {
+    let dir = temp_dir("upstream-tls-ok");
+    write_ca_and_cert(&dir, &["client"]);
+    let text = format!(
+        "{TLS_BASE}upstream_tls:\n  ca: ca.pem\n  cert: client.pem\n  key: client-key.pem\n  server_name: etcd.internal\nbackends:\n  - {{ name: t1, url: \"https://127.0.0.1:2379\" }}\n  - {{ name: t2, url: \"https://10.0.0.2:2379\", tls: {{ server_name: etcd-2.internal }} }}\n  - {{ name: t3, url: \"http://10.0.0.3:2379\" }}\n  - {{ name: t4, url: \"https://[::1]:2379\", tls: {{ server_name: null, insecure_skip_verify: true }} }}\n"
+    );
+    let c = parse(&text, &dir.join("lp.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let t1 = c.backends[0].tls.as_ref().expect("https");
+    assert_eq!(
+        t1.settings.ca.as_deref(),
+        Some(dir.join("ca.pem").as_path())
+    );
+    assert_eq!(
+        t1.settings.cert.as_deref(),
+        Some(dir.join("client.pem").as_path())
+    );
+    assert_eq!(
+        t1.settings.key.as_deref(),
+        Some(dir.join("client-key.pem").as_path())
+    );
+    assert_eq!(t1.settings.server_name.as_deref(), Some("etcd.internal"));
+    assert!(!t1.settings.insecure_skip_verify);
+    assert!(t1.client.client_cert_not_after.is_some());
+    let t2 = c.backends[1].tls.as_ref().unwrap();
+    assert_eq!(t2.settings.server_name.as_deref(), Some("etcd-2.internal"));
+    assert_eq!(t2.settings.ca, t1.settings.ca);
+    assert!(
+        std::sync::Arc::ptr_eq(&t1.client, &t2.client),
+        "the same files are read once"
+    );
+    assert!(c.backends[2].tls.is_none());
+    // `null` is "not overridden"; the URL's host is verified when no server_name is set anywhere.
+    let t4 = c.backends[3].tls.as_ref().unwrap();
+    assert_eq!(t4.settings.server_name.as_deref(), Some("etcd.internal"));
+    assert!(t4.settings.insecure_skip_verify);
+    assert_eq!(c.warnings().len(), 1);
+    assert!(
+        c.warnings()[0].contains("\"t4\": insecure_skip_verify is on"),
+        "{:?}",
+        c.warnings()
+    );
+    assert!(c.backends[0].tls.is_some() && c.warnings().iter().all(|w| !w.contains("t1")));
+
+    // No upstream_tls at all: the system roots, the URL's host.
+    let text = format!("{TLS_BASE}backends: [{{name: a, url: 'https://127.0.0.1:2'}}]\n");
+    if std::path::Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
+        let c = parse(&text, &dir.join("lp.yaml")).unwrap_or_else(|e| panic!("{e}"));
+        let t = c.backends[0].tls.as_ref().unwrap();
+        assert_eq!(t.settings.ca, None);
+        assert_eq!(
+            format!("{:?}", t.server_name),
+            "IpAddress(V4(Ipv4Addr([127, 0, 0, 1])))"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn upstream_tls_problems_name_the_key_that_set_the_value() {
+    let dir = temp_dir("upstream-tls-bad");
+    write_ca_and_cert(&dir, &["client"]);
+    let p = dir.join("lp.yaml");
+    let file = p.display().to_string();
+    let text = format!(
+        "{TLS_BASE}upstream_tls: {{ ca: nope.pem, cert: client.pem }}\nbackends:\n  - {{ name: a, url: 'https://127.0.0.1:2' }}\n  - {{ name: b, url: 'https://127.0.0.1:3', tls: {{ key: client-key.pem, ca: gone.pem }} }}\n  - {{ name: c, url: 'https://127.0.0.1:4', tls: {{ key: client-key.pem }} }}\n  - {{ name: d, url: 'http://127.0.0.1:5', tls: {{ ca: ca.pem }} }}\n  - {{ name: e, url: 'https://127.0.0.1:6', h2c: true, tls: {{ key: client-key.pem, ca: ca.pem, server_name: 'bad name!' }} }}\n  - {{ name: f, url: 'https://127.0.0.1:7', tls: {{ key: client.pem, ca: ca.pem }} }}\n"
+    );
+    assert_eq!(
+        parse(&text, &p)
+            .unwrap_err()
+            .0
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>(),
+        vec![
+            format!("{file}:3:31: upstream_tls.cert: a client certificate needs its key (key is missing)"),
+            format!(
+                "{file}:6:72: backends[1].tls.ca: cannot read certificates from {}: I/O error: No such file or directory (os error 2)",
+                dir.join("gone.pem").display()
+            ),
+            format!(
+                "{file}:3:17: upstream_tls.ca: cannot read certificates from {}: I/O error: No such file or directory (os error 2)",
+                dir.join("nope.pem").display()
+            ),
+            format!("{file}:8:43: backends[3].tls: tls is set but the url is http:// (write https:// to use TLS)"),
+            format!("{file}:9:44: backends[4].h2c: h2c is HTTP/2 without TLS; over https:// the backend chooses h2 or http/1.1 by ALPN"),
+            format!("{file}:9:95: backends[4].tls.server_name: invalid server name \"bad name!\""),
+            format!(
+                "{file}:10:51: backends[5].tls.key: cannot read a private key from {}: no items found",
+                dir.join("client.pem").display()
+            ),
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn client_ca_and_forward_client_cert() {
+    let dir = temp_dir("client-ca");
+    write_ca_and_cert(&dir, &["127.0.0.1"]);
+    let p = dir.join("lp.yaml");
+    let file = p.display().to_string();
+    let base = format!("{TLS_BASE}backends: [{{name: a, url: 'http://127.0.0.1:2'}}]\n");
+    let c = parse(
+        &format!("{base}tls: {{ cert: client.pem, key: client-key.pem, client_ca: ca.pem, forward_client_cert: X-Client-Cert-Subject }}\n"),
+        &p,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let t = c.tls.unwrap();
+    assert_eq!(t.client_ca, Some(dir.join("ca.pem")));
+    assert_eq!(
+        t.forward_client_cert.unwrap().as_str(),
+        "x-client-cert-subject"
+    );
+    let c = parse(
+        &format!("{base}tls: {{ cert: client.pem, key: client-key.pem }}\n"),
+        &p,
+    )
+    .unwrap();
+    let t = c.tls.unwrap();
+    assert_eq!((t.client_ca, t.forward_client_cert), (None, None));
+
+    let e = |tls: &str| -> Vec<String> {
+        parse(&format!("{base}tls: {tls}\n"), &p)
+            .unwrap_err()
+            .0
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    };
+    assert_eq!(
+        e("{ cert: client.pem, key: client-key.pem, forward_client_cert: x-subject }"),
+        vec![format!("{file}:4:47: tls.forward_client_cert: needs tls.client_ca (only a verified certificate's subject is forwarded)")]
+    );
+    assert_eq!(
+        e("{ cert: client.pem, key: client-key.pem, client_ca: ca.pem, forward_client_cert: X-Forwarded-For }"),
+        vec![format!("{file}:4:66: tls.forward_client_cert: \"X-Forwarded-For\" is a header the proxy itself manages; pick another name")]
+    );
+    assert_eq!(
+        e("{ cert: client.pem, key: client-key.pem, client_ca: ca.pem, forward_client_cert: 'a b' }"),
+        vec![format!("{file}:4:66: tls.forward_client_cert: \"a b\" is not a valid header name")]
+    );
+    assert_eq!(
+        e("{ cert: client.pem, key: client-key.pem, client_ca: nope.pem }"),
+        vec![format!(
+            "{file}:4:47: tls.client_ca: cannot read certificates from {}: I/O error: No such file or directory (os error 2)",
+            dir.join("nope.pem").display()
+        )]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,9 +2,11 @@
 //! socket, driven on the caller's task — no spawned connection task and no
 //! channel hop per request (hyper's client connection costs both).
 //!
-//! - [`Conn`]: a socket and the leader generation it was opened in. An idle
-//!   pooled `Conn` holds no buffer; before reuse a non-blocking one-byte peek
-//!   tells whether the backend closed it (or sent something unasked).
+//! - [`Conn`]: a socket (plain or TLS) and the leader generation it was
+//!   opened in. An idle pooled `Conn` holds no buffer; before reuse a
+//!   non-blocking look tells whether the backend closed it (or sent
+//!   something unasked): a one-byte peek on a plain socket, one read attempt
+//!   that must find nothing on TLS (which consumes session tickets).
 //! - [`send`]: writes the head (and an in-memory body in the same vectored
 //!   write), streams a body from the client, and reads the response head.
 //!   It reports whether any byte reached the socket, so "not sent" stays exact.
@@ -15,14 +17,16 @@
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll, Wake, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+
+use crate::upstream::connect::UpstreamStream;
 
 use super::framing::{ChunkHeader, ChunkedDecoder, Decoded, Framing};
 use super::parse::{parse_response, Limits, Progress, ResponseHead};
@@ -35,7 +39,7 @@ const BODY_READ: usize = 16 << 10;
 
 /// One upstream connection.
 pub struct Conn {
-    io: TcpStream,
+    io: UpstreamStream,
     /// Leader generation when the connection was opened.
     pub gen: u64,
     /// Whether this connection was reused from the pool (vs. freshly opened).
@@ -43,7 +47,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(io: TcpStream, gen: u64) -> Conn {
+    pub fn new(io: UpstreamStream, gen: u64) -> Conn {
         Conn {
             io,
             gen,
@@ -52,15 +56,52 @@ impl Conn {
     }
 
     /// Whether an idle connection can carry a request: the backend has not
-    /// closed it and sent nothing (a non-blocking one-byte peek).
-    pub fn is_reusable(&self) -> bool {
-        let mut b = [MaybeUninit::<u8>::uninit(); 1];
-        match socket2::SockRef::from(&self.io).peek(&mut b) {
-            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
-            // 0: closed; more: bytes nobody asked for.
-            Ok(_) => false,
+    /// closed it and sent nothing. Never waits.
+    pub fn is_reusable(&mut self) -> bool {
+        match &mut self.io {
+            UpstreamStream::Plain(s) => {
+                let mut b = [MaybeUninit::<u8>::uninit(); 1];
+                match socket2::SockRef::from(&*s).peek(&mut b) {
+                    Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+                    // 0: closed; more: bytes nobody asked for.
+                    Ok(_) => false,
+                }
+            }
+            // TLS: one read that must find no application data (rustls
+            // consumes session tickets and alerts on the way).
+            tls => {
+                let waker = Waker::from(Arc::new(NoWake));
+                let mut cx = Context::from_waker(&waker);
+                let mut b = [0u8; 1];
+                let mut buf = ReadBuf::new(&mut b);
+                matches!(Pin::new(tls).poll_read(&mut cx, &mut buf), Poll::Pending)
+            }
         }
     }
+}
+
+impl Conn {
+    /// Whether the backend has not closed the socket (a one-byte peek on
+    /// the TCP socket under any TLS; data waiting counts as open). For
+    /// sweeps and counts, from any thread; [`Conn::is_reusable`] decides reuse.
+    pub fn is_open(&self) -> bool {
+        let tcp = match &self.io {
+            UpstreamStream::Plain(s) => s,
+            UpstreamStream::Tls(t) => t.get_ref().0,
+        };
+        let mut b = [MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(tcp).peek(&mut b) {
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+            Ok(n) => n > 0,
+        }
+    }
+}
+
+/// A waker for a look that never waits.
+struct NoWake;
+
+impl Wake for NoWake {
+    fn wake(self: Arc<Self>) {}
 }
 
 /// Why [`send`] failed.
@@ -132,7 +173,7 @@ fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 /// Writes every slice, however the kernel splits the writes. Returns how
 /// many bytes reached the socket before an error.
 async fn write_all_vectored(
-    io: &mut TcpStream,
+    io: &mut UpstreamStream,
     mut bufs: &mut [IoSlice<'_>],
 ) -> Result<(), (usize, io::Error)> {
     let mut written = 0;
@@ -187,7 +228,7 @@ pub async fn send(
 
 /// Streams a body from the client to the backend, chunk-encoded when its
 /// length is unknown (trailers included).
-async fn pump(io: &mut TcpStream, body: &mut UpBody, chunked: bool) -> Result<(), BoxError> {
+async fn pump(io: &mut UpstreamStream, body: &mut UpBody, chunked: bool) -> Result<(), BoxError> {
     let mut body = Pin::new(body);
     while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
         let frame = frame?;
@@ -333,15 +374,7 @@ impl Body {
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(BODY_READ);
         }
-        loop {
-            match conn.io.try_read_buf(&mut self.buf) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(conn.io.poll_read_ready(cx))?;
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut self.buf)
     }
 
     fn broken(&mut self, why: &str) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -475,6 +508,14 @@ fn parse_trailers(raw: &[u8]) -> Option<HeaderMap> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpStream;
+
+    fn tcp(c: &Conn) -> &TcpStream {
+        match &c.io {
+            UpstreamStream::Plain(s) => s,
+            UpstreamStream::Tls(_) => unreachable!("plain only here"),
+        }
+    }
 
     #[test]
     fn numbers() {
@@ -497,17 +538,18 @@ mod tests {
     async fn reusable_until_the_peer_closes_or_talks() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let c = Conn::new(TcpStream::connect(addr).await.unwrap(), 0);
+        let plain = |s| UpstreamStream::Plain(s);
+        let mut c = Conn::new(plain(TcpStream::connect(addr).await.unwrap()), 0);
         let (mut server, _) = l.accept().await.unwrap();
         assert!(c.is_reusable());
         server.write_all(b"x").await.unwrap();
         // Wait until the byte has arrived.
-        c.io.readable().await.unwrap();
+        tcp(&c).readable().await.unwrap();
         assert!(!c.is_reusable(), "unasked bytes");
-        let c2 = Conn::new(TcpStream::connect(addr).await.unwrap(), 0);
+        let mut c2 = Conn::new(plain(TcpStream::connect(addr).await.unwrap()), 0);
         let (server2, _) = l.accept().await.unwrap();
         drop(server2);
-        c2.io.readable().await.unwrap();
+        tcp(&c2).readable().await.unwrap();
         assert!(!c2.is_reusable(), "closed");
         drop(server);
     }

@@ -304,12 +304,11 @@ fn spawn_probe_loop(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut jitter = Jitter(backend.name_hash | 1);
-        let authority = backend.authority.to_string();
         // Spread the first probes a little so backends are not hit in lockstep.
         tokio::time::sleep(jitter.around(Duration::from_millis(5))).await;
         loop {
             let kicked = kick.notified();
-            let outcome = probe::probe(&authority, &probe_cfg, term_pointer.as_deref()).await;
+            let outcome = probe::probe(&backend, &probe_cfg, term_pointer.as_deref()).await;
             if tx
                 .send(Msg::Probe {
                     id: backend.id,
@@ -770,6 +769,7 @@ impl Aggregator {
             if let Some(pos) = old.iter().position(|n| n.backend.same_as(bc)) {
                 let mut n = old.remove(pos);
                 n.backend.set_weight(bc.weight);
+                n.backend.set_tls(bc.tls.as_ref());
                 n.health.set_thresholds(cfg.health.rise, cfg.health.fall);
                 if probes_changed {
                     self.spawn_probes(&mut n);

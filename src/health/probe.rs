@@ -11,10 +11,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::backend::Backend;
 use crate::config::{Expect, JsonWant, ProbeConfig};
+use crate::upstream::connect::{self, Alpn, ConnectError};
+use crate::upstream::tls::TlsReason;
 
 /// Largest probe answer body read; longer bodies fail the probe.
 pub const MAX_PROBE_BODY: usize = 256 << 10;
@@ -69,10 +71,11 @@ impl Outcome {
     }
 }
 
-/// Probes `authority` (`host:port`) once, bounded by `probe.timeout`.
-pub async fn probe(authority: &str, probe: &ProbeConfig, term_pointer: Option<&str>) -> Outcome {
+/// Probes `backend` once (over TLS for an `https://` backend, with the
+/// same settings as requests), bounded by `probe.timeout`.
+pub async fn probe(backend: &Backend, probe: &ProbeConfig, term_pointer: Option<&str>) -> Outcome {
     let start = Instant::now();
-    match tokio::time::timeout(probe.timeout, fetch(authority, probe)).await {
+    match tokio::time::timeout(probe.timeout, fetch(backend, probe)).await {
         Err(_) => Outcome::failed(start.elapsed(), ProbeFailure::Timeout(probe.timeout)),
         Ok(Err(f)) => Outcome::failed(start.elapsed(), f),
         Ok(Ok((status, headers, body))) => Outcome {
@@ -85,13 +88,17 @@ pub async fn probe(authority: &str, probe: &ProbeConfig, term_pointer: Option<&s
 }
 
 async fn fetch(
-    authority: &str,
+    backend: &Backend,
     probe: &ProbeConfig,
 ) -> Result<(u16, http::HeaderMap, Bytes), ProbeFailure> {
-    let stream = TcpStream::connect(authority)
-        .await
-        .map_err(|e| ProbeFailure::Connect(e.to_string()))?;
-    let _ = stream.set_nodelay(true);
+    let authority = backend.authority.as_str();
+    let stream = match connect::connect(backend, probe.timeout, Alpn::Http1).await {
+        Ok(s) => s,
+        Err(ConnectError::Timeout(t)) => return Err(ProbeFailure::Timeout(t)),
+        Err(ConnectError::Io(e)) => return Err(ProbeFailure::Connect(e.to_string())),
+        // The backend is there; it cannot be talked to. Not a refusal.
+        Err(e @ ConnectError::Tls { .. }) => return Err(ProbeFailure::Broken(e.to_string())),
+    };
     let (mut tx, conn) = http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
         .await
         .map_err(|e| ProbeFailure::Broken(format!("handshake: {e}")))?;
@@ -109,10 +116,20 @@ async fn fetch(
     let req = req
         .body(Full::new(body))
         .map_err(|e| ProbeFailure::Broken(format!("request: {e}")))?;
-    let resp = tx
-        .send_request(req)
-        .await
-        .map_err(|e| ProbeFailure::Broken(format!("request: {e}")))?;
+    let resp = tx.send_request(req).await.map_err(|e| {
+        // A backend that rejects our client certificate (TLS 1.3) says so here.
+        match crate::upstream::tls::alert_in(&e) {
+            Some(alert) if backend.tls().is_some() => {
+                backend.tls_handshake_failed(TlsReason::Handshake, &alert);
+                ProbeFailure::Broken(format!(
+                    "TLS handshake failed ({}): {alert}",
+                    TlsReason::Handshake
+                ))
+            }
+            _ => ProbeFailure::Broken(format!("request: {e}")),
+        }
+    })?;
+    backend.tls_works();
     let (parts, body) = resp.into_parts();
     let body = Limited::new(body, MAX_PROBE_BODY)
         .collect()

@@ -213,7 +213,7 @@ pub fn resolve(trusted: &CidrSet, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
 }
 
 /// What the request path knows about the client connection.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ClientInfo {
     /// The immediate peer: the TCP socket's address, or the source address
     /// of a PROXY protocol header sent by a trusted load balancer (an L4
@@ -225,6 +225,9 @@ pub struct ClientInfo {
     /// [`ClientInfo::for_request`] resolves it.
     pub client_ip: IpAddr,
     pub tls: bool,
+    /// The subject (RFC 4514) of the client certificate verified at the
+    /// TLS handshake (`tls.client_ca`), for `tls.forward_client_cert`.
+    pub cert_subject: Option<http::HeaderValue>,
 }
 
 impl ClientInfo {
@@ -233,6 +236,7 @@ impl ClientInfo {
             peer,
             client_ip: peer.ip(),
             tls,
+            cert_subject: None,
         }
     }
 

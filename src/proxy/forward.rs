@@ -306,9 +306,13 @@ async fn response_head_streaming<F: std::future::Future>(
 /// usable. A pooled connection found dead before the request was written is
 /// replaced by a fresh one, transparently.
 pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> Attempt {
-    if o.h2 && backend.h2c {
+    if o.h2 && backend.upstream_h2() {
         // Boxed: keeps the HTTP/1.1 future, the common one, small.
-        return Box::pin(send_h2(backend, req, o)).await;
+        match Box::pin(send_h2(backend, req, o)).await {
+            Ok(a) => return a,
+            // An https:// backend chose http/1.1 by ALPN: send it that way.
+            Err(back) => req = back,
+        }
     }
     let upload = req.body_mut().track_upload();
     let mut head_buf = Vec::with_capacity(512);
@@ -319,13 +323,7 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
             None => {
                 // Boxed: opening a connection is the rare path, and its future is
                 // large; inline it would be copied with every request's future.
-                match Box::pin(pool::connect(
-                    backend.authority.as_str(),
-                    o.connect_timeout,
-                    o.gen,
-                ))
-                .await
-                {
+                match Box::pin(pool::connect(backend, o.connect_timeout, o.gen)).await {
                     Ok(c) => (c, true),
                     Err(e) => {
                         backend.metrics.connect_errors.inc();
@@ -383,7 +381,12 @@ fn to_h2(req: &mut Request<UpBody>, backend: &Backend) {
         .and_then(|h| h.to_str().ok().map(str::to_string))
         .unwrap_or_else(|| backend.authority.to_string());
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    if let Ok(u) = format!("http://{authority}{pq}").parse::<Uri>() {
+    let scheme = if backend.tls().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    if let Ok(u) = format!("{scheme}://{authority}{pq}").parse::<Uri>() {
         *req.uri_mut() = u;
     }
     *req.version_mut() = Version::HTTP_2;
@@ -397,8 +400,13 @@ fn to_h2(req: &mut Request<UpBody>, backend: &Backend) {
 }
 
 /// [`send`] over this worker's shared HTTP/2 connection to `backend`.
-async fn send_h2(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> Attempt {
-    to_h2(&mut req, backend);
+/// `Err` hands the request back untouched when an `https://` backend chose
+/// `http/1.1` by ALPN on a new connection (nothing was sent).
+async fn send_h2(
+    backend: &Backend,
+    mut req: Request<UpBody>,
+    o: &SendOpts,
+) -> Result<Attempt, Request<UpBody>> {
     let upload = req.body_mut().track_upload();
     let not_sent = |req, reason: String| {
         backend.metrics.connect_errors.inc();
@@ -410,29 +418,35 @@ async fn send_h2(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> A
             },
         )
     };
+    // Turned into an HTTP/2 request once a connection is there.
+    let mut converted = false;
     // One pooled try, then one fresh connection.
     for fresh in [false, true] {
-        let pooled = if fresh {
-            None
-        } else {
-            backend.pool.take_h2(o.worker, o.min_gen)
-        };
-        let mut h2 = match pooled {
-            Some(c) => c,
-            None if !fresh => continue,
-            None => {
-                match pool::connect_h2(backend.authority.as_str(), o.connect_timeout, o.gen).await {
-                    Ok(c) => {
-                        backend.pool.put_h2(o.worker, c.clone());
-                        c
-                    }
-                    Err(e) => return not_sent(req, e.to_string()),
+        let mut h2 = if fresh {
+            match pool::connect_h2(backend, o.connect_timeout, o.gen).await {
+                Ok(c) => {
+                    backend.pool.put_h2(o.worker, c.clone());
+                    c
                 }
+                Err(pool::ConnectError::NotH2) if !converted => return Err(req),
+                Err(e) => return Ok(not_sent(req, e.to_string())),
+            }
+        } else {
+            match backend.pool.take_h2(o.worker, o.min_gen) {
+                Some(c) => c,
+                None => continue,
             }
         };
+        if !converted {
+            to_h2(&mut req, backend);
+            converted = true;
+        }
         if h2.tx.ready().await.is_err() {
             if fresh {
-                return not_sent(req, "h2 connection closed right after opening".into());
+                return Ok(not_sent(
+                    req,
+                    "h2 connection closed right after opening".into(),
+                ));
             }
             continue;
         }
@@ -442,18 +456,18 @@ async fn send_h2(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> A
                 // A silently dead connection would stall every later request
                 // for the whole timeout: open a new one next time.
                 backend.pool.forget_h2(o.worker, &h2);
-                return timed_out(backend, o.response_timeout);
+                return Ok(timed_out(backend, o.response_timeout));
             }
-            Some(Ok(resp)) => return Attempt::Answered(resp.map(UpstreamBody::H2)),
+            Some(Ok(resp)) => return Ok(Attempt::Answered(resp.map(UpstreamBody::H2))),
             Some(Err(mut e)) => match e.take_message() {
                 Some(back) if !fresh => req = back,
-                Some(back) => return not_sent(back, e.error().to_string()),
+                Some(back) => return Ok(not_sent(back, e.error().to_string())),
                 None => {
                     let f = failed(backend, e.error());
                     if f.cause == Cause::Transport {
                         backend.pool.forget_h2(o.worker, &h2);
                     }
-                    return Attempt::Failed(f);
+                    return Ok(Attempt::Failed(f));
                 }
             },
         }

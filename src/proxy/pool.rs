@@ -12,19 +12,14 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::body::UpBody;
+use crate::backend::Backend;
+use crate::upstream::connect::{self as upstream, Alpn};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
-
-use super::body::UpBody;
 
 /// Most idle connections kept per backend per worker.
 const MAX_IDLE_PER_SLOT: usize = 512;
-
-/// TCP keepalive on upstream sockets: first probe after this much silence,
-/// then every [`KEEPALIVE_INTERVAL`]; the kernel gives up after 3 misses.
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// HTTP/2 upstream connections are PINGed this often (also while idle) and
 /// closed when a PING is not answered within [`H2_PING_TIMEOUT`].
@@ -60,10 +55,12 @@ struct Slot {
 /// Why a new connection could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("connect timed out after {0:?}")]
-    Timeout(Duration),
-    #[error("connect failed: {0}")]
-    Io(#[from] std::io::Error),
+    /// TCP or TLS.
+    #[error(transparent)]
+    Connect(#[from] upstream::ConnectError),
+    /// Offered `h2` over TLS, the backend chose `http/1.1`.
+    #[error("the backend chose http/1.1 over h2")]
+    NotH2,
     #[error("HTTP handshake failed: {0}")]
     Handshake(#[from] hyper::Error),
 }
@@ -93,7 +90,7 @@ impl Pool {
             .idle
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        while let Some(c) = idle.pop() {
+        while let Some(mut c) = idle.pop() {
             if c.conn.gen < min_gen || c.since.elapsed() >= max_idle || !c.conn.is_reusable() {
                 continue;
             }
@@ -139,10 +136,10 @@ impl Pool {
                 .take_while(|c| now.saturating_duration_since(c.since) >= max_idle)
                 .count();
             let mut removed: Vec<Idle> = idle.drain(..expired).collect();
-            if idle.iter().any(|c| !c.conn.is_reusable()) {
+            if idle.iter().any(|c| !c.conn.is_open()) {
                 let (closed, open) = std::mem::take(&mut *idle)
                     .into_iter()
-                    .partition(|c| !c.conn.is_reusable());
+                    .partition(|c| !c.conn.is_open());
                 *idle = open;
                 removed.extend::<Vec<Idle>>(closed);
             }
@@ -197,35 +194,32 @@ impl Pool {
             .iter()
             .map(|s| {
                 let idle = s.idle.lock().unwrap_or_else(|e| e.into_inner());
-                idle.iter().filter(|c| c.conn.is_reusable()).count()
+                idle.iter().filter(|c| c.conn.is_open()).count()
             })
             .sum()
     }
 }
 
-/// Opens a TCP connection with `TCP_NODELAY` and keepalive probes, so a
-/// backend that vanished without a FIN is noticed on an idle pooled socket.
-async fn open(authority: &str, timeout: Duration) -> Result<TcpStream, ConnectError> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(authority))
-        .await
-        .map_err(|_| ConnectError::Timeout(timeout))??;
-    let _ = stream.set_nodelay(true);
-    let ka = socket2::TcpKeepalive::new()
-        .with_time(KEEPALIVE_IDLE)
-        .with_interval(KEEPALIVE_INTERVAL)
-        .with_retries(3);
-    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&ka);
-    Ok(stream)
+/// Opens a new HTTP/1.1 connection to `backend` (TLS offering only
+/// `http/1.1` for an `https://` backend).
+pub async fn connect(backend: &Backend, timeout: Duration, gen: u64) -> Result<Conn, ConnectError> {
+    let stream = upstream::connect(backend, timeout, Alpn::Http1).await?;
+    Ok(Conn::new(stream, gen))
 }
 
-/// Opens a new HTTP/1.1 connection to `authority` (`host:port`).
-pub async fn connect(authority: &str, timeout: Duration, gen: u64) -> Result<Conn, ConnectError> {
-    Ok(Conn::new(open(authority, timeout).await?, gen))
-}
-
-/// Opens a new HTTP/2 connection with prior knowledge (h2c) to `authority`.
-pub async fn connect_h2(authority: &str, timeout: Duration, gen: u64) -> Result<H2, ConnectError> {
-    let stream = open(authority, timeout).await?;
+/// Opens a new HTTP/2 connection to `backend`: h2c with prior knowledge,
+/// or TLS offering `h2` and `http/1.1` ([`ConnectError::NotH2`] when the
+/// backend chose `http/1.1`).
+pub async fn connect_h2(
+    backend: &Backend,
+    timeout: Duration,
+    gen: u64,
+) -> Result<H2, ConnectError> {
+    let stream = upstream::connect(backend, timeout, Alpn::H2).await?;
+    if backend.tls().is_some() && !stream.is_h2() {
+        backend.declined_h2();
+        return Err(ConnectError::NotH2);
+    }
     let (tx, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .keep_alive_interval(H2_PING_INTERVAL)
@@ -266,10 +260,22 @@ mod tests {
     #[tokio::test]
     async fn sweep_closes_the_expired_oldest_first_and_keeps_the_rest() {
         let (addr, server) = holder().await;
+        let backend = Backend::new(
+            &crate::config::BackendConfig {
+                name: "b".into(),
+                authority: addr.parse().unwrap(),
+                url: format!("http://{addr}"),
+                weight: 1,
+                h2c: false,
+                tls: None,
+            },
+            &crate::metrics::Metrics::new(),
+            1,
+        );
         let pool = Pool::new(2);
-        let a = connect(&addr, Duration::from_secs(1), 0).await.unwrap();
-        let b = connect(&addr, Duration::from_secs(1), 0).await.unwrap();
-        let other = connect(&addr, Duration::from_secs(1), 0).await.unwrap();
+        let a = connect(&backend, Duration::from_secs(1), 0).await.unwrap();
+        let b = connect(&backend, Duration::from_secs(1), 0).await.unwrap();
+        let other = connect(&backend, Duration::from_secs(1), 0).await.unwrap();
         pool.put(0, a);
         let mid = Instant::now();
         // Instants only move forward; make sure b's idle time starts after `mid`.

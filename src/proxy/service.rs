@@ -128,6 +128,7 @@ pub async fn handle(
             req.body().size_hint().exact(),
         )
     });
+    let (client_ip, peer) = (client.client_ip, client.peer);
     let ctx = Ctx {
         client,
         worker,
@@ -140,7 +141,7 @@ pub async fn handle(
         Ok((resp, backend)) => (resp, Some(backend)),
         Err(Failure { err, backend }) => {
             if backend.is_some() {
-                tracing::debug!(client = %client.client_ip, error = %err, role = role.as_str(), "request failed");
+                tracing::debug!(client = %client_ip, error = %err, role = role.as_str(), "request failed");
             }
             (err.into_response(), backend)
         }
@@ -166,8 +167,8 @@ pub async fn handle(
     if let Some((method, path, bytes_in)) = access {
         tracing::info!(
             target: "access",
-            client = %client.client_ip,
-            peer = %client.peer,
+            client = %client_ip,
+            peer = %peer,
             %method,
             path,
             role = role.as_str(),
@@ -239,6 +240,17 @@ async fn dispatch(
         }
     };
     forward::prepare_request(&mut parts, ctx.client.peer.ip(), ctx.client.tls);
+    if let Some(name) = cfg
+        .tls
+        .as_ref()
+        .and_then(|t| t.forward_client_cert.as_ref())
+    {
+        // Never the client's own: only a subject verified at the handshake.
+        parts.headers.remove(name);
+        if let Some(subject) = &ctx.client.cert_subject {
+            parts.headers.insert(name.clone(), subject.clone());
+        }
+    }
     // A long-poll route (a gRPC watch stream) may stay silent either way.
     let idle = (!ctx.route.long_poll).then_some(cfg.timeouts.body_idle);
     let stream = UpBody::stream(body, cfg.limits.max_body_bytes, idle);

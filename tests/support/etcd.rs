@@ -31,11 +31,26 @@ pub struct EtcdMember {
     pub client_port: u16,
     pub peer_port: u16,
     pub proc: Proc,
+    /// Clients must speak TLS (`EtcdCluster::start_tls`).
+    pub tls: bool,
+}
+
+/// PEM files for an etcd that serves clients over TLS and demands client
+/// certificates (`--cert-file --key-file --trusted-ca-file --client-cert-auth`).
+#[derive(Clone, Debug)]
+pub struct EtcdTls {
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    /// A client certificate and key the harness itself uses (leader checks).
+    pub client_cert: std::path::PathBuf,
+    pub client_key: std::path::PathBuf,
 }
 
 impl EtcdMember {
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
     pub fn authority(&self) -> String {
         format!("127.0.0.1:{}", self.client_port)
@@ -46,6 +61,7 @@ impl EtcdMember {
 pub struct EtcdCluster {
     pub members: Vec<EtcdMember>,
     pub dir: TempDir,
+    pub tls: Option<EtcdTls>,
 }
 
 const SHORT: Duration = Duration::from_millis(300);
@@ -53,7 +69,18 @@ const SHORT: Duration = Duration::from_millis(300);
 impl EtcdCluster {
     /// Starts `n` members named n1..nN and waits (20s) for a leader.
     pub fn start(n: usize) -> EtcdCluster {
+        Self::start_with(n, None)
+    }
+
+    /// Like [`EtcdCluster::start`], serving clients over TLS only and
+    /// requiring client certificates (peers talk plain HTTP on loopback).
+    pub fn start_tls(n: usize, tls: EtcdTls) -> EtcdCluster {
+        Self::start_with(n, Some(tls))
+    }
+
+    fn start_with(n: usize, tls: Option<EtcdTls>) -> EtcdCluster {
         let dir = TempDir::new("etcd");
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let initial_cluster = ports
             .iter()
@@ -71,9 +98,9 @@ impl EtcdCluster {
                 "--data-dir",
                 &data.display().to_string(),
                 "--listen-client-urls",
-                &format!("http://127.0.0.1:{client}"),
+                &format!("{scheme}://127.0.0.1:{client}"),
                 "--advertise-client-urls",
-                &format!("http://127.0.0.1:{client}"),
+                &format!("{scheme}://127.0.0.1:{client}"),
                 "--listen-peer-urls",
                 &format!("http://127.0.0.1:{peer}"),
                 "--initial-advertise-peer-urls",
@@ -97,15 +124,28 @@ impl EtcdCluster {
             .iter()
             .map(|s| s.to_string())
             .collect();
+            let mut args = args;
+            if let Some(t) = &tls {
+                for (flag, path) in [
+                    ("--cert-file", &t.cert),
+                    ("--key-file", &t.key),
+                    ("--trusted-ca-file", &t.ca),
+                ] {
+                    args.push(flag.to_string());
+                    args.push(path.display().to_string());
+                }
+                args.push("--client-cert-auth".to_string());
+            }
             let proc = Proc::spawn(&name, ETCD_BIN, &args, dir.path());
             members.push(EtcdMember {
                 name,
                 client_port: *client,
                 peer_port: *peer,
                 proc,
+                tls: tls.is_some(),
             });
         }
-        let c = EtcdCluster { members, dir };
+        let c = EtcdCluster { members, dir, tls };
         c.wait_for_leader(Duration::from_secs(20));
         c
     }
@@ -149,7 +189,10 @@ impl EtcdCluster {
 
     /// `Some(true)` = 200 on `/v2/stats/leader`, `Some(false)` = 403, `None` = no answer.
     pub fn is_leader(&self, i: usize) -> Option<bool> {
-        stats_leader(&self.members[i].client_url())
+        match &self.tls {
+            None => stats_leader(&self.members[i].client_url()),
+            Some(t) => stats_leader_tls(&self.members[i].client_url(), t),
+        }
     }
 
     /// Index of a member answering 200 on `/v2/stats/leader`, if any.
@@ -310,6 +353,34 @@ pub fn stats_leader(base: &str) -> Option<bool> {
     match http("GET", &format!("{base}/v2/stats/leader"), &[], b"", SHORT) {
         Ok(r) if r.status == 200 => Some(true),
         Ok(r) if r.status == 403 => Some(false),
+        _ => None,
+    }
+}
+
+/// [`stats_leader`] over TLS with a client certificate (curl).
+pub fn stats_leader_tls(base: &str, t: &EtcdTls) -> Option<bool> {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "0.3",
+        ])
+        .arg("--cacert")
+        .arg(&t.ca)
+        .arg("--cert")
+        .arg(&t.client_cert)
+        .arg("--key")
+        .arg(&t.client_key)
+        .arg(format!("{base}/v2/stats/leader"))
+        .output()
+        .ok()?;
+    match &out.stdout[..] {
+        b"200" => Some(true),
+        b"403" => Some(false),
         _ => None,
     }
 }

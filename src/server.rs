@@ -9,17 +9,19 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::server::graceful::Watcher;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::h1::server::{ClientStream, Served};
 use crate::net::proxy_protocol::{self, Rewind};
 use crate::proxy::service::{handle, ClientInfo, Proxy};
 
@@ -84,6 +86,8 @@ pub struct ServeOpts {
     pub max_connections: usize,
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
+    /// Longest wait for the next request on a keep-alive HTTP/1.1 connection.
+    pub client_idle: Duration,
     pub shutdown_grace: Duration,
     /// Per listener, in `listen` order: connections start with a PROXY
     /// protocol header.
@@ -96,6 +100,7 @@ impl ServeOpts {
             max_connections: cfg.limits.max_connections,
             max_header_bytes: cfg.limits.max_header_bytes,
             header_read_timeout: cfg.timeouts.header_read,
+            client_idle: cfg.timeouts.client_idle,
             shutdown_grace: cfg.shutdown_grace,
             proxy_protocol: cfg.listen_proxy_protocol.clone(),
         }
@@ -111,15 +116,11 @@ impl Drop for ConnGuard {
     }
 }
 
-fn builder(o: &ServeOpts) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(o.header_read_timeout)
-        .max_buf_size(o.max_header_bytes.max(8192))
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
+/// hyper's HTTP/2 server, for clients that choose h2 (ALPN, or the
+/// preface on a plain connection).
+fn h2_builder(o: &ServeOpts) -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
         .max_header_list_size(o.max_header_bytes.min(u32::MAX as usize) as u32)
         .max_concurrent_streams(256);
     b
@@ -140,22 +141,11 @@ fn service(
 > + Clone {
     // The request future is a few KiB; boxed once, hyper moves a pointer
     // instead of copying it several times per request.
-    service_fn(move |req| {
+    service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let req = req.map(crate::proxy::body::ClientBody::H2);
         let fut = Box::pin(handle(proxy, worker, client.clone(), req));
         async move { Ok::<_, Infallible>(fut.await) }
     })
-}
-
-/// Drives one client connection to its end, holding its slot in the
-/// connection count until then.
-async fn finish<E: std::fmt::Display>(
-    conn: impl std::future::Future<Output = Result<(), E>>,
-    guard: ConnGuard,
-) {
-    let _guard = guard;
-    if let Err(e) = conn.await {
-        tracing::debug!(error = %e, "client connection ended with an error");
-    }
 }
 
 /// Reads the PROXY protocol header that must start every connection on a
@@ -200,55 +190,93 @@ async fn read_proxy_header(
 }
 
 /// Serves one connection over any stream: the TLS handshake (within
-/// `handshake_timeout`) when `tls` is set, then HTTP/1.1 or h2.
+/// `handshake_timeout`) when `tls` is set, then HTTP/2 (chosen by ALPN, or
+/// by the preface on a plain connection) on hyper's server, or HTTP/1.1 on
+/// our own ([`crate::h1::server`]).
 #[allow(clippy::too_many_arguments)]
 async fn serve_stream<S>(
     proxy: &'static Proxy,
     worker: usize,
-    builder: &auto::Builder<TokioExecutor>,
+    conn: &ConnCtx,
     stream: S,
     client: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
-    handshake_timeout: Duration,
     watcher: Watcher,
     guard: ConnGuard,
 ) where
+    S: ClientStream,
+{
+    let _guard = guard;
+    let (stream, info, alpn_h2): (Box<dyn ClientStream>, ClientInfo, bool) = match tls {
+        None => (Box::new(stream), ClientInfo::new(client, false), false),
+        Some(tls) => {
+            let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+            let stream = match tokio::time::timeout(conn.h1.header_read, accept).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %client, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(client = %client, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let mut info = ClientInfo::new(client, true);
+            let session = stream.get_ref().1;
+            // Set only when `tls.client_ca` made rustls verify the certificate.
+            info.cert_subject = session
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| crate::upstream::x509::subject(c))
+                .and_then(|s| http::HeaderValue::from_str(&s).ok());
+            let h2 = session.alpn_protocol() == Some(b"h2");
+            (Box::new(stream), info, h2)
+        }
+    };
+    if alpn_h2 {
+        return serve_h2(proxy, worker, &conn.h2, stream, info, watcher).await;
+    }
+    let shutdown = conn.shutdown.clone();
+    match crate::h1::server::serve(stream, proxy, worker, info.clone(), &conn.h1, shutdown).await {
+        Served::Done => {}
+        Served::H2(stream, read) => {
+            serve_h2(
+                proxy,
+                worker,
+                &conn.h2,
+                Rewind::new(read, stream),
+                info,
+                watcher,
+            )
+            .await
+        }
+    }
+}
+
+/// Drives one HTTP/2 connection on hyper's server until it ends (or the
+/// graceful shutdown has it finish its streams).
+async fn serve_h2<S>(
+    proxy: &'static Proxy,
+    worker: usize,
+    h2: &http2::Builder<TokioExecutor>,
+    stream: S,
+    info: ClientInfo,
+    watcher: Watcher,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(tls) = tls else {
-        let conn = builder
-            .serve_connection(
-                TokioIo::new(stream),
-                service(proxy, worker, ClientInfo::new(client, false)),
-            )
-            .into_owned();
-        return finish(watcher.watch(conn), guard).await;
-    };
-    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
-    let stream = match tokio::time::timeout(handshake_timeout, accept).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!(client = %client, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(client = %client, "TLS handshake timed out");
-            return;
-        }
-    };
-    let mut info = ClientInfo::new(client, true);
-    // Set only when `tls.client_ca` made rustls verify the certificate.
-    info.cert_subject = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(|c| crate::upstream::x509::subject(c))
-        .and_then(|s| http::HeaderValue::from_str(&s).ok());
-    let conn = builder
-        .serve_connection(TokioIo::new(stream), service(proxy, worker, info))
-        .into_owned();
-    finish(watcher.watch(conn), guard).await;
+    let conn = h2.serve_connection(TokioIo::new(stream), service(proxy, worker, info));
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "client h2 connection ended with an error");
+    }
+}
+
+/// What every connection of a worker needs.
+struct ConnCtx {
+    h2: http2::Builder<TokioExecutor>,
+    h1: crate::h1::server::ServerOpts,
+    shutdown: watch::Receiver<bool>,
 }
 
 /// How often a worker sweeps its idle upstream connections: half of
@@ -294,7 +322,20 @@ pub async fn serve_worker(
 ) {
     let sweeper = tokio::spawn(sweep_idle(proxy, worker, shutdown.clone()));
     let graceful = Arc::new(GracefulShutdown::new());
-    let builder = Arc::new(builder(&opts));
+    // Every connection task, so the worker can wait for them at shutdown.
+    let tasks = TaskTracker::new();
+    let ctx = Arc::new(ConnCtx {
+        h2: h2_builder(&opts),
+        h1: crate::h1::server::ServerOpts {
+            limits: crate::h1::Limits {
+                max_head_bytes: opts.max_header_bytes,
+                ..crate::h1::Limits::default()
+            },
+            header_read: opts.header_read_timeout,
+            client_idle: opts.client_idle,
+        },
+        shutdown: shutdown.clone(),
+    });
     let mut accepts = Vec::new();
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     for (i, l) in listeners.into_iter().enumerate() {
@@ -307,9 +348,10 @@ pub async fn serve_worker(
             }
         };
         let mut stop = stop_tx.subscribe();
-        let builder = builder.clone();
+        let ctx = ctx.clone();
         let opts = opts.clone();
         let graceful = graceful.clone();
+        let tasks = tasks.clone();
         accepts.push(tokio::spawn(async move {
             loop {
                 let (stream, peer) = tokio::select! {
@@ -342,45 +384,22 @@ pub async fn serve_worker(
                     .as_ref()
                     .map(|t| t.server.clone());
                 let watcher = graceful.watcher();
+                let ctx = ctx.clone();
                 if proxy_protocol {
-                    let builder = builder.clone();
                     let timeout = opts.header_read_timeout;
-                    tokio::spawn(async move {
+                    tasks.spawn(async move {
                         let Some((stream, client)) =
                             read_proxy_header(proxy, stream, peer, timeout).await
                         else {
                             return;
                         };
-                        serve_stream(
-                            proxy, worker, &builder, stream, client, tls, timeout, watcher, guard,
-                        )
-                        .await;
+                        serve_stream(proxy, worker, &ctx, stream, client, tls, watcher, guard)
+                            .await;
                     });
                     continue;
                 }
-                let Some(tls) = tls else {
-                    let client = ClientInfo::new(peer, false);
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), service(proxy, worker, client))
-                        .into_owned();
-                    tokio::spawn(finish(watcher.watch(conn), guard));
-                    continue;
-                };
-                let builder = builder.clone();
-                let handshake_timeout = opts.header_read_timeout;
-                tokio::spawn(async move {
-                    serve_stream(
-                        proxy,
-                        worker,
-                        &builder,
-                        stream,
-                        peer,
-                        Some(tls),
-                        handshake_timeout,
-                        watcher,
-                        guard,
-                    )
-                    .await;
+                tasks.spawn(async move {
+                    serve_stream(proxy, worker, &ctx, stream, peer, tls, watcher, guard).await;
                 });
             }
         }));
@@ -391,10 +410,17 @@ pub async fn serve_worker(
         let _ = a.await;
     }
     let _ = sweeper.await;
-    let Ok(graceful) = Arc::try_unwrap(graceful) else {
-        return;
+    tasks.close();
+    // HTTP/2 connections finish their streams on hyper's graceful shutdown;
+    // HTTP/1.1 connections close after their current request (they watch the
+    // same shutdown signal). Both run in `tasks`.
+    let drained = async {
+        if let Ok(graceful) = Arc::try_unwrap(graceful) {
+            graceful.shutdown().await;
+        }
+        tasks.wait().await;
     };
-    if tokio::time::timeout(opts.shutdown_grace, graceful.shutdown())
+    if tokio::time::timeout(opts.shutdown_grace, drained)
         .await
         .is_err()
     {

@@ -110,7 +110,10 @@ async fn reload_applies_valid_config_and_keeps_old_one_on_error() {
     let l = Fake::start("l", Role::Leader).await;
     let f1 = Fake::start("f1", Role::Follower).await;
     let f2 = Fake::start("f2", Role::Follower).await;
-    let p = Proxy::start(&config_for(&[&l, &f1], "")).await;
+    // One worker: pools are per worker, and the test client may open a new
+    // connection that SO_REUSEPORT hands to another worker.
+    let one = |fakes: &[&Fake]| config_for(fakes, "").replace("workers: 2", "workers: 1");
+    let p = Proxy::start(&one(&[&l, &f1])).await;
     p.wait_leader(Some("l"), Duration::from_secs(3)).await;
     // Keep a pooled connection to the leader to show it survives.
     assert_eq!(p.put("/k").await.status, 200);
@@ -137,7 +140,7 @@ async fn reload_applies_valid_config_and_keeps_old_one_on_error() {
     );
 
     // Valid config adding f2: it starts probing and gets reads; l keeps its state.
-    std::fs::write(&p.config_path, config_for(&[&l, &f1, &f2], "")).unwrap();
+    std::fs::write(&p.config_path, one(&[&l, &f1, &f2])).unwrap();
     let r = p.admin("POST", "/admin/reload").await;
     assert_eq!(r.status, 200, "{}", r.text());
     wait_until(Duration::from_secs(3), "f2 is a follower", || async {
@@ -169,7 +172,7 @@ async fn reload_applies_valid_config_and_keeps_old_one_on_error() {
     );
 
     // Removing f1 by editing the file (watched): it stops getting reads.
-    std::fs::write(&p.config_path, config_for(&[&l, &f2], "")).unwrap();
+    std::fs::write(&p.config_path, one(&[&l, &f2])).unwrap();
     wait_until(Duration::from_secs(5), "file watch reload", || async {
         p.routing().await["backends"].as_array().unwrap().len() == 2
     })

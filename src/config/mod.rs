@@ -267,6 +267,7 @@ struct RawTimeouts {
     #[serde(alias = "idle")]
     upstream_idle: Option<Dur>,
     body_idle: Option<Dur>,
+    client_idle: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -481,6 +482,9 @@ pub struct Timeouts {
     /// has started; default 60s. Not applied on `long_poll` routes (watch
     /// streams may be silent for long, in both directions).
     pub body_idle: Duration,
+    /// Longest wait for the next request on an idle keep-alive HTTP/1.1
+    /// client connection; default 60s. Restart-only, like `header_read`.
+    pub client_idle: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -1267,6 +1271,7 @@ impl Validator {
             header_read: None,
             upstream_idle: None,
             body_idle: None,
+            client_idle: None,
         });
         let out = Timeouts {
             connect: t.connect.map_or(Duration::from_secs(1), |d| d.0),
@@ -1274,6 +1279,7 @@ impl Validator {
             header_read: t.header_read.map_or(Duration::from_secs(10), |d| d.0),
             upstream_idle: t.upstream_idle.map_or(Duration::from_secs(60), |d| d.0),
             body_idle: t.body_idle.map_or(Duration::from_secs(60), |d| d.0),
+            client_idle: t.client_idle.map_or(Duration::from_secs(60), |d| d.0),
         };
         for (k, d) in [
             ("timeouts.connect", out.connect),
@@ -1281,6 +1287,7 @@ impl Validator {
             ("timeouts.header_read", out.header_read),
             ("timeouts.upstream_idle", out.upstream_idle),
             ("timeouts.body_idle", out.body_idle),
+            ("timeouts.client_idle", out.client_idle),
         ] {
             if d.is_zero() {
                 self.bad(k, "must be more than 0");

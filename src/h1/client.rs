@@ -485,7 +485,7 @@ impl http_body::Body for Body {
 }
 
 /// Trailer field lines (already checked by the decoder) as a header map.
-fn parse_trailers(raw: &[u8]) -> Option<HeaderMap> {
+pub(crate) fn parse_trailers(raw: &[u8]) -> Option<HeaderMap> {
     let mut slots = [httparse::EMPTY_HEADER; 64];
     let mut with_end = Vec::with_capacity(raw.len() + 2);
     with_end.extend_from_slice(raw);

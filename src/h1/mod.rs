@@ -16,6 +16,7 @@ pub mod client;
 pub mod framing;
 pub mod parse;
 pub mod rewrite;
+pub mod server;
 
 pub use framing::{ChunkHeader, ChunkedDecoder, ChunkedError, ChunkedLimits, Decoded, Framing};
 pub use parse::{

@@ -30,7 +30,7 @@ pub enum ClientBodyError {
     #[error("the client sent no body bytes for {}ms (timeouts.body_idle)", .0.as_millis())]
     Idle(Duration),
     #[error("reading the request body from the client failed: {0}")]
-    Aborted(hyper::Error),
+    Aborted(BoxError),
 }
 
 /// The backend's response body stalled past `timeouts.body_idle`.
@@ -137,13 +137,50 @@ impl Drop for UploadTx {
     }
 }
 
+/// A client's request body as it arrives: read by our HTTP/1.1 server from
+/// the client's connection, or by hyper's HTTP/2 server.
+pub enum ClientBody {
+    H1(crate::h1::server::RequestBody),
+    H2(Incoming),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::H1(b) => Pin::new(b).poll_frame(cx),
+            ClientBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::H1(b) => b.is_end_stream(),
+            ClientBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::H1(b) => b.size_hint(),
+            ClientBody::H2(b) => b.size_hint(),
+        }
+    }
+}
+
 /// A request body on its way to a backend.
 pub enum UpBody {
     /// Kept in memory, so the request can be sent again.
     Full(Option<Bytes>),
     /// Streamed from the client, cut off past `remaining` bytes.
     Stream {
-        inner: Incoming,
+        inner: ClientBody,
         remaining: u64,
         limit: u64,
         idle: IdleTimer,
@@ -159,7 +196,7 @@ impl UpBody {
 
     /// A body streamed from the client, cut past `limit` bytes and after
     /// `idle` of silence (`None`: never, for long-poll routes).
-    pub fn stream(inner: Incoming, limit: u64, idle: Option<Duration>) -> UpBody {
+    pub fn stream(inner: ClientBody, limit: u64, idle: Option<Duration>) -> UpBody {
         UpBody::Stream {
             inner,
             remaining: limit,

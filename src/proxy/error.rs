@@ -35,6 +35,13 @@ pub enum ProxyError {
     BadRequest(String),
     #[error("the client sent no body bytes for {}ms (timeouts.body_idle)", .0.as_millis())]
     ClientTimeout(Duration),
+    /// A request head refused by the HTTP/1.1 codec (smuggling shapes,
+    /// limits, CONNECT); the connection is closed after the answer.
+    #[error("{}", .0.reason())]
+    BadHead(crate::h1::HeadError),
+    /// An `Upgrade` request on a route that does not allow upgrades.
+    #[error("protocol upgrades are not enabled for this route")]
+    UpgradeNotAllowed,
 }
 
 impl ProxyError {
@@ -64,6 +71,8 @@ impl ProxyError {
             BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             BadRequest(_) => StatusCode::BAD_REQUEST,
             ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            BadHead(e) => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+            UpgradeNotAllowed => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -82,6 +91,15 @@ impl ProxyError {
             BodyTooLarge(_) => "body_too_large",
             BadRequest(_) => "bad_request",
             ClientTimeout(_) => "client_timeout",
+            BadHead(e) => match e.status() {
+                405 => "method_not_allowed",
+                414 => "uri_too_long",
+                431 => "headers_too_large",
+                501 => "not_implemented",
+                505 => "http_version_not_supported",
+                _ => "bad_request",
+            },
+            UpgradeNotAllowed => "upgrade_not_allowed",
         }
     }
 

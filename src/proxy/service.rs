@@ -10,10 +10,12 @@ use http::header::{HeaderValue, CONTENT_LENGTH};
 use http::{Request, Response};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+
 use tokio::time::Instant;
 
-use super::body::{ClientBodyError, DownBody, IdleTimer, Release, UpBody, UpstreamBody};
+use super::body::{
+    ClientBody, ClientBodyError, DownBody, IdleTimer, Release, UpBody, UpstreamBody,
+};
 use super::error::ProxyError;
 use super::forward::{self, SendOpts};
 use super::{read, write};
@@ -114,7 +116,7 @@ pub async fn handle(
     proxy: &Proxy,
     worker: usize,
     client: ClientInfo,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Response<DownBody> {
     let arrived = Instant::now();
     let t = proxy.shared.load();
@@ -216,7 +218,7 @@ async fn dispatch(
     proxy: &Proxy,
     t: &Arc<RoutingTable>,
     ctx: &Ctx,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Routed {
     let cfg = &t.cfg;
     let (mut parts, body) = req.into_parts();

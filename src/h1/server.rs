@@ -1,0 +1,629 @@
+//! The HTTP/1.1 server side: one task per client connection, on which both
+//! the client's request and the backend's answer are handled (the upstream
+//! side is [`super::client`], on the same task).
+//!
+//! - An idle keep-alive connection holds no buffer: the loop waits for the
+//!   socket to become readable, then borrows a read buffer from a per-worker
+//!   free list and gives it back when a request has been served and nothing
+//!   more is buffered.
+//! - Heads are parsed by the strict codec ([`super::parse`]): every refused
+//!   shape gets its status (400/405/414/431/501/505) with the JSON error
+//!   body, then the connection is closed; nothing reaches a backend.
+//! - `limits.header_read` runs from accept (the first request, including
+//!   the wait for its first byte); `timeouts.client_idle` between requests.
+//! - A plain connection whose first bytes are the HTTP/2 preface is handed
+//!   back to the caller ([`Served::H2`]) for hyper's HTTP/2 server.
+
+use std::cell::RefCell;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, Method, Request, Response, Uri, Version as HttpVersion};
+use http_body::{Body as _, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::framing::{ChunkHeader, ChunkedDecoder, Decoded, Framing};
+use super::parse::{parse_request, Limits, Progress, RequestHead, Version};
+use crate::net::client_ip::ClientInfo;
+use crate::proxy::body::{BoxError, ClientBody, DownBody};
+use crate::proxy::error::ProxyError;
+use crate::proxy::service::{handle, Proxy};
+
+/// The HTTP/2 connection preface's first line.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+/// First size of a borrowed read buffer.
+const READ_BUF: usize = 4 << 10;
+/// Room reserved before each body read.
+const BODY_READ: usize = 16 << 10;
+/// Buffers larger than this are not kept in the free list.
+const KEEP_BUF: usize = 64 << 10;
+/// Most buffers a worker keeps for reuse.
+const FREE_LIST: usize = 256;
+
+thread_local! {
+    /// This worker's spare read buffers.
+    static FREE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+fn borrow_buf() -> BytesMut {
+    FREE.with(|f| f.borrow_mut().pop())
+        .unwrap_or_else(|| BytesMut::with_capacity(READ_BUF))
+}
+
+fn give_back(mut b: BytesMut) {
+    if b.capacity() == 0 || b.capacity() > KEEP_BUF {
+        return;
+    }
+    b.clear();
+    FREE.with(|f| {
+        let mut f = f.borrow_mut();
+        if f.len() < FREE_LIST {
+            f.push(b);
+        }
+    });
+}
+
+/// A client connection's byte stream: any stream, plus a way to wait for
+/// readability without a buffer where the stream has one.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Ready when a read would find bytes (or the end). Streams that cannot
+    /// tell (TLS keeps its own buffers anyway) are always ready.
+    fn poll_readable(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl ClientStream for TcpStream {
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_read_ready(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientStream
+    for crate::net::proxy_protocol::Rewind<S>
+{
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientStream
+    for tokio_rustls::server::TlsStream<S>
+{
+}
+
+/// What the connection loop and a request body share: the stream and the
+/// read buffer. Only ever locked inside one poll, on the connection's task.
+struct Io {
+    stream: Box<dyn ClientStream>,
+    buf: BytesMut,
+}
+
+type Shared = Arc<Mutex<Io>>;
+
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Io> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Io {
+    /// Reads more bytes into the buffer (borrowing one if needed); `Ok(0)` at
+    /// the client's close.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() == 0 {
+            self.buf = borrow_buf();
+        }
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(room);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
+    }
+}
+
+/// Settings of the connection loop.
+#[derive(Clone)]
+pub struct ServerOpts {
+    pub limits: Limits,
+    /// From accept to the first request's complete head.
+    pub header_read: Duration,
+    /// Between keep-alive requests.
+    pub client_idle: Duration,
+}
+
+/// How a connection ended.
+pub enum Served {
+    Done,
+    /// The client spoke HTTP/2 (prior knowledge): here are its stream and
+    /// the bytes already read, for hyper's HTTP/2 server.
+    H2(Box<dyn ClientStream>, Bytes),
+}
+
+/// Why waiting for a request head ended without one.
+enum NoHead {
+    /// Clean close between requests, shutdown while idle, or a timeout.
+    Close,
+    /// A head the codec refused.
+    Bad(crate::h1::HeadError),
+    H2,
+}
+
+/// Waits for readability with no buffer, then reads until `head` is a
+/// complete request head; returns its length.
+async fn read_head(
+    shared: &Shared,
+    head: &mut RequestHead,
+    limits: &Limits,
+    deadline: Instant,
+    first: bool,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<usize, NoHead> {
+    let work = async {
+        loop {
+            {
+                let io = lock(shared);
+                if !io.buf.is_empty() {
+                    if first
+                        && io.buf.len() >= 3
+                        && H2_PREFACE.starts_with(&io.buf[..io.buf.len().min(H2_PREFACE.len())])
+                    {
+                        if io.buf.len() >= H2_PREFACE.len() {
+                            return Err(NoHead::H2);
+                        }
+                    } else {
+                        match parse_request(&io.buf, limits, head) {
+                            Ok(Progress::Complete(n)) => return Ok(n),
+                            Ok(Progress::NeedMore) => {}
+                            Err(e) => return Err(NoHead::Bad(e)),
+                        }
+                    }
+                }
+            }
+            // Idle with nothing buffered: wait without holding a buffer.
+            let empty = lock(shared).buf.is_empty();
+            if empty {
+                let io_ready = std::future::poll_fn(|cx| lock(shared).stream.poll_readable(cx));
+                if io_ready.await.is_err() {
+                    return Err(NoHead::Close);
+                }
+            }
+            let n = std::future::poll_fn(|cx| lock(shared).poll_fill(cx, READ_BUF)).await;
+            match n {
+                Ok(0) | Err(_) => return Err(NoHead::Close),
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::select! {
+        r = tokio::time::timeout_at(deadline, work) => r.unwrap_or(Err(NoHead::Close)),
+        // Shutdown: a connection waiting for its next request closes at once.
+        _ = crate::server::until_true(shutdown), if lock(shared).buf.is_empty() => Err(NoHead::Close),
+    }
+}
+
+/// Serves one HTTP/1.1 client connection until it closes.
+pub async fn serve(
+    stream: Box<dyn ClientStream>,
+    proxy: &'static Proxy,
+    worker: usize,
+    client: ClientInfo,
+    opts: &ServerOpts,
+    mut shutdown: watch::Receiver<bool>,
+) -> Served {
+    let shared: Shared = Arc::new(Mutex::new(Io {
+        stream,
+        buf: BytesMut::new(),
+    }));
+    let mut head = RequestHead::default();
+    let mut deadline = Instant::now() + opts.header_read;
+    let mut first = true;
+    let mut out = Vec::with_capacity(512);
+    loop {
+        let len = match read_head(
+            &shared,
+            &mut head,
+            &opts.limits,
+            deadline,
+            first,
+            &mut shutdown,
+        )
+        .await
+        {
+            Ok(n) => n,
+            Err(NoHead::Close) => break,
+            Err(NoHead::H2) => {
+                let io = Arc::try_unwrap(shared)
+                    .ok()
+                    .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()));
+                return match io {
+                    Some(io) => Served::H2(io.stream, io.buf.freeze()),
+                    None => Served::Done,
+                };
+            }
+            Err(NoHead::Bad(e)) => {
+                tracing::debug!(client = %client.peer, error = e.reason(), "refused request head");
+                let resp = ProxyError::BadHead(e).into_response();
+                let _ = write_response(&shared, resp, &mut out, false, false, false).await;
+                break;
+            }
+        };
+        first = false;
+        let raw = lock(&shared).buf.split_to(len).freeze();
+        let keep_alive = head.keep_alive && !*shutdown.borrow();
+        let is_head = head.is_head;
+        let client_11 = head.version == Some(Version::Http11);
+        let te_trailers = head.te_trailers;
+        let req = match to_request(&head, &raw) {
+            Ok(r) => r,
+            Err(e) => {
+                let resp = ProxyError::BadHead(e).into_response();
+                let _ = write_response(&shared, resp, &mut out, false, false, false).await;
+                break;
+            }
+        };
+        // An upgrade is asked for by `Upgrade` plus the `upgrade` connection
+        // option (RFC 9110 §7.8); a lone `Upgrade` field is dropped as hop-by-hop.
+        let upgrade = head.upgrade
+            && head
+                .connection
+                .iter()
+                .any(|n| n.get(&raw).eq_ignore_ascii_case(b"upgrade"));
+        if upgrade {
+            let resp = ProxyError::UpgradeNotAllowed.into_response();
+            let _ = write_response(&shared, resp, &mut out, false, false, false).await;
+            break;
+        }
+        let (req, body_done) = attach_body(req, &head, &shared);
+        if head.expect_continue && !body_done.is_done() {
+            let cont = b"HTTP/1.1 100 Continue\r\n\r\n";
+            if write_all(&shared, &mut [IoSlice::new(cont)]).await.is_err() {
+                break;
+            }
+        }
+        let resp = handle(proxy, worker, client.clone(), req).await;
+        // A request body not read to its end leaves the connection unusable.
+        let reuse = keep_alive && body_done.is_done();
+        match write_response(
+            &shared,
+            resp,
+            &mut out,
+            is_head,
+            client_11 && reuse,
+            client_11 && te_trailers,
+        )
+        .await
+        {
+            Ok(true) if reuse => {}
+            _ => break,
+        }
+        // Nothing buffered: the read buffer goes back to the worker's list.
+        {
+            let mut io = lock(&shared);
+            if io.buf.is_empty() {
+                give_back(std::mem::take(&mut io.buf));
+            }
+        }
+        deadline = Instant::now() + opts.client_idle;
+    }
+    give_back(std::mem::take(&mut lock(&shared).buf));
+    // Send our FIN (and a TLS close_notify); a peer that does not read gets a second.
+    let close = std::future::poll_fn(|cx| Pin::new(&mut lock(&shared).stream).poll_shutdown(cx));
+    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+    Served::Done
+}
+
+/// The request as the proxy's service takes it. Header values share the
+/// head's bytes (no copy).
+fn to_request(h: &RequestHead, raw: &Bytes) -> Result<Request<ClientBody>, crate::h1::HeadError> {
+    use crate::h1::HeadError;
+    let method = Method::from_bytes(h.method.get(raw)).map_err(|_| HeadError::BadMethod)?;
+    let uri = Uri::from_maybe_shared(raw.slice(h.target.start as usize..h.target.end as usize))
+        .map_err(|_| HeadError::BadTarget)?;
+    let mut req = Request::new(ClientBody::H1(RequestBody::empty()));
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = match h.version {
+        Some(Version::Http10) => HttpVersion::HTTP_10,
+        _ => HttpVersion::HTTP_11,
+    };
+    let map = req.headers_mut();
+    map.reserve(h.fields.len());
+    for f in &h.fields {
+        let name = HeaderName::from_bytes(f.name.get(raw)).map_err(|_| HeadError::BadHeaderName)?;
+        let value =
+            HeaderValue::from_maybe_shared(raw.slice(f.value.start as usize..f.value.end as usize))
+                .map_err(|_| HeadError::BadHeaderValue)?;
+        map.append(name, value);
+    }
+    Ok(req)
+}
+
+/// Tells the connection loop whether the request body was read to its end.
+#[derive(Clone)]
+struct BodyDone(Option<Arc<std::sync::atomic::AtomicBool>>);
+
+impl BodyDone {
+    fn is_done(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|d| d.load(std::sync::atomic::Ordering::Acquire))
+    }
+}
+
+fn attach_body(
+    mut req: Request<ClientBody>,
+    head: &RequestHead,
+    shared: &Shared,
+) -> (Request<ClientBody>, BodyDone) {
+    let left = match head.framing {
+        Framing::None | Framing::Length(0) | Framing::Close => return (req, BodyDone(None)),
+        Framing::Length(n) => Left::Length(n),
+        Framing::Chunked => Left::Chunked(ChunkedDecoder::default()),
+    };
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    *req.body_mut() = ClientBody::H1(RequestBody {
+        shared: Some(shared.clone()),
+        left,
+        done: Some(done.clone()),
+    });
+    (req, BodyDone(Some(done)))
+}
+
+enum Left {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    Done,
+}
+
+/// A request body read from the client's connection as it is polled.
+pub struct RequestBody {
+    shared: Option<Shared>,
+    left: Left,
+    done: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl RequestBody {
+    fn empty() -> RequestBody {
+        RequestBody {
+            shared: None,
+            left: Left::Done,
+            done: None,
+        }
+    }
+
+    fn finish(&mut self) {
+        self.left = Left::Done;
+        if let Some(d) = &self.done {
+            d.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    fn broken(&mut self, why: String) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.left = Left::Done;
+        self.shared = None;
+        Poll::Ready(Some(Err(why.into())))
+    }
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let Some(shared) = this.shared.clone() else {
+            return Poll::Ready(None);
+        };
+        loop {
+            let mut io = lock(&shared);
+            match &mut this.left {
+                Left::Done => return Poll::Ready(None),
+                Left::Length(n) => {
+                    if !io.buf.is_empty() {
+                        let take = (*n).min(io.buf.len() as u64) as usize;
+                        *n -= take as u64;
+                        let data = io.buf.split_to(take).freeze();
+                        drop(io);
+                        if let Left::Length(0) = this.left {
+                            this.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                Left::Chunked(dec) => match dec.decode(&io.buf) {
+                    Ok((used, Decoded::Data(range))) => {
+                        let chunk = io.buf.split_to(used).freeze();
+                        if range.is_empty() {
+                            continue;
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(chunk.slice(range)))));
+                    }
+                    Ok((used, Decoded::End { trailers })) => {
+                        let raw = io.buf.split_to(used);
+                        drop(io);
+                        this.finish();
+                        if trailers.is_empty() {
+                            return Poll::Ready(None);
+                        }
+                        return match super::client::parse_trailers(&raw[trailers]) {
+                            Some(t) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
+                            None => this.broken("invalid trailer section".into()),
+                        };
+                    }
+                    Ok((used, Decoded::NeedMore)) => io.buf.advance(used),
+                    Err(e) => {
+                        drop(io);
+                        return this.broken(format!("invalid chunked body: {}", e.reason()));
+                    }
+                },
+            }
+            match ready!(io.poll_fill(cx, BODY_READ)) {
+                Ok(0) => {
+                    drop(io);
+                    return this.broken(
+                        "the client closed the connection in the middle of the body".into(),
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    drop(io);
+                    return this.broken(e.to_string());
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.left, Left::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.left {
+            Left::Done => SizeHint::with_exact(0),
+            Left::Length(n) => SizeHint::with_exact(n),
+            Left::Chunked(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// Writes every slice to the client.
+async fn write_all(shared: &Shared, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    let mut bufs = bufs;
+    while !bufs.is_empty() {
+        let n = std::future::poll_fn(|cx| {
+            let mut io = lock(shared);
+            Pin::new(&mut io.stream).poll_write_vectored(cx, bufs)
+        })
+        .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
+}
+
+/// Writes a response: the head with framing for the body (length when
+/// known; chunked for an HTTP/1.1 client that stays; else until close),
+/// then the body. `Ok(false)` when the connection must close.
+async fn write_response(
+    shared: &Shared,
+    resp: Response<DownBody>,
+    out: &mut Vec<u8>,
+    head_request: bool,
+    keep_alive: bool,
+    trailers_ok: bool,
+) -> io::Result<bool> {
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status.as_u16();
+    let no_body = head_request || (100..200).contains(&status) || status == 204 || status == 304;
+    let length = body.size_hint().exact();
+    let framing = if no_body {
+        Framing::None
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else if keep_alive {
+        Framing::Chunked
+    } else {
+        Framing::Close
+    };
+    let keep = keep_alive && framing != Framing::Close;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa3(status).as_slice());
+    out.push(b' ');
+    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    write_fields(&parts.headers, out, !no_body);
+    match framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    if !keep {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if no_body {
+        write_all(shared, &mut [IoSlice::new(out)]).await?;
+        return Ok(keep);
+    }
+    // An in-memory body goes with the head in one write.
+    if let DownBody::Full(b) = &mut body {
+        let b = b.take().unwrap_or_default();
+        write_all(shared, &mut [IoSlice::new(out), IoSlice::new(&b)]).await?;
+        return Ok(keep);
+    }
+    write_all(shared, &mut [IoSlice::new(out)]).await?;
+    let mut body = Pin::new(&mut body);
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        // The backend's body broke: the client's response cannot be finished.
+        let frame = frame.map_err(io::Error::other)?;
+        match frame.into_data() {
+            Ok(d) if d.is_empty() => {}
+            Ok(d) if framing == Framing::Chunked => {
+                let h = ChunkHeader::new(d.len() as u64);
+                write_all(
+                    shared,
+                    &mut [
+                        IoSlice::new(h.as_bytes()),
+                        IoSlice::new(&d),
+                        IoSlice::new(b"\r\n"),
+                    ],
+                )
+                .await?;
+            }
+            Ok(d) => write_all(shared, &mut [IoSlice::new(&d)]).await?,
+            Err(frame) => {
+                if let (Framing::Chunked, Ok(t)) = (framing, frame.into_trailers()) {
+                    out.clear();
+                    out.extend_from_slice(b"0\r\n");
+                    if trailers_ok {
+                        write_fields(&t, out, false);
+                    }
+                    out.extend_from_slice(b"\r\n");
+                    write_all(shared, &mut [IoSlice::new(out)]).await?;
+                    return Ok(keep);
+                }
+            }
+        }
+    }
+    if framing == Framing::Chunked {
+        write_all(shared, &mut [IoSlice::new(b"0\r\n\r\n")]).await?;
+    }
+    Ok(keep)
+}
+
+/// Header fields as lines. Transfer-Encoding is always the caller's; so is
+/// Content-Length when the caller frames a body (`skip_length`) — without a
+/// body (HEAD, 304) the backend's length describes the representation and
+/// is kept.
+fn write_fields(h: &HeaderMap, out: &mut Vec<u8>, skip_length: bool) {
+    for (name, value) in h {
+        if name == TRANSFER_ENCODING || (name == CONTENT_LENGTH && skip_length) {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+fn itoa3(s: u16) -> [u8; 3] {
+    [
+        b'0' + (s / 100 % 10) as u8,
+        b'0' + (s / 10 % 10) as u8,
+        b'0' + (s % 10) as u8,
+    ]
+}

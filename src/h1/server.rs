@@ -276,6 +276,26 @@ pub async fn serve(
             let _ = write_response(&shared, resp, &mut out, false, false, false).await;
             break;
         }
+        // A chunked body's first size line is checked before anything is
+        // sent upstream: a malformed one is refused like a bad head.
+        if head.framing == Framing::Chunked {
+            let d = tokio::time::timeout_at(
+                deadline.max(Instant::now() + opts.header_read),
+                first_chunk_ok(&shared),
+            )
+            .await;
+            match d {
+                Ok(Ok(())) => {}
+                Ok(Err(Some(e))) => {
+                    tracing::debug!(client = %client.peer, error = e.reason(), "refused chunked body");
+                    let resp = ProxyError::BadHead(crate::h1::HeadError::BadTransferEncoding)
+                        .into_response();
+                    let _ = write_response(&shared, resp, &mut out, false, false, false).await;
+                    break;
+                }
+                Ok(Err(None)) | Err(_) => break,
+            }
+        }
         let (req, body_done) = attach_body(req, &head, &shared);
         if head.expect_continue && !body_done.is_done() {
             let cont = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -313,6 +333,25 @@ pub async fn serve(
     let close = std::future::poll_fn(|cx| Pin::new(&mut lock(&shared).stream).poll_shutdown(cx));
     let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
     Served::Done
+}
+
+/// Reads until the buffered body starts with a whole, valid chunk-size
+/// line (or more). `Err(None)`: the client went away.
+async fn first_chunk_ok(shared: &Shared) -> Result<(), Option<crate::h1::ChunkedError>> {
+    loop {
+        {
+            let io = lock(shared);
+            match ChunkedDecoder::default().decode(&io.buf) {
+                Err(e) => return Err(Some(e)),
+                Ok((0, Decoded::NeedMore)) => {}
+                Ok(_) => return Ok(()),
+            }
+        }
+        match std::future::poll_fn(|cx| lock(shared).poll_fill(cx, READ_BUF)).await {
+            Ok(0) | Err(_) => return Err(None),
+            Ok(_) => {}
+        }
+    }
 }
 
 /// The request as the proxy's service takes it. Header values share the

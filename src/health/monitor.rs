@@ -746,8 +746,9 @@ impl Aggregator {
         if cfg.limits.max_connections != self.cfg.limits.max_connections
             || cfg.limits.max_header_bytes != self.cfg.limits.max_header_bytes
             || cfg.timeouts.header_read != self.cfg.timeouts.header_read
+            || cfg.timeouts.client_idle != self.cfg.timeouts.client_idle
         {
-            notes.push("limits.max_connections, limits.max_header_bytes and timeouts.header_read apply to new connections after a restart".to_string());
+            notes.push("limits.max_connections, limits.max_header_bytes, timeouts.header_read and timeouts.client_idle apply after a restart".to_string());
         }
         // Keep what was not changed in a restart-only setting.
         let mut cfg = (*cfg).clone();

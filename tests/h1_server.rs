@@ -1,0 +1,178 @@
+//! The own HTTP/1.1 server (src/h1/server.rs) seen from a raw socket:
+//! hostile heads are answered with their status and the connection closed
+//! with nothing reaching a backend; Expect, HTTP/1.0, HEAD, 204/304 and
+//! pipelining behave; the header-read and client-idle limits cut slow
+//! clients.
+
+#[path = "support/fake.rs"]
+mod fake;
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use fake::{config_for, Fake, Proxy, Role};
+
+async fn setup(extra: &str) -> (Fake, Fake, Proxy) {
+    let l = Fake::start("l", Role::Leader).await;
+    let f = Fake::start("f", Role::Follower).await;
+    let p = Proxy::start(&config_for(&[&l, &f], extra)).await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    (l, f, p)
+}
+
+/// Sends `bytes`, then reads until the proxy closes (or `within` passes).
+async fn exchange(addr: std::net::SocketAddr, bytes: &[u8], within: Duration) -> (String, bool) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(within, s.read_to_end(&mut out))
+        .await
+        .is_ok();
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_heads_get_their_status_and_reach_no_backend() {
+    let (l, f, p) = setup("").await;
+    let cases: &[(&str, &[u8])] = &[
+        ("400 ", b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        ("400 ", b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd"),
+        ("400 ", b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: -4\r\n\r\nabcd"),
+        ("400 ", b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+        ("501 ", b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"),
+        ("400 ", b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n"),
+        ("400 ", b"GET /a HTTP/1.1\r\nHost: x\r\nX-Fold: a\r\n b\r\n\r\n"),
+        ("400 ", b"GET /a HTTP/1.1\r\nHost : x\r\n\r\n"),
+        ("400 ", b"GET /a HTTP/1.1\r\nHost: x\r\nX-Nul: a\0b\r\n\r\n"),
+        ("400 ", b"GET /a HTTP/1.1\r\n\r\n"),
+        ("400 ", b"GET /a HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n"),
+        ("405 ", b"CONNECT db.example:443 HTTP/1.1\r\nHost: db.example:443\r\n\r\n"),
+        ("505 ", b"GET /a HTTP/1.2\r\nHost: x\r\n\r\n"),
+        ("501 ", b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"),
+    ];
+    for (want, req) in cases {
+        let (out, closed) = exchange(p.addr, req, Duration::from_secs(3)).await;
+        let shown = String::from_utf8_lossy(req);
+        assert!(
+            out.starts_with(&format!("HTTP/1.1 {want}")),
+            "{shown:?} -> {out}"
+        );
+        assert!(out.contains("\"error\":"), "JSON error body: {out}");
+        assert!(closed, "{shown:?}: the connection stayed open");
+    }
+    let long_line = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000));
+    let (out, _) = exchange(p.addr, long_line.as_bytes(), Duration::from_secs(3)).await;
+    assert!(out.starts_with("HTTP/1.1 414 "), "{out}");
+    let big_head = format!(
+        "GET /a HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(70_000)
+    );
+    let (out, _) = exchange(p.addr, big_head.as_bytes(), Duration::from_secs(3)).await;
+    assert!(out.starts_with("HTTP/1.1 431 "), "{out}");
+    assert_eq!(
+        l.count() + f.count(),
+        0,
+        "a hostile request reached a backend"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let (_l, f, p) = setup("").await;
+    let (out, _) = exchange(
+        p.addr,
+        b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\nGET /three HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    let one = out.find("f GET /one").expect(&out);
+    let two = out.find("f GET /two").expect(&out);
+    let three = out.find("f GET /three").expect(&out);
+    assert!(one < two && two < three, "{out}");
+    assert_eq!(out.matches("HTTP/1.1 200 ").count(), 3, "{out}");
+    assert_eq!(f.count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_continue_http10_and_head() {
+    let (l, _f, p) = setup("").await;
+    // Expect: 100-continue: the interim answer comes before the body is sent.
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"PUT /k HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"hello").await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let resp = String::from_utf8_lossy(&buf[..n]);
+    assert!(resp.starts_with("HTTP/1.1 200 "), "{resp}");
+    assert_eq!(l.seen().last().unwrap().body_len, 5);
+
+    // HTTP/1.0: answered, then closed.
+    let (out, closed) =
+        exchange(p.addr, b"GET /old HTTP/1.0\r\n\r\n", Duration::from_secs(3)).await;
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    assert!(out.contains("connection: close"), "{out}");
+    assert!(closed);
+
+    // HEAD: the backend's length describes the representation; no body follows.
+    let (out, _) = exchange(
+        p.addr,
+        b"HEAD /bytes/1000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    assert!(
+        out.ends_with("\r\n\r\n"),
+        "a body followed a HEAD answer: {out:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut() {
+    let (_l, f, p) = setup("timeouts: { header_read: 300ms, client_idle: 300ms }\n").await;
+    // No byte at all: closed after header_read, counted from accept.
+    let t = Instant::now();
+    let (out, closed) = exchange(p.addr, b"", Duration::from_secs(3)).await;
+    assert!(closed && out.is_empty(), "{out}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+    // Half a head: the same.
+    let (out, closed) = exchange(
+        p.addr,
+        b"GET /slow HTTP/1.1\r\nHost:",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(closed && out.is_empty(), "{out}");
+    // Keep-alive: one answer, then closed after client_idle.
+    let t = Instant::now();
+    let (out, closed) = exchange(
+        p.addr,
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    assert!(closed, "the idle keep-alive connection stayed open");
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(f.count(), 1);
+}

@@ -8,6 +8,17 @@
 #   h1-ka-512   wrk -t1 -c512 keep-alive GETs
 #   h1-close-64 wrk -t1 -c64  -H 'Connection: close' (new client connection per request)
 #   h2          h2load -c16 -m16 (h2c prior knowledge)
+# then, with TLS terminated by the proxy (self-signed certificate made at run time with
+# openssl in the work dir; HAProxy `bind ... ssl crt`, nginx `listen ... ssl`, leaderproxy
+# `tls: { cert, key }`; plain HTTP to the bench backends as above), on a fresh process:
+#   h1-tls-ka-c64     wrk -t1 -c64 keep-alive GETs over TLS
+#   h1-tls-close-c64  wrk -t1 -c64 -H 'Connection: close': a TLS handshake per request.
+#                     wrk keeps the session of the previous connection (SSL_clear), so these
+#                     are resumed TLS 1.3 handshakes (PSK + ECDHE) where the server allows it;
+#                     the script logs HAProxy's share of resumed handshakes during the run
+#   h2-tls            h2load -c16 -m16 over TLS (ALPN h2)
+#   tls-full-p16      16 parallel `openssl s_time -new -www /`: a full handshake (no
+#                     resumption) + one HTTP/1.0 GET per connection; no latency percentiles
 # and prints one table (req/s, p50, p99, proxy CPU µs/request from /proc utime+stime of
 # all the proxy's processes, peak RSS = sum of VmHWM, non-2xx, socket errors, ratios to
 # HAProxy), then a second table: RSS with 10,000 idle keep-alive client connections.
@@ -24,6 +35,8 @@
 #   SKIP_BUILD=1       do not run cargo; use binaries in the target dir
 #   NO_INSTALL=1       never run apt-get
 #   KEEP_WORKDIR=1     keep configs, logs and raw outputs in the work dir
+#   SKIP_TLS=1         leave out the TLS rows (h1-tls-*, h2-tls-*)
+#   TLS_KEY=ec         certificate key for the TLS rows: ec (P-256, default) or rsa (2048 bits)
 #
 # Usage: benches/compare.sh            (from anywhere inside the repository)
 #        QUICK=1 SKIP_LEADERPROXY=1 benches/compare.sh
@@ -39,6 +52,9 @@ DURATION="${DURATION%s}"
 SKIP_LEADERPROXY="${SKIP_LEADERPROXY:-0}"
 IDLE_CONNS="${IDLE_CONNS:-10000}"
 TARGETS="${TARGETS:-direct haproxy nginx leaderproxy}"
+SKIP_TLS="${SKIP_TLS:-0}"
+TLS_KEY="${TLS_KEY:-ec}"
+[[ "$TLS_KEY" == ec || "$TLS_KEY" == rsa ]] || { echo "TLS_KEY must be ec or rsa" >&2; exit 2; }
 if [[ "$SKIP_LEADERPROXY" == 1 ]]; then TARGETS="$(echo "$TARGETS" | tr ' ' '\n' | grep -vx leaderproxy | xargs)"; fi
 H2_CLIENTS=16
 H2_STREAMS=16
@@ -56,6 +72,7 @@ install_tools() {
   command -v h2load >/dev/null || missing+=(nghttp2-client)
   command -v curl >/dev/null || missing+=(curl)
   command -v python3 >/dev/null || missing+=(python3)
+  [[ "$SKIP_TLS" == 1 ]] || command -v openssl >/dev/null || missing+=(openssl)
   [[ ${#missing[@]} -eq 0 ]] && return 0
   [[ "${NO_INSTALL:-0}" == 1 ]] && die "missing tools: ${missing[*]} (NO_INSTALL=1)"
   log "installing: ${missing[*]}"
@@ -342,6 +359,26 @@ def report(results, idle_results):
                      "delta MiB", "KiB/conn", "procs"],
                     ["l", "r", "r", "r", "r", "r", "r", "r", "r", "r"], grouped=False))
 
+def hapinfo(path):
+    """selected `show info` fields from HAProxy's stats socket, as JSON"""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(2)
+    s.connect(path)
+    s.sendall(b"show info\n")
+    buf = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    info = {}
+    for line in buf.decode(errors="replace").splitlines():
+        k, sep, v = line.partition(":")
+        if sep:
+            info[k.strip()] = v.strip()
+    keep = ["CumSslConns", "SslRate", "SslFrontendKeyRate", "SslFrontendSessionReuse_pct"]
+    print(json.dumps({k: info.get(k) for k in keep}))
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "ports":
@@ -354,6 +391,8 @@ if __name__ == "__main__":
         print(" ".join(map(str, h2stats(sys.argv[2]))))
     elif cmd == "idle":
         idle(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
+    elif cmd == "hapinfo":
+        hapinfo(sys.argv[2])
     elif cmd == "report":
         report(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
 PY
@@ -378,12 +417,12 @@ IDLE_RESULTS="$W/idle.jsonl"
 : >"$RESULTS"
 : >"$IDLE_RESULTS"
 
-read -r P_LEADER P_F1 P_F2 P_PROXY P_PROXY_H2 P_ADMIN <<<"$($PY ports 6)"
+read -r P_LEADER P_F1 P_F2 P_PROXY P_PROXY_H2 P_ADMIN P_PROXY_TLS <<<"$($PY ports 7)"
 
 wait_http() { # url [expected status] [tries]
   local url="$1" want="${2:-200}" tries="${3:-100}" code
   for _ in $(seq "$tries"); do
-    code="$(curl -s -o /dev/null -m 1 -w '%{http_code}' "$url" 2>/dev/null || true)"
+    code="$(curl -sk -o /dev/null -m 1 -w '%{http_code}' "$url" 2>/dev/null || true)"
     [[ "$code" == "$want" ]] && return 0
     sleep 0.1
   done
@@ -416,6 +455,28 @@ for p in "$P_LEADER" "$P_F1" "$P_F2"; do wait_http "http://127.0.0.1:$p/" || die
 wait_http "http://127.0.0.1:$P_LEADER/leader" 200 || die "leader backend does not answer /leader with 200"
 log "backends: leader :$P_LEADER, followers :$P_F1 :$P_F2"
 
+# ---------------------------------------------------------------- TLS material
+# One self-signed certificate (SANs 127.0.0.1, localhost) for every proxy's TLS listener.
+TLS_DESC=""
+HAP_TLS_BIND=""
+NGX_TLS=""
+if [[ "$SKIP_TLS" != 1 ]]; then
+  mkdir -p "$W/tls"
+  if [[ "$TLS_KEY" == rsa ]]; then keyopt=(-newkey rsa:2048); TLS_DESC="RSA 2048"
+  else keyopt=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1); TLS_DESC="ECDSA P-256"; fi
+  openssl req -x509 "${keyopt[@]}" -nodes -days 2 -subj "/CN=localhost" \
+    -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+    -keyout "$W/tls/key.pem" -out "$W/tls/cert.pem" >"$W/tls/openssl.log" 2>&1 ||
+    { cat "$W/tls/openssl.log" >&2; die "openssl could not make the test certificate"; }
+  cat "$W/tls/cert.pem" "$W/tls/key.pem" >"$W/tls/haproxy.pem" # HAProxy wants both in one file
+  HAP_TLS_BIND="  bind 127.0.0.1:$P_PROXY_TLS ssl crt $W/tls/haproxy.pem alpn h2,http/1.1"
+  NGX_TLS="    listen 127.0.0.1:$P_PROXY_TLS ssl http2 backlog=4096;
+    ssl_certificate $W/tls/cert.pem;
+    ssl_certificate_key $W/tls/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;   # 1.22's default stops at TLSv1.2; the others negotiate 1.3"
+  log "TLS rows: self-signed $TLS_DESC certificate in $W/tls, proxies listen for TLS on :$P_PROXY_TLS"
+fi
+
 # ---------------------------------------------------------------- proxy configs
 HAP_EXTRA=""
 ((NOFILE < 65536)) && HAP_EXTRA="  no strict-limits   # fd hard limit $NOFILE < 2*maxconn; ~10.3k fds are really needed"
@@ -423,6 +484,7 @@ cat >"$W/haproxy.cfg" <<EOF
 global
   nbthread 2
   maxconn 20000
+  stats socket $W/haproxy.sock mode 600 level user
 $HAP_EXTRA
 
 defaults
@@ -438,6 +500,7 @@ defaults
 frontend fe
   bind 127.0.0.1:$P_PROXY
   bind 127.0.0.1:$P_PROXY_H2 proto h2
+$HAP_TLS_BIND
   default_backend followers
 
 backend followers
@@ -481,6 +544,7 @@ http {
     # nginx 1.22: "http2" on a listen without ssl = h2c prior knowledge only (no HTTP/1.1
     # on that port), so h2c gets its own port.
     listen 127.0.0.1:$P_PROXY_H2 http2 backlog=4096;
+$NGX_TLS
     location / {
       proxy_pass http://followers;
       proxy_http_version 1.1;
@@ -519,14 +583,26 @@ routes:
 reads: { policy: round_robin, fallback_to_leader: false }
 limits: { max_connections: 20000 }
 EOF
+# TLS applies to every listen address of a leaderproxy process, so the TLS rows run a
+# second process with this config: the same one on its own port, with tls: { cert, key }.
+if [[ "$SKIP_TLS" != 1 ]]; then
+  sed "s|^listen: .*|listen: 127.0.0.1:$P_PROXY_TLS|" "$W/leaderproxy.yaml" >"$W/leaderproxy-tls.yaml"
+  printf 'tls: { cert: "%s", key: "%s" }\n' "$W/tls/cert.pem" "$W/tls/key.pem" >>"$W/leaderproxy-tls.yaml"
+fi
 
 # ---------------------------------------------------------------- per target
-# start_target NAME -> sets TPID (process to measure, "" for direct), URL_H1, URL_H2
+# start_target NAME [tls] -> sets TPID (process to measure, "" for direct), URL_H1, URL_H2
+# With tls, both URLs are https:// on the TLS port (leaderproxy: its TLS config).
 start_target() {
-  local name="$1"
+  local name="$1" tls="${2:-}" lp_config="$W/leaderproxy.yaml"
   TPID=""
   URL_H1="http://127.0.0.1:$P_PROXY/"
   URL_H2="http://127.0.0.1:$P_PROXY_H2/"
+  if [[ "$tls" == tls ]]; then
+    URL_H1="https://127.0.0.1:$P_PROXY_TLS/"
+    URL_H2="$URL_H1"
+    lp_config="$W/leaderproxy-tls.yaml"
+  fi
   case "$name" in
     direct)
       URL_H1="http://127.0.0.1:$P_F1/"
@@ -535,21 +611,21 @@ start_target() {
       ;;
     haproxy)
       haproxy -c -q -f "$W/haproxy.cfg" >/dev/null 2>"$W/haproxy-check.log" || { cat "$W/haproxy-check.log" >&2; die "haproxy config"; }
-      start_bg "$W/haproxy.log" haproxy -db -f "$W/haproxy.cfg"
+      start_bg "$W/haproxy${tls:+-$tls}.log" haproxy -db -f "$W/haproxy.cfg"
       ;;
     nginx)
       nginx -t -q -e "$W/nginx/error.log" -p "$W/nginx" -c "$W/nginx/nginx.conf" || die "nginx config"
-      start_bg "$W/nginx.log" nginx -e "$W/nginx/error.log" -p "$W/nginx" -c "$W/nginx/nginx.conf"
+      start_bg "$W/nginx${tls:+-$tls}.log" nginx -e "$W/nginx/error.log" -p "$W/nginx" -c "$W/nginx/nginx.conf"
       ;;
     leaderproxy)
-      URL_H2="$URL_H1" # HTTP/1.1 and h2c prior knowledge on the same port
-      "$LEADERPROXY_BIN" check --config "$W/leaderproxy.yaml" >"$W/leaderproxy-check.log" 2>&1 ||
+      URL_H2="$URL_H1" # HTTP/1.1 and h2c prior knowledge (or ALPN) on the same port
+      "$LEADERPROXY_BIN" check --config "$lp_config" >"$W/leaderproxy-check.log" 2>&1 ||
         { cat "$W/leaderproxy-check.log" >&2; die "leaderproxy check failed"; }
-      start_bg "$W/leaderproxy.log" "$LEADERPROXY_BIN" run --config "$W/leaderproxy.yaml" --log-level warn
+      start_bg "$W/leaderproxy${tls:+-$tls}.log" "$LEADERPROXY_BIN" run --config "$lp_config" --log-level warn
       ;;
   esac
   TPID="$LAST_PID"
-  wait_http "$URL_H1" 200 100 || { tail -20 "$W/$name.log" >&2; die "$name did not start"; }
+  wait_http "$URL_H1" 200 100 || { tail -20 "$W/$name${tls:+-$tls}.log" >&2; die "$name did not start"; }
   if [[ "$name" == leaderproxy ]]; then
     wait_http "http://127.0.0.1:$P_ADMIN/readyz" 200 100 || die "leaderproxy not ready"
     # wait until both followers are in rotation (health rise) so reads are spread like the others
@@ -597,14 +673,55 @@ cpu_fields() {
     "$t0" "$t1" "$reqs" "$CLK_TCK" "$hwm"
 }
 
+# tls_check TARGET: the TLS port must refuse plain HTTP and answer 200 over TLS; logs what
+# was negotiated and whether the server resumes a session (openssl s_client -sess_out/-sess_in).
+TLS_NOTES="$W/tls-notes.txt"
+: >"$TLS_NOTES"
+tls_check() {
+  local target="$1" plain code out1 out2 proto alpn tmpkey resumed
+  plain="$(curl -s -m 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$P_PROXY_TLS/" 2>/dev/null || true)"
+  [[ "$plain" == 200 ]] && die "$target answers plain HTTP on its TLS port: the TLS rows would not be TLS"
+  code="$(curl -sk -m 2 -o /dev/null -w '%{http_code}' "$URL_H1" 2>/dev/null || true)"
+  [[ "$code" == 200 ]] || die "$target: curl -k $URL_H1 answered $code, not 200"
+  local req='GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n'
+  rm -f "$W/tls/sess.pem"
+  # shellcheck disable=SC2059
+  out1="$(printf "$req" | timeout -k 2 10 openssl s_client -connect "127.0.0.1:$P_PROXY_TLS" -alpn http/1.1 \
+    -ign_eof -sess_out "$W/tls/sess.pem" 2>&1 || true)"
+  # shellcheck disable=SC2059
+  out2="$(printf "$req" | timeout -k 2 10 openssl s_client -connect "127.0.0.1:$P_PROXY_TLS" -alpn http/1.1 \
+    -ign_eof -sess_in "$W/tls/sess.pem" 2>&1 || true)"
+  proto="$(echo "$out1" | sed -n 's/^New, \(.*\)$/\1/p' | head -1)"
+  tmpkey="$(echo "$out1" | sed -n 's/^\(Server\|Peer\) Temp Key: \([^,]*\).*/\2/p' | head -1)"
+  alpn="$(echo "$out1" | sed -n 's/^ALPN protocol: //p' | head -1)"
+  if echo "$out2" | grep -q '^Reused,'; then resumed=yes; else resumed=no; fi
+  echo "$out1" | grep -q '^HTTP/1.1 200' || die "$target: no HTTP 200 over openssl s_client (see $W)"
+  log "  TLS check: plain HTTP on the TLS port refused (curl: ${plain:-000}), curl -k 200; $proto, key exchange ${tmpkey:-?}, ALPN ${alpn:-none}, resumes sessions: $resumed"
+  printf '  %-12s %s, key exchange %s, resumes sessions: %s\n' "$target" "$proto" "${tmpkey:-?}" "$resumed" >>"$TLS_NOTES"
+}
+
+hap_info() { [[ -S "$W/haproxy.sock" ]] && $PY hapinfo "$W/haproxy.sock" 2>/dev/null || echo '{}'; }
+hap_field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2]) or "?")' "$1" "$2"; }
+
 run_wrk() { # target test conns [extra wrk args...]
   local target="$1" test="$2" conns="$3"; shift 3
   local out="$W/$target-$test.wrk"
+  # HAProxy over TLS: count its TLS connections, and sample its share of resumed handshakes
+  # mid-run (SslFrontendSessionReuse_pct is over the last second): proof that wrk did TLS.
+  local hap0="" sampler=""
+  if [[ "$target" == haproxy && "$URL_H1" == https://* ]]; then
+    hap0="$(hap_info)"
+    (sleep $(((DURATION + 1) / 2)); hap_info >"$W/haproxy-$test.mid") &
+    sampler=$!
+  fi
   before_run
   timeout -k 5 "$RUN_TIMEOUT" wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s "$W/stats.lua" "$@" "$URL_H1" >"$out" 2>&1 || true
   local line
   line="$(grep '^LPSTATS' "$out" || true)"
-  if [[ -z "$line" ]]; then log "wrk failed for $target/$test:"; tail -5 "$out" >&2; return 0; fi
+  if [[ -z "$line" ]]; then
+    [[ -n "$sampler" ]] && { wait "$sampler" 2>/dev/null || true; }
+    log "wrk failed for $target/$test:"; tail -5 "$out" >&2; return 0
+  fi
   local requests duration_us p50_us p99_us non2xx connect read write timeout
   eval "$(echo "${line#LPSTATS }" | tr ' ' '\n' | grep -E '^[a-z0-9_]+=[0-9]+$')"
   local rps
@@ -613,14 +730,25 @@ run_wrk() { # target test conns [extra wrk args...]
   record target="$target" test="$test" rps="$rps" requests="$requests" p50_us="$p50_us" p99_us="$p99_us" \
     non2xx="$non2xx" sock_errors=$((connect + read + write + timeout)) $(cpu_fields "$requests")
   log "  $test: $(printf '%.0f' "$rps") req/s, p50 ${p50_us}us p99 ${p99_us}us, non-2xx $non2xx, sock errors $((connect + read + write + timeout))"
+  if [[ -n "$sampler" ]]; then
+    wait "$sampler" 2>/dev/null || true
+    local hap1 mid c0 c1 line
+    hap1="$(hap_info)"
+    mid="$(cat "$W/haproxy-$test.mid" 2>/dev/null || echo '{}')"
+    c0="$(hap_field "$hap0" CumSslConns)"
+    c1="$(hap_field "$hap1" CumSslConns)"
+    line="haproxy $test: $((c1 - c0)) TLS connections for $requests requests; mid-run $(hap_field "$mid" SslRate) TLS conn/s, $(hap_field "$mid" SslFrontendKeyRate) full handshakes/s, $(hap_field "$mid" SslFrontendSessionReuse_pct)% resumed"
+    log "  $line"
+    echo "  $line" >>"$TLS_NOTES"
+  fi
 }
 
-run_h2() { # target
-  local target="$1" test="h2-c${H2_CLIENTS}-m${H2_STREAMS}"
-  local out="$W/$target-h2.out" lg="$W/$target-h2.log"
+run_h2() { # target [test name prefix]
+  local target="$1" test="${2:-h2}-c${H2_CLIENTS}-m${H2_STREAMS}"
+  local out="$W/$target-$test.out" lg="$W/$target-$test.log"
   rm -f "$lg"
   before_run
-  # http:// URI => h2c with prior knowledge; -D bounds the run in time.
+  # http:// URI => h2c with prior knowledge, https:// => TLS with ALPN h2; -D bounds the run in time.
   timeout -k 5 "$RUN_TIMEOUT" h2load -t1 -c"$H2_CLIENTS" -m"$H2_STREAMS" -D "$DURATION" --log-file="$lg" "$URL_H2" >"$out" 2>&1 || true
   # "requests: T total, S started, D done, OK succeeded, F failed, E errored, TO timeout"
   # failed = non-2xx + errored; errored = stream/connection errors (timeouts included).
@@ -636,6 +764,35 @@ run_h2() { # target
     non2xx="$non2xx" sock_errors="$errored" \
     $(cpu_fields "$done_n")
   log "  $test: $(printf '%.0f' "$rps") req/s, p50 ${p50}us p99 ${p99}us, non-2xx $non2xx, errored $errored"
+}
+
+# Full TLS handshakes (wrk resumes sessions): TLS_FULL_PROCS parallel `openssl s_time -new`,
+# each one connection at a time: connect, full handshake, GET / (HTTP/1.0), read to close.
+TLS_FULL_PROCS=16
+run_stime() { # target
+  local target="$1" test="tls-full-p$TLS_FULL_PROCS" pids=() i n total=0 bad=0 t0 t1
+  before_run
+  t0="$(date +%s.%N)"
+  for i in $(seq "$TLS_FULL_PROCS"); do
+    timeout -k 5 "$RUN_TIMEOUT" openssl s_time -connect "127.0.0.1:$P_PROXY_TLS" -new -time "$DURATION" -www / \
+      >"$W/$target-$test.$i.out" 2>&1 </dev/null &
+    pids+=($!)
+  done
+  for i in "${pids[@]}"; do wait "$i" 2>/dev/null || true; done
+  t1="$(date +%s.%N)" # s_time runs a little past -time: rate over the wall time of all of them
+  # "N connections in T real seconds, B bytes read per connection"
+  for i in $(seq "$TLS_FULL_PROCS"); do
+    n="$(sed -n 's/^\([0-9]*\) connections in [0-9.]* real seconds.*/\1/p' "$W/$target-$test.$i.out" | tail -1)"
+    if [[ -z "$n" ]]; then bad=$((bad + 1)); else total=$((total + n)); fi
+  done
+  if ((total == 0)); then log "openssl s_time failed for $target:"; tail -5 "$W/$target-$test.1.out" >&2; return 0; fi
+  local rps
+  rps="$(python3 -c "print($total/max($t1-$t0,0.001))")"
+  # s_time does not check the status (tls_check did) nor time single connections
+  # shellcheck disable=SC2046
+  record target="$target" test="$test" rps="$rps" requests="$total" p50_us= p99_us= \
+    non2xx=- sock_errors="$bad" $(cpu_fields "$total")
+  log "  $test: $(printf '%.0f' "$rps") full handshakes + GETs/s ($total in $(printf '%.1f' "$(python3 -c "print($t1-$t0)")")s, $bad s_time processes failed)"
 }
 
 run_idle() { # target
@@ -679,6 +836,21 @@ for target in $TARGETS; do
   stop_target
   sleep 1
   run_idle "$target"
+  if [[ "$SKIP_TLS" != 1 && "$target" != direct ]]; then
+    log "== $target (TLS)"
+    start_target "$target" tls # fresh process (leaderproxy: the TLS config)
+    tls_check "$target"
+    timeout -k 5 20 wrk -t1 -c64 -d1s "$URL_H1" >/dev/null 2>&1 || true # warm-up
+    run_wrk "$target" h1-tls-ka-c64 64
+    sleep 1
+    run_wrk "$target" h1-tls-close-c64 64 -H 'Connection: close'
+    sleep 1
+    run_h2 "$target" h2-tls
+    sleep 1
+    run_stime "$target"
+    stop_target
+    sleep 1
+  fi
 done
 
 echo
@@ -687,5 +859,11 @@ echo "  haproxy $(haproxy -v 2>/dev/null | head -1 | awk '{print $3}'), nginx $(
   [[ " $TARGETS " == *" leaderproxy "* ]] && echo ", $("$LEADERPROXY_BIN" --version 2>/dev/null | head -1)")"
 echo "  CPU = utime+stime of all the proxy's processes over the run / requests; peak RSS = sum of VmHWM (reset before each run)"
 echo "  direct = wrk/h2load straight to one follower (no proxy; no CPU/RSS column)"
+if [[ "$SKIP_TLS" != 1 && -s "$TLS_NOTES" ]]; then
+  echo "  TLS rows: the proxy terminates TLS (self-signed $TLS_DESC certificate), plain HTTP to the backends;"
+  echo "  h1-tls-close = new TCP connection + TLS handshake per request (wrk resumes the previous session);"
+  echo "  tls-full-p$TLS_FULL_PROCS = $TLS_FULL_PROCS x openssl s_time -new: full handshake + GET per connection (req/s = connections/s)"
+  cat "$TLS_NOTES"
+fi
 echo
 $PY report "$RESULTS" "$IDLE_RESULTS"

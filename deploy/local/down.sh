@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Stops what deploy/local/up.sh started (leaderproxy and the 3 etcd members).
+# Stops what deploy/local/up.sh started (leaderproxy and the 3 etcd members),
+# with or without --tls (both use the same pid files).
 #   bash deploy/local/down.sh            # stop, keep data and logs
 #   bash deploy/local/down.sh --purge    # stop and delete the state directory
+#                                          (etcd data, logs, the --tls certificates)
 # Idempotent: does nothing for processes that are not running.
 set -euo pipefail
 

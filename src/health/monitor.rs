@@ -620,10 +620,11 @@ impl Aggregator {
             })
             .collect();
         let ready = self.was_ready
-            || self
-                .nodes
-                .iter()
-                .all(|n| n.probed_health && n.probed_leader);
+            || (!self.nodes.is_empty()
+                && self
+                    .nodes
+                    .iter()
+                    .all(|n| n.probed_health && n.probed_leader));
         self.was_ready = ready;
         let picture = Picture {
             leader: leader_idx.map(|i| self.nodes[i].backend.id),

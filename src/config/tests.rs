@@ -486,22 +486,51 @@ fn example_configs_are_valid() {
     assert!(with_tls >= 1, "config/etcd-tls.yaml is checked");
 }
 
+/// The resources of a kustomization directory (`resources:` files, YAML
+/// documents) and the files of its `configMapGenerator` by name.
+fn kustomization(dir: &Path) -> (Vec<serde_yaml::Value>, Vec<(String, String)>) {
+    use serde::Deserialize;
+    let k: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
+            .unwrap();
+    let mut docs = Vec::new();
+    for r in k["resources"].as_sequence().into_iter().flatten() {
+        let p = dir.join(r.as_str().unwrap());
+        if p.is_dir() {
+            continue; // a base: read on its own
+        }
+        let text = std::fs::read_to_string(&p).unwrap();
+        docs.extend(
+            serde_yaml::Deserializer::from_str(&text)
+                .map(|d| serde_yaml::Value::deserialize(d).unwrap()),
+        );
+    }
+    let mut files = Vec::new();
+    for g in k["configMapGenerator"].as_sequence().into_iter().flatten() {
+        for f in g["files"].as_sequence().unwrap() {
+            let f = f.as_str().unwrap();
+            files.push((f.to_string(), std::fs::read_to_string(dir.join(f)).unwrap()));
+        }
+    }
+    (docs, files)
+}
+
 #[test]
 fn kubernetes_configmap_config_is_valid() {
-    use serde::Deserialize;
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/leaderproxy.yaml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde_yaml::Value::deserialize(d).unwrap())
-        .collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let (docs, files) = kustomization(&root.join("base"));
     let one = |kind: &str| {
         let v: Vec<&serde_yaml::Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
         assert_eq!(v.len(), 1, "one {kind}");
         v[0]
     };
-    let cfg = one("ConfigMap")["data"]["config.yaml"]
-        .as_str()
-        .expect("data.config.yaml");
+    assert_eq!(files.len(), 1, "one generated ConfigMap file");
+    let (key, cfg) = (&files[0].0, files[0].1.as_str());
+    assert_eq!(key, "config.yaml");
+    // The overlay replaces the config: the same shape with discovery.dns.
+    let (_, overlay) = kustomization(&root.join("overlays/etcd-statefulset"));
+    assert_eq!(overlay.len(), 1);
+    assert_eq!(overlay[0].0, "config.yaml");
 
     // The token file the config names is where the Deployment mounts the Secret.
     let token_path = serde_yaml::from_str::<serde_yaml::Value>(cfg).unwrap()["admin_token_file"]
@@ -537,6 +566,22 @@ fn kubernetes_configmap_config_is_valid() {
         parse(&cfg, Path::new("leaderproxy.yaml (ConfigMap)"))
     };
     let c = with_token("k8s-admin-token").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.backends.len(), 3);
+    assert!(!c.discovery.is_on());
+    std::fs::write(tmp.join("token"), "k8s-admin-token").unwrap();
+    let o = overlay[0]
+        .1
+        .replace(&token_path, &tmp.join("token").display().to_string());
+    let o = parse(&o, Path::new("overlays/etcd-statefulset/config.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(o.backends.is_empty());
+    assert_eq!(
+        o.discovery.dns.as_ref().map(|d| &d.lookup),
+        Some(&DnsLookup::Addresses {
+            name: "etcd".into(),
+            port: 2379
+        })
+    );
     assert_eq!(c.admin.port(), 9901);
     assert!(!c.admin.ip().is_loopback());
     assert!(c.admin_token.as_ref().unwrap().matches(b"k8s-admin-token"));

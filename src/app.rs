@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 use crate::config::{self, Config, ConfigError};
+use crate::discovery;
 use crate::health::monitor;
 use crate::metrics::Metrics;
 use crate::proxy::service::Proxy;
@@ -105,6 +106,12 @@ fn file_stamp(p: &std::path::Path) -> Option<(SystemTime, u64)> {
 /// Starts everything. Binding errors are returned before any thread runs
 /// requests; the proxy then serves until [`Running::shutdown`].
 pub fn start(cfg: Config) -> std::io::Result<Running> {
+    start_with(cfg, discovery::Options::default())
+}
+
+/// [`start`] with discovery options that are not config keys (the DNS
+/// servers to ask, for tests and embedders).
+pub fn start_with(cfg: Config, discovery_opts: discovery::Options) -> std::io::Result<Running> {
     for w in cfg.warnings() {
         tracing::warn!("{w}");
     }
@@ -147,6 +154,14 @@ pub fn start(cfg: Config) -> std::io::Result<Running> {
                     .expect("tokio runtime");
                 rt.block_on(async move {
                     let handle = monitor::start(cfg.clone(), shared.clone(), metrics.clone());
+                    // Discovery loops: they report to the monitor and stop
+                    // with this runtime.
+                    discovery::run(
+                        shared.clone(),
+                        handle.clone(),
+                        metrics.clone(),
+                        discovery_opts,
+                    );
                     let proxy: &'static Proxy =
                         Box::leak(Box::new(Proxy::new(shared, handle, metrics)));
                     let control = Arc::new(Control {

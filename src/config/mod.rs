@@ -3,6 +3,7 @@
 //! [`Config`] where every default is filled in. Every default lives here.
 
 mod admin_access;
+mod discovery;
 mod locate;
 pub mod types;
 mod upstream_tls;
@@ -17,6 +18,9 @@ use serde::Deserialize;
 use crate::net::client_ip::{Cidr, CidrSet};
 use crate::routing::classify::{MethodSet, Role, Rule};
 pub use admin_access::AdminToken;
+pub use discovery::{
+    DiscoveredTls, DiscoveryConfig, DnsDiscovery, DnsLookup, MembersDiscovery, MembersKind, Scheme,
+};
 pub use locate::Locator;
 pub use types::{Dur, Method, OneOrMany, Pointer, Re, Size};
 pub use upstream_tls::{BackendTls, UpstreamTlsSettings};
@@ -79,7 +83,9 @@ struct RawConfig {
     #[serde(default)]
     access_log: bool,
     shutdown_grace: Option<Dur>,
+    #[serde(default)]
     backends: Vec<RawBackend>,
+    discovery: Option<discovery::RawDiscovery>,
     health: Option<RawProbe>,
     leader: RawLeader,
     #[serde(default)]
@@ -552,7 +558,10 @@ pub struct Config {
     pub access_log: bool,
     /// How long in-flight requests may finish after SIGTERM; default 30s.
     pub shutdown_grace: Duration,
+    /// The static backends (`backends`); discovered ones come on top.
     pub backends: Vec<BackendConfig>,
+    /// Backends found by DNS or from the cluster's member list; default none.
+    pub discovery: DiscoveryConfig,
     pub health: HealthConfig,
     pub leader: LeaderConfig,
     pub routes: Vec<Rule>,
@@ -704,6 +713,12 @@ impl Validator {
             raw.upstream_tls.as_ref(),
             path.parent().unwrap_or(Path::new(".")),
         );
+        let discovery = self.discovery(
+            raw.discovery,
+            backends.len(),
+            raw.upstream_tls.as_ref(),
+            path.parent().unwrap_or(Path::new(".")),
+        );
         let health = self.health(raw.health);
         let leader = self.leader(raw.leader);
         let routes = self.routes(raw.routes);
@@ -754,6 +769,7 @@ impl Validator {
             access_log: raw.access_log,
             shutdown_grace: raw.shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
             backends,
+            discovery,
             health,
             leader,
             routes,
@@ -821,9 +837,6 @@ impl Validator {
         base: &Path,
     ) -> Vec<BackendConfig> {
         let mut built = std::collections::HashMap::new();
-        if raw.is_empty() {
-            self.bad("backends", "at least one backend is needed");
-        }
         let mut out: Vec<BackendConfig> = Vec::with_capacity(raw.len());
         for (i, b) in raw.into_iter().enumerate() {
             let key = format!("backends[{i}]");

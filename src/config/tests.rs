@@ -180,7 +180,134 @@ fn empty_backends() {
     let text = "listen: 127.0.0.1:1\nbackends: []\nleader: {path: /l, expect: {status: [200]}}\n";
     assert_eq!(
         errs(text),
-        vec!["lp.yaml:2:1: backends: at least one backend is needed"]
+        vec![
+            "lp.yaml:2:1: backends: at least one backend is needed (or discovery.dns to find them)"
+        ]
+    );
+    // No `backends` key at all: nothing to point at but the file.
+    let text = "listen: 127.0.0.1:1\nleader: {path: /l, expect: {status: [200]}}\n";
+    assert_eq!(
+        errs(text),
+        vec!["lp.yaml: backends: at least one backend is needed (or discovery.dns to find them)"]
+    );
+}
+
+const DISC_BASE: &str = "listen: 127.0.0.1:1\nleader: {path: /l, expect: {status: [200]}}\n";
+
+#[test]
+fn discovery_keys_and_defaults() {
+    // Discovery instead of backends: DNS alone is enough.
+    let c = parse(
+        &format!(
+            "{DISC_BASE}discovery:\n  dns: {{ name: etcd.db.svc.cluster.local, port: 2379 }}\n"
+        ),
+        Path::new("lp.yaml"),
+    )
+    .unwrap();
+    assert!(c.backends.is_empty());
+    assert_eq!(
+        c.discovery.dns,
+        Some(DnsDiscovery {
+            lookup: DnsLookup::Addresses {
+                name: "etcd.db.svc.cluster.local".into(),
+                port: 2379
+            },
+            scheme: Scheme::Http,
+            interval: Duration::from_secs(10),
+        })
+    );
+    assert!(c.discovery.members.is_none() && c.discovery.tls.is_none());
+    // The keys, verbatim, beside a static seed.
+    let c = parse(
+        &format!("{DISC_BASE}backends: [{{name: seed, url: 'http://127.0.0.1:2'}}]\ndiscovery:\n  dns: {{ name: etcd.db.svc.cluster.local, port: 2379, scheme: http, interval: 10s }}\n  members: {{ kind: etcd, interval: 10s }}\n"),
+        Path::new("lp.yaml"),
+    )
+    .unwrap();
+    assert_eq!(c.backends.len(), 1);
+    assert_eq!(
+        c.discovery.members,
+        Some(MembersDiscovery {
+            kind: MembersKind::Etcd,
+            interval: Duration::from_secs(10)
+        })
+    );
+    // SRV, https (TLS from upstream_tls, here the system roots), own interval.
+    let c = parse(
+        &format!("{DISC_BASE}discovery: {{ dns: {{ srv: _etcd-client-ssl._tcp.example.com, scheme: https, interval: 2s }} }}\n"),
+        Path::new("lp.yaml"),
+    )
+    .unwrap();
+    let d = c.discovery.dns.unwrap();
+    assert_eq!(
+        d.lookup,
+        DnsLookup::Srv {
+            name: "_etcd-client-ssl._tcp.example.com".into()
+        }
+    );
+    assert_eq!(
+        (d.scheme, d.interval),
+        (Scheme::Https, Duration::from_secs(2))
+    );
+    assert!(c.discovery.tls.is_some());
+    // Members alone cannot start: someone must be asked first.
+    let c = parse(
+        &format!("{DISC_BASE}backends: [{{name: seed, url: 'http://127.0.0.1:2'}}]\ndiscovery: {{ members: {{ kind: etcd }} }}\n"),
+        Path::new("lp.yaml"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.discovery.members.unwrap().interval,
+        Duration::from_secs(10)
+    );
+}
+
+#[test]
+fn discovery_errors_name_file_line_column() {
+    let e = |extra: &str| errs(&format!("{DISC_BASE}{extra}"));
+    assert_eq!(
+        e("discovery: { members: { kind: etcd } }\n"),
+        vec!["lp.yaml:3:14: discovery.members: asks the known members for the member list: give at least one of them in backends, or discovery.dns to find them"]
+    );
+    assert_eq!(
+        e("discovery:\n  dns: { name: a.example, srv: _x._tcp.example, port: 1 }\n"),
+        vec!["lp.yaml:4:3: discovery.dns: give exactly one of name (A/AAAA records, with port) and srv (SRV records)"]
+    );
+    assert_eq!(
+        e("discovery:\n  dns: { name: a.example }\n"),
+        vec!["lp.yaml:4:3: discovery.dns: port is needed with name: the port every address serves on (e.g. 2379)"]
+    );
+    assert_eq!(
+        e("discovery:\n  dns:\n    srv: _etcd._tcp.example\n    port: 2379\n    interval: 0s\n"),
+        vec![
+            "lp.yaml:7:5: discovery.dns.interval: must be more than 0",
+            "lp.yaml:6:5: discovery.dns.port: not with srv: the SRV records give each target's port",
+        ]
+    );
+    assert_eq!(
+        e("discovery:\n  dns: { name: 'bad name', port: 0 }\n"),
+        vec![
+            "lp.yaml:4:28: discovery.dns.port: must be more than 0",
+            "lp.yaml:4:10: discovery.dns.name: invalid DNS name \"bad name\"",
+        ]
+    );
+    assert_eq!(
+        e("backends: [{name: s, url: 'http://127.0.0.1:2'}]\ndiscovery:\n  members: { kind: etcd, interval: 0s }\n"),
+        vec!["lp.yaml:5:26: discovery.members.interval: must be more than 0"]
+    );
+    // Parse errors come from serde_yaml, with the key path.
+    assert_eq!(
+        e("backends: [{name: s, url: 'http://127.0.0.1:2'}]\ndiscovery:\n  members: { kind: consul }\n"),
+        vec!["lp.yaml:5:20: discovery.members.kind: unknown variant `consul`, expected `etcd`"]
+    );
+    assert_eq!(
+        e("discovery:\n  dns: { name: a.example, port: 1, scheme: ftp }\n"),
+        vec![
+            "lp.yaml:4:44: discovery.dns.scheme: unknown variant `ftp`, expected `http` or `https`"
+        ]
+    );
+    assert_eq!(
+        e("discovery:\n  dns: { name: a.example, port: 1, servers: [1.1.1.1] }\n"),
+        vec!["lp.yaml:4:36: discovery.dns: unknown field `servers`, expected one of `name`, `srv`, `port`, `scheme`, `interval`"]
     );
 }
 
@@ -359,22 +486,51 @@ fn example_configs_are_valid() {
     assert!(with_tls >= 1, "config/etcd-tls.yaml is checked");
 }
 
+/// The resources of a kustomization directory (`resources:` files, YAML
+/// documents) and the files of its `configMapGenerator` by name.
+fn kustomization(dir: &Path) -> (Vec<serde_yaml::Value>, Vec<(String, String)>) {
+    use serde::Deserialize;
+    let k: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
+            .unwrap();
+    let mut docs = Vec::new();
+    for r in k["resources"].as_sequence().into_iter().flatten() {
+        let p = dir.join(r.as_str().unwrap());
+        if p.is_dir() {
+            continue; // a base: read on its own
+        }
+        let text = std::fs::read_to_string(&p).unwrap();
+        docs.extend(
+            serde_yaml::Deserializer::from_str(&text)
+                .map(|d| serde_yaml::Value::deserialize(d).unwrap()),
+        );
+    }
+    let mut files = Vec::new();
+    for g in k["configMapGenerator"].as_sequence().into_iter().flatten() {
+        for f in g["files"].as_sequence().unwrap() {
+            let f = f.as_str().unwrap();
+            files.push((f.to_string(), std::fs::read_to_string(dir.join(f)).unwrap()));
+        }
+    }
+    (docs, files)
+}
+
 #[test]
 fn kubernetes_configmap_config_is_valid() {
-    use serde::Deserialize;
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/leaderproxy.yaml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde_yaml::Value::deserialize(d).unwrap())
-        .collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let (docs, files) = kustomization(&root.join("base"));
     let one = |kind: &str| {
         let v: Vec<&serde_yaml::Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
         assert_eq!(v.len(), 1, "one {kind}");
         v[0]
     };
-    let cfg = one("ConfigMap")["data"]["config.yaml"]
-        .as_str()
-        .expect("data.config.yaml");
+    assert_eq!(files.len(), 1, "one generated ConfigMap file");
+    let (key, cfg) = (&files[0].0, files[0].1.as_str());
+    assert_eq!(key, "config.yaml");
+    // The overlay replaces the config: the same shape with discovery.dns.
+    let (_, overlay) = kustomization(&root.join("overlays/etcd-statefulset"));
+    assert_eq!(overlay.len(), 1);
+    assert_eq!(overlay[0].0, "config.yaml");
 
     // The token file the config names is where the Deployment mounts the Secret.
     let token_path = serde_yaml::from_str::<serde_yaml::Value>(cfg).unwrap()["admin_token_file"]
@@ -410,6 +566,22 @@ fn kubernetes_configmap_config_is_valid() {
         parse(&cfg, Path::new("leaderproxy.yaml (ConfigMap)"))
     };
     let c = with_token("k8s-admin-token").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.backends.len(), 3);
+    assert!(!c.discovery.is_on());
+    std::fs::write(tmp.join("token"), "k8s-admin-token").unwrap();
+    let o = overlay[0]
+        .1
+        .replace(&token_path, &tmp.join("token").display().to_string());
+    let o = parse(&o, Path::new("overlays/etcd-statefulset/config.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(o.backends.is_empty());
+    assert_eq!(
+        o.discovery.dns.as_ref().map(|d| &d.lookup),
+        Some(&DnsLookup::Addresses {
+            name: "etcd".into(),
+            port: 2379
+        })
+    );
     assert_eq!(c.admin.port(), 9901);
     assert!(!c.admin.ip().is_loopback());
     assert!(c.admin_token.as_ref().unwrap().matches(b"k8s-admin-token"));

@@ -26,6 +26,19 @@ pub(super) struct RawUpstreamTls {
     insecure_skip_verify: Option<bool>,
 }
 
+impl RawUpstreamTls {
+    /// These settings alone (paths resolved against `base`).
+    pub(super) fn settings(&self, base: &Path) -> UpstreamTlsSettings {
+        UpstreamTlsSettings {
+            ca: self.ca.as_ref().map(|p| base.join(p)),
+            cert: self.cert.as_ref().map(|p| base.join(p)),
+            key: self.key.as_ref().map(|p| base.join(p)),
+            server_name: self.server_name.clone(),
+            insecure_skip_verify: self.insecure_skip_verify.unwrap_or(false),
+        }
+    }
+}
+
 /// The TLS settings of one `https://` backend: `upstream_tls` with the
 /// backend's own `tls` keys on top (paths resolved against the config
 /// file's directory).

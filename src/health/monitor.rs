@@ -23,7 +23,8 @@ use super::counter::{Counter, Health, Transition};
 use super::leader::{decide, Claim, Decision, Evidence, TermFloor};
 use super::probe::{self, Outcome, ProbeFailure};
 use crate::balance::Picker;
-use crate::config::{Config, ProbeConfig};
+use crate::config::{BackendConfig, Config, ProbeConfig};
+use crate::discovery::{self, Found, Source};
 use crate::metrics::Metrics;
 use crate::routing::{Backend, LeaderInfo, LeaderState, RoutingTable, Shared};
 
@@ -50,6 +51,10 @@ pub struct BackendStatus {
     pub ejected: bool,
     pub ejected_for_ms: Option<u64>,
     pub drained: bool,
+    /// `static` (the config's `backends`), `dns` or `members`.
+    pub source: &'static str,
+    /// Discovery no longer lists it; kept while it leads.
+    pub retiring: bool,
     pub idle_connections: usize,
     pub last_probe: ProbeStatus,
 }
@@ -90,6 +95,11 @@ enum Msg {
     Reload {
         cfg: Arc<Config>,
         reply: oneshot::Sender<Vec<String>>,
+    },
+    /// A discovery source's new set (`None`: the source was turned off).
+    Discovered {
+        source: Source,
+        found: Option<Vec<Found>>,
     },
 }
 
@@ -154,6 +164,12 @@ impl MonitorHandle {
         rx.await.unwrap_or_default()
     }
 
+    /// A discovery source found this set (`None`: it was turned off). The
+    /// backends are reconciled like at a reload.
+    pub fn discovered(&self, source: Source, found: Option<Vec<Found>>) {
+        let _ = self.tx.send(Msg::Discovered { source, found });
+    }
+
     /// Applies a validated config; returns notes on what needs a restart.
     pub async fn reload(&self, cfg: Arc<Config>) -> Vec<String> {
         let (reply, rx) = oneshot::channel();
@@ -172,6 +188,11 @@ struct Node {
     last: ProbeStatus,
     ejected_until: Option<Instant>,
     ejections: u32,
+    /// `static`, `dns` or `members`.
+    source: &'static str,
+    /// Discovery dropped it while it led: it stays (and is probed) until it
+    /// no longer claims leadership, then it is removed.
+    retiring: bool,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -227,6 +248,11 @@ struct Aggregator {
     fast: Arc<AtomicBool>,
     /// A reload changed the config: publish even if routing is the same.
     force_publish: bool,
+    /// Each discovery source's last good set, by [`Source::index`].
+    found: [Option<Vec<Found>>; 2],
+    /// The first probe round has finished once: a backend added later
+    /// (reload, discovery) does not make routing "not ready" again.
+    was_ready: bool,
 }
 
 /// Starts the monitor on the current tokio runtime: spawns probe loops for
@@ -260,9 +286,11 @@ pub fn start(cfg: Arc<Config>, shared: Arc<Shared>, metrics: Arc<Metrics>) -> Mo
         // Nobody leads yet.
         fast: Arc::new(AtomicBool::new(true)),
         force_publish: false,
+        found: [None, None],
+        was_ready: false,
     };
     for b in &table.backends {
-        agg.add_node(b.clone());
+        agg.add_node(b.clone(), "static");
     }
     tokio::spawn(agg.run(rx));
     handle
@@ -332,7 +360,7 @@ fn spawn_probe_loop(
 }
 
 impl Aggregator {
-    fn add_node(&mut self, backend: Arc<Backend>) {
+    fn add_node(&mut self, backend: Arc<Backend>, source: &'static str) {
         let mut node = Node {
             backend,
             health: Counter::new(self.cfg.health.rise, self.cfg.health.fall),
@@ -343,6 +371,8 @@ impl Aggregator {
             last: ProbeStatus::default(),
             ejected_until: None,
             ejections: 0,
+            source,
+            retiring: false,
             tasks: Vec::new(),
         };
         self.spawn_probes(&mut node);
@@ -442,6 +472,10 @@ impl Aggregator {
             Msg::Reload { cfg, reply } => {
                 let notes = self.reload(cfg);
                 let _ = reply.send(notes);
+            }
+            Msg::Discovered { source, found } => {
+                self.found[source.index()] = found;
+                self.reconcile(false);
             }
         }
     }
@@ -572,6 +606,7 @@ impl Aggregator {
 
     /// Recomputes the picture; publishes a new table if it changed.
     fn refresh(&mut self) {
+        self.drop_retired();
         let now = Instant::now();
         let decision = self.decide();
         let leader_idx = match &decision {
@@ -584,10 +619,13 @@ impl Aggregator {
                 Some(i) != leader_idx && n.healthy() && !n.drained() && !n.ejected(now)
             })
             .collect();
-        let ready = self
-            .nodes
-            .iter()
-            .all(|n| n.probed_health && n.probed_leader);
+        let ready = self.was_ready
+            || (!self.nodes.is_empty()
+                && self
+                    .nodes
+                    .iter()
+                    .all(|n| n.probed_health && n.probed_leader));
+        self.was_ready = ready;
         let picture = Picture {
             leader: leader_idx.map(|i| self.nodes[i].backend.id),
             split: match &decision {
@@ -724,6 +762,8 @@ impl Aggregator {
                     .filter(|t| *t > now)
                     .map(|t| (t - now).as_millis() as u64),
                 drained: n.drained(),
+                source: n.source,
+                retiring: n.retiring,
                 idle_connections: n.backend.pool.idle_count(),
                 last_probe: n.last.clone(),
             })
@@ -765,32 +805,118 @@ impl Aggregator {
         }
         self.cfg = cfg.clone();
 
+        if cfg.discovery.dns.is_none() {
+            self.found[Source::Dns.index()] = None;
+        }
+        if cfg.discovery.members.is_none() {
+            self.found[Source::Members.index()] = None;
+        }
+        self.reconcile(probes_changed);
+        // Publish a new table even if routing did not change: the config is part of it.
+        self.force_publish = true;
+        notes
+    }
+
+    /// Brings the nodes in line with the backends wanted now — the static
+    /// ones of the config in force plus every discovery source's last good
+    /// set ([`discovery::desired`]) — for reloads and discoveries alike.
+    /// A backend whose name and address did not change keeps its node
+    /// (health, claim, ejection) and its `Backend` (in-flight count, pooled
+    /// connections); new ones start probing; removed ones leave the table
+    /// and their in-flight requests finish on the `Arc` they hold. A
+    /// discovered leader that discovery no longer lists stays, marked
+    /// retiring, while it still claims leadership ([`Self::drop_retired`]).
+    fn reconcile(&mut self, probes_changed: bool) {
+        let cfg = self.cfg.clone();
+        let (wanted, problems) = discovery::desired(&cfg.backends, &self.found, &cfg.discovery);
+        for p in problems {
+            tracing::warn!(problem = %p, "discovered address not used");
+        }
+        let source_of = |bc: &BackendConfig| -> &'static str {
+            if cfg.backends.iter().any(|s| s.name == bc.name) {
+                return "static";
+            }
+            Source::ALL
+                .into_iter()
+                .find(|s| {
+                    self.found[s.index()]
+                        .as_ref()
+                        .is_some_and(|f| f.iter().any(|f| f.authority() == bc.authority.as_str()))
+                })
+                .map_or("static", |s| s.label())
+        };
+        let sources: Vec<&'static str> = wanted.iter().map(source_of).collect();
         let mut old: Vec<Node> = std::mem::take(&mut self.nodes);
-        for bc in &cfg.backends {
+        for (bc, source) in wanted.iter().zip(sources) {
             if let Some(pos) = old.iter().position(|n| n.backend.same_as(bc)) {
                 let mut n = old.remove(pos);
                 n.backend.set_weight(bc.weight);
                 n.backend.set_tls(bc.tls.as_ref());
                 n.health.set_thresholds(cfg.health.rise, cfg.health.fall);
+                n.source = source;
+                if n.retiring {
+                    tracing::info!(backend = %bc.name, "backend listed again by discovery; no longer retiring");
+                    n.retiring = false;
+                }
                 if probes_changed {
                     self.spawn_probes(&mut n);
                 }
                 self.nodes.push(n);
             } else {
-                tracing::info!(backend = %bc.name, url = %bc.url, "backend added by reload");
+                let how = if source == "static" {
+                    "reload"
+                } else {
+                    "discovery"
+                };
+                tracing::info!(backend = %bc.name, url = %bc.url, source, "backend added by {how}");
                 let b = Arc::new(Backend::new(bc, &self.metrics, self.workers));
-                self.add_node(b);
+                self.add_node(b, source);
             }
         }
-        for n in old {
-            tracing::info!(backend = %n.backend.name, "backend removed by reload; in-flight requests finish");
-            if !cfg.backends.iter().any(|b| b.name == n.backend.name) {
-                self.metrics.forget_backend(&n.backend.name);
+        let leader = self.picture.as_ref().and_then(|p| p.leader);
+        for mut n in old {
+            // Discovery alone never drops the leader while it still claims.
+            if n.source != "static"
+                && leader == Some(n.backend.id)
+                && n.claim.is_claiming()
+                && !cfg.backends.iter().any(|b| b.name == n.backend.name)
+            {
+                if !n.retiring {
+                    tracing::warn!(backend = %n.backend.name, "discovery no longer lists the leader; it stays while it leads");
+                    n.retiring = true;
+                }
+                self.nodes.push(n);
+                continue;
             }
+            self.remove_node(n);
         }
-        // Publish a new table even if routing did not change: the config is part of it.
+        // Publish even if routing did not change: the backend list did.
         self.force_publish = true;
-        notes
+    }
+
+    fn remove_node(&mut self, n: Node) {
+        tracing::info!(backend = %n.backend.name, source = n.source, "backend removed; its in-flight requests finish");
+        if !self.nodes.iter().any(|m| m.backend.name == n.backend.name) {
+            self.metrics.forget_backend(&n.backend.name);
+        }
+        // Dropping the node aborts its probe loops.
+    }
+
+    /// Removes retiring nodes that no longer claim leadership.
+    fn drop_retired(&mut self) {
+        if !self.nodes.iter().any(|n| n.retiring) {
+            return;
+        }
+        let (gone, keep): (Vec<Node>, Vec<Node>) =
+            std::mem::take(&mut self.nodes).into_iter().partition(|n| {
+                n.retiring && !(n.claim.is_claiming() && n.health.state() != Health::Down)
+            });
+        self.nodes = keep;
+        for n in gone {
+            tracing::info!(backend = %n.backend.name, "retiring backend no longer leads");
+            self.remove_node(n);
+        }
+        self.force_publish = true;
     }
 }
 

@@ -87,6 +87,19 @@ pub async fn probe(backend: &Backend, probe: &ProbeConfig, term_pointer: Option<
     }
 }
 
+/// One request like a probe's (own connection, same TLS), bounded by
+/// `req.timeout`, whose answer the caller judges: status, headers, body
+/// (at most [`MAX_PROBE_BODY`]). Discovery reads member lists with it.
+pub(crate) async fn request(
+    backend: &Backend,
+    req: &ProbeConfig,
+) -> Result<(u16, http::HeaderMap, Bytes), ProbeFailure> {
+    match tokio::time::timeout(req.timeout, fetch(backend, req)).await {
+        Err(_) => Err(ProbeFailure::Timeout(req.timeout)),
+        Ok(r) => r,
+    }
+}
+
 async fn fetch(
     backend: &Backend,
     probe: &ProbeConfig,

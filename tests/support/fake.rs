@@ -354,6 +354,12 @@ impl Fake {
     /// Starts a fake node on 127.0.0.1:0.
     pub async fn start(name: &str, role: Role) -> Fake {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(name, role, listener)
+    }
+
+    /// Starts a fake node on a listener bound by the caller (discovery
+    /// tests put several on one port of 127.0.0.1, 127.0.0.2, …).
+    pub fn start_on(name: &str, role: Role, listener: TcpListener) -> Fake {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(FakeState {
             name: name.to_string(),
@@ -536,6 +542,16 @@ impl Proxy {
         Self::start_at(TempDir::new(), None, yaml, wait_ready).await
     }
 
+    /// Like [`Proxy::start_opts`], with discovery options (the DNS servers
+    /// to ask).
+    pub async fn start_discovering(
+        yaml: &str,
+        opts: leaderproxy::discovery::Options,
+        wait_ready: bool,
+    ) -> Proxy {
+        Self::start_full(TempDir::new(), None, yaml, wait_ready, opts).await
+    }
+
     /// Like [`Proxy::start`], with the config file written into `dir`
     /// (so relative paths in it, such as TLS files, resolve there).
     pub async fn start_in(dir: &TempDir, yaml: &str) -> Proxy {
@@ -548,10 +564,20 @@ impl Proxy {
     }
 
     async fn start_at(dir: TempDir, extra: Option<TempDir>, yaml: &str, wait_ready: bool) -> Proxy {
+        Self::start_full(dir, extra, yaml, wait_ready, Default::default()).await
+    }
+
+    async fn start_full(
+        dir: TempDir,
+        extra: Option<TempDir>,
+        yaml: &str,
+        wait_ready: bool,
+        opts: leaderproxy::discovery::Options,
+    ) -> Proxy {
         let path = dir.0.join("leaderproxy.yaml");
         std::fs::write(&path, yaml).unwrap();
         let cfg = leaderproxy::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-        let running = leaderproxy::app::start(cfg).unwrap();
+        let running = leaderproxy::app::start_with(cfg, opts).unwrap();
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build_http();

@@ -176,3 +176,108 @@ async fn slow_clients_are_cut() {
     );
     assert_eq!(f.count(), 1);
 }
+
+/// A raw backend: leads (answers `/leader` and `/health` with 200), and
+/// answers an `Upgrade` request with 101 and then echoes every byte upper-cased.
+async fn upgrade_backend() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 1024];
+                let end = loop {
+                    let n = match s.read(&mut tmp).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    buf.extend_from_slice(&tmp[..n]);
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                if !head.contains("upgrade: echo") {
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                    return;
+                }
+                assert!(head.contains("connection: upgrade"), "{head}");
+                assert!(head.contains("x-forwarded-for: 127.0.0.1"), "{head}");
+                s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\nconnection: upgrade\r\n\r\n")
+                    .await
+                    .unwrap();
+                let mut pending = buf[end..].to_ascii_uppercase();
+                loop {
+                    if !pending.is_empty() {
+                        s.write_all(&pending).await.unwrap();
+                        pending.clear();
+                    }
+                    match s.read(&mut tmp).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => pending.extend(tmp[..n].to_ascii_uppercase()),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_on_an_upgrade_route_becomes_a_tunnel() {
+    let addr = upgrade_backend().await;
+    let cfg = format!(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nworkers: 1\n\
+         backends: [ {{ name: u, url: \"http://{addr}\" }} ]\n\
+         health: {{ path: /health, interval: 100ms, timeout: 90ms }}\n\
+         leader: {{ path: /leader, interval: 50ms, timeout: 40ms, expect: {{ status: [200] }} }}\n\
+         routes: [ {{ path_prefix: /ws, to: write, upgrade: true }} ]\n"
+    );
+    let p = Proxy::start(&cfg).await;
+    p.wait_leader(Some("u"), Duration::from_secs(3)).await;
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nhello ",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut tmp = [0u8; 1024];
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !String::from_utf8_lossy(&got).contains("HELLO ") {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut tmp))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&tmp[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(text.starts_with("HTTP/1.1 101 "), "{text}");
+    // Bytes keep flowing both ways after the 101.
+    s.write_all(b"world").await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut tmp))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&tmp[..n], b"WORLD");
+    // On a route without `upgrade: true` the same request is 501.
+    let (out, closed) = exchange(
+        p.addr,
+        b"GET /other HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 501 "), "{out}");
+    assert!(closed);
+}

@@ -224,6 +224,8 @@ struct RawRoute {
     timeout: Option<Dur>,
     #[serde(default)]
     long_poll: bool,
+    #[serde(default)]
+    upgrade: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1209,6 +1211,7 @@ impl Validator {
                         role: r.to,
                         timeout: r.timeout.map(|d| d.0),
                         long_poll: r.long_poll,
+                        upgrade: r.upgrade,
                     },
                 }
             })

@@ -221,6 +221,7 @@ pub async fn serve(
     let mut deadline = Instant::now() + opts.header_read;
     let mut first = true;
     let mut out = Vec::with_capacity(512);
+    let mut tunnel = None;
     loop {
         let len = match read_head(
             &shared,
@@ -272,8 +273,48 @@ pub async fn serve(
                 .iter()
                 .any(|n| n.get(&raw).eq_ignore_ascii_case(b"upgrade"));
         if upgrade {
-            let resp = ProxyError::UpgradeNotAllowed.into_response();
-            let _ = write_response(&shared, resp, &mut out, false, false, false).await;
+            let t = proxy.shared.load();
+            let route = crate::routing::classify(&t.cfg.routes, req.method(), req.uri().path());
+            if !route.upgrade {
+                let resp = ProxyError::UpgradeNotAllowed.into_response();
+                let _ = write_response(&shared, resp, &mut out, false, false, false).await;
+                break;
+            }
+            let target = match route.role {
+                crate::routing::Role::Read => t.pick_read(client.client_ip),
+                crate::routing::Role::Write => t.write_leader(),
+            };
+            let Some(backend) = target.cloned() else {
+                let resp = ProxyError::NoBackend.into_response();
+                let _ = write_response(&shared, resp, &mut out, false, false, false).await;
+                break;
+            };
+            out.clear();
+            let fwd = super::rewrite::ForwardOpts {
+                client_ip: client.peer.ip(),
+                tls: client.tls,
+                allow_upgrade: true,
+            };
+            super::rewrite::encode_request(&head, &raw, &fwd, &mut out);
+            let connect = crate::upstream::connect::connect(
+                &backend,
+                t.cfg.timeouts.connect,
+                crate::upstream::connect::Alpn::Http1,
+            );
+            let upstream = match connect.await {
+                Ok(u) => u,
+                Err(e) => {
+                    let err = ProxyError::Connect {
+                        backend: backend.name.clone(),
+                        reason: e.to_string(),
+                    };
+                    let _ =
+                        write_response(&shared, err.into_response(), &mut out, false, false, false)
+                            .await;
+                    break;
+                }
+            };
+            tunnel = Some((upstream, std::mem::take(&mut out), backend));
             break;
         }
         // A chunked body's first size line is checked before anything is
@@ -328,11 +369,46 @@ pub async fn serve(
         }
         deadline = Instant::now() + opts.client_idle;
     }
+    if let Some((upstream, head, backend)) = tunnel {
+        if let Ok(io) = Arc::try_unwrap(shared) {
+            let io = io.into_inner().unwrap_or_else(|e| e.into_inner());
+            run_tunnel(io.stream, io.buf, upstream, head, &backend, &client).await;
+        }
+        return Served::Done;
+    }
     give_back(std::mem::take(&mut lock(&shared).buf));
     // Send our FIN (and a TLS close_notify); a peer that does not read gets a second.
     let close = std::future::poll_fn(|cx| Pin::new(&mut lock(&shared).stream).poll_shutdown(cx));
     let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
     Served::Done
+}
+
+/// An upgraded connection: the forwarded head (and whatever the client sent
+/// after it) goes to the backend, then bytes flow both ways until either
+/// side closes. The backend's answer (101 or not) reaches the client as is.
+async fn run_tunnel(
+    mut client_io: Box<dyn ClientStream>,
+    early: BytesMut,
+    mut upstream: crate::upstream::connect::UpstreamStream,
+    head: Vec<u8>,
+    backend: &std::sync::Arc<crate::backend::Backend>,
+    client: &ClientInfo,
+) {
+    use tokio::io::AsyncWriteExt;
+    let _in_flight = backend.begin_request();
+    let start = async {
+        upstream.write_all(&head).await?;
+        upstream.write_all(&early).await?;
+        tokio::io::copy_bidirectional(&mut client_io, &mut upstream).await
+    };
+    match start.await {
+        Ok((up, down)) => {
+            tracing::debug!(client = %client.peer, backend = %backend.name, up, down, "upgrade tunnel closed")
+        }
+        Err(e) => {
+            tracing::debug!(client = %client.peer, backend = %backend.name, error = %e, "upgrade tunnel ended")
+        }
+    }
 }
 
 /// Reads until the buffered body starts with a whole, valid chunk-size

@@ -79,6 +79,10 @@ pub struct Route {
     /// the backend (no passive-health penalty, no re-probe), and
     /// `timeouts.body_idle` cuts neither body.
     pub long_poll: bool,
+    /// HTTP/1.1 `Upgrade` requests (WebSocket, …) on this route are
+    /// forwarded, and the connection becomes a byte tunnel to the chosen
+    /// backend; elsewhere they are answered 501.
+    pub upgrade: bool,
 }
 
 impl Route {
@@ -87,6 +91,7 @@ impl Route {
         role: Role::Write,
         timeout: None,
         long_poll: false,
+        upgrade: false,
     };
 }
 

@@ -56,6 +56,16 @@ pub enum MembersKind {
     /// etcd v3: `POST /v3/cluster/member/list`, each started member's
     /// `name` and first `clientURLs` entry.
     Etcd,
+    /// Patroni: `GET /cluster`, each member's `name` and `api_url` (the
+    /// REST API).
+    Patroni,
+    /// rqlite: `GET /nodes?ver=2` (the object keyed by node id of rqlite
+    /// 7/8, or the list of newer ones), each node's id and `api_addr`.
+    Rqlite,
+    /// consul: `GET /v1/status/peers`, the raft peers' hosts at the scheme
+    /// and HTTP port of the server that answered (the peers' own port is
+    /// the server RPC port, not HTTP).
+    Consul,
 }
 
 /// What DNS is asked.

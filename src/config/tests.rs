@@ -259,6 +259,24 @@ fn discovery_keys_and_defaults() {
         c.discovery.members.unwrap().interval,
         Duration::from_secs(10)
     );
+    for (kind, want) in [
+        ("patroni", MembersKind::Patroni),
+        ("rqlite", MembersKind::Rqlite),
+        ("consul", MembersKind::Consul),
+    ] {
+        let c = parse(
+            &format!("{DISC_BASE}backends: [{{name: seed, url: 'http://127.0.0.1:2'}}]\ndiscovery: {{ members: {{ kind: {kind}, interval: 2s }} }}\n"),
+            Path::new("lp.yaml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.discovery.members,
+            Some(MembersDiscovery {
+                kind: want,
+                interval: Duration::from_secs(2)
+            })
+        );
+    }
 }
 
 #[test]
@@ -296,8 +314,8 @@ fn discovery_errors_name_file_line_column() {
     );
     // Parse errors come from serde_yaml, with the key path.
     assert_eq!(
-        e("backends: [{name: s, url: 'http://127.0.0.1:2'}]\ndiscovery:\n  members: { kind: consul }\n"),
-        vec!["lp.yaml:5:20: discovery.members.kind: unknown variant `consul`, expected `etcd`"]
+        e("backends: [{name: s, url: 'http://127.0.0.1:2'}]\ndiscovery:\n  members: { kind: zookeeper }\n"),
+        vec!["lp.yaml:5:20: discovery.members.kind: unknown variant `zookeeper`, expected one of `etcd`, `patroni`, `rqlite`, `consul`"]
     );
     assert_eq!(
         e("discovery:\n  dns: { name: a.example, port: 1, scheme: ftp }\n"),

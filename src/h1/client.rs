@@ -60,8 +60,22 @@ impl Conn {
     pub fn is_reusable(&mut self) -> bool {
         match &mut self.io {
             UpstreamStream::Plain(s) => {
-                let mut b = [MaybeUninit::<u8>::uninit(); 1];
-                match socket2::SockRef::from(&*s).peek(&mut b) {
+                // The reactor flags read readiness when bytes or a FIN
+                // arrive: not readable means nothing happened, no syscall.
+                let waker = Waker::from(Arc::new(NoWake));
+                let mut cx = Context::from_waker(&waker);
+                if s.poll_read_ready(&mut cx).is_pending() {
+                    return true;
+                }
+                // Readable (or not known yet): look. Through `try_io`, an
+                // empty socket clears the readiness, so the next reuse of this
+                // connection needs no syscall at all.
+                let s = &*s;
+                let peeked = s.try_io(tokio::io::Interest::READABLE, || {
+                    let mut b = [MaybeUninit::<u8>::uninit(); 1];
+                    socket2::SockRef::from(s).peek(&mut b)
+                });
+                match peeked {
                     Err(e) => e.kind() == io::ErrorKind::WouldBlock,
                     // 0: closed; more: bytes nobody asked for.
                     Ok(_) => false,

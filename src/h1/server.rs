@@ -344,19 +344,20 @@ pub async fn serve(
                 break;
             }
         }
-        let resp = handle(proxy, worker, client.clone(), req).await;
+        // Boxed: the request's future is large and must not stay part of an
+        // idle connection's task.
+        let resp = Box::pin(handle(proxy, worker, client.clone(), req)).await;
         // A request body not read to its end leaves the connection unusable.
         let reuse = keep_alive && body_done.is_done();
-        match write_response(
+        let written = Box::pin(write_response(
             &shared,
             resp,
             &mut out,
             is_head,
             client_11 && reuse,
             client_11 && te_trailers,
-        )
-        .await
-        {
+        ));
+        match written.await {
             Ok(true) if reuse => {}
             _ => break,
         }

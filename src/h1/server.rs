@@ -611,7 +611,7 @@ impl http_body::Body for RequestBody {
 /// Writes every slice to the client.
 async fn write_all(shared: &Shared, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
     let mut bufs = bufs;
-    while !bufs.is_empty() {
+    while bufs.iter().any(|b| !b.is_empty()) {
         let n = std::future::poll_fn(|cx| {
             let mut io = lock(shared);
             Pin::new(&mut io.stream).poll_write_vectored(cx, bufs)
@@ -680,27 +680,68 @@ async fn write_response(
         write_all(shared, &mut [IoSlice::new(out), IoSlice::new(&b)]).await?;
         return Ok(keep);
     }
-    write_all(shared, &mut [IoSlice::new(out)]).await?;
     let mut body = Pin::new(&mut body);
-    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+    // The head waits for the body's first data if that is already there, so
+    // both (with a small backend answer: the whole response) go in one write.
+    let mut head_pending = true;
+    let mut first = std::future::poll_fn(|cx| {
+        Poll::Ready(match body.as_mut().poll_frame(cx) {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => None,
+        })
+    })
+    .await;
+    if first.is_none() {
+        write_all(shared, &mut [IoSlice::new(out)]).await?;
+        head_pending = false;
+    }
+    loop {
+        let frame = match first.take() {
+            Some(f) => f,
+            None => std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await,
+        };
+        let Some(frame) = frame else { break };
         // The backend's body broke: the client's response cannot be finished.
         let frame = frame.map_err(io::Error::other)?;
+        let head: &[u8] = if head_pending { out } else { b"" };
         match frame.into_data() {
-            Ok(d) if d.is_empty() => {}
             Ok(d) if framing == Framing::Chunked => {
                 let h = ChunkHeader::new(d.len() as u64);
+                let chunk: [&[u8]; 3] = if d.is_empty() {
+                    [b"", b"", b""]
+                } else {
+                    [h.as_bytes(), &d, b"\r\n"]
+                };
+                let end: &[u8] = if body.is_end_stream() {
+                    b"0\r\n\r\n"
+                } else {
+                    b""
+                };
                 write_all(
                     shared,
                     &mut [
-                        IoSlice::new(h.as_bytes()),
-                        IoSlice::new(&d),
-                        IoSlice::new(b"\r\n"),
+                        IoSlice::new(head),
+                        IoSlice::new(chunk[0]),
+                        IoSlice::new(chunk[1]),
+                        IoSlice::new(chunk[2]),
+                        IoSlice::new(end),
                     ],
                 )
                 .await?;
+                head_pending = false;
+                if !end.is_empty() {
+                    return Ok(keep);
+                }
             }
-            Ok(d) => write_all(shared, &mut [IoSlice::new(&d)]).await?,
+            Ok(d) => {
+                write_all(shared, &mut [IoSlice::new(head), IoSlice::new(&d)]).await?;
+                head_pending = false;
+            }
             Err(frame) => {
+                if head_pending {
+                    write_all(shared, &mut [IoSlice::new(out)]).await?;
+                    head_pending = false;
+                }
                 if let (Framing::Chunked, Ok(t)) = (framing, frame.into_trailers()) {
                     out.clear();
                     out.extend_from_slice(b"0\r\n");
@@ -713,6 +754,9 @@ async fn write_response(
                 }
             }
         }
+    }
+    if head_pending {
+        write_all(shared, &mut [IoSlice::new(out)]).await?;
     }
     if framing == Framing::Chunked {
         write_all(shared, &mut [IoSlice::new(b"0\r\n\r\n")]).await?;

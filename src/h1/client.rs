@@ -62,8 +62,7 @@ impl Conn {
             UpstreamStream::Plain(s) => {
                 // The reactor flags read readiness when bytes or a FIN
                 // arrive: not readable means nothing happened, no syscall.
-                let waker = Waker::from(Arc::new(NoWake));
-                let mut cx = Context::from_waker(&waker);
+                let mut cx = Context::from_waker(&NO_WAKE);
                 if s.poll_read_ready(&mut cx).is_pending() {
                     return true;
                 }
@@ -84,8 +83,7 @@ impl Conn {
             // TLS: one read that must find no application data (rustls
             // consumes session tickets and alerts on the way).
             tls => {
-                let waker = Waker::from(Arc::new(NoWake));
-                let mut cx = Context::from_waker(&waker);
+                let mut cx = Context::from_waker(&NO_WAKE);
                 let mut b = [0u8; 1];
                 let mut buf = ReadBuf::new(&mut b);
                 matches!(Pin::new(tls).poll_read(&mut cx, &mut buf), Poll::Pending)
@@ -111,7 +109,10 @@ impl Conn {
     }
 }
 
-/// A waker for a look that never waits.
+/// A waker for a look that never waits (made once).
+static NO_WAKE: std::sync::LazyLock<Waker> =
+    std::sync::LazyLock::new(|| Waker::from(Arc::new(NoWake)));
+
 struct NoWake;
 
 impl Wake for NoWake {

@@ -142,7 +142,7 @@ fn service(
     // The request future is a few KiB; boxed once, hyper moves a pointer
     // instead of copying it several times per request.
     service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        let req = req.map(crate::proxy::body::ClientBody::H2);
+        let req = req.map(http_body_util::Either::Right);
         let fut = Box::pin(handle(proxy, worker, client.clone(), req));
         async move { Ok::<_, Infallible>(fut.await) }
     })

@@ -30,6 +30,7 @@ use crate::upstream::connect::UpstreamStream;
 
 use super::framing::{ChunkHeader, ChunkedDecoder, Decoded, Framing};
 use super::parse::{parse_response, Limits, Progress, ResponseHead};
+use super::rewrite::framing_line;
 use crate::proxy::body::{BoxError, UpBody};
 
 /// First read buffer for a response head; grows up to the head limit.
@@ -152,37 +153,20 @@ fn encode_head(req: &Request<UpBody>, out: &mut Vec<u8>) {
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    match req.body() {
-        UpBody::Full(Some(b)) => length(out, b.len() as u64),
-        UpBody::Full(None) => {
-            if req.headers().contains_key(http::header::CONTENT_LENGTH) {
-                length(out, 0);
-            }
+    let framing = match req.body() {
+        UpBody::Full(Some(b)) => Framing::Length(b.len() as u64),
+        UpBody::Full(None) if req.headers().contains_key(http::header::CONTENT_LENGTH) => {
+            Framing::Length(0)
         }
-        UpBody::Stream { .. } => match req.body().size_hint().exact() {
-            Some(n) => length(out, n),
-            None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        },
-    }
+        UpBody::Full(None) => Framing::None,
+        UpBody::Stream { .. } => req
+            .body()
+            .size_hint()
+            .exact()
+            .map_or(Framing::Chunked, Framing::Length),
+    };
+    framing_line(out, framing);
     out.extend_from_slice(b"\r\n");
-}
-
-fn length(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(itoa_u64(n, &mut [0u8; 20]));
-    out.extend_from_slice(b"\r\n");
-}
-
-fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
-        }
-    }
 }
 
 /// Writes every slice, however the kernel splits the writes. Returns how
@@ -530,16 +514,6 @@ mod tests {
             UpstreamStream::Plain(s) => s,
             UpstreamStream::Tls(_) => unreachable!("plain only here"),
         }
-    }
-
-    #[test]
-    fn numbers() {
-        assert_eq!(itoa_u64(0, &mut [0; 20]), b"0");
-        assert_eq!(itoa_u64(1234567, &mut [0; 20]), b"1234567");
-        assert_eq!(
-            itoa_u64(u64::MAX, &mut [0; 20]),
-            u64::MAX.to_string().as_bytes()
-        );
     }
 
     #[test]

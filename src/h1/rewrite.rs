@@ -45,7 +45,8 @@ fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn framing_line(out: &mut Vec<u8>, f: Framing) {
+/// The framing field line for `f` (none for no body or until-close).
+pub(crate) fn framing_line(out: &mut Vec<u8>, f: Framing) {
     match f {
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");

@@ -25,6 +25,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, Request, Response, Uri, Version as HttpVersion};
 use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::Either;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -438,7 +439,7 @@ fn to_request(h: &RequestHead, raw: &Bytes) -> Result<Request<ClientBody>, crate
     let method = Method::from_bytes(h.method.get(raw)).map_err(|_| HeadError::BadMethod)?;
     let uri = Uri::from_maybe_shared(raw.slice(h.target.start as usize..h.target.end as usize))
         .map_err(|_| HeadError::BadTarget)?;
-    let mut req = Request::new(ClientBody::H1(RequestBody::empty()));
+    let mut req = Request::new(Either::Left(RequestBody::empty()));
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.version_mut() = match h.version {
@@ -480,7 +481,7 @@ fn attach_body(
         Framing::Chunked => Left::Chunked(ChunkedDecoder::default()),
     };
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    *req.body_mut() = ClientBody::H1(RequestBody {
+    *req.body_mut() = Either::Left(RequestBody {
         shared: Some(shared.clone()),
         left,
         done: Some(done.clone()),
@@ -657,15 +658,7 @@ async fn write_response(
     out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     write_fields(&parts.headers, out, !no_body);
-    match framing {
-        Framing::Length(n) => {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(n.to_string().as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        _ => {}
-    }
+    super::rewrite::framing_line(out, framing);
     if !keep {
         out.extend_from_slice(b"connection: close\r\n");
     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
@@ -138,41 +139,8 @@ impl Drop for UploadTx {
 }
 
 /// A client's request body as it arrives: read by our HTTP/1.1 server from
-/// the client's connection, or by hyper's HTTP/2 server.
-pub enum ClientBody {
-    H1(crate::h1::server::RequestBody),
-    H2(Incoming),
-}
-
-impl Body for ClientBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    #[inline]
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            ClientBody::H1(b) => Pin::new(b).poll_frame(cx),
-            ClientBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ClientBody::H1(b) => b.is_end_stream(),
-            ClientBody::H2(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ClientBody::H1(b) => b.size_hint(),
-            ClientBody::H2(b) => b.size_hint(),
-        }
-    }
-}
+/// the client's connection (`Left`), or by hyper's HTTP/2 server (`Right`).
+pub type ClientBody = Either<crate::h1::server::RequestBody, Incoming>;
 
 /// A request body on its way to a backend.
 pub enum UpBody {
@@ -326,50 +294,15 @@ impl Release {
 }
 
 /// A backend's response body: read from the pooled HTTP/1.1 socket on the
-/// caller's task, or from hyper's shared HTTP/2 connection.
-pub enum UpstreamBody {
-    H1(crate::h1::client::Body),
-    H2(Incoming),
-}
+/// caller's task (`Left`), or from hyper's shared HTTP/2 connection (`Right`).
+pub type UpstreamBody = Either<crate::h1::client::Body, Incoming>;
 
-impl UpstreamBody {
-    /// The HTTP/1.1 connection, once the body was read to its end and the
-    /// backend keeps it alive.
-    pub fn take_conn(&mut self) -> Option<Conn> {
-        match self {
-            UpstreamBody::H1(b) => b.take_conn(),
-            UpstreamBody::H2(_) => None,
-        }
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    #[inline]
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            UpstreamBody::H1(b) => Pin::new(b).poll_frame(cx),
-            UpstreamBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            UpstreamBody::H1(b) => b.is_end_stream(),
-            UpstreamBody::H2(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            UpstreamBody::H1(b) => b.size_hint(),
-            UpstreamBody::H2(b) => b.size_hint(),
-        }
+/// The HTTP/1.1 connection of a backend's body, once the body was read to
+/// its end and the backend keeps it alive.
+pub fn take_conn(body: &mut UpstreamBody) -> Option<Conn> {
+    match body {
+        Either::Left(b) => b.take_conn(),
+        Either::Right(_) => None,
     }
 }
 
@@ -412,7 +345,7 @@ impl Body for DownBody {
             } => match Pin::new(&mut *inner).poll_frame(cx) {
                 Poll::Ready(None) => {
                     if let Some(mut rel) = release.take() {
-                        rel.finish_with(inner.take_conn());
+                        rel.finish_with(take_conn(inner));
                     }
                     Poll::Ready(None)
                 }
@@ -424,7 +357,7 @@ impl Body for DownBody {
                     idle.progress();
                     if inner.is_end_stream() {
                         if let Some(mut rel) = release.take() {
-                            rel.finish_with(inner.take_conn());
+                            rel.finish_with(take_conn(inner));
                         }
                     }
                     Poll::Ready(Some(Ok(f)))

@@ -17,6 +17,7 @@ use super::error::ProxyError;
 use super::pool;
 use crate::backend::Backend;
 use crate::h1::client::SendError;
+use http_body_util::Either;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -341,7 +342,7 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
         let fut = crate::h1::client::send(conn, req, &mut head_buf);
         match response_head(fut, upload.as_deref(), o.response_timeout).await {
             None => return timed_out(backend, o.response_timeout),
-            Some(Ok(resp)) => return Attempt::Answered(resp.map(UpstreamBody::H1)),
+            Some(Ok(resp)) => return Attempt::Answered(resp.map(Either::Left)),
             Some(Err(SendError::NotSent(back, e))) => {
                 // No byte was written: a pooled socket the backend had closed
                 // is replaced; a fresh one failing is a connect failure.
@@ -458,7 +459,7 @@ async fn send_h2(
                 backend.pool.forget_h2(o.worker, &h2);
                 return Ok(timed_out(backend, o.response_timeout));
             }
-            Some(Ok(resp)) => return Ok(Attempt::Answered(resp.map(UpstreamBody::H2))),
+            Some(Ok(resp)) => return Ok(Attempt::Answered(resp.map(Either::Right))),
             Some(Err(mut e)) => match e.take_message() {
                 Some(back) if !fresh => req = back,
                 Some(back) => return Ok(not_sent(back, e.error().to_string())),

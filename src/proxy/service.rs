@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use tokio::time::Instant;
 
 use super::body::{
-    ClientBody, ClientBodyError, DownBody, IdleTimer, Release, UpBody, UpstreamBody,
+    take_conn, ClientBody, ClientBodyError, DownBody, IdleTimer, Release, UpBody, UpstreamBody,
 };
 use super::error::ProxyError;
 use super::forward::{self, SendOpts};
@@ -312,7 +312,7 @@ pub(super) fn respond(
     let (mut parts, mut body) = resp.into_parts();
     forward::prepare_response(&mut parts);
     if body.is_end_stream() {
-        rel.finish_with(body.take_conn());
+        rel.finish_with(take_conn(&mut body));
         return Response::from_parts(parts, DownBody::empty());
     }
     Response::from_parts(

@@ -22,7 +22,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
-use super::body::{DownBody, Release, UpBody, UpstreamBody};
+use super::body::{take_conn, DownBody, Release, UpBody, UpstreamBody};
 use super::error::ProxyError;
 use super::forward::{self, Attempt, Cause};
 use super::service::{blame, is_idempotent, respond, try_clone, Ctx, Proxy, Routed};
@@ -103,7 +103,7 @@ async fn judge_answer(
         // The answer broke off: pass on what the status says, with no body.
         let bytes = Box::pin(read_small(&mut body)).await.unwrap_or_default();
         // Read to the end: the connection may serve again.
-        rel.finish_with(body.take_conn());
+        rel.finish_with(take_conn(&mut body));
         if nl.body_matches(status, &bytes) {
             return Verdict::NotLeader(None);
         }

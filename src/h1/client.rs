@@ -22,13 +22,14 @@ use std::task::{ready, Context, Poll, Wake, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 
 use crate::upstream::connect::UpstreamStream;
 
-use super::framing::{ChunkHeader, ChunkedDecoder, Decoded, Framing};
+use super::body::{Left, Step};
+use super::framing::{ChunkHeader, Framing};
 use super::parse::{parse_response, Limits, Progress, ResponseHead};
 use super::rewrite::framing_line;
 use crate::proxy::body::{BoxError, UpBody};
@@ -322,16 +323,6 @@ fn to_response(head: &ResponseHead, raw: &[u8]) -> Result<Response<()>, BoxError
     Ok(r)
 }
 
-/// Where a response body stands.
-enum Left {
-    /// This many bytes to go.
-    Length(u64),
-    Chunked(ChunkedDecoder),
-    /// Until the backend closes.
-    Close,
-    Done,
-}
-
 /// A response body read from the upstream socket as it is polled.
 pub struct Body {
     conn: Option<Conn>,
@@ -342,16 +333,10 @@ pub struct Body {
 
 impl Body {
     fn new(conn: Conn, buf: BytesMut, head: &ResponseHead) -> Body {
-        let left = match head.framing {
-            Framing::None | Framing::Length(0) => Left::Done,
-            Framing::Length(n) => Left::Length(n),
-            Framing::Chunked => Left::Chunked(ChunkedDecoder::default()),
-            Framing::Close => Left::Close,
-        };
         Body {
             conn: Some(conn),
             buf,
-            left,
+            left: Left::of(head.framing),
             keep_alive: head.keep_alive && head.framing != Framing::Close,
         }
     }
@@ -359,7 +344,7 @@ impl Body {
     /// The connection, once the body has been read to its end and the
     /// backend keeps it alive with nothing left over; `None` otherwise.
     pub fn take_conn(&mut self) -> Option<Conn> {
-        let reusable = matches!(self.left, Left::Done) && self.keep_alive && self.buf.is_empty();
+        let reusable = self.left.is_done() && self.keep_alive && self.buf.is_empty();
         let mut c = self.conn.take().filter(|_| reusable)?;
         c.reused = true;
         Some(c)
@@ -393,115 +378,34 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         loop {
-            match &mut this.left {
-                Left::Done => return Poll::Ready(None),
-                Left::Length(n) => {
-                    if !this.buf.is_empty() {
-                        let take = (*n).min(this.buf.len() as u64) as usize;
-                        *n -= take as u64;
-                        if *n == 0 {
-                            this.left = Left::Done;
-                        }
-                        return Poll::Ready(Some(Ok(Frame::data(
-                            this.buf.split_to(take).freeze(),
-                        ))));
+            let step = match this.left.step(&mut this.buf) {
+                Step::Fill => match ready!(this.poll_fill(cx)) {
+                    Ok(0) => {
+                        // Read until close: a clean end, but not reusable.
+                        this.keep_alive = false;
+                        this.left.at_eof()
                     }
-                    match ready!(this.poll_fill(cx)) {
-                        Ok(0) => {
-                            return this.broken(
-                                "the backend closed the connection before the end of the body",
-                            )
-                        }
-                        Ok(_) => {}
-                        Err(e) => return this.broken(&e.to_string()),
-                    }
-                }
-                Left::Close => {
-                    if !this.buf.is_empty() {
-                        let all = this.buf.split().freeze();
-                        return Poll::Ready(Some(Ok(Frame::data(all))));
-                    }
-                    match ready!(this.poll_fill(cx)) {
-                        Ok(0) => {
-                            this.left = Left::Done;
-                            this.conn = None;
-                            return Poll::Ready(None);
-                        }
-                        Ok(_) => {}
-                        Err(e) => return this.broken(&e.to_string()),
-                    }
-                }
-                Left::Chunked(dec) => {
-                    match dec.decode(&this.buf) {
-                        Ok((used, Decoded::Data(range))) => {
-                            let chunk = this.buf.split_to(used).freeze();
-                            if range.is_empty() {
-                                continue;
-                            }
-                            return Poll::Ready(Some(Ok(Frame::data(chunk.slice(range)))));
-                        }
-                        Ok((used, Decoded::End { trailers })) => {
-                            let raw = this.buf.split_to(used);
-                            this.left = Left::Done;
-                            if trailers.is_empty() {
-                                return Poll::Ready(None);
-                            }
-                            return match parse_trailers(&raw[trailers]) {
-                                Some(t) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
-                                None => this.broken("invalid trailer section"),
-                            };
-                        }
-                        Ok((used, Decoded::NeedMore)) => {
-                            this.buf.advance(used);
-                        }
-                        Err(e) => return this.broken(e.reason()),
-                    }
-                    match ready!(this.poll_fill(cx)) {
-                        Ok(0) => {
-                            return this.broken(
-                                "the backend closed the connection in the middle of a chunked body",
-                            )
-                        }
-                        Ok(_) => {}
-                        Err(e) => return this.broken(&e.to_string()),
-                    }
-                }
-            }
+                    Ok(_) => continue,
+                    Err(e) => return this.broken(&e.to_string()),
+                },
+                step => step,
+            };
+            return match step {
+                Step::Frame(f) => Poll::Ready(Some(Ok(f))),
+                Step::End => Poll::Ready(None),
+                Step::Broken(why) => this.broken(why),
+                Step::Fill => unreachable!("handled above"),
+            };
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.left, Left::Done)
+        self.left.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.left {
-            Left::Done => SizeHint::with_exact(0),
-            Left::Length(n) => SizeHint::with_exact(n),
-            _ => SizeHint::default(),
-        }
+        self.left.size_hint()
     }
-}
-
-/// Trailer field lines (already checked by the decoder) as a header map.
-pub(crate) fn parse_trailers(raw: &[u8]) -> Option<HeaderMap> {
-    let mut slots = [httparse::EMPTY_HEADER; 64];
-    let mut with_end = Vec::with_capacity(raw.len() + 2);
-    with_end.extend_from_slice(raw);
-    with_end.extend_from_slice(b"\r\n");
-    let httparse::Status::Complete((_, fields)) =
-        httparse::parse_headers(&with_end, &mut slots).ok()?
-    else {
-        return None;
-    };
-    let mut map = HeaderMap::with_capacity(fields.len());
-    for f in fields {
-        map.append(
-            HeaderName::from_bytes(f.name.as_bytes()).ok()?,
-            HeaderValue::from_bytes(f.value).ok()?,
-        );
-    }
-    Some(map)
 }
 
 #[cfg(test)]
@@ -514,13 +418,6 @@ mod tests {
             UpstreamStream::Plain(s) => s,
             UpstreamStream::Tls(_) => unreachable!("plain only here"),
         }
-    }
-
-    #[test]
-    fn trailers() {
-        let t = parse_trailers(b"x-sum: 1\r\nx-b: two\r\n").unwrap();
-        assert_eq!(t["x-sum"], "1");
-        assert_eq!(t["x-b"], "two");
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@
 //! Parsed heads hold no copies: a [`Span`] is a range into the buffer the head
 //! was parsed from, and the caller hands that buffer back to read it.
 
+mod body;
 pub mod client;
 pub mod framing;
 pub mod parse;

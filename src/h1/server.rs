@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, Request, Response, Uri, Version as HttpVersion};
 use http_body::{Body as _, Frame, SizeHint};
@@ -31,6 +31,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::body::{Left as BodyLeft, Step};
 use super::framing::{ChunkHeader, ChunkedDecoder, Decoded, Framing};
 use super::parse::{parse_request, Limits, Progress, RequestHead, Version};
 use crate::net::client_ip::ClientInfo;
@@ -475,10 +476,11 @@ fn attach_body(
     head: &RequestHead,
     shared: &Shared,
 ) -> (Request<ClientBody>, BodyDone) {
+    // A request body is never read until close (the codec says so).
     let left = match head.framing {
-        Framing::None | Framing::Length(0) | Framing::Close => return (req, BodyDone(None)),
-        Framing::Length(n) => Left::Length(n),
-        Framing::Chunked => Left::Chunked(ChunkedDecoder::default()),
+        Framing::Length(n) if n > 0 => BodyLeft::of(head.framing),
+        Framing::Chunked => BodyLeft::of(head.framing),
+        _ => return (req, BodyDone(None)),
     };
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     *req.body_mut() = Either::Left(RequestBody {
@@ -489,16 +491,10 @@ fn attach_body(
     (req, BodyDone(Some(done)))
 }
 
-enum Left {
-    Length(u64),
-    Chunked(ChunkedDecoder),
-    Done,
-}
-
 /// A request body read from the client's connection as it is polled.
 pub struct RequestBody {
     shared: Option<Shared>,
-    left: Left,
+    left: BodyLeft,
     done: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
@@ -506,20 +502,20 @@ impl RequestBody {
     fn empty() -> RequestBody {
         RequestBody {
             shared: None,
-            left: Left::Done,
+            left: BodyLeft::Done,
             done: None,
         }
     }
 
     fn finish(&mut self) {
-        self.left = Left::Done;
+        self.left = BodyLeft::Done;
         if let Some(d) = &self.done {
             d.store(true, std::sync::atomic::Ordering::Release);
         }
     }
 
     fn broken(&mut self, why: String) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.left = Left::Done;
+        self.left = BodyLeft::Done;
         self.shared = None;
         Poll::Ready(Some(Err(why.into())))
     }
@@ -537,75 +533,43 @@ impl http_body::Body for RequestBody {
         let Some(shared) = this.shared.clone() else {
             return Poll::Ready(None);
         };
-        loop {
-            let mut io = lock(&shared);
-            match &mut this.left {
-                Left::Done => return Poll::Ready(None),
-                Left::Length(n) => {
-                    if !io.buf.is_empty() {
-                        let take = (*n).min(io.buf.len() as u64) as usize;
-                        *n -= take as u64;
-                        let data = io.buf.split_to(take).freeze();
-                        drop(io);
-                        if let Left::Length(0) = this.left {
-                            this.finish();
-                        }
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                }
-                Left::Chunked(dec) => match dec.decode(&io.buf) {
-                    Ok((used, Decoded::Data(range))) => {
-                        let chunk = io.buf.split_to(used).freeze();
-                        if range.is_empty() {
-                            continue;
-                        }
-                        return Poll::Ready(Some(Ok(Frame::data(chunk.slice(range)))));
-                    }
-                    Ok((used, Decoded::End { trailers })) => {
-                        let raw = io.buf.split_to(used);
-                        drop(io);
-                        this.finish();
-                        if trailers.is_empty() {
-                            return Poll::Ready(None);
-                        }
-                        return match super::client::parse_trailers(&raw[trailers]) {
-                            Some(t) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
-                            None => this.broken("invalid trailer section".into()),
-                        };
-                    }
-                    Ok((used, Decoded::NeedMore)) => io.buf.advance(used),
+        let mut io = lock(&shared);
+        let step = loop {
+            match this.left.step(&mut io.buf) {
+                Step::Fill => match ready!(io.poll_fill(cx, BODY_READ)) {
+                    Ok(0) => break this.left.at_eof(),
+                    Ok(_) => {}
                     Err(e) => {
                         drop(io);
-                        return this.broken(format!("invalid chunked body: {}", e.reason()));
+                        return this.broken(e.to_string());
                     }
                 },
+                step => break step,
             }
-            match ready!(io.poll_fill(cx, BODY_READ)) {
-                Ok(0) => {
-                    drop(io);
-                    return this.broken(
-                        "the client closed the connection in the middle of the body".into(),
-                    );
+        };
+        drop(io);
+        match step {
+            Step::Frame(f) => {
+                if this.left.is_done() {
+                    this.finish();
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    drop(io);
-                    return this.broken(e.to_string());
-                }
+                Poll::Ready(Some(Ok(f)))
             }
+            Step::End => {
+                this.finish();
+                Poll::Ready(None)
+            }
+            Step::Broken(why) => this.broken(format!("invalid request body: {why}")),
+            Step::Fill => unreachable!("filled above"),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.left, Left::Done)
+        self.left.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.left {
-            Left::Done => SizeHint::with_exact(0),
-            Left::Length(n) => SizeHint::with_exact(n),
-            Left::Chunked(_) => SizeHint::default(),
-        }
+        self.left.size_hint()
     }
 }
 

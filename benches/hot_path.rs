@@ -115,6 +115,8 @@ fn backends(n: usize, metrics: &Metrics) -> (Vec<Arc<Backend>>, Vec<InFlight>) {
                 weight: (i % 3) as u32 + 1,
                 h2c: false,
                 tls: None,
+                zone: None,
+                priority: 0,
             };
             let b = Arc::new(Backend::new(&cfg, metrics, 1));
             load.extend((0..(i * 7) % 5).map(|_| b.begin_request()));

@@ -33,6 +33,10 @@ pub struct Backend {
     pub h2c: bool,
     /// Stable hash of the name, for rendezvous hashing.
     pub name_hash: u64,
+    /// Failure domain (`backends[].zone`); reads prefer `local_zone`.
+    pub zone: Option<String>,
+    /// 0 = primary site; higher = standby (`backends[].priority`).
+    pub priority: u32,
     pub(crate) metrics: BackendMetrics,
     pub(crate) pool: Pool,
     /// Relative share of reads (a reload may change it).
@@ -61,6 +65,9 @@ pub struct Backend {
     /// `notAfter` of the certificate the backend presented at the last
     /// successful handshake (Unix seconds); `i64::MIN` = none yet.
     peer_not_after: AtomicI64,
+    /// The last probed replication position plus one; 0 = unknown (never
+    /// probed, or the last position probe failed).
+    position: AtomicU64,
 }
 
 /// Counts one request in flight on a backend until dropped.
@@ -101,6 +108,9 @@ impl Backend {
             tls_state: AtomicU8::new(0),
             no_h2: AtomicBool::new(false),
             peer_not_after: AtomicI64::new(i64::MIN),
+            position: AtomicU64::new(0),
+            zone: cfg.zone.clone(),
+            priority: cfg.priority,
         }
     }
 
@@ -173,6 +183,20 @@ impl Backend {
             && self.authority == cfg.authority
             && self.h2c == cfg.h2c
             && self.tls.is_some() == cfg.tls.is_some()
+            && self.zone == cfg.zone
+            && self.priority == cfg.priority
+    }
+
+    /// The last probed replication position; `None` when unknown.
+    #[inline]
+    pub fn position(&self) -> Option<u64> {
+        self.position.load(Ordering::Relaxed).checked_sub(1)
+    }
+
+    /// Records a position probe's result (`None`: it failed).
+    pub(crate) fn set_position(&self, p: Option<u64>) {
+        self.position
+            .store(p.map_or(0, |p| p.saturating_add(1)), Ordering::Relaxed);
     }
 
     #[inline]

@@ -35,6 +35,8 @@ fn expected(followers: &[&Fake], client: &str) -> String {
                 weight: 1,
                 h2c: false,
                 tls: None,
+                zone: None,
+                priority: 0,
             };
             Arc::new(Backend::new(&cfg, &m, 1))
         })

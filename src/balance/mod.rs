@@ -98,6 +98,8 @@ pub(crate) mod test_support {
                     weight: *w,
                     h2c: false,
                     tls: None,
+                    zone: None,
+                    priority: 0,
                 };
                 Arc::new(Backend::new(&cfg, &m, 1))
             })

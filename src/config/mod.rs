@@ -3,6 +3,7 @@
 //! [`Config`] where every default is filled in. Every default lives here.
 
 mod admin_access;
+mod consistency;
 mod discovery;
 mod locate;
 pub mod types;
@@ -18,6 +19,7 @@ use serde::Deserialize;
 use crate::net::client_ip::{Cidr, CidrSet};
 use crate::routing::classify::{MethodSet, Role, Rule};
 pub use admin_access::AdminToken;
+pub use consistency::{Consistency, PositionSource, PositionsConfig, SessionConfig, SessionKey};
 pub use discovery::{
     DiscoveredTls, DiscoveryConfig, DnsDiscovery, DnsLookup, MembersDiscovery, MembersKind, Scheme,
 };
@@ -88,6 +90,7 @@ struct RawConfig {
     discovery: Option<discovery::RawDiscovery>,
     health: Option<RawProbe>,
     leader: RawLeader,
+    positions: Option<consistency::RawPositions>,
     #[serde(default)]
     routes: Vec<RawRoute>,
     reads: Option<RawReads>,
@@ -100,6 +103,7 @@ struct RawConfig {
     admin_token_file: Option<PathBuf>,
     #[serde(default)]
     admin_insecure: bool,
+    local_zone: Option<String>,
 }
 
 /// A `listen` entry: `"ip:port"` or `{ addr: "ip:port", proxy_protocol: true }`.
@@ -155,6 +159,8 @@ struct RawBackend {
     #[serde(default)]
     h2c: bool,
     tls: Option<upstream_tls::RawUpstreamTls>,
+    zone: Option<String>,
+    priority: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,6 +240,10 @@ struct RawReads {
     policy: Option<Policy>,
     fallback_to_leader: Option<bool>,
     retry: Option<bool>,
+    consistency: Option<Consistency>,
+    session: Option<consistency::RawSession>,
+    max_lag: Option<u64>,
+    after_write_window: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -331,6 +341,12 @@ pub struct BackendConfig {
     pub h2c: bool,
     /// `https://`: TLS settings and client config; `None` for `http://`.
     pub tls: Option<std::sync::Arc<BackendTls>>,
+    /// Failure domain (data centre, availability zone); default none.
+    /// Reads prefer followers in `local_zone`.
+    pub zone: Option<String>,
+    /// 0 (default) = primary site; higher = standby site that gets reads
+    /// only when no follower of a lower priority can take them.
+    pub priority: u32,
 }
 
 /// What a probe answer must satisfy; every given condition must hold.
@@ -403,6 +419,16 @@ pub struct ReadsConfig {
     pub fallback_to_leader: bool,
     /// Retry a read once on another follower after a connect failure or a 502/503; default true.
     pub retry: bool,
+    /// Default `eventual`.
+    pub consistency: Consistency,
+    /// What identifies a session for read-your-writes; default none.
+    pub session: Option<SessionConfig>,
+    /// Followers whose probed position is more than this many positions
+    /// behind the leader's get no reads; default none (no limit).
+    pub max_lag: Option<u64>,
+    /// Without any known position for a session's write, that session's
+    /// reads go to the leader this long after it; default 2s.
+    pub after_write_window: Duration,
 }
 
 /// How a backend says "I am not the leader" when refusing a write.
@@ -566,6 +592,8 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     pub health: HealthConfig,
     pub leader: LeaderConfig,
+    /// Replication positions; default none.
+    pub positions: PositionsConfig,
     pub routes: Vec<Rule>,
     pub reads: ReadsConfig,
     pub writes: WritesConfig,
@@ -578,6 +606,10 @@ pub struct Config {
     pub admin_token: Option<AdminToken>,
     /// Allow a non-loopback `admin` address without a token; default false.
     pub admin_insecure: bool,
+    /// The zone this proxy runs in: reads prefer followers with this
+    /// `zone`. `LEADERPROXY_ZONE` (when set and not empty) overrides the
+    /// file's `local_zone`; default none (no preference).
+    pub local_zone: Option<String>,
 }
 
 /// Reads and validates a config file.
@@ -591,7 +623,22 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             message: format!("cannot read: {e}"),
         }])
     })?;
-    parse(&text, path)
+    let mut cfg = parse(&text, path)?;
+    if let Some(z) = std::env::var("LEADERPROXY_ZONE")
+        .ok()
+        .filter(|z| !z.is_empty())
+    {
+        if !valid_zone(&z) {
+            return Err(ConfigError(vec![Problem {
+                file: "LEADERPROXY_ZONE".into(),
+                at: None,
+                key: String::new(),
+                message: format!("invalid zone {z:?} (use letters, digits, '-', '_' and '.')"),
+            }]));
+        }
+        cfg.local_zone = Some(z);
+    }
+    Ok(cfg)
 }
 
 /// Parses and validates config text; `path` is used in messages.
@@ -624,6 +671,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     } else {
         Err(ConfigError(v.problems))
     }
+}
+
+/// Zone names: what Kubernetes topology labels and cloud zones use.
+fn valid_zone(z: &str) -> bool {
+    !z.is_empty()
+        && z.len() <= 63
+        && z.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 /// serde_yaml prefixes messages with the key path (`health.interval: ...`).
@@ -725,18 +780,42 @@ impl Validator {
         let leader = self.leader(raw.leader);
         let routes = self.routes(raw.routes);
 
-        let reads = raw.reads.map_or(
-            ReadsConfig {
-                policy: Policy::RoundRobin,
-                fallback_to_leader: true,
-                retry: true,
-            },
-            |r| ReadsConfig {
-                policy: r.policy.unwrap_or(Policy::RoundRobin),
-                fallback_to_leader: r.fallback_to_leader.unwrap_or(true),
-                retry: r.retry.unwrap_or(true),
-            },
-        );
+        let probe_given = raw.positions.as_ref().is_some_and(|p| p.has_probe());
+        let positions = self.positions(raw.positions, &leader.probe);
+        let (policy, fallback_to_leader, retry, rc) = match raw.reads {
+            None => (None, None, None, consistency::RawReadConsistency::default()),
+            Some(r) => (
+                r.policy,
+                r.fallback_to_leader,
+                r.retry,
+                consistency::RawReadConsistency {
+                    consistency: r.consistency,
+                    session: r.session,
+                    max_lag: r.max_lag,
+                    after_write_window: r.after_write_window,
+                },
+            ),
+        };
+        let rc = self.read_consistency(rc, &positions, probe_given);
+        let reads = ReadsConfig {
+            policy: policy.unwrap_or(Policy::RoundRobin),
+            fallback_to_leader: fallback_to_leader.unwrap_or(true),
+            retry: retry.unwrap_or(true),
+            consistency: rc.consistency,
+            session: rc.session,
+            max_lag: rc.max_lag,
+            after_write_window: rc.after_write_window,
+        };
+        let local_zone = raw.local_zone.filter(|z| {
+            let ok = valid_zone(z);
+            if !ok {
+                self.bad(
+                    "local_zone",
+                    format!("invalid zone {z:?} (use letters, digits, '-', '_' and '.')"),
+                );
+            }
+            ok
+        });
         let writes = self.writes(raw.writes);
         let timeouts = self.timeouts(raw.timeouts);
         let limits = self.limits(raw.limits);
@@ -774,6 +853,7 @@ impl Validator {
             discovery,
             health,
             leader,
+            positions,
             routes,
             reads,
             writes,
@@ -783,6 +863,7 @@ impl Validator {
             tls,
             admin_token,
             admin_insecure: raw.admin_insecure,
+            local_zone,
         }
     }
 
@@ -896,6 +977,19 @@ impl Validator {
                     format!("{} is already backends[{prev}]", b.url),
                 );
             }
+            if let Some(z) = b.zone.as_deref().filter(|z| !valid_zone(z)) {
+                self.bad(
+                    &format!("{key}.zone"),
+                    format!("invalid zone {z:?} (use letters, digits, '-', '_' and '.')"),
+                );
+            }
+            let priority = b.priority.unwrap_or(0);
+            if priority > 100 {
+                self.bad(
+                    &format!("{key}.priority"),
+                    format!("{priority} is outside 0..=100"),
+                );
+            }
             out.push(BackendConfig {
                 name: b.name,
                 authority,
@@ -903,6 +997,8 @@ impl Validator {
                 weight,
                 h2c: b.h2c,
                 tls,
+                zone: b.zone,
+                priority,
             });
         }
         out

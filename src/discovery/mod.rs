@@ -136,6 +136,8 @@ pub fn backend_config(
         weight: 1,
         h2c: false,
         tls,
+        zone: None,
+        priority: 0,
     })
 }
 

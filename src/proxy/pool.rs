@@ -268,6 +268,8 @@ mod tests {
                 weight: 1,
                 h2c: false,
                 tls: None,
+                zone: None,
+                priority: 0,
             },
             &crate::metrics::Metrics::new(),
             1,

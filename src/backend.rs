@@ -68,6 +68,8 @@ pub struct Backend {
     /// The last probed replication position plus one; 0 = unknown (never
     /// probed, or the last position probe failed).
     position: AtomicU64,
+    /// Coalesced position probes after acknowledged writes.
+    pub(crate) after_ack: crate::consistency::after_ack::AfterAck,
 }
 
 /// Counts one request in flight on a backend until dropped.
@@ -109,6 +111,7 @@ impl Backend {
             no_h2: AtomicBool::new(false),
             peer_not_after: AtomicI64::new(i64::MIN),
             position: AtomicU64::new(0),
+            after_ack: Default::default(),
             zone: cfg.zone.clone(),
             priority: cfg.priority,
         }
@@ -193,7 +196,8 @@ impl Backend {
         self.position.load(Ordering::Relaxed).checked_sub(1)
     }
 
-    /// Records a position probe's result (`None`: it failed).
+    /// Records a periodic position probe's result. Only these set it, so
+    /// every backend's position (and lag) is measured the same way.
     pub(crate) fn set_position(&self, p: Option<u64>) {
         self.position
             .store(p.map_or(0, |p| p.saturating_add(1)), Ordering::Relaxed);

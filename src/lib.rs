@@ -9,6 +9,7 @@ pub mod app;
 pub mod backend;
 pub mod balance;
 pub mod config;
+pub mod consistency;
 pub mod discovery;
 pub mod h1;
 pub mod health;

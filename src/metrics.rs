@@ -65,6 +65,16 @@ pub struct Metrics {
     tls_cert_expiry: prometheus::GaugeVec,
     discovery_errors: IntCounterVec,
     discovery_backends: IntGaugeVec,
+    position: IntGaugeVec,
+    lag: IntGaugeVec,
+    write_position_probes: IntCounterVec,
+    /// Sessions remembered for read-your-writes.
+    pub sessions: IntGauge,
+    pub session_evictions: IntCounter,
+    /// Reads that had to see a write (`reads.consistency: read_your_writes`),
+    /// by where they went: `follower` (one that had caught up) or `leader`.
+    pub fresh_reads_follower: IntCounter,
+    pub fresh_reads_leader: IntCounter,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -119,6 +129,11 @@ impl Metrics {
             "leaderproxy_requests_total",
             "Requests answered, by role, backend (or 'none') and status class.",
             &["role", "backend", "class"],
+        );
+        let fresh_reads = counter_vec(
+            "leaderproxy_fresh_reads_total",
+            "Reads that had to see an earlier write (read_your_writes), by target: follower (one whose probed position had caught up) or leader.",
+            &["target"],
         );
         let m = Metrics {
             unrouted_read: CLASSES.map(|c| requests.with_label_values(&["read", "none", c])),
@@ -308,6 +323,35 @@ impl Metrics {
                 "Addresses in the last good answer of a discovery source (dns, members).",
                 &["source"],
             ),
+            position: gauge_vec(
+                "leaderproxy_backend_position",
+                "The backend's replication position at its last position probe (positions.probe); absent until one succeeded.",
+                &["backend"],
+            ),
+            lag: gauge_vec(
+                "leaderproxy_backend_lag_positions",
+                "How far the backend's probed position is behind the highest probed position (normally the leader's).",
+                &["backend"],
+            ),
+            write_position_probes: counter_vec(
+                "leaderproxy_write_position_probes_total",
+                "Probes of the leader's position after writes whose answers carried none (one probe serves every write acknowledged before it started).",
+                &["backend"],
+            ),
+            sessions: reg(
+                &r,
+                IntGauge::new("leaderproxy_sessions", "Sessions remembered for read-your-writes.").expect("valid metric"),
+            ),
+            session_evictions: reg(
+                &r,
+                IntCounter::new(
+                    "leaderproxy_session_evictions_total",
+                    "Sessions forgotten because reads.session.capacity was reached (least recently used first).",
+                )
+                .expect("valid metric"),
+            ),
+            fresh_reads_follower: fresh_reads.with_label_values(&["follower"]),
+            fresh_reads_leader: fresh_reads.with_label_values(&["leader"]),
             registry: r.clone(),
         };
         let build = gauge_vec(
@@ -349,6 +393,11 @@ impl Metrics {
             probe_leader: self.probe_duration.with_label_values(&[name, "leader"]),
             probe_health_failures: self.probe_failures.with_label_values(&[name, "health"]),
             probe_leader_failures: self.probe_failures.with_label_values(&[name, "leader"]),
+            probe_position: self.probe_duration.with_label_values(&[name, "position"]),
+            probe_position_failures: self.probe_failures.with_label_values(&[name, "position"]),
+            position: self.position.with_label_values(&[name]),
+            lag: self.lag.with_label_values(&[name]),
+            write_position_probes: self.write_position_probes.with_label_values(&[name]),
             tls_handshake_failures: crate::upstream::tls::TlsReason::ALL.map(|r| {
                 self.tls_handshake_failures
                     .with_label_values(&[name, r.label()])
@@ -372,7 +421,12 @@ impl Metrics {
                 let _ = self.requests.remove_label_values(&[role, name, c]);
             }
         }
-        for v in [&self.connect_errors, &self.timeouts, &self.ejections] {
+        for v in [
+            &self.connect_errors,
+            &self.timeouts,
+            &self.ejections,
+            &self.write_position_probes,
+        ] {
             let _ = v.remove_label_values(&[name]);
         }
         for v in [
@@ -380,10 +434,12 @@ impl Metrics {
             &self.healthy,
             &self.is_leader,
             &self.ejected,
+            &self.position,
+            &self.lag,
         ] {
             let _ = v.remove_label_values(&[name]);
         }
-        for kind in ["health", "leader"] {
+        for kind in ["health", "leader", "position"] {
             let _ = self.probe_duration.remove_label_values(&[name, kind]);
             let _ = self.probe_failures.remove_label_values(&[name, kind]);
         }
@@ -453,6 +509,12 @@ pub struct BackendMetrics {
     pub probe_leader: Histogram,
     pub probe_health_failures: IntCounter,
     pub probe_leader_failures: IntCounter,
+    pub probe_position: Histogram,
+    pub probe_position_failures: IntCounter,
+    /// Set by the monitor; removed while unknown.
+    pub position: IntGauge,
+    pub lag: IntGauge,
+    pub write_position_probes: IntCounter,
     /// By [`crate::upstream::tls::TlsReason::ALL`] index.
     pub tls_handshake_failures: [IntCounter; 4],
 }

@@ -23,7 +23,7 @@ use super::counter::{Counter, Health, Transition};
 use super::leader::{decide, Claim, Decision, Evidence, TermFloor};
 use super::probe::{self, Outcome, ProbeFailure};
 use crate::balance::Picker;
-use crate::config::{BackendConfig, Config, ProbeConfig};
+use crate::config::{BackendConfig, Config, PositionSource, ProbeConfig};
 use crate::discovery::{self, Found, Source};
 use crate::metrics::Metrics;
 use crate::routing::{Backend, LeaderInfo, LeaderState, RoutingTable, Shared};
@@ -57,6 +57,12 @@ pub struct BackendStatus {
     pub retiring: bool,
     pub idle_connections: usize,
     pub last_probe: ProbeStatus,
+    /// Replication position at the last successful position probe.
+    pub position: Option<u64>,
+    /// Positions behind the highest probed position (normally the leader's).
+    pub lag: Option<u64>,
+    /// More than `reads.max_lag` behind (or no position known): no reads.
+    pub lagging: bool,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -68,6 +74,7 @@ pub struct ProbeStatus {
     pub leader_latency_ms: Option<f64>,
     pub leader_error: Option<String>,
     pub term: Option<u64>,
+    pub position_error: Option<String>,
 }
 
 /// Messages to the aggregator.
@@ -80,6 +87,12 @@ enum Msg {
     /// The request path fenced this backend (transport evidence or a
     /// not-leader answer): withdraw its claim and re-probe everyone now.
     Fenced { id: u64 },
+    /// A position probe's result (`positions.probe`).
+    Position {
+        id: u64,
+        result: Result<u64, ProbeFailure>,
+        latency: Duration,
+    },
     /// Re-probe everyone now (already rate-limited by the handle).
     Reprobe,
     /// Passive health: this follower failed too often.
@@ -185,6 +198,8 @@ struct Node {
     term: Option<u64>,
     probed_health: bool,
     probed_leader: bool,
+    /// A position probe answered (or failed) at least once.
+    probed_position: bool,
     last: ProbeStatus,
     ejected_until: Option<Instant>,
     ejections: u32,
@@ -359,6 +374,37 @@ fn spawn_probe_loop(
     })
 }
 
+/// Asks one backend for its replication position every `leader.interval`
+/// (and whenever all probes are kicked).
+fn spawn_position_loop(
+    backend: Arc<Backend>,
+    probe: (ProbeConfig, PositionSource),
+    tx: mpsc::UnboundedSender<Msg>,
+    kick: Arc<Notify>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut jitter = Jitter(backend.name_hash.rotate_left(17) | 1);
+        tokio::time::sleep(jitter.around(Duration::from_millis(5))).await;
+        loop {
+            let kicked = kick.notified();
+            let start = Instant::now();
+            let result = probe::position(&backend, &probe.0, &probe.1).await;
+            let msg = Msg::Position {
+                id: backend.id,
+                result,
+                latency: start.elapsed(),
+            };
+            if tx.send(msg).is_err() {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(jitter.around(probe.0.interval)) => {}
+                _ = kicked => {}
+            }
+        }
+    })
+}
+
 impl Aggregator {
     fn add_node(&mut self, backend: Arc<Backend>, source: &'static str) {
         let mut node = Node {
@@ -368,6 +414,7 @@ impl Aggregator {
             term: None,
             probed_health: false,
             probed_leader: false,
+            probed_position: false,
             last: ProbeStatus::default(),
             ejected_until: None,
             ejections: 0,
@@ -401,6 +448,14 @@ impl Aggregator {
             self.kick.clone(),
             Some((self.fast.clone(), self.cfg.leader.fast_interval)),
         ));
+        if let Some(p) = &self.cfg.positions.probe {
+            node.tasks.push(spawn_position_loop(
+                node.backend.clone(),
+                p.clone(),
+                self.tx.clone(),
+                self.kick.clone(),
+            ));
+        }
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
@@ -444,6 +499,33 @@ impl Aggregator {
                     tracing::warn!(backend = %self.nodes[i].backend.name, "leader failed a write with evidence against it; fenced, re-probing all backends now");
                 }
                 self.kick_probes(Duration::from_millis(20));
+            }
+            Msg::Position {
+                id,
+                result,
+                latency,
+            } => {
+                let Some(i) = self.index_of(id) else { return };
+                let n = &mut self.nodes[i];
+                let m = &n.backend.metrics;
+                m.probe_position.observe(latency.as_secs_f64());
+                n.probed_position = true;
+                match result {
+                    Ok(p) => {
+                        // A failed probe keeps the last position: positions
+                        // only grow, so an old one is a safe lower bound.
+                        n.backend.set_position(Some(p));
+                        m.position.set(p.min(i64::MAX as u64) as i64);
+                        n.last.position_error = None;
+                    }
+                    Err(e) => {
+                        m.probe_position_failures.inc();
+                        if n.last.position_error.is_none() {
+                            tracing::debug!(backend = %n.backend.name, error = %e, "position probe failed; the last known position stays");
+                        }
+                        n.last.position_error = Some(e.to_string());
+                    }
+                }
             }
             Msg::Reprobe => {
                 self.metrics.leader_reprobes.inc();
@@ -613,18 +695,19 @@ impl Aggregator {
             Decision::Leader(i) => Some(*i),
             _ => None,
         };
+        let lag = self.lags();
         let followers: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| {
                 let n = &self.nodes[i];
-                Some(i) != leader_idx && n.healthy() && !n.drained() && !n.ejected(now)
+                Some(i) != leader_idx && n.healthy() && !n.drained() && !n.ejected(now) && !lag[i].1
             })
             .collect();
+        let positions = self.cfg.positions.probe.is_some();
         let ready = self.was_ready
             || (!self.nodes.is_empty()
-                && self
-                    .nodes
-                    .iter()
-                    .all(|n| n.probed_health && n.probed_leader));
+                && self.nodes.iter().all(|n| {
+                    n.probed_health && n.probed_leader && (n.probed_position || !positions)
+                }));
         self.was_ready = ready;
         let picture = Picture {
             leader: leader_idx.map(|i| self.nodes[i].backend.id),
@@ -700,6 +783,9 @@ impl Aggregator {
             .collect();
         for (i, n) in self.nodes.iter().enumerate() {
             let m = &n.backend.metrics;
+            if let Some(l) = lag[i].0 {
+                m.lag.set(l.min(i64::MAX as u64) as i64);
+            }
             m.healthy.set(n.healthy() as i64);
             m.is_leader.set((Some(i) == leader_idx) as i64);
             m.ejected.set(n.ejected(now) as i64);
@@ -718,6 +804,31 @@ impl Aggregator {
         self.picture = Some(picture);
         self.force_publish = false;
         self.shared.publish(table);
+    }
+
+    /// Per node: how far its probed position is behind the highest one
+    /// probed on a healthy node (normally the leader's), and whether that
+    /// is more than `reads.max_lag` (a node with no position yet counts as
+    /// lagging once any position is known).
+    fn lags(&self) -> Vec<(Option<u64>, bool)> {
+        let newest = self
+            .nodes
+            .iter()
+            .filter(|n| n.healthy())
+            .filter_map(|n| n.backend.position())
+            .max();
+        let max_lag = self.cfg.reads.max_lag;
+        self.nodes
+            .iter()
+            .map(|n| match (newest, n.backend.position()) {
+                (Some(top), Some(p)) => {
+                    let l = top.saturating_sub(p);
+                    (Some(l), max_lag.is_some_and(|m| l > m))
+                }
+                (Some(_), None) => (None, max_lag.is_some()),
+                (None, _) => (None, false),
+            })
+            .collect()
     }
 
     fn names(&self, ids: &[u64]) -> Vec<String> {
@@ -741,9 +852,11 @@ impl Aggregator {
     fn status(&self) -> Vec<BackendStatus> {
         let now = Instant::now();
         let leader = self.picture.as_ref().and_then(|p| p.leader);
+        let lag = self.lags();
         self.nodes
             .iter()
-            .map(|n| BackendStatus {
+            .zip(lag)
+            .map(|(n, (lag, lagging))| BackendStatus {
                 name: n.backend.name.clone(),
                 url: n.backend.url.clone(),
                 weight: n.backend.weight(),
@@ -766,6 +879,9 @@ impl Aggregator {
                 retiring: n.retiring,
                 idle_connections: n.backend.pool.idle_count(),
                 last_probe: n.last.clone(),
+                position: n.backend.position(),
+                lag,
+                lagging,
             })
             .collect()
     }

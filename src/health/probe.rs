@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use crate::backend::Backend;
-use crate::config::{Expect, JsonWant, ProbeConfig};
+use crate::config::{Expect, JsonWant, PositionSource, ProbeConfig};
 use crate::upstream::connect::{self, Alpn, ConnectError};
 use crate::upstream::tls::TlsReason;
 
@@ -85,6 +85,28 @@ pub async fn probe(backend: &Backend, probe: &ProbeConfig, term_pointer: Option<
             latency: start.elapsed(),
         },
     }
+}
+
+/// Asks `backend` for its replication position (`positions.probe`): any
+/// 2xx answer that carries an integer where `source` says.
+pub async fn position(
+    backend: &Backend,
+    probe: &ProbeConfig,
+    source: &PositionSource,
+) -> Result<u64, ProbeFailure> {
+    let (status, headers, body) = request(backend, probe).await?;
+    if !(200..300).contains(&status) {
+        return Err(ProbeFailure::Unexpected(format!(
+            "position probe answered status {status}"
+        )));
+    }
+    source.read(&headers, &body).ok_or_else(|| {
+        ProbeFailure::Unexpected(match source {
+            PositionSource::Header(h) => format!("no integer in header {h}"),
+            PositionSource::Json(p) => format!("no integer at JSON {p}"),
+            PositionSource::Regex(r) => format!("no integer matched by /{}/", r.as_str()),
+        })
+    })
 }
 
 /// One request like a probe's (own connection, same TLS), bounded by

@@ -13,6 +13,8 @@ use super::error::ProxyError;
 use super::forward::{self, Attempt, Cause};
 use super::service::{blame, respond, try_clone, Ctx, Proxy, Routed};
 use crate::backend::Backend;
+use crate::config::Consistency;
+use crate::consistency::{Need, POSITION_HEADER};
 use crate::routing::{LeaderState, RoutingTable};
 
 /// Passive health: one more backend-caused failure.
@@ -31,17 +33,51 @@ fn no_read_target(t: &RoutingTable) -> ProxyError {
     }
 }
 
+/// Where a read goes (`avoid`: the backend a retry must not use): by
+/// policy over the followers, or — when it must see an earlier write —
+/// only to a backend that has it ([`RoutingTable::pick_fresh`]).
+fn target<'t>(
+    proxy: &Proxy,
+    t: &'t RoutingTable,
+    ip: std::net::IpAddr,
+    need: Need,
+    avoid: Option<u64>,
+) -> Option<&'t Arc<Backend>> {
+    if need.is_none() {
+        return match avoid {
+            None => t.pick_read(ip),
+            Some(id) => t.pick_retry(ip, id),
+        };
+    }
+    let (b, leader) = t.pick_fresh(ip, need, avoid)?;
+    let m = &proxy.metrics;
+    if leader {
+        m.fresh_reads_leader.inc();
+    } else {
+        m.fresh_reads_follower.inc();
+    }
+    Some(b)
+}
+
 pub(super) async fn read(
     proxy: &Proxy,
     t: &Arc<RoutingTable>,
     ctx: &Ctx,
-    req: Request<UpBody>,
+    mut req: Request<UpBody>,
 ) -> Routed {
     if !t.ready {
         return Err(ProxyError::NotReady.into());
     }
     let ip = ctx.client.client_ip;
-    let Some(first) = t.pick_read(ip).cloned() else {
+    let need = if t.cfg.reads.consistency == Consistency::ReadYourWrites {
+        let need = proxy.need(&t.cfg, ctx, req.headers());
+        // The client's lower bound is the proxy's business, not the backend's.
+        req.headers_mut().remove(&POSITION_HEADER);
+        need
+    } else {
+        Need::default()
+    };
+    let Some(first) = target(proxy, t, ip, need, None).cloned() else {
         return Err(no_read_target(t).into());
     };
     let cfg = &t.cfg;
@@ -61,7 +97,14 @@ pub(super) async fn read(
                 first.record_success();
             }
             let retry = (s == 502 || s == 503) && spare.is_some();
-            if !(retry && t.pick_retry(ip, first.id).is_some()) {
+            let elsewhere = |b: &Arc<Backend>| {
+                if need.is_none() {
+                    t.pick_retry(ip, b.id).is_some()
+                } else {
+                    t.pick_fresh(ip, need, Some(b.id)).is_some()
+                }
+            };
+            if !(retry && elsewhere(&first)) {
                 return Ok((respond(resp, rel, ctx.response_idle(cfg)), first));
             }
             (None, spare)
@@ -90,7 +133,7 @@ pub(super) async fn read(
         });
         return Err(blame(err, &first));
     };
-    let Some(second) = t.pick_retry(ip, first.id).cloned() else {
+    let Some(second) = target(proxy, t, ip, need, Some(first.id)).cloned() else {
         return Err(blame(err.unwrap_or(ProxyError::NoBackend), &first));
     };
     proxy.metrics.reads_retried.inc();

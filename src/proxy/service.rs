@@ -21,6 +21,7 @@ use super::forward::{self, SendOpts};
 use super::{read, write};
 use crate::backend::Backend;
 use crate::config::{Config, RetryAmbiguous};
+use crate::consistency::{self, Need, Sessions, Written};
 use crate::health::monitor::MonitorHandle;
 use crate::metrics::Metrics;
 use crate::routing::{classify, Role, Route, RoutingTable, Shared};
@@ -40,11 +41,19 @@ pub struct Proxy {
     replay_bytes: AtomicU64,
     /// Open client connections across all workers (for limits.max_connections).
     pub open_connections: AtomicUsize,
+    /// Each session's last write, for read-your-writes.
+    pub(crate) sessions: Sessions,
 }
 
 impl Proxy {
     pub fn new(shared: Arc<Shared>, monitor: MonitorHandle, metrics: Arc<Metrics>) -> Proxy {
+        let capacity = session_capacity(&shared.load().cfg);
         Proxy {
+            sessions: Sessions::new(
+                capacity,
+                metrics.session_evictions.clone(),
+                metrics.sessions.clone(),
+            ),
             shared,
             monitor,
             metrics,
@@ -63,6 +72,40 @@ impl Proxy {
             return None;
         }
         Some(ReplayReservation { proxy: self, n })
+    }
+}
+
+/// `reads.session.capacity` of `cfg` (the default when no session is set).
+fn session_capacity(cfg: &Config) -> usize {
+    cfg.reads.session.as_ref().map_or(100_000, |s| s.capacity)
+}
+
+impl Proxy {
+    /// The session a request belongs to (`reads.session`), as a map key.
+    pub(super) fn session_id(
+        &self,
+        cfg: &Config,
+        ctx: &Ctx,
+        headers: &http::HeaderMap,
+    ) -> Option<u64> {
+        let key = &cfg.reads.session.as_ref()?.key;
+        let mut buf = [0u8; 16];
+        consistency::session_value(key, headers, &ctx.client.client_ip, &mut buf)
+            .map(|v| self.sessions.id(v))
+    }
+
+    /// What a read must see under `reads.consistency: read_your_writes`.
+    pub(super) fn need(&self, cfg: &Config, ctx: &Ctx, headers: &http::HeaderMap) -> Need {
+        let entry = self
+            .session_id(cfg, ctx, headers)
+            .and_then(|id| self.sessions.get(id));
+        Need::of(entry, headers, Instant::now())
+    }
+
+    /// Remembers a session's write.
+    pub(super) fn wrote(&self, cfg: &Config, id: u64, w: Written) {
+        self.sessions.set_capacity(session_capacity(cfg));
+        self.sessions.wrote(id, w);
     }
 }
 

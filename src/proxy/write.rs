@@ -27,7 +27,8 @@ use super::error::ProxyError;
 use super::forward::{self, Attempt, Cause};
 use super::service::{blame, is_idempotent, respond, try_clone, Ctx, Proxy, Routed};
 use crate::backend::Backend;
-use crate::config::{Config, RetryAmbiguous};
+use crate::config::{Config, Consistency, PositionSource, RetryAmbiguous};
+use crate::consistency::{Written, POSITION_HEADER};
 use crate::routing::{LeaderState, RoutingTable};
 
 /// Largest backend answer to a write that is read to be judged by a
@@ -62,17 +63,22 @@ impl Drop for HeldGuard<'_> {
 // Made once per answer and matched at once: boxing would cost more than the move.
 #[allow(clippy::large_enum_variant)]
 enum Verdict {
-    /// Pass it to the client.
-    Deliver(Response<DownBody>),
+    /// Pass it to the client; the replication position the answer carried
+    /// (`positions.response`), if asked for and there.
+    Deliver(Response<DownBody>, Option<u64>),
     /// "Not the leader": re-send elsewhere; maybe a hint of who leads.
     NotLeader(Option<Arc<Backend>>),
 }
 
+/// Judges a write's answer by `writes.not_leader`, and reads the position
+/// from it when `position` says where (reading a small body whole if the
+/// position is in it).
 async fn judge_answer(
     t: &RoutingTable,
     ctx: &Ctx,
     resp: Response<UpstreamBody>,
     mut rel: Release,
+    position: Option<&PositionSource>,
 ) -> Verdict {
     let nl = &t.cfg.writes.not_leader;
     let status = resp.status().as_u16();
@@ -98,7 +104,8 @@ async fn judge_answer(
         .size_hint()
         .upper()
         .is_some_and(|n| n <= NOT_LEADER_SCAN_LIMIT);
-    if small && nl.scans_body(status) {
+    let in_body = position.is_some_and(|p| p.needs_body()) && status < 500;
+    if small && (nl.scans_body(status) || in_body) {
         let (mut parts, mut body) = resp.into_parts();
         // The answer broke off: pass on what the status says, with no body.
         let bytes = Box::pin(read_small(&mut body)).await.unwrap_or_default();
@@ -107,10 +114,55 @@ async fn judge_answer(
         if nl.body_matches(status, &bytes) {
             return Verdict::NotLeader(None);
         }
+        let pos = position.and_then(|p| p.read(&parts.headers, &bytes));
         forward::prepare_response(&mut parts);
-        return Verdict::Deliver(Response::from_parts(parts, DownBody::Full(Some(bytes))));
+        return Verdict::Deliver(
+            Response::from_parts(parts, DownBody::Full(Some(bytes))),
+            pos,
+        );
     }
-    Verdict::Deliver(respond(resp, rel, ctx.response_idle(&t.cfg)))
+    let pos = position
+        .filter(|p| !p.needs_body())
+        .and_then(|p| p.read(resp.headers(), &[]));
+    Verdict::Deliver(respond(resp, rel, ctx.response_idle(&t.cfg)), pos)
+}
+
+/// Read-your-writes after a write was answered: the position it is known
+/// at — from its answer, else (a success only) from the leader probed
+/// after the acknowledgement — goes back to the client in
+/// `x-leaderproxy-position` and into its session; a successful write with
+/// no position known keeps the session's reads on the leader for
+/// `reads.after_write_window`.
+async fn note_write(
+    proxy: &Proxy,
+    cfg: &Config,
+    session: Option<u64>,
+    leader: &Arc<Backend>,
+    resp: &mut Response<DownBody>,
+    pos: Option<u64>,
+) {
+    let ok = resp.status().is_success();
+    let pos = match (pos, &cfg.positions.probe) {
+        (Some(p), _) => Some(p),
+        (None, Some(probe)) if ok => leader.after_ack.position(leader, probe).await,
+        _ => None,
+    };
+    match pos {
+        Some(p) => {
+            resp.headers_mut()
+                .insert(&POSITION_HEADER, http::HeaderValue::from(p));
+            if let Some(id) = session {
+                proxy.wrote(cfg, id, Written::At(p));
+            }
+        }
+        None if ok => {
+            if let Some(id) = session {
+                let until = Instant::now() + cfg.reads.after_write_window;
+                proxy.wrote(cfg, id, Written::Unknown { until });
+            }
+        }
+        None => {}
+    }
 }
 
 /// A whole body of at most [`NOT_LEADER_SCAN_LIMIT`] bytes; `None` if it is
@@ -156,6 +208,14 @@ pub(super) async fn write(proxy: &Proxy, ctx: &Ctx, mut req: Request<UpBody>) ->
     let retry_ambiguous = cfg.writes.retry_ambiguous == RetryAmbiguous::Idempotent
         && is_idempotent(req.method(), req.headers());
     let keep_copy = !cfg.writes.not_leader.is_empty() || retry_ambiguous;
+    let ryw = cfg.reads.consistency == Consistency::ReadYourWrites;
+    let session = if ryw {
+        req.headers_mut().remove(&POSITION_HEADER);
+        proxy.session_id(&cfg, ctx, req.headers())
+    } else {
+        None
+    };
+    let position = cfg.positions.response.as_ref().filter(|_| ryw);
     let mut ambiguous_retried = false;
     let mut hint_followed = false;
     let mut avoid: Option<u64> = None;
@@ -191,13 +251,16 @@ pub(super) async fn write(proxy: &Proxy, ctx: &Ctx, mut req: Request<UpBody>) ->
         let rel = Release::begin(&leader, ctx.worker);
         match forward::send(&leader, req, &o).await {
             Attempt::Answered(resp) => {
-                let verdict = if cfg.writes.not_leader.is_empty() {
-                    Verdict::Deliver(respond(resp, rel, ctx.response_idle(&cfg)))
+                let verdict = if cfg.writes.not_leader.is_empty() && position.is_none() {
+                    Verdict::Deliver(respond(resp, rel, ctx.response_idle(&cfg)), None)
                 } else {
-                    judge_answer(&t, ctx, resp, rel).await
+                    judge_answer(&t, ctx, resp, rel, position).await
                 };
                 match verdict {
-                    Verdict::Deliver(r) => {
+                    Verdict::Deliver(mut r, pos) => {
+                        if ryw {
+                            Box::pin(note_write(proxy, &cfg, session, &leader, &mut r, pos)).await;
+                        }
                         // A 5xx from the leader (webdis whose Redis died, etcd
                         // without quorum) is passed on; it only asks for a re-probe.
                         if r.status().is_server_error() && !ctx.route.long_poll {

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use super::Backend;
 use crate::balance::Picker;
 use crate::config::Config;
+use crate::consistency::Need;
 
 /// The leader writes go to.
 #[derive(Debug, Clone)]
@@ -120,6 +121,36 @@ impl RoutingTable {
             _ if self.cfg.reads.fallback_to_leader => self.leader().filter(|l| l.id != failed),
             _ => None,
         }
+    }
+
+    /// Where a read that must see an earlier write goes
+    /// (`reads.consistency: read_your_writes`): with a position, the
+    /// follower the policy picks if its probed position has reached it,
+    /// else the next follower that has; the leader otherwise — and always
+    /// when `need.leader_only` — whatever `fallback_to_leader` says, since
+    /// the leader has every acknowledged write. Never the backend `avoid`
+    /// (a retry). The flag says whether the leader was chosen.
+    pub fn pick_fresh(
+        &self,
+        client: IpAddr,
+        need: Need,
+        avoid: Option<u64>,
+    ) -> Option<(&Arc<Backend>, bool)> {
+        if let (Some(min), false) = (need.min_position, need.leader_only) {
+            let fresh = |b: &Backend| Some(b.id) != avoid && b.position().is_some_and(|p| p >= min);
+            if let Some(i) = self.picker.pick(&self.followers, client, avoid) {
+                let n = self.followers.len();
+                if let Some(b) = (0..n)
+                    .map(|k| &self.followers[(i + k) % n])
+                    .find(|b| fresh(b))
+                {
+                    return Some((b, false));
+                }
+            }
+        }
+        self.leader()
+            .filter(|l| Some(l.id) != avoid)
+            .map(|l| (l, true))
     }
 
     pub fn backend_by_authority(&self, authority: &str) -> Option<&Arc<Backend>> {

@@ -1,0 +1,156 @@
+//! Read-your-writes: what a read must see, and where that leaves it.
+//!
+//! A write's replication position P (from its answer, or the leader's
+//! position probed after it was acknowledged) is remembered for the
+//! client's session ([`sessions`]) and returned as `x-leaderproxy-position`.
+//! A later read of that session, or one that carries the header, may only go
+//! to a backend whose probed position is at least P; the leader always
+//! qualifies. A position from a client is only a lower bound that is
+//! checked against the table: it never names a backend.
+
+pub mod after_ack;
+pub mod sessions;
+
+use std::net::IpAddr;
+
+use http::HeaderMap;
+use tokio::time::Instant;
+
+use crate::config::SessionKey;
+pub use sessions::{Sessions, Written};
+
+/// The header a write's position is returned in, and a read may carry.
+pub static POSITION_HEADER: http::HeaderName =
+    http::HeaderName::from_static("x-leaderproxy-position");
+
+/// What a read must see.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Need {
+    /// Only backends whose probed position is at least this.
+    pub min_position: Option<u64>,
+    /// The session wrote, no position is known: only the leader.
+    pub leader_only: bool,
+}
+
+impl Need {
+    /// No requirement: any follower.
+    pub fn is_none(&self) -> bool {
+        self.min_position.is_none() && !self.leader_only
+    }
+
+    /// What a read needs, from the session's last write and the client's
+    /// own `x-leaderproxy-position` (the larger position wins).
+    pub fn of(session: Option<sessions::Entry>, headers: &HeaderMap, now: Instant) -> Need {
+        let from_client = headers
+            .get(&POSITION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let (pos, until) = session.map_or((None, None), |e| (e.position, e.leader_until));
+        Need {
+            min_position: pos.max(from_client),
+            leader_only: until.is_some_and(|t| t > now),
+        }
+    }
+}
+
+/// The session a request belongs to: the value of the configured header or
+/// cookie, or the client's address. `None` when the request carries none.
+pub fn session_value<'a>(
+    key: &'a SessionKey,
+    headers: &'a HeaderMap,
+    client_ip: &IpAddr,
+    buf: &'a mut [u8; 16],
+) -> Option<&'a [u8]> {
+    match key {
+        SessionKey::Header(name) => headers
+            .get(name)
+            .map(|v| v.as_bytes())
+            .filter(|v| !v.is_empty()),
+        SessionKey::Cookie(name) => cookie(headers, name),
+        SessionKey::ClientIp => {
+            let n = match client_ip {
+                IpAddr::V4(a) => {
+                    buf[..4].copy_from_slice(&a.octets());
+                    4
+                }
+                IpAddr::V6(a) => {
+                    buf.copy_from_slice(&a.octets());
+                    16
+                }
+            };
+            Some(&buf[..n])
+        }
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let (k, v) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
+            (k == name.as_bytes()).then_some(&v[1..])
+        })
+        .filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_values_from_header_cookie_and_address() {
+        let mut h = HeaderMap::new();
+        h.insert("x-session-id", "abc".parse().unwrap());
+        h.append(http::header::COOKIE, "a=1; sid=s-42 ;b=2".parse().unwrap());
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        let mut buf = [0u8; 16];
+        let hk = SessionKey::Header(http::HeaderName::from_static("x-session-id"));
+        assert_eq!(session_value(&hk, &h, &ip, &mut buf), Some(&b"abc"[..]));
+        let ck = SessionKey::Cookie("sid".into());
+        assert_eq!(session_value(&ck, &h, &ip, &mut buf), Some(&b"s-42"[..]));
+        let other = SessionKey::Cookie("si".into());
+        assert_eq!(session_value(&other, &h, &ip, &mut buf), None);
+        assert_eq!(
+            session_value(&SessionKey::ClientIp, &h, &ip, &mut buf),
+            Some(&[10u8, 1, 2, 3][..])
+        );
+        assert_eq!(session_value(&hk, &HeaderMap::new(), &ip, &mut buf), None);
+    }
+
+    #[test]
+    fn need_takes_the_larger_position_and_a_live_leader_window() {
+        let now = Instant::now();
+        let mut h = HeaderMap::new();
+        assert!(Need::of(None, &h, now).is_none());
+        h.insert(&POSITION_HEADER, "7".parse().unwrap());
+        let e = sessions::Entry {
+            position: Some(9),
+            leader_until: Some(now + std::time::Duration::from_secs(1)),
+        };
+        assert_eq!(
+            Need::of(Some(e), &h, now),
+            Need {
+                min_position: Some(9),
+                leader_only: true
+            }
+        );
+        h.insert(&POSITION_HEADER, "11".parse().unwrap());
+        let expired = sessions::Entry {
+            position: None,
+            leader_until: Some(now),
+        };
+        assert_eq!(
+            Need::of(Some(expired), &h, now),
+            Need {
+                min_position: Some(11),
+                leader_only: false
+            }
+        );
+        h.insert(&POSITION_HEADER, "junk".parse().unwrap());
+        assert!(Need::of(None, &h, now).is_none());
+    }
+}

@@ -1,0 +1,196 @@
+//! The bounded session map: per session, the newest position it wrote (or,
+//! when none was known, until when its reads stay on the leader).
+//!
+//! Sessions are keyed by a keyed 64-bit hash of their identifier (the
+//! random key is chosen at start, so clients cannot aim collisions). Two
+//! sessions that share a hash share one entry, which only makes their
+//! reads stricter. The map is an LRU of `capacity` entries, split into 16
+//! locked shards once it holds 1024 or more (each shard is an exact LRU of
+//! its share); a lock is held for one lookup or update, never across an
+//! await. Evictions are counted.
+
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use arc_swap::ArcSwap;
+use hashlink::LruCache;
+use tokio::time::Instant;
+
+/// Shards of a map of at least [`SHARDED_FROM`] entries.
+const SHARDS: usize = 16;
+const SHARDED_FROM: usize = 1024;
+
+/// What one session last wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Entry {
+    /// The highest position any of its writes was known at.
+    pub position: Option<u64>,
+    /// A write without a known position: reads go to the leader until then.
+    pub leader_until: Option<Instant>,
+}
+
+/// What a write left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Applied at this position (or earlier).
+    At(u64),
+    /// No position known: the session's reads stay on the leader until then.
+    Unknown { until: Instant },
+}
+
+type Shards = Vec<Mutex<LruCache<u64, Entry>>>;
+
+pub struct Sessions {
+    /// Swapped whole when the capacity changes (reload).
+    shards: ArcSwap<Shards>,
+    capacity: AtomicUsize,
+    hasher: std::collections::hash_map::RandomState,
+    evictions: prometheus::IntCounter,
+    size: prometheus::IntGauge,
+}
+
+fn build(capacity: usize) -> Shards {
+    let n = if capacity >= SHARDED_FROM { SHARDS } else { 1 };
+    (0..n)
+        .map(|_| Mutex::new(LruCache::new(capacity.div_ceil(n))))
+        .collect()
+}
+
+impl Sessions {
+    pub fn new(
+        capacity: usize,
+        evictions: prometheus::IntCounter,
+        size: prometheus::IntGauge,
+    ) -> Sessions {
+        Sessions {
+            shards: ArcSwap::from_pointee(build(capacity)),
+            capacity: AtomicUsize::new(capacity),
+            hasher: Default::default(),
+            evictions,
+            size,
+        }
+    }
+
+    /// The map's key for a session identifier.
+    #[inline]
+    pub fn id(&self, value: &[u8]) -> u64 {
+        self.hasher.hash_one(value)
+    }
+
+    fn with_shard<R>(&self, id: u64, f: impl FnOnce(&mut LruCache<u64, Entry>) -> R) -> R {
+        let shards = self.shards.load();
+        let shard = &shards[(id as usize) % shards.len()];
+        let mut s = shard.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut s)
+    }
+
+    /// The session's entry (counts as a use for the LRU order).
+    pub fn get(&self, id: u64) -> Option<Entry> {
+        self.with_shard(id, |s| s.get(&id).copied())
+    }
+
+    /// Records a write of session `id`.
+    pub fn wrote(&self, id: u64, w: Written) {
+        let evicted = self.with_shard(id, |s| {
+            let mut e = s.get(&id).copied().unwrap_or_default();
+            match w {
+                Written::At(p) => e.position = e.position.max(Some(p)),
+                Written::Unknown { until } => e.leader_until = e.leader_until.max(Some(until)),
+            }
+            let full = s.len() >= s.capacity() && !s.contains_key(&id);
+            s.insert(id, e);
+            full
+        });
+        if evicted {
+            self.evictions.inc();
+        } else {
+            self.size.inc();
+        }
+    }
+
+    /// Applies a reloaded `reads.session.capacity`; the remembered sessions
+    /// are forgotten when it changes (their reads fall back to the
+    /// followers' positions at once, or to the leader for a client that
+    /// sends `x-leaderproxy-position`).
+    pub fn set_capacity(&self, capacity: usize) {
+        if self.capacity.load(Ordering::Relaxed) == capacity {
+            return;
+        }
+        if self.capacity.swap(capacity, Ordering::Relaxed) != capacity {
+            self.shards.store(std::sync::Arc::new(build(capacity)));
+            self.size.set(0);
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sessions(cap: usize) -> Sessions {
+        Sessions::new(
+            cap,
+            prometheus::IntCounter::new("e", "e").unwrap(),
+            prometheus::IntGauge::new("s", "s").unwrap(),
+        )
+    }
+
+    #[test]
+    fn positions_only_grow_and_windows_only_lengthen() {
+        let s = sessions(10);
+        let id = s.id(b"a");
+        s.wrote(id, Written::At(5));
+        s.wrote(id, Written::At(3));
+        let now = Instant::now();
+        s.wrote(id, Written::Unknown { until: now });
+        assert_eq!(
+            s.get(id),
+            Some(Entry {
+                position: Some(5),
+                leader_until: Some(now)
+            })
+        );
+        assert_eq!(s.get(s.id(b"b")), None);
+    }
+
+    #[test]
+    fn the_least_recently_used_session_is_evicted_and_counted() {
+        let s = sessions(3);
+        let ids: Vec<u64> = (0..4u8).map(|i| s.id(&[i])).collect();
+        for &id in &ids[..3] {
+            s.wrote(id, Written::At(1));
+        }
+        // Touch the oldest so the second becomes the least recently used.
+        assert!(s.get(ids[0]).is_some());
+        s.wrote(ids[3], Written::At(2));
+        assert_eq!(s.evictions.get(), 1);
+        assert!(s.get(ids[1]).is_none(), "the LRU entry went");
+        for i in [0, 2, 3] {
+            assert!(s.get(ids[i]).is_some());
+        }
+        assert_eq!(s.size.get(), 3);
+    }
+
+    #[test]
+    fn a_large_map_is_sharded_and_bounded() {
+        let s = sessions(2048);
+        for i in 0..10_000u32 {
+            s.wrote(s.id(&i.to_le_bytes()), Written::At(i as u64));
+        }
+        let held: usize = s
+            .shards
+            .load()
+            .iter()
+            .map(|m| m.lock().unwrap().len())
+            .sum();
+        assert!(held <= 2048, "{held}");
+        assert_eq!(s.evictions.get() as usize + held, 10_000);
+        s.set_capacity(10);
+        assert!(s.get(s.id(&9999u32.to_le_bytes())).is_none());
+    }
+}

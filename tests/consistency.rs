@@ -1,0 +1,430 @@
+//! Read-your-writes and bounded lag against an in-process replicated
+//! cluster whose followers apply writes late (tests/support/replica.rs):
+//! a read right after a write reaches a follower that does not have it yet
+//! unless the proxy holds the read to a backend whose probed position has
+//! caught up.
+
+#[path = "support/fake.rs"]
+mod fake;
+#[path = "support/replica.rs"]
+mod replica;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fake::{wait_until, Proxy, Reply};
+use http_body_util::Full;
+use replica::Cluster;
+
+const POSITIONS: &str =
+    "positions:\n  probe: { path: /position, header: X-Index }\n  response: { header: X-Index }\n";
+
+async fn send(
+    p: &Proxy,
+    method: &str,
+    path: &str,
+    body: &str,
+    headers: &[(&str, String)],
+) -> Reply {
+    let mut b = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{}{}", p.addr, path));
+    for (k, v) in headers {
+        b = b.header(*k, v.as_str());
+    }
+    p.send(b.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+        .await
+}
+
+fn metric(text: &str, line_prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Writes `pairs` keys, each read back at once in the same session (8
+/// sessions, concurrently); returns how many reads missed their write and
+/// where the reads went.
+async fn write_then_read(
+    p: &Proxy,
+    pairs: usize,
+    prefix: &str,
+    session: bool,
+) -> (usize, HashMap<String, usize>) {
+    let mut tasks = Vec::new();
+    for s in 0..8 {
+        let (addr, client) = (p.addr, p.client.clone());
+        let prefix = prefix.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut missed = 0;
+            let mut went: HashMap<String, usize> = HashMap::new();
+            for i in (s..pairs).step_by(8) {
+                let sid = format!("s{s}");
+                let key = format!("/kv/{prefix}{i}");
+                let mut w = http::Request::builder()
+                    .method("PUT")
+                    .uri(format!("http://{addr}{key}"));
+                let mut r = http::Request::builder().uri(format!("http://{addr}{key}"));
+                if session {
+                    w = w.header("x-session-id", &sid);
+                    r = r.header("x-session-id", &sid);
+                }
+                let wr = client
+                    .request(w.body(Full::new(Bytes::from(format!("v{i}")))).unwrap())
+                    .await
+                    .unwrap();
+                assert_eq!(wr.status(), 200);
+                let rr = client
+                    .request(r.body(Full::new(Bytes::new())).unwrap())
+                    .await
+                    .unwrap();
+                let backend = rr.headers()["x-leaderproxy-backend"]
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                let body = http_body_util::BodyExt::collect(rr.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes();
+                if body != format!("v{i}").as_bytes() {
+                    missed += 1;
+                }
+                *went.entry(backend).or_default() += 1;
+            }
+            (missed, went)
+        }));
+    }
+    let mut missed = 0;
+    let mut went: HashMap<String, usize> = HashMap::new();
+    for t in tasks {
+        let (m, w) = t.await.unwrap();
+        missed += m;
+        for (k, v) in w {
+            *went.entry(k).or_default() += v;
+        }
+    }
+    (missed, went)
+}
+
+/// The proof: 1,000 write-then-read pairs with read_your_writes all
+/// see their write, while the same pairs with eventual reads miss; reads
+/// whose write has reached a follower are still served by followers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_sees_every_write_while_plain_reads_miss() {
+    let c = Cluster::start(&["l", "f1", "f2"], Duration::from_millis(150)).await;
+    let ryw = Proxy::start(&c.config(&format!(
+        "{POSITIONS}reads: {{ consistency: read_your_writes, session: {{ header: X-Session-Id }} }}\n"
+    )))
+    .await;
+    ryw.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let (missed, went) = write_then_read(&ryw, 1000, "a", true).await;
+    println!("read_your_writes: 1000 pairs, {missed} missed, reads went to {went:?}");
+    assert_eq!(missed, 0, "a read missed its session's write");
+
+    let plain = Proxy::start(&c.config("")).await;
+    plain.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let (plain_missed, plain_went) = write_then_read(&plain, 200, "b", true).await;
+    println!("eventual: 200 pairs, {plain_missed} missed, reads went to {plain_went:?}");
+    assert!(
+        plain_missed > 100,
+        "plain reads must show the hazard: {plain_missed} of 200 missed"
+    );
+
+    // Once the followers' probed positions pass a session's last write,
+    // that session's reads go back to the followers.
+    let sid = ("x-session-id", "s0".to_string());
+    wait_until(
+        Duration::from_secs(3),
+        "a fresh follower serves session s0",
+        || async {
+            let r = send(&ryw, "GET", "/kv/a0", "", std::slice::from_ref(&sid)).await;
+            assert_eq!(r.text(), "v0");
+            r.backend().as_deref() != Some("l")
+        },
+    )
+    .await;
+    let m = ryw.metrics().await;
+    let via_follower = metric(&m, "leaderproxy_fresh_reads_total{target=\"follower\"}");
+    let via_leader = metric(&m, "leaderproxy_fresh_reads_total{target=\"leader\"}");
+    println!("fresh reads: {via_follower} via followers, {via_leader} via the leader");
+    assert!(via_follower >= 1.0 && via_leader >= 1.0);
+}
+
+/// Without a session, the write's `x-leaderproxy-position` sent back on a
+/// read gives the same guarantee; an absurd position only sends the read to
+/// the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_position_header_is_a_checked_lower_bound() {
+    let c = Cluster::start(&["l", "f1", "f2"], Duration::from_millis(300)).await;
+    let p = Proxy::start(&c.config(&format!(
+        "{POSITIONS}reads: {{ consistency: read_your_writes }}\n"
+    )))
+    .await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    for i in 0..50 {
+        let w = send(&p, "PUT", &format!("/kv/h{i}"), &format!("v{i}"), &[]).await;
+        let pos = w.headers["x-leaderproxy-position"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            pos,
+            w.headers["x-index"].to_str().unwrap(),
+            "the answer's own position"
+        );
+        let r = send(
+            &p,
+            "GET",
+            &format!("/kv/h{i}"),
+            "",
+            &[("x-leaderproxy-position", pos)],
+        )
+        .await;
+        assert_eq!(
+            r.text(),
+            format!("v{i}"),
+            "read {i} with the position header"
+        );
+    }
+    // Without the header nothing is promised: right after a write the
+    // followers (300 ms behind) do not have it.
+    let w = send(&p, "PUT", "/kv/nohdr", "new", &[]).await;
+    assert_eq!(w.status, 200);
+    let r = send(&p, "GET", "/kv/nohdr", "", &[]).await;
+    assert_ne!(r.backend().as_deref(), Some("l"));
+    assert_eq!(
+        r.status, 404,
+        "a plain read right after the write misses it"
+    );
+    // A position no backend has reached goes to the leader, and only there.
+    for _ in 0..10 {
+        let r = send(
+            &p,
+            "GET",
+            "/kv/h1",
+            "",
+            &[("x-leaderproxy-position", u64::MAX.to_string())],
+        )
+        .await;
+        assert_eq!((r.status, r.backend().as_deref()), (200, Some("l")));
+    }
+}
+
+/// When write answers carry no position, the leader's position is probed
+/// after the acknowledgement, once for a whole batch of concurrent writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_position_in_the_answer_the_leader_is_probed_after_the_ack() {
+    let c = Cluster::start(&["l", "f1", "f2"], Duration::from_millis(200)).await;
+    c.node("l")
+        .index_in_answers
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let p = Proxy::start(&c.config(
+        "positions: { probe: { path: /position, header: X-Index } }\nreads: { consistency: read_your_writes, session: { header: X-Session-Id } }\n",
+    ))
+    .await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let (missed, went) = write_then_read(&p, 200, "c", true).await;
+    println!("probe after ack: 200 pairs, {missed} missed, reads went to {went:?}");
+    assert_eq!(missed, 0);
+    // 64 concurrent writes: their probes are batched.
+    let before = metric(
+        &p.metrics().await,
+        "leaderproxy_write_position_probes_total{backend=\"l\"}",
+    );
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let (addr, client) = (p.addr, p.client.clone());
+        tasks.push(tokio::spawn(async move {
+            let req = http::Request::builder()
+                .method("PUT")
+                .uri(format!("http://{addr}/kv/batch{i}"))
+                .body(Full::new(Bytes::from_static(b"x")))
+                .unwrap();
+            let r = client.request(req).await.unwrap();
+            assert_eq!(r.status(), 200);
+            // Absent only when the probe failed (its timeout is the leader
+            // probe's, 40ms here, which a loaded machine can miss); the
+            // session then falls back to reads.after_write_window.
+            r.headers()
+                .get("x-leaderproxy-position")
+                .map(|v| v.to_str().unwrap().parse::<u64>().unwrap())
+        }));
+    }
+    let mut known = 0;
+    for t in tasks {
+        if let Some(pos) = t.await.unwrap() {
+            assert!(pos >= 201, "position {pos} does not cover the write");
+            known += 1;
+        }
+    }
+    println!("{known} of 64 concurrent writes got a position");
+    assert!(known > 0);
+    let probes = metric(
+        &p.metrics().await,
+        "leaderproxy_write_position_probes_total{backend=\"l\"}",
+    ) - before;
+    println!("64 concurrent writes took {probes} position probes");
+    assert!(
+        (1.0..64.0).contains(&probes),
+        "{probes} probes for 64 writes"
+    );
+}
+
+/// With no positions at all, a session's reads stay on the leader for
+/// `after_write_window` after its write; other sessions keep the followers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_positions_a_session_reads_from_the_leader_for_the_window() {
+    let c = Cluster::start(&["l", "f1", "f2"], Duration::from_millis(100)).await;
+    let p = Proxy::start(&c.config(
+        "reads: { consistency: read_your_writes, session: { cookie: sid }, after_write_window: 700ms }\n",
+    ))
+    .await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let me = ("cookie", "a=b; sid=me".to_string());
+    let other = ("cookie", "sid=other".to_string());
+    let w = send(&p, "PUT", "/kv/w", "1", std::slice::from_ref(&me)).await;
+    assert_eq!(w.status, 200);
+    assert!(
+        w.headers.get("x-leaderproxy-position").is_none(),
+        "no position is known"
+    );
+    let written = std::time::Instant::now();
+    for _ in 0..10 {
+        let r = send(&p, "GET", "/kv/w", "", std::slice::from_ref(&me)).await;
+        if written.elapsed() < Duration::from_millis(600) {
+            assert_eq!(
+                (r.backend().as_deref(), r.text().as_str()),
+                (Some("l"), "1")
+            );
+        }
+        let o = send(&p, "GET", "/kv/w", "", std::slice::from_ref(&other)).await;
+        assert_ne!(
+            o.backend().as_deref(),
+            Some("l"),
+            "other sessions use the followers"
+        );
+    }
+    wait_until(Duration::from_secs(3), "the window ends", || async {
+        send(&p, "GET", "/kv/w", "", std::slice::from_ref(&me))
+            .await
+            .backend()
+            .as_deref()
+            != Some("l")
+    })
+    .await;
+    assert!(written.elapsed() >= Duration::from_millis(700));
+}
+
+/// A follower more than `max_lag` behind gets no reads (and says so in
+/// /admin/routing and the lag gauge) until it catches up; with every
+/// follower behind, reads go to the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_over_max_lag_get_no_reads_until_they_catch_up() {
+    let c = Cluster::start(&["l", "f1", "f2"], Duration::ZERO).await;
+    let p = Proxy::start(&c.config(&format!("{POSITIONS}reads: {{ max_lag: 5 }}\n"))).await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    c.node("f1").freeze(true);
+    for i in 0..20 {
+        assert_eq!(
+            send(&p, "PUT", &format!("/kv/m{i}"), "x", &[]).await.status,
+            200
+        );
+    }
+    wait_until(
+        Duration::from_secs(3),
+        "f1 lagging and f2 caught up in /admin/routing",
+        || async {
+            let r = p.routing().await;
+            let b = |name: &str| {
+                r["backends"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|b| b["name"] == name)
+                    .cloned()
+                    .unwrap()
+            };
+            let (f1, f2) = (b("f1"), b("f2"));
+            f1["lagging"] == true
+                && f1["lag"].as_u64().is_some_and(|l| l >= 20)
+                && f2["lagging"] == false
+                && f2["lag"] == 0
+        },
+    )
+    .await;
+    let m = p.metrics().await;
+    assert!(
+        metric(&m, "leaderproxy_backend_lag_positions{backend=\"f1\"}") >= 20.0,
+        "{m}"
+    );
+    let mut went = HashMap::<String, usize>::new();
+    for _ in 0..40 {
+        *went
+            .entry(send(&p, "GET", "/kv/m1", "", &[]).await.backend().unwrap())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        went.get("f1"),
+        None,
+        "no reads to the lagging follower: {went:?}"
+    );
+    assert_eq!(went.get("f2"), Some(&40));
+
+    c.node("f2").freeze(true);
+    for i in 0..10 {
+        send(&p, "PUT", &format!("/kv/n{i}"), "x", &[]).await;
+    }
+    wait_until(
+        Duration::from_secs(3),
+        "reads fall back to the leader",
+        || async {
+            send(&p, "GET", "/kv/m1", "", &[])
+                .await
+                .backend()
+                .as_deref()
+                == Some("l")
+        },
+    )
+    .await;
+
+    c.node("f1").freeze(false);
+    c.node("f2").freeze(false);
+    wait_until(
+        Duration::from_secs(3),
+        "both followers back in rotation",
+        || async {
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..6 {
+                seen.insert(send(&p, "GET", "/kv/m1", "", &[]).await.backend().unwrap());
+            }
+            seen.contains("f1") && seen.contains("f2") && !seen.contains("l")
+        },
+    )
+    .await;
+}
+
+/// Sessions live in a bounded map: past the capacity the least recently
+/// used is forgotten and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_bounded_and_evictions_counted() {
+    let c = Cluster::start(&["l", "f1"], Duration::ZERO).await;
+    let p = Proxy::start(&c.config(&format!(
+        "{POSITIONS}reads: {{ consistency: read_your_writes, session: {{ header: X-Session-Id, capacity: 2 }} }}\n"
+    )))
+    .await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    for s in ["a", "b", "c", "d"] {
+        let w = send(&p, "PUT", "/kv/e", s, &[("x-session-id", s.to_string())]).await;
+        assert_eq!(w.status, 200);
+    }
+    let m = p.metrics().await;
+    assert_eq!(
+        metric(&m, "leaderproxy_session_evictions_total"),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "leaderproxy_sessions "), 2.0);
+}

@@ -428,3 +428,50 @@ async fn sessions_are_bounded_and_evictions_counted() {
     );
     assert_eq!(metric(&m, "leaderproxy_sessions "), 2.0);
 }
+
+/// A reload that adds `positions` starts the position probes (and one
+/// that turns on read_your_writes applies to the next request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_starts_position_probes() {
+    let c = Cluster::start(&["l", "f1"], Duration::from_millis(300)).await;
+    let p = Proxy::start(&c.config("")).await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    assert!(p.routing().await["backends"][0]["position"].is_null());
+    assert_eq!(
+        c.node("l")
+            .position_probes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    std::fs::write(
+        &p.config_path,
+        c.config(&format!(
+            "{POSITIONS}reads: {{ consistency: read_your_writes }}\n"
+        )),
+    )
+    .unwrap();
+    assert_eq!(p.admin("POST", "/admin/reload").await.status, 200);
+    wait_until(
+        Duration::from_secs(3),
+        "positions in /admin/routing",
+        || async {
+            let r = p.routing().await;
+            r["backends"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|b| b["position"].is_u64())
+        },
+    )
+    .await;
+    let w = send(&p, "PUT", "/kv/r", "1", &[]).await;
+    let pos = w.headers["x-leaderproxy-position"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let r = send(&p, "GET", "/kv/r", "", &[("x-leaderproxy-position", pos)]).await;
+    assert_eq!(
+        (r.backend().as_deref(), r.text().as_str()),
+        (Some("l"), "1")
+    );
+}

@@ -913,8 +913,8 @@ impl Aggregator {
         cfg.admin = self.cfg.admin;
         cfg.workers = self.cfg.workers;
         let cfg = Arc::new(cfg);
-        let probes_changed = format!("{:?}{:?}", cfg.health, cfg.leader)
-            != format!("{:?}{:?}", self.cfg.health, self.cfg.leader);
+        let probes = |c: &Config| format!("{:?}{:?}{:?}", c.health, c.leader, c.positions);
+        let probes_changed = probes(&cfg) != probes(&self.cfg);
         if cfg.leader.term_pointer != self.cfg.leader.term_pointer {
             // Terms from another pointer are another sequence.
             self.terms = TermFloor::default();

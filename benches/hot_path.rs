@@ -151,6 +151,49 @@ fn bench_pick(c: &mut Criterion) {
     }
 }
 
+// ----------------------------------------------------------- consistency
+
+/// The read-your-writes additions to a read: the session lookup (in a map
+/// of 100,000 sessions, sharded) and `pick_fresh` when no follower has
+/// caught up (the worst case: every follower is looked at, then the leader).
+fn bench_consistency(c: &mut Criterion) {
+    use leaderproxy::consistency::{Need, Sessions, Written};
+    let sessions = Sessions::new(
+        100_000,
+        prometheus::IntCounter::new("e", "e").unwrap(),
+        prometheus::IntGauge::new("s", "s").unwrap(),
+    );
+    for i in 0..100_000u32 {
+        sessions.wrote(sessions.id(format!("session-{i}").as_bytes()), Written::At(i as u64));
+    }
+    let mut g = c.benchmark_group("consistency");
+    g.bench_function("session_lookup", |b| {
+        b.iter(|| sessions.get(sessions.id(black_box(b"session-4242"))))
+    });
+    let cfg = Arc::new(leaderproxy::config::parse(TABLE_YAML, Path::new("bench.yaml")).unwrap());
+    let metrics = Metrics::new();
+    let (bs, _load) = backends(4, &metrics);
+    let mut t = table(1, &bs[1..], &cfg);
+    t.leader = leaderproxy::routing::LeaderState::Known(leaderproxy::routing::LeaderInfo {
+        backend: bs[0].clone(),
+        since: std::time::SystemTime::now(),
+        term: None,
+    });
+    let client: IpAddr = IpAddr::from([10, 1, 2, 3]);
+    let need = Need {
+        min_position: Some(7),
+        leader_only: false,
+    };
+    assert!(t.pick_fresh(client, need, None).is_some_and(|(_, leader)| leader));
+    g.bench_function("pick_fresh_3_stale_followers", |b| {
+        b.iter(|| t.pick_fresh(black_box(client), black_box(need), None).map(|x| x.1))
+    });
+    g.bench_function("pick_read_3_followers", |b| {
+        b.iter(|| t.pick_read(black_box(client)).map(|x| x.id))
+    });
+    g.finish();
+}
+
 // ----------------------------------------------------------------- table
 
 const TABLE_YAML: &str = "\
@@ -473,6 +516,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_classify, bench_pick, bench_table, bench_round_trip
+    targets = bench_classify, bench_pick, bench_consistency, bench_table, bench_round_trip
 }
 criterion_main!(benches);

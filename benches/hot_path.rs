@@ -164,7 +164,10 @@ fn bench_consistency(c: &mut Criterion) {
         prometheus::IntGauge::new("s", "s").unwrap(),
     );
     for i in 0..100_000u32 {
-        sessions.wrote(sessions.id(format!("session-{i}").as_bytes()), Written::At(i as u64));
+        sessions.wrote(
+            sessions.id(format!("session-{i}").as_bytes()),
+            Written::At(i as u64),
+        );
     }
     let mut g = c.benchmark_group("consistency");
     g.bench_function("session_lookup", |b| {
@@ -184,9 +187,14 @@ fn bench_consistency(c: &mut Criterion) {
         min_position: Some(7),
         leader_only: false,
     };
-    assert!(t.pick_fresh(client, need, None).is_some_and(|(_, leader)| leader));
+    assert!(t
+        .pick_fresh(client, need, None)
+        .is_some_and(|(_, leader)| leader));
     g.bench_function("pick_fresh_3_stale_followers", |b| {
-        b.iter(|| t.pick_fresh(black_box(client), black_box(need), None).map(|x| x.1))
+        b.iter(|| {
+            t.pick_fresh(black_box(client), black_box(need), None)
+                .map(|x| x.1)
+        })
     });
     g.bench_function("pick_read_3_followers", |b| {
         b.iter(|| t.pick_read(black_box(client)).map(|x| x.id))

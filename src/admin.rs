@@ -199,6 +199,10 @@ pub async fn handle(ctl: &Control, req: Request<Incoming>) -> Response<Full<Byte
     }
 }
 
+fn names(v: &[Arc<crate::backend::Backend>]) -> Vec<String> {
+    v.iter().map(|b| b.name.clone()).collect()
+}
+
 async fn routing_json(ctl: &Control) -> serde_json::Value {
     let t = ctl.proxy.shared.load();
     let status = ctl.proxy.monitor.status().await;
@@ -220,7 +224,9 @@ async fn routing_json(ctl: &Control) -> serde_json::Value {
         "ready": t.ready,
         "leader": leader,
         "split_brain": split,
-        "followers": t.followers.iter().map(|b| b.name.clone()).collect::<Vec<_>>(),
+        "local_zone": t.cfg.local_zone,
+        "followers": names(&t.followers),
+        "spill_followers": names(&t.spill),
         "backends": status,
     })
 }

@@ -33,14 +33,13 @@ pub struct Backend {
     pub h2c: bool,
     /// Stable hash of the name, for rendezvous hashing.
     pub name_hash: u64,
-    /// Failure domain (`backends[].zone`); reads prefer `local_zone`.
-    pub zone: Option<String>,
-    /// 0 = primary site; higher = standby (`backends[].priority`).
-    pub priority: u32,
     pub(crate) metrics: BackendMetrics,
     pub(crate) pool: Pool,
     /// Relative share of reads (a reload may change it).
     weight: AtomicU32,
+    /// Zone and priority (a reload may change them); read by the monitor
+    /// when it builds the read tier, and by the admin API.
+    placement: ArcSwap<Placement>,
     /// Requests sent and not yet finished (least-connections reads it).
     in_flight: AtomicUsize,
     /// Set by the admin API: no new requests.
@@ -70,6 +69,24 @@ pub struct Backend {
     position: AtomicU64,
     /// Coalesced position probes after acknowledged writes.
     pub(crate) after_ack: crate::consistency::after_ack::AfterAck,
+}
+
+/// Where a backend stands for reads: `backends[].zone` and `.priority`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Placement {
+    /// Failure domain; reads prefer followers in `local_zone`.
+    pub zone: Option<String>,
+    /// 0 = primary site; higher = standby.
+    pub priority: u32,
+}
+
+impl Placement {
+    fn of(cfg: &BackendConfig) -> Placement {
+        Placement {
+            zone: cfg.zone.clone(),
+            priority: cfg.priority,
+        }
+    }
 }
 
 /// Counts one request in flight on a backend until dropped.
@@ -112,8 +129,7 @@ impl Backend {
             peer_not_after: AtomicI64::new(i64::MIN),
             position: AtomicU64::new(0),
             after_ack: Default::default(),
-            zone: cfg.zone.clone(),
-            priority: cfg.priority,
+            placement: ArcSwap::from_pointee(Placement::of(cfg)),
         }
     }
 
@@ -180,14 +196,29 @@ impl Backend {
         }
     }
 
-    /// Whether a reload may keep this backend (same name, address).
+    /// Whether a reload may keep this backend (same name, address,
+    /// protocol). Zone, priority and weight are not identity: a reload
+    /// that changes them keeps the backend ([`Self::set_placement`]).
     pub fn same_as(&self, cfg: &BackendConfig) -> bool {
         self.name == cfg.name
             && self.authority == cfg.authority
             && self.h2c == cfg.h2c
             && self.tls.is_some() == cfg.tls.is_some()
-            && self.zone == cfg.zone
-            && self.priority == cfg.priority
+    }
+
+    /// Zone and priority in force.
+    pub fn placement(&self) -> arc_swap::Guard<Arc<Placement>> {
+        self.placement.load()
+    }
+
+    /// Takes the zone and priority of a reloaded config; true if they changed.
+    pub(crate) fn set_placement(&self, cfg: &BackendConfig) -> bool {
+        let new = Placement::of(cfg);
+        if **self.placement.load() == new {
+            return false;
+        }
+        self.placement.store(Arc::new(new));
+        true
     }
 
     /// The last probed replication position; `None` when unknown.

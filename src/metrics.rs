@@ -45,6 +45,8 @@ pub struct Metrics {
     pub leader_changes: IntCounter,
     pub no_leader_seconds: prometheus::Counter,
     pub leader_known: IntGauge,
+    /// 1 while the read tier is not the local zone of the primary site.
+    pub read_tier_spilled: IntGauge,
     pub split_brain: IntCounter,
     pub held_writes: IntGauge,
     pub hold_wait: Histogram,
@@ -203,6 +205,14 @@ impl Metrics {
             leader_known: reg(
                 &r,
                 IntGauge::new("leaderproxy_leader_known", "1 while a leader is known, else 0.").expect("valid metric"),
+            ),
+            read_tier_spilled: reg(
+                &r,
+                IntGauge::new(
+                    "leaderproxy_read_tier_spilled",
+                    "1 while reads go to followers outside local_zone or on a standby site (priority > 0), because none at home is eligible; else 0.",
+                )
+                .expect("valid metric"),
             ),
             split_brain: reg(
                 &r,

@@ -1159,3 +1159,50 @@ fn consistency_keys_that_cannot_work_are_refused() {
         vec!["lp.yaml:20:33: positions.probe.regex: \"offset:\\\\d+\" has no group: put the digits in parentheses, e.g. 'offset:(\\d+)'"]
     );
 }
+
+#[test]
+fn bad_zones_and_priorities_name_file_line_column() {
+    let text = ISSUE_CONFIG
+        .replace(
+            "- { name: n2, url: \"http://127.0.0.1:22379\", weight: 2 }",
+            "- { name: n2, url: \"http://127.0.0.1:22379\", weight: 2, zone: \"eu 1\" }",
+        )
+        .replace(
+            "- { name: n3, url: \"http://127.0.0.1:32379\" }",
+            "- { name: n3, url: \"http://127.0.0.1:32379\", zone: eu-2, priority: 101 }",
+        )
+        + "local_zone: \"eu/1\"\n";
+    assert_eq!(
+        errs(&text),
+        vec![
+            "lp.yaml:5:59: backends[1].zone: invalid zone \"eu 1\" (use letters, digits, '-', '_' and '.')",
+            "lp.yaml:6:60: backends[2].priority: 101 is outside 0..=100",
+            "lp.yaml:20:1: local_zone: invalid zone \"eu/1\" (use letters, digits, '-', '_' and '.')",
+        ]
+    );
+    let long = "z".repeat(64);
+    assert_eq!(
+        errs(&format!("{ISSUE_CONFIG}local_zone: {long}\n")),
+        vec![format!(
+            "lp.yaml:20:1: local_zone: invalid zone \"{long}\" (use letters, digits, '-', '_' and '.')"
+        )]
+    );
+    assert_eq!(
+        errs(&ISSUE_CONFIG.replace(
+            "- { name: n1, url: \"http://127.0.0.1:2379\" }",
+            "- { name: n1, url: \"http://127.0.0.1:2379\", priority: -1 }",
+        )),
+        vec!["lp.yaml:4:57: backends[0].priority: invalid type: integer `-1`, expected u32"]
+    );
+    // The bounds themselves are fine.
+    let ok = ISSUE_CONFIG.replace(
+        "- { name: n1, url: \"http://127.0.0.1:2379\" }",
+        "- { name: n1, url: \"http://127.0.0.1:2379\", zone: A.b_c-9, priority: 100 }",
+    );
+    let c = parse(&ok, Path::new("lp.yaml")).unwrap();
+    assert_eq!(
+        (c.backends[0].zone.as_deref(), c.backends[0].priority),
+        (Some("A.b_c-9"), 100)
+    );
+    assert_eq!(c.local_zone, None);
+}

@@ -26,6 +26,7 @@ use crate::balance::Picker;
 use crate::config::{BackendConfig, Config, PositionSource, ProbeConfig};
 use crate::discovery::{self, Found, Source};
 use crate::metrics::Metrics;
+use crate::routing::tier::{self, Rank};
 use crate::routing::{Backend, LeaderInfo, LeaderState, RoutingTable, Shared};
 
 /// Re-probes asked for by the request path (5xx answers, timeouts) start at
@@ -55,6 +56,12 @@ pub struct BackendStatus {
     pub source: &'static str,
     /// Discovery no longer lists it; kept while it leads.
     pub retiring: bool,
+    /// `backends[].zone` (discovered backends have none).
+    pub zone: Option<String>,
+    /// `backends[].priority`: 0 = primary site (discovered backends: 0).
+    pub priority: u32,
+    /// A follower that first reads go to now (see `routing::tier`).
+    pub in_read_tier: bool,
     pub idle_connections: usize,
     pub last_probe: ProbeStatus,
     /// Replication position at the last successful position probe.
@@ -239,6 +246,10 @@ struct Picture {
     leader: Option<u64>,
     split: Vec<u64>,
     followers: Vec<u64>,
+    /// Of `followers`, the read tier, its rank and the spill tier.
+    read_tier: Vec<u64>,
+    read_rank: Option<Rank>,
+    spill: Vec<u64>,
     ready: bool,
 }
 
@@ -702,6 +713,8 @@ impl Aggregator {
                 Some(i) != leader_idx && n.healthy() && !n.drained() && !n.ejected(now) && !lag[i].1
             })
             .collect();
+        // Of the eligible followers, which get reads: by priority, then zone.
+        let tiers = self.tiers(&followers);
         let positions = self.cfg.positions.probe.is_some();
         let ready = self.was_ready
             || (!self.nodes.is_empty()
@@ -716,6 +729,17 @@ impl Aggregator {
                 _ => Vec::new(),
             },
             followers: followers
+                .iter()
+                .map(|&i| self.nodes[i].backend.id)
+                .collect(),
+            read_tier: tiers
+                .read
+                .iter()
+                .map(|&i| self.nodes[i].backend.id)
+                .collect(),
+            read_rank: tiers.rank,
+            spill: tiers
+                .spill
                 .iter()
                 .map(|&i| self.nodes[i].backend.id)
                 .collect(),
@@ -758,6 +782,10 @@ impl Aggregator {
                 ),
             }
         }
+        let old_rank = self.picture.as_ref().and_then(|p| p.read_rank);
+        if old_rank != picture.read_rank {
+            self.log_read_tier(old_rank, &picture);
+        }
         if !picture.split.is_empty() && !old_split {
             self.metrics.split_brain.inc();
             tracing::warn!(claimants = ?self.names(&picture.split), "several backends claim leadership; no writes are routed");
@@ -777,10 +805,11 @@ impl Aggregator {
                     .collect(),
             ),
         };
-        let follower_backends: Vec<Arc<Backend>> = followers
-            .iter()
-            .map(|&i| self.nodes[i].backend.clone())
-            .collect();
+        let backends_of = |ix: &[usize]| -> Vec<Arc<Backend>> {
+            ix.iter().map(|&i| self.nodes[i].backend.clone()).collect()
+        };
+        let follower_backends = backends_of(&tiers.read);
+        let spill = backends_of(&tiers.spill);
         for (i, n) in self.nodes.iter().enumerate() {
             let m = &n.backend.metrics;
             if let Some(l) = lag[i].0 {
@@ -791,6 +820,7 @@ impl Aggregator {
             m.ejected.set(n.ejected(now) as i64);
         }
         self.metrics.leader_known.set(leader_idx.is_some() as i64);
+        self.metrics.read_tier_spilled.set(tiers.spilled() as i64);
         let table = RoutingTable {
             epoch: self.epoch,
             leader_gen: self.leader_gen,
@@ -798,6 +828,9 @@ impl Aggregator {
             leader,
             picker: Picker::build(self.cfg.reads.policy, &follower_backends),
             followers: follower_backends,
+            spill_picker: Picker::build(self.cfg.reads.policy, &spill),
+            spill,
+            rest: backends_of(&tiers.rest),
             backends: self.nodes.iter().map(|n| n.backend.clone()).collect(),
             cfg: self.cfg.clone(),
         };
@@ -831,6 +864,52 @@ impl Aggregator {
             .collect()
     }
 
+    /// The read tiers of the eligible followers `eligible` (node indices);
+    /// the result holds node indices too.
+    fn tiers(&self, eligible: &[usize]) -> tier::Tiers {
+        let local = self.cfg.local_zone.as_deref();
+        let ranks: Vec<Rank> = eligible
+            .iter()
+            .map(|&i| {
+                let p = self.nodes[i].backend.placement();
+                Rank::of(p.priority, p.zone.as_deref(), local)
+            })
+            .collect();
+        let mut t = tier::tiers(&ranks);
+        for v in [&mut t.read, &mut t.spill, &mut t.rest] {
+            for k in v.iter_mut() {
+                *k = eligible[*k];
+            }
+        }
+        t
+    }
+
+    /// Says where reads go when the read tier moved from rank `old`: away
+    /// from home (warn), back home, or to no follower at all.
+    fn log_read_tier(&self, old: Option<Rank>, p: &Picture) {
+        let names = self.names(&p.read_tier);
+        let local_zone = self.cfg.local_zone.as_deref().unwrap_or("none");
+        match (old, p.read_rank) {
+            (_, Some(r)) if r != Rank::HOME => tracing::warn!(
+                followers = ?names,
+                priority = r.priority,
+                outside_local_zone = r.remote,
+                local_zone,
+                "reads spill: no eligible follower in the local zone of the primary site"
+            ),
+            (Some(_), Some(_)) => tracing::info!(
+                followers = ?names,
+                local_zone,
+                "reads are back in the local zone of the primary site"
+            ),
+            (Some(_), None) => tracing::warn!(
+                fallback_to_leader = self.cfg.reads.fallback_to_leader,
+                "no follower is eligible for reads"
+            ),
+            (None, _) => {}
+        }
+    }
+
     fn names(&self, ids: &[u64]) -> Vec<String> {
         ids.iter()
             .filter_map(|id| self.index_of(*id))
@@ -853,10 +932,12 @@ impl Aggregator {
         let now = Instant::now();
         let leader = self.picture.as_ref().and_then(|p| p.leader);
         let lag = self.lags();
+        let tier: &[u64] = self.picture.as_ref().map_or(&[], |p| &p.read_tier);
         self.nodes
             .iter()
             .zip(lag)
-            .map(|(n, (lag, lagging))| BackendStatus {
+            .map(|(n, lag)| (n, lag, n.backend.placement()))
+            .map(|(n, (lag, lagging), place)| BackendStatus {
                 name: n.backend.name.clone(),
                 url: n.backend.url.clone(),
                 weight: n.backend.weight(),
@@ -877,6 +958,9 @@ impl Aggregator {
                 drained: n.drained(),
                 source: n.source,
                 retiring: n.retiring,
+                zone: place.zone.clone(),
+                priority: place.priority,
+                in_read_tier: tier.contains(&n.backend.id),
                 idle_connections: n.backend.pool.idle_count(),
                 last_probe: n.last.clone(),
                 position: n.backend.position(),
@@ -967,6 +1051,9 @@ impl Aggregator {
             if let Some(pos) = old.iter().position(|n| n.backend.same_as(bc)) {
                 let mut n = old.remove(pos);
                 n.backend.set_weight(bc.weight);
+                if n.backend.set_placement(bc) {
+                    tracing::info!(backend = %bc.name, zone = bc.zone.as_deref().unwrap_or("none"), priority = bc.priority, "backend zone or priority changed; it keeps its health and connections");
+                }
                 n.backend.set_tls(bc.tls.as_ref());
                 n.health.set_thresholds(cfg.health.rise, cfg.health.fall);
                 n.source = source;

@@ -3,6 +3,7 @@
 
 pub mod classify;
 pub mod table;
+pub mod tier;
 
 pub use crate::backend::Backend;
 pub use classify::{classify, Role, Route, Rule};

@@ -45,9 +45,18 @@ pub struct RoutingTable {
     /// False until the first probe round has finished.
     pub ready: bool,
     pub leader: LeaderState,
-    /// Healthy, non-leader, not drained, not ejected: the read candidates.
+    /// The read tier ([`super::tier`]): of the eligible followers
+    /// (healthy, not the leader, not drained, not ejected), those of the
+    /// lowest priority that has any, local zone first. The read candidates.
     pub followers: Vec<Arc<Backend>>,
     pub picker: Picker,
+    /// The next tier: where a read retry goes when the read tier has no
+    /// other follower (before the leader). Gets no first reads.
+    pub spill: Vec<Arc<Backend>>,
+    pub spill_picker: Picker,
+    /// Eligible followers of the tiers after `spill`: no reads, but a
+    /// not-leader redirect may name one (a standby site's new leader).
+    pub rest: Vec<Arc<Backend>>,
     /// Every configured backend, in config order.
     pub backends: Vec<Arc<Backend>>,
     /// The config in force for requests routed by this table, so one
@@ -65,6 +74,9 @@ impl RoutingTable {
             leader: LeaderState::None,
             followers: Vec::new(),
             picker: Picker::build(cfg.reads.policy, &[]),
+            spill: Vec::new(),
+            spill_picker: Picker::build(cfg.reads.policy, &[]),
+            rest: Vec::new(),
             backends,
             cfg,
         }
@@ -92,18 +104,23 @@ impl RoutingTable {
 
     /// Whether a backend named by a not-leader redirect may get the write:
     /// routing is ready and not split, and the backend is in this table as
-    /// leader or healthy follower, neither fenced nor drained.
+    /// leader or eligible follower (of any tier), neither fenced nor drained.
     pub fn hint_usable(&self, b: &Backend) -> bool {
         self.ready
             && !matches!(self.leader, LeaderState::SplitBrain(_))
             && !b.is_fenced()
             && !b.is_drained()
             && (self.leader().is_some_and(|l| l.id == b.id)
-                || self.followers.iter().any(|f| f.id == b.id))
+                || self
+                    .followers
+                    .iter()
+                    .chain(&self.spill)
+                    .chain(&self.rest)
+                    .any(|f| f.id == b.id))
     }
 
-    /// A follower for a read by policy; the leader when none is healthy and
-    /// `fallback_to_leader` is on.
+    /// A follower of the read tier by policy; the leader when no follower
+    /// is eligible and `fallback_to_leader` is on.
     #[inline]
     pub fn pick_read(&self, client: IpAddr) -> Option<&Arc<Backend>> {
         match self.picker.pick(&self.followers, client, None) {
@@ -114,13 +131,25 @@ impl RoutingTable {
     }
 
     /// Where a read that failed on backend `failed` is retried: another
-    /// follower, else the leader when `fallback_to_leader` is on; never `failed`.
+    /// follower of the read tier, else one of the spill tier (the next
+    /// zone or site), else the leader when `fallback_to_leader` is on;
+    /// never `failed`.
     pub fn pick_retry(&self, client: IpAddr, failed: u64) -> Option<&Arc<Backend>> {
-        match self.picker.pick(&self.followers, client, Some(failed)) {
-            Some(i) if self.followers[i].id != failed => Some(&self.followers[i]),
-            _ if self.cfg.reads.fallback_to_leader => self.leader().filter(|l| l.id != failed),
-            _ => None,
+        let other = |list: &[Arc<Backend>], picker: &Picker| {
+            picker
+                .pick(list, client, Some(failed))
+                .filter(|&i| list[i].id != failed)
+        };
+        if let Some(i) = other(&self.followers, &self.picker) {
+            return Some(&self.followers[i]);
         }
+        if let Some(i) = other(&self.spill, &self.spill_picker) {
+            return Some(&self.spill[i]);
+        }
+        if self.cfg.reads.fallback_to_leader {
+            return self.leader().filter(|l| l.id != failed);
+        }
+        None
     }
 
     /// Where a read that must see an earlier write goes
@@ -223,5 +252,76 @@ impl Shared {
                 Err(_) => avoid = None,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::test_support::backends;
+
+    fn table(
+        fallback: bool,
+        read: &[usize],
+        spill: &[usize],
+        leader: Option<usize>,
+    ) -> RoutingTable {
+        let yaml = format!(
+            "listen: 127.0.0.1:0\nbackends: [ {{ name: x, url: \"http://127.0.0.1:1\" }} ]\nleader: {{ path: /l, expect: {{ status: [200] }} }}\nreads: {{ fallback_to_leader: {fallback} }}\n"
+        );
+        let cfg = Arc::new(crate::config::parse(&yaml, std::path::Path::new("t.yaml")).unwrap());
+        let all = backends(&[1, 1, 1, 1]);
+        let pick = |ix: &[usize]| ix.iter().map(|&i| all[i].clone()).collect::<Vec<_>>();
+        let mut t = RoutingTable::empty(all.clone(), cfg.clone());
+        t.ready = true;
+        t.followers = pick(read);
+        t.picker = Picker::build(cfg.reads.policy, &t.followers);
+        t.spill = pick(spill);
+        t.spill_picker = Picker::build(cfg.reads.policy, &t.spill);
+        if let Some(l) = leader {
+            t.leader = LeaderState::Known(LeaderInfo {
+                backend: all[l].clone(),
+                since: SystemTime::now(),
+                term: None,
+            });
+        }
+        t
+    }
+
+    fn name(b: Option<&Arc<Backend>>) -> Option<&str> {
+        b.map(|b| b.name.as_str())
+    }
+
+    #[test]
+    fn first_reads_come_from_the_read_tier_only() {
+        let t = table(true, &[0, 1], &[2], Some(3));
+        let ip = "10.0.0.1".parse().unwrap();
+        for _ in 0..10 {
+            assert!(matches!(name(t.pick_read(ip)), Some("b0" | "b1")));
+        }
+    }
+
+    #[test]
+    fn a_retry_tries_the_tier_then_the_spill_tier_then_the_leader() {
+        let ip = "10.0.0.1".parse().unwrap();
+        let t = table(true, &[0, 1], &[2], Some(3));
+        assert_eq!(name(t.pick_retry(ip, t.followers[0].id)), Some("b1"));
+        let t = table(true, &[0], &[2], Some(3));
+        assert_eq!(
+            name(t.pick_retry(ip, t.followers[0].id)),
+            Some("b2"),
+            "spill before the leader"
+        );
+        let t = table(true, &[0], &[], Some(3));
+        assert_eq!(name(t.pick_retry(ip, t.followers[0].id)), Some("b3"));
+        let t = table(false, &[0], &[], Some(3));
+        assert_eq!(name(t.pick_retry(ip, t.followers[0].id)), None);
+        // The spill tier is used even without fallback_to_leader: it is a follower.
+        let t = table(false, &[0], &[2], Some(3));
+        assert_eq!(name(t.pick_retry(ip, t.followers[0].id)), Some("b2"));
+        // With no follower, the first read went to the leader; its retry has nowhere to go.
+        let t = table(true, &[], &[], Some(3));
+        assert_eq!(name(t.pick_read(ip)), Some("b3"));
+        assert_eq!(name(t.pick_retry(ip, t.leader().unwrap().id)), None);
     }
 }

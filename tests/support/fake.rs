@@ -470,12 +470,24 @@ impl Drop for Fake {
 /// A config for fakes: leader probe `/leader` (200 on the leader), health
 /// `/health` (every 50ms and 100ms); `extra` is appended (YAML).
 pub fn config_for(fakes: &[&Fake], extra: &str) -> String {
+    let plain: Vec<(&Fake, &str)> = fakes.iter().map(|f| (*f, "")).collect();
+    config_with(&plain, extra)
+}
+
+/// Like [`config_for`], with more keys for each backend (YAML flow-map
+/// entries such as `zone: eu-1, priority: 1`; empty for none).
+pub fn config_with(backends: &[(&Fake, &str)], extra: &str) -> String {
     let mut s = String::from(
         "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nworkers: 2\ndebug_headers: true\nbackends:\n",
     );
-    for f in fakes {
+    for (f, keys) in backends {
+        let more = if keys.is_empty() {
+            String::new()
+        } else {
+            format!(", {keys}")
+        };
         s.push_str(&format!(
-            "  - {{ name: {}, url: \"http://{}\" }}\n",
+            "  - {{ name: {}, url: \"http://{}\"{more} }}\n",
             f.state.name, f.addr
         ));
     }

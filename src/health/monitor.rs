@@ -564,6 +564,9 @@ impl Aggregator {
             }
             Msg::Reload { cfg, reply } => {
                 let notes = self.reload(cfg);
+                // Publish before answering: a client that reloads and then
+                // sends a request gets the new config's table.
+                self.refresh();
                 let _ = reply.send(notes);
             }
             Msg::Discovered { source, found } => {

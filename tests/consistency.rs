@@ -475,3 +475,23 @@ async fn a_reload_starts_position_probes() {
         (Some("l"), "1")
     );
 }
+
+/// `leaderproxy_sessions` counts sessions, not writes: a session that
+/// writes again is the same entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sessions_gauge_counts_sessions_not_writes() {
+    let c = Cluster::start(&["l", "f1"], Duration::ZERO).await;
+    let p = Proxy::start(&c.config(&format!(
+        "{POSITIONS}reads: {{ consistency: read_your_writes, session: {{ header: X-Session-Id, capacity: 10 }} }}\n"
+    )))
+    .await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    for i in 0..12 {
+        let s = ["a", "b", "c"][i % 3].to_string();
+        let w = send(&p, "PUT", "/kv/g", "x", &[("x-session-id", s)]).await;
+        assert_eq!(w.status, 200);
+    }
+    let m = p.metrics().await;
+    assert_eq!(metric(&m, "leaderproxy_sessions "), 3.0, "{m}");
+    assert_eq!(metric(&m, "leaderproxy_session_evictions_total"), 0.0);
+}

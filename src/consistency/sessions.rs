@@ -92,19 +92,22 @@ impl Sessions {
 
     /// Records a write of session `id`.
     pub fn wrote(&self, id: u64, w: Written) {
-        let evicted = self.with_shard(id, |s| {
-            let mut e = s.get(&id).copied().unwrap_or_default();
+        let (new, evicted) = self.with_shard(id, |s| {
+            let old = s.get(&id).copied();
+            let mut e = old.unwrap_or_default();
             match w {
                 Written::At(p) => e.position = e.position.max(Some(p)),
                 Written::Unknown { until } => e.leader_until = e.leader_until.max(Some(until)),
             }
-            let full = s.len() >= s.capacity() && !s.contains_key(&id);
+            let evicts = old.is_none() && s.len() >= s.capacity();
             s.insert(id, e);
-            full
+            (old.is_none(), evicts)
         });
+        // A new session either takes a free slot or replaces the LRU one;
+        // a known session's write changes neither count.
         if evicted {
             self.evictions.inc();
-        } else {
+        } else if new {
             self.size.inc();
         }
     }
@@ -156,6 +159,7 @@ mod tests {
             })
         );
         assert_eq!(s.get(s.id(b"b")), None);
+        assert_eq!(s.size.get(), 1, "one session, however many writes");
     }
 
     #[test]

@@ -1,0 +1,644 @@
+//! Read-your-writes and `max_lag` on a real 3-member etcd 3.4 cluster
+//! (`EtcdCluster::start(3)`: `--enable-v2`, heartbeat 100ms) behind
+//! leaderproxy. Three tests, run one after the other (a lock: the machine has
+//! 2 cores), each with its own cluster.
+//!
+//! The position configs live in one place, the `V2_*`/`V3_*` constants below.
+//!
+//! `etcd_v2_read_your_writes` — positions from `X-Etcd-Index` (probe
+//! `GET /v2/keys/`, and each write's answer) — and `etcd_v3_read_your_writes`
+//! — positions from `/header/revision` (probe: a serializable range of key
+//! "\0", answered by the member from its own state; each put's answer).
+//! Each asserts:
+//! 1. 300 write-then-read pairs through a proxy with
+//!    `reads.consistency: read_your_writes` (8 sessions by `X-Session-Id`;
+//!    v2: `PUT /v2/keys/lp/kI` then `GET /v2/keys/lp/kI`; v3:
+//!    `POST /v3/kv/put` then a *serializable* `POST /v3/kv/range`, which a
+//!    follower answers from its local state): 0 reads miss their write.
+//!    Every write answer's `x-leaderproxy-position` equals the answer's own
+//!    position (v2: `X-Etcd-Index`, also the node's `modifiedIndex`; v3:
+//!    `header.revision`), and no probe after an ack was needed
+//!    (`leaderproxy_write_position_probes_total` stays 0).
+//! 2. `/admin/routing` shows a position for all 3 members, and each reaches
+//!    the last write's.
+//! 3. Fresh reads still go to followers: 10 pairs whose read waits until a
+//!    follower's probed position (in `/admin/routing`) has the write are
+//!    served by a follower and see the write; a session's read of an old
+//!    key is served by a follower within 3s; and
+//!    `leaderproxy_fresh_reads_total{target="follower"}` counts them.
+//!    (During the 300 pairs nearly every read goes to the leader: a
+//!    follower's position is probed every 200ms, the next read comes ~10ms
+//!    after its write.)
+//! 4. The same 300 pairs through a second proxy with eventual reads (no
+//!    positions, reads round-robin over the followers) miss at least one
+//!    write: the hazard the guarantee removes. Whether one read misses is a
+//!    race (the leader answers once it has applied the entry, and sends the
+//!    new commit index to the followers at the same time; a read that reaches
+//!    a follower before it applied the entry misses), so only "> 0" is
+//!    asserted, after it held in every one of 6 runs on the 2-core test
+//!    machine: 9 to 40 misses of 300 (v2: 10-28, v3: 9-40).
+//!
+//! Printed lines:
+//! `real_etcd_consistency[v2|v3]: read_your_writes: 300 pairs, 0 missed, reads went to {..}`,
+//! `real_etcd_consistency[v2|v3]: 300 pairs took T; the followers' lag in /admin/routing meanwhile (..): up to N`
+//! (a follower's lag is its probed position behind the highest probed one,
+//! and each member is probed at its own moment, so under a steady write
+//! load a follower that is current shows up to one probe interval's writes),
+//! `real_etcd_consistency[v2|v3]: fresh reads: F via followers, L via the leader (..)`,
+//! `real_etcd_consistency[v2|v3]: eventual: 300 pairs, M missed, reads went to {..}`.
+//!
+//! `etcd_max_lag_sigstop_follower` — `reads.max_lag: 10`, eventual reads. A
+//! follower is frozen with SIGSTOP; 20 writes go through the proxy (the
+//! other two members commit them). Asserted: the frozen member is shown
+//! `lagging` with a lag of at least 20 in `/admin/routing` (and in
+//! `leaderproxy_backend_lag_positions`) while it is still `healthy` — its
+//! health probes time out too, so `health.fall` is set far above the test's
+//! length (1000 x 500ms), which makes "no reads because of lag, not health"
+//! deterministic. Once the live follower's next probe shows it caught up
+//! (each member is probed at its own moment, so right after a burst of
+//! writes a caught-up follower can show a lag of up to the writes of one
+//! probe interval), 30 reads all succeed and all go to the live follower:
+//! none to the frozen one, none to the leader. After SIGCONT the frozen
+//! member catches up, is no longer lagging and serves reads again.
+//! Printed: `real_etcd_consistency[max_lag]: ..` with the lag seen, where
+//! the 30 reads went and how long each step took.
+//!
+//! Needs `/usr/bin/etcd` (Debian `etcd-server`, installed by `bash tests/run.sh`);
+//! `LEADERPROXY_SKIP_REAL=1` skips the tests with a notice.
+
+#[path = "support/procs.rs"]
+mod procs;
+
+#[path = "support/etcd.rs"]
+mod etcd;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use etcd::{b64, unb64, EtcdCluster};
+use procs::{spawn_proxy, wait_for, wait_some, HttpConn, HttpResponse, ProxyProc};
+
+const BIN: &str = env!("CARGO_BIN_EXE_leaderproxy");
+
+// ---------------------------------------------------------------------------
+// the configs (to become `preset: etcd` / `preset: etcd-v3`)
+// ---------------------------------------------------------------------------
+
+/// etcd v2: every answer carries the member's store index in `X-Etcd-Index`
+/// (a write's answer: the index it was applied at).
+const V2_POSITIONS: &str = "\
+positions:
+  probe: { path: /v2/keys/, header: X-Etcd-Index }
+  response: { header: X-Etcd-Index }
+";
+const V2_ROUTES: &str = "routes:\n  - { methods: [GET, HEAD], to: read }\n";
+
+/// etcd v3 (JSON gateway): `header.revision` (an int64 as a string) of a
+/// serializable range is the member's own applied revision; a put's answer
+/// carries the revision it created.
+const V3_POSITIONS: &str = r#"positions:
+  probe: { path: /v3/kv/range, method: POST, body: '{"key":"AA==","serializable":true}', json: /header/revision }
+  response: { json: /header/revision }
+"#;
+const V3_ROUTES: &str = "routes:\n  - { methods: [POST], path_prefix: /v3/kv/range, to: read }\n";
+
+const READ_YOUR_WRITES: &str =
+    "reads: { consistency: read_your_writes, session: { header: X-Session-Id } }\n";
+const EVENTUAL: &str = "reads: { consistency: eventual }\n";
+const MAX_LAG: &str = "reads: { max_lag: 10 }\n";
+
+/// The proxy config: this cluster's members, the leader probe of
+/// `EtcdCluster::leaderproxy_yaml`, health every 500ms with `fall` failures
+/// to go down, debug headers, and `sections` (positions, routes, reads).
+fn proxy_yaml(c: &EtcdCluster, fall: u32, sections: &[&str]) -> String {
+    let mut s = String::from("debug_headers: true\nbackends:\n");
+    for m in &c.members {
+        s.push_str(&format!(
+            "  - {{ name: {}, url: \"{}\" }}\n",
+            m.name,
+            m.client_url()
+        ));
+    }
+    s.push_str(&format!(
+        "health:\n  path: /health\n  interval: 500ms\n  timeout: 400ms\n  rise: 1\n  fall: {fall}\n  expect: {{ status: [200] }}\n\
+         leader:\n  path: /v2/stats/leader\n  interval: 200ms\n  timeout: 150ms\n  expect: {{ status: [200] }}\n\
+         timeouts: {{ connect: 500ms, response_headers: 10s }}\n"
+    ));
+    for sec in sections {
+        s.push_str(sec);
+    }
+    s
+}
+
+/// One cluster at a time: the machine has 2 cores.
+static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+const PAIRS: usize = 300;
+const SESSIONS: usize = 8;
+/// Pairs whose read waits until a follower's probed position has the write.
+const SLOW_PAIRS: usize = 10;
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------
+// the two APIs
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug)]
+enum Api {
+    V2,
+    V3,
+}
+
+impl Api {
+    fn name(self) -> &'static str {
+        match self {
+            Api::V2 => "v2",
+            Api::V3 => "v3",
+        }
+    }
+
+    fn write(self, c: &mut HttpConn, key: &str, value: &str, h: &[(&str, &str)]) -> HttpResponse {
+        let r = match self {
+            Api::V2 => {
+                let mut hs = vec![("Content-Type", "application/x-www-form-urlencoded")];
+                hs.extend_from_slice(h);
+                c.request(
+                    "PUT",
+                    &format!("/v2/keys/{key}"),
+                    &hs,
+                    format!("value={value}").as_bytes(),
+                )
+            }
+            Api::V3 => {
+                let mut hs = vec![("Content-Type", "application/json")];
+                hs.extend_from_slice(h);
+                let body =
+                    serde_json::json!({"key": b64(key.as_bytes()), "value": b64(value.as_bytes())});
+                c.request("POST", "/v3/kv/put", &hs, body.to_string().as_bytes())
+            }
+        };
+        let r = r.unwrap_or_else(|e| panic!("{self:?} write {key}: {e}"));
+        assert!(
+            (200..300).contains(&r.status),
+            "{self:?} write {key}: {} {}",
+            r.status,
+            r.text()
+        );
+        r
+    }
+
+    /// The position the backend's own answer to a write carries.
+    fn answer_position(self, r: &HttpResponse, value: &str) -> u64 {
+        match self {
+            Api::V2 => {
+                let idx: u64 = r.header("x-etcd-index").unwrap().parse().unwrap();
+                let node = &r.json()["node"];
+                assert_eq!(node["value"], value);
+                assert_eq!(node["modifiedIndex"].as_u64(), Some(idx));
+                idx
+            }
+            Api::V3 => r.json()["header"]["revision"]
+                .as_str()
+                .expect("header.revision")
+                .parse()
+                .unwrap(),
+        }
+    }
+
+    fn read(self, c: &mut HttpConn, key: &str, h: &[(&str, &str)]) -> HttpResponse {
+        let r = match self {
+            Api::V2 => c.request("GET", &format!("/v2/keys/{key}"), h, b""),
+            Api::V3 => {
+                let mut hs = vec![("Content-Type", "application/json")];
+                hs.extend_from_slice(h);
+                let body = serde_json::json!({"key": b64(key.as_bytes()), "serializable": true});
+                c.request("POST", "/v3/kv/range", &hs, body.to_string().as_bytes())
+            }
+        };
+        r.unwrap_or_else(|e| panic!("{self:?} read {key}: {e}"))
+    }
+
+    /// The value a read found (`None`: the key is not there).
+    fn read_value(self, r: &HttpResponse) -> Option<String> {
+        match self {
+            Api::V2 if r.status == 404 => None,
+            Api::V2 => {
+                assert_eq!(r.status, 200, "v2 read: {}", r.text());
+                r.json()["node"]["value"].as_str().map(str::to_string)
+            }
+            Api::V3 => {
+                assert_eq!(r.status, 200, "v3 read: {}", r.text());
+                let v = r.json();
+                let val = v["kvs"].get(0)?["value"].as_str()?.to_string();
+                Some(String::from_utf8(unb64(&val).unwrap()).unwrap())
+            }
+        }
+    }
+}
+
+fn backend_of(r: &HttpResponse) -> String {
+    r.header("x-leaderproxy-backend")
+        .expect("x-leaderproxy-backend (debug_headers)")
+        .to_string()
+}
+
+struct Pairs {
+    missed: usize,
+    went: BTreeMap<String, usize>,
+    /// The last write's position (from its answer).
+    last_position: u64,
+}
+
+/// `n` pairs, one after the other on one keep-alive connection: write key
+/// `<prefix>/kI` = `vI` in session `s<I mod 8>`, then read it in that
+/// session. With `ryw`, each write answer's `x-leaderproxy-position` must be
+/// the answer's own position.
+fn pairs(api: Api, p: &ProxyProc, prefix: &str, n: usize, ryw: bool) -> Pairs {
+    let mut conn = HttpConn::new(&p.listen, TIMEOUT);
+    let mut out = Pairs {
+        missed: 0,
+        went: BTreeMap::new(),
+        last_position: 0,
+    };
+    for i in 0..n {
+        let sid = format!("s{}", i % SESSIONS);
+        let h = [("X-Session-Id", sid.as_str())];
+        let (key, value) = (format!("{prefix}/k{i}"), format!("v{i}"));
+        let w = api.write(&mut conn, &key, &value, &h);
+        let pos = api.answer_position(&w, &value);
+        let given = w.header("x-leaderproxy-position");
+        if ryw {
+            assert_eq!(
+                given,
+                Some(pos.to_string().as_str()),
+                "write {i}: x-leaderproxy-position is the answer's own position"
+            );
+        } else {
+            assert_eq!(given, None, "no positions with eventual reads");
+        }
+        assert!(
+            pos > out.last_position,
+            "positions grow: {pos} after {}",
+            out.last_position
+        );
+        out.last_position = pos;
+        let r = api.read(&mut conn, &key, &h);
+        *out.went.entry(backend_of(&r)).or_default() += 1;
+        if api.read_value(&r).as_deref() != Some(value.as_str()) {
+            out.missed += 1;
+        }
+    }
+    out
+}
+
+fn member<'a>(routing: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    routing["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .find(|b| b["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in /admin/routing: {routing}"))
+}
+
+/// Samples the followers' `lag` in `/admin/routing` every 50ms on a thread
+/// (bounded by a 60s deadline); `stop` returns the largest seen.
+struct LagSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl LagSampler {
+    fn start(p: &ProxyProc, leader: &str) -> LagSampler {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, url, leader) = (
+            stop.clone(),
+            p.admin_url("/admin/routing"),
+            leader.to_string(),
+        );
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut max = 0;
+            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if let Ok(r) = procs::http_get(&url) {
+                    let v = r.json();
+                    for b in v["backends"].as_array().into_iter().flatten() {
+                        if b["name"] != leader.as_str() {
+                            max = max.max(b["lag"].as_u64().unwrap_or(0));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            max
+        });
+        LagSampler { stop, thread }
+    }
+
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("sampler")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// read-your-writes, v2 and v3
+// ---------------------------------------------------------------------------
+
+fn read_your_writes(api: Api, positions: &str, routes: &str) {
+    let tag = format!("real_etcd_consistency[{}]", api.name());
+    if !procs::require_binaries(&tag, &[etcd::ETCD_BIN]) {
+        return;
+    }
+    let _one = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let started = Instant::now();
+    let cluster = EtcdCluster::start(3);
+    let ryw = spawn_proxy(
+        BIN,
+        &proxy_yaml(&cluster, 8, &[positions, routes, READ_YOUR_WRITES]),
+    );
+    let plain = spawn_proxy(BIN, &proxy_yaml(&cluster, 8, &[routes, EVENTUAL]));
+    let leader = wait_some(
+        Instant::now() + Duration::from_secs(10),
+        "both proxies know the same leader",
+        || {
+            let l = ryw.leader_name()?;
+            (plain.leader_name().as_deref() == Some(l.as_str())).then_some(l)
+        },
+    );
+    let names: Vec<String> = cluster.members.iter().map(|m| m.name.clone()).collect();
+    // Ready means every member's position was probed once.
+    let routing = ryw.routing();
+    for n in &names {
+        assert!(
+            member(&routing, n)["position"].as_u64().is_some(),
+            "{n} has no position in /admin/routing: {routing}"
+        );
+    }
+
+    let sampler = LagSampler::start(&ryw, &leader);
+    let pairs_started = Instant::now();
+    let got = pairs(api, &ryw, "lp", PAIRS, true);
+    let pairs_took = pairs_started.elapsed();
+    let max_lag_seen = sampler.stop();
+    println!(
+        "{tag}: read_your_writes: {PAIRS} pairs, {} missed, reads went to {:?}",
+        got.missed, got.went
+    );
+    println!(
+        "{tag}: {PAIRS} pairs took {pairs_took:?}; the followers' lag in /admin/routing \
+         meanwhile (sampled every 50ms): up to {max_lag_seen}"
+    );
+    assert_eq!(got.missed, 0, "a read missed its session's write");
+    assert_eq!(
+        ryw.metric_sum("leaderproxy_write_position_probes_total", &[]),
+        0.0,
+        "every write answer carried its position: no probe after the ack"
+    );
+
+    // Every member's probed position reaches the last write.
+    wait_for(
+        Duration::from_secs(3),
+        "every member's position in /admin/routing reaches the last write",
+        || {
+            let r = ryw.routing();
+            names.iter().all(|n| {
+                member(&r, n)["position"]
+                    .as_u64()
+                    .is_some_and(|p| p >= got.last_position)
+            })
+        },
+    );
+
+    // A read whose write a follower's probed position has reached is
+    // served by a follower, and sees the write.
+    let mut conn = HttpConn::new(&ryw.listen, TIMEOUT);
+    let h = [("X-Session-Id", "slow")];
+    for i in 0..SLOW_PAIRS {
+        let (key, value) = (format!("lp/slow{i}"), format!("w{i}"));
+        let w = api.write(&mut conn, &key, &value, &h);
+        let pos = api.answer_position(&w, &value);
+        wait_for(
+            Duration::from_secs(3),
+            "a follower's probed position reaches the write",
+            || {
+                let r = ryw.routing();
+                names
+                    .iter()
+                    .filter(|n| **n != leader)
+                    .any(|n| member(&r, n)["position"].as_u64().is_some_and(|p| p >= pos))
+            },
+        );
+        let r = api.read(&mut conn, &key, &h);
+        assert_eq!(api.read_value(&r).as_deref(), Some(value.as_str()));
+        assert_ne!(backend_of(&r), leader, "a fresh follower serves the read");
+    }
+
+    // Once its followers caught up, a session's reads go back to them.
+    let h = [("X-Session-Id", "s0")];
+    let mut tries = 0;
+    wait_for(
+        Duration::from_secs(3),
+        "a follower serves session s0's read",
+        || {
+            tries += 1;
+            let r = api.read(&mut conn, "lp/k0", &h);
+            assert_eq!(api.read_value(&r).as_deref(), Some("v0"));
+            backend_of(&r) != leader
+        },
+    );
+    let via_follower = ryw.metric_sum("leaderproxy_fresh_reads_total", &[("target", "follower")]);
+    let via_leader = ryw.metric_sum("leaderproxy_fresh_reads_total", &[("target", "leader")]);
+    println!(
+        "{tag}: fresh reads: {via_follower} via followers, {via_leader} via the leader \
+         (leader {leader}; session s0 reached a follower after {tries} reads)"
+    );
+    assert!(
+        via_follower > SLOW_PAIRS as f64,
+        "fresh reads reach followers"
+    );
+
+    let plain_got = pairs(api, &plain, "plain", PAIRS, false);
+    println!(
+        "{tag}: eventual: {PAIRS} pairs, {} missed, reads went to {:?}",
+        plain_got.missed, plain_got.went
+    );
+    assert!(
+        !plain_got.went.contains_key(&leader),
+        "eventual reads stay on the followers"
+    );
+    assert!(
+        plain_got.missed > 0,
+        "eventual reads never missed a write: the comparison shows nothing"
+    );
+    println!("{tag}: took {:?}", started.elapsed());
+}
+
+#[test]
+fn etcd_v2_read_your_writes() {
+    read_your_writes(Api::V2, V2_POSITIONS, V2_ROUTES);
+}
+
+#[test]
+fn etcd_v3_read_your_writes() {
+    read_your_writes(Api::V3, V3_POSITIONS, V3_ROUTES);
+}
+
+// ---------------------------------------------------------------------------
+// max_lag: a frozen follower
+// ---------------------------------------------------------------------------
+
+/// SIGSTOPs a process; SIGCONTs it when dropped (also on a failed assertion).
+struct Frozen(u32);
+
+fn signal(pid: u32, sig: &str) {
+    let st = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(st.success(), "kill {sig} {pid}");
+}
+
+impl Frozen {
+    fn freeze(pid: u32) -> Frozen {
+        signal(pid, "-STOP");
+        Frozen(pid)
+    }
+    fn thaw(self) {}
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        signal(self.0, "-CONT");
+    }
+}
+
+/// The one member named neither of `not`.
+fn names_but(c: &EtcdCluster, not: &[&str]) -> String {
+    let mut rest = c.members.iter().filter(|m| !not.contains(&m.name.as_str()));
+    let one = rest.next().expect("a member left").name.clone();
+    assert!(rest.next().is_none(), "exactly one member left");
+    one
+}
+
+#[test]
+fn etcd_max_lag_sigstop_follower() {
+    let tag = "real_etcd_consistency[max_lag]";
+    if !procs::require_binaries(tag, &[etcd::ETCD_BIN]) {
+        return;
+    }
+    let _one = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let started = Instant::now();
+    let cluster = EtcdCluster::start(3);
+    // fall 1000 x 500ms: a frozen member stays healthy for the whole test.
+    let p = spawn_proxy(
+        BIN,
+        &proxy_yaml(&cluster, 1000, &[V2_POSITIONS, V2_ROUTES, MAX_LAG]),
+    );
+    let leader = wait_some(Instant::now() + Duration::from_secs(10), "a leader", || {
+        p.leader_name()
+    });
+    let frozen_i = (0..cluster.len())
+        .find(|&i| cluster.members[i].name != leader)
+        .unwrap();
+    let frozen = cluster.members[frozen_i].name.clone();
+    let mut conn = HttpConn::new(&p.listen, TIMEOUT);
+    Api::V2.write(&mut conn, "lag/m0", "x", &[]);
+    wait_for(Duration::from_secs(3), "both followers serve reads", || {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..4 {
+            seen.insert(backend_of(&Api::V2.read(&mut conn, "lag/m0", &[])));
+        }
+        seen.len() == 2 && !seen.contains(&leader)
+    });
+
+    let pid = cluster.members[frozen_i].proc.pid().expect("running");
+    let ice = Frozen::freeze(pid);
+    let frozen_at = Instant::now();
+    for i in 1..=20 {
+        Api::V2.write(&mut conn, &format!("lag/m{i}"), "x", &[]);
+    }
+    let mut seen_lag = 0;
+    wait_for(
+        Duration::from_secs(5),
+        "the frozen follower is lagging in /admin/routing",
+        || {
+            let r = p.routing();
+            let b = member(&r, &frozen);
+            if b["lagging"] == true {
+                assert_eq!(b["healthy"], true, "lagging, not down: {r}");
+                seen_lag = b["lag"].as_u64().expect("lag");
+                true
+            } else {
+                false
+            }
+        },
+    );
+    let lagging_after = frozen_at.elapsed();
+    assert!(seen_lag >= 20, "lag {seen_lag} after 20 writes it missed");
+    // The live follower may show a lag too for up to one probe interval
+    // (each member is probed at its own moment): wait for its next probe.
+    let live = names_but(&cluster, &[&leader, &frozen]);
+    let mut live_lag_seen = 0;
+    wait_for(
+        Duration::from_secs(3),
+        "the live follower is caught up",
+        || {
+            let r = p.routing();
+            let b = member(&r, &live);
+            live_lag_seen = live_lag_seen.max(b["lag"].as_u64().unwrap_or(0));
+            b["lagging"] == false && b["lag"] == 0
+        },
+    );
+    let gauge = p.metric_sum("leaderproxy_backend_lag_positions", &[("backend", &frozen)]);
+    assert!(gauge >= 20.0, "lag gauge {gauge}");
+    let mut went = BTreeMap::<String, usize>::new();
+    for _ in 0..30 {
+        let r = Api::V2.read(&mut conn, "lag/m20", &[]);
+        assert_eq!(Api::V2.read_value(&r).as_deref(), Some("x"));
+        *went.entry(backend_of(&r)).or_default() += 1;
+    }
+    println!(
+        "{tag}: {frozen} frozen: lagging after {lagging_after:?} at lag {seen_lag} (still healthy; \
+         the live follower {live} showed a lag of up to {live_lag_seen} meanwhile); \
+         30 reads went to {went:?}"
+    );
+    assert_eq!(
+        went.get(&live),
+        Some(&30),
+        "all reads to the live follower, none to the lagging one or the leader"
+    );
+    assert_eq!(
+        p.routing()["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["healthy"] == true)
+            .count(),
+        3,
+        "all still healthy: the lag, not health, kept the reads away"
+    );
+
+    ice.thaw();
+    let thawed = Instant::now();
+    wait_for(
+        Duration::from_secs(5),
+        "the thawed follower catches up and serves reads",
+        || {
+            let r = p.routing();
+            let b = member(&r, &frozen);
+            b["lagging"] == false
+                && (0..4).any(|_| backend_of(&Api::V2.read(&mut conn, "lag/m20", &[])) == frozen)
+        },
+    );
+    println!(
+        "{tag}: after SIGCONT {frozen} served reads again within {:?}; test took {:?}",
+        thawed.elapsed(),
+        started.elapsed()
+    );
+}

@@ -23,7 +23,7 @@ use super::counter::{Counter, Health, Transition};
 use super::leader::{decide, Claim, Decision, Evidence, TermFloor};
 use super::probe::{self, Outcome, ProbeFailure};
 use crate::balance::Picker;
-use crate::config::{BackendConfig, Config, PositionSource, ProbeConfig};
+use crate::config::{BackendConfig, Config, ProbeConfig};
 use crate::discovery::{self, Found, Source};
 use crate::metrics::Metrics;
 use crate::routing::tier::{self, Rank};
@@ -94,12 +94,9 @@ enum Msg {
     /// The request path fenced this backend (transport evidence or a
     /// not-leader answer): withdraw its claim and re-probe everyone now.
     Fenced { id: u64 },
-    /// A position probe's result (`positions.probe`).
-    Position {
-        id: u64,
-        result: Result<u64, ProbeFailure>,
-        latency: Duration,
-    },
+    /// One round of position probes (`positions.probe`): per backend id,
+    /// the result and how long it took.
+    Positions(Vec<(u64, Result<u64, ProbeFailure>, Duration)>),
     /// Re-probe everyone now (already rate-limited by the handle).
     Reprobe,
     /// Passive health: this follower failed too often.
@@ -318,6 +315,7 @@ pub fn start(cfg: Arc<Config>, shared: Arc<Shared>, metrics: Arc<Metrics>) -> Mo
     for b in &table.backends {
         agg.add_node(b.clone(), "static");
     }
+    spawn_position_rounds(agg.shared.clone(), tx.clone(), agg.kick.clone());
     tokio::spawn(agg.run(rx));
     handle
 }
@@ -385,31 +383,50 @@ fn spawn_probe_loop(
     })
 }
 
-/// Asks one backend for its replication position every `leader.interval`
-/// (and whenever all probes are kicked).
-fn spawn_position_loop(
-    backend: Arc<Backend>,
-    probe: (ProbeConfig, PositionSource),
+/// Asks every backend of the current table for its replication position
+/// at once, every `leader.interval` (and whenever all probes are kicked),
+/// and reports the round as one message: positions compared with each
+/// other were read within one probe round trip, so a follower's lag is not
+/// inflated by the writes made between two probes taken at different times.
+/// The config in force is read each round, so a reload needs no restart.
+fn spawn_position_rounds(
+    shared: Arc<Shared>,
     tx: mpsc::UnboundedSender<Msg>,
     kick: Arc<Notify>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut jitter = Jitter(backend.name_hash.rotate_left(17) | 1);
+        let mut jitter = Jitter(0x9e37_79b9_7f4a_7c15);
         tokio::time::sleep(jitter.around(Duration::from_millis(5))).await;
         loop {
             let kicked = kick.notified();
-            let start = Instant::now();
-            let result = probe::position(&backend, &probe.0, &probe.1).await;
-            let msg = Msg::Position {
-                id: backend.id,
-                result,
-                latency: start.elapsed(),
-            };
-            if tx.send(msg).is_err() {
-                return;
+            let t = shared.load();
+            let interval = t.cfg.leader.probe.interval;
+            if let Some(probe) = t.cfg.positions.probe.clone() {
+                let probe = Arc::new(probe);
+                let mut set = tokio::task::JoinSet::new();
+                for b in t.backends.iter().cloned() {
+                    let probe = probe.clone();
+                    set.spawn(async move {
+                        let start = Instant::now();
+                        let result = probe::position(&b, &probe.0, &probe.1).await;
+                        (b.id, result, start.elapsed())
+                    });
+                }
+                drop(t);
+                let mut round = Vec::with_capacity(set.len());
+                while let Some(r) = set.join_next().await {
+                    if let Ok(r) = r {
+                        round.push(r);
+                    }
+                }
+                if tx.send(Msg::Positions(round)).is_err() {
+                    return;
+                }
+            } else {
+                drop(t);
             }
             tokio::select! {
-                _ = tokio::time::sleep(jitter.around(probe.0.interval)) => {}
+                _ = tokio::time::sleep(jitter.around(interval)) => {}
                 _ = kicked => {}
             }
         }
@@ -459,14 +476,6 @@ impl Aggregator {
             self.kick.clone(),
             Some((self.fast.clone(), self.cfg.leader.fast_interval)),
         ));
-        if let Some(p) = &self.cfg.positions.probe {
-            node.tasks.push(spawn_position_loop(
-                node.backend.clone(),
-                p.clone(),
-                self.tx.clone(),
-                self.kick.clone(),
-            ));
-        }
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
@@ -511,30 +520,10 @@ impl Aggregator {
                 }
                 self.kick_probes(Duration::from_millis(20));
             }
-            Msg::Position {
-                id,
-                result,
-                latency,
-            } => {
-                let Some(i) = self.index_of(id) else { return };
-                let n = &mut self.nodes[i];
-                let m = &n.backend.metrics;
-                m.probe_position.observe(latency.as_secs_f64());
-                n.probed_position = true;
-                match result {
-                    Ok(p) => {
-                        // A failed probe keeps the last position: positions
-                        // only grow, so an old one is a safe lower bound.
-                        n.backend.set_position(Some(p));
-                        m.position.set(p.min(i64::MAX as u64) as i64);
-                        n.last.position_error = None;
-                    }
-                    Err(e) => {
-                        m.probe_position_failures.inc();
-                        if n.last.position_error.is_none() {
-                            tracing::debug!(backend = %n.backend.name, error = %e, "position probe failed; the last known position stays");
-                        }
-                        n.last.position_error = Some(e.to_string());
+            Msg::Positions(round) => {
+                for (id, result, latency) in round {
+                    if let Some(i) = self.index_of(id) {
+                        self.on_position(i, result, latency);
                     }
                 }
             }
@@ -643,6 +632,29 @@ impl Aggregator {
                 if evidence == Evidence::Refused && node.health.force_down().is_some() {
                     tracing::warn!(backend = %node.backend.name, error = o.error().unwrap_or_default(), "backend refused a connection; marked unhealthy");
                 }
+            }
+        }
+    }
+
+    fn on_position(&mut self, i: usize, result: Result<u64, ProbeFailure>, latency: Duration) {
+        let n = &mut self.nodes[i];
+        let m = &n.backend.metrics;
+        m.probe_position.observe(latency.as_secs_f64());
+        n.probed_position = true;
+        match result {
+            Ok(p) => {
+                // A failed probe keeps the last position: positions only
+                // grow, so an old one is a safe lower bound.
+                n.backend.set_position(Some(p));
+                m.position.set(p.min(i64::MAX as u64) as i64);
+                n.last.position_error = None;
+            }
+            Err(e) => {
+                m.probe_position_failures.inc();
+                if n.last.position_error.is_none() {
+                    tracing::debug!(backend = %n.backend.name, error = %e, "position probe failed; the last known position stays");
+                }
+                n.last.position_error = Some(e.to_string());
             }
         }
     }
@@ -1000,7 +1012,8 @@ impl Aggregator {
         cfg.admin = self.cfg.admin;
         cfg.workers = self.cfg.workers;
         let cfg = Arc::new(cfg);
-        let probes = |c: &Config| format!("{:?}{:?}{:?}", c.health, c.leader, c.positions);
+        // (Position probes read the config in force every round.)
+        let probes = |c: &Config| format!("{:?}{:?}", c.health, c.leader);
         let probes_changed = probes(&cfg) != probes(&self.cfg);
         if cfg.leader.term_pointer != self.cfg.leader.term_pointer {
             // Terms from another pointer are another sequence.

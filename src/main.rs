@@ -78,10 +78,7 @@ fn summary(cfg: &config::Config) -> String {
         .collect();
     let _ = writeln!(s, "{}: OK", cfg.source.display());
     if let Some(p) = &cfg.preset {
-        let _ = writeln!(
-            s,
-            "  preset:   {p} (check --explain prints every key it set)"
-        );
+        let _ = writeln!(s, "  preset:   {p} (check --explain prints every key)");
     }
     let _ = writeln!(s, "  listen:   {}", listen.join(", "));
     let _ = writeln!(s, "  admin:    {}", cfg.admin);

@@ -41,6 +41,10 @@ enum Cmd {
     Check {
         #[arg(long, short)]
         config: PathBuf,
+        /// Print the effective config instead of the summary: every key,
+        /// the preset merged in and every default filled in, as YAML.
+        #[arg(long)]
+        explain: bool,
     },
 }
 
@@ -73,6 +77,9 @@ fn summary(cfg: &config::Config) -> String {
         })
         .collect();
     let _ = writeln!(s, "{}: OK", cfg.source.display());
+    if let Some(p) = &cfg.preset {
+        let _ = writeln!(s, "  preset:   {p} (check --explain prints every key)");
+    }
     let _ = writeln!(s, "  listen:   {}", listen.join(", "));
     let _ = writeln!(s, "  admin:    {}", cfg.admin);
     let _ = writeln!(s, "  workers:  {}", cfg.workers);
@@ -140,9 +147,13 @@ fn summary(cfg: &config::Config) -> String {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Check { config } => match config::load(&config) {
+        Cmd::Check { config, explain } => match config::load(&config) {
             Ok(cfg) => {
-                println!("{}", summary(&cfg));
+                if explain {
+                    print!("{}", config::explain_text(&cfg));
+                } else {
+                    println!("{}", summary(&cfg));
+                }
                 for w in cfg.warnings() {
                     eprintln!("WARNING: {w}");
                 }

@@ -113,7 +113,9 @@ impl RawPositions {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPositionProbe {
-    path: String,
+    /// Required (optional here so that a file with a preset may change only
+    /// the source, say).
+    path: Option<String>,
     method: Option<Method>,
     body: Option<String>,
     header: Option<String>,
@@ -209,11 +211,18 @@ impl Validator {
             return PositionsConfig::default();
         };
         let probe = raw.probe.and_then(|p| {
-            self.probe_path("positions.probe.path", &p.path);
+            let Some(path) = p.path else {
+                self.bad(
+                    "positions.probe.path",
+                    "required: the path of the position probe",
+                );
+                return None;
+            };
+            self.probe_path("positions.probe.path", &path);
             let source = self.position_source("positions.probe", p.header, p.json, p.regex)?;
             Some((
                 ProbeConfig {
-                    path: p.path,
+                    path,
                     method: p.method.map_or(http::Method::GET, |m| m.0),
                     body: p.body,
                     interval: leader.interval,

@@ -102,10 +102,16 @@ impl Locator {
 
     /// Line and column of `path`, or of its nearest located parent.
     pub fn find(&self, path: &str) -> Option<(usize, usize)> {
+        self.nearest(path).map(|(_, lc)| lc)
+    }
+
+    /// The nearest located part of `path` (itself or a parent): how long a
+    /// prefix of `path` it is, and its line and column.
+    pub fn nearest(&self, path: &str) -> Option<(usize, (usize, usize))> {
         let mut p = path;
         loop {
             if let Some(lc) = self.marks.get(p) {
-                return Some(*lc);
+                return Some((p.len(), *lc));
             }
             let cut = p.rfind(['.', '['])?;
             p = &p[..cut];

@@ -5,7 +5,9 @@
 mod admin_access;
 mod consistency;
 mod discovery;
+mod explain;
 mod locate;
+pub mod presets;
 pub mod types;
 mod upstream_tls;
 
@@ -23,6 +25,7 @@ pub use consistency::{Consistency, PositionSource, PositionsConfig, SessionConfi
 pub use discovery::{
     DiscoveredTls, DiscoveryConfig, DnsDiscovery, DnsLookup, MembersDiscovery, MembersKind, Scheme,
 };
+pub use explain::{explain, explain_text};
 pub use locate::Locator;
 pub use types::{Dur, Method, OneOrMany, Pointer, Re, Size};
 pub use upstream_tls::{BackendTls, UpstreamTlsSettings};
@@ -75,6 +78,7 @@ impl std::error::Error for ConfigError {}
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    preset: Option<String>,
     listen: OneOrMany<RawListen>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
@@ -89,7 +93,8 @@ struct RawConfig {
     backends: Vec<RawBackend>,
     discovery: Option<discovery::RawDiscovery>,
     health: Option<RawProbe>,
-    leader: RawLeader,
+    /// Required unless the preset gives it.
+    leader: Option<RawLeader>,
     positions: Option<consistency::RawPositions>,
     #[serde(default)]
     routes: Vec<RawRoute>,
@@ -179,14 +184,16 @@ struct RawProbe {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLeader {
-    path: String,
+    /// Required; optional here so that a file with a preset may give only
+    /// the keys it changes (`leader: { interval: 1s }`).
+    path: Option<String>,
     method: Option<Method>,
     body: Option<String>,
     interval: Option<Dur>,
     timeout: Option<Dur>,
     fall: Option<u32>,
     fast_interval: Option<Dur>,
-    expect: RawExpect,
+    expect: Option<RawExpect>,
     term: Option<RawTerm>,
 }
 
@@ -208,7 +215,8 @@ struct RawExpect {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawJsonExpect {
-    pointer: Pointer,
+    /// Required (optional here, like `leader.path`).
+    pointer: Option<Pointer>,
     equals: Option<serde_json::Value>,
     equals_pointer: Option<Pointer>,
 }
@@ -454,6 +462,26 @@ pub struct BodyRule {
     pub regex: regex::Regex,
 }
 
+impl LeaderConfig {
+    /// Stands in for a missing `leader` while the rest is validated; never
+    /// part of a valid config.
+    fn unset() -> LeaderConfig {
+        LeaderConfig {
+            probe: ProbeConfig {
+                path: "/".into(),
+                method: http::Method::GET,
+                body: None,
+                interval: Duration::from_millis(500),
+                timeout: Duration::from_millis(300),
+                expect: Expect::default(),
+            },
+            fall: 2,
+            fast_interval: Duration::from_millis(25),
+            term_pointer: None,
+        }
+    }
+}
+
 impl NotLeader {
     pub fn is_empty(&self) -> bool {
         self.status.is_empty() && self.body.is_empty() && !self.redirect
@@ -571,6 +599,8 @@ pub struct TlsConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub source: PathBuf,
+    /// The `preset` the file names; its keys are already merged in.
+    pub preset: Option<String>,
     pub listen: Vec<SocketAddr>,
     /// Per `listen` address, in the same order: every connection starts
     /// with a PROXY protocol (v1 or v2) header. Default false.
@@ -642,28 +672,47 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Parses and validates config text; `path` is used in messages.
+///
+/// The user's text is deserialized on its own first, so that a bad value
+/// is reported at its line and column. With `preset: NAME`, the preset's
+/// document is the base and the user's text goes on top
+/// ([`presets::merge`]); the merged document is what is validated, and a
+/// problem with a key only the preset gave says so.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
-    let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| {
-        let at = e.location().map(|l| (l.line(), l.column()));
-        let msg = e.to_string();
-        // serde_yaml appends " at line L column C"; we print the location up front.
-        let msg = match msg.rfind(" at line ") {
-            Some(i) if at.is_some() => msg[..i].to_string(),
-            _ => msg,
-        };
-        let (key, message) = split_key(&msg);
-        ConfigError(vec![Problem {
-            file: file.clone(),
-            at,
-            key,
-            message,
-        }])
-    })?;
+    let user: RawConfig = serde_yaml::from_str(text).map_err(|e| yaml_error(&file, &e))?;
+    let loc = Locator::new(text);
+    let (raw, preset) = match user.preset.clone() {
+        None => (user, None),
+        Some(name) => {
+            let Some(doc) = presets::document(&name) else {
+                return Err(ConfigError(vec![Problem {
+                    file,
+                    at: loc.find("preset"),
+                    key: "preset".into(),
+                    message: format!(
+                        "unknown preset {name:?}; the presets are {}",
+                        presets::names().collect::<Vec<_>>().join(", ")
+                    ),
+                }]));
+            };
+            let raw = with_preset(&file, &name, doc, text)?;
+            let at = loc.find("preset");
+            (
+                raw,
+                Some(PresetSource {
+                    loc: Locator::new(doc),
+                    name,
+                    at,
+                }),
+            )
+        }
+    };
     let mut v = Validator {
         file,
-        loc: Locator::new(text),
+        loc,
         problems: Vec::new(),
+        preset,
     };
     let cfg = v.config(raw, path);
     if v.problems.is_empty() {
@@ -671,6 +720,40 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     } else {
         Err(ConfigError(v.problems))
     }
+}
+
+/// The user's text on top of preset `name`'s document, deserialized.
+fn with_preset(file: &str, name: &str, doc: &str, text: &str) -> Result<RawConfig, ConfigError> {
+    let base: serde_yaml::Value =
+        serde_yaml::from_str(doc).map_err(|e| yaml_error(&format!("preset {name}"), &e))?;
+    let top: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| yaml_error(file, &e))?;
+    RawConfig::deserialize(presets::merge(base, top)).map_err(|e| {
+        let (key, message) = split_key(&e.to_string());
+        ConfigError(vec![Problem {
+            file: file.to_string(),
+            at: None,
+            key,
+            message: format!("{message} (after merging preset {name})"),
+        }])
+    })
+}
+
+/// A serde_yaml error as a problem at its line and column.
+fn yaml_error(file: &str, e: &serde_yaml::Error) -> ConfigError {
+    let at = e.location().map(|l| (l.line(), l.column()));
+    let msg = e.to_string();
+    // serde_yaml appends " at line L column C"; we print the location up front.
+    let msg = match msg.rfind(" at line ") {
+        Some(i) if at.is_some() => msg[..i].to_string(),
+        _ => msg,
+    };
+    let (key, message) = split_key(&msg);
+    ConfigError(vec![Problem {
+        file: file.to_string(),
+        at,
+        key,
+        message,
+    }])
 }
 
 /// Zone names: what Kubernetes topology labels and cloud zones use.
@@ -708,19 +791,43 @@ const RESERVED_HEADERS: &[&str] = &[
     "x-forwarded-host",
 ];
 
+/// The preset a file named, for problem locations.
+struct PresetSource {
+    name: String,
+    /// Where the preset's own document has each key.
+    loc: Locator,
+    /// The `preset:` line of the user's file.
+    at: Option<(usize, usize)>,
+}
+
 struct Validator {
     file: String,
     loc: Locator,
     problems: Vec<Problem>,
+    preset: Option<PresetSource>,
 }
 
 impl Validator {
+    /// A problem with `key`, at the line of `key` (or of its nearest parent)
+    /// in the user's file. When the preset's document has `key` and the
+    /// user's file does not, the value came from the preset: the message
+    /// says so, and with nothing of the path in the user's file it points
+    /// at the `preset:` line.
     fn bad(&mut self, key: &str, message: impl Into<String>) {
+        let mut message = message.into();
+        let mut at = self.loc.find(key);
+        if let Some(p) = &self.preset {
+            let exact = |l: &Locator| l.nearest(key).is_some_and(|(len, _)| len == key.len());
+            if exact(&p.loc) && !exact(&self.loc) {
+                message = format!("{message} (from preset {})", p.name);
+                at = at.or(p.at);
+            }
+        }
         self.problems.push(Problem {
             file: self.file.clone(),
-            at: self.loc.find(key),
+            at,
             key: key.to_string(),
-            message: message.into(),
+            message,
         });
     }
 
@@ -777,7 +884,21 @@ impl Validator {
             path.parent().unwrap_or(Path::new(".")),
         );
         let health = self.health(raw.health);
-        let leader = self.leader(raw.leader);
+        let leader = match raw.leader {
+            Some(l) => self.leader(l),
+            None => {
+                self.problems.push(Problem {
+                    file: self.file.clone(),
+                    at: None,
+                    key: "leader".into(),
+                    message: format!(
+                        "required unless a preset gives it (preset: {})",
+                        presets::names().collect::<Vec<_>>().join(" | ")
+                    ),
+                });
+                LeaderConfig::unset()
+            }
+        };
         let routes = self.routes(raw.routes);
 
         let probe_given = raw.positions.as_ref().is_some_and(|p| p.has_probe());
@@ -841,6 +962,7 @@ impl Validator {
 
         Config {
             source: path.to_path_buf(),
+            preset: raw.preset,
             listen,
             listen_proxy_protocol,
             trusted_proxies,
@@ -1169,7 +1291,11 @@ impl Validator {
     }
 
     fn leader(&mut self, raw: RawLeader) -> LeaderConfig {
-        self.probe_path("leader.path", &raw.path);
+        let path = raw.path.unwrap_or_else(|| {
+            self.bad("leader.path", "required: the path of the leader probe");
+            "/".to_string()
+        });
+        self.probe_path("leader.path", &path);
         let interval = raw.interval.map_or(Duration::from_millis(500), |d| d.0);
         let timeout = raw.timeout.map_or(Duration::from_millis(300), |d| d.0);
         self.interval_timeout("leader", interval, timeout);
@@ -1190,12 +1316,15 @@ impl Validator {
                 ),
             );
         }
-        let expect = self.expect("leader.expect", raw.expect);
-        if expect.status.is_none()
-            && expect.body_regex.is_none()
-            && expect.json.is_none()
-            && expect.header.is_none()
-        {
+        let raw_expect = raw.expect.unwrap_or_default();
+        // Judged on what was written: a condition written wrong is
+        // reported as such, not again as missing.
+        let given = raw_expect.status.is_some()
+            || raw_expect.body_regex.is_some()
+            || raw_expect.json.is_some()
+            || raw_expect.header.is_some();
+        let expect = self.expect("leader.expect", raw_expect);
+        if !given {
             self.bad(
                 "leader.expect",
                 "give at least one condition (status, body_regex, json or header) that only the leader's answer meets",
@@ -1203,7 +1332,7 @@ impl Validator {
         }
         LeaderConfig {
             probe: ProbeConfig {
-                path: raw.path,
+                path,
                 method: raw.method.map_or(http::Method::GET, |m| m.0),
                 body: raw.body,
                 interval,
@@ -1234,23 +1363,32 @@ impl Validator {
         if let Some(s) = &raw.status {
             self.statuses(&format!("{key}.status"), s);
         }
-        let json = raw.json.and_then(|j| match (j.equals, j.equals_pointer) {
-            (Some(v), None) => Some(JsonExpect {
-                pointer: j.pointer.0,
-                want: JsonWant::Equals(v),
-            }),
-            (None, Some(p)) => Some(JsonExpect {
-                pointer: j.pointer.0,
-                want: JsonWant::EqualsPointer(p.0),
-            }),
-            _ => {
-                self.bad(
-                    &format!("{key}.json"),
-                    "give exactly one of `equals` and `equals_pointer`",
-                );
-                None
-            }
-        });
+        let json = raw
+            .json
+            .and_then(|j| match (j.pointer, j.equals, j.equals_pointer) {
+                (None, ..) => {
+                    self.bad(
+                        &format!("{key}.json.pointer"),
+                        "required: the JSON pointer of the value to compare",
+                    );
+                    None
+                }
+                (Some(pointer), Some(v), None) => Some(JsonExpect {
+                    pointer: pointer.0,
+                    want: JsonWant::Equals(v),
+                }),
+                (Some(pointer), None, Some(p)) => Some(JsonExpect {
+                    pointer: pointer.0,
+                    want: JsonWant::EqualsPointer(p.0),
+                }),
+                _ => {
+                    self.bad(
+                        &format!("{key}.json"),
+                        "give exactly one of `equals` and `equals_pointer`",
+                    );
+                    None
+                }
+            });
         let header =
             raw.header
                 .and_then(|h| match http::HeaderName::from_bytes(h.name.as_bytes()) {
@@ -1467,5 +1605,7 @@ impl Validator {
     }
 }
 
+#[cfg(test)]
+mod preset_tests;
 #[cfg(test)]
 mod tests;

@@ -148,6 +148,11 @@ impl CidrSet {
         self.0.is_empty()
     }
 
+    /// The prefixes, as written.
+    pub fn iter(&self) -> impl Iterator<Item = &Cidr> {
+        self.0.iter()
+    }
+
     #[inline]
     pub fn contains(&self, ip: IpAddr) -> bool {
         self.0.iter().any(|c| c.contains(ip))

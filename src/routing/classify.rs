@@ -59,6 +59,27 @@ impl MethodSet {
         s
     }
 
+    /// The methods of the set: the standard ones in a fixed order, then
+    /// the extension methods as listed.
+    pub fn methods(&self) -> Vec<http::Method> {
+        use http::Method as M;
+        let standard = [
+            M::GET,
+            M::HEAD,
+            M::OPTIONS,
+            M::POST,
+            M::PUT,
+            M::DELETE,
+            M::PATCH,
+            M::TRACE,
+            M::CONNECT,
+        ];
+        let mut out: Vec<http::Method> =
+            standard.into_iter().filter(|m| self.contains(m)).collect();
+        out.extend(self.other.iter().cloned());
+        out
+    }
+
     #[inline]
     pub fn contains(&self, m: &http::Method) -> bool {
         match bit(m) {

@@ -3,7 +3,7 @@
 //! leaderproxy. Three tests, run one after the other (a lock: the machine has
 //! 2 cores), each with its own cluster.
 //!
-//! The position configs live in one place, the `V2_*`/`V3_*` constants below.
+//! The proxies run the shipped presets (`preset: etcd`, `preset: etcd-v3`, the `V2`/`V3` constants below) with only backends, health timing and `reads` set.
 //!
 //! `etcd_v2_read_your_writes` — positions from `X-Etcd-Index` (probe
 //! `GET /v2/keys/`, and each write's answer) — and `etcd_v3_read_your_writes`
@@ -34,9 +34,9 @@
 //!    write: the hazard the guarantee removes. Whether one read misses is a
 //!    race (the leader answers once it has applied the entry, and sends the
 //!    new commit index to the followers at the same time; a read that reaches
-//!    a follower before it applied the entry misses), so only "> 0" is
-//!    asserted, after it held in every one of 6 runs on the 2-core test
-//!    machine: 9 to 40 misses of 300 (v2: 10-28, v3: 9-40).
+//!    a follower before it applied the entry misses), so batches of 300 run
+//!    until one missed (at most 6) and "> 0" is asserted: 2 to 40 misses in
+//!    the first batch of 300 were seen on the 2-core test machine.
 //!
 //! Printed lines:
 //! `real_etcd_consistency[v2|v3]: read_your_writes: 300 pairs, 0 missed, reads went to {..}`,
@@ -82,35 +82,26 @@ use procs::{spawn_proxy, wait_for, wait_some, HttpConn, HttpResponse, ProxyProc}
 const BIN: &str = env!("CARGO_BIN_EXE_leaderproxy");
 
 // ---------------------------------------------------------------------------
-// the configs (to become `preset: etcd` / `preset: etcd-v3`)
+// the configs: the shipped presets, with only backends and health's fall set
 // ---------------------------------------------------------------------------
 
-/// etcd v2: every answer carries the member's store index in `X-Etcd-Index`
-/// (a write's answer: the index it was applied at).
-const V2_POSITIONS: &str = "\
-positions:
-  probe: { path: /v2/keys/, header: X-Etcd-Index }
-  response: { header: X-Etcd-Index }
-";
-const V2_ROUTES: &str = "routes:\n  - { methods: [GET, HEAD], to: read }\n";
+/// etcd v2 (`preset: etcd`): every answer carries the member's store index
+/// in `X-Etcd-Index` (a write's answer: the index it was applied at).
+const V2: &str = "preset: etcd\n";
 
-/// etcd v3 (JSON gateway): `header.revision` (an int64 as a string) of a
-/// serializable range is the member's own applied revision; a put's answer
-/// carries the revision it created.
-const V3_POSITIONS: &str = r#"positions:
-  probe: { path: /v3/kv/range, method: POST, body: '{"key":"AA==","serializable":true}', json: /header/revision }
-  response: { json: /header/revision }
-"#;
-const V3_ROUTES: &str = "routes:\n  - { methods: [POST], path_prefix: /v3/kv/range, to: read }\n";
+/// etcd v3 (`preset: etcd-v3`): `header.revision` (an int64 as a string) of
+/// a serializable range is the member's own applied revision; a put's
+/// answer carries the revision it created.
+const V3: &str = "preset: etcd-v3\n";
 
 const READ_YOUR_WRITES: &str =
     "reads: { consistency: read_your_writes, session: { header: X-Session-Id } }\n";
 const EVENTUAL: &str = "reads: { consistency: eventual }\n";
 const MAX_LAG: &str = "reads: { max_lag: 10 }\n";
 
-/// The proxy config: this cluster's members, the leader probe of
-/// `EtcdCluster::leaderproxy_yaml`, health every 500ms with `fall` failures
-/// to go down, debug headers, and `sections` (positions, routes, reads).
+/// The proxy config: a preset, this cluster's members, health with `fall`
+/// failures to go down (the preset's probe otherwise), debug headers, and
+/// `sections` (the preset, reads).
 fn proxy_yaml(c: &EtcdCluster, fall: u32, sections: &[&str]) -> String {
     let mut s = String::from("debug_headers: true\nbackends:\n");
     for m in &c.members {
@@ -121,8 +112,7 @@ fn proxy_yaml(c: &EtcdCluster, fall: u32, sections: &[&str]) -> String {
         ));
     }
     s.push_str(&format!(
-        "health:\n  path: /health\n  interval: 500ms\n  timeout: 400ms\n  rise: 1\n  fall: {fall}\n  expect: {{ status: [200] }}\n\
-         leader:\n  path: /v2/stats/leader\n  interval: 200ms\n  timeout: 150ms\n  expect: {{ status: [200] }}\n\
+        "health: {{ interval: 500ms, timeout: 400ms, rise: 1, fall: {fall} }}\n\
          timeouts: {{ connect: 500ms, response_headers: 10s }}\n"
     ));
     for sec in sections {
@@ -135,6 +125,8 @@ fn proxy_yaml(c: &EtcdCluster, fall: u32, sections: &[&str]) -> String {
 static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 const PAIRS: usize = 300;
+/// Batches of eventual pairs run until one misses.
+const EVENTUAL_BATCHES: usize = 6;
 const SESSIONS: usize = 8;
 /// Pairs whose read waits until a follower's probed position has the write.
 const SLOW_PAIRS: usize = 10;
@@ -346,7 +338,7 @@ impl LagSampler {
 // read-your-writes, v2 and v3
 // ---------------------------------------------------------------------------
 
-fn read_your_writes(api: Api, positions: &str, routes: &str) {
+fn read_your_writes(api: Api, preset: &str) {
     let tag = format!("real_etcd_consistency[{}]", api.name());
     if !procs::require_binaries(&tag, &[etcd::ETCD_BIN]) {
         return;
@@ -356,11 +348,8 @@ fn read_your_writes(api: Api, positions: &str, routes: &str) {
         .unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
     let cluster = EtcdCluster::start(3);
-    let ryw = spawn_proxy(
-        BIN,
-        &proxy_yaml(&cluster, 8, &[positions, routes, READ_YOUR_WRITES]),
-    );
-    let plain = spawn_proxy(BIN, &proxy_yaml(&cluster, 8, &[routes, EVENTUAL]));
+    let ryw = spawn_proxy(BIN, &proxy_yaml(&cluster, 8, &[preset, READ_YOUR_WRITES]));
+    let plain = spawn_proxy(BIN, &proxy_yaml(&cluster, 8, &[preset, EVENTUAL]));
     let leader = wait_some(
         Instant::now() + Duration::from_secs(10),
         "both proxies know the same leader",
@@ -461,30 +450,38 @@ fn read_your_writes(api: Api, positions: &str, routes: &str) {
         "fresh reads reach followers"
     );
 
-    let plain_got = pairs(api, &plain, "plain", PAIRS, false);
-    println!(
-        "{tag}: eventual: {PAIRS} pairs, {} missed, reads went to {:?}",
-        plain_got.missed, plain_got.went
-    );
+    // Whether an eventual read misses is a race (a few in 300 here), so
+    // batches of 300 pairs run until one missed, at most EVENTUAL_BATCHES.
+    let mut runs = 0;
+    let mut missed = 0;
+    while runs < EVENTUAL_BATCHES && missed == 0 {
+        let plain_got = pairs(api, &plain, &format!("plain{runs}-"), PAIRS, false);
+        runs += 1;
+        missed += plain_got.missed;
+        println!(
+            "{tag}: eventual: {PAIRS} pairs, {} missed, reads went to {:?}",
+            plain_got.missed, plain_got.went
+        );
+        assert!(
+            !plain_got.went.contains_key(&leader),
+            "eventual reads stay on the followers"
+        );
+    }
     assert!(
-        !plain_got.went.contains_key(&leader),
-        "eventual reads stay on the followers"
-    );
-    assert!(
-        plain_got.missed > 0,
-        "eventual reads never missed a write: the comparison shows nothing"
+        missed > 0,
+        "eventual reads never missed a write in {runs} x {PAIRS} pairs: the comparison shows nothing"
     );
     println!("{tag}: took {:?}", started.elapsed());
 }
 
 #[test]
 fn etcd_v2_read_your_writes() {
-    read_your_writes(Api::V2, V2_POSITIONS, V2_ROUTES);
+    read_your_writes(Api::V2, V2);
 }
 
 #[test]
 fn etcd_v3_read_your_writes() {
-    read_your_writes(Api::V3, V3_POSITIONS, V3_ROUTES);
+    read_your_writes(Api::V3, V3);
 }
 
 // ---------------------------------------------------------------------------
@@ -536,10 +533,7 @@ fn etcd_max_lag_sigstop_follower() {
     let started = Instant::now();
     let cluster = EtcdCluster::start(3);
     // fall 1000 x 500ms: a frozen member stays healthy for the whole test.
-    let p = spawn_proxy(
-        BIN,
-        &proxy_yaml(&cluster, 1000, &[V2_POSITIONS, V2_ROUTES, MAX_LAG]),
-    );
+    let p = spawn_proxy(BIN, &proxy_yaml(&cluster, 1000, &[V2, MAX_LAG]));
     let leader = wait_some(Instant::now() + Duration::from_secs(10), "a leader", || {
         p.leader_name()
     });

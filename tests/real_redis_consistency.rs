@@ -1,8 +1,7 @@
 //! Read-your-writes on a real Redis primary + 2 replicas (+ 3 Sentinels), a
-//! webdis in front of each node, and leaderproxy running the shipped
-//! `config/redis-webdis.yaml` (`RedisCluster::shipped_proxy_yaml`) with the
-//! positions config below (`POSITIONS`, the one place to switch to
-//! `preset: redis-webdis`).
+//! webdis in front of each node, and leaderproxy running `preset:
+//! redis-webdis` (health, leader, routes, not-leader rules and positions all
+//! from the preset; only backends and `reads` are set here, `proxy_yaml`).
 //!
 //! Positions are replication offsets from `INFO replication`. webdis does not
 //! pass INFO through as text: it answers `GET /INFO/replication` with a JSON
@@ -69,15 +68,22 @@ use redis::RedisCluster;
 const BIN: &str = env!("CARGO_BIN_EXE_leaderproxy");
 
 // ---------------------------------------------------------------------------
-// the configs (to become `preset: redis-webdis`)
+// the configs: the shipped preset, with backends and reads
 // ---------------------------------------------------------------------------
 
-/// The replication offset of each node, from webdis's JSON rendering of
-/// `INFO replication`.
-const POSITIONS: &str = "\
-positions:
-  probe: { path: /INFO/replication, json: /INFO/master_repl_offset }
-";
+/// `preset: redis-webdis` for this cluster's webdis nodes, plus `extra`.
+fn proxy_yaml(cluster: &RedisCluster, extra: &str) -> String {
+    let mut s = String::from("preset: redis-webdis\nbackends:\n");
+    for n in &cluster.nodes {
+        s.push_str(&format!(
+            "  - {{ name: {}, url: \"{}\" }}\n",
+            n.name,
+            n.webdis_url()
+        ));
+    }
+    s.push_str(extra);
+    s
+}
 const READ_YOUR_WRITES: &str =
     "reads: { consistency: read_your_writes, session: { header: X-Session-Id } }\n";
 /// Both proxies: debug headers, so each answer names its backend.
@@ -188,9 +194,9 @@ fn redis_webdis_read_your_writes() {
     let cluster = RedisCluster::start();
     let ryw = spawn_proxy(
         BIN,
-        &cluster.shipped_proxy_yaml(&format!("{COMMON}{POSITIONS}{READ_YOUR_WRITES}")),
+        &proxy_yaml(&cluster, &format!("{COMMON}{READ_YOUR_WRITES}")),
     );
-    let plain = spawn_proxy(BIN, &cluster.shipped_proxy_yaml(COMMON));
+    let plain = spawn_proxy(BIN, &proxy_yaml(&cluster, COMMON));
     let primary = cluster.nodes[cluster.master().expect("a primary")]
         .name
         .clone();

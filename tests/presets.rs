@@ -1,10 +1,9 @@
 //! Every preset, unchanged, against three in-process fake nodes that answer
 //! its probes the way the documented system does (tests/support/systems.rs):
 //! the proxy finds the leader, writes reach only the leader, reads only the
-//! followers, and after leadership moves the proxy follows. The position
-//! probe each preset defines is sent to every node and must read back the
-//! node's position (the proxy's own position prober lands separately; the
-//! request it will send is exactly this one). Then what is particular to a
+//! followers, and after leadership moves the proxy follows. The proxy's
+//! position probes, as each preset defines them, read every node's position
+//! (shown in `/admin/routing`). Then what is particular to a
 //! system: rqlite's 301 and Vault's 307 to the leader re-send the write
 //! there, webdis's READONLY answer is a refusal, and a Vault standby that
 //! answers 429 to the leader probe is a healthy follower.
@@ -15,14 +14,11 @@ mod fake;
 mod systems;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use bytes::Bytes;
 use fake::{wait_until, Proxy};
-use http_body_util::{BodyExt, Full};
-use leaderproxy::config::{Config, ProbeConfig};
+use leaderproxy::config::Config;
 use systems::{Cluster, System};
 
 const WITHIN: Duration = Duration::from_secs(5);
@@ -47,56 +43,41 @@ async fn wait_followers(p: &Proxy, names: &[&str]) {
     .await;
 }
 
-/// Sends one probe request as the prober does (its own connection, JSON
-/// content type with a body) straight to a node.
-async fn ask(p: &Proxy, addr: SocketAddr, probe: &ProbeConfig) -> (u16, http::HeaderMap, Bytes) {
-    let mut b = http::Request::builder()
-        .method(probe.method.clone())
-        .uri(format!("http://{addr}{}", probe.path));
-    if probe.body.is_some() {
-        b = b.header(http::header::CONTENT_TYPE, "application/json");
-    }
-    let req = b
-        .body(Full::new(Bytes::from(
-            probe.body.clone().unwrap_or_default(),
-        )))
-        .unwrap();
-    let resp = p.client.request(req).await.expect("the node answers");
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    (parts.status.as_u16(), parts.headers, body)
-}
-
-/// The preset's position probe, sent to every node, reads that node's
-/// position; each node saw the request with the preset's method, path and body.
+/// The proxy's position probes, sent as the preset says, read every node's
+/// position: `/admin/routing` shows each node's current position, and each
+/// node saw the request with the preset's method, path and body.
 async fn positions_read_back(c: &Cluster, p: &Proxy, cfg: &Config) {
     let sys = c.system;
-    let Some((probe, source)) = &cfg.positions.probe else {
+    let Some((probe, _)) = &cfg.positions.probe else {
         assert_eq!(sys, System::Vault, "only vault has no position probe");
+        let r = p.routing().await;
+        assert!(r["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["position"].is_null()));
         return;
     };
+    wait_until(
+        WITHIN,
+        &format!("{sys:?}: every node's position in /admin/routing"),
+        || async {
+            let r = p.routing().await;
+            let shown = r["backends"].as_array().unwrap().clone();
+            c.nodes.iter().all(|n| {
+                shown.iter().any(|b| {
+                    b["name"] == n.name.as_str() && b["position"].as_u64() == Some(n.position())
+                })
+            })
+        },
+    )
+    .await;
+    let want_body = probe.body.clone().unwrap_or_default();
     for n in &c.nodes {
-        let before = n.seen().len();
-        let (status, headers, body) = ask(p, n.addr, probe).await;
         assert!(
-            (200..300).contains(&status),
-            "{sys:?} {}: position probe answered {status}",
-            n.name
-        );
-        assert_eq!(
-            source.read(&headers, &body),
-            Some(n.position()),
-            "{sys:?} {}: the position in {:?}",
-            n.name,
-            String::from_utf8_lossy(&body)
-        );
-        let want_body = probe.body.clone().unwrap_or_default();
-        assert!(
-            n.seen()[before..]
-                .iter()
-                .any(|s| s.method == probe.method.as_str()
-                    && s.target == probe.path
-                    && s.body == want_body),
+            n.seen().iter().any(|s| s.method == probe.method.as_str()
+                && s.target == probe.path
+                && s.body == want_body),
             "{sys:?} {}: saw {} {} {want_body:?}",
             n.name,
             probe.method,

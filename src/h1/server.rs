@@ -448,7 +448,9 @@ fn to_request(h: &RequestHead, raw: &Bytes) -> Result<Request<ClientBody>, crate
         _ => HttpVersion::HTTP_11,
     };
     let map = req.headers_mut();
-    map.reserve(h.fields.len());
+    // Room for the forwarding headers the proxy adds (X-Forwarded-For,
+    // -Proto, -Host), so the map is not regrown on every request.
+    map.reserve(h.fields.len() + 3);
     for f in &h.fields {
         let name = HeaderName::from_bytes(f.name.get(raw)).map_err(|_| HeadError::BadHeaderName)?;
         let value =

@@ -43,7 +43,8 @@ measure() {
     if curl -sf http://127.0.0.1:18199/readyz >/dev/null; then ready=1; break; fi
     sleep 0.2
   done
-  [[ $ready == 1 ]] || { echo "callgrind.sh: the proxy did not get ready" >&2; exit 1; }
+  # (measure runs in a subshell: the EXIT trap does not see $v, so kill it here.)
+  [[ $ready == 1 ]] || { echo "callgrind.sh: the proxy did not get ready" >&2; kill "$v" 2>/dev/null; exit 1; }
   curl -s http://127.0.0.1:18100/warm >/dev/null || true
   if [[ "$1" -gt 0 ]]; then
     timeout 300 h2load --h1 -n "$1" -c 1 http://127.0.0.1:18100/x >/dev/null 2>&1

@@ -40,17 +40,22 @@ impl Need {
 
     /// What a read needs, from the session's last write and the client's
     /// own `x-leaderproxy-position` (the larger position wins).
-    pub fn of(session: Option<sessions::Entry>, headers: &HeaderMap, now: Instant) -> Need {
-        let from_client = headers
-            .get(&POSITION_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+    pub fn of(session: Option<sessions::Entry>, from_client: Option<u64>) -> Need {
         let (pos, until) = session.map_or((None, None), |e| (e.position, e.leader_until));
         Need {
             min_position: pos.max(from_client),
-            leader_only: until.is_some_and(|t| t > now),
+            // The clock is read only for a session that has a window.
+            leader_only: until.is_some_and(|t| t > Instant::now()),
         }
     }
+}
+
+/// The position a client sent in `x-leaderproxy-position`, taken out of
+/// the request (it is the proxy's business, not the backend's); `None`
+/// when absent or not an integer.
+pub fn take_client_position(headers: &mut HeaderMap) -> Option<u64> {
+    let v = headers.remove(&POSITION_HEADER)?;
+    v.to_str().ok()?.trim().parse().ok()
 }
 
 /// The session a request belongs to: the value of the configured header or
@@ -124,33 +129,40 @@ mod tests {
     #[test]
     fn need_takes_the_larger_position_and_a_live_leader_window() {
         let now = Instant::now();
-        let mut h = HeaderMap::new();
-        assert!(Need::of(None, &h, now).is_none());
-        h.insert(&POSITION_HEADER, "7".parse().unwrap());
+        assert!(Need::of(None, None).is_none());
         let e = sessions::Entry {
             position: Some(9),
-            leader_until: Some(now + std::time::Duration::from_secs(1)),
+            leader_until: Some(now + std::time::Duration::from_secs(5)),
         };
         assert_eq!(
-            Need::of(Some(e), &h, now),
+            Need::of(Some(e), Some(7)),
             Need {
                 min_position: Some(9),
                 leader_only: true
             }
         );
-        h.insert(&POSITION_HEADER, "11".parse().unwrap());
         let expired = sessions::Entry {
             position: None,
             leader_until: Some(now),
         };
         assert_eq!(
-            Need::of(Some(expired), &h, now),
+            Need::of(Some(expired), Some(11)),
             Need {
                 min_position: Some(11),
                 leader_only: false
             }
         );
+    }
+
+    #[test]
+    fn the_client_position_is_taken_out_of_the_request() {
+        let mut h = HeaderMap::new();
+        assert_eq!(take_client_position(&mut h), None);
+        h.insert(&POSITION_HEADER, " 42".parse().unwrap());
+        assert_eq!(take_client_position(&mut h), Some(42));
+        assert!(h.get(&POSITION_HEADER).is_none());
         h.insert(&POSITION_HEADER, "junk".parse().unwrap());
-        assert!(Need::of(None, &h, now).is_none());
+        assert_eq!(take_client_position(&mut h), None);
+        assert!(h.get(&POSITION_HEADER).is_none());
     }
 }

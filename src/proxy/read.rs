@@ -14,7 +14,7 @@ use super::forward::{self, Attempt, Cause};
 use super::service::{blame, respond, try_clone, Ctx, Proxy, Routed};
 use crate::backend::Backend;
 use crate::config::Consistency;
-use crate::consistency::{Need, POSITION_HEADER};
+use crate::consistency::Need;
 use crate::routing::{LeaderState, RoutingTable};
 
 /// Passive health: one more backend-caused failure.
@@ -70,10 +70,7 @@ pub(super) async fn read(
     }
     let ip = ctx.client.client_ip;
     let need = if t.cfg.reads.consistency == Consistency::ReadYourWrites {
-        let need = proxy.need(&t.cfg, ctx, req.headers());
-        // The client's lower bound is the proxy's business, not the backend's.
-        req.headers_mut().remove(&POSITION_HEADER);
-        need
+        proxy.need(&t.cfg, ctx, req.headers_mut())
     } else {
         Need::default()
     };

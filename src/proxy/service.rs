@@ -95,11 +95,13 @@ impl Proxy {
     }
 
     /// What a read must see under `reads.consistency: read_your_writes`.
-    pub(super) fn need(&self, cfg: &Config, ctx: &Ctx, headers: &http::HeaderMap) -> Need {
+    /// (Takes the client's `x-leaderproxy-position` out of the request.)
+    pub(super) fn need(&self, cfg: &Config, ctx: &Ctx, headers: &mut http::HeaderMap) -> Need {
+        let from_client = consistency::take_client_position(headers);
         let entry = self
             .session_id(cfg, ctx, headers)
             .and_then(|id| self.sessions.get(id));
-        Need::of(entry, headers, Instant::now())
+        Need::of(entry, from_client)
     }
 
     /// Remembers a session's write.

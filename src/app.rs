@@ -41,7 +41,9 @@ impl Control {
                 for w in cfg.warnings() {
                     tracing::warn!("{w}");
                 }
-                let notes = self.proxy.monitor.reload(Arc::new(cfg)).await;
+                let cfg = Arc::new(cfg);
+                let notes = self.proxy.monitor.reload(cfg.clone()).await;
+                self.proxy.reloaded(&cfg);
                 for n in &notes {
                     tracing::warn!(note = %n, "reload: setting not applied");
                 }

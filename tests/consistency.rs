@@ -495,3 +495,35 @@ async fn the_sessions_gauge_counts_sessions_not_writes() {
     assert_eq!(metric(&m, "leaderproxy_sessions "), 3.0, "{m}");
     assert_eq!(metric(&m, "leaderproxy_session_evictions_total"), 0.0);
 }
+
+/// A reload that changes `reads.session.capacity` applies at once (the
+/// remembered sessions are forgotten, as README "Consistency" says).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_the_session_capacity() {
+    let c = Cluster::start(&["l", "f1"], Duration::ZERO).await;
+    let cfg = |cap: usize| {
+        c.config(&format!(
+            "{POSITIONS}reads: {{ consistency: read_your_writes, session: {{ header: X-Session-Id, capacity: {cap} }} }}\n"
+        ))
+    };
+    let p = Proxy::start(&cfg(2)).await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    for s in ["a", "b"] {
+        let w = send(&p, "PUT", "/kv/c", s, &[("x-session-id", s.to_string())]).await;
+        assert_eq!(w.status, 200);
+    }
+    assert_eq!(metric(&p.metrics().await, "leaderproxy_sessions "), 2.0);
+    std::fs::write(&p.config_path, cfg(10)).unwrap();
+    assert_eq!(p.admin("POST", "/admin/reload").await.status, 200);
+    assert_eq!(metric(&p.metrics().await, "leaderproxy_sessions "), 0.0);
+    for s in ["a", "b", "c", "d"] {
+        send(&p, "PUT", "/kv/c", s, &[("x-session-id", s.to_string())]).await;
+    }
+    let m = p.metrics().await;
+    assert_eq!(
+        metric(&m, "leaderproxy_sessions "),
+        4.0,
+        "capacity 10 now holds 4"
+    );
+    assert_eq!(metric(&m, "leaderproxy_session_evictions_total"), 0.0);
+}

@@ -158,6 +158,9 @@ pub(super) struct ReadConsistency {
     pub after_write_window: Duration,
 }
 
+/// Default `reads.session.capacity`.
+pub const DEFAULT_SESSIONS: usize = 100_000;
+
 /// Largest `reads.session.capacity`.
 const MAX_SESSIONS: usize = 10_000_000;
 
@@ -276,7 +279,7 @@ impl Validator {
                     return None;
                 }
             };
-            let capacity = s.capacity.unwrap_or(100_000);
+            let capacity = s.capacity.unwrap_or(DEFAULT_SESSIONS);
             if capacity == 0 || capacity > MAX_SESSIONS {
                 self.bad(
                     "reads.session.capacity",

@@ -21,7 +21,9 @@ use serde::Deserialize;
 use crate::net::client_ip::{Cidr, CidrSet};
 use crate::routing::classify::{MethodSet, Role, Rule};
 pub use admin_access::AdminToken;
-pub use consistency::{Consistency, PositionSource, PositionsConfig, SessionConfig, SessionKey};
+pub use consistency::{
+    Consistency, PositionSource, PositionsConfig, SessionConfig, SessionKey, DEFAULT_SESSIONS,
+};
 pub use discovery::{
     DiscoveredTls, DiscoveryConfig, DnsDiscovery, DnsLookup, MembersDiscovery, MembersKind, Scheme,
 };

@@ -33,9 +33,8 @@ fn no_read_target(t: &RoutingTable) -> ProxyError {
     }
 }
 
-/// Where a read goes (`avoid`: the backend a retry must not use): by
-/// policy over the followers, or — when it must see an earlier write —
-/// only to a backend that has it ([`RoutingTable::pick_fresh`]).
+/// Where a read goes ([`RoutingTable::pick_for`]), counting reads that had
+/// to see an earlier write by where they went.
 fn target<'t>(
     proxy: &Proxy,
     t: &'t RoutingTable,
@@ -43,18 +42,11 @@ fn target<'t>(
     need: Need,
     avoid: Option<u64>,
 ) -> Option<&'t Arc<Backend>> {
-    if need.is_none() {
-        return match avoid {
-            None => t.pick_read(ip),
-            Some(id) => t.pick_retry(ip, id),
-        };
-    }
-    let (b, leader) = t.pick_fresh(ip, need, avoid)?;
-    let m = &proxy.metrics;
-    if leader {
-        m.fresh_reads_leader.inc();
-    } else {
-        m.fresh_reads_follower.inc();
+    let (b, fresh_on_leader) = t.pick_for(ip, need, avoid)?;
+    match fresh_on_leader {
+        Some(true) => proxy.metrics.fresh_reads_leader.inc(),
+        Some(false) => proxy.metrics.fresh_reads_follower.inc(),
+        None => {}
     }
     Some(b)
 }
@@ -94,14 +86,7 @@ pub(super) async fn read(
                 first.record_success();
             }
             let retry = (s == 502 || s == 503) && spare.is_some();
-            let elsewhere = |b: &Arc<Backend>| {
-                if need.is_none() {
-                    t.pick_retry(ip, b.id).is_some()
-                } else {
-                    t.pick_fresh(ip, need, Some(b.id)).is_some()
-                }
-            };
-            if !(retry && elsewhere(&first)) {
+            if !(retry && t.pick_for(ip, need, Some(first.id)).is_some()) {
                 return Ok((respond(resp, rel, ctx.response_idle(cfg)), first));
             }
             (None, spare)

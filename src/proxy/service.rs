@@ -20,8 +20,8 @@ use super::error::ProxyError;
 use super::forward::{self, SendOpts};
 use super::{read, write};
 use crate::backend::Backend;
-use crate::config::{Config, RetryAmbiguous};
-use crate::consistency::{self, Need, Sessions, Written};
+use crate::config::{Config, RetryAmbiguous, DEFAULT_SESSIONS};
+use crate::consistency::{self, Need, Sessions};
 use crate::health::monitor::MonitorHandle;
 use crate::metrics::Metrics;
 use crate::routing::{classify, Role, Route, RoutingTable, Shared};
@@ -77,7 +77,10 @@ impl Proxy {
 
 /// `reads.session.capacity` of `cfg` (the default when no session is set).
 fn session_capacity(cfg: &Config) -> usize {
-    cfg.reads.session.as_ref().map_or(100_000, |s| s.capacity)
+    cfg.reads
+        .session
+        .as_ref()
+        .map_or(DEFAULT_SESSIONS, |s| s.capacity)
 }
 
 impl Proxy {
@@ -104,10 +107,9 @@ impl Proxy {
         Need::of(entry, from_client)
     }
 
-    /// Remembers a session's write.
-    pub(super) fn wrote(&self, cfg: &Config, id: u64, w: Written) {
+    /// A reloaded config is in force: applies its session capacity.
+    pub fn reloaded(&self, cfg: &Config) {
         self.sessions.set_capacity(session_capacity(cfg));
-        self.sessions.wrote(id, w);
     }
 }
 

@@ -152,13 +152,13 @@ async fn note_write(
             resp.headers_mut()
                 .insert(&POSITION_HEADER, http::HeaderValue::from(p));
             if let Some(id) = session {
-                proxy.wrote(cfg, id, Written::At(p));
+                proxy.sessions.wrote(id, Written::At(p));
             }
         }
         None if ok => {
             if let Some(id) = session {
                 let until = Instant::now() + cfg.reads.after_write_window;
-                proxy.wrote(cfg, id, Written::Unknown { until });
+                proxy.sessions.wrote(id, Written::Unknown { until });
             }
         }
         None => {}

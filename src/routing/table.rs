@@ -182,6 +182,27 @@ impl RoutingTable {
             .map(|l| (l, true))
     }
 
+    /// Where a read goes: by policy ([`Self::pick_read`], or
+    /// [`Self::pick_retry`] when `avoid` names the backend that failed), or,
+    /// when it must see an earlier write, [`Self::pick_fresh`]. The flag
+    /// says whether a fresh read went to the leader (`None`: no need).
+    pub fn pick_for(
+        &self,
+        client: IpAddr,
+        need: Need,
+        avoid: Option<u64>,
+    ) -> Option<(&Arc<Backend>, Option<bool>)> {
+        if need.is_none() {
+            let b = match avoid {
+                None => self.pick_read(client),
+                Some(id) => self.pick_retry(client, id),
+            };
+            return b.map(|b| (b, None));
+        }
+        self.pick_fresh(client, need, avoid)
+            .map(|(b, leader)| (b, Some(leader)))
+    }
+
     pub fn backend_by_authority(&self, authority: &str) -> Option<&Arc<Backend>> {
         self.backends
             .iter()

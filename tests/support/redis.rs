@@ -319,7 +319,8 @@ impl RedisCluster {
         );
         if !overrides.trim().is_empty() {
             let o: serde_yaml::Value = serde_yaml::from_str(overrides).expect("overrides YAML");
-            merge_yaml(&mut cfg, o);
+            // The proxy's own merge, the one presets use.
+            cfg = leaderproxy::config::presets::merge(cfg, o);
         }
         serde_yaml::to_string(&cfg).expect("serialize config")
     }
@@ -408,24 +409,6 @@ impl WebdisRoleWatch {
 impl Drop for WebdisRoleWatch {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Merges `over` into `base`: mappings key by key (recursively), anything
-/// else replaced.
-pub fn merge_yaml(base: &mut serde_yaml::Value, over: serde_yaml::Value) {
-    match (base, over) {
-        (serde_yaml::Value::Mapping(b), serde_yaml::Value::Mapping(o)) => {
-            for (k, v) in o {
-                match b.get_mut(&k) {
-                    Some(slot) => merge_yaml(slot, v),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (b, o) => *b = o,
     }
 }
 

@@ -798,7 +798,10 @@ impl Aggregator {
             }
         }
         let old_rank = self.picture.as_ref().and_then(|p| p.read_rank);
-        if old_rank != picture.read_rank {
+        // Before the first probe round has finished the tiers are still
+        // filling in (the leader can look like a follower for a moment):
+        // nothing to say yet.
+        if ready && old_rank != picture.read_rank {
             self.log_read_tier(old_rank, &picture);
         }
         if !picture.split.is_empty() && !old_split {

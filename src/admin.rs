@@ -25,7 +25,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::app::Control;
+use crate::control::Control;
 use crate::routing::LeaderState;
 
 fn json(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {

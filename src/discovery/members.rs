@@ -242,7 +242,7 @@ async fn ask(t: &RoutingTable, m: &MembersDiscovery) -> Result<Vec<Found>, Strin
         match r {
             Ok(found) => return Ok(found),
             Err(e) => {
-                first_error.get_or_insert(format!("{}: {e}", b.name));
+                first_error.get_or_insert(format!("{}: {e}", b.name()));
             }
         }
     }

@@ -516,7 +516,7 @@ impl Aggregator {
                 let Some(i) = self.index_of(id) else { return };
                 // Stop routing writes to it until a probe says otherwise.
                 if self.nodes[i].claim.withdraw() {
-                    tracing::warn!(backend = %self.nodes[i].backend.name, "leader failed a write with evidence against it; fenced, re-probing all backends now");
+                    tracing::warn!(backend = %self.nodes[i].backend.name(), "leader failed a write with evidence against it; fenced, re-probing all backends now");
                 }
                 self.kick_probes(Duration::from_millis(20));
             }
@@ -541,7 +541,10 @@ impl Aggregator {
                 drained,
                 reply,
             } => {
-                let found = self.nodes.iter().find(|n| n.backend.name == name);
+                let found = self
+                    .nodes
+                    .iter()
+                    .find(|n| n.backend.name().as_str() == name);
                 if let Some(n) = found {
                     n.backend.set_drained(drained);
                     tracing::info!(backend = %name, drained, "backend drain state changed by admin");
@@ -578,7 +581,7 @@ impl Aggregator {
         let secs = o.latency.as_secs_f64();
         let node = &mut self.nodes[i];
         let b = node.backend.clone();
-        let m = &b.metrics;
+        let m = &b.metrics();
         match kind {
             Kind::Health => {
                 m.probe_health.observe(secs);
@@ -591,10 +594,10 @@ impl Aggregator {
                 node.last.health_error = o.error();
                 match node.health.observe(o.ok()) {
                     Some(Transition::BecameUp) => {
-                        tracing::info!(backend = %node.backend.name, "backend is healthy")
+                        tracing::info!(backend = %node.backend.name(), "backend is healthy")
                     }
                     Some(Transition::BecameDown) => tracing::warn!(
-                        backend = %node.backend.name,
+                        backend = %node.backend.name(),
                         error = o.error().unwrap_or_default(),
                         "backend is unhealthy"
                     ),
@@ -614,7 +617,7 @@ impl Aggregator {
                     node.backend.unfence();
                 }
                 if was && evidence == Evidence::Failed && node.claim.is_claiming() {
-                    tracing::debug!(backend = %node.backend.name, error = o.error().unwrap_or_default(), "leader probe failed; the claim holds until leader.fall failures in a row");
+                    tracing::debug!(backend = %node.backend.name(), error = o.error().unwrap_or_default(), "leader probe failed; the claim holds until leader.fall failures in a row");
                 }
                 if o.term.is_some() || o.ok() {
                     node.term = o.term;
@@ -630,7 +633,7 @@ impl Aggregator {
                 // A leader probe that cannot connect is proof the node is down
                 // right now; do not wait for `fall` health probes to say so.
                 if evidence == Evidence::Refused && node.health.force_down().is_some() {
-                    tracing::warn!(backend = %node.backend.name, error = o.error().unwrap_or_default(), "backend refused a connection; marked unhealthy");
+                    tracing::warn!(backend = %node.backend.name(), error = o.error().unwrap_or_default(), "backend refused a connection; marked unhealthy");
                 }
             }
         }
@@ -638,7 +641,7 @@ impl Aggregator {
 
     fn on_position(&mut self, i: usize, result: Result<u64, ProbeFailure>, latency: Duration) {
         let n = &mut self.nodes[i];
-        let m = &n.backend.metrics;
+        let m = &n.backend.metrics();
         m.probe_position.observe(latency.as_secs_f64());
         n.probed_position = true;
         match result {
@@ -652,7 +655,7 @@ impl Aggregator {
             Err(e) => {
                 m.probe_position_failures.inc();
                 if n.last.position_error.is_none() {
-                    tracing::debug!(backend = %n.backend.name, error = %e, "position probe failed; the last known position stays");
+                    tracing::debug!(backend = %n.backend.name(), error = %e, "position probe failed; the last known position stays");
                 }
                 n.last.position_error = Some(e.to_string());
             }
@@ -665,7 +668,7 @@ impl Aggregator {
         if self.nodes[i].ejected(now) || self.is_leader(i) {
             return;
         }
-        let name = self.nodes[i].backend.name.clone();
+        let name = self.nodes[i].backend.name().to_string();
         let followers = self
             .nodes
             .iter()
@@ -685,8 +688,8 @@ impl Aggregator {
         node.ejections += 1;
         node.ejected_until = Some(now + dur);
         node.backend.record_success();
-        node.backend.metrics.ejections.inc();
-        tracing::warn!(backend = %node.backend.name, seconds = dur.as_secs_f64(), "follower ejected by passive health checking");
+        node.backend.metrics().ejections.inc();
+        tracing::warn!(backend = %node.backend.name(), seconds = dur.as_secs_f64(), "follower ejected by passive health checking");
     }
 
     fn is_leader(&self, i: usize) -> bool {
@@ -783,10 +786,10 @@ impl Aggregator {
             }
             let old_name = old_leader
                 .and_then(|id| self.index_of(id))
-                .map(|i| self.nodes[i].backend.name.clone());
+                .map(|i| self.nodes[i].backend.name().to_string());
             match leader_idx {
                 Some(i) => tracing::info!(
-                    leader = %self.nodes[i].backend.name,
+                    leader = %self.nodes[i].backend.name(),
                     previous = old_name.as_deref().unwrap_or("none"),
                     term = self.nodes[i].term,
                     "leader changed"
@@ -819,7 +822,7 @@ impl Aggregator {
             Decision::None => LeaderState::None,
             Decision::SplitBrain(v) => LeaderState::SplitBrain(
                 v.iter()
-                    .map(|&i| self.nodes[i].backend.name.clone())
+                    .map(|&i| self.nodes[i].backend.name().to_string())
                     .collect(),
             ),
         };
@@ -829,7 +832,7 @@ impl Aggregator {
         let follower_backends = backends_of(&tiers.read);
         let spill = backends_of(&tiers.spill);
         for (i, n) in self.nodes.iter().enumerate() {
-            let m = &n.backend.metrics;
+            let m = &n.backend.metrics();
             if let Some(l) = lag[i].0 {
                 m.lag.set(l.min(i64::MAX as u64) as i64);
             }
@@ -931,7 +934,7 @@ impl Aggregator {
     fn names(&self, ids: &[u64]) -> Vec<String> {
         ids.iter()
             .filter_map(|id| self.index_of(*id))
-            .map(|i| self.nodes[i].backend.name.clone())
+            .map(|i| self.nodes[i].backend.name().to_string())
             .collect()
     }
 
@@ -956,7 +959,7 @@ impl Aggregator {
             .zip(lag)
             .map(|(n, lag)| (n, lag, n.backend.placement()))
             .map(|(n, (lag, lagging), place)| BackendStatus {
-                name: n.backend.name.clone(),
+                name: n.backend.name().to_string(),
                 url: n.backend.url.clone(),
                 weight: n.backend.weight(),
                 healthy: n.healthy(),
@@ -1066,9 +1069,14 @@ impl Aggregator {
         };
         let sources: Vec<&'static str> = wanted.iter().map(source_of).collect();
         let mut old: Vec<Node> = std::mem::take(&mut self.nodes);
+        let mut renamed = Vec::new();
         for (bc, source) in wanted.iter().zip(sources) {
             if let Some(pos) = old.iter().position(|n| n.backend.same_as(bc)) {
                 let mut n = old.remove(pos);
+                if let Some(was) = n.backend.rename(&bc.name, &self.metrics) {
+                    tracing::info!(backend = %bc.name, was = %was, url = %bc.url, "backend renamed; it keeps its health, claim and connections");
+                    renamed.push(was);
+                }
                 n.backend.set_weight(bc.weight);
                 if n.backend.set_placement(bc) {
                     tracing::info!(backend = %bc.name, zone = bc.zone.as_deref().unwrap_or("none"), priority = bc.priority, "backend zone or priority changed; it keeps its health and connections");
@@ -1101,10 +1109,10 @@ impl Aggregator {
             if n.source != "static"
                 && leader == Some(n.backend.id)
                 && n.claim.is_claiming()
-                && !cfg.backends.iter().any(|b| b.name == n.backend.name)
+                && !cfg.backends.iter().any(|b| n.backend.same_as(b))
             {
                 if !n.retiring {
-                    tracing::warn!(backend = %n.backend.name, "discovery no longer lists the leader; it stays while it leads");
+                    tracing::warn!(backend = %n.backend.name(), "discovery no longer lists the leader; it stays while it leads");
                     n.retiring = true;
                 }
                 self.nodes.push(n);
@@ -1112,16 +1120,24 @@ impl Aggregator {
             }
             self.remove_node(n);
         }
+        for was in renamed {
+            self.forget_label(&was);
+        }
         // Publish even if routing did not change: the backend list did.
         self.force_publish = true;
     }
 
     fn remove_node(&mut self, n: Node) {
-        tracing::info!(backend = %n.backend.name, source = n.source, "backend removed; its in-flight requests finish");
-        if !self.nodes.iter().any(|m| m.backend.name == n.backend.name) {
-            self.metrics.forget_backend(&n.backend.name);
-        }
+        tracing::info!(backend = %n.backend.name(), source = n.source, "backend removed; its in-flight requests finish");
+        self.forget_label(&n.backend.name());
         // Dropping the node aborts its probe loops.
+    }
+
+    /// Drops the metric label sets of `name` unless a node still carries it.
+    fn forget_label(&self, name: &str) {
+        if !self.nodes.iter().any(|m| m.backend.name().as_str() == name) {
+            self.metrics.forget_backend(name);
+        }
     }
 
     /// Removes retiring nodes that no longer claim leadership.
@@ -1135,7 +1151,7 @@ impl Aggregator {
             });
         self.nodes = keep;
         for n in gone {
-            tracing::info!(backend = %n.backend.name, "retiring backend no longer leads");
+            tracing::info!(backend = %n.backend.name(), "retiring backend no longer leads");
             self.remove_node(n);
         }
         self.force_publish = true;

@@ -725,6 +725,27 @@ where
     }
 }
 
+/// A writer through `p` until `stop` is set: one `PUT /w` every 10 ms;
+/// returns the acknowledged (200) count and every other answer.
+pub fn spawn_writer(
+    p: Arc<Proxy>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(usize, Vec<(u16, String)>)> {
+    tokio::spawn(async move {
+        let (mut ok, mut failed) = (0usize, Vec::new());
+        while !stop.load(Ordering::Relaxed) {
+            let r = p.put("/w").await;
+            if r.status == 200 {
+                ok += 1;
+            } else {
+                failed.push((r.status, r.text()));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (ok, failed)
+    })
+}
+
 /// Counts requests per fake name from debug headers.
 pub fn tally(replies: &[Reply]) -> HashMap<String, usize> {
     let mut m = HashMap::new();

@@ -13,7 +13,7 @@ use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::TokioResolver;
 
-use super::{jittered, Found, Nameservers, Reporter, Source, OFF_RECHECK};
+use super::{jittered, to_send, Found, Nameservers, Reporter, Sent, Source, OFF_RECHECK};
 use crate::config::{DnsDiscovery, DnsLookup, Scheme};
 use crate::health::monitor::MonitorHandle;
 use crate::metrics::Metrics;
@@ -103,14 +103,19 @@ pub(crate) async fn run(
     let mut rep = Reporter::new(Source::Dns, &metrics);
     let gauge = metrics.discovered(Source::Dns.label());
     let mut resolver_: Option<TokioResolver> = None;
-    // What the monitor was last told, and for which settings.
-    let mut sent: Option<(DnsDiscovery, Vec<Found>)> = None;
+    // What the monitor was last told, for which settings, under which
+    // config generation (after a reload the answer is sent again: one in
+    // flight across it was dropped as stale).
+    let mut sent: Sent<DnsDiscovery> = None;
     let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ std::process::id() as u64;
     loop {
-        let cfg = shared.load().cfg.clone();
+        let (gen, cfg) = {
+            let t = shared.load();
+            (t.config_gen, t.cfg.clone())
+        };
         let Some(d) = cfg.discovery.dns.clone() else {
             if sent.take().is_some() {
-                monitor.discovered(Source::Dns, None);
+                monitor.discovered(Source::Dns, gen, None);
                 gauge.set(0);
             }
             tokio::time::sleep(OFF_RECHECK).await;
@@ -131,10 +136,12 @@ pub(crate) async fn run(
             Ok(found) => {
                 rep.succeeded(found.len());
                 gauge.set(found.len() as i64);
-                if sent.as_ref() != Some(&(d.clone(), found.clone())) {
-                    tracing::info!(source = "dns", found = found.len(), addresses = ?found.iter().map(Found::authority).collect::<Vec<_>>(), "discovered backends");
-                    monitor.discovered(Source::Dns, Some(found.clone()));
-                    sent = Some((d.clone(), found));
+                if let Some(changed) = to_send(&sent, gen, &d, &found) {
+                    if changed {
+                        tracing::info!(source = "dns", found = found.len(), addresses = ?found.iter().map(Found::authority).collect::<Vec<_>>(), "discovered backends");
+                    }
+                    monitor.discovered(Source::Dns, gen, Some(found.clone()));
+                    sent = Some((gen, d.clone(), found));
                 }
             }
             Err(e) => rep.failed(e),

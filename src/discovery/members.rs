@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::{jittered, Found, Reporter, Source, OFF_RECHECK};
+use super::{jittered, to_send, Found, Reporter, Sent, Source, OFF_RECHECK};
 use crate::backend::Backend;
 use crate::config::{Config, Expect, MembersDiscovery, MembersKind, ProbeConfig};
 use crate::health::monitor::MonitorHandle;
@@ -257,13 +257,15 @@ async fn ask(t: &RoutingTable, m: &MembersDiscovery) -> Result<Vec<Found>, Strin
 pub(crate) async fn run(shared: Arc<Shared>, monitor: MonitorHandle, metrics: Arc<Metrics>) {
     let mut rep = Reporter::new(Source::Members, &metrics);
     let gauge = metrics.discovered(Source::Members.label());
-    let mut sent: Option<(MembersDiscovery, Vec<Found>)> = None;
+    // As in `dns::run`: what was sent, for which settings, under which
+    // config generation.
+    let mut sent: Sent<MembersDiscovery> = None;
     let mut seed = 0x2545_F491_4F6C_DD1Du64 ^ std::process::id() as u64;
     loop {
         let t = shared.load();
         let Some(m) = t.cfg.discovery.members.clone() else {
             if sent.take().is_some() {
-                monitor.discovered(Source::Members, None);
+                monitor.discovered(Source::Members, t.config_gen, None);
                 gauge.set(0);
             }
             tokio::time::sleep(OFF_RECHECK).await;
@@ -281,10 +283,13 @@ pub(crate) async fn run(shared: Arc<Shared>, monitor: MonitorHandle, metrics: Ar
             Ok(found) => {
                 rep.succeeded(found.len());
                 gauge.set(found.len() as i64);
-                if sent.as_ref() != Some(&(m.clone(), found.clone())) {
-                    tracing::info!(source = "members", found = found.len(), members = ?found.iter().map(|f| format!("{}={}", f.name.as_deref().unwrap_or(""), f.authority())).collect::<Vec<_>>(), "discovered backends");
-                    monitor.discovered(Source::Members, Some(found.clone()));
-                    sent = Some((m.clone(), found));
+                let gen = t.config_gen;
+                if let Some(changed) = to_send(&sent, gen, &m, &found) {
+                    if changed {
+                        tracing::info!(source = "members", found = found.len(), members = ?found.iter().map(|f| format!("{}={}", f.name.as_deref().unwrap_or(""), f.authority())).collect::<Vec<_>>(), "discovered backends");
+                    }
+                    monitor.discovered(Source::Members, gen, Some(found.clone()));
+                    sent = Some((gen, m.clone(), found));
                 }
             }
             Err(e) => rep.failed(e),

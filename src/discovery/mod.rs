@@ -247,6 +247,27 @@ pub fn run(shared: Arc<Shared>, monitor: MonitorHandle, metrics: Arc<Metrics>, o
     tokio::spawn(members::run(shared, monitor, metrics));
 }
 
+/// What a discovery loop last told the monitor: the config generation it
+/// asked under, the source's settings, the set.
+pub(crate) type Sent<S> = Option<(u64, S, Vec<Found>)>;
+
+/// Whether a loop sends `found` (asked with `settings` under config
+/// generation `gen`) given what it `sent` last: `None` = nothing new;
+/// `Some(changed)` = send, and `changed` says whether the set or the
+/// settings changed (else only the generation did: the last answer may
+/// have been dropped as stale, so it is sent again).
+pub(crate) fn to_send<S: PartialEq>(
+    sent: &Sent<S>,
+    gen: u64,
+    settings: &S,
+    found: &[Found],
+) -> Option<bool> {
+    match sent {
+        Some((g, s, f)) if s == settings && f.as_slice() == found => (*g != gen).then_some(false),
+        _ => Some(true),
+    }
+}
+
 /// How often a loop whose source is off looks whether a reload turned it on.
 pub(crate) const OFF_RECHECK: Duration = Duration::from_secs(1);
 

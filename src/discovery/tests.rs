@@ -350,3 +350,19 @@ fn jitter_stays_within_ten_percent() {
         assert!(d >= Duration::from_secs(9) && d <= Duration::from_secs(11));
     }
 }
+
+#[test]
+fn a_loop_sends_a_new_set_and_resends_the_same_one_after_a_reload() {
+    let set = vec![ip("10.0.0.1", 2379)];
+    let none: Sent<u8> = None;
+    assert_eq!(to_send(&none, 0, &1, &set), Some(true), "first answer");
+    let sent: Sent<u8> = Some((0, 1, set.clone()));
+    assert_eq!(to_send(&sent, 0, &1, &set), None, "nothing new");
+    assert_eq!(
+        to_send(&sent, 1, &1, &set),
+        Some(false),
+        "same set under a new generation: sent again, not logged"
+    );
+    assert_eq!(to_send(&sent, 0, &2, &set), Some(true), "new settings");
+    assert_eq!(to_send(&sent, 0, &1, &[]), Some(true), "new set");
+}

@@ -113,9 +113,11 @@ enum Msg {
         cfg: Arc<Config>,
         reply: oneshot::Sender<Vec<String>>,
     },
-    /// A discovery source's new set (`None`: the source was turned off).
+    /// A discovery source's new set (`None`: the source was turned off),
+    /// asked under config generation `gen`.
     Discovered {
         source: Source,
+        gen: u64,
         found: Option<Vec<Found>>,
     },
 }
@@ -181,10 +183,14 @@ impl MonitorHandle {
         rx.await.unwrap_or_default()
     }
 
-    /// A discovery source found this set (`None`: it was turned off). The
-    /// backends are reconciled like at a reload.
-    pub fn discovered(&self, source: Source, found: Option<Vec<Found>>) {
-        let _ = self.tx.send(Msg::Discovered { source, found });
+    /// A discovery source found this set (`None`: it was turned off),
+    /// asking under the config of generation `gen`
+    /// ([`RoutingTable::config_gen`]). The backends are reconciled like at
+    /// a reload; an answer asked under an older generation than the one in
+    /// force (in flight across a reload) is dropped, and the source sends
+    /// its next answer again.
+    pub fn discovered(&self, source: Source, gen: u64, found: Option<Vec<Found>>) {
+        let _ = self.tx.send(Msg::Discovered { source, gen, found });
     }
 
     /// Applies a validated config; returns notes on what needs a restart.
@@ -271,6 +277,8 @@ struct Aggregator {
     fast: Arc<AtomicBool>,
     /// A reload changed the config: publish even if routing is the same.
     force_publish: bool,
+    /// Config generation: +1 at every reload ([`RoutingTable::config_gen`]).
+    config_gen: u64,
     /// Each discovery source's last good set, by [`Source::index`].
     found: [Option<Vec<Found>>; 2],
     /// The first probe round has finished once: a backend added later
@@ -309,6 +317,7 @@ pub fn start(cfg: Arc<Config>, shared: Arc<Shared>, metrics: Arc<Metrics>) -> Mo
         // Nobody leads yet.
         fast: Arc::new(AtomicBool::new(true)),
         force_publish: false,
+        config_gen: table.config_gen,
         found: [None, None],
         was_ready: false,
     };
@@ -561,7 +570,16 @@ impl Aggregator {
                 self.refresh();
                 let _ = reply.send(notes);
             }
-            Msg::Discovered { source, found } => {
+            Msg::Discovered { source, gen, found } => {
+                if gen != self.config_gen {
+                    tracing::debug!(
+                        source = source.label(),
+                        asked_under = gen,
+                        config_generation = self.config_gen,
+                        "discovery answer asked before a reload dropped; the source answers again"
+                    );
+                    return;
+                }
                 self.found[source.index()] = found;
                 self.reconcile(false);
             }
@@ -845,6 +863,7 @@ impl Aggregator {
         let table = RoutingTable {
             epoch: self.epoch,
             leader_gen: self.leader_gen,
+            config_gen: self.config_gen,
             ready,
             leader,
             picker: Picker::build(self.cfg.reads.policy, &follower_backends),
@@ -1026,6 +1045,7 @@ impl Aggregator {
             self.terms = TermFloor::default();
         }
         self.cfg = cfg.clone();
+        self.config_gen += 1;
 
         if cfg.discovery.dns.is_none() {
             self.found[Source::Dns.index()] = None;
@@ -1161,6 +1181,66 @@ impl Aggregator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(extra: &str) -> Arc<Config> {
+        let yaml = format!(
+            "listen: 127.0.0.1:0\nbackends: [ {{ name: seed, url: 'http://127.0.0.1:1' }} ]\n\
+             leader: {{ path: /l, expect: {{ status: [200] }} }}\n{extra}"
+        );
+        Arc::new(crate::config::parse(&yaml, std::path::Path::new("t.yaml")).unwrap())
+    }
+
+    /// A monitor on `cfg` (its probes fail: nothing listens on port 1).
+    fn monitor(cfg: Arc<Config>) -> (MonitorHandle, Arc<Shared>) {
+        let metrics = Arc::new(Metrics::new());
+        let backends = cfg
+            .backends
+            .iter()
+            .map(|b| Arc::new(Backend::new(b, &metrics, 1)))
+            .collect();
+        let shared = Arc::new(Shared::new(RoutingTable::empty(backends, cfg.clone())));
+        (start(cfg, shared.clone(), metrics), shared)
+    }
+
+    fn found(host: &str) -> Vec<Found> {
+        vec![Found {
+            name: None,
+            host: host.to_string(),
+            port: 2379,
+            https: false,
+        }]
+    }
+
+    async fn names(h: &MonitorHandle) -> Vec<String> {
+        h.status().await.into_iter().map(|b| b.name).collect()
+    }
+
+    /// An answer in flight across a reload arrives after it: dropped, not
+    /// applied; the next answer, asked under the config in force, is.
+    #[tokio::test]
+    async fn a_discovery_answer_asked_before_a_reload_is_dropped() {
+        let dns = "discovery: { dns: { name: etcd.test, port: 2379 } }\n";
+        let (h, shared) = monitor(config(dns));
+        let g0 = shared.load().config_gen;
+        h.discovered(Source::Dns, g0, Some(found("10.0.0.2")));
+        assert_eq!(names(&h).await, ["seed", "10.0.0.2:2379"]);
+
+        // The reload turns DNS off; an answer asked before it comes late.
+        h.reload(config("")).await;
+        let g1 = shared.load().config_gen;
+        assert!(g1 > g0, "a reload moves the generation");
+        assert_eq!(names(&h).await, ["seed"]);
+        h.discovered(Source::Dns, g0, Some(found("10.0.0.3")));
+        assert_eq!(names(&h).await, ["seed"], "the stale answer is dropped");
+
+        // DNS on again: only answers asked under the new config count.
+        h.reload(config(dns)).await;
+        let g2 = shared.load().config_gen;
+        h.discovered(Source::Dns, g1, Some(found("10.0.0.4")));
+        assert_eq!(names(&h).await, ["seed"]);
+        h.discovered(Source::Dns, g2, Some(found("10.0.0.5")));
+        assert_eq!(names(&h).await, ["seed", "10.0.0.5:2379"]);
+    }
 
     #[test]
     fn jitter_stays_within_ten_percent() {

@@ -42,6 +42,10 @@ pub struct RoutingTable {
     /// Increases with every change of leader (including to none): pooled
     /// connections opened under an older generation are not used for writes.
     pub leader_gen: u64,
+    /// Increases with every config the monitor applies (a reload): a
+    /// discovery answer is tagged with the generation it was asked under,
+    /// and one made under an older generation is dropped (stale).
+    pub config_gen: u64,
     /// False until the first probe round has finished.
     pub ready: bool,
     pub leader: LeaderState,
@@ -70,6 +74,7 @@ impl RoutingTable {
         RoutingTable {
             epoch: 0,
             leader_gen: 0,
+            config_gen: 0,
             ready: false,
             leader: LeaderState::None,
             followers: Vec::new(),

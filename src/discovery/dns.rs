@@ -13,7 +13,7 @@ use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::TokioResolver;
 
-use super::{jittered, to_send, Found, Nameservers, Reporter, Sent, Source, OFF_RECHECK};
+use super::{changed, jittered, Found, Nameservers, Reporter, Sent, Source, OFF_RECHECK};
 use crate::config::{DnsDiscovery, DnsLookup, Scheme};
 use crate::health::monitor::MonitorHandle;
 use crate::metrics::Metrics;
@@ -93,7 +93,8 @@ pub async fn lookup(r: &TokioResolver, d: &DnsDiscovery) -> Result<Vec<Found>, S
 }
 
 /// The loop: asks every `discovery.dns.interval` (±10%) while the config
-/// in force has `discovery.dns`, reports each new set to the monitor.
+/// in force has `discovery.dns`, reports every answer to the monitor
+/// (it counts them for `discovery.remove_after`), logs the changes.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     monitor: MonitorHandle,
@@ -103,9 +104,7 @@ pub(crate) async fn run(
     let mut rep = Reporter::new(Source::Dns, &metrics);
     let gauge = metrics.discovered(Source::Dns.label());
     let mut resolver_: Option<TokioResolver> = None;
-    // What the monitor was last told, for which settings, under which
-    // config generation (after a reload the answer is sent again: one in
-    // flight across it was dropped as stale).
+    // What the monitor was last told, for which settings.
     let mut sent: Sent<DnsDiscovery> = None;
     let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ std::process::id() as u64;
     loop {
@@ -136,13 +135,11 @@ pub(crate) async fn run(
             Ok(found) => {
                 rep.succeeded(found.len());
                 gauge.set(found.len() as i64);
-                if let Some(changed) = to_send(&sent, gen, &d, &found) {
-                    if changed {
-                        tracing::info!(source = "dns", found = found.len(), addresses = ?found.iter().map(Found::authority).collect::<Vec<_>>(), "discovered backends");
-                    }
-                    monitor.discovered(Source::Dns, gen, Some(found.clone()));
-                    sent = Some((gen, d.clone(), found));
+                if changed(&sent, &d, &found) {
+                    tracing::info!(source = "dns", found = found.len(), addresses = ?found.iter().map(Found::authority).collect::<Vec<_>>(), "discovered backends");
                 }
+                monitor.discovered(Source::Dns, gen, Some(found.clone()));
+                sent = Some((d.clone(), found));
             }
             Err(e) => rep.failed(e),
         }

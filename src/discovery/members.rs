@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::{jittered, to_send, Found, Reporter, Sent, Source, OFF_RECHECK};
+use super::{changed, jittered, Found, Reporter, Sent, Source, OFF_RECHECK};
 use crate::backend::Backend;
 use crate::config::{Config, Expect, MembersDiscovery, MembersKind, ProbeConfig};
 use crate::health::monitor::MonitorHandle;
@@ -253,12 +253,12 @@ async fn ask(t: &RoutingTable, m: &MembersDiscovery) -> Result<Vec<Found>, Strin
 }
 
 /// The loop: asks every `discovery.members.interval` (±10%) while the
-/// config in force has `discovery.members`, reports each new set.
+/// config in force has `discovery.members`, reports every answer (the
+/// monitor counts them for `discovery.remove_after`), logs the changes.
 pub(crate) async fn run(shared: Arc<Shared>, monitor: MonitorHandle, metrics: Arc<Metrics>) {
     let mut rep = Reporter::new(Source::Members, &metrics);
     let gauge = metrics.discovered(Source::Members.label());
-    // As in `dns::run`: what was sent, for which settings, under which
-    // config generation.
+    // As in `dns::run`: what was sent, for which settings.
     let mut sent: Sent<MembersDiscovery> = None;
     let mut seed = 0x2545_F491_4F6C_DD1Du64 ^ std::process::id() as u64;
     loop {
@@ -284,13 +284,11 @@ pub(crate) async fn run(shared: Arc<Shared>, monitor: MonitorHandle, metrics: Ar
                 rep.succeeded(found.len());
                 gauge.set(found.len() as i64);
                 let gen = t.config_gen;
-                if let Some(changed) = to_send(&sent, gen, &m, &found) {
-                    if changed {
-                        tracing::info!(source = "members", found = found.len(), members = ?found.iter().map(|f| format!("{}={}", f.name.as_deref().unwrap_or(""), f.authority())).collect::<Vec<_>>(), "discovered backends");
-                    }
-                    monitor.discovered(Source::Members, gen, Some(found.clone()));
-                    sent = Some((gen, m.clone(), found));
+                if changed(&sent, &m, &found) {
+                    tracing::info!(source = "members", found = found.len(), members = ?found.iter().map(|f| format!("{}={}", f.name.as_deref().unwrap_or(""), f.authority())).collect::<Vec<_>>(), "discovered backends");
                 }
+                monitor.discovered(Source::Members, gen, Some(found.clone()));
+                sent = Some((m.clone(), found));
             }
             Err(e) => rep.failed(e),
         }

@@ -24,7 +24,7 @@ use super::leader::{decide, Claim, Decision, Evidence, TermFloor};
 use super::probe::{self, Outcome, ProbeFailure};
 use crate::balance::Picker;
 use crate::config::{BackendConfig, Config, ProbeConfig};
-use crate::discovery::{self, Found, Source};
+use crate::discovery::{self, Found, Held, Source};
 use crate::metrics::Metrics;
 use crate::routing::tier::{self, Rank};
 use crate::routing::{Backend, LeaderInfo, LeaderState, RoutingTable, Shared};
@@ -279,8 +279,13 @@ struct Aggregator {
     force_publish: bool,
     /// Config generation: +1 at every reload ([`RoutingTable::config_gen`]).
     config_gen: u64,
-    /// Each discovery source's last good set, by [`Source::index`].
-    found: [Option<Vec<Found>>; 2],
+    /// Each discovery source's set in force (its answers with
+    /// `discovery.remove_after` hysteresis), by [`Source::index`].
+    found: [Option<Held>; 2],
+    /// The problems and the count left out by `discovery.max_backends` of
+    /// the last reconcile: each is logged once per change.
+    last_problems: Vec<String>,
+    last_capped: usize,
     /// The first probe round has finished once: a backend added later
     /// (reload, discovery) does not make routing "not ready" again.
     was_ready: bool,
@@ -319,6 +324,8 @@ pub fn start(cfg: Arc<Config>, shared: Arc<Shared>, metrics: Arc<Metrics>) -> Mo
         force_publish: false,
         config_gen: table.config_gen,
         found: [None, None],
+        last_problems: Vec::new(),
+        last_capped: 0,
         was_ready: false,
     };
     for b in &table.backends {
@@ -580,8 +587,16 @@ impl Aggregator {
                     );
                     return;
                 }
-                self.found[source.index()] = found;
-                self.reconcile(false);
+                let held = &mut self.found[source.index()];
+                let changed = match found {
+                    None => held.take().is_some(),
+                    Some(f) => held
+                        .get_or_insert_with(Held::default)
+                        .answer(f, self.cfg.discovery.remove_after),
+                };
+                if changed {
+                    self.reconcile(false);
+                }
             }
         }
     }
@@ -1070,10 +1085,10 @@ impl Aggregator {
     /// retiring, while it still claims leadership ([`Self::drop_retired`]).
     fn reconcile(&mut self, probes_changed: bool) {
         let cfg = self.cfg.clone();
-        let (wanted, problems) = discovery::desired(&cfg.backends, &self.found, &cfg.discovery);
-        for p in problems {
-            tracing::warn!(problem = %p, "discovered address not used");
-        }
+        let sets = self.found.each_ref().map(|h| h.as_ref().map(Held::set));
+        let w = discovery::desired(&cfg.backends, &sets, &cfg.discovery);
+        self.report_wanted(&w);
+        let wanted = w.backends;
         let source_of = |bc: &BackendConfig| -> &'static str {
             if cfg.backends.iter().any(|s| s.name == bc.name) {
                 return "static";
@@ -1081,7 +1096,7 @@ impl Aggregator {
             Source::ALL
                 .into_iter()
                 .find(|s| {
-                    self.found[s.index()]
+                    sets[s.index()]
                         .as_ref()
                         .is_some_and(|f| f.iter().any(|f| f.authority() == bc.authority.as_str()))
                 })
@@ -1147,6 +1162,37 @@ impl Aggregator {
         self.force_publish = true;
     }
 
+    /// Logs the finds not used (once per change of the list) and the
+    /// `discovery.max_backends` cap (counted every time it cuts, logged
+    /// once per change of how many it leaves out).
+    fn report_wanted(&mut self, w: &discovery::Wanted) {
+        if w.problems != self.last_problems {
+            for p in &w.problems {
+                tracing::warn!(problem = %p, "discovered address not used");
+            }
+            self.last_problems = w.problems.clone();
+        }
+        if w.capped > 0 {
+            self.metrics.discovery_capped.inc();
+        }
+        if w.capped != self.last_capped {
+            let max = self.cfg.discovery.max_backends;
+            if w.capped > 0 {
+                tracing::warn!(
+                    left_out = w.capped,
+                    max_backends = max,
+                    "more discovered addresses than discovery.max_backends; the rest are left out"
+                );
+            } else {
+                tracing::info!(
+                    max_backends = max,
+                    "discovered addresses within discovery.max_backends again"
+                );
+            }
+            self.last_capped = w.capped;
+        }
+    }
+
     fn remove_node(&mut self, n: Node) {
         tracing::info!(backend = %n.backend.name(), source = n.source, "backend removed; its in-flight requests finish");
         self.forget_label(&n.backend.name());
@@ -1191,7 +1237,7 @@ mod tests {
     }
 
     /// A monitor on `cfg` (its probes fail: nothing listens on port 1).
-    fn monitor(cfg: Arc<Config>) -> (MonitorHandle, Arc<Shared>) {
+    fn monitor(cfg: Arc<Config>) -> (MonitorHandle, Arc<Shared>, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new());
         let backends = cfg
             .backends
@@ -1199,7 +1245,7 @@ mod tests {
             .map(|b| Arc::new(Backend::new(b, &metrics, 1)))
             .collect();
         let shared = Arc::new(Shared::new(RoutingTable::empty(backends, cfg.clone())));
-        (start(cfg, shared.clone(), metrics), shared)
+        (start(cfg, shared.clone(), metrics.clone()), shared, metrics)
     }
 
     fn found(host: &str) -> Vec<Found> {
@@ -1215,12 +1261,40 @@ mod tests {
         h.status().await.into_iter().map(|b| b.name).collect()
     }
 
+    /// A discovered backend left out of answers goes only after
+    /// `discovery.remove_after` answers in a row; the cap leaves the rest
+    /// out and counts it.
+    #[tokio::test]
+    async fn discovered_backends_are_removed_after_remove_after_answers_and_capped() {
+        let (h, shared, metrics) = monitor(config(
+            "discovery: { dns: { name: etcd.test, port: 2379 }, max_backends: 2, remove_after: 2 }\n",
+        ));
+        let g = shared.load().config_gen;
+        let two = [found("10.0.0.2"), found("10.0.0.3")].concat();
+        h.discovered(Source::Dns, g, Some(two.clone()));
+        let all = ["seed", "10.0.0.2:2379", "10.0.0.3:2379"];
+        assert_eq!(names(&h).await, all);
+        h.discovered(Source::Dns, g, Some(found("10.0.0.2")));
+        assert_eq!(names(&h).await, all, "one answer without it: kept");
+        h.discovered(Source::Dns, g, Some(two.clone()));
+        h.discovered(Source::Dns, g, Some(found("10.0.0.2")));
+        assert_eq!(names(&h).await, all, "not two in a row");
+        h.discovered(Source::Dns, g, Some(found("10.0.0.2")));
+        assert_eq!(names(&h).await, ["seed", "10.0.0.2:2379"], "two in a row");
+        // Three addresses, two at most.
+        let three = [two, found("10.0.0.4")].concat();
+        assert_eq!(metrics.discovery_capped.get(), 0);
+        h.discovered(Source::Dns, g, Some(three));
+        assert_eq!(names(&h).await, all);
+        assert_eq!(metrics.discovery_capped.get(), 1, "the cut is counted");
+    }
+
     /// An answer in flight across a reload arrives after it: dropped, not
     /// applied; the next answer, asked under the config in force, is.
     #[tokio::test]
     async fn a_discovery_answer_asked_before_a_reload_is_dropped() {
         let dns = "discovery: { dns: { name: etcd.test, port: 2379 } }\n";
-        let (h, shared) = monitor(config(dns));
+        let (h, shared, _) = monitor(config(dns));
         let g0 = shared.load().config_gen;
         h.discovered(Source::Dns, g0, Some(found("10.0.0.2")));
         assert_eq!(names(&h).await, ["seed", "10.0.0.2:2379"]);

@@ -731,11 +731,34 @@ pub fn spawn_writer(
     p: Arc<Proxy>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> tokio::task::JoinHandle<(usize, Vec<(u16, String)>)> {
+    spawn_writer_with(
+        p,
+        stop,
+        |_, addr| {
+            Request::put(format!("http://{addr}/w"))
+                .body(Full::new(Bytes::from_static(b"v")))
+                .unwrap()
+        },
+        |status| status == 200,
+    )
+}
+
+/// A writer through `p` until `stop` is set: request `make(i, proxy
+/// address)` for i = 1, 2, … every 10 ms; returns how many answers were
+/// `acked` and every other answer.
+pub fn spawn_writer_with(
+    p: Arc<Proxy>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    make: impl Fn(usize, SocketAddr) -> Request<Full<Bytes>> + Send + 'static,
+    acked: fn(u16) -> bool,
+) -> tokio::task::JoinHandle<(usize, Vec<(u16, String)>)> {
     tokio::spawn(async move {
         let (mut ok, mut failed) = (0usize, Vec::new());
+        let mut i = 0;
         while !stop.load(Ordering::Relaxed) {
-            let r = p.put("/w").await;
-            if r.status == 200 {
+            i += 1;
+            let r = p.send(make(i, p.addr)).await;
+            if acked(r.status) {
                 ok += 1;
             } else {
                 failed.push((r.status, r.text()));

@@ -1229,8 +1229,13 @@ mod tests {
     use super::*;
 
     fn config(extra: &str) -> Arc<Config> {
+        config_named("seed", extra)
+    }
+
+    /// One static backend `name` at 127.0.0.1:1, and `extra`.
+    fn config_named(name: &str, extra: &str) -> Arc<Config> {
         let yaml = format!(
-            "listen: 127.0.0.1:0\nbackends: [ {{ name: seed, url: 'http://127.0.0.1:1' }} ]\n\
+            "listen: 127.0.0.1:0\nbackends: [ {{ name: {name}, url: 'http://127.0.0.1:1' }} ]\n\
              leader: {{ path: /l, expect: {{ status: [200] }} }}\n{extra}"
         );
         Arc::new(crate::config::parse(&yaml, std::path::Path::new("t.yaml")).unwrap())
@@ -1259,6 +1264,25 @@ mod tests {
 
     async fn names(h: &MonitorHandle) -> Vec<String> {
         h.status().await.into_iter().map(|b| b.name).collect()
+    }
+
+    /// A reload that renames a backend at the same address keeps it (same
+    /// `Backend`, drain state kept); admin and metric labels follow the name.
+    #[tokio::test]
+    async fn a_rename_at_the_same_address_keeps_the_backend() {
+        let (h, shared, metrics) = monitor(config(""));
+        let before = shared.load().backends[0].clone();
+        assert!(h.set_drained("seed", true).await);
+        h.reload(config_named("s2", "")).await;
+        let after = shared.load().backends[0].clone();
+        assert_eq!(after.id, before.id, "the same backend");
+        assert_eq!(after.name().as_str(), "s2");
+        let st = h.status().await;
+        assert_eq!((st[0].name.as_str(), st[0].drained), ("s2", true));
+        assert!(!h.set_drained("seed", false).await, "the old name is gone");
+        let m = metrics.render();
+        assert!(m.contains("backend=\"s2\""), "{m}");
+        assert!(!m.contains("backend=\"seed\""), "{m}");
     }
 
     /// A discovered backend left out of answers goes only after

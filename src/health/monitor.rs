@@ -113,7 +113,7 @@ enum Msg {
         cfg: Arc<Config>,
         reply: oneshot::Sender<Vec<String>>,
     },
-    /// A discovery source's new set (`None`: the source was turned off),
+    /// A discovery source's answer (`None`: the source was turned off),
     /// asked under config generation `gen`.
     Discovered {
         source: Source,
@@ -185,10 +185,11 @@ impl MonitorHandle {
 
     /// A discovery source found this set (`None`: it was turned off),
     /// asking under the config of generation `gen`
-    /// ([`RoutingTable::config_gen`]). The backends are reconciled like at
-    /// a reload; an answer asked under an older generation than the one in
-    /// force (in flight across a reload) is dropped, and the source sends
-    /// its next answer again.
+    /// ([`RoutingTable::config_gen`]). The source's set takes it with
+    /// `discovery.remove_after` hysteresis and, when that changed, the
+    /// backends are reconciled like at a reload. An answer asked under an
+    /// older generation than the one in force (in flight across a reload)
+    /// is dropped; the source's next answer counts.
     pub fn discovered(&self, source: Source, gen: u64, found: Option<Vec<Found>>) {
         let _ = self.tx.send(Msg::Discovered { source, gen, found });
     }
@@ -583,7 +584,7 @@ impl Aggregator {
                         source = source.label(),
                         asked_under = gen,
                         config_generation = self.config_gen,
-                        "discovery answer asked before a reload dropped; the source answers again"
+                        "discovery answer asked before a reload dropped; the next one counts"
                     );
                     return;
                 }

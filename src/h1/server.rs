@@ -307,7 +307,7 @@ pub async fn serve(
                 Ok(u) => u,
                 Err(e) => {
                     let err = ProxyError::Connect {
-                        backend: backend.name.clone(),
+                        backend: backend.name().to_string(),
                         reason: e.to_string(),
                     };
                     let _ =
@@ -406,10 +406,10 @@ async fn run_tunnel(
     };
     match start.await {
         Ok((up, down)) => {
-            tracing::debug!(client = %client.peer, backend = %backend.name, up, down, "upgrade tunnel closed")
+            tracing::debug!(client = %client.peer, backend = %backend.name(), up, down, "upgrade tunnel closed")
         }
         Err(e) => {
-            tracing::debug!(client = %client.peer, backend = %backend.name, error = %e, "upgrade tunnel ended")
+            tracing::debug!(client = %client.peer, backend = %backend.name(), error = %e, "upgrade tunnel ended")
         }
     }
 }

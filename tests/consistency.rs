@@ -54,16 +54,28 @@ async fn write_then_read(
     prefix: &str,
     session: bool,
 ) -> (usize, HashMap<String, usize>) {
+    let prefix = prefix.to_string();
+    write_then_read_at(p, pairs, move |i| format!("/kv/{prefix}{i}"), session).await
+}
+
+/// [`write_then_read`] with the path of pair `i` from `path`.
+async fn write_then_read_at(
+    p: &Proxy,
+    pairs: usize,
+    path: impl Fn(usize) -> String + Send + Sync + 'static,
+    session: bool,
+) -> (usize, HashMap<String, usize>) {
+    let path = std::sync::Arc::new(path);
     let mut tasks = Vec::new();
     for s in 0..8 {
         let (addr, client) = (p.addr, p.client.clone());
-        let prefix = prefix.to_string();
+        let path = path.clone();
         tasks.push(tokio::spawn(async move {
             let mut missed = 0;
             let mut went: HashMap<String, usize> = HashMap::new();
             for i in (s..pairs).step_by(8) {
                 let sid = format!("s{s}");
-                let key = format!("/kv/{prefix}{i}");
+                let key = path(i);
                 let mut w = http::Request::builder()
                     .method("PUT")
                     .uri(format!("http://{addr}{key}"));
@@ -151,6 +163,61 @@ async fn read_your_writes_sees_every_write_while_plain_reads_miss() {
     let via_leader = metric(&m, "leaderproxy_fresh_reads_total{target=\"leader\"}");
     println!("fresh reads: {via_follower} via followers, {via_leader} via the leader");
     assert!(via_follower >= 1.0 && via_leader >= 1.0);
+}
+
+/// Pair `i` of a mixed run: each session alternates a counted `/kv/` key
+/// and an uncounted `/other/` key (a second API, like etcd's v3 under the
+/// v2 store's index).
+fn mixed(tag: &'static str) -> impl Fn(usize) -> String + Send + Sync + 'static {
+    move |i| {
+        let api = if (i / 8) % 2 == 0 { "kv" } else { "other" };
+        format!("/{api}/{tag}{i}")
+    }
+}
+
+/// Positions must count the writes they guard: when `/other/` writes do not
+/// move the probed index, read-your-writes over every path misses `/other/`
+/// writes (the index after them is one the followers already have); with
+/// `positions.scope: [/kv/]` the `/other/` reads go to the leader and none
+/// misses, while `/kv/` reads still reach followers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_outside_the_positions_scope_go_to_the_leader() {
+    let c = Cluster::start(&["l", "f1", "f2"], Duration::from_millis(150)).await;
+    let reads = "reads: { consistency: read_your_writes, session: { header: X-Session-Id } }\n";
+    let unscoped = Proxy::start(&c.config(&format!("{POSITIONS}{reads}"))).await;
+    unscoped
+        .wait_leader(Some("l"), Duration::from_secs(3))
+        .await;
+    let (missed, went) = write_then_read_at(&unscoped, 48, |i| format!("/other/u{i}"), true).await;
+    println!("no scope: 48 /other/ pairs, {missed} missed, reads went to {went:?}");
+    assert!(missed > 0, "uncounted writes must show the hazard");
+
+    let scoped = Proxy::start(&c.config(&format!("{POSITIONS}  scope: [/kv/]\n{reads}"))).await;
+    scoped.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let (missed, went) = write_then_read_at(&scoped, 400, mixed("s"), true).await;
+    println!("scope [/kv/]: 400 mixed pairs, {missed} missed, reads went to {went:?}");
+    assert_eq!(missed, 0, "a read missed its session's write");
+    // Writes outside the scope leave no position; reads outside it go to
+    // the leader even without a session, and /kv/ reads to followers.
+    let w = send(&scoped, "PUT", "/other/x", "1", &[]).await;
+    assert_eq!(w.status, 200);
+    assert!(w.headers.get("x-leaderproxy-position").is_none());
+    for _ in 0..6 {
+        let r = send(&scoped, "GET", "/other/x", "", &[]).await;
+        assert_eq!(r.backend().as_deref(), Some("l"));
+    }
+    wait_until(
+        Duration::from_secs(3),
+        "a /kv/ read on a follower",
+        || async {
+            send(&scoped, "GET", "/kv/s0", "", &[])
+                .await
+                .backend()
+                .as_deref()
+                != Some("l")
+        },
+    )
+    .await;
 }
 
 /// Without a session, the write's `x-leaderproxy-position` sent back on a

@@ -33,6 +33,12 @@ pub struct Need {
 }
 
 impl Need {
+    /// Only the leader.
+    pub const LEADER: Need = Need {
+        min_position: None,
+        leader_only: true,
+    };
+
     /// No requirement: any follower.
     pub fn is_none(&self) -> bool {
         self.min_position.is_none() && !self.leader_only

@@ -209,8 +209,13 @@ pub(super) async fn write(proxy: &Proxy, ctx: &Ctx, mut req: Request<UpBody>) ->
         && is_idempotent(req.method(), req.headers());
     let keep_copy = !cfg.writes.not_leader.is_empty() || retry_ambiguous;
     let ryw = cfg.reads.consistency == Consistency::ReadYourWrites;
-    let session = if ryw {
+    if ryw {
         req.headers_mut().remove(&POSITION_HEADER);
+    }
+    // A write outside `positions.scope` does not move the probed position:
+    // it leaves none (reads there go to the leader, see read.rs).
+    let ryw = ryw && cfg.positions.counts(req.uri().path());
+    let session = if ryw {
         proxy.session_id(&cfg, ctx, req.headers())
     } else {
         None

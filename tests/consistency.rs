@@ -473,6 +473,82 @@ async fn followers_over_max_lag_get_no_reads_until_they_catch_up() {
     .await;
 }
 
+/// The entry of backend `name` in /admin/routing.
+async fn routing_of(p: &Proxy, name: &str) -> serde_json::Value {
+    let r = p.routing().await;
+    r["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == name)
+        .cloned()
+        .unwrap()
+}
+
+/// Lag is measured from this round's answers: when the leader's position
+/// probe fails, a follower frozen at the leader's last known position is
+/// not "0 behind" it (it lags, and reads go to the leader), and with no
+/// position read at all no follower counts as current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_leaders_position_this_round_followers_count_as_lagging() {
+    let c = Cluster::start(&["l", "f1"], Duration::ZERO).await;
+    let p = Proxy::start(&c.config(&format!("{POSITIONS}reads: {{ max_lag: 10 }}\n"))).await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    for i in 0..10 {
+        send(&p, "PUT", &format!("/kv/a{i}"), "x", &[]).await;
+    }
+    wait_until(
+        Duration::from_secs(3),
+        "f1 caught up and serving",
+        || async {
+            let f1 = routing_of(&p, "f1").await;
+            f1["lag"] == 0 && f1["position"] == 10
+        },
+    )
+    .await;
+    c.node("l").fail_positions(true);
+    c.node("f1").freeze(true);
+    for i in 0..30 {
+        send(&p, "PUT", &format!("/kv/b{i}"), "x", &[]).await;
+    }
+    wait_until(
+        Duration::from_secs(3),
+        "f1 lagging without the leader's position",
+        || async {
+            let f1 = routing_of(&p, "f1").await;
+            f1["lagging"] == true && f1["lag"].is_null()
+        },
+    )
+    .await;
+    for _ in 0..6 {
+        let r = send(&p, "GET", "/kv/b29", "", &[]).await;
+        assert_eq!(r.backend().as_deref(), Some("l"), "a read went to f1");
+    }
+    // The leader answers again: f1's lag is measured again.
+    c.node("l").fail_positions(false);
+    wait_until(Duration::from_secs(3), "f1 30 behind", || async {
+        routing_of(&p, "f1").await["lag"] == 30
+    })
+    .await;
+
+    // No position ever read: nobody is current under max_lag.
+    let c = Cluster::start(&["l", "f1", "f2"], Duration::ZERO).await;
+    for n in &c.nodes {
+        n.fail_positions(true);
+    }
+    let p = Proxy::start(&c.config(&format!("{POSITIONS}reads: {{ max_lag: 10 }}\n"))).await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    for _ in 0..6 {
+        let r = send(&p, "GET", "/kv/x", "", &[]).await;
+        assert_eq!(
+            r.backend().as_deref(),
+            Some("l"),
+            "a read went to a follower"
+        );
+    }
+    assert_eq!(routing_of(&p, "f1").await["lagging"], true);
+}
+
 /// Sessions live in a bounded map: past the capacity the least recently
 /// used is forgotten and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,9 +66,10 @@ pub struct BackendStatus {
     pub last_probe: ProbeStatus,
     /// Replication position at the last successful position probe.
     pub position: Option<u64>,
-    /// Positions behind the highest probed position (normally the leader's).
+    /// Positions behind the leader's position in the last position round
+    /// (`None` when either is unknown).
     pub lag: Option<u64>,
-    /// More than `reads.max_lag` behind (or no position known): no reads.
+    /// More than `reads.max_lag` behind, or the lag is unknown: no reads.
     pub lagging: bool,
 }
 
@@ -276,6 +277,10 @@ struct Aggregator {
     /// The first probe round has finished once: a backend added later
     /// (reload, discovery) does not make routing "not ready" again.
     was_ready: bool,
+    /// What lag is measured from: the last position round's answer of the
+    /// leader (of every healthy node, while no leader is known); `None`
+    /// when that round had none ([`reference`]).
+    reference: Option<u64>,
 }
 
 /// Starts the monitor on the current tokio runtime: spawns probe loops for
@@ -311,6 +316,7 @@ pub fn start(cfg: Arc<Config>, shared: Arc<Shared>, metrics: Arc<Metrics>) -> Mo
         force_publish: false,
         found: [None, None],
         was_ready: false,
+        reference: None,
     };
     for b in &table.backends {
         agg.add_node(b.clone(), "static");
@@ -521,11 +527,19 @@ impl Aggregator {
                 self.kick_probes(Duration::from_millis(20));
             }
             Msg::Positions(round) => {
+                let mut answers = Vec::with_capacity(round.len());
                 for (id, result, latency) in round {
                     if let Some(i) = self.index_of(id) {
+                        answers.push((i, result.as_ref().ok().copied()));
                         self.on_position(i, result, latency);
                     }
                 }
+                let leader = match self.decide() {
+                    Decision::Leader(i) => Some(i),
+                    _ => None,
+                };
+                let healthy: Vec<bool> = self.nodes.iter().map(|n| n.healthy()).collect();
+                self.reference = reference(&answers, leader, &healthy);
             }
             Msg::Reprobe => {
                 self.metrics.leader_reprobes.inc();
@@ -857,28 +871,16 @@ impl Aggregator {
         self.shared.publish(table);
     }
 
-    /// Per node: how far its probed position is behind the highest one
-    /// probed on a healthy node (normally the leader's), and whether that
-    /// is more than `reads.max_lag` (a node with no position yet counts as
-    /// lagging once any position is known).
+    /// Per node: how far its probed position is behind the last round's
+    /// reference ([`reference`]), and whether that is more than
+    /// `reads.max_lag`. With `max_lag` set, a node with no position, or any
+    /// node while the last round gave no reference, counts as lagging: not
+    /// knowing is never "current".
     fn lags(&self) -> Vec<(Option<u64>, bool)> {
-        let newest = self
-            .nodes
-            .iter()
-            .filter(|n| n.healthy())
-            .filter_map(|n| n.backend.position())
-            .max();
         let max_lag = self.cfg.reads.max_lag;
         self.nodes
             .iter()
-            .map(|n| match (newest, n.backend.position()) {
-                (Some(top), Some(p)) => {
-                    let l = top.saturating_sub(p);
-                    (Some(l), max_lag.is_some_and(|m| l > m))
-                }
-                (Some(_), None) => (None, max_lag.is_some()),
-                (None, _) => (None, false),
-            })
+            .map(|n| lag(self.reference, n.backend.position(), max_lag))
             .collect()
     }
 
@@ -1142,9 +1144,61 @@ impl Aggregator {
     }
 }
 
+/// The position lag is measured from, out of one round's answers (node
+/// index, position if it answered): the leader's when a leader is known
+/// (`None` if it did not answer: the other answers may all be behind it),
+/// else the highest answer of a healthy node. Never a remembered position
+/// from an earlier round.
+fn reference(
+    answers: &[(usize, Option<u64>)],
+    leader: Option<usize>,
+    healthy: &[bool],
+) -> Option<u64> {
+    match leader {
+        Some(l) => answers.iter().find(|(i, _)| *i == l).and_then(|(_, p)| *p),
+        None => answers
+            .iter()
+            .filter(|(i, _)| healthy.get(*i).copied().unwrap_or(false))
+            .filter_map(|(_, p)| *p)
+            .max(),
+    }
+}
+
+/// One node's lag behind `reference`, and whether it is over `max_lag`
+/// (unknown counts as over).
+fn lag(reference: Option<u64>, position: Option<u64>, max_lag: Option<u64>) -> (Option<u64>, bool) {
+    match (reference, position) {
+        (Some(top), Some(p)) => {
+            let l = top.saturating_sub(p);
+            (Some(l), max_lag.is_some_and(|m| l > m))
+        }
+        _ => (None, max_lag.is_some()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reference_is_this_rounds_leader_or_else_highest_healthy_answer() {
+        let healthy = [true, true, false];
+        let round = [(0, Some(10)), (1, Some(12)), (2, Some(99))];
+        assert_eq!(reference(&round, Some(0), &healthy), Some(10));
+        assert_eq!(reference(&round, None, &healthy), Some(12));
+        let leader_failed = [(0, None), (1, Some(12))];
+        assert_eq!(reference(&leader_failed, Some(0), &healthy), None);
+        assert_eq!(reference(&[], None, &healthy), None);
+    }
+
+    #[test]
+    fn unknown_lag_is_lagging_under_max_lag() {
+        assert_eq!(lag(Some(20), Some(5), Some(10)), (Some(15), true));
+        assert_eq!(lag(Some(20), Some(15), Some(10)), (Some(5), false));
+        assert_eq!(lag(None, Some(15), Some(10)), (None, true));
+        assert_eq!(lag(Some(20), None, Some(10)), (None, true));
+        assert_eq!(lag(None, None, None), (None, false));
+    }
 
     #[test]
     fn jitter_stays_within_ten_percent() {

@@ -17,7 +17,8 @@
 //!   store's `X-Etcd-Index`): write answers carry no `X-Index`.
 //!
 //! `/health` answers 503 while `set_healthy(false)`; `/position` answers
-//! the index set by `override_position` instead, while one is set.
+//! the index set by `override_position` instead, while one is set, and 500
+//! while `fail_positions(true)`.
 #![allow(dead_code)]
 
 use std::convert::Infallible;
@@ -64,6 +65,7 @@ pub struct Node {
     pub position_probes: AtomicUsize,
     healthy: AtomicBool,
     position_override: Mutex<Option<usize>>,
+    positions_fail: AtomicBool,
     task: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
@@ -97,6 +99,11 @@ impl Node {
     /// until `None`.
     pub fn override_position(&self, p: Option<usize>) {
         *self.position_override.lock().unwrap() = p;
+    }
+
+    /// `/position` answers 500 while set.
+    pub fn fail_positions(&self, on: bool) {
+        self.positions_fail.store(on, Ordering::Relaxed);
     }
 
     pub fn set_leader(&self, on: bool) {
@@ -158,6 +165,7 @@ impl Cluster {
                 position_probes: AtomicUsize::new(0),
                 healthy: AtomicBool::new(true),
                 position_override: Mutex::new(None),
+                positions_fail: AtomicBool::new(false),
                 task: Mutex::new(None),
             });
             let n = node.clone();
@@ -229,6 +237,9 @@ async fn answer(n: Arc<Node>, req: Request<Incoming>) -> Result<Response<Full<By
         ("GET", "/leader") => reply(if leader { 200 } else { 403 }, None, Bytes::new()),
         ("GET", "/position") => {
             n.position_probes.fetch_add(1, Ordering::Relaxed);
+            if n.positions_fail.load(Ordering::Relaxed) {
+                return reply(500, None, Bytes::new());
+            }
             let over = *n.position_override.lock().unwrap();
             reply(200, Some(over.unwrap_or_else(|| n.index())), Bytes::new())
         }

@@ -549,6 +549,101 @@ async fn without_the_leaders_position_this_round_followers_count_as_lagging() {
     assert_eq!(routing_of(&p, "f1").await["lagging"], true);
 }
 
+const PROBED_ONLY: &str = "positions: { probe: { path: /position, header: X-Index } }\n";
+
+/// A write answered by a deposed leader that forwarded it (rqlite, Consul)
+/// is known at the larger of that backend's and the current write leader's
+/// positions probed after the acknowledgement: the deposed one has not
+/// applied it yet, and its position alone let the next read go to a
+/// follower without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_forwarded_by_a_deposed_leader_counts_the_new_leaders_position() {
+    let c = Cluster::start(&["l", "f1", "f2"], Duration::from_secs(5)).await;
+    for n in &c.nodes {
+        n.index_in_answers
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+    let p = Proxy::start(&c.config(&format!(
+        "{PROBED_ONLY}reads: {{ consistency: read_your_writes, session: {{ header: X-Session-Id }} }}\n"
+    )))
+    .await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    c.node("l")
+        .forward_writes(Some(Duration::from_millis(1500)));
+    let sid = ("x-session-id", "s".to_string());
+    let (addr, client) = (p.addr, p.client.clone());
+    let write = tokio::spawn(async move {
+        let req = http::Request::put(format!("http://{addr}/kv/k"))
+            .header("x-session-id", "s")
+            .body(Full::new(Bytes::from_static(b"v")))
+            .unwrap();
+        client.request(req).await.unwrap()
+    });
+    wait_until(Duration::from_secs(2), "the write reached l", || async {
+        c.log_len() == 1
+    })
+    .await;
+    // l is deposed while it forwards the write; the proxy follows f1.
+    c.node("l").set_leader(false);
+    c.node("f1").set_leader(true);
+    p.wait_leader(Some("f1"), Duration::from_secs(1)).await;
+    assert!(
+        !write.is_finished(),
+        "the answer must come after the change"
+    );
+    let w = write.await.unwrap();
+    assert_eq!(w.status(), 200);
+    assert_eq!(w.headers()["x-leaderproxy-position"], "1");
+    for _ in 0..6 {
+        let r = send(&p, "GET", "/kv/k", "", std::slice::from_ref(&sid)).await;
+        assert_eq!(r.text(), "v", "read on {:?}", r.backend());
+        assert_eq!(r.backend().as_deref(), Some("f1"));
+    }
+}
+
+/// With positions probed, a write whose position stays unknown (the probe
+/// after it failed) keeps its session on the leader until a position round
+/// that started after it has read the leader's position — not just for
+/// `after_write_window` — and then its reads go to followers that have it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_position_holds_the_session_until_a_later_round_reads_the_leader() {
+    let c = Cluster::start(&["l", "f1", "f2"], Duration::from_millis(300)).await;
+    for n in &c.nodes {
+        n.index_in_answers
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+    let p = Proxy::start(&c.config(&format!(
+        "{PROBED_ONLY}reads: {{ consistency: read_your_writes, session: {{ header: X-Session-Id }}, after_write_window: 10ms }}\n"
+    )))
+    .await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    c.node("l").fail_positions(true);
+    let sid = ("x-session-id", "s".to_string());
+    let w = send(&p, "PUT", "/kv/k", "v", std::slice::from_ref(&sid)).await;
+    assert_eq!(w.status, 200);
+    assert!(w.headers.get("x-leaderproxy-position").is_none());
+    let until = std::time::Instant::now() + Duration::from_millis(250);
+    let mut reads = 0;
+    while std::time::Instant::now() < until && reads < 200 {
+        let r = send(&p, "GET", "/kv/k", "", std::slice::from_ref(&sid)).await;
+        assert_eq!(r.text(), "v", "read {reads} on {:?}", r.backend());
+        assert_eq!(r.backend().as_deref(), Some("l"));
+        reads += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    c.node("l").fail_positions(false);
+    wait_until(
+        Duration::from_secs(3),
+        "a follower that has the write serves the session",
+        || async {
+            let r = send(&p, "GET", "/kv/k", "", std::slice::from_ref(&sid)).await;
+            assert_eq!(r.text(), "v", "read on {:?}", r.backend());
+            r.backend().as_deref() != Some("l")
+        },
+    )
+    .await;
+}
+
 /// Sessions live in a bounded map: past the capacity the least recently
 /// used is forgotten and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -95,9 +95,9 @@ enum Msg {
     /// The request path fenced this backend (transport evidence or a
     /// not-leader answer): withdraw its claim and re-probe everyone now.
     Fenced { id: u64 },
-    /// One round of position probes (`positions.probe`): per backend id,
-    /// the result and how long it took.
-    Positions(Vec<(u64, Result<u64, ProbeFailure>, Duration)>),
+    /// One round of position probes (`positions.probe`): its number, and
+    /// per backend id the result and how long it took.
+    Positions(u64, Vec<(u64, Result<u64, ProbeFailure>, Duration)>),
     /// Re-probe everyone now (already rate-limited by the handle).
     Reprobe,
     /// Passive health: this follower failed too often.
@@ -409,6 +409,7 @@ fn spawn_position_rounds(
             let interval = t.cfg.leader.probe.interval;
             if let Some(probe) = t.cfg.positions.probe.clone() {
                 let probe = Arc::new(probe);
+                let number = shared.rounds.start();
                 let mut set = tokio::task::JoinSet::new();
                 for b in t.backends.iter().cloned() {
                     let probe = probe.clone();
@@ -425,7 +426,7 @@ fn spawn_position_rounds(
                         round.push(r);
                     }
                 }
-                if tx.send(Msg::Positions(round)).is_err() {
+                if tx.send(Msg::Positions(number, round)).is_err() {
                     return;
                 }
             } else {
@@ -526,7 +527,7 @@ impl Aggregator {
                 }
                 self.kick_probes(Duration::from_millis(20));
             }
-            Msg::Positions(round) => {
+            Msg::Positions(number, round) => {
                 let mut answers = Vec::with_capacity(round.len());
                 for (id, result, latency) in round {
                     if let Some(i) = self.index_of(id) {
@@ -540,6 +541,7 @@ impl Aggregator {
                 };
                 let healthy: Vec<bool> = self.nodes.iter().map(|n| n.healthy()).collect();
                 self.reference = reference(&answers, leader, &healthy);
+                self.shared.rounds.finish(number, self.reference);
             }
             Msg::Reprobe => {
                 self.metrics.leader_reprobes.inc();

@@ -18,7 +18,9 @@
 //!
 //! `/health` answers 503 while `set_healthy(false)`; `/position` answers
 //! the index set by `override_position` instead, while one is set, and 500
-//! while `fail_positions(true)`.
+//! while `fail_positions(true)`. A node with `forward_writes(d)` takes
+//! writes while it does not lead (appending to the log as rqlite and
+//! Consul followers forward to the leader) and answers every write `d` late.
 #![allow(dead_code)]
 
 use std::convert::Infallible;
@@ -66,6 +68,8 @@ pub struct Node {
     healthy: AtomicBool,
     position_override: Mutex<Option<usize>>,
     positions_fail: AtomicBool,
+    /// Forwards writes when not the leader, and answers them this late.
+    forward_ms: Mutex<Option<u64>>,
     task: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
@@ -99,6 +103,12 @@ impl Node {
     /// until `None`.
     pub fn override_position(&self, p: Option<usize>) {
         *self.position_override.lock().unwrap() = p;
+    }
+
+    /// Takes writes while not leading (see the module doc), answering
+    /// them `delay` late; `None` refuses them again.
+    pub fn forward_writes(&self, delay: Option<Duration>) {
+        *self.forward_ms.lock().unwrap() = delay.map(|d| d.as_millis() as u64);
     }
 
     /// `/position` answers 500 while set.
@@ -166,6 +176,7 @@ impl Cluster {
                 healthy: AtomicBool::new(true),
                 position_override: Mutex::new(None),
                 positions_fail: AtomicBool::new(false),
+                forward_ms: Mutex::new(None),
                 task: Mutex::new(None),
             });
             let n = node.clone();
@@ -185,6 +196,11 @@ impl Cluster {
             nodes.push(node);
         }
         Cluster { nodes }
+    }
+
+    /// Entries written so far.
+    pub fn log_len(&self) -> usize {
+        self.nodes[0].log.entries.lock().unwrap().len()
     }
 
     pub fn node(&self, name: &str) -> &Arc<Node> {
@@ -244,7 +260,8 @@ async fn answer(n: Arc<Node>, req: Request<Incoming>) -> Result<Response<Full<By
             reply(200, Some(over.unwrap_or_else(|| n.index())), Bytes::new())
         }
         ("PUT", p) if p.starts_with("/kv/") || p.starts_with("/other/") => {
-            if !leader {
+            let forward = *n.forward_ms.lock().unwrap();
+            if !leader && forward.is_none() {
                 return reply(403, None, Bytes::from_static(b"not the leader"));
             }
             let counted = p.starts_with("/kv/");
@@ -258,6 +275,9 @@ async fn answer(n: Arc<Node>, req: Request<Incoming>) -> Result<Response<Full<By
                 });
                 e.iter().filter(|e| e.counted).count()
             };
+            if let Some(ms) = forward {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
             let index = (counted && n.index_in_answers.load(Ordering::Relaxed)).then_some(idx);
             reply(200, index, Bytes::from_static(b"ok"))
         }

@@ -644,6 +644,76 @@ async fn an_unknown_position_holds_the_session_until_a_later_round_reads_the_lea
     .await;
 }
 
+/// A position that goes down is not trusted: the decrease is counted and
+/// logged and the old, higher position is dropped; a backend that goes
+/// unhealthy forgets its position, so one that comes back (resynced, its
+/// position probe still failing) is not fresh for reads that must see a
+/// write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_that_go_down_or_go_unhealthy_are_forgotten() {
+    let c = Cluster::start(&["l", "f1", "f2"], Duration::ZERO).await;
+    let p = Proxy::start(&c.config(&format!(
+        "{POSITIONS}reads: {{ consistency: read_your_writes, session: {{ header: X-Session-Id }} }}\n"
+    )))
+    .await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    for i in 0..10 {
+        send(&p, "PUT", &format!("/kv/d{i}"), "x", &[]).await;
+    }
+    wait_until(Duration::from_secs(3), "every position at 10", || async {
+        let r = p.routing().await;
+        r["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["position"] == 10)
+    })
+    .await;
+
+    c.node("f1").override_position(Some(3));
+    wait_until(Duration::from_secs(3), "f1's decrease counted", || async {
+        let m = p.metrics().await;
+        metric(
+            &m,
+            "leaderproxy_backend_position_decreases_total{backend=\"f1\"}",
+        ) >= 1.0
+    })
+    .await;
+    wait_until(Duration::from_secs(3), "f1 at 3", || async {
+        routing_of(&p, "f1").await["position"] == 3
+    })
+    .await;
+    c.node("f1").override_position(None);
+
+    let f2 = c.node("f2");
+    f2.fail_positions(true);
+    f2.set_healthy(false);
+    wait_until(
+        Duration::from_secs(3),
+        "f2 down, its position forgotten",
+        || async {
+            let b = routing_of(&p, "f2").await;
+            b["healthy"] == false && b["position"].is_null()
+        },
+    )
+    .await;
+    f2.set_healthy(true);
+    wait_until(Duration::from_secs(3), "f2 healthy again", || async {
+        routing_of(&p, "f2").await["healthy"] == true
+    })
+    .await;
+    assert!(routing_of(&p, "f2").await["position"].is_null());
+    let at = ("x-leaderproxy-position", "10".to_string());
+    for _ in 0..20 {
+        let r = send(&p, "GET", "/kv/d9", "", std::slice::from_ref(&at)).await;
+        assert_ne!(
+            r.backend().as_deref(),
+            Some("f2"),
+            "f2's old position was trusted"
+        );
+    }
+}
+
 /// Sessions live in a bounded map: past the capacity the least recently
 /// used is forgotten and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -609,11 +609,15 @@ impl Aggregator {
                     Some(Transition::BecameUp) => {
                         tracing::info!(backend = %node.backend.name, "backend is healthy")
                     }
-                    Some(Transition::BecameDown) => tracing::warn!(
-                        backend = %node.backend.name,
-                        error = o.error().unwrap_or_default(),
-                        "backend is unhealthy"
-                    ),
+                    Some(Transition::BecameDown) => {
+                        // What it had may be gone when it comes back.
+                        node.backend.set_position(None);
+                        tracing::warn!(
+                            backend = %node.backend.name,
+                            error = o.error().unwrap_or_default(),
+                            "backend is unhealthy"
+                        )
+                    }
                     None => {}
                 }
             }
@@ -646,6 +650,7 @@ impl Aggregator {
                 // A leader probe that cannot connect is proof the node is down
                 // right now; do not wait for `fall` health probes to say so.
                 if evidence == Evidence::Refused && node.health.force_down().is_some() {
+                    node.backend.set_position(None);
                     tracing::warn!(backend = %node.backend.name, error = o.error().unwrap_or_default(), "backend refused a connection; marked unhealthy");
                 }
             }
@@ -660,8 +665,19 @@ impl Aggregator {
         match result {
             Ok(p) => {
                 // A failed probe keeps the last position: positions only
-                // grow, so an old one is a safe lower bound.
-                n.backend.set_position(Some(p));
+                // grow, so an old one is a safe lower bound. One that went
+                // down is neither: the backend lost what it had (a replica
+                // resynced, a primary rewound, a member re-created), so its
+                // position is cleared and the next answer starts it again.
+                let kept = match n.backend.position() {
+                    Some(old) if p < old => {
+                        m.position_decreases.inc();
+                        tracing::warn!(backend = %n.backend.name, was = old, now = p, "replication position went down; cleared until the next position round");
+                        None
+                    }
+                    _ => Some(p),
+                };
+                n.backend.set_position(kept);
                 m.position.set(p.min(i64::MAX as u64) as i64);
                 n.last.position_error = None;
             }

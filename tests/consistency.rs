@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fake::{wait_until, Proxy, Reply};
+use fake::{backend_in, wait_until, Proxy, Reply};
 use http_body_util::Full;
 use replica::Cluster;
 
@@ -405,15 +405,7 @@ async fn followers_over_max_lag_get_no_reads_until_they_catch_up() {
         "f1 lagging and f2 caught up in /admin/routing",
         || async {
             let r = p.routing().await;
-            let b = |name: &str| {
-                r["backends"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|b| b["name"] == name)
-                    .cloned()
-                    .unwrap()
-            };
+            let b = |name: &str| backend_in(&r, name);
             let (f1, f2) = (b("f1"), b("f2"));
             f1["lagging"] == true
                 && f1["lag"].as_u64().is_some_and(|l| l >= 20)
@@ -473,18 +465,6 @@ async fn followers_over_max_lag_get_no_reads_until_they_catch_up() {
     .await;
 }
 
-/// The entry of backend `name` in /admin/routing.
-async fn routing_of(p: &Proxy, name: &str) -> serde_json::Value {
-    let r = p.routing().await;
-    r["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["name"] == name)
-        .cloned()
-        .unwrap()
-}
-
 /// Lag is measured from this round's answers: when the leader's position
 /// probe fails, a follower frozen at the leader's last known position is
 /// not "0 behind" it (it lags, and reads go to the leader), and with no
@@ -501,7 +481,7 @@ async fn without_the_leaders_position_this_round_followers_count_as_lagging() {
         Duration::from_secs(3),
         "f1 caught up and serving",
         || async {
-            let f1 = routing_of(&p, "f1").await;
+            let f1 = p.backend_status("f1").await;
             f1["lag"] == 0 && f1["position"] == 10
         },
     )
@@ -515,7 +495,7 @@ async fn without_the_leaders_position_this_round_followers_count_as_lagging() {
         Duration::from_secs(3),
         "f1 lagging without the leader's position",
         || async {
-            let f1 = routing_of(&p, "f1").await;
+            let f1 = p.backend_status("f1").await;
             f1["lagging"] == true && f1["lag"].is_null()
         },
     )
@@ -527,7 +507,7 @@ async fn without_the_leaders_position_this_round_followers_count_as_lagging() {
     // The leader answers again: f1's lag is measured again.
     c.node("l").fail_positions(false);
     wait_until(Duration::from_secs(3), "f1 30 behind", || async {
-        routing_of(&p, "f1").await["lag"] == 30
+        p.backend_status("f1").await["lag"] == 30
     })
     .await;
 
@@ -546,10 +526,26 @@ async fn without_the_leaders_position_this_round_followers_count_as_lagging() {
             "a read went to a follower"
         );
     }
-    assert_eq!(routing_of(&p, "f1").await["lagging"], true);
+    assert_eq!(p.backend_status("f1").await["lagging"], true);
 }
 
-const PROBED_ONLY: &str = "positions: { probe: { path: /position, header: X-Index } }\n";
+/// A cluster `l`, `f1`, `f2` whose followers apply writes `delay` late and
+/// whose write answers carry no position, behind a proxy with probed
+/// positions only and read_your_writes by `X-Session-Id` (plus `reads`
+/// keys `more`), `l` leading.
+async fn without_positions_in_answers(delay: Duration, more: &str) -> (Cluster, Proxy) {
+    let c = Cluster::start(&["l", "f1", "f2"], delay).await;
+    for n in &c.nodes {
+        n.index_in_answers
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+    let p = Proxy::start(&c.config(&format!(
+        "positions: {{ probe: {{ path: /position, header: X-Index }} }}\nreads: {{ consistency: read_your_writes, session: {{ header: X-Session-Id }}{more} }}\n"
+    )))
+    .await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    (c, p)
+}
 
 /// A write answered by a deposed leader that forwarded it (rqlite, Consul)
 /// is known at the larger of that backend's and the current write leader's
@@ -558,16 +554,7 @@ const PROBED_ONLY: &str = "positions: { probe: { path: /position, header: X-Inde
 /// follower without it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_forwarded_by_a_deposed_leader_counts_the_new_leaders_position() {
-    let c = Cluster::start(&["l", "f1", "f2"], Duration::from_secs(5)).await;
-    for n in &c.nodes {
-        n.index_in_answers
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-    }
-    let p = Proxy::start(&c.config(&format!(
-        "{PROBED_ONLY}reads: {{ consistency: read_your_writes, session: {{ header: X-Session-Id }} }}\n"
-    )))
-    .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let (c, p) = without_positions_in_answers(Duration::from_secs(5), "").await;
     c.node("l")
         .forward_writes(Some(Duration::from_millis(1500)));
     let sid = ("x-session-id", "s".to_string());
@@ -607,16 +594,9 @@ async fn a_write_forwarded_by_a_deposed_leader_counts_the_new_leaders_position()
 /// `after_write_window` — and then its reads go to followers that have it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_position_holds_the_session_until_a_later_round_reads_the_leader() {
-    let c = Cluster::start(&["l", "f1", "f2"], Duration::from_millis(300)).await;
-    for n in &c.nodes {
-        n.index_in_answers
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-    }
-    let p = Proxy::start(&c.config(&format!(
-        "{PROBED_ONLY}reads: {{ consistency: read_your_writes, session: {{ header: X-Session-Id }}, after_write_window: 10ms }}\n"
-    )))
-    .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let (c, p) =
+        without_positions_in_answers(Duration::from_millis(300), ", after_write_window: 10ms")
+            .await;
     c.node("l").fail_positions(true);
     let sid = ("x-session-id", "s".to_string());
     let w = send(&p, "PUT", "/kv/k", "v", std::slice::from_ref(&sid)).await;
@@ -680,7 +660,7 @@ async fn positions_that_go_down_or_go_unhealthy_are_forgotten() {
     })
     .await;
     wait_until(Duration::from_secs(3), "f1 at 3", || async {
-        routing_of(&p, "f1").await["position"] == 3
+        p.backend_status("f1").await["position"] == 3
     })
     .await;
     c.node("f1").override_position(None);
@@ -692,17 +672,17 @@ async fn positions_that_go_down_or_go_unhealthy_are_forgotten() {
         Duration::from_secs(3),
         "f2 down, its position forgotten",
         || async {
-            let b = routing_of(&p, "f2").await;
+            let b = p.backend_status("f2").await;
             b["healthy"] == false && b["position"].is_null()
         },
     )
     .await;
     f2.set_healthy(true);
     wait_until(Duration::from_secs(3), "f2 healthy again", || async {
-        routing_of(&p, "f2").await["healthy"] == true
+        p.backend_status("f2").await["healthy"] == true
     })
     .await;
-    assert!(routing_of(&p, "f2").await["position"].is_null());
+    assert!(p.backend_status("f2").await["position"].is_null());
     let at = ("x-leaderproxy-position", "10".to_string());
     for _ in 0..20 {
         let r = send(&p, "GET", "/kv/d9", "", std::slice::from_ref(&at)).await;

@@ -754,6 +754,13 @@ impl Aggregator {
             _ => None,
         };
         let lag = self.lags();
+        // Every round, not only when routing changes: a lagging follower's
+        // lag keeps growing while it stays out.
+        for (n, (l, _)) in self.nodes.iter().zip(&lag) {
+            if let Some(l) = l {
+                n.backend.metrics.lag.set((*l).min(i64::MAX as u64) as i64);
+            }
+        }
         let followers: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| {
                 let n = &self.nodes[i];
@@ -862,9 +869,6 @@ impl Aggregator {
         let spill = backends_of(&tiers.spill);
         for (i, n) in self.nodes.iter().enumerate() {
             let m = &n.backend.metrics;
-            if let Some(l) = lag[i].0 {
-                m.lag.set(l.min(i64::MAX as u64) as i64);
-            }
             m.healthy.set(n.healthy() as i64);
             m.is_leader.set((Some(i) == leader_idx) as i64);
             m.ejected.set(n.ejected(now) as i64);

@@ -265,6 +265,18 @@ impl Validator {
 
     /// `positions.scope`: path prefixes, each starting with '/', at least one.
     fn position_scope(&mut self, scope: Option<Vec<String>>, probe_given: bool) -> Vec<String> {
+        // A preset's scope says what its own probe counts, not what a probe
+        // of another endpoint counts.
+        if probe_given
+            && self.preset_wrote("positions.scope")
+            && self.user_wrote("positions.probe.path")
+            && !self.user_wrote("positions.scope")
+        {
+            self.bad(
+                "positions.probe.path",
+                "the preset's positions.scope names the writes its own probe counts: with another probe, set positions.scope to the path prefixes whose writes move it (/ for every path)",
+            );
+        }
         let Some(scope) = scope else {
             return Vec::new();
         };

@@ -810,6 +810,21 @@ struct Validator {
 }
 
 impl Validator {
+    /// Whether the user's file itself writes `key` (not only a parent of it).
+    pub(super) fn user_wrote(&self, key: &str) -> bool {
+        self.loc
+            .nearest(key)
+            .is_some_and(|(len, _)| len == key.len())
+    }
+
+    /// Whether the preset in use writes `key`.
+    pub(super) fn preset_wrote(&self, key: &str) -> bool {
+        self.preset
+            .as_ref()
+            .and_then(|p| p.loc.nearest(key))
+            .is_some_and(|(len, _)| len == key.len())
+    }
+
     /// A problem with `key`, at the line of `key` (or of its nearest parent)
     /// in the user's file. When the preset's document has `key` and the
     /// user's file does not, the value came from the preset: the message

@@ -362,6 +362,16 @@ fn problems_with_preset_values_say_where_the_value_came_from() {
         )),
         vec!["lp.yaml:6:28: leader.timeout: 100ms must be shorter than leader.interval (100ms)"]
     );
+    // Another position probe needs its own scope.
+    assert_eq!(
+        errs(&text("etcd", "positions: { probe: { path: /v3/kv/range, json: /header/revision } }\n")),
+        vec!["lp.yaml:6:23: positions.probe.path: the preset's positions.scope names the writes its own probe counts: with another probe, set positions.scope to the path prefixes whose writes move it (/ for every path)"]
+    );
+    let c = ok(&text(
+        "etcd",
+        "positions: { probe: { path: /v3/kv/range, json: /header/revision }, scope: [/v3/] }\n",
+    ));
+    assert_eq!(c.positions.scope, ["/v3/"]);
     // Removing what a preset value needs.
     assert_eq!(
         errs(&text("etcd", "positions: { probe: ~ }\n")),

@@ -434,10 +434,13 @@ pub struct ReadsConfig {
     /// What identifies a session for read-your-writes; default none.
     pub session: Option<SessionConfig>,
     /// Followers whose probed position is more than this many positions
-    /// behind the leader's get no reads; default none (no limit).
+    /// behind the leader's in the last position round (or whose lag is
+    /// unknown) get no reads; default none (no limit).
     pub max_lag: Option<u64>,
-    /// Without any known position for a session's write, that session's
-    /// reads go to the leader this long after it; default 2s.
+    /// Without `positions.probe`, a session's reads go to the leader this
+    /// long after each of its successful writes; default 2s. (With probed
+    /// positions, a write whose position is unknown holds its session on
+    /// the leader until a later position round reads the leader's.)
     pub after_write_window: Duration,
 }
 

@@ -72,6 +72,7 @@ pub struct Metrics {
     position: IntGaugeVec,
     lag: IntGaugeVec,
     write_position_probes: IntCounterVec,
+    position_decreases: IntCounterVec,
     /// Sessions remembered for read-your-writes.
     pub sessions: IntGauge,
     pub session_evictions: IntCounter,
@@ -358,6 +359,11 @@ impl Metrics {
                 "Probes of the leader's position after writes whose answers carried none (one probe serves every write acknowledged before it started).",
                 &["backend"],
             ),
+            position_decreases: counter_vec(
+                "leaderproxy_backend_position_decreases_total",
+                "Position probes that answered less than the backend's last position (a replica resynced, a primary rewound, a member re-created): the position was cleared, not trusted.",
+                &["backend"],
+            ),
             sessions: reg(
                 &r,
                 IntGauge::new("leaderproxy_sessions", "Sessions remembered for read-your-writes.").expect("valid metric"),
@@ -418,6 +424,7 @@ impl Metrics {
             position: self.position.with_label_values(&[name]),
             lag: self.lag.with_label_values(&[name]),
             write_position_probes: self.write_position_probes.with_label_values(&[name]),
+            position_decreases: self.position_decreases.with_label_values(&[name]),
             tls_handshake_failures: crate::upstream::tls::TlsReason::ALL.map(|r| {
                 self.tls_handshake_failures
                     .with_label_values(&[name, r.label()])
@@ -446,6 +453,7 @@ impl Metrics {
             &self.timeouts,
             &self.ejections,
             &self.write_position_probes,
+            &self.position_decreases,
         ] {
             let _ = v.remove_label_values(&[name]);
         }
@@ -535,6 +543,7 @@ pub struct BackendMetrics {
     pub position: IntGauge,
     pub lag: IntGauge,
     pub write_position_probes: IntCounter,
+    pub position_decreases: IntCounter,
     /// By [`crate::upstream::tls::TlsReason::ALL`] index.
     pub tls_handshake_failures: [IntCounter; 4],
 }

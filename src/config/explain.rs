@@ -289,6 +289,14 @@ fn positions(cfg: &Config) -> Value {
             }),
         ),
         ("response", opt(p.response.as_ref(), |s| map([source(s)]))),
+        (
+            "scope",
+            Value::Sequence(if p.scope.is_empty() {
+                vec![text("/")]
+            } else {
+                p.scope.iter().map(text).collect()
+            }),
+        ),
     ])
 }
 

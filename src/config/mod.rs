@@ -434,10 +434,13 @@ pub struct ReadsConfig {
     /// What identifies a session for read-your-writes; default none.
     pub session: Option<SessionConfig>,
     /// Followers whose probed position is more than this many positions
-    /// behind the leader's get no reads; default none (no limit).
+    /// behind the leader's in the last position round (or whose lag is
+    /// unknown) get no reads; default none (no limit).
     pub max_lag: Option<u64>,
-    /// Without any known position for a session's write, that session's
-    /// reads go to the leader this long after it; default 2s.
+    /// Without `positions.probe`, a session's reads go to the leader this
+    /// long after each of its successful writes; default 2s. (With probed
+    /// positions, a write whose position is unknown holds its session on
+    /// the leader until a later position round reads the leader's.)
     pub after_write_window: Duration,
 }
 
@@ -810,6 +813,21 @@ struct Validator {
 }
 
 impl Validator {
+    /// Whether the user's file itself writes `key` (not only a parent of it).
+    pub(super) fn user_wrote(&self, key: &str) -> bool {
+        self.loc
+            .nearest(key)
+            .is_some_and(|(len, _)| len == key.len())
+    }
+
+    /// Whether the preset in use writes `key`.
+    pub(super) fn preset_wrote(&self, key: &str) -> bool {
+        self.preset
+            .as_ref()
+            .and_then(|p| p.loc.nearest(key))
+            .is_some_and(|(len, _)| len == key.len())
+    }
+
     /// A problem with `key`, at the line of `key` (or of its nearest parent)
     /// in the user's file. When the preset's document has `key` and the
     /// user's file does not, the value came from the preset: the message

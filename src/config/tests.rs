@@ -1176,6 +1176,23 @@ fn consistency_keys_that_cannot_work_are_refused() {
         ),
         vec!["lp.yaml:20:33: positions.probe.regex: \"offset:\\\\d+\" has no group: put the digits in parentheses, e.g. 'offset:(\\d+)'"]
     );
+    assert_eq!(
+        with(
+            "{ max_lag: 1 }",
+            "positions: { probe: { path: /x, header: X-I }, scope: [v2, /v3/] }\n"
+        ),
+        vec![
+            "lp.yaml:20:48: positions.scope: \"v2\" is not a path prefix (it must start with '/')"
+        ]
+    );
+    assert_eq!(
+        with("{ max_lag: 1 }", "positions: { probe: { path: /x, header: X-I }, scope: [] }\n"),
+        vec!["lp.yaml:20:48: positions.scope: empty: list the path prefixes whose writes move the probed position (leave the key out for every path)"]
+    );
+    assert_eq!(
+        with("{}", "positions: { scope: [/v2/] }\n"),
+        vec!["lp.yaml:20:14: positions.scope: needs positions.probe: the scope says which requests the probed positions count"]
+    );
 }
 
 #[test]

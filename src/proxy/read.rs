@@ -51,6 +51,27 @@ fn target<'t>(
     Some(b)
 }
 
+/// What a read must see: under `read_your_writes`, its session's writes
+/// and the client's position; a read outside `positions.scope`, when
+/// positions matter (`read_your_writes` or `max_lag`), goes to the leader:
+/// no probed position counts the writes it might have to see.
+fn read_need(proxy: &Proxy, t: &RoutingTable, ctx: &Ctx, req: &mut Request<UpBody>) -> Need {
+    let cfg = &t.cfg;
+    let ryw = cfg.reads.consistency == Consistency::ReadYourWrites;
+    if !ryw && cfg.reads.max_lag.is_none() {
+        return Need::default();
+    }
+    if !cfg.positions.counts(req.uri().path()) {
+        crate::consistency::take_client_position(req.headers_mut());
+        return Need::LEADER;
+    }
+    if ryw {
+        proxy.need(cfg, ctx, req.headers_mut())
+    } else {
+        Need::default()
+    }
+}
+
 pub(super) async fn read(
     proxy: &Proxy,
     t: &Arc<RoutingTable>,
@@ -61,11 +82,7 @@ pub(super) async fn read(
         return Err(ProxyError::NotReady.into());
     }
     let ip = ctx.client.client_ip;
-    let need = if t.cfg.reads.consistency == Consistency::ReadYourWrites {
-        proxy.need(&t.cfg, ctx, req.headers_mut())
-    } else {
-        Need::default()
-    };
+    let need = read_need(proxy, t, ctx, &mut req);
     let Some(first) = target(proxy, t, ip, need, None).cloned() else {
         return Err(no_read_target(t).into());
     };

@@ -12,6 +12,7 @@ pub mod config;
 pub mod consistency;
 pub mod discovery;
 pub mod h1;
+mod h2_conn;
 pub mod health;
 pub mod metrics;
 pub mod net;

@@ -37,8 +37,9 @@ fn expected(followers: &[&Fake], client: &str) -> String {
                 tls: None,
                 zone: None,
                 priority: 0,
+                max_connections: None,
             };
-            Arc::new(Backend::new(&cfg, &m, 1))
+            Arc::new(Backend::new(&cfg, &m, 1, 1024))
         })
         .collect();
     let ip: IpAddr = client.parse().unwrap();

@@ -1074,6 +1074,9 @@ impl Aggregator {
                     tracing::info!(backend = %bc.name, zone = bc.zone.as_deref().unwrap_or("none"), priority = bc.priority, "backend zone or priority changed; it keeps its health and connections");
                 }
                 n.backend.set_tls(bc.tls.as_ref());
+                if n.backend.pool.limit() != cfg.max_upstream_connections(bc) {
+                    tracing::warn!(backend = %bc.name, "max_connections changed; a backend kept by a reload keeps its limit until a restart");
+                }
                 n.health.set_thresholds(cfg.health.rise, cfg.health.fall);
                 n.source = source;
                 if n.retiring {
@@ -1091,7 +1094,8 @@ impl Aggregator {
                     "discovery"
                 };
                 tracing::info!(backend = %bc.name, url = %bc.url, source, "backend added by {how}");
-                let b = Arc::new(Backend::new(bc, &self.metrics, self.workers));
+                let limit = cfg.max_upstream_connections(bc);
+                let b = Arc::new(Backend::new(bc, &self.metrics, self.workers, limit));
                 self.add_node(b, source);
             }
         }

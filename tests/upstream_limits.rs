@@ -1,0 +1,102 @@
+//! Upstream connections are bounded per backend (issue 16):
+//! `backends[].max_connections` (default
+//! `limits.max_upstream_connections_per_backend`). A request that finds
+//! every connection busy waits up to `timeouts.connect` for one, then gets
+//! 503 `upstream_busy`, counted per backend; a write refused that way was
+//! not sent and does not fence the leader.
+
+#[path = "support/fake.rs"]
+mod fake;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fake::{config_with, Fake, Proxy, Role};
+
+/// The distinct upstream connections `f` saw requests (not probes) on.
+fn conns_used(f: &Fake) -> usize {
+    f.seen()
+        .iter()
+        .map(|s| s.conn)
+        .collect::<HashSet<_>>()
+        .len()
+}
+
+/// The value of one series (`name{labels}`) in a Prometheus scrape; 0 when absent.
+fn metric(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// `n` concurrent PUTs of `path`: their statuses and `error` codes.
+async fn concurrent_puts(p: &Arc<Proxy>, n: usize, path: &str) -> Vec<(u16, String)> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let p = p.clone();
+        let path = path.to_string();
+        set.spawn(async move {
+            let r = p.req("PUT", &path, "v").await;
+            let code = serde_json::from_slice::<serde_json::Value>(&r.body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            (r.status, code)
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        out.push(r.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_bounded_with_a_queue_then_503_upstream_busy() {
+    let l = Fake::start("l", Role::Leader).await;
+    let yaml = config_with(
+        &[(&l, "max_connections: 2")],
+        "workers: 1\ntimeouts: { connect: 300ms }\n",
+    )
+    .replace("workers: 2\n", "");
+    let p = Arc::new(Proxy::start(&yaml).await);
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+
+    // Queue: twelve quick writes over two connections all get through.
+    let quick = concurrent_puts(&p, 12, "/sleep/20").await;
+    assert!(quick.iter().all(|(s, _)| *s == 200), "{quick:?}");
+    assert!(
+        conns_used(&l) <= 2,
+        "{} upstream connections",
+        conns_used(&l)
+    );
+
+    // Full: two slow writes hold both connections longer than
+    // timeouts.connect; the others wait 300ms, then get 503 upstream_busy.
+    l.clear();
+    let slow = concurrent_puts(&p, 6, "/sleep/1500").await;
+    let ok = slow.iter().filter(|(s, _)| *s == 200).count();
+    let busy = slow
+        .iter()
+        .filter(|(s, c)| *s == 503 && c == "upstream_busy")
+        .count();
+    assert_eq!((ok, busy), (2, 4), "{slow:?}");
+    assert_eq!(l.count(), 2, "a busy write reached the backend");
+    assert!(
+        conns_used(&l) <= 2,
+        "{} upstream connections",
+        conns_used(&l)
+    );
+    let m = p.metrics().await;
+    assert_eq!(
+        metric(&m, "leaderproxy_upstream_busy_total{backend=\"l\"}"),
+        4.0,
+        "{m}"
+    );
+    // Not sent, not the backend's fault: no fence, no re-send, the leader stays.
+    assert_eq!(metric(&m, "leaderproxy_writes_resent_total"), 0.0, "{m}");
+    assert_eq!(p.routing().await["leader"]["name"], "l");
+    assert_eq!(p.put("/after").await.status, 200);
+}

@@ -170,7 +170,8 @@ fn service(
 }
 
 /// Reads the PROXY protocol header that must start every connection on a
-/// `proxy_protocol` listener, within `timeout`. Its source address becomes
+/// `proxy_protocol` listener, by `deadline` (the end of the connection's
+/// `timeouts.header_read` window). Its source address becomes
 /// the client's peer only when the socket peer is in `trusted_proxies`.
 /// `None` (connection to be closed, counted in
 /// `leaderproxy_proxy_protocol_errors_total`) when the header is missing,
@@ -179,10 +180,10 @@ async fn read_proxy_header(
     proxy: &'static Proxy,
     mut stream: TcpStream,
     peer: SocketAddr,
-    timeout: Duration,
+    deadline: Instant,
 ) -> Option<(Rewind<TcpStream>, SocketAddr)> {
-    let (header, rest) = match tokio::time::timeout(
-        timeout,
+    let (header, rest) = match tokio::time::timeout_at(
+        deadline,
         proxy_protocol::read_header(&mut stream),
     )
     .await
@@ -210,11 +211,12 @@ async fn read_proxy_header(
     Some((Rewind::new(rest, stream), client))
 }
 
-/// Serves one connection over any stream: the TLS handshake (within
-/// `handshake_timeout`) when `tls` is set, then HTTP/2 (chosen by ALPN, or
-/// by the preface on a plain connection) on hyper's server, or HTTP/1.1 on
-/// our own ([`crate::h1::server`]). `accepted`: when the connection was
-/// accepted, where `timeouts.header_read` starts.
+/// Serves one connection over any stream: the TLS handshake when `tls` is
+/// set, then HTTP/2 (chosen by ALPN, or by the preface on a plain
+/// connection) on hyper's server, or HTTP/1.1 on our own
+/// ([`crate::h1::server`]). `accepted`: when the connection was accepted;
+/// one `timeouts.header_read` window from then covers the PROXY header, the
+/// TLS handshake and the first request's head.
 #[allow(clippy::too_many_arguments)]
 async fn serve_stream<S>(
     proxy: &'static Proxy,
@@ -233,7 +235,8 @@ async fn serve_stream<S>(
         None => (Box::new(stream), ClientInfo::new(client, false), false),
         Some(tls) => {
             let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
-            let stream = match tokio::time::timeout(conn.h1.header_read, accept).await {
+            let stream = match tokio::time::timeout_at(accepted + conn.h1.header_read, accept).await
+            {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(client = %client, error = %e, "TLS handshake failed");
@@ -260,7 +263,17 @@ async fn serve_stream<S>(
         return serve_h2(proxy, worker, conn, stream, info, accepted).await;
     }
     let shutdown = conn.shutdown.clone();
-    match crate::h1::server::serve(stream, proxy, worker, info.clone(), &conn.h1, shutdown).await {
+    let first_head_by = accepted + conn.h1.header_read;
+    let served = crate::h1::server::serve(
+        stream,
+        proxy,
+        worker,
+        info.clone(),
+        &conn.h1,
+        shutdown,
+        first_head_by,
+    );
+    match served.await {
         Served::Done => {}
         Served::H2(stream, read) => {
             serve_h2(
@@ -451,10 +464,10 @@ pub async fn serve_worker(
                     .map(|t| t.server.clone());
                 let ctx = ctx.clone();
                 if proxy_protocol {
-                    let timeout = opts.header_read_timeout;
+                    let by = accepted + opts.header_read_timeout;
                     tasks.spawn(async move {
                         let Some((stream, client)) =
-                            read_proxy_header(proxy, stream, peer, timeout).await
+                            read_proxy_header(proxy, stream, peer, by).await
                         else {
                             return;
                         };

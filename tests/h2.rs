@@ -318,3 +318,33 @@ async fn h2_connections_obey_header_read_and_client_idle() {
         t.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_h2_stream_is_not_idle() {
+    let l = fake::Fake::start("l", fake::Role::Leader).await;
+    let yaml = fake::config_for(
+        &[&l],
+        "timeouts: { header_read: 300ms, client_idle: 300ms }\n",
+    );
+    let p = FakeProxy::start(&yaml).await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let mut c = h2_client(p.addr).await;
+    let req = |path: &str| {
+        Request::builder()
+            .method("PUT")
+            .version(http::Version::HTTP_2)
+            .uri(format!("http://{}{path}", p.addr))
+            .body(Full::new(Bytes::from_static(b"v")))
+            .unwrap()
+    };
+    // Waiting for the answer's head longer than client_idle (and than
+    // header_read for the first request): the stream is open all along.
+    let resp = c.send_request(req("/sleep/900")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+    // An answer whose body streams for longer than client_idle.
+    let resp = c.send_request(req("/drip/8/250")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), 8);
+}

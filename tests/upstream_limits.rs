@@ -100,3 +100,43 @@ async fn upstream_connections_are_bounded_with_a_queue_then_503_upstream_busy() 
     assert_eq!(p.routing().await["leader"]["name"], "l");
     assert_eq!(p.put("/after").await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_h2_streams_share_the_bounded_upstream_connections() {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let l = Fake::start("l", Role::Leader).await;
+    let yaml = config_with(&[(&l, "max_connections: 4")], "timeouts: { connect: 2s }\n");
+    let p = Proxy::start(&yaml).await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let (c, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // 100 streams on one client connection: before the limit, one upstream
+    // connection each.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let mut c = c.clone();
+        let req = http::Request::put(format!("http://{}/sleep/20?{i}", p.addr))
+            .version(http::Version::HTTP_2)
+            .body(Full::new(bytes::Bytes::from_static(b"v")))
+            .unwrap();
+        set.spawn(async move {
+            let r = c.send_request(req).await.unwrap();
+            let status = r.status().as_u16();
+            r.into_body().collect().await.unwrap();
+            status
+        });
+    }
+    while let Some(s) = set.join_next().await {
+        assert_eq!(s.unwrap(), 200);
+    }
+    assert_eq!(l.count(), 100);
+    assert!(
+        conns_used(&l) <= 4,
+        "{} upstream connections",
+        conns_used(&l)
+    );
+}

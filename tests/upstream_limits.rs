@@ -76,6 +76,7 @@ async fn upstream_connections_are_bounded_with_a_queue_then_503_upstream_busy() 
     // Full: two slow writes hold both connections longer than
     // timeouts.connect; the others wait 300ms, then get 503 upstream_busy.
     l.clear();
+    let generation = p.routing().await["leader_generation"].clone();
     let slow = concurrent_puts(&p, 6, "/sleep/1500").await;
     let ok = slow.iter().filter(|(s, _)| *s == 200).count();
     let busy = slow
@@ -97,7 +98,9 @@ async fn upstream_connections_are_bounded_with_a_queue_then_503_upstream_busy() 
     );
     // Not sent, not the backend's fault: no fence, no re-send, the leader stays.
     assert_eq!(metric(&m, "leaderproxy_writes_resent_total"), 0.0, "{m}");
-    assert_eq!(p.routing().await["leader"]["name"], "l");
+    let r = p.routing().await;
+    assert_eq!(r["leader"]["name"], "l");
+    assert_eq!(r["leader_generation"], generation, "the leader was fenced");
     assert_eq!(p.put("/after").await.status, 200);
 }
 
@@ -139,4 +142,50 @@ async fn many_h2_streams_share_the_bounded_upstream_connections() {
         "{} upstream connections",
         conns_used(&l)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_follower_is_not_a_failed_one() {
+    let l = Fake::start("l", Role::Leader).await;
+    let f1 = Fake::start("f1", Role::Follower).await;
+    let f2 = Fake::start("f2", Role::Follower).await;
+    let f3 = Fake::start("f3", Role::Follower).await;
+    let one = "max_connections: 1";
+    // ip_hash: every read of this client goes to the same follower.
+    let yaml = config_with(
+        &[(&l, ""), (&f1, one), (&f2, one), (&f3, one)],
+        "workers: 1\ntimeouts: { connect: 200ms }\n\
+         passive: { consecutive_failures: 1, max_ejection_percent: 100 }\n\
+         reads: { policy: ip_hash, retry: false, fallback_to_leader: false }\n",
+    )
+    .replace("workers: 2\n", "");
+    let p = Arc::new(Proxy::start(&yaml).await);
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    fake::wait_until(Duration::from_secs(3), "three followers", || async {
+        p.routing().await["followers"].as_array().unwrap().len() == 3
+    })
+    .await;
+    let home = p.get("/first").await.backend().unwrap();
+    // One slow read holds the follower's only connection; the next one is
+    // refused busy.
+    let slow = {
+        let p = p.clone();
+        tokio::spawn(async move { p.get("/sleep/1000").await })
+    };
+    let fakes = [&f1, &f2, &f3];
+    fake::wait_until(
+        Duration::from_secs(2),
+        "the slow read at a follower",
+        || async { fakes.iter().map(|f| f.count()).sum::<usize>() == 2 },
+    )
+    .await;
+    let r = p.get("/busy").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("upstream_busy"), "{}", r.text());
+    let slow = slow.await.unwrap();
+    assert_eq!((slow.status, slow.backend()), (200, Some(home.clone())));
+    // With passive.consecutive_failures: 1 a counted failure would have
+    // ejected it: it still serves this client's reads.
+    let r = p.get("/after").await;
+    assert_eq!((r.status, r.backend()), (200, Some(home)));
 }

@@ -337,10 +337,15 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
     // At most a few dead pooled connections are skipped, then a new one is opened.
     for _ in 0..4 {
         let reuse = Some((o.min_gen, o.max_idle));
-        let found = backend
-            .pool
-            .checkout(o.worker, reuse, o.connect_timeout)
-            .await;
+        // Boxed: waiting for a connection is the rare path; its future (timer,
+        // semaphore, notification) stays out of every request's future.
+        let found = match backend.pool.try_checkout(o.worker, reuse) {
+            Some(c) => Ok(c),
+            None => {
+                let wait = backend.pool.checkout(o.worker, reuse, o.connect_timeout);
+                Box::pin(wait).await
+            }
+        };
         let (conn, fresh) = match found {
             Ok(pool::Checkout::Pooled(c)) => (c, false),
             Ok(pool::Checkout::Open(permit)) => {

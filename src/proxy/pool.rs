@@ -171,8 +171,9 @@ impl Pool {
         }
     }
 
-    /// One non-waiting round of [`Pool::checkout`].
-    fn try_checkout(&self, worker: usize, reuse: Option<(u64, Duration)>) -> Option<Checkout> {
+    /// One non-waiting round of [`Pool::checkout`]: `None` when it would
+    /// have to wait.
+    pub fn try_checkout(&self, worker: usize, reuse: Option<(u64, Duration)>) -> Option<Checkout> {
         if let Some((min_gen, max_idle)) = reuse {
             if let Some(c) = self.take(worker, min_gen, max_idle) {
                 return Some(Checkout::Pooled(c));

@@ -33,6 +33,7 @@ pub struct Metrics {
     pub duration_read: Histogram,
     pub duration_write: Histogram,
     connect_errors: IntCounterVec,
+    busy: IntCounterVec,
     timeouts: IntCounterVec,
     in_flight: IntGaugeVec,
     healthy: IntGaugeVec,
@@ -149,6 +150,11 @@ impl Metrics {
             connect_errors: counter_vec(
                 "leaderproxy_upstream_connect_errors_total",
                 "Failed TCP/HTTP connection attempts to a backend.",
+                &["backend"],
+            ),
+            busy: counter_vec(
+                "leaderproxy_upstream_busy_total",
+                "Requests refused with 503 upstream_busy: every connection to the backend (backends[].max_connections) stayed in use for timeouts.connect.",
                 &["backend"],
             ),
             timeouts: counter_vec(
@@ -409,6 +415,7 @@ impl Metrics {
             read: req("read"),
             write: req("write"),
             connect_errors: self.connect_errors.with_label_values(&[name]),
+            busy: self.busy.with_label_values(&[name]),
             timeouts: self.timeouts.with_label_values(&[name]),
             in_flight: self.in_flight.with_label_values(&[name]),
             healthy: self.healthy.with_label_values(&[name]),
@@ -450,6 +457,7 @@ impl Metrics {
         }
         for v in [
             &self.connect_errors,
+            &self.busy,
             &self.timeouts,
             &self.ejections,
             &self.write_position_probes,
@@ -527,6 +535,8 @@ pub struct BackendMetrics {
     read: [IntCounter; 5],
     write: [IntCounter; 5],
     pub connect_errors: IntCounter,
+    /// Requests refused because every connection to the backend was in use.
+    pub busy: IntCounter,
     pub timeouts: IntCounter,
     pub in_flight: IntGauge,
     pub healthy: IntGauge,

@@ -145,6 +145,10 @@ fn backend(b: &BackendConfig) -> Value {
         ("tls", opt(b.tls.as_ref(), |t| tls_settings(&t.settings))),
         ("zone", opt(b.zone.as_ref(), text)),
         ("priority", num(b.priority.into())),
+        (
+            "max_connections",
+            opt(b.max_connections.as_ref(), |n| num(*n as u64)),
+        ),
     ])
 }
 
@@ -428,6 +432,10 @@ fn limits(cfg: &Config) -> Value {
         ("max_connections", num(l.max_connections as u64)),
         ("replay_buffer_bytes", num(l.replay_buffer_bytes)),
         ("admin_max_connections", num(l.admin_max_connections as u64)),
+        (
+            "max_upstream_connections_per_backend",
+            num(l.max_upstream_connections_per_backend as u64),
+        ),
     ])
 }
 

@@ -168,6 +168,7 @@ struct RawBackend {
     tls: Option<upstream_tls::RawUpstreamTls>,
     zone: Option<String>,
     priority: Option<u32>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -306,6 +307,7 @@ struct RawLimits {
     max_connections: Option<usize>,
     replay_buffer_bytes: Option<Size>,
     admin_max_connections: Option<usize>,
+    max_upstream_connections_per_backend: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -357,6 +359,11 @@ pub struct BackendConfig {
     /// 0 (default) = primary site; higher = standby site that gets reads
     /// only when no follower of a lower priority can take them.
     pub priority: u32,
+    /// Most connections this proxy keeps open to the backend (idle or in
+    /// use, HTTP/1.1 and HTTP/2, all workers together); `None` (default):
+    /// `limits.max_upstream_connections_per_backend`. See
+    /// [`Config::max_upstream_connections`].
+    pub max_connections: Option<usize>,
 }
 
 /// What a probe answer must satisfy; every given condition must hold.
@@ -567,7 +574,13 @@ pub struct Limits {
     pub replay_buffer_bytes: u64,
     /// Most admin API connections at once; default 64. More are closed at accept.
     pub admin_max_connections: usize,
+    /// Most connections to one backend (all workers together) when its
+    /// `max_connections` is not set; default [`DEFAULT_MAX_UPSTREAM_CONNECTIONS`].
+    pub max_upstream_connections_per_backend: usize,
 }
+
+/// Default of `limits.max_upstream_connections_per_backend`.
+pub const DEFAULT_MAX_UPSTREAM_CONNECTIONS: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct PassiveConfig {
@@ -645,6 +658,15 @@ pub struct Config {
     /// `zone`. `LEADERPROXY_ZONE` (when set and not empty) overrides the
     /// file's `local_zone`; default none (no preference).
     pub local_zone: Option<String>,
+}
+
+impl Config {
+    /// Most connections to `b` (all workers together): its
+    /// `max_connections`, else `limits.max_upstream_connections_per_backend`.
+    pub fn max_upstream_connections(&self, b: &BackendConfig) -> usize {
+        b.max_connections
+            .unwrap_or(self.limits.max_upstream_connections_per_backend)
+    }
 }
 
 /// Reads and validates a config file.
@@ -1132,6 +1154,9 @@ impl Validator {
                     format!("{priority} is outside 0..=100"),
                 );
             }
+            if b.max_connections == Some(0) {
+                self.bad(&format!("{key}.max_connections"), "must be at least 1");
+            }
             out.push(BackendConfig {
                 name: b.name,
                 authority,
@@ -1141,6 +1166,7 @@ impl Validator {
                 tls,
                 zone: b.zone,
                 priority,
+                max_connections: b.max_connections,
             });
         }
         out
@@ -1573,6 +1599,7 @@ impl Validator {
             max_connections: None,
             replay_buffer_bytes: None,
             admin_max_connections: None,
+            max_upstream_connections_per_backend: None,
         });
         let out = Limits {
             max_header_bytes: l.max_header_bytes.map_or(64 << 10, |s| s.0 as usize),
@@ -1580,6 +1607,9 @@ impl Validator {
             max_connections: l.max_connections.unwrap_or(10_000),
             replay_buffer_bytes: l.replay_buffer_bytes.map_or(64 << 20, |s| s.0),
             admin_max_connections: l.admin_max_connections.unwrap_or(64),
+            max_upstream_connections_per_backend: l
+                .max_upstream_connections_per_backend
+                .unwrap_or(DEFAULT_MAX_UPSTREAM_CONNECTIONS),
         };
         if out.max_header_bytes < 8192 {
             self.bad(
@@ -1592,6 +1622,12 @@ impl Validator {
         }
         if out.admin_max_connections == 0 {
             self.bad("limits.admin_max_connections", "must be at least 1");
+        }
+        if out.max_upstream_connections_per_backend == 0 {
+            self.bad(
+                "limits.max_upstream_connections_per_backend",
+                "must be at least 1",
+            );
         }
         out
     }

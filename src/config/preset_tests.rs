@@ -439,6 +439,9 @@ fn explain_round_trips_for_every_preset_and_plain_configs() {
     );
     texts.push(super::tests::ISSUE_CONFIG.to_string());
     texts.push(
+        "listen: 127.0.0.1:1\nbackends: [{name: a, url: 'http://127.0.0.1:2', max_connections: 7}, {name: b, url: 'http://127.0.0.1:3'}]\nleader: {path: /l, expect: {status: [200]}}\nlimits: { max_upstream_connections_per_backend: 9 }\n".to_string(),
+    );
+    texts.push(
         "listen: 127.0.0.1:1\nleader: {path: /l, expect: {header: {name: X-Role, equals: leader}, body_regex: 'a\\d'}}\ndiscovery: { dns: { srv: _x._tcp.example.com, interval: 3s } }\nwrites: { retry_ambiguous: idempotent, replay_body_limit: 2MiB }\n".to_string(),
     );
     for t in &texts {
@@ -485,6 +488,15 @@ fn explain_round_trips_for_every_preset_and_plain_configs() {
             first.writes.replay_body_limit
         );
         assert_eq!(again.listen_proxy_protocol, first.listen_proxy_protocol);
+        let limits = |c: &Config| {
+            let l: Vec<usize> = c
+                .backends
+                .iter()
+                .map(|b| c.max_upstream_connections(b))
+                .collect();
+            l
+        };
+        assert_eq!(limits(&again), limits(&first));
         assert_eq!(again.preset, None, "the explained config names no preset");
     }
 }
@@ -554,6 +566,11 @@ fn explain_writes_every_key_with_defaults() {
     assert_eq!(y("writes.replay_body_limit").as_u64(), Some(1 << 20));
     assert_eq!(y("writes.not_leader.status"), &serde_yaml::Value::Null);
     assert_eq!(y("limits.max_body_bytes").as_u64(), Some(64 << 20));
+    assert_eq!(
+        y("limits.max_upstream_connections_per_backend").as_u64(),
+        Some(1024)
+    );
+    assert_eq!(y("backends.0.max_connections"), &serde_yaml::Value::Null);
     assert_eq!(y("passive.max_ejection").as_str(), Some("5m"));
     assert_eq!(y("reads.after_write_window").as_str(), Some("2s"));
     assert_eq!(y("reads.max_lag"), &serde_yaml::Value::Null);

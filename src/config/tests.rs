@@ -783,6 +783,34 @@ fn admin_max_connections() {
 }
 
 #[test]
+fn upstream_connection_limits() {
+    let c = parse(ADMIN_BASE, Path::new("lp.yaml")).unwrap();
+    assert_eq!(c.limits.max_upstream_connections_per_backend, 1024);
+    assert_eq!(c.max_upstream_connections(&c.backends[0]), 1024);
+    let two = "backends: [{name: a, url: 'http://127.0.0.1:2'}, {name: b, url: 'http://127.0.0.1:3', max_connections: 3}]\n";
+    let text = format!(
+        "{}{two}limits: {{ max_upstream_connections_per_backend: 10 }}\n",
+        ADMIN_BASE.replace("backends: [{name: a, url: 'http://127.0.0.1:2'}]\n", "")
+    );
+    let c = parse(&text, Path::new("lp.yaml")).unwrap();
+    assert_eq!(c.max_upstream_connections(&c.backends[0]), 10);
+    assert_eq!(c.max_upstream_connections(&c.backends[1]), 3);
+    assert_eq!(
+        errs(&format!(
+            "{ADMIN_BASE}limits: {{ max_upstream_connections_per_backend: 0 }}\n"
+        )),
+        vec!["lp.yaml:4:11: limits.max_upstream_connections_per_backend: must be at least 1"]
+    );
+    assert_eq!(
+        errs(&ADMIN_BASE.replace(
+            "'http://127.0.0.1:2'}",
+            "'http://127.0.0.1:2', max_connections: 0}"
+        )),
+        vec!["lp.yaml:2:49: backends[0].max_connections: must be at least 1"]
+    );
+}
+
+#[test]
 fn unscoped_not_leader_body_regex_is_refused() {
     let text = ISSUE_CONFIG.replace(
         "writes: { hold: 5s }",

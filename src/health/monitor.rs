@@ -795,7 +795,10 @@ impl Aggregator {
         // lag keeps growing while it stays out.
         for (n, (l, _)) in self.nodes.iter().zip(&lag) {
             if let Some(l) = l {
-                n.backend.metrics().lag.set((*l).min(i64::MAX as u64) as i64);
+                n.backend
+                    .metrics()
+                    .lag
+                    .set((*l).min(i64::MAX as u64) as i64);
             }
         }
         let followers: Vec<usize> = (0..self.nodes.len())
@@ -1142,6 +1145,9 @@ impl Aggregator {
                     tracing::info!(backend = %bc.name, zone = bc.zone.as_deref().unwrap_or("none"), priority = bc.priority, "backend zone or priority changed; it keeps its health and connections");
                 }
                 n.backend.set_tls(bc.tls.as_ref());
+                if n.backend.pool.limit() != cfg.max_upstream_connections(bc) {
+                    tracing::warn!(backend = %bc.name, "max_connections changed; a backend kept by a reload keeps its limit until a restart");
+                }
                 n.health.set_thresholds(cfg.health.rise, cfg.health.fall);
                 n.source = source;
                 if n.retiring {
@@ -1159,7 +1165,8 @@ impl Aggregator {
                     "discovery"
                 };
                 tracing::info!(backend = %bc.name, url = %bc.url, source, "backend added by {how}");
-                let b = Arc::new(Backend::new(bc, &self.metrics, self.workers));
+                let limit = cfg.max_upstream_connections(bc);
+                let b = Arc::new(Backend::new(bc, &self.metrics, self.workers, limit));
                 self.add_node(b, source);
             }
         }
@@ -1304,7 +1311,14 @@ mod tests {
         let backends = cfg
             .backends
             .iter()
-            .map(|b| Arc::new(Backend::new(b, &metrics, 1)))
+            .map(|b| {
+                Arc::new(Backend::new(
+                    b,
+                    &metrics,
+                    1,
+                    cfg.max_upstream_connections(b),
+                ))
+            })
             .collect();
         let shared = Arc::new(Shared::new(RoutingTable::empty(backends, cfg.clone())));
         (start(cfg, shared.clone(), metrics.clone()), shared, metrics)

@@ -2,7 +2,9 @@
 //! backend (connect failure, transport failure, timeout, 502/503 answer) is
 //! tried once more on another follower — or the leader when no other
 //! follower exists and `reads.fallback_to_leader` is on — never on the same
-//! backend. Only backend-caused failures count for passive health.
+//! backend; so is a read refused because all the follower's connections
+//! were in use (`upstream_busy`). Only backend-caused failures count for
+//! passive health.
 
 use std::sync::Arc;
 
@@ -112,6 +114,9 @@ pub(super) async fn read(
             passive_failure(proxy, t, &first);
             (Some(e), spare.or(Some(req)))
         }
+        // All its connections in use: another follower may have room; not
+        // a failure of this one.
+        Attempt::Busy(req, e) => (Some(e), spare.or(Some(req))),
         Attempt::Failed(f) => match f.cause {
             // The client's body failed: nothing to retry, nothing to blame.
             Cause::Client => return Err(blame(f.error, &first)),
@@ -151,6 +156,7 @@ pub(super) async fn read(
             passive_failure(proxy, t, &second);
             Err(blame(e, &second))
         }
+        Attempt::Busy(_, e) => Err(blame(e, &second)),
         Attempt::Failed(f) => {
             let backend_caused = match f.cause {
                 Cause::Client => false,

@@ -7,6 +7,9 @@
 //!   (`Attempt::NotSent`), when the backend refused it as not-leader, or —
 //!   opt-in, `writes.retry_ambiguous: idempotent` — once, when an idempotent
 //!   write failed after it may have reached the leader.
+//! - A write refused because every connection to the leader is in use
+//!   (`Attempt::Busy`, 503 `upstream_busy`) was not sent: it is neither
+//!   re-sent nor evidence against the leader.
 //! - Only evidence about the backend moves the leader: a connect failure, a
 //!   reset before any response byte or a not-leader answer fences it at
 //!   once; a 5xx answer or a timeout asks the monitor for a re-probe and
@@ -346,6 +349,10 @@ pub(super) async fn write(proxy: &Proxy, ctx: &Ctx, mut req: Request<UpBody>) ->
                 req = back;
                 avoid = Some(leader.id);
             }
+            // Every connection to the leader stayed in use: the write was not
+            // sent and says nothing against the leader (no fence). Re-sending
+            // to the same busy leader would only wait again: 503 at once.
+            Attempt::Busy(_, e) => return Err(blame(e, &leader)),
             Attempt::Failed(f) => {
                 match f.cause {
                     // The client's body failed: the backend is not to blame.

@@ -338,15 +338,7 @@ async fn followers_over_max_lag_get_no_reads_until_they_catch_up() {
         "f1 lagging and f2 caught up in /admin/routing",
         || async {
             let r = p.routing().await;
-            let b = |name: &str| {
-                r["backends"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|b| b["name"] == name)
-                    .cloned()
-                    .unwrap()
-            };
+            let b = |name: &str| fake::backend_in(&r, name);
             let (f1, f2) = (b("f1"), b("f2"));
             f1["lagging"] == true
                 && f1["lag"].as_u64().is_some_and(|l| l >= 20)

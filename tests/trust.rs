@@ -279,8 +279,9 @@ async fn one_slow_leader_probe_keeps_the_leader() {
     p.wait_leader(None, Duration::from_secs(3)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn terms_only_move_forward() {
+/// Leader `a` and follower `b`, both at term 5, behind a proxy reading
+/// terms at `/term` (leader probes every 50ms, writes held 600ms).
+async fn leader_and_follower_at_term_5() -> (Fake, Fake, Proxy) {
     let a = Fake::start("a", Role::Leader).await;
     let b = Fake::start("b", Role::Follower).await;
     a.state.term.store(5, Ordering::Relaxed);
@@ -291,6 +292,12 @@ async fn terms_only_move_forward() {
     ))
     .await;
     p.wait_leader(Some("a"), Duration::from_secs(3)).await;
+    (a, b, p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terms_only_move_forward() {
+    let (a, b, p) = leader_and_follower_at_term_5().await;
     // b wins an election at term 6; a steps down.
     b.state.term.store(6, Ordering::Relaxed);
     a.set_role(Role::Follower);
@@ -308,6 +315,31 @@ async fn terms_only_move_forward() {
     p.wait_leader(Some("a"), Duration::from_secs(3)).await;
     let r = p.put("/k").await;
     assert_eq!(r.status, 200);
+    assert_eq!(r.backend().as_deref(), Some("a"));
+}
+
+/// A partitioned follower campaigning with rising terms (etcd 3.4 without
+/// pre-vote, hashicorp-raft) reports them in every probe answer, but it
+/// claims nothing: only claimants' terms move the floor, so the real leader
+/// keeps its writes for the whole partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaigning_follower_does_not_block_the_leader() {
+    let (_a, b, p) = leader_and_follower_at_term_5().await;
+    for term in 6..=9u64 {
+        b.state.term.store(term, Ordering::Relaxed);
+        // The aggregator has handled b's answer (and refreshed the table).
+        wait_until(Duration::from_secs(3), "b's new term seen", || async {
+            p.backend_status("b").await["last_probe"]["term"] == term
+        })
+        .await;
+        assert_eq!(
+            p.routing().await["leader"]["name"],
+            "a",
+            "a follower's term {term} deposed the leader"
+        );
+    }
+    let r = p.put("/k").await;
+    assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.backend().as_deref(), Some("a"));
 }
 

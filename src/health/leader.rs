@@ -7,7 +7,9 @@
 //!   `leader.fall` consecutive failed probes (timeouts, broken answers) —
 //!   one slow probe never drops a leader.
 //! - [`TermFloor`]: terms only move forward; a claimant whose term is lower
-//!   than one already seen from any backend never leads.
+//!   than one already claimed with never leads. Only answers that claim
+//!   leadership move the floor: a partitioned follower campaigning with
+//!   rising terms (no pre-vote) claims nothing and blocks nobody.
 //! - [`decide`]: one eligible claimant leads; among several the unique
 //!   highest term does (when terms are in use); otherwise nobody does.
 
@@ -86,14 +88,22 @@ impl Claim {
     }
 }
 
-/// The highest term seen so far; terms only move forward.
+/// The highest term a backend claimed leadership with so far; terms only
+/// move forward.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TermFloor {
     highest: Option<u64>,
 }
 
 impl TermFloor {
-    pub fn see(&mut self, term: Option<u64>) {
+    /// Feeds one leader probe answer: only a claim (`Evidence::Claims`)
+    /// moves the floor. A follower's term says nothing about who leads: one
+    /// cut off from the cluster raises it with every election it starts and
+    /// never wins.
+    pub fn see(&mut self, e: Evidence, term: Option<u64>) {
+        if e != Evidence::Claims {
+            return;
+        }
         if let Some(t) = term {
             self.highest = Some(self.highest.map_or(t, |h| h.max(t)));
         }
@@ -225,9 +235,9 @@ mod tests {
     fn terms_only_move_forward() {
         let mut f = TermFloor::default();
         assert!(f.allows(Some(1)));
-        f.see(Some(7));
-        f.see(Some(5));
-        f.see(None);
+        f.see(Evidence::Claims, Some(7));
+        f.see(Evidence::Claims, Some(5));
+        f.see(Evidence::Claims, None);
         assert_eq!(f.highest(), Some(7));
         assert!(
             !f.allows(Some(6)),
@@ -236,5 +246,16 @@ mod tests {
         assert!(f.allows(Some(7)));
         assert!(f.allows(Some(8)));
         assert!(f.allows(None));
+    }
+
+    #[test]
+    fn only_claimants_move_the_floor() {
+        let mut f = TermFloor::default();
+        f.see(Evidence::Claims, Some(5));
+        for e in [Evidence::Denies, Evidence::Refused, Evidence::Failed] {
+            f.see(e, Some(9));
+        }
+        assert_eq!(f.highest(), Some(5), "a campaigning follower moved it");
+        assert!(f.allows(Some(5)));
     }
 }

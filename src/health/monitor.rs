@@ -619,7 +619,7 @@ impl Aggregator {
                 if o.term.is_some() || o.ok() {
                     node.term = o.term;
                 }
-                self.terms.see(o.term);
+                self.terms.see(evidence, o.term);
                 node.last.leader_claim = Some(node.claim.is_claiming());
                 node.last.leader_latency_ms = Some(secs * 1000.0);
                 node.last.leader_error = match &o.result {

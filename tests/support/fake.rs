@@ -71,8 +71,12 @@ pub struct FakeState {
     pub accepted: AtomicUsize,
     /// Delay before answering a health or leader probe.
     pub probe_delay_ms: AtomicU64,
-    /// Delay before answering a leader probe (on top of `probe_delay_ms`).
+    /// Delay before answering a leader probe (on top of `probe_delay_ms`),
+    /// read when the probe arrives.
     pub leader_probe_delay_ms: AtomicU64,
+    /// Leader probes arrived so far (counted before any delay; `probes`
+    /// counts answers).
+    pub leader_probes_started: AtomicUsize,
 }
 
 pub struct Fake {
@@ -120,6 +124,9 @@ async fn answer(
     req: Request<Incoming>,
 ) -> Result<Response<FakeBody>, Cut> {
     let path = req.uri().path().to_string();
+    if path == "/leader" {
+        st.leader_probes_started.fetch_add(1, Ordering::Relaxed);
+    }
     if matches!(path.as_str(), "/health" | "/leader") {
         let d = st.probe_delay_ms.load(Ordering::Relaxed)
             + if path == "/leader" {
@@ -375,6 +382,7 @@ impl Fake {
             accepted: AtomicUsize::new(0),
             probe_delay_ms: AtomicU64::new(0),
             leader_probe_delay_ms: AtomicU64::new(0),
+            leader_probes_started: AtomicUsize::new(0),
         });
         let f = Fake {
             addr,

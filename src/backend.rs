@@ -112,6 +112,22 @@ impl Drop for InFlight {
 }
 
 impl Backend {
+    /// A plain `http://` backend named `b` at `addr`, one worker (tests).
+    #[cfg(test)]
+    pub(crate) fn for_test(addr: &str) -> Backend {
+        let cfg = crate::config::BackendConfig {
+            name: "b".into(),
+            authority: addr.parse().unwrap(),
+            url: format!("http://{addr}"),
+            weight: 1,
+            h2c: false,
+            tls: None,
+            zone: None,
+            priority: 0,
+        };
+        Backend::new(&cfg, &crate::metrics::Metrics::new(), 1)
+    }
+
     pub fn new(cfg: &BackendConfig, metrics: &Metrics, workers: usize) -> Backend {
         Backend {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),

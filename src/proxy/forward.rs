@@ -304,8 +304,11 @@ async fn response_head_streaming<F: std::future::Future>(
 }
 
 /// Sends `req` to `backend`, reusing a pooled connection when one is
-/// usable. A pooled connection found dead before the request was written is
-/// replaced by a fresh one, transparently.
+/// usable. A pooled connection found dead before any byte of the request
+/// was written says nothing about the backend (it may have closed an idle
+/// connection, or a peer reset it): the request goes out on a newly opened
+/// connection instead. Only a fresh connection failing — to connect, or
+/// before a byte was written — is a [`Attempt::NotSent`] (evidence).
 pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> Attempt {
     if o.h2 && backend.upstream_h2() {
         // Boxed: keeps the HTTP/1.1 future, the common one, small.
@@ -317,55 +320,45 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
     }
     let upload = req.body_mut().track_upload();
     let mut head_buf = Vec::with_capacity(512);
-    // At most a few dead pooled connections are skipped, then a new one is opened.
-    for _ in 0..4 {
-        let (conn, fresh) = match backend.pool.take(o.worker, o.min_gen, o.max_idle) {
-            Some(c) => (c, false),
-            None => {
-                // Boxed: opening a connection is the rare path, and its future is
-                // large; inline it would be copied with every request's future.
-                match Box::pin(pool::connect(backend, o.connect_timeout, o.gen)).await {
-                    Ok(c) => (c, true),
-                    Err(e) => {
-                        backend.metrics.connect_errors.inc();
-                        return Attempt::NotSent(
-                            req,
-                            ProxyError::Connect {
-                                backend: backend.name.clone(),
-                                reason: e.to_string(),
-                            },
-                        );
-                    }
-                }
-            }
+    // One pooled connection at most, then a new one.
+    let mut pooled = backend.pool.take(o.worker, o.min_gen, o.max_idle);
+    loop {
+        let fresh = pooled.is_none();
+        let conn = match pooled.take() {
+            Some(c) => c,
+            // Boxed: opening a connection is the rare path, and its future is
+            // large; inline it would be copied with every request's future.
+            None => match Box::pin(pool::connect(backend, o.connect_timeout, o.gen)).await {
+                Ok(c) => c,
+                Err(e) => return not_sent(backend, req, e.to_string()),
+            },
         };
         let fut = crate::h1::client::send(conn, req, &mut head_buf);
         match response_head(fut, upload.as_deref(), o.response_timeout).await {
             None => return timed_out(backend, o.response_timeout),
             Some(Ok(resp)) => return Attempt::Answered(resp.map(Either::Left)),
             Some(Err(SendError::NotSent(back, e))) => {
-                // No byte was written: a pooled socket the backend had closed
-                // is replaced; a fresh one failing is a connect failure.
+                // No byte was written: a dead pooled socket is replaced by
+                // a new one; a new one failing is a connect failure.
                 req = *back;
                 if fresh {
-                    backend.metrics.connect_errors.inc();
-                    return Attempt::NotSent(
-                        req,
-                        ProxyError::Connect {
-                            backend: backend.name.clone(),
-                            reason: e.to_string(),
-                        },
-                    );
+                    return not_sent(backend, req, e.to_string());
                 }
             }
             Some(Err(SendError::Failed(e))) => return Attempt::Failed(failed(backend, &*e)),
         }
     }
+}
+
+/// A request that provably did not reach `backend` because a new
+/// connection to it failed: transport evidence.
+fn not_sent(backend: &Backend, req: Request<UpBody>, reason: String) -> Attempt {
+    backend.metrics.connect_errors.inc();
     Attempt::NotSent(
         req,
         ProxyError::Connect {
             backend: backend.name.clone(),
-            reason: "every pooled connection was closed".into(),
+            reason,
         },
     )
 }
@@ -409,16 +402,7 @@ async fn send_h2(
     o: &SendOpts,
 ) -> Result<Attempt, Request<UpBody>> {
     let upload = req.body_mut().track_upload();
-    let not_sent = |req, reason: String| {
-        backend.metrics.connect_errors.inc();
-        Attempt::NotSent(
-            req,
-            ProxyError::Connect {
-                backend: backend.name.clone(),
-                reason,
-            },
-        )
-    };
+    let not_sent = |req, reason: String| not_sent(backend, req, reason);
     // Turned into an HTTP/2 request once a connection is there.
     let mut converted = false;
     // One pooled try, then one fresh connection.
@@ -479,6 +463,74 @@ async fn send_h2(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A backend that answers every request on every connection with an
+    /// empty 200.
+    async fn answering_backend() -> (Backend, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut seen = Vec::new();
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.drain(..end + 4);
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                            if s.write_all(ok).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (Backend::for_test(&addr), server)
+    }
+
+    #[tokio::test]
+    async fn dead_pooled_connections_are_replaced_not_reported_as_not_sent() {
+        let (backend, server) = answering_backend().await;
+        // Four pooled connections that look idle and fine (their peer
+        // keeps them open and silent) but fail the first write (their
+        // sending side is shut): "not sent" each.
+        let (held, keep) = pool::tests::holder().await;
+        for _ in 0..4 {
+            let s = tokio::net::TcpStream::connect(&held).await.unwrap();
+            socket2::SockRef::from(&s)
+                .shutdown(std::net::Shutdown::Write)
+                .unwrap();
+            let conn = pool::Conn::new(crate::upstream::connect::UpstreamStream::Plain(s), 0);
+            backend.pool.put(0, conn);
+        }
+        let o = SendOpts {
+            worker: 0,
+            min_gen: 0,
+            gen: 0,
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(2),
+            max_idle: Duration::from_secs(60),
+            h2: false,
+        };
+        let req = Request::builder()
+            .method("PUT")
+            .uri("/k")
+            .body(UpBody::Full(Some(bytes::Bytes::from_static(b"v"))))
+            .unwrap();
+        match send(&backend, req, &o).await {
+            Attempt::Answered(r) => assert_eq!(r.status(), 200),
+            Attempt::NotSent(_, e) => panic!("not sent (evidence against a healthy backend): {e}"),
+            Attempt::Failed(f) => panic!("failed: {}", f.error),
+        }
+        server.abort();
+        keep.abort();
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_streaming_body_stuck_at_the_backend_times_out() {

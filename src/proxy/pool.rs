@@ -240,12 +240,12 @@ pub async fn connect_h2(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A listener that accepts connections and keeps them open (the client
     /// side's HTTP/1.1 handshake needs no answer).
-    async fn holder() -> (String, tokio::task::JoinHandle<()>) {
+    pub(crate) async fn holder() -> (String, tokio::task::JoinHandle<()>) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
         let h = tokio::spawn(async move {
@@ -260,20 +260,7 @@ mod tests {
     #[tokio::test]
     async fn sweep_closes_the_expired_oldest_first_and_keeps_the_rest() {
         let (addr, server) = holder().await;
-        let backend = Backend::new(
-            &crate::config::BackendConfig {
-                name: "b".into(),
-                authority: addr.parse().unwrap(),
-                url: format!("http://{addr}"),
-                weight: 1,
-                h2c: false,
-                tls: None,
-                zone: None,
-                priority: 0,
-            },
-            &crate::metrics::Metrics::new(),
-            1,
-        );
+        let backend = Backend::for_test(&addr);
         let pool = Pool::new(2);
         let a = connect(&backend, Duration::from_secs(1), 0).await.unwrap();
         let b = connect(&backend, Duration::from_secs(1), 0).await.unwrap();

@@ -49,6 +49,22 @@ async fn raw(addr: std::net::SocketAddr, bytes: &[u8], within: Duration) -> Stri
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Like [`raw`], written `step` bytes at a time with a yield between
+/// writes (a client streaming its body); write errors end the sending.
+async fn paced(addr: std::net::SocketAddr, bytes: &[u8], step: usize, within: Duration) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    for part in bytes.chunks(step) {
+        if s.write_all(part).await.is_err() {
+            break;
+        }
+        s.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(within, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn status_of(resp: &str) -> u16 {
     resp.split(' ')
         .nth(1)
@@ -228,6 +244,94 @@ async fn abusive_clients_cannot_depose_the_leader() {
     assert!(
         metric(&after, "leaderproxy_leader_reprobes_total", &[]) >= 1.0,
         "5xx answers and timeouts ask for a re-probe"
+    );
+}
+
+/// A chunked write over `limits.max_body_bytes` is aborted by the proxy
+/// itself: whatever the upstream side sees afterwards (a reset, a broken
+/// pipe) is the client's failure, never evidence against the leader. The
+/// race (the upstream write failing because the body was cut) was hit about
+/// once in eight tries, so try many times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_chunked_write_never_fences_the_leader() {
+    let l = Fake::start("l", Role::Leader).await;
+    let f = Fake::start("f", Role::Follower).await;
+    let p = Proxy::start(&config_for(&[&l, &f], "limits: { max_body_bytes: 4KiB }\n")).await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let changes = metric(&p.metrics().await, "leaderproxy_leader_changes_total", &[]);
+    let mut req = b"POST /big HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        req.extend_from_slice(b"1000\r\n");
+        req.extend_from_slice(&[b'a'; 4096]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    for i in 0..50 {
+        // Half the tries send the chunks one write at a time.
+        let r = if i % 2 == 0 {
+            raw(p.addr, &req, Duration::from_secs(5)).await
+        } else {
+            paced(p.addr, &req, 4096 + 8, Duration::from_secs(5)).await
+        };
+        assert_eq!(status_of(&r), 413, "try {i}: {r}");
+    }
+    // Through the monitor's queue: every fence sent before is handled.
+    p.routing().await;
+    let m = p.metrics().await;
+    assert_eq!(
+        metric(&m, "leaderproxy_leader_changes_total", &[]),
+        changes,
+        "an aborted upload fenced the leader"
+    );
+    assert_eq!(p.routing().await["leader"]["name"], "l");
+}
+
+/// The same over HTTP/2 to an h2c leader: hyper pipes the body on its own
+/// task, so the stream reset that follows the proxy's abort can reach the
+/// response future before the body's own error does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_h2_upload_never_fences_the_leader() {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let l = Fake::start("l", Role::Leader).await;
+    l.speak_h2c();
+    let f = Fake::start("f", Role::Follower).await;
+    let p = Proxy::start(&fake::config_with(
+        &[(&l, "h2c: true"), (&f, "")],
+        "limits: { max_body_bytes: 4KiB }\n",
+    ))
+    .await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let changes = metric(&p.metrics().await, "leaderproxy_leader_changes_total", &[]);
+    let s = TcpStream::connect(p.addr).await.unwrap();
+    let (mut c, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for i in 0..50 {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        for _ in 0..3 {
+            let chunk: Result<_, std::convert::Infallible> =
+                Ok(http_body::Frame::data(Bytes::from(vec![b'a'; 4096])));
+            tx.try_send(chunk).unwrap();
+        }
+        drop(tx);
+        let body = StreamBody::new(fake::ReceiverStream::new(rx)).boxed();
+        let req = http::Request::post(format!("http://{}/big", p.addr))
+            .version(http::Version::HTTP_2)
+            .body(body)
+            .unwrap();
+        c.ready().await.unwrap();
+        let r = c.send_request(req).await.unwrap();
+        assert_eq!(r.status(), 413, "try {i}");
+        let _ = r.into_body().collect().await;
+    }
+    p.routing().await;
+    assert_eq!(
+        metric(&p.metrics().await, "leaderproxy_leader_changes_total", &[]),
+        changes,
+        "an aborted upload fenced the leader"
     );
 }
 

@@ -222,9 +222,21 @@ pub struct SendOpts {
     pub h2: bool,
 }
 
-/// Sorts a send error: a failure of the client's body (found in the error's
-/// source chain) blames the client; anything else is the backend's transport.
-fn failed(backend: &Backend, e: &(dyn std::error::Error + 'static)) -> Failed {
+/// Sorts a send error: a failure of the client's body blames the client —
+/// recorded in the `upload` when the proxy cut the body (the upstream side
+/// may report only what followed: a reset stream, a broken pipe), or found
+/// in the error's source chain; anything else is the backend's transport.
+fn failed(
+    backend: &Backend,
+    e: &(dyn std::error::Error + 'static),
+    upload: Option<&Upload>,
+) -> Failed {
+    if let Some(c) = upload.and_then(Upload::client_failure) {
+        return Failed {
+            error: c.clone(),
+            cause: Cause::Client,
+        };
+    }
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = src {
         if let Some(cb) = c.downcast_ref::<ClientBodyError>() {
@@ -345,7 +357,9 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
                     return not_sent(backend, req, e.to_string());
                 }
             }
-            Some(Err(SendError::Failed(e))) => return Attempt::Failed(failed(backend, &*e)),
+            Some(Err(SendError::Failed(e))) => {
+                return Attempt::Failed(failed(backend, &*e, upload.as_deref()))
+            }
         }
     }
 }
@@ -448,7 +462,7 @@ async fn send_h2(
                 Some(back) if !fresh => req = back,
                 Some(back) => return Ok(not_sent(back, e.error().to_string())),
                 None => {
-                    let f = failed(backend, e.error());
+                    let f = failed(backend, e.error(), upload.as_deref());
                     if f.cause == Cause::Transport {
                         backend.pool.forget_h2(o.worker, &h2);
                     }

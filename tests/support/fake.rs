@@ -77,6 +77,8 @@ pub struct FakeState {
     /// Leader probes arrived so far (counted before any delay; `probes`
     /// counts answers).
     pub leader_probes_started: AtomicUsize,
+    /// New connections may speak h2c (prior knowledge) as well as HTTP/1.1.
+    pub h2c: std::sync::atomic::AtomicBool,
 }
 
 pub struct Fake {
@@ -236,6 +238,12 @@ fn futures_stream(
 /// `tokio::sync::mpsc::Receiver` as a `futures` stream (no extra crate).
 pub struct ReceiverStream<T>(tokio::sync::mpsc::Receiver<T>);
 
+impl<T> ReceiverStream<T> {
+    pub fn new(rx: tokio::sync::mpsc::Receiver<T>) -> ReceiverStream<T> {
+        ReceiverStream(rx)
+    }
+}
+
 impl<T> futures_core::Stream for ReceiverStream<T> {
     type Item = T;
     fn poll_next(
@@ -383,6 +391,7 @@ impl Fake {
             probe_delay_ms: AtomicU64::new(0),
             leader_probe_delay_ms: AtomicU64::new(0),
             leader_probes_started: AtomicUsize::new(0),
+            h2c: std::sync::atomic::AtomicBool::new(false),
         });
         let f = Fake {
             addr,
@@ -404,11 +413,20 @@ impl Fake {
                 };
                 let st = st.clone();
                 let conn = st.accepted.fetch_add(1, Ordering::Relaxed);
+                let st2 = st.clone();
                 conns.lock().unwrap().spawn(async move {
                     let svc = service_fn(move |req| {
                         let st = st.clone();
                         answer(st, conn, req)
                     });
+                    if st2.h2c.load(Ordering::Relaxed) {
+                        let _ = hyper_util::server::conn::auto::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                        return;
+                    }
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(s), svc)
                         .await;
@@ -416,6 +434,11 @@ impl Fake {
             }
         });
         *self.tasks.lock().unwrap() = Some(h.abort_handle());
+    }
+
+    /// New connections may speak h2c too (for backends with `h2c: true`).
+    pub fn speak_h2c(&self) {
+        self.state.h2c.store(true, Ordering::Relaxed);
     }
 
     pub fn set_role(&self, r: Role) {

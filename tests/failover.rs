@@ -340,3 +340,42 @@ async fn a_claim_from_a_probe_begun_before_the_fence_does_not_unfence() {
         "a claim begun before the fence lifted it"
     );
 }
+
+/// A read that must see the session's write goes to the leader; when the
+/// leader dies under it, the read (safe to send again) is held for the
+/// next leader like a write, not answered 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_on_the_leader_is_held_through_a_failover() {
+    let a = Fake::start("a", Role::Leader).await;
+    let b = Fake::start("b", Role::Follower).await;
+    let p = Proxy::start(&config_for(
+        &[&a, &b],
+        "reads: { consistency: read_your_writes, session: { cookie: sid }, after_write_window: 10s }\n\
+         writes: { hold: 3s }\n",
+    ))
+    .await;
+    p.wait_leader(Some("a"), Duration::from_secs(3)).await;
+    let with_session = |method: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}/k", p.addr))
+            .header("cookie", "sid=me")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"v")))
+            .unwrap()
+    };
+    let w = p.send(with_session("PUT")).await;
+    assert_eq!(w.backend().as_deref(), Some("a"), "{}", w.text());
+    a.state.delay_ms.store(400, Ordering::Relaxed);
+    let kill = async {
+        // The read has reached `a` (it is sleeping on it) when `a` dies.
+        wait_until(Duration::from_secs(2), "read reached a", || async {
+            a.count_method("GET") == 1
+        })
+        .await;
+        a.kill();
+        b.set_role(Role::Leader);
+    };
+    let (r, ()) = tokio::join!(p.send(with_session("GET")), kill);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.backend().as_deref(), Some("b"));
+}

@@ -597,6 +597,15 @@ async fn bodies_are_kept_for_a_resend_only_within_the_budget() {
 
 /// `/reset/l1/...`: l1 applies the write and cuts the connection.
 async fn ambiguous_case(extra: &str, method: &str) -> (fake::Reply, Fake, Fake, Proxy) {
+    ambiguous_case_at(extra, method, "/reset/l1/k").await
+}
+
+/// [`ambiguous_case`] for the path `path` (one that starts `/reset/l1/`).
+async fn ambiguous_case_at(
+    extra: &str,
+    method: &str,
+    path: &str,
+) -> (fake::Reply, Fake, Fake, Proxy) {
     let l1 = Fake::start("l1", Role::Leader).await;
     let l2 = Fake::start("l2", Role::Follower).await;
     let p = Proxy::start(&config_for(&[&l1, &l2], extra)).await;
@@ -609,10 +618,7 @@ async fn ambiguous_case(extra: &str, method: &str) -> (fake::Reply, Fake, Fake, 
         l1.set_role(Role::Follower);
         l2.set_role(Role::Leader);
     };
-    let (r, ()) = tokio::join!(
-        p.req(method, "/reset/l1/k", Bytes::from_static(b"v")),
-        elect
-    );
+    let (r, ()) = tokio::join!(p.req(method, path, Bytes::from_static(b"v")), elect);
     (r, l1, l2, p)
 }
 
@@ -642,6 +648,25 @@ async fn ambiguous_idempotent_write_is_resent_once_only_when_asked_for() {
     let (r, _l1, l2, _p) = ambiguous_case("writes: { hold: 3s }\n", "PUT").await;
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(l2.count(), 0);
+}
+
+/// Idempotency is the route's when it says so, whatever the method:
+/// webdis's `PUT /INCR/k` applied twice counts twice; a POST a route marks
+/// idempotent may be re-sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_decides_idempotency_whatever_the_method() {
+    let extra = "writes: { hold: 3s, retry_ambiguous: idempotent }\n\
+                 routes:\n\
+                 - { path_regex: '/INCR/', to: write, idempotent: false }\n\
+                 - { path_regex: '/SET/', to: write, idempotent: true }\n\
+                 - { methods: [GET, HEAD, OPTIONS], to: read }\n";
+    let (r, l1, l2, _p) = ambiguous_case_at(extra, "PUT", "/reset/l1/INCR/k").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!((l1.count(), l2.count()), (1, 0), "INCR applied twice");
+
+    let (r, l1, l2, _p) = ambiguous_case_at(extra, "POST", "/reset/l1/SET/k").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!((l1.count(), l2.count()), (1, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -242,6 +242,7 @@ struct RawRoute {
     long_poll: bool,
     #[serde(default)]
     upgrade: bool,
+    idempotent: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1448,6 +1449,7 @@ impl Validator {
                         timeout: r.timeout.map(|d| d.0),
                         long_poll: r.long_poll,
                         upgrade: r.upgrade,
+                        idempotent: r.idempotent,
                     },
                 }
             })

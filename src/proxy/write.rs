@@ -206,7 +206,7 @@ pub(super) async fn write(proxy: &Proxy, ctx: &Ctx, mut req: Request<UpBody>) ->
     // Bound each wait so a leader that failed once but was not replaced is tried again.
     let recheck = cfg.leader.probe.interval * 2;
     let retry_ambiguous = cfg.writes.retry_ambiguous == RetryAmbiguous::Idempotent
-        && is_idempotent(req.method(), req.headers());
+        && is_idempotent(&ctx.route, req.method(), req.headers());
     let keep_copy = !cfg.writes.not_leader.is_empty() || retry_ambiguous;
     let ryw = cfg.reads.consistency == Consistency::ReadYourWrites;
     let session = if ryw {

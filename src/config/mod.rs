@@ -1438,6 +1438,12 @@ impl Validator {
                 if r.timeout.is_some_and(|d| d.0.is_zero()) {
                     self.bad(&format!("routes[{i}].timeout"), "must be more than 0");
                 }
+                if r.idempotent.is_some() && r.to == Role::Read {
+                    self.bad(
+                        &format!("routes[{i}].idempotent"),
+                        "only for `to: write` routes (a read is always safe to send again)",
+                    );
+                }
                 Rule {
                     methods: r
                         .methods

@@ -196,6 +196,10 @@ pub enum Cause {
     /// The client's request body failed (too large, stalled, aborted): says
     /// nothing about the backend.
     Client,
+    /// The backend refused the HTTP/2 stream (`REFUSED_STREAM`, RFC 9113
+    /// §8.7): the request was not processed, and the backend is up (too
+    /// many streams, shutting a connection down). Not evidence.
+    Refused,
 }
 
 /// An attempt that failed after the request may have reached the backend.
@@ -237,6 +241,16 @@ fn failed(
             cause: Cause::Client,
         };
     }
+    if refused_stream(e) {
+        return Failed {
+            error: ProxyError::Upstream {
+                backend: backend.name.clone(),
+                reason: "the backend refused the stream (REFUSED_STREAM); nothing was processed"
+                    .into(),
+            },
+            cause: Cause::Refused,
+        };
+    }
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = src {
         if let Some(cb) = c.downcast_ref::<ClientBodyError>() {
@@ -254,6 +268,19 @@ fn failed(
         },
         cause: Cause::Transport,
     }
+}
+
+/// Whether an HTTP/2 error (anywhere in the source chain) is the peer's
+/// `REFUSED_STREAM`, which guarantees the request was not processed.
+fn refused_stream(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = src {
+        if let Some(h) = c.downcast_ref::<h2::Error>() {
+            return h.reason() == Some(h2::Reason::REFUSED_STREAM) && h.is_remote();
+        }
+        src = c.source();
+    }
+    false
 }
 
 fn timed_out(backend: &Backend, after: Duration) -> Attempt {
@@ -440,6 +467,13 @@ async fn send_h2(
             to_h2(&mut req, backend);
             converted = true;
         }
+        // A stream the pooled connection's peer refuses goes out again on a
+        // new connection: kept when the body is in memory (cheap to copy).
+        let copy = if fresh {
+            None
+        } else {
+            super::service::try_clone(&req)
+        };
         if h2.tx.ready().await.is_err() {
             if fresh {
                 return Ok(not_sent(
@@ -463,10 +497,14 @@ async fn send_h2(
                 Some(back) => return Ok(not_sent(back, e.error().to_string())),
                 None => {
                     let f = failed(backend, e.error(), upload.as_deref());
-                    if f.cause == Cause::Transport {
-                        backend.pool.forget_h2(o.worker, &h2);
+                    match (f.cause, copy) {
+                        (Cause::Refused, Some(again)) => req = again,
+                        (Cause::Transport, _) => {
+                            backend.pool.forget_h2(o.worker, &h2);
+                            return Ok(Attempt::Failed(f));
+                        }
+                        _ => return Ok(Attempt::Failed(f)),
                     }
-                    return Ok(Attempt::Failed(f));
                 }
             },
         }

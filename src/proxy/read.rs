@@ -153,6 +153,8 @@ pub(super) async fn read(
                 evidence(proxy, t, &first);
                 (Some(f.error), spare)
             }
+            // Not processed, nothing against the backend: try another.
+            Cause::Refused => (Some(f.error), spare),
         },
     };
     drop(rel);
@@ -188,7 +190,7 @@ pub(super) async fn read(
         }
         Attempt::Failed(f) => {
             let backend_caused = match f.cause {
-                Cause::Client => false,
+                Cause::Client | Cause::Refused => false,
                 Cause::Timeout => !ctx.route.long_poll,
                 Cause::Transport => true,
             };

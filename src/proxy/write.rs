@@ -313,6 +313,9 @@ pub(super) async fn write(proxy: &Proxy, ctx: &Ctx, mut req: Request<UpBody>) ->
                     Cause::Transport => proxy.monitor.fence(&leader),
                     Cause::Timeout if ctx.route.long_poll => {}
                     Cause::Timeout => proxy.monitor.reprobe(),
+                    // Not processed, and nothing against the leader (a new
+                    // connection was already tried): the client may retry.
+                    Cause::Refused => return Err(blame(f.error, &leader)),
                 }
                 // It may have been applied: re-sent only when the operator
                 // opted in for idempotent writes, once, within the hold.

@@ -24,12 +24,17 @@ fn passive_failure(proxy: &Proxy, t: &RoutingTable, b: &Backend) {
     }
 }
 
+/// Whether `b` is the leader of `t`.
+fn leads(t: &RoutingTable, b: &Backend) -> bool {
+    t.leader().is_some_and(|l| l.id == b.id)
+}
+
 /// The read failed on `b` with evidence about it (a new connection
 /// failed, or it broke before any response byte): passive health for a
 /// follower; for the leader, the same fence a write would set, so the
 /// monitor re-probes at once and the hold ends at the next election.
 fn evidence(proxy: &Proxy, t: &RoutingTable, b: &Backend) {
-    if t.leader().is_some_and(|l| l.id == b.id) {
+    if leads(t, b) {
         proxy.monitor.fence(b);
     } else {
         passive_failure(proxy, t, b);
@@ -49,7 +54,7 @@ async fn hold(
     need: Need,
     failed: &Backend,
 ) -> Option<Arc<Backend>> {
-    if !t.leader().is_some_and(|l| l.id == failed.id) {
+    if !leads(t, failed) {
         return None;
     }
     let cfg = &t.cfg;

@@ -335,6 +335,40 @@ async fn an_oversized_h2_upload_never_fences_the_leader() {
     );
 }
 
+/// A reused connection that the backend closes after the write went out
+/// may be its keep-alive close racing the request as well as a crash: only
+/// a probe can tell, so it asks for one (the write, maybe applied, is a
+/// 502). Only a new connection failing is evidence that fences at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_closed_under_a_write_asks_a_probe_not_a_fence() {
+    let l = Fake::start("l", Role::Leader).await;
+    let f = Fake::start("f", Role::Follower).await;
+    let p = Proxy::start(&config_for(&[&l, &f], "writes: { hold: 3s }\n")).await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let m = p.metrics().await;
+    let changes = metric(&m, "leaderproxy_leader_changes_total", &[]);
+    let reprobes = metric(&m, "leaderproxy_leader_reprobes_total", &[]);
+    assert_eq!(p.put("/warm").await.status, 200);
+    let r = p.put("/reset/l/k").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    let seen = l.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen[0].conn, seen[1].conn,
+        "the write went on the pooled connection"
+    );
+    p.routing().await;
+    let m = p.metrics().await;
+    assert_eq!(
+        metric(&m, "leaderproxy_leader_changes_total", &[]),
+        changes,
+        "a pooled connection's close fenced the leader"
+    );
+    assert!(metric(&m, "leaderproxy_leader_reprobes_total", &[]) > reprobes);
+    let r = p.put("/after").await;
+    assert_eq!((r.status, r.backend().as_deref()), (200, Some("l")));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_slow_leader_probe_keeps_the_leader() {
     let l = Fake::start("l", Role::Leader).await;

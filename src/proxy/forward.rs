@@ -187,9 +187,13 @@ pub enum Attempt {
 /// Who or what a failed attempt says something about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cause {
-    /// The backend's connection broke (reset, closed, broken HTTP) before a
-    /// response head arrived: evidence that the backend may be gone.
+    /// A newly opened connection broke (reset, closed, broken HTTP) before
+    /// a response head arrived: evidence that the backend may be gone.
     Transport,
+    /// A reused (pooled) connection broke after the request may have gone
+    /// out: the backend closing an idle connection as the request arrived
+    /// looks the same as a crash, so only a probe can tell.
+    Reused,
     /// No response head within the time limit: the backend may be dead or
     /// just slow; only a probe can tell.
     Timeout,
@@ -206,6 +210,17 @@ pub enum Cause {
 pub struct Failed {
     pub error: ProxyError,
     pub cause: Cause,
+}
+
+impl Failed {
+    /// The failure on a connection taken from the pool: a transport
+    /// failure there is [`Cause::Reused`], not evidence.
+    fn on_pooled(mut self, pooled: bool) -> Failed {
+        if pooled && self.cause == Cause::Transport {
+            self.cause = Cause::Reused;
+        }
+        self
+    }
 }
 
 /// Options for one attempt.
@@ -385,7 +400,8 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
                 }
             }
             Some(Err(SendError::Failed(e))) => {
-                return Attempt::Failed(failed(backend, &*e, upload.as_deref()))
+                let f = failed(backend, &*e, upload.as_deref()).on_pooled(!fresh);
+                return Attempt::Failed(f);
             }
         }
     }
@@ -501,7 +517,7 @@ async fn send_h2(
                         (Cause::Refused, Some(again)) => req = again,
                         (Cause::Transport, _) => {
                             backend.pool.forget_h2(o.worker, &h2);
-                            return Ok(Attempt::Failed(f));
+                            return Ok(Attempt::Failed(f.on_pooled(!fresh)));
                         }
                         _ => return Ok(Attempt::Failed(f)),
                     }

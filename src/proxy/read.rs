@@ -154,6 +154,8 @@ pub(super) async fn read(
                 passive_failure(proxy, t, &first);
                 (Some(f.error), spare)
             }
+            // Maybe the backend's idle close: retried, counted for nothing.
+            Cause::Reused => (Some(f.error), spare),
             Cause::Transport => {
                 evidence(proxy, t, &first);
                 (Some(f.error), spare)
@@ -195,7 +197,7 @@ pub(super) async fn read(
         }
         Attempt::Failed(f) => {
             let backend_caused = match f.cause {
-                Cause::Client | Cause::Refused => false,
+                Cause::Client | Cause::Refused | Cause::Reused => false,
                 Cause::Timeout => !ctx.route.long_poll,
                 Cause::Transport => true,
             };

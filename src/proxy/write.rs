@@ -8,9 +8,10 @@
 //!   opt-in, `writes.retry_ambiguous: idempotent` — once, when an idempotent
 //!   write failed after it may have reached the leader.
 //! - Only evidence about the backend moves the leader: a connect failure, a
-//!   reset before any response byte or a not-leader answer fences it at
-//!   once; a 5xx answer or a timeout asks the monitor for a re-probe and
-//!   keeps routing; a failure of the client's body counts for nothing.
+//!   new connection reset before any response byte or a not-leader answer
+//!   fences it at once; a 5xx answer, a timeout or a pooled connection that
+//!   broke asks the monitor for a re-probe and keeps routing; a failure of
+//!   the client's body or a refused HTTP/2 stream counts for nothing.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -312,7 +313,8 @@ pub(super) async fn write(proxy: &Proxy, ctx: &Ctx, mut req: Request<UpBody>) ->
                     Cause::Client => return Err(blame(f.error, &leader)),
                     Cause::Transport => proxy.monitor.fence(&leader),
                     Cause::Timeout if ctx.route.long_poll => {}
-                    Cause::Timeout => proxy.monitor.reprobe(),
+                    // A pooled connection's failure may be its idle close.
+                    Cause::Timeout | Cause::Reused => proxy.monitor.reprobe(),
                     // Not processed, and nothing against the leader (a new
                     // connection was already tried): the client may retry.
                     Cause::Refused => return Err(blame(f.error, &leader)),

@@ -154,8 +154,14 @@ pub(super) async fn read(
                 passive_failure(proxy, t, &first);
                 (Some(f.error), spare)
             }
-            // Maybe the backend's idle close: retried, counted for nothing.
-            Cause::Reused => (Some(f.error), spare),
+            // Maybe the backend's idle close: retried, counted for nothing;
+            // a probe tells whether the leader is still there.
+            Cause::Reused => {
+                if leads(t, &first) {
+                    proxy.monitor.reprobe();
+                }
+                (Some(f.error), spare)
+            }
             Cause::Transport => {
                 evidence(proxy, t, &first);
                 (Some(f.error), spare)

@@ -57,6 +57,10 @@ pub struct Backend {
     /// byte) or a not-leader answer; no further writes go to it until a
     /// leader probe claims leadership again (the monitor clears it).
     fenced: AtomicBool,
+    /// How many times the request path fenced this backend: a leader probe
+    /// records it when it starts, and its claim cannot lift a fence set
+    /// after that ([`crate::health::leader::stale_claim`]).
+    fences: AtomicU64,
     /// Consecutive backend-caused failures (passive health).
     failures: AtomicU32,
     /// `https://`: the TLS settings and client config in force; a reload
@@ -116,6 +120,23 @@ impl Drop for InFlight {
 }
 
 impl Backend {
+    /// A plain `http://` backend named `b` at `addr`, one worker (tests).
+    #[cfg(test)]
+    pub(crate) fn for_test(addr: &str) -> Backend {
+        let cfg = crate::config::BackendConfig {
+            name: "b".into(),
+            authority: addr.parse().unwrap(),
+            url: format!("http://{addr}"),
+            weight: 1,
+            h2c: false,
+            tls: None,
+            zone: None,
+            priority: 0,
+            max_connections: None,
+        };
+        Backend::new(&cfg, &crate::metrics::Metrics::new(), 1, 8)
+    }
+
     /// A backend with `workers` pool slots and at most `max_connections`
     /// upstream connections open at once
     /// ([`crate::config::Config::max_upstream_connections`]).
@@ -138,6 +159,7 @@ impl Backend {
             in_flight: AtomicUsize::new(0),
             drained: AtomicBool::new(false),
             fenced: AtomicBool::new(false),
+            fences: AtomicU64::new(0),
             failures: AtomicU32::new(0),
             tls: cfg.tls.clone().map(ArcSwap::new),
             tls_state: AtomicU8::new(0),
@@ -327,8 +349,17 @@ impl Backend {
     }
 
     /// Fences the backend for writes; true if it was not fenced before.
+    /// Every call counts ([`Backend::fence_count`]), even on a fenced
+    /// backend: a probe that started before it cannot lift it.
     pub(crate) fn fence(&self) -> bool {
-        !self.fenced.swap(true, Ordering::Relaxed)
+        self.fences.fetch_add(1, Ordering::AcqRel);
+        !self.fenced.swap(true, Ordering::AcqRel)
+    }
+
+    /// How many times the backend was fenced so far (read by a leader
+    /// probe when it starts).
+    pub(crate) fn fence_count(&self) -> u64 {
+        self.fences.load(Ordering::Acquire)
     }
 
     /// A leader probe claimed leadership again.

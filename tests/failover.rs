@@ -293,3 +293,89 @@ async fn hold_is_bounded_by_max_held() {
     );
     assert_eq!((a.status, b.status), (503, 503));
 }
+
+/// A leader probe that started before the request path fenced the leader
+/// answers "leader" after the fence: that answer predates the evidence and
+/// must not lift the fence (only a probe begun after it can).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_from_a_probe_begun_before_the_fence_does_not_unfence() {
+    let a = Fake::start("a", Role::Leader).await;
+    let b = Fake::start("b", Role::Follower).await;
+    let p = Proxy::start(&config_for(
+        &[&a, &b],
+        "leader: { path: /leader, interval: 2s, timeout: 1s, expect: { status: [200] } }\n\
+         writes: { hold: 300ms, not_leader: { status: [403] } }\n",
+    ))
+    .await;
+    p.wait_leader(Some("a"), Duration::from_secs(3)).await;
+    // The next leader probe of a is answered 400ms after it arrives: it
+    // claims (a keeps claiming in every probe answer) ...
+    *a.state.claim_override.lock().unwrap() = Some(true);
+    a.state.leader_probe_delay_ms.store(400, Ordering::Relaxed);
+    let started = a.state.leader_probes_started.load(Ordering::Relaxed);
+    wait_until(
+        Duration::from_secs(3),
+        "a leader probe of a in flight",
+        || async { a.state.leader_probes_started.load(Ordering::Relaxed) > started },
+    )
+    .await;
+    // ... every later one times out (no evidence either way) ...
+    a.state.leader_probe_delay_ms.store(5000, Ordering::Relaxed);
+    // ... and meanwhile a refuses a write as not leader: fenced.
+    a.set_role(Role::Follower);
+    a.set_refusal(Refusal::Status403);
+    let r = p.req("POST", "/k", "v").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(a.count_method("POST"), 1);
+    // The probe in flight answers "leader" once the fence is set.
+    wait_until(Duration::from_secs(3), "the slow probe handled", || async {
+        p.backend_status("a").await["last_probe"]["leader_latency_ms"]
+            .as_f64()
+            .is_some_and(|ms| ms >= 400.0)
+    })
+    .await;
+    assert_eq!(
+        p.routing().await["leader"],
+        serde_json::Value::Null,
+        "a claim begun before the fence lifted it"
+    );
+}
+
+/// A read that must see the session's write goes to the leader; when the
+/// leader dies under it, the read (safe to send again) is held for the
+/// next leader like a write, not answered 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_on_the_leader_is_held_through_a_failover() {
+    let a = Fake::start("a", Role::Leader).await;
+    let b = Fake::start("b", Role::Follower).await;
+    let p = Proxy::start(&config_for(
+        &[&a, &b],
+        "reads: { consistency: read_your_writes, session: { cookie: sid }, after_write_window: 10s }\n\
+         writes: { hold: 3s }\n",
+    ))
+    .await;
+    p.wait_leader(Some("a"), Duration::from_secs(3)).await;
+    let with_session = |method: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}/k", p.addr))
+            .header("cookie", "sid=me")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"v")))
+            .unwrap()
+    };
+    let w = p.send(with_session("PUT")).await;
+    assert_eq!(w.backend().as_deref(), Some("a"), "{}", w.text());
+    a.state.delay_ms.store(400, Ordering::Relaxed);
+    let kill = async {
+        // The read has reached `a` (it is sleeping on it) when `a` dies.
+        wait_until(Duration::from_secs(2), "read reached a", || async {
+            a.count_method("GET") == 1
+        })
+        .await;
+        a.kill();
+        b.set_role(Role::Leader);
+    };
+    let (r, ()) = tokio::join!(p.send(with_session("GET")), kill);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.backend().as_deref(), Some("b"));
+}

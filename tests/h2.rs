@@ -348,3 +348,90 @@ async fn an_open_h2_stream_is_not_idle() {
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body.len(), 8);
 }
+
+/// An h2c leader (HTTP/1.1 on the same port for the probes) that refuses
+/// the next `refuse` streams with `REFUSED_STREAM` — the stream was not
+/// processed — and answers the others 200; returns how many it answered.
+async fn refusing_backend(refuse: Arc<std::sync::atomic::AtomicUsize>) -> SocketAddr {
+    use std::sync::atomic::Ordering;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let refuse = refuse.clone();
+            tokio::spawn(async move {
+                let mut preface = [0u8; 3];
+                while s.peek(&mut preface).await.unwrap_or(0) < 3 {}
+                if &preface != b"PRI" {
+                    let svc = service_fn(|_req: Request<Incoming>| async {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                    return;
+                }
+                let Ok(mut conn) = h2::server::handshake(s).await else {
+                    return;
+                };
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    let refused = refuse
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                        .is_ok();
+                    if refused {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    if let Ok(mut body) = respond.send_response(Response::new(()), false) {
+                        let _ = body.send_data(Bytes::from_static(b"done"), true);
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// `REFUSED_STREAM` guarantees the request was not processed and says the
+/// backend is up: a refused stream on a pooled connection goes out again on
+/// a new one, and nothing is held against the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_stream_is_resent_on_a_new_connection_and_never_fences() {
+    let refuse = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let l = refusing_backend(refuse.clone()).await;
+    let p = FakeProxy::start(&config(&[("l", l, true)])).await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let changes = |m: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("leaderproxy_leader_changes_total "))
+            .map(|v| v.parse::<f64>().unwrap())
+            .unwrap()
+    };
+    let before = changes(&p.metrics().await);
+    let mut c = h2_client(p.addr).await;
+    let req = |method: &str, body: &'static [u8]| {
+        Request::builder()
+            .method(method)
+            .version(http::Version::HTTP_2)
+            .uri(format!("http://{}/k", p.addr))
+            .body(Full::new(Bytes::from_static(body)))
+            .unwrap()
+    };
+    // The worker's h2 connection to l is open (and pooled) after this.
+    let r = c.send_request(req("DELETE", b"")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    refuse.store(1, std::sync::atomic::Ordering::Relaxed);
+    let r = c.send_request(req("DELETE", b"")).await.unwrap();
+    assert_eq!(r.status(), 200, "the refused stream was not sent again");
+    // A streamed body cannot be sent again; still nothing against l.
+    refuse.store(2, std::sync::atomic::Ordering::Relaxed);
+    let r = c.send_request(req("PUT", b"v")).await.unwrap();
+    assert_eq!(r.status(), 502);
+    p.routing().await;
+    assert_eq!(
+        changes(&p.metrics().await),
+        before,
+        "a refused stream fenced l"
+    );
+    assert_eq!(p.routing().await["leader"]["name"], "l");
+}

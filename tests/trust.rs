@@ -49,6 +49,22 @@ async fn raw(addr: std::net::SocketAddr, bytes: &[u8], within: Duration) -> Stri
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Like [`raw`], written `step` bytes at a time with a yield between
+/// writes (a client streaming its body); write errors end the sending.
+async fn paced(addr: std::net::SocketAddr, bytes: &[u8], step: usize, within: Duration) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    for part in bytes.chunks(step) {
+        if s.write_all(part).await.is_err() {
+            break;
+        }
+        s.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(within, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn status_of(resp: &str) -> u16 {
     resp.split(' ')
         .nth(1)
@@ -231,6 +247,128 @@ async fn abusive_clients_cannot_depose_the_leader() {
     );
 }
 
+/// A chunked write over `limits.max_body_bytes` is aborted by the proxy
+/// itself: whatever the upstream side sees afterwards (a reset, a broken
+/// pipe) is the client's failure, never evidence against the leader. The
+/// race (the upstream write failing because the body was cut) was hit about
+/// once in eight tries, so try many times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_chunked_write_never_fences_the_leader() {
+    let l = Fake::start("l", Role::Leader).await;
+    let f = Fake::start("f", Role::Follower).await;
+    let p = Proxy::start(&config_for(&[&l, &f], "limits: { max_body_bytes: 4KiB }\n")).await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let changes = metric(&p.metrics().await, "leaderproxy_leader_changes_total", &[]);
+    let mut req = b"POST /big HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        req.extend_from_slice(b"1000\r\n");
+        req.extend_from_slice(&[b'a'; 4096]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    for i in 0..50 {
+        // Half the tries send the chunks one write at a time.
+        let r = if i % 2 == 0 {
+            raw(p.addr, &req, Duration::from_secs(5)).await
+        } else {
+            paced(p.addr, &req, 4096 + 8, Duration::from_secs(5)).await
+        };
+        assert_eq!(status_of(&r), 413, "try {i}: {r}");
+    }
+    // Through the monitor's queue: every fence sent before is handled.
+    p.routing().await;
+    let m = p.metrics().await;
+    assert_eq!(
+        metric(&m, "leaderproxy_leader_changes_total", &[]),
+        changes,
+        "an aborted upload fenced the leader"
+    );
+    assert_eq!(p.routing().await["leader"]["name"], "l");
+}
+
+/// The same over HTTP/2 to an h2c leader: hyper pipes the body on its own
+/// task, so the stream reset that follows the proxy's abort can reach the
+/// response future before the body's own error does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_h2_upload_never_fences_the_leader() {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let l = Fake::start("l", Role::Leader).await;
+    l.speak_h2c();
+    let f = Fake::start("f", Role::Follower).await;
+    let p = Proxy::start(&fake::config_with(
+        &[(&l, "h2c: true"), (&f, "")],
+        "limits: { max_body_bytes: 4KiB }\n",
+    ))
+    .await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let changes = metric(&p.metrics().await, "leaderproxy_leader_changes_total", &[]);
+    let s = TcpStream::connect(p.addr).await.unwrap();
+    let (mut c, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for i in 0..50 {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        for _ in 0..3 {
+            let chunk: Result<_, std::convert::Infallible> =
+                Ok(http_body::Frame::data(Bytes::from(vec![b'a'; 4096])));
+            tx.try_send(chunk).unwrap();
+        }
+        drop(tx);
+        let body = StreamBody::new(fake::ReceiverStream::new(rx)).boxed();
+        let req = http::Request::post(format!("http://{}/big", p.addr))
+            .version(http::Version::HTTP_2)
+            .body(body)
+            .unwrap();
+        c.ready().await.unwrap();
+        let r = c.send_request(req).await.unwrap();
+        assert_eq!(r.status(), 413, "try {i}");
+        let _ = r.into_body().collect().await;
+    }
+    p.routing().await;
+    assert_eq!(
+        metric(&p.metrics().await, "leaderproxy_leader_changes_total", &[]),
+        changes,
+        "an aborted upload fenced the leader"
+    );
+}
+
+/// A reused connection that the backend closes after the write went out
+/// may be its keep-alive close racing the request as well as a crash: only
+/// a probe can tell, so it asks for one (the write, maybe applied, is a
+/// 502). Only a new connection failing is evidence that fences at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_closed_under_a_write_asks_a_probe_not_a_fence() {
+    let l = Fake::start("l", Role::Leader).await;
+    let f = Fake::start("f", Role::Follower).await;
+    let p = Proxy::start(&config_for(&[&l, &f], "writes: { hold: 3s }\n")).await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let m = p.metrics().await;
+    let changes = metric(&m, "leaderproxy_leader_changes_total", &[]);
+    let reprobes = metric(&m, "leaderproxy_leader_reprobes_total", &[]);
+    assert_eq!(p.put("/warm").await.status, 200);
+    let r = p.put("/reset/l/k").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    let seen = l.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen[0].conn, seen[1].conn,
+        "the write went on the pooled connection"
+    );
+    p.routing().await;
+    let m = p.metrics().await;
+    assert_eq!(
+        metric(&m, "leaderproxy_leader_changes_total", &[]),
+        changes,
+        "a pooled connection's close fenced the leader"
+    );
+    assert!(metric(&m, "leaderproxy_leader_reprobes_total", &[]) > reprobes);
+    let r = p.put("/after").await;
+    assert_eq!((r.status, r.backend().as_deref()), (200, Some("l")));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_slow_leader_probe_keeps_the_leader() {
     let l = Fake::start("l", Role::Leader).await;
@@ -279,8 +417,9 @@ async fn one_slow_leader_probe_keeps_the_leader() {
     p.wait_leader(None, Duration::from_secs(3)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn terms_only_move_forward() {
+/// Leader `a` and follower `b`, both at term 5, behind a proxy reading
+/// terms at `/term` (leader probes every 50ms, writes held 600ms).
+async fn leader_and_follower_at_term_5() -> (Fake, Fake, Proxy) {
     let a = Fake::start("a", Role::Leader).await;
     let b = Fake::start("b", Role::Follower).await;
     a.state.term.store(5, Ordering::Relaxed);
@@ -291,6 +430,12 @@ async fn terms_only_move_forward() {
     ))
     .await;
     p.wait_leader(Some("a"), Duration::from_secs(3)).await;
+    (a, b, p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terms_only_move_forward() {
+    let (a, b, p) = leader_and_follower_at_term_5().await;
     // b wins an election at term 6; a steps down.
     b.state.term.store(6, Ordering::Relaxed);
     a.set_role(Role::Follower);
@@ -308,6 +453,31 @@ async fn terms_only_move_forward() {
     p.wait_leader(Some("a"), Duration::from_secs(3)).await;
     let r = p.put("/k").await;
     assert_eq!(r.status, 200);
+    assert_eq!(r.backend().as_deref(), Some("a"));
+}
+
+/// A partitioned follower campaigning with rising terms (etcd 3.4 without
+/// pre-vote, hashicorp-raft) reports them in every probe answer, but it
+/// claims nothing: only claimants' terms move the floor, so the real leader
+/// keeps its writes for the whole partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaigning_follower_does_not_block_the_leader() {
+    let (_a, b, p) = leader_and_follower_at_term_5().await;
+    for term in 6..=9u64 {
+        b.state.term.store(term, Ordering::Relaxed);
+        // The aggregator has handled b's answer (and refreshed the table).
+        wait_until(Duration::from_secs(3), "b's new term seen", || async {
+            p.backend_status("b").await["last_probe"]["term"] == term
+        })
+        .await;
+        assert_eq!(
+            p.routing().await["leader"]["name"],
+            "a",
+            "a follower's term {term} deposed the leader"
+        );
+    }
+    let r = p.put("/k").await;
+    assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.backend().as_deref(), Some("a"));
 }
 
@@ -461,6 +631,15 @@ async fn bodies_are_kept_for_a_resend_only_within_the_budget() {
 
 /// `/reset/l1/...`: l1 applies the write and cuts the connection.
 async fn ambiguous_case(extra: &str, method: &str) -> (fake::Reply, Fake, Fake, Proxy) {
+    ambiguous_case_at(extra, method, "/reset/l1/k").await
+}
+
+/// [`ambiguous_case`] for the path `path` (one that starts `/reset/l1/`).
+async fn ambiguous_case_at(
+    extra: &str,
+    method: &str,
+    path: &str,
+) -> (fake::Reply, Fake, Fake, Proxy) {
     let l1 = Fake::start("l1", Role::Leader).await;
     let l2 = Fake::start("l2", Role::Follower).await;
     let p = Proxy::start(&config_for(&[&l1, &l2], extra)).await;
@@ -473,10 +652,7 @@ async fn ambiguous_case(extra: &str, method: &str) -> (fake::Reply, Fake, Fake, 
         l1.set_role(Role::Follower);
         l2.set_role(Role::Leader);
     };
-    let (r, ()) = tokio::join!(
-        p.req(method, "/reset/l1/k", Bytes::from_static(b"v")),
-        elect
-    );
+    let (r, ()) = tokio::join!(p.req(method, path, Bytes::from_static(b"v")), elect);
     (r, l1, l2, p)
 }
 
@@ -506,6 +682,25 @@ async fn ambiguous_idempotent_write_is_resent_once_only_when_asked_for() {
     let (r, _l1, l2, _p) = ambiguous_case("writes: { hold: 3s }\n", "PUT").await;
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(l2.count(), 0);
+}
+
+/// Idempotency is the route's when it says so, whatever the method:
+/// webdis's `PUT /INCR/k` applied twice counts twice; a POST a route marks
+/// idempotent may be re-sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_decides_idempotency_whatever_the_method() {
+    let extra = "writes: { hold: 3s, retry_ambiguous: idempotent }\n\
+                 routes:\n\
+                 - { path_regex: '/INCR/', to: write, idempotent: false }\n\
+                 - { path_regex: '/SET/', to: write, idempotent: true }\n\
+                 - { methods: [GET, HEAD, OPTIONS], to: read }\n";
+    let (r, l1, l2, _p) = ambiguous_case_at(extra, "PUT", "/reset/l1/INCR/k").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!((l1.count(), l2.count()), (1, 0), "INCR applied twice");
+
+    let (r, l1, l2, _p) = ambiguous_case_at(extra, "POST", "/reset/l1/SET/k").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!((l1.count(), l2.count()), (1, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

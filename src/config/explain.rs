@@ -327,6 +327,7 @@ fn route(r: &Rule) -> Value {
         ("timeout", opt(r.route.timeout, dur)),
         ("long_poll", Value::Bool(r.route.long_poll)),
         ("upgrade", Value::Bool(r.route.upgrade)),
+        ("idempotent", opt(r.route.idempotent, Value::Bool)),
     ])
 }
 

@@ -243,6 +243,7 @@ struct RawRoute {
     long_poll: bool,
     #[serde(default)]
     upgrade: bool,
+    idempotent: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1481,6 +1482,12 @@ impl Validator {
                 if r.timeout.is_some_and(|d| d.0.is_zero()) {
                     self.bad(&format!("routes[{i}].timeout"), "must be more than 0");
                 }
+                if r.idempotent.is_some() && r.to == Role::Read {
+                    self.bad(
+                        &format!("routes[{i}].idempotent"),
+                        "only for `to: write` routes (a read is always safe to send again)",
+                    );
+                }
                 Rule {
                     methods: r
                         .methods
@@ -1492,6 +1499,7 @@ impl Validator {
                         timeout: r.timeout.map(|d| d.0),
                         long_poll: r.long_poll,
                         upgrade: r.upgrade,
+                        idempotent: r.idempotent,
                     },
                 }
             })

@@ -137,7 +137,7 @@ fn every_preset_with_two_backends_is_valid_and_sets_its_probes() {
             response: None,
             scope: &[],
             not_leader: (vec![503], 1, false),
-            routes: 4,
+            routes: 5,
         },
     ];
     assert_eq!(
@@ -585,4 +585,29 @@ fn explain_writes_every_key_with_defaults() {
         shown.contains("  equals: 'true'\n"),
         "a string stays a string:\n{shown}"
     );
+}
+
+/// webdis puts the command in the path: the preset marks the commands a
+/// second application changes as not idempotent, whatever the method.
+#[test]
+fn redis_webdis_marks_non_idempotent_commands() {
+    let c = ok(&text("redis-webdis", ""));
+    let idem = |method: &str, path: &str| {
+        let m: http::Method = method.parse().unwrap();
+        crate::routing::classify(&c.routes, &m, path).idempotent
+    };
+    for path in [
+        "/INCR/k",
+        "/incrby/k/2",
+        "/LPUSH/l/x",
+        "/APPEND/k/x",
+        "/SPOP/s",
+        "/EVAL/x/0",
+    ] {
+        assert_eq!(idem("PUT", path), Some(false), "{path}");
+        assert_eq!(idem("POST", path), Some(false), "{path}");
+    }
+    for path in ["/SET/k/v", "/DEL/k", "/SADD/s/x", "/HSET/h/f/v", "/INCRX/k"] {
+        assert_eq!(idem("PUT", path), None, "{path}: the method decides");
+    }
 }

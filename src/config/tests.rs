@@ -1269,3 +1269,25 @@ fn bad_zones_and_priorities_name_file_line_column() {
     );
     assert_eq!(c.local_zone, None);
 }
+
+#[test]
+fn idempotent_is_for_write_routes() {
+    let text = ISSUE_CONFIG.replace(
+        "  - { path_prefix: /v3/kv/range, to: read }",
+        "  - { path_prefix: /v3/kv/range, to: read, idempotent: true }\n  - { path_prefix: /INCR/, to: write, idempotent: false }",
+    );
+    let e = errs(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("lp.yaml:")
+            && e[0].contains("routes[1].idempotent: only for `to: write` routes"),
+        "{e:?}"
+    );
+    let ok = ISSUE_CONFIG.replace(
+        "  - { path_prefix: /v3/kv/range, to: read }",
+        "  - { path_prefix: /v3/kv/range, to: read }\n  - { path_prefix: /INCR/, to: write, idempotent: false }",
+    );
+    let c = parse(&ok, Path::new("lp.yaml")).unwrap();
+    assert_eq!(c.routes[2].route.idempotent, Some(false));
+    assert_eq!(c.routes[0].route.idempotent, None);
+}

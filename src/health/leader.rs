@@ -7,7 +7,12 @@
 //!   `leader.fall` consecutive failed probes (timeouts, broken answers) —
 //!   one slow probe never drops a leader.
 //! - [`TermFloor`]: terms only move forward; a claimant whose term is lower
-//!   than one already seen from any backend never leads.
+//!   than one already claimed with never leads. Only answers that claim
+//!   leadership move the floor: a partitioned follower campaigning with
+//!   rising terms (no pre-vote) claims nothing and blocks nobody.
+//! - [`stale_claim`]: a claim from a probe that started before the
+//!   backend was last fenced is dropped: only a probe begun after the fence
+//!   can lift it.
 //! - [`decide`]: one eligible claimant leads; among several the unique
 //!   highest term does (when terms are in use); otherwise nobody does.
 
@@ -86,14 +91,22 @@ impl Claim {
     }
 }
 
-/// The highest term seen so far; terms only move forward.
+/// The highest term a backend claimed leadership with so far; terms only
+/// move forward.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TermFloor {
     highest: Option<u64>,
 }
 
 impl TermFloor {
-    pub fn see(&mut self, term: Option<u64>) {
+    /// Feeds one leader probe answer: only a claim (`Evidence::Claims`)
+    /// moves the floor. A follower's term says nothing about who leads: one
+    /// cut off from the cluster raises it with every election it starts and
+    /// never wins.
+    pub fn see(&mut self, e: Evidence, term: Option<u64>) {
+        if e != Evidence::Claims {
+            return;
+        }
         if let Some(t) = term {
             self.highest = Some(self.highest.map_or(t, |h| h.max(t)));
         }
@@ -112,6 +125,16 @@ impl TermFloor {
             _ => true,
         }
     }
+}
+
+/// Whether a leader probe answer is a claim that must be dropped: it
+/// claims leadership, but the probe started (when the backend had been
+/// fenced `fences_at_start` times) before the request path fenced the
+/// backend again (`fences_now`). Its answer may predate what the request
+/// path saw, so it neither lifts the fence nor makes a claim; evidence
+/// against the backend (denies, refused, failed) always counts.
+pub fn stale_claim(e: Evidence, fences_at_start: u64, fences_now: u64) -> bool {
+    e == Evidence::Claims && fences_at_start < fences_now
 }
 
 /// Who leads, decided from the claims of eligible backends.
@@ -225,9 +248,9 @@ mod tests {
     fn terms_only_move_forward() {
         let mut f = TermFloor::default();
         assert!(f.allows(Some(1)));
-        f.see(Some(7));
-        f.see(Some(5));
-        f.see(None);
+        f.see(Evidence::Claims, Some(7));
+        f.see(Evidence::Claims, Some(5));
+        f.see(Evidence::Claims, None);
         assert_eq!(f.highest(), Some(7));
         assert!(
             !f.allows(Some(6)),
@@ -236,5 +259,25 @@ mod tests {
         assert!(f.allows(Some(7)));
         assert!(f.allows(Some(8)));
         assert!(f.allows(None));
+    }
+
+    #[test]
+    fn a_claim_begun_before_a_fence_is_stale() {
+        assert!(stale_claim(Evidence::Claims, 2, 3));
+        assert!(!stale_claim(Evidence::Claims, 3, 3), "begun after it");
+        for e in [Evidence::Denies, Evidence::Refused, Evidence::Failed] {
+            assert!(!stale_claim(e, 0, 3), "{e:?} counts whenever it began");
+        }
+    }
+
+    #[test]
+    fn only_claimants_move_the_floor() {
+        let mut f = TermFloor::default();
+        f.see(Evidence::Claims, Some(5));
+        for e in [Evidence::Denies, Evidence::Refused, Evidence::Failed] {
+            f.see(e, Some(9));
+        }
+        assert_eq!(f.highest(), Some(5), "a campaigning follower moved it");
+        assert!(f.allows(Some(5)));
     }
 }

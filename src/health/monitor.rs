@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::counter::{Counter, Health, Transition};
-use super::leader::{decide, Claim, Decision, Evidence, TermFloor};
+use super::leader::{decide, stale_claim, Claim, Decision, Evidence, TermFloor};
 use super::probe::{self, Outcome, ProbeFailure};
 use crate::balance::Picker;
 use crate::config::{BackendConfig, Config, ProbeConfig};
@@ -32,6 +32,9 @@ use crate::routing::{Backend, LeaderInfo, LeaderState, RoutingTable, Shared};
 /// Re-probes asked for by the request path (5xx answers, timeouts) start at
 /// most this often, however many requests ask.
 pub const REPROBE_MIN_GAP: Duration = Duration::from_millis(100);
+
+/// `last_probe.leader_error` of a claim dropped by [`stale_claim`].
+const STALE_CLAIM: &str = "claim dropped: the probe started before the backend was fenced";
 
 /// Which probe a result belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +94,8 @@ enum Msg {
         id: u64,
         kind: Kind,
         outcome: Outcome,
+        /// The backend's [`Backend::fence_count`] when the probe started.
+        fences: u64,
     },
     /// The request path fenced this backend (transport evidence or a
     /// not-leader answer): withdraw its claim and re-probe everyone now.
@@ -383,12 +388,14 @@ fn spawn_probe_loop(
         tokio::time::sleep(jitter.around(Duration::from_millis(5))).await;
         loop {
             let kicked = kick.notified();
+            let fences = backend.fence_count();
             let outcome = probe::probe(&backend, &probe_cfg, term_pointer.as_deref()).await;
             if tx
                 .send(Msg::Probe {
                     id: backend.id,
                     kind,
                     outcome,
+                    fences,
                 })
                 .is_err()
             {
@@ -532,9 +539,14 @@ impl Aggregator {
 
     fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Probe { id, kind, outcome } => {
+            Msg::Probe {
+                id,
+                kind,
+                outcome,
+                fences,
+            } => {
                 let Some(i) = self.index_of(id) else { return };
-                self.on_probe(i, kind, outcome);
+                self.on_probe(i, kind, outcome, fences);
             }
             Msg::Fenced { id } => {
                 let Some(i) = self.index_of(id) else { return };
@@ -627,7 +639,9 @@ impl Aggregator {
         }
     }
 
-    fn on_probe(&mut self, i: usize, kind: Kind, o: Outcome) {
+    /// One probe's answer; `fences`: the backend's fence count when the
+    /// probe started.
+    fn on_probe(&mut self, i: usize, kind: Kind, o: Outcome, fences: u64) {
         let secs = o.latency.as_secs_f64();
         let node = &mut self.nodes[i];
         let b = node.backend.clone();
@@ -661,6 +675,12 @@ impl Aggregator {
             Kind::Leader => {
                 m.probe_leader.observe(secs);
                 let evidence = Evidence::of(&o);
+                if stale_claim(evidence, fences, b.fence_count()) {
+                    tracing::debug!(backend = %b.name(), "leader probe claim dropped: the probe started before the request path fenced the backend");
+                    node.last.leader_latency_ms = Some(secs * 1000.0);
+                    node.last.leader_error = Some(STALE_CLAIM.to_string());
+                    return;
+                }
                 if matches!(evidence, Evidence::Refused | Evidence::Failed) {
                     m.probe_leader_failures.inc();
                 }
@@ -676,7 +696,7 @@ impl Aggregator {
                 if o.term.is_some() || o.ok() {
                     node.term = o.term;
                 }
-                self.terms.see(o.term);
+                self.terms.see(evidence, o.term);
                 node.last.leader_claim = Some(node.claim.is_claiming());
                 node.last.leader_latency_ms = Some(secs * 1000.0);
                 node.last.leader_error = match &o.result {

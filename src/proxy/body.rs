@@ -89,9 +89,18 @@ pub struct Upload {
     waiting_on_client: AtomicBool,
     frames: AtomicU64,
     notify: Notify,
+    /// Set when the body failed on the client's side (too large, stalled,
+    /// aborted): whatever the upstream side reports afterwards (a reset
+    /// stream, a broken pipe) is a consequence of that, not the backend's.
+    client_failure: std::sync::OnceLock<super::error::ProxyError>,
 }
 
 impl Upload {
+    /// The client's body failure that ended this upload, if it did.
+    pub fn client_failure(&self) -> Option<&super::error::ProxyError> {
+        self.client_failure.get()
+    }
+
     /// The body has ended (or failed, or was dropped).
     pub fn is_done(&self) -> bool {
         self.done.load(Ordering::Acquire)
@@ -131,6 +140,21 @@ impl Upload {
 
 /// Marks the [`Upload`] done when the body ends or is dropped.
 pub struct UploadTx(Arc<Upload>);
+
+/// Ends a streamed body with the client's failure `e`, recorded first in
+/// its [`Upload`] (if one is watched) so the attempt sending it blames the
+/// client whatever the upstream side reports.
+fn client_failed(
+    upload: &mut Option<UploadTx>,
+    e: ClientBodyError,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    if let Some(u) = upload.take() {
+        let _ =
+            u.0.client_failure
+                .set(super::error::ProxyError::from_client_body(&e));
+    }
+    Poll::Ready(Some(Err(e.into())))
+}
 
 impl Drop for UploadTx {
     fn drop(&mut self) {
@@ -212,10 +236,7 @@ impl Body for UpBody {
                     if let Some(d) = frame.data_ref() {
                         let n = d.len() as u64;
                         if n > *remaining {
-                            upload.take();
-                            return Poll::Ready(Some(
-                                Err(ClientBodyError::TooLarge(*limit).into()),
-                            ));
+                            return client_failed(upload, ClientBodyError::TooLarge(*limit));
                         }
                         *remaining -= n;
                     }
@@ -228,10 +249,7 @@ impl Body for UpBody {
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(Some(Err(e))) => {
-                    upload.take();
-                    Poll::Ready(Some(Err(ClientBodyError::Aborted(e).into())))
-                }
+                Poll::Ready(Some(Err(e))) => client_failed(upload, ClientBodyError::Aborted(e)),
                 Poll::Ready(None) => {
                     upload.take();
                     Poll::Ready(None)
@@ -241,9 +259,8 @@ impl Body for UpBody {
                         u.0.waiting_on_client.store(true, Ordering::Relaxed);
                     }
                     if idle.expired(cx) {
-                        upload.take();
                         let limit = idle.limit.unwrap_or_default();
-                        return Poll::Ready(Some(Err(ClientBodyError::Idle(limit).into())));
+                        return client_failed(upload, ClientBodyError::Idle(limit));
                     }
                     Poll::Pending
                 }

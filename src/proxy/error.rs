@@ -9,7 +9,7 @@ use http::{Response, StatusCode};
 
 use super::body::DownBody;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProxyError {
     #[error("no leader is known (waited {}ms for one)", .waited.as_millis())]
     NoLeader { waited: Duration },

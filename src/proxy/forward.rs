@@ -191,21 +191,40 @@ pub enum Attempt {
 /// Who or what a failed attempt says something about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cause {
-    /// The backend's connection broke (reset, closed, broken HTTP) before a
-    /// response head arrived: evidence that the backend may be gone.
+    /// A newly opened connection broke (reset, closed, broken HTTP) before
+    /// a response head arrived: evidence that the backend may be gone.
     Transport,
+    /// A reused (pooled) connection broke after the request may have gone
+    /// out: the backend closing an idle connection as the request arrived
+    /// looks the same as a crash, so only a probe can tell.
+    Reused,
     /// No response head within the time limit: the backend may be dead or
     /// just slow; only a probe can tell.
     Timeout,
     /// The client's request body failed (too large, stalled, aborted): says
     /// nothing about the backend.
     Client,
+    /// The backend refused the HTTP/2 stream (`REFUSED_STREAM`, RFC 9113
+    /// §8.7): the request was not processed, and the backend is up (too
+    /// many streams, shutting a connection down). Not evidence.
+    Refused,
 }
 
 /// An attempt that failed after the request may have reached the backend.
 pub struct Failed {
     pub error: ProxyError,
     pub cause: Cause,
+}
+
+impl Failed {
+    /// The failure on a connection taken from the pool: a transport
+    /// failure there is [`Cause::Reused`], not evidence.
+    fn on_pooled(mut self, pooled: bool) -> Failed {
+        if pooled && self.cause == Cause::Transport {
+            self.cause = Cause::Reused;
+        }
+        self
+    }
 }
 
 /// Options for one attempt.
@@ -226,9 +245,31 @@ pub struct SendOpts {
     pub h2: bool,
 }
 
-/// Sorts a send error: a failure of the client's body (found in the error's
-/// source chain) blames the client; anything else is the backend's transport.
-fn failed(backend: &Backend, e: &(dyn std::error::Error + 'static)) -> Failed {
+/// Sorts a send error: a failure of the client's body blames the client —
+/// recorded in the `upload` when the proxy cut the body (the upstream side
+/// may report only what followed: a reset stream, a broken pipe), or found
+/// in the error's source chain; anything else is the backend's transport.
+fn failed(
+    backend: &Backend,
+    e: &(dyn std::error::Error + 'static),
+    upload: Option<&Upload>,
+) -> Failed {
+    if let Some(c) = upload.and_then(Upload::client_failure) {
+        return Failed {
+            error: c.clone(),
+            cause: Cause::Client,
+        };
+    }
+    if refused_stream(e) {
+        return Failed {
+            error: ProxyError::Upstream {
+                backend: backend.name().to_string(),
+                reason: "the backend refused the stream (REFUSED_STREAM); nothing was processed"
+                    .into(),
+            },
+            cause: Cause::Refused,
+        };
+    }
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = src {
         if let Some(cb) = c.downcast_ref::<ClientBodyError>() {
@@ -259,6 +300,19 @@ fn busy(backend: &Backend, req: Request<UpBody>, b: pool::Busy, waited: Duration
             waited,
         },
     )
+}
+
+/// Whether an HTTP/2 error (anywhere in the source chain) is the peer's
+/// `REFUSED_STREAM`, which guarantees the request was not processed.
+fn refused_stream(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = src {
+        if let Some(h) = c.downcast_ref::<h2::Error>() {
+            return h.reason() == Some(h2::Reason::REFUSED_STREAM) && h.is_remote();
+        }
+        src = c.source();
+    }
+    false
 }
 
 fn timed_out(backend: &Backend, after: Duration) -> Attempt {
@@ -321,8 +375,11 @@ async fn response_head_streaming<F: std::future::Future>(
 }
 
 /// Sends `req` to `backend`, reusing a pooled connection when one is
-/// usable. A pooled connection found dead before the request was written is
-/// replaced by a fresh one, transparently.
+/// usable. A pooled connection found dead before any byte of the request
+/// was written says nothing about the backend (it may have closed an idle
+/// connection, or a peer reset it): the request goes out on a newly opened
+/// connection instead. Only a fresh connection failing — to connect, or
+/// before a byte was written — is a [`Attempt::NotSent`] (evidence).
 pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> Attempt {
     if o.h2 && backend.upstream_h2() {
         // Boxed: keeps the HTTP/1.1 future, the common one, small.
@@ -334,18 +391,18 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
     }
     let upload = req.body_mut().track_upload();
     let mut head_buf = Vec::with_capacity(512);
-    // At most a few dead pooled connections are skipped, then a new one is opened.
-    for _ in 0..4 {
-        let reuse = Some((o.min_gen, o.max_idle));
-        // Boxed: waiting for a connection is the rare path; its future (timer,
-        // semaphore, notification) stays out of every request's future.
-        let found = match backend.pool.try_checkout(o.worker, reuse) {
-            Some(c) => Ok(c),
-            None => {
-                let wait = backend.pool.checkout(o.worker, reuse, o.connect_timeout);
-                Box::pin(wait).await
-            }
-        };
+    let reuse = Some((o.min_gen, o.max_idle));
+    // Boxed: waiting for a connection is the rare path; its future (timer,
+    // semaphore, notification) stays out of every request's future.
+    let mut found = match backend.pool.try_checkout(o.worker, reuse) {
+        Some(c) => Ok(c),
+        None => {
+            let wait = backend.pool.checkout(o.worker, reuse, o.connect_timeout);
+            Box::pin(wait).await
+        }
+    };
+    // One pooled connection at most, then a new one.
+    loop {
         let (conn, fresh) = match found {
             Ok(pool::Checkout::Pooled(c)) => (c, false),
             Ok(pool::Checkout::Open(permit)) => {
@@ -353,16 +410,7 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
                 // large; inline it would be copied with every request's future.
                 match Box::pin(pool::connect(backend, o.connect_timeout, o.gen, permit)).await {
                     Ok(c) => (c, true),
-                    Err(e) => {
-                        backend.metrics().connect_errors.inc();
-                        return Attempt::NotSent(
-                            req,
-                            ProxyError::Connect {
-                                backend: backend.name().to_string(),
-                                reason: e.to_string(),
-                            },
-                        );
-                    }
+                    Err(e) => return not_sent(backend, req, e.to_string()),
                 }
             }
             Err(b) => return busy(backend, req, b, o.connect_timeout),
@@ -372,28 +420,33 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
             None => return timed_out(backend, o.response_timeout),
             Some(Ok(resp)) => return Attempt::Answered(resp.map(Either::Left)),
             Some(Err(SendError::NotSent(back, e))) => {
-                // No byte was written: a pooled socket the backend had closed
-                // is replaced; a fresh one failing is a connect failure.
+                // No byte was written: a dead pooled socket is replaced by
+                // a new one; a new one failing is a connect failure.
                 req = *back;
                 if fresh {
-                    backend.metrics().connect_errors.inc();
-                    return Attempt::NotSent(
-                        req,
-                        ProxyError::Connect {
-                            backend: backend.name().to_string(),
-                            reason: e.to_string(),
-                        },
-                    );
+                    return not_sent(backend, req, e.to_string());
                 }
+                // The dead one's permit is back: room for a new connection.
+                let room = backend.pool.room(o.worker, o.connect_timeout);
+                found = Box::pin(room).await.map(pool::Checkout::Open);
             }
-            Some(Err(SendError::Failed(e))) => return Attempt::Failed(failed(backend, &*e)),
+            Some(Err(SendError::Failed(e))) => {
+                let f = failed(backend, &*e, upload.as_deref()).on_pooled(!fresh);
+                return Attempt::Failed(f);
+            }
         }
     }
+}
+
+/// A request that provably did not reach `backend` because a new
+/// connection to it failed: transport evidence.
+fn not_sent(backend: &Backend, req: Request<UpBody>, reason: String) -> Attempt {
+    backend.metrics().connect_errors.inc();
     Attempt::NotSent(
         req,
         ProxyError::Connect {
             backend: backend.name().to_string(),
-            reason: "every pooled connection was closed".into(),
+            reason,
         },
     )
 }
@@ -437,16 +490,7 @@ async fn send_h2(
     o: &SendOpts,
 ) -> Result<Attempt, Request<UpBody>> {
     let upload = req.body_mut().track_upload();
-    let not_sent = |req, reason: String| {
-        backend.metrics().connect_errors.inc();
-        Attempt::NotSent(
-            req,
-            ProxyError::Connect {
-                backend: backend.name().to_string(),
-                reason,
-            },
-        )
-    };
+    let not_sent = |req, reason: String| not_sent(backend, req, reason);
     // Turned into an HTTP/2 request once a connection is there.
     let mut converted = false;
     // One pooled try, then one fresh connection.
@@ -474,6 +518,13 @@ async fn send_h2(
             to_h2(&mut req, backend);
             converted = true;
         }
+        // A stream the pooled connection's peer refuses goes out again on a
+        // new connection: kept when the body is in memory (cheap to copy).
+        let copy = if fresh {
+            None
+        } else {
+            super::service::try_clone(&req)
+        };
         if h2.tx.ready().await.is_err() {
             if fresh {
                 return Ok(not_sent(
@@ -496,11 +547,15 @@ async fn send_h2(
                 Some(back) if !fresh => req = back,
                 Some(back) => return Ok(not_sent(back, e.error().to_string())),
                 None => {
-                    let f = failed(backend, e.error());
-                    if f.cause == Cause::Transport {
-                        backend.pool.forget_h2(o.worker, &h2);
+                    let f = failed(backend, e.error(), upload.as_deref());
+                    match (f.cause, copy) {
+                        (Cause::Refused, Some(again)) => req = again,
+                        (Cause::Transport, _) => {
+                            backend.pool.forget_h2(o.worker, &h2);
+                            return Ok(Attempt::Failed(f.on_pooled(!fresh)));
+                        }
+                        _ => return Ok(Attempt::Failed(f)),
                     }
-                    return Ok(Attempt::Failed(f));
                 }
             },
         }
@@ -511,6 +566,75 @@ async fn send_h2(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A backend that answers every request on every connection with an
+    /// empty 200.
+    async fn answering_backend() -> (Backend, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut seen = Vec::new();
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.drain(..end + 4);
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                            if s.write_all(ok).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (Backend::for_test(&addr), server)
+    }
+
+    #[tokio::test]
+    async fn dead_pooled_connections_are_replaced_not_reported_as_not_sent() {
+        let (backend, server) = answering_backend().await;
+        // Four pooled connections that look idle and fine (their peer
+        // keeps them open and silent) but fail the first write (their
+        // sending side is shut): "not sent" each.
+        let (held, keep) = pool::tests::holder().await;
+        for _ in 0..4 {
+            let s = tokio::net::TcpStream::connect(&held).await.unwrap();
+            socket2::SockRef::from(&s)
+                .shutdown(std::net::Shutdown::Write)
+                .unwrap();
+            let conn = pool::Conn::new(crate::upstream::connect::UpstreamStream::Plain(s), 0);
+            backend.pool.put(0, conn);
+        }
+        let o = SendOpts {
+            worker: 0,
+            min_gen: 0,
+            gen: 0,
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(2),
+            max_idle: Duration::from_secs(60),
+            h2: false,
+        };
+        let req = Request::builder()
+            .method("PUT")
+            .uri("/k")
+            .body(UpBody::Full(Some(bytes::Bytes::from_static(b"v"))))
+            .unwrap();
+        match send(&backend, req, &o).await {
+            Attempt::Answered(r) => assert_eq!(r.status(), 200),
+            Attempt::NotSent(_, e) => panic!("not sent (evidence against a healthy backend): {e}"),
+            Attempt::Failed(f) => panic!("failed: {}", f.error),
+            Attempt::Busy(_, e) => panic!("busy: {e}"),
+        }
+        server.abort();
+        keep.abort();
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_streaming_body_stuck_at_the_backend_times_out() {

@@ -385,12 +385,12 @@ pub async fn connect_h2(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A listener that accepts connections and keeps them open (the client
     /// side's HTTP/1.1 handshake needs no answer).
-    async fn holder() -> (String, tokio::task::JoinHandle<()>) {
+    pub(crate) async fn holder() -> (String, tokio::task::JoinHandle<()>) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
         let h = tokio::spawn(async move {
@@ -402,25 +402,6 @@ mod tests {
         (addr, h)
     }
 
-    fn backend(addr: &str) -> Backend {
-        Backend::new(
-            &crate::config::BackendConfig {
-                name: "b".into(),
-                authority: addr.parse().unwrap(),
-                url: format!("http://{addr}"),
-                weight: 1,
-                h2c: false,
-                tls: None,
-                zone: None,
-                priority: 0,
-                max_connections: None,
-            },
-            &crate::metrics::Metrics::new(),
-            1,
-            8,
-        )
-    }
-
     /// A permit for a new connection, or a panic.
     async fn room(pool: &Pool, worker: usize) -> OwnedSemaphorePermit {
         pool.room(worker, Duration::ZERO).await.expect("room")
@@ -429,7 +410,7 @@ mod tests {
     #[tokio::test]
     async fn sweep_closes_the_expired_oldest_first_and_keeps_the_rest() {
         let (addr, server) = holder().await;
-        let backend = backend(&addr);
+        let backend = Backend::for_test(&addr);
         let pool = Pool::new(2, 8);
         let t = Duration::from_secs(1);
         let a = connect(&backend, t, 0, room(&pool, 0).await).await.unwrap();
@@ -458,7 +439,7 @@ mod tests {
     #[tokio::test]
     async fn checkout_waits_for_a_returned_connection_then_gives_up() {
         let (addr, server) = holder().await;
-        let backend = backend(&addr);
+        let backend = Backend::for_test(&addr);
         let pool = Pool::new(2, 1);
         let t = Duration::from_secs(1);
         let reuse = Some((0, Duration::from_secs(60)));

@@ -26,6 +26,55 @@ fn passive_failure(proxy: &Proxy, t: &RoutingTable, b: &Backend) {
     }
 }
 
+/// Whether `b` is the leader of `t`.
+fn leads(t: &RoutingTable, b: &Backend) -> bool {
+    t.leader().is_some_and(|l| l.id == b.id)
+}
+
+/// The read failed on `b` with evidence about it (a new connection
+/// failed, or it broke before any response byte): passive health for a
+/// follower; for the leader, the same fence a write would set, so the
+/// monitor re-probes at once and the hold ends at the next election.
+fn evidence(proxy: &Proxy, t: &RoutingTable, b: &Backend) {
+    if leads(t, b) {
+        proxy.monitor.fence(b);
+    } else {
+        passive_failure(proxy, t, b);
+    }
+}
+
+/// A read that failed on the leader `failed` with no other backend to
+/// retry on in the table it was routed by (one that must see an earlier
+/// write has only the leader, or `fallback_to_leader` with no follower):
+/// reads are safe to send again, so it is held, like a write, up to
+/// `writes.hold` after it arrived, for the next leader or a follower whose
+/// position qualifies. `None`: not the leader, or nothing within the hold.
+async fn hold(
+    proxy: &Proxy,
+    t: &RoutingTable,
+    ctx: &Ctx,
+    need: Need,
+    failed: &Backend,
+) -> Option<Arc<Backend>> {
+    if !leads(t, failed) {
+        return None;
+    }
+    let cfg = &t.cfg;
+    let deadline = ctx.arrived + cfg.writes.hold;
+    let recheck = cfg.leader.probe.interval * 2;
+    let ip = ctx.client.client_ip;
+    tracing::debug!(backend = %failed.name(), "read failed on the leader; held for the next one");
+    let nt = proxy
+        .shared
+        .wait_for_read(deadline, Some(failed.id), recheck, ip, need)
+        .await?;
+    // The wait may have ended on a recheck that forgot `failed`.
+    let again = nt
+        .pick_for(ip, need, Some(failed.id))
+        .or_else(|| nt.pick_for(ip, need, None));
+    again.map(|(b, _)| b.clone())
+}
+
 fn no_read_target(t: &RoutingTable) -> ProxyError {
     match &t.leader {
         LeaderState::SplitBrain(names) if t.cfg.reads.fallback_to_leader => {
@@ -111,7 +160,7 @@ pub(super) async fn read(
             (None, spare)
         }
         Attempt::NotSent(req, e) => {
-            passive_failure(proxy, t, &first);
+            evidence(proxy, t, &first);
             (Some(e), spare.or(Some(req)))
         }
         // All its connections in use: another follower may have room; not
@@ -123,10 +172,24 @@ pub(super) async fn read(
             // A long-poll that timed out says nothing about the backend, and
             // repeating it would double the client's wait.
             Cause::Timeout if ctx.route.long_poll => return Err(blame(f.error, &first)),
-            Cause::Timeout | Cause::Transport => {
+            Cause::Timeout => {
                 passive_failure(proxy, t, &first);
                 (Some(f.error), spare)
             }
+            // Maybe the backend's idle close: retried, counted for nothing;
+            // a probe tells whether the leader is still there.
+            Cause::Reused => {
+                if leads(t, &first) {
+                    proxy.monitor.reprobe();
+                }
+                (Some(f.error), spare)
+            }
+            Cause::Transport => {
+                evidence(proxy, t, &first);
+                (Some(f.error), spare)
+            }
+            // Not processed, nothing against the backend: try another.
+            Cause::Refused => (Some(f.error), spare),
         },
     };
     drop(rel);
@@ -137,8 +200,12 @@ pub(super) async fn read(
         });
         return Err(blame(err, &first));
     };
-    let Some(second) = target(proxy, t, ip, need, Some(first.id)).cloned() else {
-        return Err(blame(err.unwrap_or(ProxyError::NoBackend), &first));
+    let second = match target(proxy, t, ip, need, Some(first.id)) {
+        Some(b) => b.clone(),
+        None => match Box::pin(hold(proxy, t, ctx, need, &first)).await {
+            Some(b) => b,
+            None => return Err(blame(err.unwrap_or(ProxyError::NoBackend), &first)),
+        },
     };
     proxy.metrics.reads_retried.inc();
     let rel = Release::begin(&second, ctx.worker);
@@ -159,7 +226,7 @@ pub(super) async fn read(
         Attempt::Busy(_, e) => Err(blame(e, &second)),
         Attempt::Failed(f) => {
             let backend_caused = match f.cause {
-                Cause::Client => false,
+                Cause::Client | Cause::Refused | Cause::Reused => false,
                 Cause::Timeout => !ctx.route.long_poll,
                 Cause::Transport => true,
             };

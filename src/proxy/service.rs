@@ -263,11 +263,19 @@ pub(super) fn blame(err: ProxyError, backend: &Arc<Backend>) -> Failure {
 
 pub(super) type Routed = Result<(Response<DownBody>, Arc<Backend>), Failure>;
 
-/// PUT and DELETE are idempotent (RFC 9110 §9.2.2); so is any request that
-/// carries an `Idempotency-Key` the backend deduplicates by.
-pub(super) fn is_idempotent(method: &http::Method, headers: &http::HeaderMap) -> bool {
-    matches!(*method, http::Method::PUT | http::Method::DELETE)
-        || headers.contains_key(&IDEMPOTENCY_KEY)
+/// Whether a request may be applied twice with the same result: as its
+/// route says (`routes[].idempotent`), else PUT and DELETE (RFC 9110
+/// §9.2.2) and any request that carries an `Idempotency-Key` the backend
+/// deduplicates by.
+pub(super) fn is_idempotent(
+    route: &Route,
+    method: &http::Method,
+    headers: &http::HeaderMap,
+) -> bool {
+    route.idempotent.unwrap_or_else(|| {
+        matches!(*method, http::Method::PUT | http::Method::DELETE)
+            || headers.contains_key(&IDEMPOTENCY_KEY)
+    })
 }
 
 async fn dispatch(
@@ -294,7 +302,7 @@ async fn dispatch(
         Role::Write => {
             !cfg.writes.not_leader.is_empty()
                 || (cfg.writes.retry_ambiguous == RetryAmbiguous::Idempotent
-                    && is_idempotent(&parts.method, &parts.headers))
+                    && is_idempotent(&ctx.route, &parts.method, &parts.headers))
         }
     };
     forward::prepare_request(&mut parts, ctx.client.peer.ip(), ctx.client.tls);

@@ -11,9 +11,10 @@
 //!   (`Attempt::Busy`, 503 `upstream_busy`) was not sent: it is neither
 //!   re-sent nor evidence against the leader.
 //! - Only evidence about the backend moves the leader: a connect failure, a
-//!   reset before any response byte or a not-leader answer fences it at
-//!   once; a 5xx answer or a timeout asks the monitor for a re-probe and
-//!   keeps routing; a failure of the client's body counts for nothing.
+//!   new connection reset before any response byte or a not-leader answer
+//!   fences it at once; a 5xx answer, a timeout or a pooled connection that
+//!   broke asks the monitor for a re-probe and keeps routing; a failure of
+//!   the client's body or a refused HTTP/2 stream counts for nothing.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -244,7 +245,7 @@ pub(super) async fn write(proxy: &Proxy, ctx: &Ctx, mut req: Request<UpBody>) ->
     // Bound each wait so a leader that failed once but was not replaced is tried again.
     let recheck = cfg.leader.probe.interval * 2;
     let retry_ambiguous = cfg.writes.retry_ambiguous == RetryAmbiguous::Idempotent
-        && is_idempotent(req.method(), req.headers());
+        && is_idempotent(&ctx.route, req.method(), req.headers());
     let keep_copy = !cfg.writes.not_leader.is_empty() || retry_ambiguous;
     let ryw = cfg.reads.consistency == Consistency::ReadYourWrites;
     if ryw {
@@ -359,7 +360,11 @@ pub(super) async fn write(proxy: &Proxy, ctx: &Ctx, mut req: Request<UpBody>) ->
                     Cause::Client => return Err(blame(f.error, &leader)),
                     Cause::Transport => proxy.monitor.fence(&leader),
                     Cause::Timeout if ctx.route.long_poll => {}
-                    Cause::Timeout => proxy.monitor.reprobe(),
+                    // A pooled connection's failure may be its idle close.
+                    Cause::Timeout | Cause::Reused => proxy.monitor.reprobe(),
+                    // Not processed, and nothing against the leader (a new
+                    // connection was already tried): the client may retry.
+                    Cause::Refused => return Err(blame(f.error, &leader)),
                 }
                 // It may have been applied: re-sent only when the operator
                 // opted in for idempotent writes, once, within the hold.

@@ -104,6 +104,12 @@ pub struct Route {
     /// forwarded, and the connection becomes a byte tunnel to the chosen
     /// backend; elsewhere they are answered 501.
     pub upgrade: bool,
+    /// Whether a request on this route may be applied twice with the same
+    /// result (`writes.retry_ambiguous: idempotent` re-sends only those):
+    /// `None` (the default) decides by method (PUT, DELETE) or an
+    /// `Idempotency-Key` header; `Some` decides whatever the method (webdis
+    /// puts `INCR` in the path of a `PUT`).
+    pub idempotent: Option<bool>,
 }
 
 impl Route {
@@ -113,6 +119,7 @@ impl Route {
         timeout: None,
         long_poll: false,
         upgrade: false,
+        idempotent: None,
     };
 }
 

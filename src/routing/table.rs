@@ -305,14 +305,48 @@ impl Shared {
     pub async fn wait_for_leader(
         &self,
         deadline: Instant,
+        avoid: Option<u64>,
+        recheck: std::time::Duration,
+    ) -> Option<Arc<RoutingTable>> {
+        self.wait_for(deadline, avoid, recheck, |t, avoid| {
+            t.write_leader().is_some_and(|l| avoid != Some(l.id))
+        })
+        .await
+    }
+
+    /// Waits like [`Shared::wait_for_leader`] until a table has a target
+    /// for a read that failed on `avoid` ([`RoutingTable::pick_for`]): a
+    /// read held through a failover goes to the next leader, or to a
+    /// follower whose position qualifies.
+    pub async fn wait_for_read(
+        &self,
+        deadline: Instant,
+        avoid: Option<u64>,
+        recheck: std::time::Duration,
+        client: IpAddr,
+        need: Need,
+    ) -> Option<Arc<RoutingTable>> {
+        self.wait_for(deadline, avoid, recheck, |t, avoid| {
+            t.ready && t.pick_for(client, need, avoid).is_some()
+        })
+        .await
+    }
+
+    /// The wait loop of [`Shared::wait_for_leader`] and
+    /// [`Shared::wait_for_read`]: until `usable(table, avoid)` holds, or
+    /// `deadline`; `avoid` is forgotten after a `recheck` with no new table.
+    async fn wait_for(
+        &self,
+        deadline: Instant,
         mut avoid: Option<u64>,
         recheck: std::time::Duration,
+        usable: impl Fn(&RoutingTable, Option<u64>) -> bool,
     ) -> Option<Arc<RoutingTable>> {
         let mut rx = self.subscribe();
         loop {
             rx.borrow_and_update();
             let t = self.load();
-            if t.write_leader().is_some_and(|l| avoid != Some(l.id)) {
+            if usable(&t, avoid) {
                 return Some(t);
             }
             let now = Instant::now();
@@ -323,7 +357,7 @@ impl Shared {
             match tokio::time::timeout_at(wake, rx.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return None,
-                // Nothing new within `recheck`: the avoided leader may be fine after all.
+                // Nothing new within `recheck`: the avoided backend may be fine after all.
                 Err(_) => avoid = None,
             }
         }

@@ -71,8 +71,14 @@ pub struct FakeState {
     pub accepted: AtomicUsize,
     /// Delay before answering a health or leader probe.
     pub probe_delay_ms: AtomicU64,
-    /// Delay before answering a leader probe (on top of `probe_delay_ms`).
+    /// Delay before answering a leader probe (on top of `probe_delay_ms`),
+    /// read when the probe arrives.
     pub leader_probe_delay_ms: AtomicU64,
+    /// Leader probes arrived so far (counted before any delay; `probes`
+    /// counts answers).
+    pub leader_probes_started: AtomicUsize,
+    /// New connections may speak h2c (prior knowledge) as well as HTTP/1.1.
+    pub h2c: std::sync::atomic::AtomicBool,
 }
 
 pub struct Fake {
@@ -120,6 +126,9 @@ async fn answer(
     req: Request<Incoming>,
 ) -> Result<Response<FakeBody>, Cut> {
     let path = req.uri().path().to_string();
+    if path == "/leader" {
+        st.leader_probes_started.fetch_add(1, Ordering::Relaxed);
+    }
     if matches!(path.as_str(), "/health" | "/leader") {
         let d = st.probe_delay_ms.load(Ordering::Relaxed)
             + if path == "/leader" {
@@ -228,6 +237,12 @@ fn futures_stream(
 
 /// `tokio::sync::mpsc::Receiver` as a `futures` stream (no extra crate).
 pub struct ReceiverStream<T>(tokio::sync::mpsc::Receiver<T>);
+
+impl<T> ReceiverStream<T> {
+    pub fn new(rx: tokio::sync::mpsc::Receiver<T>) -> ReceiverStream<T> {
+        ReceiverStream(rx)
+    }
+}
 
 impl<T> futures_core::Stream for ReceiverStream<T> {
     type Item = T;
@@ -375,6 +390,8 @@ impl Fake {
             accepted: AtomicUsize::new(0),
             probe_delay_ms: AtomicU64::new(0),
             leader_probe_delay_ms: AtomicU64::new(0),
+            leader_probes_started: AtomicUsize::new(0),
+            h2c: std::sync::atomic::AtomicBool::new(false),
         });
         let f = Fake {
             addr,
@@ -396,11 +413,20 @@ impl Fake {
                 };
                 let st = st.clone();
                 let conn = st.accepted.fetch_add(1, Ordering::Relaxed);
+                let st2 = st.clone();
                 conns.lock().unwrap().spawn(async move {
                     let svc = service_fn(move |req| {
                         let st = st.clone();
                         answer(st, conn, req)
                     });
+                    if st2.h2c.load(Ordering::Relaxed) {
+                        let _ = hyper_util::server::conn::auto::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                        return;
+                    }
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(s), svc)
                         .await;
@@ -408,6 +434,11 @@ impl Fake {
             }
         });
         *self.tasks.lock().unwrap() = Some(h.abort_handle());
+    }
+
+    /// New connections may speak h2c too (for backends with `h2c: true`).
+    pub fn speak_h2c(&self) {
+        self.state.h2c.store(true, Ordering::Relaxed);
     }
 
     pub fn set_role(&self, r: Role) {

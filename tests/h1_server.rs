@@ -177,60 +177,86 @@ async fn slow_clients_are_cut() {
     assert_eq!(f.count(), 1);
 }
 
-/// A raw backend: leads (answers `/leader` and `/health` with 200), and
-/// answers an `Upgrade` request with 101 and then echoes every byte upper-cased.
-async fn upgrade_backend() -> std::net::SocketAddr {
+/// Request heads a raw backend received (probes left out): the number of
+/// the connection each came on, and the head, lowercased.
+type Heads = std::sync::Arc<std::sync::Mutex<Vec<(usize, String)>>>;
+
+/// A raw backend: leads (answers `/leader` and `/health` with 200), and by
+/// the request: `Upgrade: echo` gets 101, then every byte echoed
+/// upper-cased; `Upgrade: refuse` gets a 426 with a body; `/spurious` gets
+/// a 101 nobody asked for; anything else a 200 `ok`. Connections stay open
+/// for more heads (except in echo mode).
+async fn upgrade_backend() -> (std::net::SocketAddr, Heads) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
+    let heads = Heads::default();
+    let seen = heads.clone();
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut tmp = [0u8; 1024];
-                let end = loop {
-                    let n = match s.read(&mut tmp).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    buf.extend_from_slice(&tmp[..n]);
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i + 4;
-                    }
-                };
-                let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                if !head.contains("upgrade: echo") {
-                    let _ = s
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                        )
-                        .await;
-                    return;
-                }
-                assert!(head.contains("connection: upgrade"), "{head}");
-                assert!(head.contains("x-forwarded-for: 127.0.0.1"), "{head}");
-                s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\nconnection: upgrade\r\n\r\n")
-                    .await
-                    .unwrap();
-                let mut pending = buf[end..].to_ascii_uppercase();
-                loop {
-                    if !pending.is_empty() {
-                        s.write_all(&pending).await.unwrap();
-                        pending.clear();
-                    }
-                    match s.read(&mut tmp).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => pending.extend(tmp[..n].to_ascii_uppercase()),
-                    }
-                }
-            });
+        let mut n = 0;
+        while let Ok((s, _)) = l.accept().await {
+            n += 1;
+            tokio::spawn(raw_backend_conn(s, n, seen.clone()));
         }
     });
-    addr
+    (addr, heads)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upgrade_on_an_upgrade_route_becomes_a_tunnel() {
-    let addr = upgrade_backend().await;
+async fn raw_backend_conn(mut s: TcpStream, conn: usize, seen: Heads) {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 1024];
+    loop {
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match s.read(&mut tmp).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+        buf.drain(..end);
+        let probe = head.starts_with("get /leader ") || head.starts_with("get /health ");
+        if !probe {
+            seen.lock().unwrap().push((conn, head.clone()));
+        }
+        let answer: &[u8] = if head.contains("upgrade: echo") {
+            break;
+        } else if head.contains("upgrade: refuse") {
+            b"HTTP/1.1 426 Upgrade Required\r\ncontent-length: 4\r\n\r\nnope"
+        } else if head.starts_with("get /spurious ") {
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\nconnection: upgrade\r\n\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+        };
+        if s.write_all(answer).await.is_err() {
+            return;
+        }
+    }
+    let head = &seen.lock().unwrap().last().unwrap().1.clone();
+    assert!(head.contains("connection: upgrade"), "{head}");
+    assert!(head.contains("x-forwarded-for: 127.0.0.1"), "{head}");
+    s.write_all(
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\nconnection: upgrade\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut pending = buf.to_ascii_uppercase();
+    loop {
+        if !pending.is_empty() {
+            s.write_all(&pending).await.unwrap();
+            pending.clear();
+        }
+        match s.read(&mut tmp).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => pending.extend(tmp[..n].to_ascii_uppercase()),
+        }
+    }
+}
+
+/// A proxy in front of one raw backend, with `/ws` an upgrade route.
+async fn upgrade_proxy() -> (Proxy, Heads) {
+    let (addr, heads) = upgrade_backend().await;
     let cfg = format!(
         "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nworkers: 1\n\
          backends: [ {{ name: u, url: \"http://{addr}\" }} ]\n\
@@ -240,6 +266,72 @@ async fn an_upgrade_on_an_upgrade_route_becomes_a_tunnel() {
     );
     let p = Proxy::start(&cfg).await;
     p.wait_leader(Some("u"), Duration::from_secs(3)).await;
+    (p, heads)
+}
+
+/// The heads seen whose request line starts with `start`.
+fn heads_for(heads: &Heads, start: &str) -> Vec<(usize, String)> {
+    let h = heads.lock().unwrap();
+    h.iter()
+        .filter(|(_, h)| h.starts_with(start))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_answered_without_101_stays_http() {
+    let (p, heads) = upgrade_proxy().await;
+    // The next request is pipelined right behind the upgrade request: it
+    // must be parsed and forwarded as HTTP, not relayed byte for byte.
+    let (out, closed) = exchange(
+        p.addr,
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: refuse\r\n\r\n\
+          GET /ws/next HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(closed, "{out}");
+    assert!(out.starts_with("HTTP/1.1 426 "), "{out}");
+    assert!(out.contains("nope"), "{out}");
+    let next = out.find("HTTP/1.1 200 ").expect(&out);
+    assert!(out[next..].ends_with("ok"), "{out}");
+    let ws = heads_for(&heads, "get /ws ");
+    let after = heads_for(&heads, "get /ws/next ");
+    assert_eq!((ws.len(), after.len()), (1, 1), "{heads:?}");
+    assert!(
+        after[0].1.contains("x-forwarded-for: 6.6.6.6, 127.0.0.1"),
+        "the next request was relayed as is: {}",
+        after[0].1
+    );
+    assert_ne!(
+        ws[0].0, after[0].0,
+        "the next request went into the upgrade's connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsolicited_101_is_a_502_and_its_connection_is_dropped() {
+    let (p, heads) = upgrade_proxy().await;
+    let r = p.get("/spurious").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    for i in 0..3 {
+        let r = p.get(&format!("/after/{i}")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let spurious = heads_for(&heads, "get /spurious ");
+    assert!(!spurious.is_empty());
+    let bad: Vec<usize> = spurious.iter().map(|(c, _)| *c).collect();
+    let after = heads_for(&heads, "get /after/");
+    assert_eq!(after.len(), 3, "{heads:?}");
+    assert!(
+        after.iter().all(|(c, _)| !bad.contains(c)),
+        "a request went into a switched connection: {heads:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_on_an_upgrade_route_becomes_a_tunnel() {
+    let (p, _heads) = upgrade_proxy().await;
     let mut s = TcpStream::connect(p.addr).await.unwrap();
     s.write_all(
         b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nhello ",

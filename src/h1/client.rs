@@ -223,7 +223,21 @@ pub async fn send(
             return Err(SendError::Failed(e));
         }
     }
-    read_head(conn, is_head).await.map_err(SendError::Failed)
+    read_head(conn, is_head, false)
+        .await
+        .map_err(SendError::Failed)
+}
+
+/// Sends an upgrade request's head (already encoded, see
+/// [`super::rewrite::encode_request`]) over a fresh connection and reads the
+/// answer. A 101 comes back with a body that [`Body::into_switched`] turns
+/// into the raw connection; any other answer is an ordinary response whose
+/// connection is never pooled (the caller gives it no pool to go back to).
+pub(crate) async fn send_upgrade(mut conn: Conn, head: &[u8]) -> Result<Answer, BoxError> {
+    write_all_vectored(&mut conn.io, &mut [IoSlice::new(head)])
+        .await
+        .map_err(|(_, e)| e)?;
+    read_head(conn, false, true).await
 }
 
 /// Streams a body from the client to the backend, chunk-encoded when its
@@ -275,8 +289,11 @@ async fn pump(io: &mut UpstreamStream, body: &mut UpBody, chunked: bool) -> Resu
 }
 
 /// Reads the response head (skipping interim 1xx answers) and makes the
-/// response whose body reads the rest from the same socket.
-async fn read_head(mut conn: Conn, is_head: bool) -> Result<Answer, BoxError> {
+/// response whose body reads the rest from the same socket. A 101 is only
+/// taken as the answer to an upgrade request (`upgrade`); unasked, the
+/// connection has switched to a protocol nobody speaks: an error, and the
+/// connection is dropped (closed), never pooled.
+async fn read_head(mut conn: Conn, is_head: bool, upgrade: bool) -> Result<Answer, BoxError> {
     let limits = Limits::default();
     let mut buf = BytesMut::with_capacity(HEAD_BUF);
     let mut head = ResponseHead::default();
@@ -296,6 +313,9 @@ async fn read_head(mut conn: Conn, is_head: bool) -> Result<Answer, BoxError> {
                     if head.interim {
                         buf.advance(len);
                         continue;
+                    }
+                    if head.status == 101 && !upgrade {
+                        return Err("the backend switched protocols (101) unasked".into());
                     }
                     let resp = to_response(&head, &buf[..len])?;
                     buf.advance(len);
@@ -348,6 +368,13 @@ impl Body {
         let mut c = self.conn.take().filter(|_| reusable)?;
         c.reused = true;
         Some(c)
+    }
+
+    /// The connection of a 101 answer and the bytes the backend sent after
+    /// its head (the first bytes of the new protocol).
+    pub(crate) fn into_switched(mut self) -> Option<(UpstreamStream, BytesMut)> {
+        let conn = self.conn.take()?;
+        Some((conn.io, std::mem::take(&mut self.buf)))
     }
 
     /// Reads more bytes into the buffer; `Ok(0)` at the backend's close.

@@ -269,55 +269,44 @@ pub async fn serve(
         };
         // An upgrade is asked for by `Upgrade` plus the `upgrade` connection
         // option (RFC 9110 §7.8); a lone `Upgrade` field is dropped as hop-by-hop.
+        // One with a body goes on as a plain request (the Upgrade is
+        // dropped): the body could not be told apart from the next request
+        // if the backend does not switch.
         let upgrade = head.upgrade
+            && matches!(head.framing, Framing::None | Framing::Length(0))
             && head
                 .connection
                 .iter()
                 .any(|n| n.get(&raw).eq_ignore_ascii_case(b"upgrade"));
         if upgrade {
-            let t = proxy.shared.load();
-            let route = crate::routing::classify(&t.cfg.routes, req.method(), req.uri().path());
-            if !route.upgrade {
-                let resp = ProxyError::UpgradeNotAllowed.into_response();
-                let _ = write_response(&shared, resp, &mut out, false, false, false).await;
-                break;
-            }
-            let target = match route.role {
-                crate::routing::Role::Read => t.pick_read(client.client_ip),
-                crate::routing::Role::Write => t.write_leader(),
-            };
-            let Some(backend) = target.cloned() else {
-                let resp = ProxyError::NoBackend.into_response();
-                let _ = write_response(&shared, resp, &mut out, false, false, false).await;
-                break;
-            };
-            out.clear();
-            let fwd = super::rewrite::ForwardOpts {
-                client_ip: client.peer.ip(),
-                tls: client.tls,
-                allow_upgrade: true,
-            };
-            super::rewrite::encode_request(&head, &raw, &fwd, &mut out);
-            let connect = crate::upstream::connect::connect(
-                &backend,
-                t.cfg.timeouts.connect,
-                crate::upstream::connect::Alpn::Http1,
-            );
-            let upstream = match connect.await {
-                Ok(u) => u,
-                Err(e) => {
-                    let err = ProxyError::Connect {
-                        backend: backend.name.clone(),
-                        reason: e.to_string(),
-                    };
-                    let _ =
-                        write_response(&shared, err.into_response(), &mut out, false, false, false)
-                            .await;
+            match Box::pin(upgrade_request(proxy, &head, &raw, &req, &client, &mut out)).await {
+                Upgrade::Switched(sw) => {
+                    tunnel = Some(sw);
                     break;
                 }
-            };
-            tunnel = Some((upstream, std::mem::take(&mut out), backend));
-            break;
+                Upgrade::Refused(resp) => {
+                    let _ = write_response(&shared, resp, &mut out, false, false, false).await;
+                    break;
+                }
+                Upgrade::Answered(resp) => {
+                    // Not switched: the connection still speaks HTTP/1.1.
+                    match write_response(
+                        &shared,
+                        resp,
+                        &mut out,
+                        false,
+                        client_11 && keep_alive,
+                        false,
+                    )
+                    .await
+                    {
+                        Ok(true) if keep_alive => {}
+                        _ => break,
+                    }
+                    deadline = Instant::now() + opts.client_idle;
+                    continue;
+                }
+            }
         }
         // A chunked body's first size line is checked before anything is
         // sent upstream: a malformed one is refused like a bad head.
@@ -372,10 +361,10 @@ pub async fn serve(
         }
         deadline = Instant::now() + opts.client_idle;
     }
-    if let Some((upstream, head, backend)) = tunnel {
+    if let Some(sw) = tunnel {
         if let Ok(io) = Arc::try_unwrap(shared) {
             let io = io.into_inner().unwrap_or_else(|e| e.into_inner());
-            run_tunnel(io.stream, io.buf, upstream, head, &backend, &client).await;
+            run_tunnel(io.stream, io.buf, sw, &client).await;
         }
         return Served::Done;
     }
@@ -386,21 +375,146 @@ pub async fn serve(
     Served::Done
 }
 
-/// An upgraded connection: the forwarded head (and whatever the client sent
-/// after it) goes to the backend, then bytes flow both ways until either
-/// side closes. The backend's answer (101 or not) reaches the client as is.
+/// A connection the backend switched (101) for an upgrade request.
+struct Switched {
+    upstream: crate::upstream::connect::UpstreamStream,
+    /// The 101 head for the client, then what the backend sent after it.
+    down: Vec<u8>,
+    backend: Arc<crate::backend::Backend>,
+}
+
+/// What became of an upgrade request.
+enum Upgrade {
+    /// 101: the client connection becomes a tunnel.
+    Switched(Switched),
+    /// Any other answer: an ordinary response, after which the client's
+    /// connection keeps speaking HTTP/1.1 (its upstream one is not pooled).
+    Answered(Response<DownBody>),
+    /// Not allowed here, no backend, or no answer: respond, then close.
+    Refused(Response<DownBody>),
+}
+
+/// Sends an upgrade request (no body: see `serve`) to a backend of its
+/// route's role over a fresh connection and reads the answer. Only a 101
+/// switches; nothing the client sent after the head goes upstream before it.
+async fn upgrade_request(
+    proxy: &'static Proxy,
+    head: &RequestHead,
+    raw: &Bytes,
+    req: &Request<ClientBody>,
+    client: &ClientInfo,
+    out: &mut Vec<u8>,
+) -> Upgrade {
+    let t = proxy.shared.load();
+    let route = crate::routing::classify(&t.cfg.routes, req.method(), req.uri().path());
+    if !route.upgrade {
+        return Upgrade::Refused(ProxyError::UpgradeNotAllowed.into_response());
+    }
+    let target = match route.role {
+        crate::routing::Role::Read => t.pick_read(client.client_ip),
+        crate::routing::Role::Write => t.write_leader(),
+    };
+    let Some(backend) = target.cloned() else {
+        return Upgrade::Refused(ProxyError::NoBackend.into_response());
+    };
+    out.clear();
+    let fwd = super::rewrite::ForwardOpts {
+        client_ip: client.peer.ip(),
+        tls: client.tls,
+        allow_upgrade: true,
+    };
+    super::rewrite::encode_request(head, raw, &fwd, out);
+    let connect = crate::upstream::connect::connect(
+        &backend,
+        t.cfg.timeouts.connect,
+        crate::upstream::connect::Alpn::Http1,
+    );
+    let upstream = match connect.await {
+        Ok(u) => u,
+        Err(e) => {
+            let err = ProxyError::Connect {
+                backend: backend.name.clone(),
+                reason: e.to_string(),
+            };
+            return Upgrade::Refused(err.into_response());
+        }
+    };
+    let conn = super::client::Conn::new(upstream, 0);
+    let sent = super::client::send_upgrade(conn, out);
+    let answer = match tokio::time::timeout(t.cfg.timeouts.response_headers, sent).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            let err = ProxyError::Upstream {
+                backend: backend.name.clone(),
+                reason: e.to_string(),
+            };
+            return Upgrade::Refused(err.into_response());
+        }
+        Err(_) => {
+            let err = ProxyError::Timeout {
+                backend: backend.name.clone(),
+                after: t.cfg.timeouts.response_headers,
+            };
+            return Upgrade::Refused(err.into_response());
+        }
+    };
+    let (mut parts, body) = answer.into_parts();
+    if parts.status != http::StatusCode::SWITCHING_PROTOCOLS {
+        crate::proxy::forward::prepare_response(&mut parts);
+        let body = DownBody::Upstream {
+            inner: Either::Left(body),
+            release: None,
+            idle: crate::proxy::body::IdleTimer::new(Some(t.cfg.timeouts.body_idle)),
+        };
+        return Upgrade::Answered(Response::from_parts(parts, body));
+    }
+    let Some((upstream, early)) = body.into_switched() else {
+        return Upgrade::Refused(ProxyError::NoBackend.into_response());
+    };
+    let mut down = Vec::with_capacity(256 + early.len());
+    switching_head(&mut parts.headers, &mut down);
+    down.extend_from_slice(&early);
+    Upgrade::Switched(Switched {
+        upstream,
+        down,
+        backend,
+    })
+}
+
+/// The 101 head for the client: the backend's fields without hop-by-hop
+/// ones, then its `Upgrade` and `Connection: upgrade`.
+fn switching_head(h: &mut HeaderMap, out: &mut Vec<u8>) {
+    let upgrade: Vec<HeaderValue> = h.get_all(http::header::UPGRADE).iter().cloned().collect();
+    crate::proxy::forward::strip_hop_by_hop(h);
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+    write_fields(h, out, true);
+    for v in &upgrade {
+        out.extend_from_slice(b"upgrade: ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"connection: upgrade\r\n\r\n");
+}
+
+/// A switched connection: the 101 head (and whatever the backend sent
+/// after it) goes to the client, whatever the client sent after its
+/// request to the backend, then bytes flow both ways until either side
+/// closes.
 async fn run_tunnel(
     mut client_io: Box<dyn ClientStream>,
     early: BytesMut,
-    mut upstream: crate::upstream::connect::UpstreamStream,
-    head: Vec<u8>,
-    backend: &std::sync::Arc<crate::backend::Backend>,
+    sw: Switched,
     client: &ClientInfo,
 ) {
     use tokio::io::AsyncWriteExt;
+    let Switched {
+        mut upstream,
+        down,
+        backend,
+    } = sw;
     let _in_flight = backend.begin_request();
     let start = async {
-        upstream.write_all(&head).await?;
+        client_io.write_all(&down).await?;
         upstream.write_all(&early).await?;
         tokio::io::copy_bidirectional(&mut client_io, &mut upstream).await
     };

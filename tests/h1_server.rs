@@ -139,6 +139,57 @@ async fn expect_continue_http10_and_head() {
     );
 }
 
+/// Reads until `want` has arrived (or the deadline passes); returns all read.
+async fn read_until(s: &mut TcpStream, want: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut tmp = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).contains(want) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut tmp)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&tmp[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_continue_with_a_chunked_body_and_past_the_limit() {
+    // A long header_read: waiting for the first chunk before the 100 would
+    // hold the client until then.
+    let (l, _f, p) =
+        setup("timeouts: { header_read: 20s }\nlimits: { max_body_bytes: 1000 }\n").await;
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(
+        b"PUT /k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let t = Instant::now();
+    let got = read_until(&mut s, "\r\n\r\n", Duration::from_secs(3)).await;
+    assert_eq!(
+        got,
+        "HTTP/1.1 100 Continue\r\n\r\n",
+        "after {:?}",
+        t.elapsed()
+    );
+    s.write_all(b"5\r\nhello\r\n0\r\n\r\n").await.unwrap();
+    let got = read_until(&mut s, "l PUT /k", Duration::from_secs(3)).await;
+    assert!(got.starts_with("HTTP/1.1 200 "), "{got}");
+    assert_eq!(l.seen().last().unwrap().body_len, 5);
+    // A declared length past the limit: 413 at once, never a 100.
+    let (out, closed) = exchange(
+        p.addr,
+        b"PUT /k HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 413 "), "{out}");
+    assert!(closed);
+    assert_eq!(l.count(), 1, "the refused request reached the leader");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut() {
     let (_l, f, p) = setup("timeouts: { header_read: 300ms, client_idle: 300ms }\n").await;

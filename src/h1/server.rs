@@ -308,6 +308,26 @@ pub async fn serve(
                 }
             }
         }
+        // `Expect: 100-continue` is answered before waiting for any body
+        // byte (the client sends none before it); a declared length past
+        // the limit gets its 413 instead, with no 100.
+        if head.expect_continue {
+            let max = proxy.shared.load().cfg.limits.max_body_bytes;
+            match expect_answer(head.framing, max) {
+                Continue::Nothing => {}
+                Continue::TooLarge => {
+                    let resp = ProxyError::BodyTooLarge(max).into_response();
+                    let _ = write_response(&shared, resp, &mut out, false, false, false).await;
+                    break;
+                }
+                Continue::Send => {
+                    let cont = b"HTTP/1.1 100 Continue\r\n\r\n";
+                    if write_all(&shared, &mut [IoSlice::new(cont)]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
         // A chunked body's first size line is checked before anything is
         // sent upstream: a malformed one is refused like a bad head.
         if head.framing == Framing::Chunked {
@@ -329,12 +349,6 @@ pub async fn serve(
             }
         }
         let (req, body_done) = attach_body(req, &head, &shared);
-        if head.expect_continue && !body_done.is_done() {
-            let cont = b"HTTP/1.1 100 Continue\r\n\r\n";
-            if write_all(&shared, &mut [IoSlice::new(cont)]).await.is_err() {
-                break;
-            }
-        }
         // Boxed: the request's future is large and must not stay part of an
         // idle connection's task.
         let resp = Box::pin(handle(proxy, worker, client.clone(), req)).await;
@@ -525,6 +539,26 @@ async fn run_tunnel(
         Err(e) => {
             tracing::debug!(client = %client.peer, backend = %backend.name, error = %e, "upgrade tunnel ended")
         }
+    }
+}
+
+/// The answer to `Expect: 100-continue`, from the body's framing and the
+/// body limit (`limits.max_body_bytes`, bytes).
+#[derive(Debug, PartialEq, Eq)]
+enum Continue {
+    /// No body to ask for.
+    Nothing,
+    /// `100 Continue`, before any body byte is awaited.
+    Send,
+    /// The declared length is past the limit: 413, no 100.
+    TooLarge,
+}
+
+fn expect_answer(framing: Framing, max_body: u64) -> Continue {
+    match framing {
+        Framing::Length(n) if n > max_body => Continue::TooLarge,
+        Framing::Length(0) | Framing::None | Framing::Close => Continue::Nothing,
+        Framing::Length(_) | Framing::Chunked => Continue::Send,
     }
 }
 

@@ -11,7 +11,8 @@
 //!   client's (RFC 9112 §3.2.2; hyper kept the client's `Host`);
 //! - no `Host` at all (HTTP/1.0): an empty `Host` is sent, as RFC 9112 §3.2
 //!   requires of an HTTP/1.1 request with no authority (hyper sent none);
-//! - `Host` named in `Connection` is not dropped: it is never hop-by-hop;
+//! - `Host`, the framing fields and `X-Forwarded-*` named in `Connection`
+//!   are not dropped: they are never hop-by-hop ([`never_hop_by_hop`]);
 //! - field names keep the client's spelling (hyper lowercased them);
 //!   `Host` goes first, our own fields last.
 
@@ -32,10 +33,24 @@ pub struct ForwardOpts {
     pub allow_upgrade: bool,
 }
 
+/// Names a `Connection` list cannot make hop-by-hop: `Host` (routing),
+/// the framing fields (the proxy frames every body itself) and the
+/// `X-Forwarded-*` fields (the proxy's own record of the path).
+pub(crate) fn never_hop_by_hop(name: &[u8]) -> bool {
+    const PREFIX: &[u8] = b"x-forwarded-";
+    name.eq_ignore_ascii_case(b"host")
+        || name.eq_ignore_ascii_case(b"content-length")
+        || name.eq_ignore_ascii_case(b"transfer-encoding")
+        || (name.len() >= PREFIX.len() && name[..PREFIX.len()].eq_ignore_ascii_case(PREFIX))
+}
+
+/// `name` is listed in `Connection` and so dropped (see [`never_hop_by_hop`]).
 fn listed(connection: &[Span], buf: &[u8], name: &[u8]) -> bool {
-    connection
-        .iter()
-        .any(|c| c.get(buf).eq_ignore_ascii_case(name))
+    !connection.is_empty()
+        && !never_hop_by_hop(name)
+        && connection
+            .iter()
+            .any(|c| c.get(buf).eq_ignore_ascii_case(name))
 }
 
 fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -90,19 +105,18 @@ pub fn encode_request(head: &RequestHead, buf: &[u8], o: &ForwardOpts, out: &mut
     let conn = &head.connection[..];
     let upgrade = o.allow_upgrade && head.upgrade;
     let mut xff_lines = 0usize;
-    let drop_xff = !conn.is_empty() && listed(conn, buf, b"x-forwarded-for");
     for f in &head.fields {
         let keep = match f.kind {
             Name::Host | Name::ContentLength | Name::XForwardedProto | Name::XForwardedHost => {
                 false
             }
             Name::XForwardedFor => {
-                xff_lines += usize::from(!drop_xff);
+                xff_lines += 1;
                 false
             }
             Name::Upgrade => upgrade,
             k if k.is_hop_by_hop() => false,
-            _ => conn.is_empty() || !listed(conn, buf, f.name.get(buf)),
+            _ => !listed(conn, buf, f.name.get(buf)),
         };
         if keep {
             line(out, f.name.get(buf), f.value.get(buf));
@@ -214,7 +228,7 @@ pub fn encode_response(
             Name::ContentLength => false,
             Name::Upgrade => switching,
             k if k.is_hop_by_hop() => false,
-            _ => conn.is_empty() || !listed(conn, buf, f.name.get(buf)),
+            _ => !listed(conn, buf, f.name.get(buf)),
         };
         if keep {
             line(out, f.name.get(buf), f.value.get(buf));
@@ -321,7 +335,7 @@ mod tests {
         };
         assert_eq!(
             forward(s, &o),
-            "GET /?q HTTP/1.1\r\nhost: h\r\nUpgrade: websocket\r\nconnection: upgrade\r\nx-forwarded-for: 10.1.2.3\r\nx-forwarded-proto: https\r\nx-forwarded-host: h\r\n\r\n"
+            "GET /?q HTTP/1.1\r\nhost: h\r\nUpgrade: websocket\r\nconnection: upgrade\r\nx-forwarded-for: 1.1.1.1, 10.1.2.3\r\nx-forwarded-proto: https\r\nx-forwarded-host: h\r\n\r\n"
         );
         assert_eq!(
             forward("GET / HTTP/1.0\r\nContent-Length: 0\r\n\r\n", &opts()),

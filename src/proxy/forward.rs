@@ -44,20 +44,23 @@ fn is_hop_by_hop(n: &HeaderName) -> bool {
     hop_by_hop().contains(&n)
 }
 
-/// Removes hop-by-hop headers, including every name listed in `Connection`.
-/// One pass over the names first: most requests carry none, and comparing
-/// standard names is cheaper than hashing each of eight lookups.
+/// Removes hop-by-hop headers, including every name listed in `Connection`
+/// (every line, whatever bytes the values hold), except the names no list
+/// can make hop-by-hop ([`crate::h1::rewrite::never_hop_by_hop`]: `Host`,
+/// framing, `X-Forwarded-*`). One pass over the names first: most requests
+/// carry none, and comparing standard names is cheaper than hashing each of
+/// eight lookups.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     if !h.keys().any(is_hop_by_hop) {
         return;
     }
-    if let Some(conn) = h.get(header::CONNECTION) {
+    if h.contains_key(header::CONNECTION) {
         // Rare: only clients that name extra headers pay for this.
-        let listed: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        let listed: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| connection_names(v.as_bytes()))
+            .filter_map(|n| HeaderName::from_bytes(n).ok())
             .collect();
         for n in listed {
             h.remove(n);
@@ -66,6 +69,14 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     for n in hop_by_hop() {
         h.remove(n);
     }
+}
+
+/// The names a `Connection` value lists that may be dropped: elements
+/// trimmed, empty ones and never-hop-by-hop ones skipped.
+fn connection_names(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|n| !n.is_empty() && !crate::h1::rewrite::never_hop_by_hop(n))
 }
 
 /// Rewrites a client request for a backend: origin-form URI, HTTP/1.1,
@@ -545,6 +556,43 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn every_connection_line_is_read_and_routing_fields_stay() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, "keep-alive, x-a".parse().unwrap());
+        h.append(header::CONNECTION, "x-b".parse().unwrap());
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"x-c, caf\xe9").unwrap(),
+        );
+        h.append(
+            header::CONNECTION,
+            "Host, content-length, X-Forwarded-For, x-forwarded-proto"
+                .parse()
+                .unwrap(),
+        );
+        for n in ["x-a", "x-b", "x-c", "x-keep"] {
+            h.insert(n, "1".parse::<HeaderValue>().unwrap());
+        }
+        h.insert(header::HOST, "db".parse().unwrap());
+        h.insert(header::CONTENT_LENGTH, "5".parse().unwrap());
+        h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|n| n.as_str()).collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "content-length",
+                "host",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-keep"
+            ]
+        );
     }
 
     #[test]

@@ -191,6 +191,61 @@ async fn expect_continue_with_a_chunked_body_and_past_the_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framing_and_routing_fields_out() {
+    let (l, f, p) = setup("").await;
+    // 204 never has a Content-Length; a 304 only the backend's own.
+    let (raw, _heads) = upgrade_proxy().await;
+    for (path, length) in [("/204", None), ("/304", None), ("/304/length", Some(10))] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let (out, _) = exchange(raw.addr, req.as_bytes(), Duration::from_secs(3)).await;
+        assert!(
+            out.starts_with(&format!("HTTP/1.1 {} ", &path[1..4])),
+            "{out}"
+        );
+        let lower = out.to_ascii_lowercase();
+        match length {
+            None => assert!(!lower.contains("content-length"), "{path}: {out:?}"),
+            Some(n) => assert!(
+                lower.contains(&format!("content-length: {n}\r\n")),
+                "{out:?}"
+            ),
+        }
+    }
+    // HTTP/1.0 without Host: forwarded as 1.1 with the backend's authority.
+    let (out, _) = exchange(p.addr, b"GET /old HTTP/1.0\r\n\r\n", Duration::from_secs(3)).await;
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    let seen = f.seen().last().unwrap().clone();
+    assert_eq!(seen.headers["host"], f.addr.to_string().as_str());
+    // Absolute form: its authority is the Host (RFC 9112 §3.2.2).
+    let (out, _) = exchange(
+        p.addr,
+        b"GET http://db.example:2379/abs HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    let seen = f.seen().last().unwrap().clone();
+    assert_eq!(seen.path, "/abs");
+    assert_eq!(seen.headers["host"], "db.example:2379");
+    assert_eq!(seen.headers["x-forwarded-host"], "db.example:2379");
+    // Request trailers carry no framing, routing or hop-by-hop fields.
+    let (out, _) = exchange(
+        p.addr,
+        b"PUT /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\nConnection: close\r\n\r\n\
+          5\r\nhello\r\n0\r\nX-Sum: 1\r\nContent-Length: 3\r\nHost: evil\r\nTransfer-Encoding: chunked\r\n\
+          Connection: x-listed\r\nX-Listed: 1\r\nKeep-Alive: 1\r\nTE: trailers\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    let seen = l.seen().last().unwrap().clone();
+    assert_eq!(seen.body_len, 5);
+    let t = seen.trailers.clone().expect(&format!("trailers: {seen:?}"));
+    let names: Vec<&str> = t.keys().map(|n| n.as_str()).collect();
+    assert_eq!(names, ["x-sum"], "{t:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut() {
     let (_l, f, p) = setup("timeouts: { header_read: 300ms, client_idle: 300ms }\n").await;
     // No byte at all: closed after header_read, counted from accept.
@@ -235,7 +290,8 @@ type Heads = std::sync::Arc<std::sync::Mutex<Vec<(usize, String)>>>;
 /// A raw backend: leads (answers `/leader` and `/health` with 200), and by
 /// the request: `Upgrade: echo` gets 101, then every byte echoed
 /// upper-cased; `Upgrade: refuse` gets a 426 with a body; `/spurious` gets
-/// a 101 nobody asked for; anything else a 200 `ok`. Connections stay open
+/// a 101 nobody asked for; `/204` a 204 with `Content-Length: 0`; `/304` a
+/// 304 without length, `/304/length` one with; anything else a 200 `ok`. Connections stay open
 /// for more heads (except in echo mode).
 async fn upgrade_backend() -> (std::net::SocketAddr, Heads) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -275,6 +331,12 @@ async fn raw_backend_conn(mut s: TcpStream, conn: usize, seen: Heads) {
             break;
         } else if head.contains("upgrade: refuse") {
             b"HTTP/1.1 426 Upgrade Required\r\ncontent-length: 4\r\n\r\nnope"
+        } else if head.starts_with("get /204 ") {
+            b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n"
+        } else if head.starts_with("get /304 ") {
+            b"HTTP/1.1 304 Not Modified\r\netag: \"x\"\r\n\r\n"
+        } else if head.starts_with("get /304/length ") {
+            b"HTTP/1.1 304 Not Modified\r\ncontent-length: 10\r\n\r\n"
         } else if head.starts_with("get /spurious ") {
             b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\nconnection: upgrade\r\n\r\n"
         } else {

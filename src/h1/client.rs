@@ -24,7 +24,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::upstream::connect::UpstreamStream;
 
@@ -172,8 +172,8 @@ fn encode_head(req: &Request<UpBody>, out: &mut Vec<u8>) {
 
 /// Writes every slice, however the kernel splits the writes. Returns how
 /// many bytes reached the socket before an error.
-async fn write_all_vectored(
-    io: &mut UpstreamStream,
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    io: &mut W,
     mut bufs: &mut [IoSlice<'_>],
 ) -> Result<(), (usize, io::Error)> {
     let mut written = 0;
@@ -242,10 +242,15 @@ pub(crate) async fn send_upgrade(mut conn: Conn, head: &[u8]) -> Result<Answer, 
 
 /// Streams a body from the client to the backend, chunk-encoded when its
 /// length is unknown (trailers included).
-async fn pump(io: &mut UpstreamStream, body: &mut UpBody, chunked: bool) -> Result<(), BoxError> {
+async fn pump<W, B>(io: &mut W, body: &mut B, chunked: bool) -> Result<(), BoxError>
+where
+    W: AsyncWrite + Unpin,
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     let mut body = Pin::new(body);
     while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-        let frame = frame?;
+        let frame = frame.map_err(Into::into)?;
         match frame.into_data() {
             Ok(data) => {
                 if data.is_empty() {
@@ -266,7 +271,8 @@ async fn pump(io: &mut UpstreamStream, body: &mut UpBody, chunked: bool) -> Resu
                 }
             }
             Err(frame) => {
-                if let (true, Ok(trailers)) = (chunked, frame.into_trailers()) {
+                if let (true, Ok(mut trailers)) = (chunked, frame.into_trailers()) {
+                    crate::proxy::forward::strip_trailers(&mut trailers);
                     let mut t = Vec::with_capacity(64);
                     t.extend_from_slice(b"0\r\n");
                     for (n, v) in &trailers {
@@ -445,6 +451,56 @@ mod tests {
             UpstreamStream::Plain(s) => s,
             UpstreamStream::Tls(_) => unreachable!("plain only here"),
         }
+    }
+
+    /// A body of ready frames.
+    struct Frames(std::collections::VecDeque<Frame<Bytes>>);
+
+    impl http_body::Body for Frames {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    /// What `pump` writes for `frames`, chunked.
+    async fn pumped(frames: Vec<Frame<Bytes>>) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut body = Frames(frames.into());
+        pump(&mut out, &mut body, true).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn request_trailers_carry_no_framing_or_routing_fields() {
+        let mut t = http::HeaderMap::new();
+        for (n, v) in [
+            ("x-sum", "1"),
+            ("content-length", "3"),
+            ("host", "evil"),
+            ("transfer-encoding", "chunked"),
+            ("connection", "x-listed"),
+            ("x-listed", "1"),
+            ("keep-alive", "1"),
+            ("te", "trailers"),
+            ("trailer", "x-sum"),
+            ("x-forwarded-for", "6.6.6.6"),
+        ] {
+            t.append(n, v.parse().unwrap());
+        }
+        let out = pumped(vec![
+            Frame::data(Bytes::from_static(b"hello")),
+            Frame::trailers(t),
+        ])
+        .await;
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "5\r\nhello\r\n0\r\nx-sum: 1\r\n\r\n"
+        );
     }
 
     #[tokio::test]

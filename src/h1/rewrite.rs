@@ -6,9 +6,9 @@
 //! as one list), `X-Forwarded-Proto` and `X-Forwarded-Host` set; the body
 //! framing is written from the parser's decision, never copied.
 //!
-//! Where this differs from `prepare_request`, on purpose:
-//! - absolute-form: the target's authority becomes `Host`, replacing the
-//!   client's (RFC 9112 §3.2.2; hyper kept the client's `Host`);
+//! The absolute-form target's authority becomes `Host`, replacing the
+//! client's (RFC 9112 §3.2.2), as in `prepare_request`. Where this differs
+//! from it, on purpose:
 //! - no `Host` at all (HTTP/1.0): an empty `Host` is sent, as RFC 9112 §3.2
 //!   requires of an HTTP/1.1 request with no authority (hyper sent none);
 //! - `Host`, the framing fields and `X-Forwarded-*` named in `Connection`

@@ -771,7 +771,7 @@ async fn write_response(
     out.push(b' ');
     out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    write_fields(&parts.headers, out, !no_body);
+    write_fields(&parts.headers, out, !keeps_length(status, head_request));
     super::rewrite::framing_line(out, framing);
     if !keep {
         out.extend_from_slice(b"connection: close\r\n");
@@ -849,10 +849,11 @@ async fn write_response(
                     write_all(shared, &mut [IoSlice::new(out)]).await?;
                     head_pending = false;
                 }
-                if let (Framing::Chunked, Ok(t)) = (framing, frame.into_trailers()) {
+                if let (Framing::Chunked, Ok(mut t)) = (framing, frame.into_trailers()) {
                     out.clear();
                     out.extend_from_slice(b"0\r\n");
                     if trailers_ok {
+                        crate::proxy::forward::strip_trailers(&mut t);
                         write_fields(&t, out, false);
                     }
                     out.extend_from_slice(b"\r\n");
@@ -871,10 +872,16 @@ async fn write_response(
     Ok(keep)
 }
 
+/// Whether a response goes out with the backend's Content-Length as is:
+/// only without a body of its own, where the length describes the
+/// representation (a 304, the answer to a HEAD). Never on 1xx or 204
+/// (RFC 9110 §8.6); otherwise the proxy frames the body itself.
+fn keeps_length(status: u16, head_request: bool) -> bool {
+    status == 304 || (head_request && status >= 200 && status != 204)
+}
+
 /// Header fields as lines. Transfer-Encoding is always the caller's; so is
-/// Content-Length when the caller frames a body (`skip_length`) — without a
-/// body (HEAD, 304) the backend's length describes the representation and
-/// is kept.
+/// Content-Length when `skip_length` (see [`keeps_length`]).
 fn write_fields(h: &HeaderMap, out: &mut Vec<u8>, skip_length: bool) {
     for (name, value) in h {
         if name == TRANSFER_ENCODING || (name == CONTENT_LENGTH && skip_length) {

@@ -79,8 +79,57 @@ fn connection_names(v: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|n| !n.is_empty() && !crate::h1::rewrite::never_hop_by_hop(n))
 }
 
+/// Fields a trailer section must not carry (RFC 9110 §6.5.1): framing,
+/// routing, hop-by-hop, request controls, authentication, content
+/// metadata, and `Trailer` itself. `X-Forwarded-*` is the proxy's.
+static NOT_TRAILERS: [&HeaderName; 22] = [
+    &header::CONTENT_LENGTH,
+    &header::TRANSFER_ENCODING,
+    &header::HOST,
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::PROXY_AUTHORIZATION,
+    &header::PROXY_AUTHENTICATE,
+    &header::TE,
+    &header::UPGRADE,
+    &header::TRAILER,
+    &header::EXPECT,
+    &header::MAX_FORWARDS,
+    &header::CACHE_CONTROL,
+    &header::PRAGMA,
+    &header::RANGE,
+    &header::AUTHORIZATION,
+    &header::WWW_AUTHENTICATE,
+    &header::SET_COOKIE,
+    &header::CONTENT_ENCODING,
+    &header::CONTENT_TYPE,
+    &header::CONTENT_RANGE,
+];
+
+/// Removes from a trailer section (either direction) every field a trailer
+/// must not carry ([`NOT_TRAILERS`], `X-Forwarded-*`) and the names its
+/// `Connection` lists.
+pub fn strip_trailers(t: &mut HeaderMap) {
+    let drop: Vec<HeaderName> = t
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| connection_names(v.as_bytes()))
+        .filter_map(|n| HeaderName::from_bytes(n).ok())
+        .chain(
+            t.keys()
+                .filter(|n| NOT_TRAILERS.contains(n) || n.as_str().starts_with("x-forwarded-"))
+                .cloned(),
+        )
+        .collect();
+    for n in drop {
+        t.remove(n);
+    }
+}
+
 /// Rewrites a client request for a backend: origin-form URI, HTTP/1.1,
-/// `Host` kept (or taken from an h2 `:authority`), hop-by-hop headers
+/// `Host` kept (replaced by the target's authority: absolute form, h2
+/// `:authority`), hop-by-hop headers
 /// removed, `X-Forwarded-For` appended, `X-Forwarded-Proto`/`-Host` set.
 pub fn prepare_request(parts: &mut http::request::Parts, client: IpAddr, tls: bool) {
     let h = &mut parts.headers;
@@ -95,11 +144,11 @@ pub fn prepare_request(parts: &mut http::request::Parts, client: IpAddr, tls: bo
     if te_trailers {
         h.insert(header::TE, GRPC_TE.clone());
     }
-    if !h.contains_key(header::HOST) {
-        if let Some(a) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                h.insert(header::HOST, v);
-            }
+    // An absolute-form target's authority (an h2 `:authority`) is the
+    // request's Host, whatever `Host` says (RFC 9112 §3.2.2).
+    if let Some(a) = parts.uri.authority() {
+        if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+            h.insert(header::HOST, v);
         }
     }
     if let Some(host) = h.get(header::HOST).cloned() {
@@ -324,6 +373,13 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
             Ok(a) => return a,
             // An https:// backend chose http/1.1 by ALPN: send it that way.
             Err(back) => req = back,
+        }
+    }
+    // HTTP/1.1 requires a Host (RFC 9112 §3.2): a client without one
+    // (HTTP/1.0) gets the backend's authority.
+    if !req.headers().contains_key(header::HOST) {
+        if let Ok(v) = HeaderValue::from_str(backend.authority.as_str()) {
+            req.headers_mut().insert(header::HOST, v);
         }
     }
     let upload = req.body_mut().track_upload();
@@ -624,6 +680,20 @@ mod tests {
         assert_eq!(parts.headers["x-forwarded-proto"], "http");
         assert_eq!(parts.headers["x-forwarded-host"], "db.example");
         assert_eq!(parts.headers[header::HOST], "db.example");
+        assert_eq!(parts.uri, "/a?b=1");
+    }
+
+    #[test]
+    fn an_absolute_form_authority_replaces_host() {
+        let req = Request::builder()
+            .uri("http://db.example:2379/a?b=1")
+            .header(header::HOST, "other")
+            .body(())
+            .unwrap();
+        let (mut parts, _) = req.into_parts();
+        prepare_request(&mut parts, "192.0.2.7".parse().unwrap(), false);
+        assert_eq!(parts.headers[header::HOST], "db.example:2379");
+        assert_eq!(parts.headers["x-forwarded-host"], "db.example:2379");
         assert_eq!(parts.uri, "/a?b=1");
     }
 

@@ -246,6 +246,23 @@ async fn framing_and_routing_fields_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_thousand_one_byte_chunks_arrive_whole() {
+    let (l, _f, p) = setup("").await;
+    let mut req =
+        b"PUT /echo-size HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            .to_vec();
+    for _ in 0..50_000 {
+        req.extend_from_slice(b"1\r\nx\r\n");
+    }
+    req.extend_from_slice(b"0\r\nX-Sum: 1\r\n\r\n");
+    let (out, _) = exchange(p.addr, &req, Duration::from_secs(10)).await;
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    let seen = l.seen().last().unwrap().clone();
+    assert_eq!(seen.body_len, 50_000);
+    assert_eq!(seen.trailers.unwrap()["x-sum"], "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut() {
     let (_l, f, p) = setup("timeouts: { header_read: 300ms, client_idle: 300ms }\n").await;
     // No byte at all: closed after header_read, counted from accept.

@@ -240,8 +240,92 @@ pub(crate) async fn send_upgrade(mut conn: Conn, head: &[u8]) -> Result<Answer, 
     read_head(conn, false, true).await
 }
 
+/// Data frames already there when one arrives are gathered into one write,
+/// up to this many bytes (a client's small chunks, read in one go).
+const BATCH: usize = 16 << 10;
+
+/// What a request body gives next.
+enum Next {
+    Data(Bytes),
+    Trailers(http::HeaderMap),
+    End,
+}
+
+/// The body's next frame; with `wait` false, `None` when none is there yet
+/// (what is buffered is taken, nothing is waited for).
+async fn next_frame<B>(body: &mut Pin<&mut B>, wait: bool) -> Result<Option<Next>, BoxError>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let polled = std::future::poll_fn(|cx| match body.as_mut().poll_frame(cx) {
+        Poll::Pending if !wait => Poll::Ready(None),
+        Poll::Pending => Poll::Pending,
+        Poll::Ready(f) => Poll::Ready(Some(f)),
+    })
+    .await;
+    Ok(match polled {
+        None => None,
+        Some(None) => Some(Next::End),
+        Some(Some(f)) => Some(match f.map_err(Into::into)?.into_data() {
+            Ok(d) => Next::Data(d),
+            Err(f) => f.into_trailers().map_or(Next::End, Next::Trailers),
+        }),
+    })
+}
+
+/// The data of one write: a single frame as is, several copied together.
+#[derive(Default)]
+struct Batch {
+    one: Option<Bytes>,
+    copied: Vec<u8>,
+}
+
+impl Batch {
+    fn push(&mut self, d: Bytes) {
+        if d.is_empty() {
+            return;
+        }
+        match self.one.take() {
+            None if self.copied.is_empty() => self.one = Some(d),
+            None => self.copied.extend_from_slice(&d),
+            Some(first) => {
+                self.copied.extend_from_slice(&first);
+                self.copied.extend_from_slice(&d);
+            }
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.one.as_deref().unwrap_or(&self.copied)
+    }
+
+    fn clear(&mut self) {
+        self.one = None;
+        self.copied.clear();
+    }
+}
+
+/// The last chunk and the trailer section (stripped of what a trailer must
+/// not carry).
+fn last_chunk(trailers: Option<&mut http::HeaderMap>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"0\r\n");
+    if let Some(t) = trailers {
+        crate::proxy::forward::strip_trailers(t);
+        for (n, v) in t.iter() {
+            out.extend_from_slice(n.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Streams a body from the client to the backend, chunk-encoded when its
-/// length is unknown (trailers included).
+/// length is unknown (trailers included). Whatever has already arrived when
+/// a frame comes goes in the same write (one chunk), and the body's end
+/// with the last data.
 async fn pump<W, B>(io: &mut W, body: &mut B, chunked: bool) -> Result<(), BoxError>
 where
     W: AsyncWrite + Unpin,
@@ -249,49 +333,49 @@ where
     B::Error: Into<BoxError>,
 {
     let mut body = Pin::new(body);
-    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-        let frame = frame.map_err(Into::into)?;
-        match frame.into_data() {
-            Ok(data) => {
-                if data.is_empty() {
-                    continue;
-                }
-                if chunked {
-                    let h = ChunkHeader::new(data.len() as u64);
-                    let mut bufs = [
-                        IoSlice::new(h.as_bytes()),
-                        IoSlice::new(&data),
-                        IoSlice::new(b"\r\n"),
-                    ];
-                    write_all_vectored(io, &mut bufs)
-                        .await
-                        .map_err(|(_, e)| e)?;
-                } else {
-                    io.write_all(&data).await?;
-                }
-            }
-            Err(frame) => {
-                if let (true, Ok(mut trailers)) = (chunked, frame.into_trailers()) {
-                    crate::proxy::forward::strip_trailers(&mut trailers);
-                    let mut t = Vec::with_capacity(64);
-                    t.extend_from_slice(b"0\r\n");
-                    for (n, v) in &trailers {
-                        t.extend_from_slice(n.as_str().as_bytes());
-                        t.extend_from_slice(b": ");
-                        t.extend_from_slice(v.as_bytes());
-                        t.extend_from_slice(b"\r\n");
-                    }
-                    t.extend_from_slice(b"\r\n");
-                    io.write_all(&t).await?;
-                    return Ok(());
-                }
+    let mut batch = Batch::default();
+    let mut tail = Vec::new();
+    loop {
+        let mut last = None;
+        match next_frame(&mut body, true).await? {
+            Some(Next::Data(d)) => batch.push(d),
+            other => last = other,
+        }
+        while last.is_none() && batch.bytes().len() < BATCH {
+            match next_frame(&mut body, false).await? {
+                None => break,
+                Some(Next::Data(d)) => batch.push(d),
+                other => last = other,
             }
         }
+        let end = last.is_some();
+        tail.clear();
+        if chunked && end {
+            let trailers = match &mut last {
+                Some(Next::Trailers(t)) => Some(t),
+                _ => None,
+            };
+            last_chunk(trailers, &mut tail);
+        }
+        let data = batch.bytes();
+        if !data.is_empty() || !tail.is_empty() {
+            let h = ChunkHeader::new(data.len() as u64);
+            let framed = chunked && !data.is_empty();
+            let mut bufs = [
+                IoSlice::new(if framed { h.as_bytes() } else { b"" }),
+                IoSlice::new(data),
+                IoSlice::new(if framed { b"\r\n" } else { b"" }),
+                IoSlice::new(&tail),
+            ];
+            write_all_vectored(io, &mut bufs)
+                .await
+                .map_err(|(_, e)| e)?;
+        }
+        batch.clear();
+        if end {
+            return Ok(());
+        }
     }
-    if chunked {
-        io.write_all(b"0\r\n\r\n").await?;
-    }
-    Ok(())
 }
 
 /// Reads the response head (skipping interim 1xx answers) and makes the
@@ -501,6 +585,93 @@ mod tests {
             String::from_utf8_lossy(&out),
             "5\r\nhello\r\n0\r\nx-sum: 1\r\n\r\n"
         );
+    }
+
+    /// A writer that counts the write calls it gets.
+    #[derive(Default)]
+    struct Counting {
+        out: Vec<u8>,
+        writes: usize,
+    }
+
+    impl AsyncWrite for Counting {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.writes += 1;
+            self.out.extend_from_slice(b);
+            Poll::Ready(Ok(b.len()))
+        }
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.writes += 1;
+            let mut n = 0;
+            for b in bufs {
+                self.out.extend_from_slice(b);
+                n += b.len();
+            }
+            Poll::Ready(Ok(n))
+        }
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// The data and trailers of a chunked body.
+    fn dechunk(mut b: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let mut d = crate::h1::ChunkedDecoder::default();
+        let mut data = Vec::new();
+        loop {
+            match d.decode(b).unwrap() {
+                (n, crate::h1::Decoded::Data(r)) => {
+                    data.extend_from_slice(&b[r]);
+                    b = &b[n..];
+                }
+                (_, crate::h1::Decoded::End { trailers }) => return (data, b[trailers].to_vec()),
+                (_, crate::h1::Decoded::NeedMore) => panic!("truncated"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn small_chunks_already_there_go_in_few_writes() {
+        let n = 50_000;
+        let frames = || {
+            let mut f: std::collections::VecDeque<_> = (0..n)
+                .map(|_| Frame::data(Bytes::from_static(b"x")))
+                .collect();
+            let mut t = http::HeaderMap::new();
+            t.insert("x-sum", "1".parse().unwrap());
+            f.push_back(Frame::trailers(t));
+            Frames(f)
+        };
+        for chunked in [true, false] {
+            let mut w = Counting::default();
+            pump(&mut w, &mut frames(), chunked).await.unwrap();
+            println!(
+                "{n} one-byte frames (chunked: {chunked}): {} writes",
+                w.writes
+            );
+            assert!(w.writes <= 4, "{} writes", w.writes);
+            if chunked {
+                let (data, trailers) = dechunk(&w.out);
+                assert_eq!(data, vec![b'x'; n]);
+                assert_eq!(trailers, b"x-sum: 1\r\n");
+            } else {
+                assert_eq!(w.out, vec![b'x'; n]);
+            }
+        }
     }
 
     #[tokio::test]

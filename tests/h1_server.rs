@@ -308,7 +308,9 @@ type Heads = std::sync::Arc<std::sync::Mutex<Vec<(usize, String)>>>;
 /// the request: `Upgrade: echo` gets 101, then every byte echoed
 /// upper-cased; `Upgrade: refuse` gets a 426 with a body; `/spurious` gets
 /// a 101 nobody asked for; `/204` a 204 with `Content-Length: 0`; `/304` a
-/// 304 without length, `/304/length` one with; anything else a 200 `ok`. Connections stay open
+/// 304 without length, `/304/length` one with; `HEAD /late` a 200 whose
+/// 5-byte body is sent anyway, just before the next answer on that
+/// connection; anything else a 200 `ok`. Connections stay open
 /// for more heads (except in echo mode).
 async fn upgrade_backend() -> (std::net::SocketAddr, Heads) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -328,6 +330,8 @@ async fn upgrade_backend() -> (std::net::SocketAddr, Heads) {
 async fn raw_backend_conn(mut s: TcpStream, conn: usize, seen: Heads) {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 1024];
+    // The body of a HEAD answer, sent late: before the next answer.
+    let mut late: &[u8] = b"";
     loop {
         let end = loop {
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -344,8 +348,14 @@ async fn raw_backend_conn(mut s: TcpStream, conn: usize, seen: Heads) {
         if !probe {
             seen.lock().unwrap().push((conn, head.clone()));
         }
+        if !late.is_empty() && s.write_all(std::mem::take(&mut late)).await.is_err() {
+            return;
+        }
         let answer: &[u8] = if head.contains("upgrade: echo") {
             break;
+        } else if head.starts_with("head /late ") {
+            late = b"hello";
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"
         } else if head.contains("upgrade: refuse") {
             b"HTTP/1.1 426 Upgrade Required\r\ncontent-length: 4\r\n\r\nnope"
         } else if head.starts_with("get /204 ") {
@@ -457,6 +467,27 @@ async fn an_unsolicited_101_is_a_502_and_its_connection_is_dropped() {
         after.iter().all(|(c, _)| !bad.contains(c)),
         "a request went into a switched connection: {heads:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_reuse_after_head() {
+    let (p, heads) = upgrade_proxy().await;
+    for i in 0..3 {
+        let r = p.req("HEAD", "/late", "").await;
+        assert_eq!(r.status, 200);
+        let r = p.get(&format!("/after-head/{i}")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.text(), "ok");
+    }
+    let seen = heads.lock().unwrap().clone();
+    assert_eq!(seen.len(), 6, "sent again: {seen:?}");
+    for (i, (c, h)) in seen.iter().enumerate() {
+        let followed = seen[i + 1..].iter().any(|(c2, _)| c2 == c);
+        assert!(
+            !(h.starts_with("head /late ") && followed),
+            "a request went on a connection after HEAD: {seen:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -409,7 +409,7 @@ async fn read_head(mut conn: Conn, is_head: bool, upgrade: bool) -> Result<Answe
                     }
                     let resp = to_response(&head, &buf[..len])?;
                     buf.advance(len);
-                    return Ok(resp.map(|()| Body::new(conn, buf, &head)));
+                    return Ok(resp.map(|()| Body::new(conn, buf, &head, is_head)));
                 }
                 Err(e) => return Err(format!("invalid response head: {}", e.reason()).into()),
             }
@@ -433,6 +433,16 @@ fn to_response(head: &ResponseHead, raw: &[u8]) -> Result<Response<()>, BoxError
     Ok(r)
 }
 
+/// Whether the connection may carry another request once this answer has
+/// been read to its end (HAProxy's `http-reuse safe`): only after an answer
+/// whose end is known. An answer to HEAD ends at its head, but a backend
+/// that sends the body it announced anyway sends it at any later time,
+/// where no check before reuse can see it, and the next request would read
+/// it as its answer: such a connection is closed, never pooled.
+fn reusable_after(head: &ResponseHead, head_request: bool) -> bool {
+    head.keep_alive && head.framing != Framing::Close && !head_request
+}
+
 /// A response body read from the upstream socket as it is polled.
 pub struct Body {
     conn: Option<Conn>,
@@ -442,17 +452,18 @@ pub struct Body {
 }
 
 impl Body {
-    fn new(conn: Conn, buf: BytesMut, head: &ResponseHead) -> Body {
+    fn new(conn: Conn, buf: BytesMut, head: &ResponseHead, head_request: bool) -> Body {
         Body {
             conn: Some(conn),
             buf,
             left: Left::of(head.framing),
-            keep_alive: head.keep_alive && head.framing != Framing::Close,
+            keep_alive: reusable_after(head, head_request),
         }
     }
 
     /// The connection, once the body has been read to its end and the
-    /// backend keeps it alive with nothing left over; `None` otherwise.
+    /// backend keeps it alive with nothing left over; `None` otherwise
+    /// (see [`reusable_after`]).
     pub fn take_conn(&mut self) -> Option<Conn> {
         let reusable = self.left.is_done() && self.keep_alive && self.buf.is_empty();
         let mut c = self.conn.take().filter(|_| reusable)?;

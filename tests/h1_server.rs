@@ -310,7 +310,7 @@ type Heads = std::sync::Arc<std::sync::Mutex<Vec<(usize, String)>>>;
 /// a 101 nobody asked for; `/204` a 204 with `Content-Length: 0`; `/304` a
 /// 304 without length, `/304/length` one with; `HEAD /late` a 200 whose
 /// 5-byte body is sent anyway, just before the next answer on that
-/// connection; anything else a 200 `ok`. Connections stay open
+/// connection (`HEAD /clean`: not sent); anything else a 200 `ok`. Connections stay open
 /// for more heads (except in echo mode).
 async fn upgrade_backend() -> (std::net::SocketAddr, Heads) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -353,6 +353,8 @@ async fn raw_backend_conn(mut s: TcpStream, conn: usize, seen: Heads) {
         }
         let answer: &[u8] = if head.contains("upgrade: echo") {
             break;
+        } else if head.starts_with("head /clean ") {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"
         } else if head.starts_with("head /late ") {
             late = b"hello";
             b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"
@@ -396,13 +398,18 @@ async fn raw_backend_conn(mut s: TcpStream, conn: usize, seen: Heads) {
 
 /// A proxy in front of one raw backend, with `/ws` an upgrade route.
 async fn upgrade_proxy() -> (Proxy, Heads) {
+    upgrade_proxy_with("").await
+}
+
+/// [`upgrade_proxy`] with more config lines.
+async fn upgrade_proxy_with(extra: &str) -> (Proxy, Heads) {
     let (addr, heads) = upgrade_backend().await;
     let cfg = format!(
         "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nworkers: 1\n\
          backends: [ {{ name: u, url: \"http://{addr}\" }} ]\n\
          health: {{ path: /health, interval: 100ms, timeout: 90ms }}\n\
          leader: {{ path: /leader, interval: 50ms, timeout: 40ms, expect: {{ status: [200] }} }}\n\
-         routes: [ {{ path_prefix: /ws, to: write, upgrade: true }} ]\n"
+         routes: [ {{ path_prefix: /ws, to: write, upgrade: true }} ]\n{extra}"
     );
     let p = Proxy::start(&cfg).await;
     p.wait_leader(Some("u"), Duration::from_secs(3)).await;
@@ -488,6 +495,18 @@ async fn no_reuse_after_head() {
             "a request went on a connection after HEAD: {seen:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_reuse_always_reuses_after_head() {
+    let (p, heads) = upgrade_proxy_with("http_reuse: always\n").await;
+    let r = p.req("HEAD", "/clean", "").await;
+    assert_eq!(r.status, 200);
+    let r = p.get("/after-clean").await;
+    assert_eq!(r.text(), "ok");
+    let head = heads_for(&heads, "head /clean ");
+    let after = heads_for(&heads, "get /after-clean ");
+    assert_eq!(head[0].0, after[0].0, "{heads:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -408,7 +408,7 @@ fn explain_round_trips_for_every_preset_and_plain_configs() {
     );
     texts.push(super::tests::ISSUE_CONFIG.to_string());
     texts.push(
-        "listen: 127.0.0.1:1\nleader: {path: /l, expect: {header: {name: X-Role, equals: leader}, body_regex: 'a\\d'}}\ndiscovery: { dns: { srv: _x._tcp.example.com, interval: 3s } }\nwrites: { retry_ambiguous: idempotent, replay_body_limit: 2MiB }\n".to_string(),
+        "listen: 127.0.0.1:1\nhttp_reuse: always\nleader: {path: /l, expect: {header: {name: X-Role, equals: leader}, body_regex: 'a\\d'}}\ndiscovery: { dns: { srv: _x._tcp.example.com, interval: 3s } }\nwrites: { retry_ambiguous: idempotent, replay_body_limit: 2MiB }\n".to_string(),
     );
     for t in &texts {
         let first = ok(t);
@@ -454,6 +454,7 @@ fn explain_round_trips_for_every_preset_and_plain_configs() {
             first.writes.replay_body_limit
         );
         assert_eq!(again.listen_proxy_protocol, first.listen_proxy_protocol);
+        assert_eq!(again.http_reuse, first.http_reuse);
         assert_eq!(again.preset, None, "the explained config names no preset");
     }
 }
@@ -481,6 +482,7 @@ fn explain_writes_every_key_with_defaults() {
             "workers",
             "debug_headers",
             "access_log",
+            "http_reuse",
             "shutdown_grace",
             "local_zone",
             "backends",

@@ -26,6 +26,7 @@ use http::{Request, Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use crate::config::HttpReuse;
 use crate::upstream::connect::UpstreamStream;
 
 use super::body::{Left, Step};
@@ -197,10 +198,16 @@ pub async fn send(
     mut conn: Conn,
     mut req: Request<UpBody>,
     head_buf: &mut Vec<u8>,
+    reuse: HttpReuse,
 ) -> Result<Answer, SendError> {
     head_buf.clear();
     encode_head(&req, head_buf);
     let is_head = req.method() == http::Method::HEAD;
+    let ask = Asked {
+        head: is_head,
+        upgrade: false,
+        reuse,
+    };
     // The head, and an in-memory body with it: one vectored write.
     let first = match req.body() {
         UpBody::Full(Some(b)) => {
@@ -223,9 +230,7 @@ pub async fn send(
             return Err(SendError::Failed(e));
         }
     }
-    read_head(conn, is_head, false)
-        .await
-        .map_err(SendError::Failed)
+    read_head(conn, ask).await.map_err(SendError::Failed)
 }
 
 /// Sends an upgrade request's head (already encoded, see
@@ -237,7 +242,23 @@ pub(crate) async fn send_upgrade(mut conn: Conn, head: &[u8]) -> Result<Answer, 
     write_all_vectored(&mut conn.io, &mut [IoSlice::new(head)])
         .await
         .map_err(|(_, e)| e)?;
-    read_head(conn, false, true).await
+    let ask = Asked {
+        head: false,
+        upgrade: true,
+        reuse: HttpReuse::Safe,
+    };
+    read_head(conn, ask).await
+}
+
+/// What the request asked for, as far as reading its answer goes.
+#[derive(Clone, Copy)]
+struct Asked {
+    /// The request was a HEAD: the answer has no body.
+    head: bool,
+    /// The request asked to upgrade: a 101 is its answer.
+    upgrade: bool,
+    /// When the connection may be pooled afterwards.
+    reuse: HttpReuse,
 }
 
 /// Data frames already there when one arrives are gathered into one write,
@@ -380,10 +401,10 @@ where
 
 /// Reads the response head (skipping interim 1xx answers) and makes the
 /// response whose body reads the rest from the same socket. A 101 is only
-/// taken as the answer to an upgrade request (`upgrade`); unasked, the
-/// connection has switched to a protocol nobody speaks: an error, and the
-/// connection is dropped (closed), never pooled.
-async fn read_head(mut conn: Conn, is_head: bool, upgrade: bool) -> Result<Answer, BoxError> {
+/// taken as the answer to an upgrade request; unasked, the connection has
+/// switched to a protocol nobody speaks: an error, and the connection is
+/// dropped (closed), never pooled.
+async fn read_head(mut conn: Conn, ask: Asked) -> Result<Answer, BoxError> {
     let limits = Limits::default();
     let mut buf = BytesMut::with_capacity(HEAD_BUF);
     let mut head = ResponseHead::default();
@@ -397,19 +418,19 @@ async fn read_head(mut conn: Conn, is_head: bool, upgrade: bool) -> Result<Answe
             });
         }
         loop {
-            match parse_response(&buf, &limits, is_head, &mut head) {
+            match parse_response(&buf, &limits, ask.head, &mut head) {
                 Ok(Progress::NeedMore) => break,
                 Ok(Progress::Complete(len)) => {
                     if head.interim {
                         buf.advance(len);
                         continue;
                     }
-                    if head.status == 101 && !upgrade {
+                    if head.status == 101 && !ask.upgrade {
                         return Err("the backend switched protocols (101) unasked".into());
                     }
                     let resp = to_response(&head, &buf[..len])?;
                     buf.advance(len);
-                    return Ok(resp.map(|()| Body::new(conn, buf, &head, is_head)));
+                    return Ok(resp.map(|()| Body::new(conn, buf, &head, ask)));
                 }
                 Err(e) => return Err(format!("invalid response head: {}", e.reason()).into()),
             }
@@ -434,13 +455,16 @@ fn to_response(head: &ResponseHead, raw: &[u8]) -> Result<Response<()>, BoxError
 }
 
 /// Whether the connection may carry another request once this answer has
-/// been read to its end (HAProxy's `http-reuse safe`): only after an answer
-/// whose end is known. An answer to HEAD ends at its head, but a backend
-/// that sends the body it announced anyway sends it at any later time,
-/// where no check before reuse can see it, and the next request would read
-/// it as its answer: such a connection is closed, never pooled.
-fn reusable_after(head: &ResponseHead, head_request: bool) -> bool {
-    head.keep_alive && head.framing != Framing::Close && !head_request
+/// been read to its end. [`HttpReuse::Safe`] (HAProxy's `http-reuse safe`):
+/// only after an answer whose end is known. An answer to HEAD ends at its
+/// head, but a backend that sends the body it announced anyway sends it at
+/// any later time, where no check before reuse can see it, and the next
+/// request would read it as its answer: such a connection is closed, never
+/// pooled. [`HttpReuse::Always`] pools it too.
+fn reusable_after(head: &ResponseHead, head_request: bool, reuse: HttpReuse) -> bool {
+    head.keep_alive
+        && head.framing != Framing::Close
+        && (!head_request || reuse == HttpReuse::Always)
 }
 
 /// A response body read from the upstream socket as it is polled.
@@ -452,12 +476,12 @@ pub struct Body {
 }
 
 impl Body {
-    fn new(conn: Conn, buf: BytesMut, head: &ResponseHead, head_request: bool) -> Body {
+    fn new(conn: Conn, buf: BytesMut, head: &ResponseHead, ask: Asked) -> Body {
         Body {
             conn: Some(conn),
             buf,
             left: Left::of(head.framing),
-            keep_alive: reusable_after(head, head_request),
+            keep_alive: reusable_after(head, ask.head, ask.reuse),
         }
     }
 

@@ -280,6 +280,8 @@ pub struct SendOpts {
     pub max_idle: Duration,
     /// The client spoke HTTP/2: use HTTP/2 upstream if the backend speaks h2c.
     pub h2: bool,
+    /// When the connection may be pooled after the answer (`http_reuse`).
+    pub reuse: crate::config::HttpReuse,
 }
 
 /// Sorts a send error: a failure of the client's body (found in the error's
@@ -406,7 +408,7 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
                 }
             }
         };
-        let fut = crate::h1::client::send(conn, req, &mut head_buf);
+        let fut = crate::h1::client::send(conn, req, &mut head_buf, o.reuse);
         match response_head(fut, upload.as_deref(), o.response_timeout).await {
             None => return timed_out(backend, o.response_timeout),
             Some(Ok(resp)) => return Attempt::Answered(resp.map(Either::Left)),

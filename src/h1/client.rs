@@ -47,6 +47,10 @@ pub struct Conn {
     pub gen: u64,
     /// Whether this connection was reused from the pool (vs. freshly opened).
     pub reused: bool,
+    /// Its last answer was to a HEAD (pooled under `http_reuse: always`):
+    /// before reuse, look at the socket itself, not only at what the
+    /// reactor last saw.
+    after_head: bool,
 }
 
 impl Conn {
@@ -55,6 +59,7 @@ impl Conn {
             io,
             gen,
             reused: false,
+            after_head: false,
         }
     }
 
@@ -66,8 +71,18 @@ impl Conn {
                 // The reactor flags read readiness when bytes or a FIN
                 // arrive: not readable means nothing happened, no syscall.
                 let mut cx = Context::from_waker(&NO_WAKE);
-                if s.poll_read_ready(&mut cx).is_pending() {
+                if !self.after_head && s.poll_read_ready(&mut cx).is_pending() {
                     return true;
+                }
+                if self.after_head {
+                    // Bytes may be in the socket before the reactor has
+                    // seen them (a busy worker): one peek, a syscall only
+                    // after a HEAD.
+                    let mut b = [MaybeUninit::<u8>::uninit(); 1];
+                    return match socket2::SockRef::from(&*s).peek(&mut b) {
+                        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+                        Ok(_) => false,
+                    };
                 }
                 // Readable (or not known yet): look. Through `try_io`, an
                 // empty socket clears the readiness, so the next reuse of this
@@ -473,6 +488,8 @@ pub struct Body {
     buf: BytesMut,
     left: Left,
     keep_alive: bool,
+    /// The answer was to a HEAD.
+    head_request: bool,
 }
 
 impl Body {
@@ -482,6 +499,7 @@ impl Body {
             buf,
             left: Left::of(head.framing),
             keep_alive: reusable_after(head, ask.head, ask.reuse),
+            head_request: ask.head,
         }
     }
 
@@ -492,6 +510,7 @@ impl Body {
         let reusable = self.left.is_done() && self.keep_alive && self.buf.is_empty();
         let mut c = self.conn.take().filter(|_| reusable)?;
         c.reused = true;
+        c.after_head = self.head_request;
         Some(c)
     }
 
@@ -706,6 +725,25 @@ mod tests {
             } else {
                 assert_eq!(w.out, vec![b'x'; n]);
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn after_head_the_socket_itself_is_looked_at() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        for after_head in [false, true] {
+            let mut c = Conn::new(
+                UpstreamStream::Plain(TcpStream::connect(addr).await.unwrap()),
+                0,
+            );
+            c.after_head = after_head;
+            let (mut server, _) = l.accept().await.unwrap();
+            assert!(c.is_reusable());
+            // No await that yields between the write and the look: the
+            // reactor of this single-threaded runtime has not seen the byte.
+            std::io::Write::write_all(&mut server.into_std().unwrap(), b"x").unwrap();
+            assert_eq!(c.is_reusable(), !after_head, "after_head: {after_head}");
         }
     }
 

@@ -240,7 +240,10 @@ async fn framing_and_routing_fields_out() {
     assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
     let seen = l.seen().last().unwrap().clone();
     assert_eq!(seen.body_len, 5);
-    let t = seen.trailers.clone().expect(&format!("trailers: {seen:?}"));
+    let t = seen
+        .trailers
+        .clone()
+        .unwrap_or_else(|| panic!("trailers: {seen:?}"));
     let names: Vec<&str> = t.keys().map(|n| n.as_str()).collect();
     assert_eq!(names, ["x-sum"], "{t:?}");
 }

@@ -738,7 +738,7 @@ mod tests {
                 0,
             );
             c.after_head = after_head;
-            let (mut server, _) = l.accept().await.unwrap();
+            let (server, _) = l.accept().await.unwrap();
             assert!(c.is_reusable());
             // No await that yields between the write and the look: the
             // reactor of this single-threaded runtime has not seen the byte.

@@ -25,7 +25,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::app::Control;
+use crate::control::Control;
 use crate::routing::LeaderState;
 
 fn json(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
@@ -200,7 +200,7 @@ pub async fn handle(ctl: &Control, req: Request<Incoming>) -> Response<Full<Byte
 }
 
 fn names(v: &[Arc<crate::backend::Backend>]) -> Vec<String> {
-    v.iter().map(|b| b.name.clone()).collect()
+    v.iter().map(|b| b.name().to_string()).collect()
 }
 
 async fn routing_json(ctl: &Control) -> serde_json::Value {
@@ -208,7 +208,7 @@ async fn routing_json(ctl: &Control) -> serde_json::Value {
     let status = ctl.proxy.monitor.status().await;
     let leader = match &t.leader {
         LeaderState::Known(l) => serde_json::json!({
-            "name": l.backend.name,
+            "name": l.backend.name().as_str(),
             "since_unix_ms": l.since.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
             "term": l.term,
         }),

@@ -2,9 +2,13 @@
 //! survives routing-table rebuilds and config reloads (in-flight count,
 //! drain and fence flags, passive-health streak, metric handles, pool).
 //!
-//! Identity fields are public and immutable (a `Backend` is only ever
-//! shared behind an `Arc`); live state is private and changes only through
-//! the methods here, so there is one place that says what each change means.
+//! A backend's identity is its address: scheme (`http`/`https`, h2c) and
+//! authority ([`Backend::same_as`]). Its name is a label that a reload or
+//! discovery may change in place ([`Backend::rename`]); the metric label
+//! sets follow the name. Identity fields are public and immutable (a
+//! `Backend` is only ever shared behind an `Arc`); live state is private
+//! and changes only through the methods here, so there is one place that
+//! says what each change means.
 //! In-flight accounting is a drop guard ([`InFlight`]), never an inc/dec pair.
 
 use std::sync::atomic::{
@@ -25,15 +29,19 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub struct Backend {
     /// Unique for the life of the process.
     pub id: u64,
-    pub name: String,
+    /// The label shown in logs, headers, the admin API and metrics; a
+    /// reload or discovery may change it ([`Self::rename`]).
+    name: ArcSwap<String>,
     pub url: String,
     /// `host:port` to connect to.
     pub authority: http::uri::Authority,
     /// Speaks h2c: HTTP/2 requests go upstream over HTTP/2.
     pub h2c: bool,
-    /// Stable hash of the name, for rendezvous hashing.
+    /// Stable hash of the name the backend was created with, for
+    /// rendezvous hashing (fixed for its life: a rename moves no client).
     pub name_hash: u64,
-    pub(crate) metrics: BackendMetrics,
+    /// Metric handles labelled with the current name.
+    metrics: ArcSwap<BackendMetrics>,
     pub(crate) pool: Pool,
     /// Relative share of reads (a reload may change it).
     weight: AtomicU32,
@@ -103,7 +111,7 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.backend.metrics.in_flight.dec();
+        self.backend.metrics().in_flight.dec();
     }
 }
 
@@ -111,12 +119,12 @@ impl Backend {
     pub fn new(cfg: &BackendConfig, metrics: &Metrics, workers: usize) -> Backend {
         Backend {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            name: cfg.name.clone(),
+            name: ArcSwap::from_pointee(cfg.name.clone()),
             url: cfg.url.clone(),
             authority: cfg.authority.clone(),
             h2c: cfg.h2c,
             name_hash: crate::balance::hash_bytes(cfg.name.as_bytes()),
-            metrics: metrics.backend(&cfg.name),
+            metrics: ArcSwap::from_pointee(metrics.backend(&cfg.name)),
             pool: Pool::new(workers),
             weight: AtomicU32::new(cfg.weight),
             in_flight: AtomicUsize::new(0),
@@ -131,6 +139,44 @@ impl Backend {
             after_ack: Default::default(),
             placement: ArcSwap::from_pointee(Placement::of(cfg)),
         }
+    }
+
+    /// The name in force (a label: see [`Self::rename`]).
+    #[inline]
+    pub fn name(&self) -> arc_swap::Guard<Arc<String>> {
+        self.name.load()
+    }
+
+    /// The metric handles, labelled with the name in force.
+    #[inline]
+    pub(crate) fn metrics(&self) -> arc_swap::Guard<Arc<BackendMetrics>> {
+        self.metrics.load()
+    }
+
+    /// Takes the name of a reloaded or rediscovered config for the same
+    /// address: the backend keeps its health, claim, pool and in-flight
+    /// requests; its metric label sets move to the new name (counters start
+    /// again from 0 there, gauges carry over). Returns the old name when it
+    /// changed; the caller forgets the old label sets once no backend uses
+    /// them.
+    pub(crate) fn rename(&self, name: &str, metrics: &Metrics) -> Option<Arc<String>> {
+        if self.name.load().as_str() == name {
+            return None;
+        }
+        let new = metrics.backend(name);
+        let old = self.metrics.load();
+        new.in_flight.set(self.in_flight() as i64);
+        for (n, o) in [
+            (&new.healthy, &old.healthy),
+            (&new.is_leader, &old.is_leader),
+            (&new.ejected, &old.ejected),
+            (&new.position, &old.position),
+            (&new.lag, &old.lag),
+        ] {
+            n.set(o.get());
+        }
+        self.metrics.store(Arc::new(new));
+        Some(self.name.swap(Arc::new(name.to_string())))
     }
 
     /// The TLS settings in force (`None`: plain `http://`).
@@ -157,7 +203,7 @@ impl Backend {
     /// The backend chose `http/1.1` when offered `h2`.
     pub(crate) fn declined_h2(&self) {
         if !self.no_h2.swap(true, Ordering::Relaxed) {
-            tracing::info!(backend = %self.name, "backend chose http/1.1 by ALPN; HTTP/2 requests go to it as HTTP/1.1");
+            tracing::info!(backend = %self.name(), "backend chose http/1.1 by ALPN; HTTP/2 requests go to it as HTTP/1.1");
         }
     }
 
@@ -179,7 +225,7 @@ impl Backend {
     /// rejected client certificate shows only at the first read.)
     pub(crate) fn tls_works(&self) {
         if self.tls.is_some() && self.tls_state.swap(0, Ordering::Relaxed) != 0 {
-            tracing::info!(backend = %self.name, "TLS with backend works again");
+            tracing::info!(backend = %self.name(), "TLS with backend works again");
         }
     }
 
@@ -189,19 +235,19 @@ impl Backend {
             .iter()
             .position(|r| *r == reason)
             .unwrap_or(3);
-        self.metrics.tls_handshake_failures[i].inc();
+        self.metrics().tls_handshake_failures[i].inc();
         let code = i as u8 + 1;
         if self.tls_state.swap(code, Ordering::Relaxed) != code {
-            tracing::warn!(backend = %self.name, reason = %reason, error = %message, "TLS handshake with backend failed");
+            tracing::warn!(backend = %self.name(), reason = %reason, error = %message, "TLS handshake with backend failed");
         }
     }
 
-    /// Whether a reload may keep this backend (same name, address,
-    /// protocol). Zone, priority and weight are not identity: a reload
-    /// that changes them keeps the backend ([`Self::set_placement`]).
+    /// Whether a reload or discovery may keep this backend: the same
+    /// address (authority) and protocol (`http`/`https`, h2c). The name,
+    /// zone, priority and weight are not identity: a change of them keeps
+    /// the backend ([`Self::rename`], [`Self::set_placement`]).
     pub fn same_as(&self, cfg: &BackendConfig) -> bool {
-        self.name == cfg.name
-            && self.authority == cfg.authority
+        self.authority == cfg.authority
             && self.h2c == cfg.h2c
             && self.tls.is_some() == cfg.tls.is_some()
     }
@@ -247,7 +293,7 @@ impl Backend {
     #[inline]
     pub fn begin_request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.metrics.in_flight.inc();
+        self.metrics().in_flight.inc();
         InFlight {
             backend: self.clone(),
         }
@@ -302,7 +348,7 @@ impl Backend {
 impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Backend")
-            .field("name", &self.name)
+            .field("name", &self.name())
             .field("url", &self.url)
             .field("weight", &self.weight)
             .finish()

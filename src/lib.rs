@@ -10,6 +10,7 @@ pub mod backend;
 pub mod balance;
 pub mod config;
 pub mod consistency;
+pub mod control;
 pub mod discovery;
 pub mod h1;
 pub mod health;

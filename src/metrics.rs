@@ -48,6 +48,8 @@ pub struct Metrics {
     /// 1 while the read tier is not the local zone of the primary site.
     pub read_tier_spilled: IntGauge,
     pub split_brain: IntCounter,
+    /// Times the discovered set was cut to `discovery.max_backends`.
+    pub discovery_capped: IntCounter,
     pub held_writes: IntGauge,
     pub hold_wait: Histogram,
     pub writes_resent: IntCounter,
@@ -219,6 +221,14 @@ impl Metrics {
                 IntCounter::new(
                     "leaderproxy_split_brain_total",
                     "Times two or more backends claimed leadership and none could be chosen.",
+                )
+                .expect("valid metric"),
+            ),
+            discovery_capped: reg(
+                &r,
+                IntCounter::new(
+                    "leaderproxy_discovery_capped_total",
+                    "Times the discovered backends were more than discovery.max_backends and some were left out.",
                 )
                 .expect("valid metric"),
             ),

@@ -45,7 +45,7 @@ fn expected(followers: &[&Fake], client: &str) -> String {
     let i = Picker::build(Policy::IpHash, &backends)
         .pick(&backends, ip, None)
         .unwrap();
-    backends[i].name.clone()
+    backends[i].name().to_string()
 }
 
 /// A leader and three followers behind a proxy started with `extra`;

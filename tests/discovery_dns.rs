@@ -8,143 +8,18 @@
 #[path = "support/fake.rs"]
 mod fake;
 
+#[path = "support/dns.rs"]
+mod dns;
+
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use dns::{FakeDns, Mode};
 use fake::{wait_until, Fake, Proxy, Role};
-use tokio::net::{TcpListener, UdpSocket};
-
-/// How the fake DNS server answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// The A records of the list.
-    Records,
-    /// SERVFAIL to every query.
-    ServFail,
-    /// NOERROR with no records.
-    Empty,
-}
-
-struct DnsState {
-    name: String,
-    a: Vec<Ipv4Addr>,
-    mode: Mode,
-}
-
-/// A DNS server that knows one name: enough of RFC 1035 for the A and AAAA
-/// queries a stub resolver sends (one question, no compression in the
-/// question, EDNS ignored).
-struct FakeDns {
-    addr: SocketAddr,
-    state: Arc<Mutex<DnsState>>,
-    queries: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeDns {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// The question's end (after QTYPE and QCLASS), its name and QTYPE.
-fn question(q: &[u8]) -> Option<(usize, String, u16)> {
-    let mut i = 12;
-    let mut labels = Vec::new();
-    loop {
-        let len = *q.get(i)? as usize;
-        i += 1;
-        if len == 0 {
-            break;
-        }
-        if len > 63 {
-            return None;
-        }
-        labels.push(String::from_utf8_lossy(q.get(i..i + len)?).to_ascii_lowercase());
-        i += len;
-    }
-    let qtype = u16::from_be_bytes([*q.get(i)?, *q.get(i + 1)?]);
-    Some((i + 4, labels.join("."), qtype))
-}
-
-fn answer(st: &DnsState, q: &[u8]) -> Option<Vec<u8>> {
-    if q.len() < 12 || u16::from_be_bytes([q[4], q[5]]) != 1 {
-        return None;
-    }
-    let (end, name, qtype) = question(q)?;
-    let records: Vec<Ipv4Addr> = if name == st.name && qtype == 1 && st.mode == Mode::Records {
-        st.a.clone()
-    } else {
-        Vec::new()
-    };
-    let rcode: u8 = match st.mode {
-        Mode::ServFail => 2,
-        _ if name != st.name => 3, // NXDOMAIN
-        _ => 0,
-    };
-    let mut r = Vec::with_capacity(end + 16 * records.len());
-    r.extend_from_slice(&q[0..2]); // id
-    r.push(0x80 | (q[2] & 0x01)); // QR, opcode 0, RD copied
-    r.push(0x80 | rcode); // RA, rcode
-    r.extend_from_slice(&[0, 1]); // QDCOUNT
-    r.extend_from_slice(&(records.len() as u16).to_be_bytes()); // ANCOUNT
-    r.extend_from_slice(&[0, 0, 0, 0]); // NSCOUNT, ARCOUNT
-    r.extend_from_slice(&q[12..end]);
-    for ip in records {
-        r.extend_from_slice(&[0xC0, 12]); // the question's name
-        r.extend_from_slice(&[0, 1, 0, 1]); // A, IN
-        r.extend_from_slice(&0u32.to_be_bytes()); // TTL 0
-        r.extend_from_slice(&[0, 4]);
-        r.extend_from_slice(&ip.octets());
-    }
-    Some(r)
-}
-
-impl FakeDns {
-    async fn start(name: &str, a: Vec<Ipv4Addr>) -> FakeDns {
-        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = sock.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(DnsState {
-            name: name.to_string(),
-            a,
-            mode: Mode::Records,
-        }));
-        let queries = Arc::new(AtomicUsize::new(0));
-        let (st, n) = (state.clone(), queries.clone());
-        let task = tokio::spawn(async move {
-            let mut buf = [0u8; 1500];
-            loop {
-                let Ok((len, peer)) = sock.recv_from(&mut buf).await else {
-                    continue;
-                };
-                n.fetch_add(1, Ordering::Relaxed);
-                let reply = answer(&st.lock().unwrap(), &buf[..len]);
-                if let Some(r) = reply {
-                    let _ = sock.send_to(&r, peer).await;
-                }
-            }
-        });
-        FakeDns {
-            addr,
-            state,
-            queries,
-            task,
-        }
-    }
-
-    fn set(&self, a: &[Ipv4Addr]) {
-        let mut st = self.state.lock().unwrap();
-        st.a = a.to_vec();
-        st.mode = Mode::Records;
-    }
-
-    fn mode(&self, m: Mode) {
-        self.state.lock().unwrap().mode = m;
-    }
-}
+use tokio::net::TcpListener;
 
 fn ip(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, n)
@@ -270,22 +145,7 @@ async fn dns_discovery_follows_3_5_2_members_keeping_state_and_the_leader() {
 
     // A writer runs through every change below; no write may fail.
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (p, stop) = (p.clone(), stop.clone());
-        tokio::spawn(async move {
-            let (mut ok, mut failed) = (0usize, Vec::new());
-            while !stop.load(Ordering::Relaxed) {
-                let r = p.put("/w").await;
-                if r.status == 200 {
-                    ok += 1;
-                } else {
-                    failed.push((r.status, r.text()));
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            (ok, failed)
-        })
-    };
+    let writer = fake::spawn_writer(p.clone(), stop.clone());
 
     for _ in 0..6 {
         assert_eq!(p.get("/r").await.status, 200);

@@ -9,6 +9,9 @@
 #[path = "support/fake.rs"]
 mod fake;
 
+#[path = "support/dns.rs"]
+mod dns;
+
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -135,12 +138,7 @@ fn cluster_body(members: &[&Node]) -> String {
 }
 
 fn names(r: &serde_json::Value) -> BTreeSet<String> {
-    r["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["name"].as_str().unwrap().to_string())
-        .collect()
+    name_list(r).into_iter().collect()
 }
 
 fn followers(r: &serde_json::Value) -> BTreeSet<String> {
@@ -269,5 +267,80 @@ async fn patroni_member_list_3_then_2_members_is_followed() {
         found_after.as_millis(),
         removed_after.as_millis(),
         member_errors(&p.metrics().await) - errors
+    );
+}
+
+/// Every backend name in the table, in order, duplicates kept.
+fn name_list(r: &serde_json::Value) -> Vec<String> {
+    r["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// DNS finds the leader first as `127.0.0.1:PORT`; the member list then
+/// names the same address `p1`. One backend (the address is its identity)
+/// renamed in place: it keeps its claim, no split brain, no failed write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_and_members_naming_one_address_make_one_backend_renamed_in_place() {
+    let cluster = Arc::new(Mutex::new(String::new()));
+    let p1 = Node::start("p1", true, cluster.clone()).await;
+    let p2 = Node::start("p2", false, cluster.clone()).await;
+    let p3 = Node::start("p3", false, cluster.clone()).await;
+    *cluster.lock().unwrap() = cluster_body(&[&p1, &p2, &p3]);
+    let dns = dns::FakeDns::start("patroni.test", vec![std::net::Ipv4Addr::LOCALHOST]).await;
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nworkers: 1\ndebug_headers: true\n\
+         discovery: {{ dns: {{ name: patroni.test, port: {}, interval: 100ms }}, members: {{ kind: patroni, interval: 100ms }} }}\n\
+         health: {{ path: /health, interval: 100ms, timeout: 90ms, rise: 1, fall: 3 }}\n\
+         leader: {{ path: /leader, interval: 50ms, timeout: 40ms, expect: {{ status: [200] }} }}\n\
+         routes: [ {{ methods: [GET, HEAD, OPTIONS], to: read }} ]\n",
+        p1.addr.port()
+    );
+    let opts = leaderproxy::discovery::Options {
+        nameservers: leaderproxy::discovery::Nameservers::Fixed(vec![dns.addr]),
+    };
+    let p = Arc::new(Proxy::start_discovering(&yaml, opts, true).await);
+    let by_dns = format!("127.0.0.1:{}", p1.addr.port());
+    wait_until(Duration::from_secs(5), "a leader", || async {
+        p.routing().await["leader"]["name"].is_string()
+    })
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = fake::spawn_writer(p.clone(), stop.clone());
+
+    wait_until(Duration::from_secs(5), "p1, p2, p3 once each", || async {
+        let r = p.routing().await;
+        let mut v = name_list(&r);
+        v.sort();
+        v == ["p1", "p2", "p3"] && followers(&r) == set(&["p2", "p3"])
+    })
+    .await;
+    let r = p.routing().await;
+    assert_eq!(r["leader"]["name"], "p1", "{r}");
+    assert_eq!(r["split_brain"], serde_json::Value::Null, "{r}");
+    // Writes keep working for a while after the rename.
+    let until = tokio::time::Instant::now() + Duration::from_millis(500);
+    while tokio::time::Instant::now() < until {
+        let w = p.put("/w").await;
+        assert_eq!((w.status, w.backend().as_deref()), (200, Some("p1")));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = w.await.unwrap();
+    assert!(failed.is_empty(), "failed writes: {failed:?}");
+    assert!(ok > 0, "the writer ran");
+    // The metric label sets follow the name.
+    let m = p.metrics().await;
+    assert!(
+        m.contains("leaderproxy_backend_healthy{backend=\"p1\"} 1"),
+        "{m}"
+    );
+    assert!(!m.contains(&format!("backend=\"{by_dns}\"")), "{m}");
+    // Admin drain works by the new name.
+    assert_eq!(
+        p.admin("POST", "/admin/backends/p2/drain").await.status,
+        200
     );
 }

@@ -17,11 +17,23 @@ use crate::upstream::tls::{client_tls, ClientTls, TlsFile};
 /// Default `discovery.dns.interval` and `discovery.members.interval`.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Deserialize)]
+/// Default `discovery.max_backends`: discovered backends at most.
+pub const DEFAULT_MAX_BACKENDS: u32 = 64;
+
+/// Default `discovery.remove_after`: consecutive answers of its source
+/// that must leave a discovered backend out before it is removed.
+pub const DEFAULT_REMOVE_AFTER: u32 = 3;
+
+/// Highest `discovery.max_backends` and `discovery.remove_after` taken.
+const MAX_COUNT: u32 = 10_000;
+
+#[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDiscovery {
     dns: Option<RawDns>,
     members: Option<RawMembers>,
+    max_backends: Option<u32>,
+    remove_after: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,13 +117,31 @@ pub struct DiscoveredTls {
 }
 
 /// `discovery`; default: nothing discovered.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DiscoveryConfig {
     pub dns: Option<DnsDiscovery>,
     pub members: Option<MembersDiscovery>,
     /// Built when discovered backends may be `https://` (`dns.scheme:
     /// https`, or `members` with `upstream_tls` set).
     pub tls: Option<Arc<DiscoveredTls>>,
+    /// Discovered backends at most (all sources together, static ones not
+    /// counted); addresses beyond it are left out. Default 64.
+    pub max_backends: u32,
+    /// A discovered backend is removed once this many consecutive answers
+    /// of its source did not list it (1 = at the first). Default 3.
+    pub remove_after: u32,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> DiscoveryConfig {
+        DiscoveryConfig {
+            dns: None,
+            members: None,
+            tls: None,
+            max_backends: DEFAULT_MAX_BACKENDS,
+            remove_after: DEFAULT_REMOVE_AFTER,
+        }
+    }
 }
 
 impl DiscoveryConfig {
@@ -142,10 +172,17 @@ impl Validator {
         upstream_tls: Option<&RawUpstreamTls>,
         base: &Path,
     ) -> DiscoveryConfig {
-        let raw = raw.unwrap_or(RawDiscovery {
-            dns: None,
-            members: None,
-        });
+        let raw = raw.unwrap_or_default();
+        let max_backends = self.count(
+            "discovery.max_backends",
+            raw.max_backends,
+            DEFAULT_MAX_BACKENDS,
+        );
+        let remove_after = self.count(
+            "discovery.remove_after",
+            raw.remove_after,
+            DEFAULT_REMOVE_AFTER,
+        );
         let dns_given = raw.dns.is_some();
         let dns = raw.dns.and_then(|d| self.dns(d));
         let members = raw.members.map(|m| {
@@ -178,7 +215,25 @@ impl Validator {
         } else {
             None
         };
-        DiscoveryConfig { dns, members, tls }
+        DiscoveryConfig {
+            dns,
+            members,
+            tls,
+            max_backends,
+            remove_after,
+        }
+    }
+
+    /// A count key of `discovery`: 1 to 10000, `default` when not given.
+    fn count(&mut self, key: &str, given: Option<u32>, default: u32) -> u32 {
+        match given {
+            None => default,
+            Some(n) if (1..=MAX_COUNT).contains(&n) => n,
+            Some(_) => {
+                self.bad(key, format!("must be from 1 to {MAX_COUNT}"));
+                default
+            }
+        }
     }
 
     fn dns(&mut self, d: RawDns) -> Option<DnsDiscovery> {

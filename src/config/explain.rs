@@ -197,6 +197,8 @@ fn discovery(cfg: &Config) -> Value {
                 ])
             }),
         ),
+        ("max_backends", num(d.max_backends.into())),
+        ("remove_after", num(d.remove_after.into())),
     ])
 }
 

@@ -217,6 +217,17 @@ fn discovery_keys_and_defaults() {
         })
     );
     assert!(c.discovery.members.is_none() && c.discovery.tls.is_none());
+    assert_eq!(
+        (c.discovery.max_backends, c.discovery.remove_after),
+        (64, 3),
+        "defaults"
+    );
+    let c = parse(
+        &format!("{DISC_BASE}discovery: {{ dns: {{ name: a.example, port: 1 }}, max_backends: 5, remove_after: 1 }}\n"),
+        Path::new("lp.yaml"),
+    )
+    .unwrap();
+    assert_eq!((c.discovery.max_backends, c.discovery.remove_after), (5, 1));
     // The keys, verbatim, beside a static seed.
     let c = parse(
         &format!("{DISC_BASE}backends: [{{name: seed, url: 'http://127.0.0.1:2'}}]\ndiscovery:\n  dns: {{ name: etcd.db.svc.cluster.local, port: 2379, scheme: http, interval: 10s }}\n  members: {{ kind: etcd, interval: 10s }}\n"),
@@ -289,6 +300,13 @@ fn discovery_errors_name_file_line_column() {
     assert_eq!(
         e("discovery:\n  dns: { name: a.example, srv: _x._tcp.example, port: 1 }\n"),
         vec!["lp.yaml:4:3: discovery.dns: give exactly one of name (A/AAAA records, with port) and srv (SRV records)"]
+    );
+    assert_eq!(
+        e("discovery:\n  dns: { name: a.example, port: 1 }\n  max_backends: 0\n  remove_after: 10001\n"),
+        vec![
+            "lp.yaml:5:3: discovery.max_backends: must be from 1 to 10000",
+            "lp.yaml:6:3: discovery.remove_after: must be from 1 to 10000",
+        ]
     );
     assert_eq!(
         e("discovery:\n  dns: { name: a.example }\n"),

@@ -74,7 +74,7 @@ async fn run(
         let p = crate::health::probe::position(&backend, &probe.0, &probe.1)
             .await
             .ok();
-        backend.metrics.write_position_probes.inc();
+        backend.metrics().write_position_probes.inc();
         batch.send_replace(Some(p));
         let mut g = inner.lock().unwrap_or_else(|e| e.into_inner());
         match g.next.take() {

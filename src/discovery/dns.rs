@@ -13,7 +13,7 @@ use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::TokioResolver;
 
-use super::{jittered, Found, Nameservers, Reporter, Source, OFF_RECHECK};
+use super::{changed, jittered, Found, Nameservers, Reporter, Sent, Source, OFF_RECHECK};
 use crate::config::{DnsDiscovery, DnsLookup, Scheme};
 use crate::health::monitor::MonitorHandle;
 use crate::metrics::Metrics;
@@ -93,7 +93,8 @@ pub async fn lookup(r: &TokioResolver, d: &DnsDiscovery) -> Result<Vec<Found>, S
 }
 
 /// The loop: asks every `discovery.dns.interval` (±10%) while the config
-/// in force has `discovery.dns`, reports each new set to the monitor.
+/// in force has `discovery.dns`, reports every answer to the monitor
+/// (it counts them for `discovery.remove_after`), logs the changes.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     monitor: MonitorHandle,
@@ -103,14 +104,17 @@ pub(crate) async fn run(
     let mut rep = Reporter::new(Source::Dns, &metrics);
     let gauge = metrics.discovered(Source::Dns.label());
     let mut resolver_: Option<TokioResolver> = None;
-    // What the monitor was last told, and for which settings.
-    let mut sent: Option<(DnsDiscovery, Vec<Found>)> = None;
+    // What the monitor was last told, for which settings.
+    let mut sent: Sent<DnsDiscovery> = None;
     let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ std::process::id() as u64;
     loop {
-        let cfg = shared.load().cfg.clone();
+        let (gen, cfg) = {
+            let t = shared.load();
+            (t.config_gen, t.cfg.clone())
+        };
         let Some(d) = cfg.discovery.dns.clone() else {
             if sent.take().is_some() {
-                monitor.discovered(Source::Dns, None);
+                monitor.discovered(Source::Dns, gen, None);
                 gauge.set(0);
             }
             tokio::time::sleep(OFF_RECHECK).await;
@@ -131,11 +135,11 @@ pub(crate) async fn run(
             Ok(found) => {
                 rep.succeeded(found.len());
                 gauge.set(found.len() as i64);
-                if sent.as_ref() != Some(&(d.clone(), found.clone())) {
+                if changed(&sent, &d, &found) {
                     tracing::info!(source = "dns", found = found.len(), addresses = ?found.iter().map(Found::authority).collect::<Vec<_>>(), "discovered backends");
-                    monitor.discovered(Source::Dns, Some(found.clone()));
-                    sent = Some((d.clone(), found));
                 }
+                monitor.discovered(Source::Dns, gen, Some(found.clone()));
+                sent = Some((d.clone(), found));
             }
             Err(e) => rep.failed(e),
         }

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::{jittered, Found, Reporter, Source, OFF_RECHECK};
+use super::{changed, jittered, Found, Reporter, Sent, Source, OFF_RECHECK};
 use crate::backend::Backend;
 use crate::config::{Config, Expect, MembersDiscovery, MembersKind, ProbeConfig};
 use crate::health::monitor::MonitorHandle;
@@ -242,7 +242,7 @@ async fn ask(t: &RoutingTable, m: &MembersDiscovery) -> Result<Vec<Found>, Strin
         match r {
             Ok(found) => return Ok(found),
             Err(e) => {
-                first_error.get_or_insert(format!("{}: {e}", b.name));
+                first_error.get_or_insert(format!("{}: {e}", b.name()));
             }
         }
     }
@@ -253,17 +253,19 @@ async fn ask(t: &RoutingTable, m: &MembersDiscovery) -> Result<Vec<Found>, Strin
 }
 
 /// The loop: asks every `discovery.members.interval` (±10%) while the
-/// config in force has `discovery.members`, reports each new set.
+/// config in force has `discovery.members`, reports every answer (the
+/// monitor counts them for `discovery.remove_after`), logs the changes.
 pub(crate) async fn run(shared: Arc<Shared>, monitor: MonitorHandle, metrics: Arc<Metrics>) {
     let mut rep = Reporter::new(Source::Members, &metrics);
     let gauge = metrics.discovered(Source::Members.label());
-    let mut sent: Option<(MembersDiscovery, Vec<Found>)> = None;
+    // As in `dns::run`: what was sent, for which settings.
+    let mut sent: Sent<MembersDiscovery> = None;
     let mut seed = 0x2545_F491_4F6C_DD1Du64 ^ std::process::id() as u64;
     loop {
         let t = shared.load();
         let Some(m) = t.cfg.discovery.members.clone() else {
             if sent.take().is_some() {
-                monitor.discovered(Source::Members, None);
+                monitor.discovered(Source::Members, t.config_gen, None);
                 gauge.set(0);
             }
             tokio::time::sleep(OFF_RECHECK).await;
@@ -281,11 +283,12 @@ pub(crate) async fn run(shared: Arc<Shared>, monitor: MonitorHandle, metrics: Ar
             Ok(found) => {
                 rep.succeeded(found.len());
                 gauge.set(found.len() as i64);
-                if sent.as_ref() != Some(&(m.clone(), found.clone())) {
+                let gen = t.config_gen;
+                if changed(&sent, &m, &found) {
                     tracing::info!(source = "members", found = found.len(), members = ?found.iter().map(|f| format!("{}={}", f.name.as_deref().unwrap_or(""), f.authority())).collect::<Vec<_>>(), "discovered backends");
-                    monitor.discovered(Source::Members, Some(found.clone()));
-                    sent = Some((m.clone(), found));
                 }
+                monitor.discovered(Source::Members, gen, Some(found.clone()));
+                sent = Some((m.clone(), found));
             }
             Err(e) => rep.failed(e),
         }

@@ -1,13 +1,14 @@
 //! Backends found at run time: by DNS ([`dns`]) and from the cluster's own
 //! member list ([`members`]).
 //!
-//! This file is the pure part: what one discovered address is ([`Found`])
-//! and which backends are wanted given the static list and every source's
-//! last good answer ([`desired`]). The loops that ask DNS and the members
-//! ([`run`]) only report answers to the monitor, which keeps each source's
-//! last good set and reconciles its backends with the same code a reload
-//! uses (unchanged backends keep their health, in-flight count and pooled
-//! connections).
+//! This file is the pure part: what one discovered address is ([`Found`]),
+//! a source's set with removal hysteresis ([`Held`]), and which backends
+//! are wanted given the static list and every source's set, capped at
+//! `discovery.max_backends` ([`desired`]). The loops that ask DNS and the
+//! members ([`run`]) only report answers to the monitor, which keeps each
+//! source's [`Held`] set and reconciles its backends with the same code a
+//! reload uses (backends at an unchanged address keep their health,
+//! in-flight count and pooled connections).
 
 pub mod dns;
 pub mod members;
@@ -141,18 +142,32 @@ pub fn backend_config(
     })
 }
 
+/// What [`desired`] wants.
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    /// The static backends, then the discovered ones.
+    pub backends: Vec<BackendConfig>,
+    /// Finds that could not become backends, with why.
+    pub problems: Vec<String>,
+    /// Finds left out because `discovery.max_backends` discovered backends
+    /// were already wanted.
+    pub capped: usize,
+}
+
 /// The backends wanted: every static one, then each source's finds in
-/// [`Source::ALL`] order. An address already present (by `host:port`) is
-/// not added again; a discovered backend is named by the member's name
-/// when it has a valid one not yet taken, else `host:port`. Returns the
-/// set and the finds that could not become backends (with why).
+/// [`Source::ALL`] order, at most `disc.max_backends` discovered ones (the
+/// rest are counted in [`Wanted::capped`]). An address already present
+/// (by `host:port`) is not added again; a discovered backend is named by
+/// the member's name when it has a valid one not yet taken, else
+/// `host:port`.
 pub fn desired(
     statics: &[BackendConfig],
     sources: &[Option<Vec<Found>>; 2],
     disc: &DiscoveryConfig,
-) -> (Vec<BackendConfig>, Vec<String>) {
+) -> Wanted {
     let mut out: Vec<BackendConfig> = statics.to_vec();
     let mut problems = Vec::new();
+    let mut capped = 0;
     for src in Source::ALL {
         let Some(found) = &sources[src.index()] else {
             continue;
@@ -160,6 +175,10 @@ pub fn desired(
         for f in found {
             let auth = f.authority();
             if out.iter().any(|b| b.authority.as_str() == auth) {
+                continue;
+            }
+            if out.len() - statics.len() >= disc.max_backends as usize {
+                capped += 1;
                 continue;
             }
             let taken = |n: &str| out.iter().any(|b| b.name == n);
@@ -177,7 +196,46 @@ pub fn desired(
             }
         }
     }
-    (out, problems)
+    Wanted {
+        backends: out,
+        problems,
+        capped,
+    }
+}
+
+/// A source's set with hysteresis (`discovery.remove_after`): the
+/// addresses of its last answer, plus those an earlier answer listed that
+/// fewer than `remove_after` consecutive answers since have left out. So
+/// answers that alternate between subsets do not remove and re-add (and
+/// reset the health of) the members they take turns leaving out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Held {
+    /// Each find, and how many consecutive answers have left it out.
+    entries: Vec<(Found, u32)>,
+}
+
+impl Held {
+    /// Takes one answer; true if the set changed (an address added or
+    /// removed, or a find renamed).
+    pub(crate) fn answer(&mut self, found: Vec<Found>, remove_after: u32) -> bool {
+        let before = self.set();
+        let same = |a: &Found, b: &Found| (&a.host, a.port, a.https) == (&b.host, b.port, b.https);
+        let mut next: Vec<(Found, u32)> = std::mem::take(&mut self.entries)
+            .into_iter()
+            .filter(|(f, _)| !found.iter().any(|n| same(n, f)))
+            .map(|(f, missed)| (f, missed + 1))
+            .filter(|(_, missed)| *missed < remove_after)
+            .collect();
+        next.extend(found.into_iter().map(|f| (f, 0)));
+        next.sort();
+        self.entries = next;
+        self.set() != before
+    }
+
+    /// The finds in force, sorted.
+    pub(crate) fn set(&self) -> Vec<Found> {
+        self.entries.iter().map(|(f, _)| f.clone()).collect()
+    }
 }
 
 /// How the discovery loops reach DNS.
@@ -245,6 +303,17 @@ pub fn run(shared: Arc<Shared>, monitor: MonitorHandle, metrics: Arc<Metrics>, o
         opts.nameservers,
     ));
     tokio::spawn(members::run(shared, monitor, metrics));
+}
+
+/// What a discovery loop last told the monitor: the source's settings
+/// and the set.
+pub(crate) type Sent<S> = Option<(S, Vec<Found>)>;
+
+/// Whether `found` (asked with `settings`) differs from what was `sent`
+/// last: a loop sends every answer (the monitor counts answers for
+/// `discovery.remove_after`) but logs only the changes.
+pub(crate) fn changed<S: PartialEq>(sent: &Sent<S>, settings: &S, found: &[Found]) -> bool {
+    !matches!(sent, Some((s, f)) if s == settings && f.as_slice() == found)
 }
 
 /// How often a loop whose source is off looks whether a reload turned it on.

@@ -41,7 +41,11 @@ fn dns_addresses_become_host_port_backends_beside_the_static_ones() {
         ip("10.0.0.2", 2379),
         ip("fd00::3", 2379),
     ];
-    let (set, problems) = desired(&c.backends, &[None, Some(dns)], &c.discovery);
+    let Wanted {
+        backends: set,
+        problems,
+        ..
+    } = desired(&c.backends, &[None, Some(dns)], &c.discovery);
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(
         names(&set),
@@ -62,7 +66,8 @@ fn members_are_named_by_member_name_and_win_over_dns_for_the_same_address() {
         named("etcd-1", "10.0.0.2", 2379),
     ];
     let dns = vec![ip("10.0.0.1", 2379), ip("10.0.0.3", 2379)];
-    let (set, _) = desired(&c.backends, &[Some(members), Some(dns)], &c.discovery);
+    let Wanted { backends: set, .. } =
+        desired(&c.backends, &[Some(members), Some(dns)], &c.discovery);
     assert_eq!(
         names(&set),
         vec![
@@ -82,7 +87,7 @@ fn a_taken_or_invalid_member_name_falls_back_to_host_port() {
         named("m1", "10.0.0.9", 2379),        // a static backend has that name
         named("bad name!", "10.0.0.8", 2379), // not a valid backend name
     ];
-    let (set, _) = desired(&c.backends, &[Some(members), None], &c.discovery);
+    let Wanted { backends: set, .. } = desired(&c.backends, &[Some(members), None], &c.discovery);
     assert_eq!(
         names(&set),
         vec![
@@ -102,14 +107,22 @@ fn https_finds_need_upstream_tls_and_use_their_own_host_as_server_name() {
         https: true,
         ..named("m2", "etcd-2.example", 2379)
     };
-    let (set, problems) = desired(&c.backends, &[Some(vec![f.clone()]), None], &c.discovery);
+    let Wanted {
+        backends: set,
+        problems,
+        ..
+    } = desired(&c.backends, &[Some(vec![f.clone()]), None], &c.discovery);
     assert_eq!(set.len(), 1);
     assert_eq!(
         problems,
         vec!["https://etcd-2.example:2379: set upstream_tls to talk TLS to discovered members"]
     );
     let c = cfg("discovery: {dns: {srv: _etcd-client-ssl._tcp.example, scheme: https}}\n");
-    let (set, problems) = desired(&c.backends, &[None, Some(vec![f])], &c.discovery);
+    let Wanted {
+        backends: set,
+        problems,
+        ..
+    } = desired(&c.backends, &[None, Some(vec![f])], &c.discovery);
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(set[0].url, "https://etcd-2.example:2379");
     let tls = set[0].tls.as_ref().expect("TLS");
@@ -125,7 +138,7 @@ fn https_finds_need_upstream_tls_and_use_their_own_host_as_server_name() {
 #[test]
 fn a_source_that_is_off_adds_nothing() {
     let c = cfg("backends: [{name: s, url: 'http://10.0.0.1:1'}]\n");
-    let (set, _) = desired(&c.backends, &[None, None], &c.discovery);
+    let Wanted { backends: set, .. } = desired(&c.backends, &[None, None], &c.discovery);
     assert_eq!(names(&set), vec![("s", "http://10.0.0.1:1")]);
 }
 
@@ -319,7 +332,11 @@ fn consul_raft_peers_keep_their_host_and_take_the_http_port_of_the_server_asked(
     // Named host:port, so the set holds them by address.
     let c = cfg("backends: [{name: seed, url: 'http://10.1.10.10:8500'}]\ndiscovery: {members: {kind: consul}}\n");
     let found = parse_consul(body, &ip("10.1.10.10", 8500)).unwrap();
-    let (set, problems) = desired(&c.backends, &[Some(found), None], &c.discovery);
+    let Wanted {
+        backends: set,
+        problems,
+        ..
+    } = desired(&c.backends, &[Some(found), None], &c.discovery);
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(
         names(&set),
@@ -349,4 +366,60 @@ fn jitter_stays_within_ten_percent() {
         let d = jittered(Duration::from_secs(10), &mut seed);
         assert!(d >= Duration::from_secs(9) && d <= Duration::from_secs(11));
     }
+}
+
+#[test]
+fn a_loop_logs_only_a_changed_set_or_settings() {
+    let set = vec![ip("10.0.0.1", 2379)];
+    let none: Sent<u8> = None;
+    assert!(changed(&none, &1, &set), "first answer");
+    let sent: Sent<u8> = Some((1, set.clone()));
+    assert!(!changed(&sent, &1, &set), "the same answer");
+    assert!(changed(&sent, &2, &set), "new settings");
+    assert!(changed(&sent, &1, &[]), "new set");
+}
+
+#[test]
+fn the_cap_leaves_out_discovered_addresses_beyond_max_backends() {
+    let c = cfg("backends: [{name: seed, url: 'http://10.0.0.1:2379'}]\ndiscovery: {dns: {name: etcd.example, port: 2379}, members: {kind: etcd}, max_backends: 2}\n");
+    let members = vec![named("m2", "10.0.0.2", 2379), named("m3", "10.0.0.3", 2379)];
+    let dns = vec![
+        ip("10.0.0.1", 2379),
+        ip("10.0.0.2", 2379),
+        ip("10.0.0.4", 2379),
+    ];
+    let w = desired(&c.backends, &[Some(members), Some(dns)], &c.discovery);
+    assert_eq!(
+        names(&w.backends),
+        vec![
+            ("seed", "http://10.0.0.1:2379"),
+            ("m2", "http://10.0.0.2:2379"),
+            ("m3", "http://10.0.0.3:2379"),
+        ],
+        "static ones do not count; addresses already present are not capped"
+    );
+    assert_eq!(w.capped, 1, "10.0.0.4 left out");
+    assert!(w.problems.is_empty());
+}
+
+#[test]
+fn a_find_left_out_is_removed_only_after_remove_after_answers_in_a_row() {
+    let (a, b, c) = (ip("10.0.0.1", 1), ip("10.0.0.2", 1), ip("10.0.0.3", 1));
+    let mut h = Held::default();
+    assert!(h.answer(vec![a.clone(), b.clone(), c.clone()], 3));
+    // Answers alternating between subsets keep every member.
+    for _ in 0..5 {
+        assert!(!h.answer(vec![a.clone(), b.clone()], 3));
+        assert!(!h.answer(vec![a.clone(), c.clone()], 3));
+    }
+    assert_eq!(h.set(), [a.clone(), b.clone(), c.clone()]);
+    // Three answers in a row without c: gone at the third.
+    assert!(!h.answer(vec![a.clone(), b.clone()], 3));
+    assert!(!h.answer(vec![a.clone(), b.clone()], 3));
+    assert!(h.answer(vec![a.clone(), b.clone()], 3));
+    assert_eq!(h.set(), [a.clone(), b.clone()]);
+    // A rename of the same address is a change; remove_after 1 removes at once.
+    assert!(h.answer(vec![named("n1", "10.0.0.1", 1), b.clone()], 1));
+    assert!(h.answer(vec![b.clone()], 1));
+    assert_eq!(h.set(), [b]);
 }

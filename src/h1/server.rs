@@ -447,7 +447,7 @@ async fn upgrade_request(
         Ok(u) => u,
         Err(e) => {
             let err = ProxyError::Connect {
-                backend: backend.name.clone(),
+                backend: backend.name().to_string(),
                 reason: e.to_string(),
             };
             return Upgrade::Refused(err.into_response());
@@ -459,14 +459,14 @@ async fn upgrade_request(
         Ok(Ok(a)) => a,
         Ok(Err(e)) => {
             let err = ProxyError::Upstream {
-                backend: backend.name.clone(),
+                backend: backend.name().to_string(),
                 reason: e.to_string(),
             };
             return Upgrade::Refused(err.into_response());
         }
         Err(_) => {
             let err = ProxyError::Timeout {
-                backend: backend.name.clone(),
+                backend: backend.name().to_string(),
                 after: t.cfg.timeouts.response_headers,
             };
             return Upgrade::Refused(err.into_response());
@@ -534,10 +534,10 @@ async fn run_tunnel(
     };
     match start.await {
         Ok((up, down)) => {
-            tracing::debug!(client = %client.peer, backend = %backend.name, up, down, "upgrade tunnel closed")
+            tracing::debug!(client = %client.peer, backend = %backend.name(), up, down, "upgrade tunnel closed")
         }
         Err(e) => {
-            tracing::debug!(client = %client.peer, backend = %backend.name, error = %e, "upgrade tunnel ended")
+            tracing::debug!(client = %client.peer, backend = %backend.name(), error = %e, "upgrade tunnel ended")
         }
     }
 }

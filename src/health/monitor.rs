@@ -24,7 +24,7 @@ use super::leader::{decide, Claim, Decision, Evidence, TermFloor};
 use super::probe::{self, Outcome, ProbeFailure};
 use crate::balance::Picker;
 use crate::config::{BackendConfig, Config, ProbeConfig};
-use crate::discovery::{self, Found, Source};
+use crate::discovery::{self, Found, Held, Source};
 use crate::metrics::Metrics;
 use crate::routing::tier::{self, Rank};
 use crate::routing::{Backend, LeaderInfo, LeaderState, RoutingTable, Shared};
@@ -113,9 +113,11 @@ enum Msg {
         cfg: Arc<Config>,
         reply: oneshot::Sender<Vec<String>>,
     },
-    /// A discovery source's new set (`None`: the source was turned off).
+    /// A discovery source's answer (`None`: the source was turned off),
+    /// asked under config generation `gen`.
     Discovered {
         source: Source,
+        gen: u64,
         found: Option<Vec<Found>>,
     },
 }
@@ -181,10 +183,15 @@ impl MonitorHandle {
         rx.await.unwrap_or_default()
     }
 
-    /// A discovery source found this set (`None`: it was turned off). The
-    /// backends are reconciled like at a reload.
-    pub fn discovered(&self, source: Source, found: Option<Vec<Found>>) {
-        let _ = self.tx.send(Msg::Discovered { source, found });
+    /// A discovery source found this set (`None`: it was turned off),
+    /// asking under the config of generation `gen`
+    /// ([`RoutingTable::config_gen`]). The source's set takes it with
+    /// `discovery.remove_after` hysteresis and, when that changed, the
+    /// backends are reconciled like at a reload. An answer asked under an
+    /// older generation than the one in force (in flight across a reload)
+    /// is dropped; the source's next answer counts.
+    pub fn discovered(&self, source: Source, gen: u64, found: Option<Vec<Found>>) {
+        let _ = self.tx.send(Msg::Discovered { source, gen, found });
     }
 
     /// Applies a validated config; returns notes on what needs a restart.
@@ -271,8 +278,15 @@ struct Aggregator {
     fast: Arc<AtomicBool>,
     /// A reload changed the config: publish even if routing is the same.
     force_publish: bool,
-    /// Each discovery source's last good set, by [`Source::index`].
-    found: [Option<Vec<Found>>; 2],
+    /// Config generation: +1 at every reload ([`RoutingTable::config_gen`]).
+    config_gen: u64,
+    /// Each discovery source's set in force (its answers with
+    /// `discovery.remove_after` hysteresis), by [`Source::index`].
+    found: [Option<Held>; 2],
+    /// The problems and the count left out by `discovery.max_backends` of
+    /// the last reconcile: each is logged once per change.
+    last_problems: Vec<String>,
+    last_capped: usize,
     /// The first probe round has finished once: a backend added later
     /// (reload, discovery) does not make routing "not ready" again.
     was_ready: bool,
@@ -309,7 +323,10 @@ pub fn start(cfg: Arc<Config>, shared: Arc<Shared>, metrics: Arc<Metrics>) -> Mo
         // Nobody leads yet.
         fast: Arc::new(AtomicBool::new(true)),
         force_publish: false,
+        config_gen: table.config_gen,
         found: [None, None],
+        last_problems: Vec::new(),
+        last_capped: 0,
         was_ready: false,
     };
     for b in &table.backends {
@@ -516,7 +533,7 @@ impl Aggregator {
                 let Some(i) = self.index_of(id) else { return };
                 // Stop routing writes to it until a probe says otherwise.
                 if self.nodes[i].claim.withdraw() {
-                    tracing::warn!(backend = %self.nodes[i].backend.name, "leader failed a write with evidence against it; fenced, re-probing all backends now");
+                    tracing::warn!(backend = %self.nodes[i].backend.name(), "leader failed a write with evidence against it; fenced, re-probing all backends now");
                 }
                 self.kick_probes(Duration::from_millis(20));
             }
@@ -541,7 +558,10 @@ impl Aggregator {
                 drained,
                 reply,
             } => {
-                let found = self.nodes.iter().find(|n| n.backend.name == name);
+                let found = self
+                    .nodes
+                    .iter()
+                    .find(|n| n.backend.name().as_str() == name);
                 if let Some(n) = found {
                     n.backend.set_drained(drained);
                     tracing::info!(backend = %name, drained, "backend drain state changed by admin");
@@ -558,9 +578,26 @@ impl Aggregator {
                 self.refresh();
                 let _ = reply.send(notes);
             }
-            Msg::Discovered { source, found } => {
-                self.found[source.index()] = found;
-                self.reconcile(false);
+            Msg::Discovered { source, gen, found } => {
+                if gen != self.config_gen {
+                    tracing::debug!(
+                        source = source.label(),
+                        asked_under = gen,
+                        config_generation = self.config_gen,
+                        "discovery answer asked before a reload dropped; the next one counts"
+                    );
+                    return;
+                }
+                let held = &mut self.found[source.index()];
+                let changed = match found {
+                    None => held.take().is_some(),
+                    Some(f) => held
+                        .get_or_insert_with(Held::default)
+                        .answer(f, self.cfg.discovery.remove_after),
+                };
+                if changed {
+                    self.reconcile(false);
+                }
             }
         }
     }
@@ -578,7 +615,7 @@ impl Aggregator {
         let secs = o.latency.as_secs_f64();
         let node = &mut self.nodes[i];
         let b = node.backend.clone();
-        let m = &b.metrics;
+        let m = &b.metrics();
         match kind {
             Kind::Health => {
                 m.probe_health.observe(secs);
@@ -591,10 +628,10 @@ impl Aggregator {
                 node.last.health_error = o.error();
                 match node.health.observe(o.ok()) {
                     Some(Transition::BecameUp) => {
-                        tracing::info!(backend = %node.backend.name, "backend is healthy")
+                        tracing::info!(backend = %node.backend.name(), "backend is healthy")
                     }
                     Some(Transition::BecameDown) => tracing::warn!(
-                        backend = %node.backend.name,
+                        backend = %node.backend.name(),
                         error = o.error().unwrap_or_default(),
                         "backend is unhealthy"
                     ),
@@ -614,7 +651,7 @@ impl Aggregator {
                     node.backend.unfence();
                 }
                 if was && evidence == Evidence::Failed && node.claim.is_claiming() {
-                    tracing::debug!(backend = %node.backend.name, error = o.error().unwrap_or_default(), "leader probe failed; the claim holds until leader.fall failures in a row");
+                    tracing::debug!(backend = %node.backend.name(), error = o.error().unwrap_or_default(), "leader probe failed; the claim holds until leader.fall failures in a row");
                 }
                 if o.term.is_some() || o.ok() {
                     node.term = o.term;
@@ -630,7 +667,7 @@ impl Aggregator {
                 // A leader probe that cannot connect is proof the node is down
                 // right now; do not wait for `fall` health probes to say so.
                 if evidence == Evidence::Refused && node.health.force_down().is_some() {
-                    tracing::warn!(backend = %node.backend.name, error = o.error().unwrap_or_default(), "backend refused a connection; marked unhealthy");
+                    tracing::warn!(backend = %node.backend.name(), error = o.error().unwrap_or_default(), "backend refused a connection; marked unhealthy");
                 }
             }
         }
@@ -638,7 +675,7 @@ impl Aggregator {
 
     fn on_position(&mut self, i: usize, result: Result<u64, ProbeFailure>, latency: Duration) {
         let n = &mut self.nodes[i];
-        let m = &n.backend.metrics;
+        let m = &n.backend.metrics();
         m.probe_position.observe(latency.as_secs_f64());
         n.probed_position = true;
         match result {
@@ -652,7 +689,7 @@ impl Aggregator {
             Err(e) => {
                 m.probe_position_failures.inc();
                 if n.last.position_error.is_none() {
-                    tracing::debug!(backend = %n.backend.name, error = %e, "position probe failed; the last known position stays");
+                    tracing::debug!(backend = %n.backend.name(), error = %e, "position probe failed; the last known position stays");
                 }
                 n.last.position_error = Some(e.to_string());
             }
@@ -665,7 +702,7 @@ impl Aggregator {
         if self.nodes[i].ejected(now) || self.is_leader(i) {
             return;
         }
-        let name = self.nodes[i].backend.name.clone();
+        let name = self.nodes[i].backend.name().to_string();
         let followers = self
             .nodes
             .iter()
@@ -685,8 +722,8 @@ impl Aggregator {
         node.ejections += 1;
         node.ejected_until = Some(now + dur);
         node.backend.record_success();
-        node.backend.metrics.ejections.inc();
-        tracing::warn!(backend = %node.backend.name, seconds = dur.as_secs_f64(), "follower ejected by passive health checking");
+        node.backend.metrics().ejections.inc();
+        tracing::warn!(backend = %node.backend.name(), seconds = dur.as_secs_f64(), "follower ejected by passive health checking");
     }
 
     fn is_leader(&self, i: usize) -> bool {
@@ -783,10 +820,10 @@ impl Aggregator {
             }
             let old_name = old_leader
                 .and_then(|id| self.index_of(id))
-                .map(|i| self.nodes[i].backend.name.clone());
+                .map(|i| self.nodes[i].backend.name().to_string());
             match leader_idx {
                 Some(i) => tracing::info!(
-                    leader = %self.nodes[i].backend.name,
+                    leader = %self.nodes[i].backend.name(),
                     previous = old_name.as_deref().unwrap_or("none"),
                     term = self.nodes[i].term,
                     "leader changed"
@@ -819,7 +856,7 @@ impl Aggregator {
             Decision::None => LeaderState::None,
             Decision::SplitBrain(v) => LeaderState::SplitBrain(
                 v.iter()
-                    .map(|&i| self.nodes[i].backend.name.clone())
+                    .map(|&i| self.nodes[i].backend.name().to_string())
                     .collect(),
             ),
         };
@@ -829,7 +866,7 @@ impl Aggregator {
         let follower_backends = backends_of(&tiers.read);
         let spill = backends_of(&tiers.spill);
         for (i, n) in self.nodes.iter().enumerate() {
-            let m = &n.backend.metrics;
+            let m = &n.backend.metrics();
             if let Some(l) = lag[i].0 {
                 m.lag.set(l.min(i64::MAX as u64) as i64);
             }
@@ -842,6 +879,7 @@ impl Aggregator {
         let table = RoutingTable {
             epoch: self.epoch,
             leader_gen: self.leader_gen,
+            config_gen: self.config_gen,
             ready,
             leader,
             picker: Picker::build(self.cfg.reads.policy, &follower_backends),
@@ -931,7 +969,7 @@ impl Aggregator {
     fn names(&self, ids: &[u64]) -> Vec<String> {
         ids.iter()
             .filter_map(|id| self.index_of(*id))
-            .map(|i| self.nodes[i].backend.name.clone())
+            .map(|i| self.nodes[i].backend.name().to_string())
             .collect()
     }
 
@@ -956,7 +994,7 @@ impl Aggregator {
             .zip(lag)
             .map(|(n, lag)| (n, lag, n.backend.placement()))
             .map(|(n, (lag, lagging), place)| BackendStatus {
-                name: n.backend.name.clone(),
+                name: n.backend.name().to_string(),
                 url: n.backend.url.clone(),
                 weight: n.backend.weight(),
                 healthy: n.healthy(),
@@ -1023,6 +1061,7 @@ impl Aggregator {
             self.terms = TermFloor::default();
         }
         self.cfg = cfg.clone();
+        self.config_gen += 1;
 
         if cfg.discovery.dns.is_none() {
             self.found[Source::Dns.index()] = None;
@@ -1047,10 +1086,10 @@ impl Aggregator {
     /// retiring, while it still claims leadership ([`Self::drop_retired`]).
     fn reconcile(&mut self, probes_changed: bool) {
         let cfg = self.cfg.clone();
-        let (wanted, problems) = discovery::desired(&cfg.backends, &self.found, &cfg.discovery);
-        for p in problems {
-            tracing::warn!(problem = %p, "discovered address not used");
-        }
+        let sets = self.found.each_ref().map(|h| h.as_ref().map(Held::set));
+        let w = discovery::desired(&cfg.backends, &sets, &cfg.discovery);
+        self.report_wanted(&w);
+        let wanted = w.backends;
         let source_of = |bc: &BackendConfig| -> &'static str {
             if cfg.backends.iter().any(|s| s.name == bc.name) {
                 return "static";
@@ -1058,7 +1097,7 @@ impl Aggregator {
             Source::ALL
                 .into_iter()
                 .find(|s| {
-                    self.found[s.index()]
+                    sets[s.index()]
                         .as_ref()
                         .is_some_and(|f| f.iter().any(|f| f.authority() == bc.authority.as_str()))
                 })
@@ -1066,9 +1105,14 @@ impl Aggregator {
         };
         let sources: Vec<&'static str> = wanted.iter().map(source_of).collect();
         let mut old: Vec<Node> = std::mem::take(&mut self.nodes);
+        let mut renamed = Vec::new();
         for (bc, source) in wanted.iter().zip(sources) {
             if let Some(pos) = old.iter().position(|n| n.backend.same_as(bc)) {
                 let mut n = old.remove(pos);
+                if let Some(was) = n.backend.rename(&bc.name, &self.metrics) {
+                    tracing::info!(backend = %bc.name, was = %was, url = %bc.url, "backend renamed; it keeps its health, claim and connections");
+                    renamed.push(was);
+                }
                 n.backend.set_weight(bc.weight);
                 if n.backend.set_placement(bc) {
                     tracing::info!(backend = %bc.name, zone = bc.zone.as_deref().unwrap_or("none"), priority = bc.priority, "backend zone or priority changed; it keeps its health and connections");
@@ -1101,10 +1145,10 @@ impl Aggregator {
             if n.source != "static"
                 && leader == Some(n.backend.id)
                 && n.claim.is_claiming()
-                && !cfg.backends.iter().any(|b| b.name == n.backend.name)
+                && !cfg.backends.iter().any(|b| n.backend.same_as(b))
             {
                 if !n.retiring {
-                    tracing::warn!(backend = %n.backend.name, "discovery no longer lists the leader; it stays while it leads");
+                    tracing::warn!(backend = %n.backend.name(), "discovery no longer lists the leader; it stays while it leads");
                     n.retiring = true;
                 }
                 self.nodes.push(n);
@@ -1112,16 +1156,55 @@ impl Aggregator {
             }
             self.remove_node(n);
         }
+        for was in renamed {
+            self.forget_label(&was);
+        }
         // Publish even if routing did not change: the backend list did.
         self.force_publish = true;
     }
 
-    fn remove_node(&mut self, n: Node) {
-        tracing::info!(backend = %n.backend.name, source = n.source, "backend removed; its in-flight requests finish");
-        if !self.nodes.iter().any(|m| m.backend.name == n.backend.name) {
-            self.metrics.forget_backend(&n.backend.name);
+    /// Logs the finds not used (once per change of the list) and the
+    /// `discovery.max_backends` cap (counted every time it cuts, logged
+    /// once per change of how many it leaves out).
+    fn report_wanted(&mut self, w: &discovery::Wanted) {
+        if w.problems != self.last_problems {
+            for p in &w.problems {
+                tracing::warn!(problem = %p, "discovered address not used");
+            }
+            self.last_problems = w.problems.clone();
         }
+        if w.capped > 0 {
+            self.metrics.discovery_capped.inc();
+        }
+        if w.capped != self.last_capped {
+            let max = self.cfg.discovery.max_backends;
+            if w.capped > 0 {
+                tracing::warn!(
+                    left_out = w.capped,
+                    max_backends = max,
+                    "more discovered addresses than discovery.max_backends; the rest are left out"
+                );
+            } else {
+                tracing::info!(
+                    max_backends = max,
+                    "discovered addresses within discovery.max_backends again"
+                );
+            }
+            self.last_capped = w.capped;
+        }
+    }
+
+    fn remove_node(&mut self, n: Node) {
+        tracing::info!(backend = %n.backend.name(), source = n.source, "backend removed; its in-flight requests finish");
+        self.forget_label(&n.backend.name());
         // Dropping the node aborts its probe loops.
+    }
+
+    /// Drops the metric label sets of `name` unless a node still carries it.
+    fn forget_label(&self, name: &str) {
+        if !self.nodes.iter().any(|m| m.backend.name().as_str() == name) {
+            self.metrics.forget_backend(name);
+        }
     }
 
     /// Removes retiring nodes that no longer claim leadership.
@@ -1135,7 +1218,7 @@ impl Aggregator {
             });
         self.nodes = keep;
         for n in gone {
-            tracing::info!(backend = %n.backend.name, "retiring backend no longer leads");
+            tracing::info!(backend = %n.backend.name(), "retiring backend no longer leads");
             self.remove_node(n);
         }
         self.force_publish = true;
@@ -1145,6 +1228,118 @@ impl Aggregator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(extra: &str) -> Arc<Config> {
+        config_named("seed", extra)
+    }
+
+    /// One static backend `name` at 127.0.0.1:1, and `extra`.
+    fn config_named(name: &str, extra: &str) -> Arc<Config> {
+        let yaml = format!(
+            "listen: 127.0.0.1:0\nbackends: [ {{ name: {name}, url: 'http://127.0.0.1:1' }} ]\n\
+             leader: {{ path: /l, expect: {{ status: [200] }} }}\n{extra}"
+        );
+        Arc::new(crate::config::parse(&yaml, std::path::Path::new("t.yaml")).unwrap())
+    }
+
+    /// A monitor on `cfg` (its probes fail: nothing listens on port 1).
+    fn monitor(cfg: Arc<Config>) -> (MonitorHandle, Arc<Shared>, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new());
+        let backends = cfg
+            .backends
+            .iter()
+            .map(|b| Arc::new(Backend::new(b, &metrics, 1)))
+            .collect();
+        let shared = Arc::new(Shared::new(RoutingTable::empty(backends, cfg.clone())));
+        (start(cfg, shared.clone(), metrics.clone()), shared, metrics)
+    }
+
+    fn found(host: &str) -> Vec<Found> {
+        vec![Found {
+            name: None,
+            host: host.to_string(),
+            port: 2379,
+            https: false,
+        }]
+    }
+
+    async fn names(h: &MonitorHandle) -> Vec<String> {
+        h.status().await.into_iter().map(|b| b.name).collect()
+    }
+
+    /// A reload that renames a backend at the same address keeps it (same
+    /// `Backend`, drain state kept); admin and metric labels follow the name.
+    #[tokio::test]
+    async fn a_rename_at_the_same_address_keeps_the_backend() {
+        let (h, shared, metrics) = monitor(config(""));
+        let before = shared.load().backends[0].clone();
+        assert!(h.set_drained("seed", true).await);
+        h.reload(config_named("s2", "")).await;
+        let after = shared.load().backends[0].clone();
+        assert_eq!(after.id, before.id, "the same backend");
+        assert_eq!(after.name().as_str(), "s2");
+        let st = h.status().await;
+        assert_eq!((st[0].name.as_str(), st[0].drained), ("s2", true));
+        assert!(!h.set_drained("seed", false).await, "the old name is gone");
+        let m = metrics.render();
+        assert!(m.contains("backend=\"s2\""), "{m}");
+        assert!(!m.contains("backend=\"seed\""), "{m}");
+    }
+
+    /// A discovered backend left out of answers goes only after
+    /// `discovery.remove_after` answers in a row; the cap leaves the rest
+    /// out and counts it.
+    #[tokio::test]
+    async fn discovered_backends_are_removed_after_remove_after_answers_and_capped() {
+        let (h, shared, metrics) = monitor(config(
+            "discovery: { dns: { name: etcd.test, port: 2379 }, max_backends: 2, remove_after: 2 }\n",
+        ));
+        let g = shared.load().config_gen;
+        let two = [found("10.0.0.2"), found("10.0.0.3")].concat();
+        h.discovered(Source::Dns, g, Some(two.clone()));
+        let all = ["seed", "10.0.0.2:2379", "10.0.0.3:2379"];
+        assert_eq!(names(&h).await, all);
+        h.discovered(Source::Dns, g, Some(found("10.0.0.2")));
+        assert_eq!(names(&h).await, all, "one answer without it: kept");
+        h.discovered(Source::Dns, g, Some(two.clone()));
+        h.discovered(Source::Dns, g, Some(found("10.0.0.2")));
+        assert_eq!(names(&h).await, all, "not two in a row");
+        h.discovered(Source::Dns, g, Some(found("10.0.0.2")));
+        assert_eq!(names(&h).await, ["seed", "10.0.0.2:2379"], "two in a row");
+        // Three addresses, two at most.
+        let three = [two, found("10.0.0.4")].concat();
+        assert_eq!(metrics.discovery_capped.get(), 0);
+        h.discovered(Source::Dns, g, Some(three));
+        assert_eq!(names(&h).await, all);
+        assert_eq!(metrics.discovery_capped.get(), 1, "the cut is counted");
+    }
+
+    /// An answer in flight across a reload arrives after it: dropped, not
+    /// applied; the next answer, asked under the config in force, is.
+    #[tokio::test]
+    async fn a_discovery_answer_asked_before_a_reload_is_dropped() {
+        let dns = "discovery: { dns: { name: etcd.test, port: 2379 } }\n";
+        let (h, shared, _) = monitor(config(dns));
+        let g0 = shared.load().config_gen;
+        h.discovered(Source::Dns, g0, Some(found("10.0.0.2")));
+        assert_eq!(names(&h).await, ["seed", "10.0.0.2:2379"]);
+
+        // The reload turns DNS off; an answer asked before it comes late.
+        h.reload(config("")).await;
+        let g1 = shared.load().config_gen;
+        assert!(g1 > g0, "a reload moves the generation");
+        assert_eq!(names(&h).await, ["seed"]);
+        h.discovered(Source::Dns, g0, Some(found("10.0.0.3")));
+        assert_eq!(names(&h).await, ["seed"], "the stale answer is dropped");
+
+        // DNS on again: only answers asked under the new config count.
+        h.reload(config(dns)).await;
+        let g2 = shared.load().config_gen;
+        h.discovered(Source::Dns, g1, Some(found("10.0.0.4")));
+        assert_eq!(names(&h).await, ["seed"]);
+        h.discovered(Source::Dns, g2, Some(found("10.0.0.5")));
+        assert_eq!(names(&h).await, ["seed", "10.0.0.5:2379"]);
+    }
 
     #[test]
     fn jitter_stays_within_ten_percent() {

@@ -299,7 +299,7 @@ fn failed(backend: &Backend, e: &(dyn std::error::Error + 'static)) -> Failed {
     }
     Failed {
         error: ProxyError::Upstream {
-            backend: backend.name.clone(),
+            backend: backend.name().to_string(),
             reason: e.to_string(),
         },
         cause: Cause::Transport,
@@ -307,10 +307,10 @@ fn failed(backend: &Backend, e: &(dyn std::error::Error + 'static)) -> Failed {
 }
 
 fn timed_out(backend: &Backend, after: Duration) -> Attempt {
-    backend.metrics.timeouts.inc();
+    backend.metrics().timeouts.inc();
     Attempt::Failed(Failed {
         error: ProxyError::Timeout {
-            backend: backend.name.clone(),
+            backend: backend.name().to_string(),
             after,
         },
         cause: Cause::Timeout,
@@ -396,11 +396,11 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
                 match Box::pin(pool::connect(backend, o.connect_timeout, o.gen)).await {
                     Ok(c) => (c, true),
                     Err(e) => {
-                        backend.metrics.connect_errors.inc();
+                        backend.metrics().connect_errors.inc();
                         return Attempt::NotSent(
                             req,
                             ProxyError::Connect {
-                                backend: backend.name.clone(),
+                                backend: backend.name().to_string(),
                                 reason: e.to_string(),
                             },
                         );
@@ -417,11 +417,11 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
                 // is replaced; a fresh one failing is a connect failure.
                 req = *back;
                 if fresh {
-                    backend.metrics.connect_errors.inc();
+                    backend.metrics().connect_errors.inc();
                     return Attempt::NotSent(
                         req,
                         ProxyError::Connect {
-                            backend: backend.name.clone(),
+                            backend: backend.name().to_string(),
                             reason: e.to_string(),
                         },
                     );
@@ -433,7 +433,7 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
     Attempt::NotSent(
         req,
         ProxyError::Connect {
-            backend: backend.name.clone(),
+            backend: backend.name().to_string(),
             reason: "every pooled connection was closed".into(),
         },
     )
@@ -479,11 +479,11 @@ async fn send_h2(
 ) -> Result<Attempt, Request<UpBody>> {
     let upload = req.body_mut().track_upload();
     let not_sent = |req, reason: String| {
-        backend.metrics.connect_errors.inc();
+        backend.metrics().connect_errors.inc();
         Attempt::NotSent(
             req,
             ProxyError::Connect {
-                backend: backend.name.clone(),
+                backend: backend.name().to_string(),
                 reason,
             },
         )

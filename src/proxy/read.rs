@@ -110,7 +110,7 @@ pub(super) async fn read(
     drop(rel);
     let Some(req) = spare.filter(|_| cfg.reads.retry) else {
         let err = err.unwrap_or_else(|| ProxyError::Upstream {
-            backend: first.name.clone(),
+            backend: first.name().to_string(),
             reason: "backend answered 502/503".into(),
         });
         return Err(blame(err, &first));

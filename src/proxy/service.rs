@@ -198,7 +198,7 @@ pub async fn handle(
     };
     let status = resp.status().as_u16();
     match &backend {
-        Some(b) => b.metrics.request(role, status),
+        Some(b) => b.metrics().request(role, status),
         None => proxy.metrics.unrouted(role, status).inc(),
     }
     proxy
@@ -209,12 +209,13 @@ pub async fn handle(
         let h = resp.headers_mut();
         h.insert(&X_ROLE, HeaderValue::from_static(role.as_str()));
         if let Some(b) = &backend {
-            if let Ok(v) = HeaderValue::from_str(&b.name) {
+            if let Ok(v) = HeaderValue::from_str(&b.name()) {
                 h.insert(&X_BACKEND, v);
             }
         }
     }
     if let Some((method, path, bytes_in)) = access {
+        let name = backend.as_ref().map(|b| b.name());
         tracing::info!(
             target: "access",
             client = %client_ip,
@@ -222,7 +223,7 @@ pub async fn handle(
             %method,
             path,
             role = role.as_str(),
-            backend = backend.as_ref().map_or("-", |b| b.name.as_str()),
+            backend = name.as_ref().map_or("-", |n| n.as_str()),
             status,
             duration_ms = arrived.elapsed().as_secs_f64() * 1000.0,
             // Declared lengths; absent when the body is streamed without one.

@@ -275,7 +275,7 @@ pub(super) async fn write(proxy: &Proxy, ctx: &Ctx, mut req: Request<UpBody>) ->
                             let e = ProxyError::NotLeaderUnreplayable(cfg.writes.replay_body_limit);
                             return Err(blame(e, &leader));
                         };
-                        tracing::debug!(backend = %leader.name, hint = h.as_ref().map(|b| b.name.as_str()), "write refused as not leader; re-sending");
+                        tracing::debug!(backend = %leader.name(), hint = h.as_ref().map(|b| b.name().to_string()), "write refused as not leader; re-sending");
                         proxy.metrics.writes_resent.inc();
                         req = again;
                         avoid = Some(leader.id);
@@ -298,7 +298,7 @@ pub(super) async fn write(proxy: &Proxy, ctx: &Ctx, mut req: Request<UpBody>) ->
                 // Nothing reached the backend, and it did not take a
                 // connection: fence it; safe to send again once a leader is known.
                 proxy.monitor.fence(&leader);
-                tracing::debug!(backend = %leader.name, error = %e, "write not sent; waiting for a leader to re-send");
+                tracing::debug!(backend = %leader.name(), error = %e, "write not sent; waiting for a leader to re-send");
                 if Instant::now() >= deadline {
                     return Err(blame(e, &leader));
                 }
@@ -325,7 +325,7 @@ pub(super) async fn write(proxy: &Proxy, ctx: &Ctx, mut req: Request<UpBody>) ->
                 let Some(again) = again else {
                     return Err(blame(f.error, &leader));
                 };
-                tracing::info!(backend = %leader.name, error = %f.error, "idempotent write failed after it may have been sent; re-sending once (writes.retry_ambiguous)");
+                tracing::info!(backend = %leader.name(), error = %f.error, "idempotent write failed after it may have been sent; re-sending once (writes.retry_ambiguous)");
                 ambiguous_retried = true;
                 proxy.metrics.writes_retried_ambiguous.inc();
                 req = again;

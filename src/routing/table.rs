@@ -42,6 +42,10 @@ pub struct RoutingTable {
     /// Increases with every change of leader (including to none): pooled
     /// connections opened under an older generation are not used for writes.
     pub leader_gen: u64,
+    /// Increases with every config the monitor applies (a reload): a
+    /// discovery answer is tagged with the generation it was asked under,
+    /// and one made under an older generation is dropped (stale).
+    pub config_gen: u64,
     /// False until the first probe round has finished.
     pub ready: bool,
     pub leader: LeaderState,
@@ -70,6 +74,7 @@ impl RoutingTable {
         RoutingTable {
             epoch: 0,
             leader_gen: 0,
+            config_gen: 0,
             ready: false,
             leader: LeaderState::None,
             followers: Vec::new(),
@@ -309,8 +314,15 @@ mod tests {
         t
     }
 
-    fn name(b: Option<&Arc<Backend>>) -> Option<&str> {
-        b.map(|b| b.name.as_str())
+    /// The picked backend's name, as one of the names the tables here use.
+    fn name(b: Option<&Arc<Backend>>) -> Option<&'static str> {
+        const NAMES: [&str; 6] = ["b0", "b1", "b2", "b3", "b4", "b5"];
+        b.map(|b| {
+            *NAMES
+                .iter()
+                .find(|n| **n == b.name().as_str())
+                .expect("a test backend")
+        })
     }
 
     #[test]

@@ -312,7 +312,7 @@ pub fn expiry(
             }
         }
         if let Some(na) = b.peer_cert_not_after() {
-            out.push(("backend", b.name.clone(), na));
+            out.push(("backend", b.name().to_string(), na));
         }
     }
     out

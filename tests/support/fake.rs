@@ -731,6 +731,50 @@ where
     }
 }
 
+/// A writer through `p` until `stop` is set: one `PUT /w` every 10 ms;
+/// returns the acknowledged (200) count and every other answer.
+pub fn spawn_writer(
+    p: Arc<Proxy>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(usize, Vec<(u16, String)>)> {
+    spawn_writer_with(
+        p,
+        stop,
+        |_, addr| {
+            Request::put(format!("http://{addr}/w"))
+                .body(Full::new(Bytes::from_static(b"v")))
+                .unwrap()
+        },
+        |status| status == 200,
+    )
+}
+
+/// A writer through `p` until `stop` is set: request `make(i, proxy
+/// address)` for i = 1, 2, … every 10 ms; returns how many answers were
+/// `acked` and every other answer.
+pub fn spawn_writer_with(
+    p: Arc<Proxy>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    make: impl Fn(usize, SocketAddr) -> Request<Full<Bytes>> + Send + 'static,
+    acked: fn(u16) -> bool,
+) -> tokio::task::JoinHandle<(usize, Vec<(u16, String)>)> {
+    tokio::spawn(async move {
+        let (mut ok, mut failed) = (0usize, Vec::new());
+        let mut i = 0;
+        while !stop.load(Ordering::Relaxed) {
+            i += 1;
+            let r = p.send(make(i, p.addr)).await;
+            if acked(r.status) {
+                ok += 1;
+            } else {
+                failed.push((r.status, r.text()));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (ok, failed)
+    })
+}
+
 /// Counts requests per fake name from debug headers.
 pub fn tally(replies: &[Reply]) -> HashMap<String, usize> {
     let mut m = HashMap::new();

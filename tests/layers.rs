@@ -1,0 +1,251 @@
+//! The module layers, declared once and enforced.
+//!
+//! [`LAYERS`] is the one ordered list of the crate's top-level modules,
+//! lowest first: a module may import (`crate::x`) only from its own module
+//! or from a module of a lower layer. [`DEBT`] lists the upward imports that
+//! exist today and are to be removed (issue 17); it may only shrink:
+//!
+//! - an upward import that is not in [`DEBT`] fails `no_module_imports_from_a_layer_above`;
+//! - a [`DEBT`] entry that no longer exists fails `debt_only_lists_imports_that_still_exist`,
+//!   so whoever removes an edge also strikes it here.
+//!
+//! With one module a layer and every edge pointing down (or listed as
+//! debt), the modules outside [`DEBT`] form no cycle.
+//!
+//! Imports are read from the source text: every `crate::name` outside
+//! comments and outside `#[cfg(test)]` modules and files.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Lowest first, one top-level module a layer.
+const LAYERS: &[&str] = &[
+    "net",         // client identity: PROXY protocol, CIDRs, X-Forwarded-For (pure)
+    "config",      // YAML -> validated Config (data)
+    "metrics",     // the Prometheus registry and typed handles
+    "backend",     // identity + live state
+    "balance",     // pure policies over candidates
+    "routing",     // classify, the immutable RoutingTable, tiers
+    "health",      // probes, claims, leader, the monitor
+    "discovery",   // DNS and member lists -> desired backend sets
+    "consistency", // sessions, freshness
+    "h1",          // the HTTP/1.1 codec and its connection loops
+    "upstream",    // connect, TLS to backends
+    "proxy",       // the core: read, write, errors -> responses
+    "tls",         // the listener's rustls config
+    "server",      // listeners, workers, h2 via hyper
+    "control",     // reload, config watch
+    "admin",       // the admin API
+    "app",         // assembly
+];
+
+/// Upward imports that exist today, `(from, to)`, each to be removed by
+/// moving the type or function to the layer that owns it.
+const DEBT: &[(&str, &str)] = &[
+    ("config", "routing"),      // config builds classify::Rule / Route
+    ("config", "tls"),          // config builds the listener's rustls config
+    ("config", "upstream"),     // config builds rustls client configs, reads certificates
+    ("metrics", "routing"),     // Role as a label
+    ("metrics", "upstream"),    // TlsReason as a label
+    ("backend", "balance"),     // hash_bytes
+    ("backend", "consistency"), // AfterAck state hangs off Backend
+    ("backend", "proxy"),       // Pool hangs off Backend
+    ("backend", "upstream"),    // TlsReason, x509::not_after
+    ("balance", "routing"),     // routing::Backend alias
+    ("routing", "consistency"), // Need in pick_fresh
+    ("health", "discovery"),    // the monitor reconciles discovery answers
+    ("health", "upstream"),     // probes connect through upstream::connect
+    ("discovery", "upstream"),  // tls::server_name
+    ("h1", "proxy"),            // the h1 server loop calls the proxy core; body types
+    ("h1", "server"),           // until_true
+    ("h1", "upstream"),         // the h1 client loop's stream type
+];
+
+fn layer_of(module: &str) -> usize {
+    LAYERS.iter().position(|m| *m == module).unwrap_or_else(|| {
+        panic!("module `{module}` is in no layer: add it to LAYERS in tests/layers.rs")
+    })
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// Names of the files a parent declares as `#[cfg(test)] mod name;`.
+fn test_only_modules(src: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut after_cfg_test = false;
+    for line in src.lines() {
+        let t = line.trim();
+        if t == "#[cfg(test)]" {
+            after_cfg_test = true;
+            continue;
+        }
+        if after_cfg_test {
+            if let Some(rest) = t
+                .strip_prefix("mod ")
+                .or_else(|| t.strip_prefix("pub(crate) mod "))
+            {
+                if let Some(name) = rest.strip_suffix(';') {
+                    names.insert(name.trim().to_string());
+                }
+            }
+        }
+        after_cfg_test = t.starts_with("#[");
+    }
+    names
+}
+
+/// The text of `src` without comments and without `#[cfg(test)]` blocks.
+fn code_outside_tests(src: &str) -> String {
+    let mut out = String::new();
+    let mut lines = src.lines().peekable();
+    while let Some(line) = lines.next() {
+        let t = line.trim_start();
+        if t.starts_with("//") {
+            continue;
+        }
+        if t.starts_with("#[cfg(test)]") {
+            // Skip the item that follows: up to its matching closing brace,
+            // or to its `;` when it has no body.
+            let mut depth = 0i32;
+            let mut opened = false;
+            for l in lines.by_ref() {
+                let code = l.split("//").next().unwrap_or("");
+                for c in code.chars() {
+                    match c {
+                        '{' => {
+                            depth += 1;
+                            opened = true;
+                        }
+                        '}' => depth -= 1,
+                        _ => {}
+                    }
+                }
+                if (opened && depth <= 0) || (!opened && code.trim_end().ends_with(';')) {
+                    break;
+                }
+            }
+            continue;
+        }
+        out.push_str(line.split("//").next().unwrap_or(""));
+        out.push('\n');
+    }
+    out
+}
+
+/// `(from, to) -> files` for every import of another top-level module.
+fn imports() -> BTreeMap<(String, String), BTreeSet<String>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    let mut test_only = BTreeSet::new();
+    for f in &files {
+        let src = std::fs::read_to_string(f).unwrap();
+        let dir = if f.file_name().unwrap() == "mod.rs" || f.parent() == Some(root.as_path()) {
+            f.parent().unwrap().to_path_buf()
+        } else {
+            f.with_extension("")
+        };
+        for name in test_only_modules(&src) {
+            test_only.insert(dir.join(format!("{name}.rs")));
+            test_only.insert(dir.join(name).join("mod.rs"));
+        }
+    }
+    let mut edges: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for f in &files {
+        if test_only.contains(f) {
+            continue;
+        }
+        let rel = f.strip_prefix(&root).unwrap();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
+        let from = first.trim_end_matches(".rs").to_string();
+        if from == "main" || from == "lib" {
+            continue;
+        }
+        let code = code_outside_tests(&std::fs::read_to_string(f).unwrap());
+        let mut rest = code.as_str();
+        while let Some(i) = rest.find("crate::") {
+            rest = &rest[i + "crate::".len()..];
+            let to: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !to.is_empty() && to != from {
+                edges
+                    .entry((from.clone(), to))
+                    .or_default()
+                    .insert(rel.display().to_string());
+            }
+        }
+    }
+    edges
+}
+
+#[test]
+fn no_module_imports_from_a_layer_above() {
+    let mut wrong = Vec::new();
+    for ((from, to), files) in imports() {
+        let upward = layer_of(&to) > layer_of(&from);
+        if upward && !DEBT.contains(&(from.as_str(), to.as_str())) {
+            wrong.push(format!(
+                "{from} -> {to} (in {})",
+                files.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "imports from a layer above (see LAYERS in tests/layers.rs; move the item down instead):\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn debt_only_lists_imports_that_still_exist() {
+    let edges = imports();
+    let gone: Vec<_> = DEBT
+        .iter()
+        .filter(|(from, to)| !edges.contains_key(&(from.to_string(), to.to_string())))
+        .collect();
+    assert!(
+        gone.is_empty(),
+        "these upward imports are gone: strike them from DEBT: {gone:?}"
+    );
+}
+
+#[test]
+fn every_module_has_a_layer() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().to_string();
+        let module = name.trim_end_matches(".rs");
+        if module != "main" && module != "lib" {
+            layer_of(module);
+        }
+    }
+}
+
+#[test]
+fn the_reader_sees_imports_and_skips_tests_and_comments() {
+    let src = "use crate::a::X;\n// crate::b\n#[cfg(test)]\nmod tests {\n    use crate::c;\n}\nfn f() { crate::d::g() }\n";
+    let code = code_outside_tests(src);
+    assert!(code.contains("crate::a") && code.contains("crate::d"));
+    assert!(!code.contains("crate::b") && !code.contains("crate::c"));
+    assert_eq!(
+        test_only_modules("#[cfg(test)]\nmod tests;\nmod real;\n"),
+        BTreeSet::from(["tests".to_string()])
+    );
+}

@@ -347,7 +347,7 @@ impl Batch {
 fn last_chunk(trailers: Option<&mut http::HeaderMap>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"0\r\n");
     if let Some(t) = trailers {
-        crate::proxy::forward::strip_trailers(t);
+        super::rewrite::strip_trailers(t);
         for (n, v) in t.iter() {
             out.extend_from_slice(n.as_str().as_bytes());
             out.extend_from_slice(b": ");

@@ -18,6 +18,8 @@
 
 use std::net::IpAddr;
 
+use http::header::{self, HeaderMap, HeaderName};
+
 use super::parse::{Name, RequestHead, ResponseHead, Version};
 use super::{Framing, Span};
 
@@ -42,6 +44,65 @@ pub(crate) fn never_hop_by_hop(name: &[u8]) -> bool {
         || name.eq_ignore_ascii_case(b"content-length")
         || name.eq_ignore_ascii_case(b"transfer-encoding")
         || (name.len() >= PREFIX.len() && name[..PREFIX.len()].eq_ignore_ascii_case(PREFIX))
+}
+
+/// The names a `Connection` value lists that may be dropped: elements
+/// trimmed, empty ones and never-hop-by-hop ones skipped.
+pub(crate) fn connection_names(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|n| !n.is_empty() && !never_hop_by_hop(n))
+}
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Fields a trailer section must not carry (RFC 9110 §6.5.1): framing,
+/// routing, hop-by-hop, request controls, authentication, content
+/// metadata, and `Trailer` itself. `X-Forwarded-*` is the proxy's.
+static NOT_TRAILERS: [&HeaderName; 22] = [
+    &header::CONTENT_LENGTH,
+    &header::TRANSFER_ENCODING,
+    &header::HOST,
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::PROXY_AUTHORIZATION,
+    &header::PROXY_AUTHENTICATE,
+    &header::TE,
+    &header::UPGRADE,
+    &header::TRAILER,
+    &header::EXPECT,
+    &header::MAX_FORWARDS,
+    &header::CACHE_CONTROL,
+    &header::PRAGMA,
+    &header::RANGE,
+    &header::AUTHORIZATION,
+    &header::WWW_AUTHENTICATE,
+    &header::SET_COOKIE,
+    &header::CONTENT_ENCODING,
+    &header::CONTENT_TYPE,
+    &header::CONTENT_RANGE,
+];
+
+/// Removes from a trailer section (either direction) every field a trailer
+/// must not carry ([`NOT_TRAILERS`], `X-Forwarded-*`) and the names its
+/// `Connection` lists.
+pub(crate) fn strip_trailers(t: &mut HeaderMap) {
+    let drop: Vec<HeaderName> = t
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| connection_names(v.as_bytes()))
+        .filter_map(|n| HeaderName::from_bytes(n).ok())
+        .chain(
+            t.keys()
+                .filter(|n| NOT_TRAILERS.contains(n) || n.as_str().starts_with("x-forwarded-"))
+                .cloned(),
+        )
+        .collect();
+    for n in drop {
+        t.remove(n);
+    }
 }
 
 /// `name` is listed in `Connection` and so dropped (see [`never_hop_by_hop`]).

@@ -853,7 +853,7 @@ async fn write_response(
                     out.clear();
                     out.extend_from_slice(b"0\r\n");
                     if trailers_ok {
-                        crate::proxy::forward::strip_trailers(&mut t);
+                        super::rewrite::strip_trailers(&mut t);
                         write_fields(&t, out, false);
                     }
                     out.extend_from_slice(b"\r\n");

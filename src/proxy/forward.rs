@@ -59,7 +59,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         let listed: Vec<HeaderName> = h
             .get_all(header::CONNECTION)
             .iter()
-            .flat_map(|v| connection_names(v.as_bytes()))
+            .flat_map(|v| crate::h1::rewrite::connection_names(v.as_bytes()))
             .filter_map(|n| HeaderName::from_bytes(n).ok())
             .collect();
         for n in listed {
@@ -68,62 +68,6 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
     for n in hop_by_hop() {
         h.remove(n);
-    }
-}
-
-/// The names a `Connection` value lists that may be dropped: elements
-/// trimmed, empty ones and never-hop-by-hop ones skipped.
-fn connection_names(v: &[u8]) -> impl Iterator<Item = &[u8]> {
-    v.split(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|n| !n.is_empty() && !crate::h1::rewrite::never_hop_by_hop(n))
-}
-
-/// Fields a trailer section must not carry (RFC 9110 §6.5.1): framing,
-/// routing, hop-by-hop, request controls, authentication, content
-/// metadata, and `Trailer` itself. `X-Forwarded-*` is the proxy's.
-static NOT_TRAILERS: [&HeaderName; 22] = [
-    &header::CONTENT_LENGTH,
-    &header::TRANSFER_ENCODING,
-    &header::HOST,
-    &header::CONNECTION,
-    &KEEP_ALIVE,
-    &PROXY_CONNECTION,
-    &header::PROXY_AUTHORIZATION,
-    &header::PROXY_AUTHENTICATE,
-    &header::TE,
-    &header::UPGRADE,
-    &header::TRAILER,
-    &header::EXPECT,
-    &header::MAX_FORWARDS,
-    &header::CACHE_CONTROL,
-    &header::PRAGMA,
-    &header::RANGE,
-    &header::AUTHORIZATION,
-    &header::WWW_AUTHENTICATE,
-    &header::SET_COOKIE,
-    &header::CONTENT_ENCODING,
-    &header::CONTENT_TYPE,
-    &header::CONTENT_RANGE,
-];
-
-/// Removes from a trailer section (either direction) every field a trailer
-/// must not carry ([`NOT_TRAILERS`], `X-Forwarded-*`) and the names its
-/// `Connection` lists.
-pub fn strip_trailers(t: &mut HeaderMap) {
-    let drop: Vec<HeaderName> = t
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| connection_names(v.as_bytes()))
-        .filter_map(|n| HeaderName::from_bytes(n).ok())
-        .chain(
-            t.keys()
-                .filter(|n| NOT_TRAILERS.contains(n) || n.as_str().starts_with("x-forwarded-"))
-                .cloned(),
-        )
-        .collect();
-    for n in drop {
-        t.remove(n);
     }
 }
 

@@ -280,6 +280,18 @@ struct Asked {
 /// up to this many bytes (a client's small chunks, read in one go).
 const BATCH: usize = 16 << 10;
 
+/// A body [`pump`] streams: one that can be told that its last `Pending`
+/// was only a look for data already there (see [`UpBody::only_looked`]).
+trait Pumped: http_body::Body<Data = Bytes> + Unpin {
+    fn only_looked(&self) {}
+}
+
+impl Pumped for UpBody {
+    fn only_looked(&self) {
+        UpBody::only_looked(self);
+    }
+}
+
 /// What a request body gives next.
 enum Next {
     Data(Bytes),
@@ -365,7 +377,7 @@ fn last_chunk(trailers: Option<&mut http::HeaderMap>, out: &mut Vec<u8>) {
 async fn pump<W, B>(io: &mut W, body: &mut B, chunked: bool) -> Result<(), BoxError>
 where
     W: AsyncWrite + Unpin,
-    B: http_body::Body<Data = Bytes> + Unpin,
+    B: Pumped,
     B::Error: Into<BoxError>,
 {
     let mut body = Pin::new(body);
@@ -379,7 +391,10 @@ where
         }
         while last.is_none() && batch.bytes().len() < BATCH {
             match next_frame(&mut body, false).await? {
-                None => break,
+                None => {
+                    body.only_looked();
+                    break;
+                }
                 Some(Next::Data(d)) => batch.push(d),
                 other => last = other,
             }
@@ -605,6 +620,8 @@ mod tests {
         }
     }
 
+    impl Pumped for Frames {}
+
     /// What `pump` writes for `frames`, chunked.
     async fn pumped(frames: Vec<Frame<Bytes>>) -> Vec<u8> {
         let mut out = Vec::new();
@@ -696,6 +713,50 @@ mod tests {
                 (_, crate::h1::Decoded::NeedMore) => panic!("truncated"),
             }
         }
+    }
+
+    /// Data, then nothing there yet (`Pending`, woken at once), then the end;
+    /// counts the looks it was told about.
+    struct Gap {
+        step: usize,
+        looked: std::cell::Cell<usize>,
+    }
+
+    impl http_body::Body for Gap {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            self.step += 1;
+            match self.step {
+                1 => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"ab"))))),
+                2 => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                _ => Poll::Ready(None),
+            }
+        }
+    }
+
+    impl Pumped for Gap {
+        fn only_looked(&self) {
+            self.looked.set(self.looked.get() + 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_look_that_finds_nothing_is_not_a_wait_for_the_client() {
+        let mut w = Counting::default();
+        let mut body = Gap {
+            step: 0,
+            looked: Default::default(),
+        };
+        pump(&mut w, &mut body, true).await.unwrap();
+        assert_eq!(w.out, b"2\r\nab\r\n0\r\n\r\n");
+        assert_eq!(body.looked.get(), 1, "the look was not reported");
     }
 
     #[tokio::test]

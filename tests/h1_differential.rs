@@ -560,6 +560,21 @@ fn corpus() -> Vec<(String, Vec<u8>, Want)> {
             ),
         ),
         (
+            "connection lines",
+            h(
+                "GET / HTTP/1.1",
+                &[
+                    "Host: a",
+                    "Connection: X-Foo",
+                    "X-Foo: 1",
+                    "Connection: X-Bar, Host, X-Forwarded-For",
+                    "X-Bar: 2",
+                    "X-Forwarded-For: 1.1.1.1",
+                ],
+                "",
+            ),
+        ),
+        (
             "te trailers",
             h(
                 "POST /g HTTP/1.1",

@@ -93,6 +93,9 @@ fn valid_head() -> impl Strategy<Value = ValidHead> {
             "close",
             "keep-alive",
             "x-a, close",
+            // Never hop-by-hop, listed or not; and a second line.
+            "Host, X-Forwarded-For, content-length",
+            "x-a\r\nConnection: x-forwarded-for, X-B",
         ])),
     )
         .prop_map(|(m, path, http11, fields, fr, len, conn)| {
@@ -151,6 +154,26 @@ fn e2e(head: &RequestHead, buf: &[u8]) -> Vec<(String, Vec<u8>)> {
         })
         .filter(|(n, _)| !listed.contains(n))
         .collect()
+}
+
+/// The X-Forwarded-For values of a head.
+fn xff(head: &RequestHead, buf: &[u8]) -> Vec<Vec<u8>> {
+    head.fields
+        .iter()
+        .filter(|f| f.kind == Name::XForwardedFor)
+        .map(|f| f.value.get(buf).to_vec())
+        .collect()
+}
+
+/// The one X-Forwarded-For value `head` must be forwarded with.
+fn forwarded_for(head: &RequestHead, buf: &[u8]) -> Vec<u8> {
+    let mut want = Vec::new();
+    for v in xff(head, buf) {
+        want.extend_from_slice(&v);
+        want.extend_from_slice(b", ");
+    }
+    want.extend_from_slice(b"198.51.100.4");
+    want
 }
 
 proptest! {
@@ -213,6 +236,9 @@ proptest! {
         prop_assert_eq!(again.te_trailers, h.te_trailers);
         prop_assert!(again.keep_alive);
         prop_assert_eq!(e2e(&again, &out), e2e(&h, &v.bytes));
+        // The client's X-Forwarded-For chain, whatever `Connection` lists,
+        // with the client's address appended.
+        prop_assert_eq!(xff(&again, &out), vec![forwarded_for(&h, &v.bytes)]);
         // Encoding the re-parsed head again changes nothing but the
         // X-Forwarded-For chain, which grows by one hop.
         let mut twice = Vec::new();

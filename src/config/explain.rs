@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde_yaml::{Mapping, Value};
 
 use super::{
-    BackendConfig, Config, Consistency, DnsLookup, Expect, JsonWant, MembersKind, Policy,
-    PositionSource, ProbeConfig, RetryAmbiguous, Scheme, SessionKey, UpstreamTlsSettings,
+    BackendConfig, Config, Consistency, DnsLookup, Expect, HttpReuse, JsonWant, MembersKind,
+    Policy, PositionSource, ProbeConfig, RetryAmbiguous, Scheme, SessionKey, UpstreamTlsSettings,
 };
 use crate::routing::classify::{Role, Rule};
 
@@ -35,6 +35,13 @@ pub fn explain(cfg: &Config) -> Value {
         ("workers", num(cfg.workers as u64)),
         ("debug_headers", Value::Bool(cfg.debug_headers)),
         ("access_log", Value::Bool(cfg.access_log)),
+        (
+            "http_reuse",
+            text(match cfg.http_reuse {
+                HttpReuse::Safe => "safe",
+                HttpReuse::Always => "always",
+            }),
+        ),
         ("shutdown_grace", dur(cfg.shutdown_grace)),
         ("local_zone", opt(cfg.local_zone.as_ref(), text)),
         (

@@ -90,6 +90,7 @@ struct RawConfig {
     debug_headers: bool,
     #[serde(default)]
     access_log: bool,
+    http_reuse: Option<HttpReuse>,
     shutdown_grace: Option<Dur>,
     #[serde(default)]
     backends: Vec<RawBackend>,
@@ -514,6 +515,18 @@ impl NotLeader {
     }
 }
 
+/// When an upstream HTTP/1.1 connection goes back to the pool after an
+/// answer (`http_reuse`, after HAProxy's option of that name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpReuse {
+    /// Only after an answer whose end is known: never after a HEAD, whose
+    /// announced body a backend may still send (default).
+    Safe,
+    /// After any answer read to its end, HEAD included.
+    Always,
+}
+
 /// Whether a write that failed after it may have reached the leader is
 /// sent again (`writes.retry_ambiguous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -633,6 +646,9 @@ pub struct Config {
     pub workers: usize,
     pub debug_headers: bool,
     pub access_log: bool,
+    /// When an upstream HTTP/1.1 connection may carry another request;
+    /// default [`HttpReuse::Safe`].
+    pub http_reuse: HttpReuse,
     /// How long in-flight requests may finish after SIGTERM; default 30s.
     pub shutdown_grace: Duration,
     /// The static backends (`backends`); discovered ones come on top.
@@ -1013,6 +1029,7 @@ impl Validator {
             workers,
             debug_headers: raw.debug_headers,
             access_log: raw.access_log,
+            http_reuse: raw.http_reuse.unwrap_or(HttpReuse::Safe),
             shutdown_grace: raw.shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
             backends,
             discovery,

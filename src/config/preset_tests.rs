@@ -442,7 +442,7 @@ fn explain_round_trips_for_every_preset_and_plain_configs() {
         "listen: 127.0.0.1:1\nbackends: [{name: a, url: 'http://127.0.0.1:2', max_connections: 7}, {name: b, url: 'http://127.0.0.1:3'}]\nleader: {path: /l, expect: {status: [200]}}\nlimits: { max_upstream_connections_per_backend: 9 }\n".to_string(),
     );
     texts.push(
-        "listen: 127.0.0.1:1\nleader: {path: /l, expect: {header: {name: X-Role, equals: leader}, body_regex: 'a\\d'}}\ndiscovery: { dns: { srv: _x._tcp.example.com, interval: 3s } }\nwrites: { retry_ambiguous: idempotent, replay_body_limit: 2MiB }\n".to_string(),
+        "listen: 127.0.0.1:1\nhttp_reuse: always\nleader: {path: /l, expect: {header: {name: X-Role, equals: leader}, body_regex: 'a\\d'}}\ndiscovery: { dns: { srv: _x._tcp.example.com, interval: 3s } }\nwrites: { retry_ambiguous: idempotent, replay_body_limit: 2MiB }\n".to_string(),
     );
     for t in &texts {
         let first = ok(t);
@@ -497,6 +497,7 @@ fn explain_round_trips_for_every_preset_and_plain_configs() {
             l
         };
         assert_eq!(limits(&again), limits(&first));
+        assert_eq!(again.http_reuse, first.http_reuse);
         assert_eq!(again.preset, None, "the explained config names no preset");
     }
 }
@@ -524,6 +525,7 @@ fn explain_writes_every_key_with_defaults() {
             "workers",
             "debug_headers",
             "access_log",
+            "http_reuse",
             "shutdown_grace",
             "local_zone",
             "backends",

@@ -825,6 +825,25 @@ fn unscoped_not_leader_body_regex_is_refused() {
 }
 
 #[test]
+fn http_reuse_default_values_and_errors() {
+    use crate::config::HttpReuse;
+    let c = parse(ISSUE_CONFIG, Path::new("lp.yaml")).unwrap();
+    assert_eq!(c.http_reuse, HttpReuse::Safe);
+    let c = parse(
+        &format!("http_reuse: always\n{ISSUE_CONFIG}"),
+        Path::new("lp.yaml"),
+    )
+    .unwrap();
+    assert_eq!(c.http_reuse, HttpReuse::Always);
+    let e = errs(&format!("http_reuse: aggressive\n{ISSUE_CONFIG}"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("lp.yaml:1:13: http_reuse: unknown variant `aggressive`"),
+        "{e:?}"
+    );
+}
+
+#[test]
 fn trust_keys_defaults_and_bounds() {
     let c = parse(ISSUE_CONFIG, Path::new("lp.yaml")).unwrap();
     assert_eq!(c.leader.fall, 2);

@@ -24,8 +24,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use crate::config::HttpReuse;
 use crate::upstream::connect::UpstreamStream;
 
 use super::body::{Left, Step};
@@ -49,6 +50,10 @@ pub struct Conn {
     /// Its place in the backend's connection limit, given back when the
     /// connection is dropped (closed); `None` outside a pool.
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Its last answer was to a HEAD (pooled under `http_reuse: always`):
+    /// before reuse, look at the socket itself, not only at what the
+    /// reactor last saw.
+    after_head: bool,
 }
 
 impl Conn {
@@ -58,6 +63,7 @@ impl Conn {
             gen,
             reused: false,
             permit: None,
+            after_head: false,
         }
     }
 
@@ -75,8 +81,18 @@ impl Conn {
                 // The reactor flags read readiness when bytes or a FIN
                 // arrive: not readable means nothing happened, no syscall.
                 let mut cx = Context::from_waker(&NO_WAKE);
-                if s.poll_read_ready(&mut cx).is_pending() {
+                if !self.after_head && s.poll_read_ready(&mut cx).is_pending() {
                     return true;
+                }
+                if self.after_head {
+                    // Bytes may be in the socket before the reactor has
+                    // seen them (a busy worker): one peek, a syscall only
+                    // after a HEAD.
+                    let mut b = [MaybeUninit::<u8>::uninit(); 1];
+                    return match socket2::SockRef::from(&*s).peek(&mut b) {
+                        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+                        Ok(_) => false,
+                    };
                 }
                 // Readable (or not known yet): look. Through `try_io`, an
                 // empty socket clears the readiness, so the next reuse of this
@@ -182,8 +198,8 @@ fn encode_head(req: &Request<UpBody>, out: &mut Vec<u8>) {
 
 /// Writes every slice, however the kernel splits the writes. Returns how
 /// many bytes reached the socket before an error.
-async fn write_all_vectored(
-    io: &mut UpstreamStream,
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    io: &mut W,
     mut bufs: &mut [IoSlice<'_>],
 ) -> Result<(), (usize, io::Error)> {
     let mut written = 0;
@@ -207,10 +223,16 @@ pub async fn send(
     mut conn: Conn,
     mut req: Request<UpBody>,
     head_buf: &mut Vec<u8>,
+    reuse: HttpReuse,
 ) -> Result<Answer, SendError> {
     head_buf.clear();
     encode_head(&req, head_buf);
     let is_head = req.method() == http::Method::HEAD;
+    let ask = Asked {
+        head: is_head,
+        upgrade: false,
+        reuse,
+    };
     // The head, and an in-memory body with it: one vectored write.
     let first = match req.body() {
         UpBody::Full(Some(b)) => {
@@ -233,60 +255,196 @@ pub async fn send(
             return Err(SendError::Failed(e));
         }
     }
-    read_head(conn, is_head).await.map_err(SendError::Failed)
+    read_head(conn, ask).await.map_err(SendError::Failed)
 }
 
-/// Streams a body from the client to the backend, chunk-encoded when its
-/// length is unknown (trailers included).
-async fn pump(io: &mut UpstreamStream, body: &mut UpBody, chunked: bool) -> Result<(), BoxError> {
-    let mut body = Pin::new(body);
-    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-        let frame = frame?;
-        match frame.into_data() {
-            Ok(data) => {
-                if data.is_empty() {
-                    continue;
-                }
-                if chunked {
-                    let h = ChunkHeader::new(data.len() as u64);
-                    let mut bufs = [
-                        IoSlice::new(h.as_bytes()),
-                        IoSlice::new(&data),
-                        IoSlice::new(b"\r\n"),
-                    ];
-                    write_all_vectored(io, &mut bufs)
-                        .await
-                        .map_err(|(_, e)| e)?;
-                } else {
-                    io.write_all(&data).await?;
-                }
-            }
-            Err(frame) => {
-                if let (true, Ok(trailers)) = (chunked, frame.into_trailers()) {
-                    let mut t = Vec::with_capacity(64);
-                    t.extend_from_slice(b"0\r\n");
-                    for (n, v) in &trailers {
-                        t.extend_from_slice(n.as_str().as_bytes());
-                        t.extend_from_slice(b": ");
-                        t.extend_from_slice(v.as_bytes());
-                        t.extend_from_slice(b"\r\n");
-                    }
-                    t.extend_from_slice(b"\r\n");
-                    io.write_all(&t).await?;
-                    return Ok(());
-                }
+/// Sends an upgrade request's head (already encoded, see
+/// [`super::rewrite::encode_request`]) over a fresh connection and reads the
+/// answer. A 101 comes back with a body that [`Body::into_switched`] turns
+/// into the raw connection; any other answer is an ordinary response whose
+/// connection is never pooled (the caller gives it no pool to go back to).
+pub(crate) async fn send_upgrade(mut conn: Conn, head: &[u8]) -> Result<Answer, BoxError> {
+    write_all_vectored(&mut conn.io, &mut [IoSlice::new(head)])
+        .await
+        .map_err(|(_, e)| e)?;
+    let ask = Asked {
+        head: false,
+        upgrade: true,
+        reuse: HttpReuse::Safe,
+    };
+    read_head(conn, ask).await
+}
+
+/// What the request asked for, as far as reading its answer goes.
+#[derive(Clone, Copy)]
+struct Asked {
+    /// The request was a HEAD: the answer has no body.
+    head: bool,
+    /// The request asked to upgrade: a 101 is its answer.
+    upgrade: bool,
+    /// When the connection may be pooled afterwards.
+    reuse: HttpReuse,
+}
+
+/// Data frames already there when one arrives are gathered into one write,
+/// up to this many bytes (a client's small chunks, read in one go).
+const BATCH: usize = 16 << 10;
+
+/// A body [`pump`] streams: one that can be told that its last `Pending`
+/// was only a look for data already there (see [`UpBody::only_looked`]).
+trait Pumped: http_body::Body<Data = Bytes> + Unpin {
+    fn only_looked(&self) {}
+}
+
+impl Pumped for UpBody {
+    fn only_looked(&self) {
+        UpBody::only_looked(self);
+    }
+}
+
+/// What a request body gives next.
+enum Next {
+    Data(Bytes),
+    Trailers(http::HeaderMap),
+    End,
+}
+
+/// The body's next frame; with `wait` false, `None` when none is there yet
+/// (what is buffered is taken, nothing is waited for).
+async fn next_frame<B>(body: &mut Pin<&mut B>, wait: bool) -> Result<Option<Next>, BoxError>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let polled = std::future::poll_fn(|cx| match body.as_mut().poll_frame(cx) {
+        Poll::Pending if !wait => Poll::Ready(None),
+        Poll::Pending => Poll::Pending,
+        Poll::Ready(f) => Poll::Ready(Some(f)),
+    })
+    .await;
+    Ok(match polled {
+        None => None,
+        Some(None) => Some(Next::End),
+        Some(Some(f)) => Some(match f.map_err(Into::into)?.into_data() {
+            Ok(d) => Next::Data(d),
+            Err(f) => f.into_trailers().map_or(Next::End, Next::Trailers),
+        }),
+    })
+}
+
+/// The data of one write: a single frame as is, several copied together.
+#[derive(Default)]
+struct Batch {
+    one: Option<Bytes>,
+    copied: Vec<u8>,
+}
+
+impl Batch {
+    fn push(&mut self, d: Bytes) {
+        if d.is_empty() {
+            return;
+        }
+        match self.one.take() {
+            None if self.copied.is_empty() => self.one = Some(d),
+            None => self.copied.extend_from_slice(&d),
+            Some(first) => {
+                self.copied.extend_from_slice(&first);
+                self.copied.extend_from_slice(&d);
             }
         }
     }
-    if chunked {
-        io.write_all(b"0\r\n\r\n").await?;
+
+    fn bytes(&self) -> &[u8] {
+        self.one.as_deref().unwrap_or(&self.copied)
     }
-    Ok(())
+
+    fn clear(&mut self) {
+        self.one = None;
+        self.copied.clear();
+    }
+}
+
+/// The last chunk and the trailer section (stripped of what a trailer must
+/// not carry).
+fn last_chunk(trailers: Option<&mut http::HeaderMap>, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"0\r\n");
+    if let Some(t) = trailers {
+        super::rewrite::strip_trailers(t);
+        for (n, v) in t.iter() {
+            out.extend_from_slice(n.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Streams a body from the client to the backend, chunk-encoded when its
+/// length is unknown (trailers included). Whatever has already arrived when
+/// a frame comes goes in the same write (one chunk), and the body's end
+/// with the last data.
+async fn pump<W, B>(io: &mut W, body: &mut B, chunked: bool) -> Result<(), BoxError>
+where
+    W: AsyncWrite + Unpin,
+    B: Pumped,
+    B::Error: Into<BoxError>,
+{
+    let mut body = Pin::new(body);
+    let mut batch = Batch::default();
+    let mut tail = Vec::new();
+    loop {
+        let mut last = None;
+        match next_frame(&mut body, true).await? {
+            Some(Next::Data(d)) => batch.push(d),
+            other => last = other,
+        }
+        while last.is_none() && batch.bytes().len() < BATCH {
+            match next_frame(&mut body, false).await? {
+                None => {
+                    body.only_looked();
+                    break;
+                }
+                Some(Next::Data(d)) => batch.push(d),
+                other => last = other,
+            }
+        }
+        let end = last.is_some();
+        tail.clear();
+        if chunked && end {
+            let trailers = match &mut last {
+                Some(Next::Trailers(t)) => Some(t),
+                _ => None,
+            };
+            last_chunk(trailers, &mut tail);
+        }
+        let data = batch.bytes();
+        if !data.is_empty() || !tail.is_empty() {
+            let h = ChunkHeader::new(data.len() as u64);
+            let framed = chunked && !data.is_empty();
+            let mut bufs = [
+                IoSlice::new(if framed { h.as_bytes() } else { b"" }),
+                IoSlice::new(data),
+                IoSlice::new(if framed { b"\r\n" } else { b"" }),
+                IoSlice::new(&tail),
+            ];
+            write_all_vectored(io, &mut bufs)
+                .await
+                .map_err(|(_, e)| e)?;
+        }
+        batch.clear();
+        if end {
+            return Ok(());
+        }
+    }
 }
 
 /// Reads the response head (skipping interim 1xx answers) and makes the
-/// response whose body reads the rest from the same socket.
-async fn read_head(mut conn: Conn, is_head: bool) -> Result<Answer, BoxError> {
+/// response whose body reads the rest from the same socket. A 101 is only
+/// taken as the answer to an upgrade request; unasked, the connection has
+/// switched to a protocol nobody speaks: an error, and the connection is
+/// dropped (closed), never pooled.
+async fn read_head(mut conn: Conn, ask: Asked) -> Result<Answer, BoxError> {
     let limits = Limits::default();
     let mut buf = BytesMut::with_capacity(HEAD_BUF);
     let mut head = ResponseHead::default();
@@ -300,16 +458,19 @@ async fn read_head(mut conn: Conn, is_head: bool) -> Result<Answer, BoxError> {
             });
         }
         loop {
-            match parse_response(&buf, &limits, is_head, &mut head) {
+            match parse_response(&buf, &limits, ask.head, &mut head) {
                 Ok(Progress::NeedMore) => break,
                 Ok(Progress::Complete(len)) => {
                     if head.interim {
                         buf.advance(len);
                         continue;
                     }
+                    if head.status == 101 && !ask.upgrade {
+                        return Err("the backend switched protocols (101) unasked".into());
+                    }
                     let resp = to_response(&head, &buf[..len])?;
                     buf.advance(len);
-                    return Ok(resp.map(|()| Body::new(conn, buf, &head)));
+                    return Ok(resp.map(|()| Body::new(conn, buf, &head, ask)));
                 }
                 Err(e) => return Err(format!("invalid response head: {}", e.reason()).into()),
             }
@@ -333,31 +494,56 @@ fn to_response(head: &ResponseHead, raw: &[u8]) -> Result<Response<()>, BoxError
     Ok(r)
 }
 
+/// Whether the connection may carry another request once this answer has
+/// been read to its end. [`HttpReuse::Safe`] (HAProxy's `http-reuse safe`):
+/// only after an answer whose end is known. An answer to HEAD ends at its
+/// head, but a backend that sends the body it announced anyway sends it at
+/// any later time, where no check before reuse can see it, and the next
+/// request would read it as its answer: such a connection is closed, never
+/// pooled. [`HttpReuse::Always`] pools it too.
+fn reusable_after(head: &ResponseHead, head_request: bool, reuse: HttpReuse) -> bool {
+    head.keep_alive
+        && head.framing != Framing::Close
+        && (!head_request || reuse == HttpReuse::Always)
+}
+
 /// A response body read from the upstream socket as it is polled.
 pub struct Body {
     conn: Option<Conn>,
     buf: BytesMut,
     left: Left,
     keep_alive: bool,
+    /// The answer was to a HEAD.
+    head_request: bool,
 }
 
 impl Body {
-    fn new(conn: Conn, buf: BytesMut, head: &ResponseHead) -> Body {
+    fn new(conn: Conn, buf: BytesMut, head: &ResponseHead, ask: Asked) -> Body {
         Body {
             conn: Some(conn),
             buf,
             left: Left::of(head.framing),
-            keep_alive: head.keep_alive && head.framing != Framing::Close,
+            keep_alive: reusable_after(head, ask.head, ask.reuse),
+            head_request: ask.head,
         }
     }
 
     /// The connection, once the body has been read to its end and the
-    /// backend keeps it alive with nothing left over; `None` otherwise.
+    /// backend keeps it alive with nothing left over; `None` otherwise
+    /// (see [`reusable_after`]).
     pub fn take_conn(&mut self) -> Option<Conn> {
         let reusable = self.left.is_done() && self.keep_alive && self.buf.is_empty();
         let mut c = self.conn.take().filter(|_| reusable)?;
         c.reused = true;
+        c.after_head = self.head_request;
         Some(c)
+    }
+
+    /// The connection of a 101 answer and the bytes the backend sent after
+    /// its head (the first bytes of the new protocol).
+    pub(crate) fn into_switched(mut self) -> Option<(UpstreamStream, BytesMut)> {
+        let conn = self.conn.take()?;
+        Some((conn.io, std::mem::take(&mut self.buf)))
     }
 
     /// Reads more bytes into the buffer; `Ok(0)` at the backend's close.
@@ -427,6 +613,208 @@ mod tests {
         match &c.io {
             UpstreamStream::Plain(s) => s,
             UpstreamStream::Tls(_) => unreachable!("plain only here"),
+        }
+    }
+
+    /// A body of ready frames.
+    struct Frames(std::collections::VecDeque<Frame<Bytes>>);
+
+    impl http_body::Body for Frames {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    impl Pumped for Frames {}
+
+    /// What `pump` writes for `frames`, chunked.
+    async fn pumped(frames: Vec<Frame<Bytes>>) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut body = Frames(frames.into());
+        pump(&mut out, &mut body, true).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn request_trailers_carry_no_framing_or_routing_fields() {
+        let mut t = http::HeaderMap::new();
+        for (n, v) in [
+            ("x-sum", "1"),
+            ("content-length", "3"),
+            ("host", "evil"),
+            ("transfer-encoding", "chunked"),
+            ("connection", "x-listed"),
+            ("x-listed", "1"),
+            ("keep-alive", "1"),
+            ("te", "trailers"),
+            ("trailer", "x-sum"),
+            ("x-forwarded-for", "6.6.6.6"),
+        ] {
+            t.append(n, v.parse().unwrap());
+        }
+        let out = pumped(vec![
+            Frame::data(Bytes::from_static(b"hello")),
+            Frame::trailers(t),
+        ])
+        .await;
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "5\r\nhello\r\n0\r\nx-sum: 1\r\n\r\n"
+        );
+    }
+
+    /// A writer that counts the write calls it gets.
+    #[derive(Default)]
+    struct Counting {
+        out: Vec<u8>,
+        writes: usize,
+    }
+
+    impl AsyncWrite for Counting {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.writes += 1;
+            self.out.extend_from_slice(b);
+            Poll::Ready(Ok(b.len()))
+        }
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.writes += 1;
+            let mut n = 0;
+            for b in bufs {
+                self.out.extend_from_slice(b);
+                n += b.len();
+            }
+            Poll::Ready(Ok(n))
+        }
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// The data and trailers of a chunked body.
+    fn dechunk(mut b: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let mut d = crate::h1::ChunkedDecoder::default();
+        let mut data = Vec::new();
+        loop {
+            match d.decode(b).unwrap() {
+                (n, crate::h1::Decoded::Data(r)) => {
+                    data.extend_from_slice(&b[r]);
+                    b = &b[n..];
+                }
+                (_, crate::h1::Decoded::End { trailers }) => return (data, b[trailers].to_vec()),
+                (_, crate::h1::Decoded::NeedMore) => panic!("truncated"),
+            }
+        }
+    }
+
+    /// Data, then nothing there yet (`Pending`, woken at once), then the end;
+    /// counts the looks it was told about.
+    struct Gap {
+        step: usize,
+        looked: std::cell::Cell<usize>,
+    }
+
+    impl http_body::Body for Gap {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            self.step += 1;
+            match self.step {
+                1 => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"ab"))))),
+                2 => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                _ => Poll::Ready(None),
+            }
+        }
+    }
+
+    impl Pumped for Gap {
+        fn only_looked(&self) {
+            self.looked.set(self.looked.get() + 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_look_that_finds_nothing_is_not_a_wait_for_the_client() {
+        let mut w = Counting::default();
+        let mut body = Gap {
+            step: 0,
+            looked: Default::default(),
+        };
+        pump(&mut w, &mut body, true).await.unwrap();
+        assert_eq!(w.out, b"2\r\nab\r\n0\r\n\r\n");
+        assert_eq!(body.looked.get(), 1, "the look was not reported");
+    }
+
+    #[tokio::test]
+    async fn small_chunks_already_there_go_in_few_writes() {
+        let n = 50_000;
+        let frames = || {
+            let mut f: std::collections::VecDeque<_> = (0..n)
+                .map(|_| Frame::data(Bytes::from_static(b"x")))
+                .collect();
+            let mut t = http::HeaderMap::new();
+            t.insert("x-sum", "1".parse().unwrap());
+            f.push_back(Frame::trailers(t));
+            Frames(f)
+        };
+        for chunked in [true, false] {
+            let mut w = Counting::default();
+            pump(&mut w, &mut frames(), chunked).await.unwrap();
+            println!(
+                "{n} one-byte frames (chunked: {chunked}): {} writes",
+                w.writes
+            );
+            assert!(w.writes <= 4, "{} writes", w.writes);
+            if chunked {
+                let (data, trailers) = dechunk(&w.out);
+                assert_eq!(data, vec![b'x'; n]);
+                assert_eq!(trailers, b"x-sum: 1\r\n");
+            } else {
+                assert_eq!(w.out, vec![b'x'; n]);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn after_head_the_socket_itself_is_looked_at() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        for after_head in [false, true] {
+            let mut c = Conn::new(
+                UpstreamStream::Plain(TcpStream::connect(addr).await.unwrap()),
+                0,
+            );
+            c.after_head = after_head;
+            let (server, _) = l.accept().await.unwrap();
+            assert!(c.is_reusable());
+            // No await that yields between the write and the look: the
+            // reactor of this single-threaded runtime has not seen the byte.
+            std::io::Write::write_all(&mut server.into_std().unwrap(), b"x").unwrap();
+            assert_eq!(c.is_reusable(), !after_head, "after_head: {after_head}");
         }
     }
 

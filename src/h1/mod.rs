@@ -7,7 +7,8 @@
 //! - [`framing`]: how a body is delimited ([`Framing`]), the chunked decoder
 //!   (a state machine handing out ranges of the input) and the chunk encoder.
 //! - [`rewrite`]: the forwarded heads: hop-by-hop fields dropped, framing
-//!   re-emitted from the decision, `X-Forwarded-*` set.
+//!   re-emitted from the decision, `X-Forwarded-*` set; the fields a trailer
+//!   section must not carry dropped from one.
 //!
 //! Parsed heads hold no copies: a [`Span`] is a range into the buffer the head
 //! was parsed from, and the caller hands that buffer back to read it.

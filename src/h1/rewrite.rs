@@ -6,16 +6,19 @@
 //! as one list), `X-Forwarded-Proto` and `X-Forwarded-Host` set; the body
 //! framing is written from the parser's decision, never copied.
 //!
-//! Where this differs from `prepare_request`, on purpose:
-//! - absolute-form: the target's authority becomes `Host`, replacing the
-//!   client's (RFC 9112 §3.2.2; hyper kept the client's `Host`);
+//! The absolute-form target's authority becomes `Host`, replacing the
+//! client's (RFC 9112 §3.2.2), as in `prepare_request`. Where this differs
+//! from it, on purpose:
 //! - no `Host` at all (HTTP/1.0): an empty `Host` is sent, as RFC 9112 §3.2
 //!   requires of an HTTP/1.1 request with no authority (hyper sent none);
-//! - `Host` named in `Connection` is not dropped: it is never hop-by-hop;
+//! - `Host`, the framing fields and `X-Forwarded-*` named in `Connection`
+//!   are not dropped: they are never hop-by-hop ([`never_hop_by_hop`]);
 //! - field names keep the client's spelling (hyper lowercased them);
 //!   `Host` goes first, our own fields last.
 
 use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName};
 
 use super::parse::{Name, RequestHead, ResponseHead, Version};
 use super::{Framing, Span};
@@ -32,10 +35,83 @@ pub struct ForwardOpts {
     pub allow_upgrade: bool,
 }
 
-fn listed(connection: &[Span], buf: &[u8], name: &[u8]) -> bool {
-    connection
+/// Names a `Connection` list cannot make hop-by-hop: `Host` (routing),
+/// the framing fields (the proxy frames every body itself) and the
+/// `X-Forwarded-*` fields (the proxy's own record of the path).
+pub(crate) fn never_hop_by_hop(name: &[u8]) -> bool {
+    const PREFIX: &[u8] = b"x-forwarded-";
+    name.eq_ignore_ascii_case(b"host")
+        || name.eq_ignore_ascii_case(b"content-length")
+        || name.eq_ignore_ascii_case(b"transfer-encoding")
+        || (name.len() >= PREFIX.len() && name[..PREFIX.len()].eq_ignore_ascii_case(PREFIX))
+}
+
+/// The names a `Connection` value lists that may be dropped: elements
+/// trimmed, empty ones and never-hop-by-hop ones skipped.
+pub(crate) fn connection_names(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|n| !n.is_empty() && !never_hop_by_hop(n))
+}
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Fields a trailer section must not carry (RFC 9110 §6.5.1): framing,
+/// routing, hop-by-hop, request controls, authentication, content
+/// metadata, and `Trailer` itself. `X-Forwarded-*` is the proxy's.
+static NOT_TRAILERS: [&HeaderName; 22] = [
+    &header::CONTENT_LENGTH,
+    &header::TRANSFER_ENCODING,
+    &header::HOST,
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::PROXY_AUTHORIZATION,
+    &header::PROXY_AUTHENTICATE,
+    &header::TE,
+    &header::UPGRADE,
+    &header::TRAILER,
+    &header::EXPECT,
+    &header::MAX_FORWARDS,
+    &header::CACHE_CONTROL,
+    &header::PRAGMA,
+    &header::RANGE,
+    &header::AUTHORIZATION,
+    &header::WWW_AUTHENTICATE,
+    &header::SET_COOKIE,
+    &header::CONTENT_ENCODING,
+    &header::CONTENT_TYPE,
+    &header::CONTENT_RANGE,
+];
+
+/// Removes from a trailer section (either direction) every field a trailer
+/// must not carry ([`NOT_TRAILERS`], `X-Forwarded-*`) and the names its
+/// `Connection` lists.
+pub(crate) fn strip_trailers(t: &mut HeaderMap) {
+    let drop: Vec<HeaderName> = t
+        .get_all(header::CONNECTION)
         .iter()
-        .any(|c| c.get(buf).eq_ignore_ascii_case(name))
+        .flat_map(|v| connection_names(v.as_bytes()))
+        .filter_map(|n| HeaderName::from_bytes(n).ok())
+        .chain(
+            t.keys()
+                .filter(|n| NOT_TRAILERS.contains(n) || n.as_str().starts_with("x-forwarded-"))
+                .cloned(),
+        )
+        .collect();
+    for n in drop {
+        t.remove(n);
+    }
+}
+
+/// `name` is listed in `Connection` and so dropped (see [`never_hop_by_hop`]).
+fn listed(connection: &[Span], buf: &[u8], name: &[u8]) -> bool {
+    !connection.is_empty()
+        && !never_hop_by_hop(name)
+        && connection
+            .iter()
+            .any(|c| c.get(buf).eq_ignore_ascii_case(name))
 }
 
 fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -90,19 +166,18 @@ pub fn encode_request(head: &RequestHead, buf: &[u8], o: &ForwardOpts, out: &mut
     let conn = &head.connection[..];
     let upgrade = o.allow_upgrade && head.upgrade;
     let mut xff_lines = 0usize;
-    let drop_xff = !conn.is_empty() && listed(conn, buf, b"x-forwarded-for");
     for f in &head.fields {
         let keep = match f.kind {
             Name::Host | Name::ContentLength | Name::XForwardedProto | Name::XForwardedHost => {
                 false
             }
             Name::XForwardedFor => {
-                xff_lines += usize::from(!drop_xff);
+                xff_lines += 1;
                 false
             }
             Name::Upgrade => upgrade,
             k if k.is_hop_by_hop() => false,
-            _ => conn.is_empty() || !listed(conn, buf, f.name.get(buf)),
+            _ => !listed(conn, buf, f.name.get(buf)),
         };
         if keep {
             line(out, f.name.get(buf), f.value.get(buf));
@@ -214,7 +289,7 @@ pub fn encode_response(
             Name::ContentLength => false,
             Name::Upgrade => switching,
             k if k.is_hop_by_hop() => false,
-            _ => conn.is_empty() || !listed(conn, buf, f.name.get(buf)),
+            _ => !listed(conn, buf, f.name.get(buf)),
         };
         if keep {
             line(out, f.name.get(buf), f.value.get(buf));
@@ -321,7 +396,7 @@ mod tests {
         };
         assert_eq!(
             forward(s, &o),
-            "GET /?q HTTP/1.1\r\nhost: h\r\nUpgrade: websocket\r\nconnection: upgrade\r\nx-forwarded-for: 10.1.2.3\r\nx-forwarded-proto: https\r\nx-forwarded-host: h\r\n\r\n"
+            "GET /?q HTTP/1.1\r\nhost: h\r\nUpgrade: websocket\r\nconnection: upgrade\r\nx-forwarded-for: 1.1.1.1, 10.1.2.3\r\nx-forwarded-proto: https\r\nx-forwarded-host: h\r\n\r\n"
         );
         assert_eq!(
             forward("GET / HTTP/1.0\r\nContent-Length: 0\r\n\r\n", &opts()),

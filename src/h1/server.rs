@@ -274,55 +274,64 @@ pub async fn serve(
         };
         // An upgrade is asked for by `Upgrade` plus the `upgrade` connection
         // option (RFC 9110 §7.8); a lone `Upgrade` field is dropped as hop-by-hop.
+        // One with a body goes on as a plain request (the Upgrade is
+        // dropped): the body could not be told apart from the next request
+        // if the backend does not switch.
         let upgrade = head.upgrade
+            && matches!(head.framing, Framing::None | Framing::Length(0))
             && head
                 .connection
                 .iter()
                 .any(|n| n.get(&raw).eq_ignore_ascii_case(b"upgrade"));
         if upgrade {
-            let t = proxy.shared.load();
-            let route = crate::routing::classify(&t.cfg.routes, req.method(), req.uri().path());
-            if !route.upgrade {
-                let resp = ProxyError::UpgradeNotAllowed.into_response();
-                let _ = write_response(&shared, resp, &mut out, false, false, false).await;
-                break;
-            }
-            let target = match route.role {
-                crate::routing::Role::Read => t.pick_read(client.client_ip),
-                crate::routing::Role::Write => t.write_leader(),
-            };
-            let Some(backend) = target.cloned() else {
-                let resp = ProxyError::NoBackend.into_response();
-                let _ = write_response(&shared, resp, &mut out, false, false, false).await;
-                break;
-            };
-            out.clear();
-            let fwd = super::rewrite::ForwardOpts {
-                client_ip: client.peer.ip(),
-                tls: client.tls,
-                allow_upgrade: true,
-            };
-            super::rewrite::encode_request(&head, &raw, &fwd, &mut out);
-            let connect = crate::upstream::connect::connect(
-                &backend,
-                t.cfg.timeouts.connect,
-                crate::upstream::connect::Alpn::Http1,
-            );
-            let upstream = match connect.await {
-                Ok(u) => u,
-                Err(e) => {
-                    let err = ProxyError::Connect {
-                        backend: backend.name().to_string(),
-                        reason: e.to_string(),
-                    };
-                    let _ =
-                        write_response(&shared, err.into_response(), &mut out, false, false, false)
-                            .await;
+            match Box::pin(upgrade_request(proxy, &head, &raw, &req, &client, &mut out)).await {
+                Upgrade::Switched(sw) => {
+                    tunnel = Some(sw);
                     break;
                 }
-            };
-            tunnel = Some((upstream, std::mem::take(&mut out), backend));
-            break;
+                Upgrade::Refused(resp) => {
+                    let _ = write_response(&shared, resp, &mut out, false, false, false).await;
+                    break;
+                }
+                Upgrade::Answered(resp) => {
+                    // Not switched: the connection still speaks HTTP/1.1.
+                    match write_response(
+                        &shared,
+                        resp,
+                        &mut out,
+                        false,
+                        client_11 && keep_alive,
+                        false,
+                    )
+                    .await
+                    {
+                        Ok(true) if keep_alive => {}
+                        _ => break,
+                    }
+                    deadline = Instant::now() + opts.client_idle;
+                    continue;
+                }
+            }
+        }
+        // `Expect: 100-continue` is answered before waiting for any body
+        // byte (the client sends none before it); a declared length past
+        // the limit gets its 413 instead, with no 100.
+        if head.expect_continue {
+            let max = proxy.shared.load().cfg.limits.max_body_bytes;
+            match expect_answer(head.framing, max) {
+                Continue::Nothing => {}
+                Continue::TooLarge => {
+                    let resp = ProxyError::BodyTooLarge(max).into_response();
+                    let _ = write_response(&shared, resp, &mut out, false, false, false).await;
+                    break;
+                }
+                Continue::Send => {
+                    let cont = b"HTTP/1.1 100 Continue\r\n\r\n";
+                    if write_all(&shared, &mut [IoSlice::new(cont)]).await.is_err() {
+                        break;
+                    }
+                }
+            }
         }
         // A chunked body's first size line is checked before anything is
         // sent upstream: a malformed one is refused like a bad head.
@@ -345,12 +354,6 @@ pub async fn serve(
             }
         }
         let (req, body_done) = attach_body(req, &head, &shared);
-        if head.expect_continue && !body_done.is_done() {
-            let cont = b"HTTP/1.1 100 Continue\r\n\r\n";
-            if write_all(&shared, &mut [IoSlice::new(cont)]).await.is_err() {
-                break;
-            }
-        }
         // Boxed: the request's future is large and must not stay part of an
         // idle connection's task.
         let resp = Box::pin(handle(proxy, worker, client.clone(), req)).await;
@@ -377,10 +380,10 @@ pub async fn serve(
         }
         deadline = Instant::now() + opts.client_idle;
     }
-    if let Some((upstream, head, backend)) = tunnel {
+    if let Some(sw) = tunnel {
         if let Ok(io) = Arc::try_unwrap(shared) {
             let io = io.into_inner().unwrap_or_else(|e| e.into_inner());
-            run_tunnel(io.stream, io.buf, upstream, head, &backend, &client).await;
+            run_tunnel(io.stream, io.buf, sw, &client).await;
         }
         return Served::Done;
     }
@@ -391,21 +394,146 @@ pub async fn serve(
     Served::Done
 }
 
-/// An upgraded connection: the forwarded head (and whatever the client sent
-/// after it) goes to the backend, then bytes flow both ways until either
-/// side closes. The backend's answer (101 or not) reaches the client as is.
+/// A connection the backend switched (101) for an upgrade request.
+struct Switched {
+    upstream: crate::upstream::connect::UpstreamStream,
+    /// The 101 head for the client, then what the backend sent after it.
+    down: Vec<u8>,
+    backend: Arc<crate::backend::Backend>,
+}
+
+/// What became of an upgrade request.
+enum Upgrade {
+    /// 101: the client connection becomes a tunnel.
+    Switched(Switched),
+    /// Any other answer: an ordinary response, after which the client's
+    /// connection keeps speaking HTTP/1.1 (its upstream one is not pooled).
+    Answered(Response<DownBody>),
+    /// Not allowed here, no backend, or no answer: respond, then close.
+    Refused(Response<DownBody>),
+}
+
+/// Sends an upgrade request (no body: see `serve`) to a backend of its
+/// route's role over a fresh connection and reads the answer. Only a 101
+/// switches; nothing the client sent after the head goes upstream before it.
+async fn upgrade_request(
+    proxy: &'static Proxy,
+    head: &RequestHead,
+    raw: &Bytes,
+    req: &Request<ClientBody>,
+    client: &ClientInfo,
+    out: &mut Vec<u8>,
+) -> Upgrade {
+    let t = proxy.shared.load();
+    let route = crate::routing::classify(&t.cfg.routes, req.method(), req.uri().path());
+    if !route.upgrade {
+        return Upgrade::Refused(ProxyError::UpgradeNotAllowed.into_response());
+    }
+    let target = match route.role {
+        crate::routing::Role::Read => t.pick_read(client.client_ip),
+        crate::routing::Role::Write => t.write_leader(),
+    };
+    let Some(backend) = target.cloned() else {
+        return Upgrade::Refused(ProxyError::NoBackend.into_response());
+    };
+    out.clear();
+    let fwd = super::rewrite::ForwardOpts {
+        client_ip: client.peer.ip(),
+        tls: client.tls,
+        allow_upgrade: true,
+    };
+    super::rewrite::encode_request(head, raw, &fwd, out);
+    let connect = crate::upstream::connect::connect(
+        &backend,
+        t.cfg.timeouts.connect,
+        crate::upstream::connect::Alpn::Http1,
+    );
+    let upstream = match connect.await {
+        Ok(u) => u,
+        Err(e) => {
+            let err = ProxyError::Connect {
+                backend: backend.name().to_string(),
+                reason: e.to_string(),
+            };
+            return Upgrade::Refused(err.into_response());
+        }
+    };
+    let conn = super::client::Conn::new(upstream, 0);
+    let sent = super::client::send_upgrade(conn, out);
+    let answer = match tokio::time::timeout(t.cfg.timeouts.response_headers, sent).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            let err = ProxyError::Upstream {
+                backend: backend.name().to_string(),
+                reason: e.to_string(),
+            };
+            return Upgrade::Refused(err.into_response());
+        }
+        Err(_) => {
+            let err = ProxyError::Timeout {
+                backend: backend.name().to_string(),
+                after: t.cfg.timeouts.response_headers,
+            };
+            return Upgrade::Refused(err.into_response());
+        }
+    };
+    let (mut parts, body) = answer.into_parts();
+    if parts.status != http::StatusCode::SWITCHING_PROTOCOLS {
+        crate::proxy::forward::prepare_response(&mut parts);
+        let body = DownBody::Upstream {
+            inner: Either::Left(body),
+            release: None,
+            idle: crate::proxy::body::IdleTimer::new(Some(t.cfg.timeouts.body_idle)),
+        };
+        return Upgrade::Answered(Response::from_parts(parts, body));
+    }
+    let Some((upstream, early)) = body.into_switched() else {
+        return Upgrade::Refused(ProxyError::NoBackend.into_response());
+    };
+    let mut down = Vec::with_capacity(256 + early.len());
+    switching_head(&mut parts.headers, &mut down);
+    down.extend_from_slice(&early);
+    Upgrade::Switched(Switched {
+        upstream,
+        down,
+        backend,
+    })
+}
+
+/// The 101 head for the client: the backend's fields without hop-by-hop
+/// ones, then its `Upgrade` and `Connection: upgrade`.
+fn switching_head(h: &mut HeaderMap, out: &mut Vec<u8>) {
+    let upgrade: Vec<HeaderValue> = h.get_all(http::header::UPGRADE).iter().cloned().collect();
+    crate::proxy::forward::strip_hop_by_hop(h);
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+    write_fields(h, out, true);
+    for v in &upgrade {
+        out.extend_from_slice(b"upgrade: ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"connection: upgrade\r\n\r\n");
+}
+
+/// A switched connection: the 101 head (and whatever the backend sent
+/// after it) goes to the client, whatever the client sent after its
+/// request to the backend, then bytes flow both ways until either side
+/// closes.
 async fn run_tunnel(
     mut client_io: Box<dyn ClientStream>,
     early: BytesMut,
-    mut upstream: crate::upstream::connect::UpstreamStream,
-    head: Vec<u8>,
-    backend: &std::sync::Arc<crate::backend::Backend>,
+    sw: Switched,
     client: &ClientInfo,
 ) {
     use tokio::io::AsyncWriteExt;
+    let Switched {
+        mut upstream,
+        down,
+        backend,
+    } = sw;
     let _in_flight = backend.begin_request();
     let start = async {
-        upstream.write_all(&head).await?;
+        client_io.write_all(&down).await?;
         upstream.write_all(&early).await?;
         tokio::io::copy_bidirectional(&mut client_io, &mut upstream).await
     };
@@ -416,6 +544,26 @@ async fn run_tunnel(
         Err(e) => {
             tracing::debug!(client = %client.peer, backend = %backend.name(), error = %e, "upgrade tunnel ended")
         }
+    }
+}
+
+/// The answer to `Expect: 100-continue`, from the body's framing and the
+/// body limit (`limits.max_body_bytes`, bytes).
+#[derive(Debug, PartialEq, Eq)]
+enum Continue {
+    /// No body to ask for.
+    Nothing,
+    /// `100 Continue`, before any body byte is awaited.
+    Send,
+    /// The declared length is past the limit: 413, no 100.
+    TooLarge,
+}
+
+fn expect_answer(framing: Framing, max_body: u64) -> Continue {
+    match framing {
+        Framing::Length(n) if n > max_body => Continue::TooLarge,
+        Framing::Length(0) | Framing::None | Framing::Close => Continue::Nothing,
+        Framing::Length(_) | Framing::Chunked => Continue::Send,
     }
 }
 
@@ -628,7 +776,7 @@ async fn write_response(
     out.push(b' ');
     out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    write_fields(&parts.headers, out, !no_body);
+    write_fields(&parts.headers, out, !keeps_length(status, head_request));
     super::rewrite::framing_line(out, framing);
     if !keep {
         out.extend_from_slice(b"connection: close\r\n");
@@ -706,10 +854,11 @@ async fn write_response(
                     write_all(shared, &mut [IoSlice::new(out)]).await?;
                     head_pending = false;
                 }
-                if let (Framing::Chunked, Ok(t)) = (framing, frame.into_trailers()) {
+                if let (Framing::Chunked, Ok(mut t)) = (framing, frame.into_trailers()) {
                     out.clear();
                     out.extend_from_slice(b"0\r\n");
                     if trailers_ok {
+                        super::rewrite::strip_trailers(&mut t);
                         write_fields(&t, out, false);
                     }
                     out.extend_from_slice(b"\r\n");
@@ -728,10 +877,16 @@ async fn write_response(
     Ok(keep)
 }
 
+/// Whether a response goes out with the backend's Content-Length as is:
+/// only without a body of its own, where the length describes the
+/// representation (a 304, the answer to a HEAD). Never on 1xx or 204
+/// (RFC 9110 §8.6); otherwise the proxy frames the body itself.
+fn keeps_length(status: u16, head_request: bool) -> bool {
+    status == 304 || (head_request && status >= 200 && status != 204)
+}
+
 /// Header fields as lines. Transfer-Encoding is always the caller's; so is
-/// Content-Length when the caller frames a body (`skip_length`) — without a
-/// body (HEAD, 304) the backend's length describes the representation and
-/// is kept.
+/// Content-Length when `skip_length` (see [`keeps_length`]).
 fn write_fields(h: &HeaderMap, out: &mut Vec<u8>, skip_length: bool) {
     for (name, value) in h {
         if name == TRANSFER_ENCODING || (name == CONTENT_LENGTH && skip_length) {

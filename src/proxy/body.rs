@@ -198,6 +198,18 @@ impl UpBody {
         }
     }
 
+    /// The last `Pending` was a look for more data already there, not a
+    /// wait for the client: while what was gathered goes up, the backend,
+    /// not the client, is the one that may be slow.
+    pub(crate) fn only_looked(&self) {
+        if let UpBody::Stream {
+            upload: Some(u), ..
+        } = self
+        {
+            u.0.waiting_on_client.store(false, Ordering::Relaxed);
+        }
+    }
+
     /// Progress of a streamed body, for the attempt sending it (made on
     /// first use, so bodiless and in-memory requests allocate nothing);
     /// `None` for a body in memory.

@@ -44,20 +44,23 @@ fn is_hop_by_hop(n: &HeaderName) -> bool {
     hop_by_hop().contains(&n)
 }
 
-/// Removes hop-by-hop headers, including every name listed in `Connection`.
-/// One pass over the names first: most requests carry none, and comparing
-/// standard names is cheaper than hashing each of eight lookups.
+/// Removes hop-by-hop headers, including every name listed in `Connection`
+/// (every line, whatever bytes the values hold), except the names no list
+/// can make hop-by-hop ([`crate::h1::rewrite::never_hop_by_hop`]: `Host`,
+/// framing, `X-Forwarded-*`). One pass over the names first: most requests
+/// carry none, and comparing standard names is cheaper than hashing each of
+/// eight lookups.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     if !h.keys().any(is_hop_by_hop) {
         return;
     }
-    if let Some(conn) = h.get(header::CONNECTION) {
+    if h.contains_key(header::CONNECTION) {
         // Rare: only clients that name extra headers pay for this.
-        let listed: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        let listed: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| crate::h1::rewrite::connection_names(v.as_bytes()))
+            .filter_map(|n| HeaderName::from_bytes(n).ok())
             .collect();
         for n in listed {
             h.remove(n);
@@ -69,7 +72,8 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 }
 
 /// Rewrites a client request for a backend: origin-form URI, HTTP/1.1,
-/// `Host` kept (or taken from an h2 `:authority`), hop-by-hop headers
+/// `Host` kept (replaced by the target's authority: absolute form, h2
+/// `:authority`), hop-by-hop headers
 /// removed, `X-Forwarded-For` appended, `X-Forwarded-Proto`/`-Host` set.
 pub fn prepare_request(parts: &mut http::request::Parts, client: IpAddr, tls: bool) {
     let h = &mut parts.headers;
@@ -84,11 +88,11 @@ pub fn prepare_request(parts: &mut http::request::Parts, client: IpAddr, tls: bo
     if te_trailers {
         h.insert(header::TE, GRPC_TE.clone());
     }
-    if !h.contains_key(header::HOST) {
-        if let Some(a) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                h.insert(header::HOST, v);
-            }
+    // An absolute-form target's authority (an h2 `:authority`) is the
+    // request's Host, whatever `Host` says (RFC 9112 §3.2.2).
+    if let Some(a) = parts.uri.authority() {
+        if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+            h.insert(header::HOST, v);
         }
     }
     if let Some(host) = h.get(header::HOST).cloned() {
@@ -243,6 +247,8 @@ pub struct SendOpts {
     pub max_idle: Duration,
     /// The client spoke HTTP/2: use HTTP/2 upstream if the backend speaks h2c.
     pub h2: bool,
+    /// When the connection may be pooled after the answer (`http_reuse`).
+    pub reuse: crate::config::HttpReuse,
 }
 
 /// Sorts a send error: a failure of the client's body blames the client —
@@ -389,6 +395,13 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
             Err(back) => req = back,
         }
     }
+    // HTTP/1.1 requires a Host (RFC 9112 §3.2): a client without one
+    // (HTTP/1.0) gets the backend's authority.
+    if !req.headers().contains_key(header::HOST) {
+        if let Ok(v) = HeaderValue::from_str(backend.authority.as_str()) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
     let upload = req.body_mut().track_upload();
     let mut head_buf = Vec::with_capacity(512);
     let reuse = Some((o.min_gen, o.max_idle));
@@ -415,7 +428,7 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
             }
             Err(b) => return busy(backend, req, b, o.connect_timeout),
         };
-        let fut = crate::h1::client::send(conn, req, &mut head_buf);
+        let fut = crate::h1::client::send(conn, req, &mut head_buf, o.reuse);
         match response_head(fut, upload.as_deref(), o.response_timeout).await {
             None => return timed_out(backend, o.response_timeout),
             Some(Ok(resp)) => return Attempt::Answered(resp.map(Either::Left)),
@@ -620,6 +633,7 @@ mod tests {
             response_timeout: Duration::from_secs(2),
             max_idle: Duration::from_secs(60),
             h2: false,
+            reuse: crate::config::HttpReuse::Safe,
         };
         let req = Request::builder()
             .method("PUT")
@@ -704,6 +718,43 @@ mod tests {
     }
 
     #[test]
+    fn every_connection_line_is_read_and_routing_fields_stay() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, "keep-alive, x-a".parse().unwrap());
+        h.append(header::CONNECTION, "x-b".parse().unwrap());
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"x-c, caf\xe9").unwrap(),
+        );
+        h.append(
+            header::CONNECTION,
+            "Host, content-length, X-Forwarded-For, x-forwarded-proto"
+                .parse()
+                .unwrap(),
+        );
+        for n in ["x-a", "x-b", "x-c", "x-keep"] {
+            h.insert(n, "1".parse::<HeaderValue>().unwrap());
+        }
+        h.insert(header::HOST, "db".parse().unwrap());
+        h.insert(header::CONTENT_LENGTH, "5".parse().unwrap());
+        h.insert("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|n| n.as_str()).collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "content-length",
+                "host",
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-keep"
+            ]
+        );
+    }
+
+    #[test]
     fn client_ip_text() {
         for ip in [
             "0.0.0.0",
@@ -732,6 +783,20 @@ mod tests {
         assert_eq!(parts.headers["x-forwarded-proto"], "http");
         assert_eq!(parts.headers["x-forwarded-host"], "db.example");
         assert_eq!(parts.headers[header::HOST], "db.example");
+        assert_eq!(parts.uri, "/a?b=1");
+    }
+
+    #[test]
+    fn an_absolute_form_authority_replaces_host() {
+        let req = Request::builder()
+            .uri("http://db.example:2379/a?b=1")
+            .header(header::HOST, "other")
+            .body(())
+            .unwrap();
+        let (mut parts, _) = req.into_parts();
+        prepare_request(&mut parts, "192.0.2.7".parse().unwrap(), false);
+        assert_eq!(parts.headers[header::HOST], "db.example:2379");
+        assert_eq!(parts.headers["x-forwarded-host"], "db.example:2379");
         assert_eq!(parts.uri, "/a?b=1");
     }
 

@@ -156,6 +156,7 @@ impl Ctx {
             connect_timeout: cfg.timeouts.connect,
             response_timeout: self.route.timeout.unwrap_or(cfg.timeouts.response_headers),
             max_idle: cfg.timeouts.upstream_idle,
+            reuse: cfg.http_reuse,
         }
     }
 

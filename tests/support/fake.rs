@@ -47,6 +47,8 @@ pub struct Seen {
     pub headers: http::HeaderMap,
     pub body_len: usize,
     pub body_sum: u64,
+    /// The request body's trailer fields, if it had any.
+    pub trailers: Option<http::HeaderMap>,
     /// Which TCP connection it came on (numbered per fake).
     pub conn: usize,
 }
@@ -289,10 +291,13 @@ async fn answer_plain(
     }
     let method = req.method().to_string();
     let (parts, body) = req.into_parts();
-    let bytes = body
+    let (bytes, trailers) = body
         .collect()
         .await
-        .map(|c| c.to_bytes())
+        .map(|c| {
+            let t = c.trailers().cloned();
+            (c.to_bytes(), t)
+        })
         .unwrap_or_default();
     st.seen.lock().unwrap().push(Seen {
         method: method.clone(),
@@ -300,6 +305,7 @@ async fn answer_plain(
         headers: parts.headers.clone(),
         body_len: bytes.len(),
         body_sum: checksum(&bytes),
+        trailers,
         conn,
     });
     let delay = st.delay_ms.load(Ordering::Relaxed);

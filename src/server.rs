@@ -228,7 +228,7 @@ async fn serve_stream<S>(
             info.cert_subject = session
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .and_then(|c| crate::upstream::x509::subject(c))
+                .and_then(|c| crate::net::x509::subject(c))
                 .and_then(|s| http::HeaderValue::from_str(&s).ok());
             let h2 = session.alpn_protocol() == Some(b"h2");
             (Box::new(stream), info, h2)

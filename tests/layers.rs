@@ -50,7 +50,7 @@ const DEBT: &[(&str, &str)] = &[
     ("backend", "balance"),     // hash_bytes
     ("backend", "consistency"), // AfterAck state hangs off Backend
     ("backend", "proxy"),       // Pool hangs off Backend
-    ("backend", "upstream"),    // TlsReason, x509::not_after
+    ("backend", "upstream"),    // TlsReason
     ("balance", "routing"),     // routing::Backend alias
     ("routing", "consistency"), // Need in pick_fresh
     ("health", "discovery"),    // the monitor reconciles discovery answers

@@ -1170,7 +1170,7 @@ impl Validator {
             Ok(server) => Some(TlsConfig {
                 cert_not_after: crate::upstream::tls::read_certs(&cert)
                     .ok()
-                    .and_then(|c| crate::upstream::x509::not_after(&c[0])),
+                    .and_then(|c| crate::net::x509::not_after(&c[0])),
                 cert,
                 key,
                 client_ca,

@@ -206,7 +206,7 @@ pub fn client_tls(
         None => (builder.with_no_client_auth(), None),
         Some((cert, key)) => {
             let certs = read_certs(cert).map_err(|e| (TlsFile::Cert, e))?;
-            let not_after = super::x509::not_after(&certs[0]);
+            let not_after = crate::net::x509::not_after(&certs[0]);
             let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
                 (
                     TlsFile::Key,

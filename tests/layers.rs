@@ -43,8 +43,6 @@ const LAYERS: &[&str] = &[
 /// moving the type or function to the layer that owns it.
 const DEBT: &[(&str, &str)] = &[
     ("config", "routing"),      // config builds classify::Rule / Route
-    ("config", "tls"),          // config builds the listener's rustls config
-    ("config", "upstream"),     // config builds rustls client configs, reads certificates
     ("metrics", "routing"),     // Role as a label
     ("metrics", "upstream"),    // TlsReason as a label
     ("backend", "balance"),     // hash_bytes
@@ -55,7 +53,6 @@ const DEBT: &[(&str, &str)] = &[
     ("routing", "consistency"), // Need in pick_fresh
     ("health", "discovery"),    // the monitor reconciles discovery answers
     ("health", "upstream"),     // probes connect through upstream::connect
-    ("discovery", "upstream"),  // tls::server_name
     ("h1", "proxy"),            // the h1 server loop calls the proxy core; body types
     ("h1", "server"),           // until_true
     ("h1", "upstream"),         // the h1 client loop's stream type

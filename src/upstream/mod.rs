@@ -1,7 +1,7 @@
 //! Reaching a backend: one [`connect::connect`] that opens TCP and, for an
 //! `https://` backend, the TLS handshake (ALPN, client certificate, verifier
 //! and the reason a handshake failed); [`tls`] builds the rustls client
-//! configurations from PEM files.
+//! configurations from the certificates the config read.
 
 pub mod connect;
 pub mod tls;

@@ -42,8 +42,6 @@ const LAYERS: &[&str] = &[
 /// Upward imports that exist today, `(from, to)`, each to be removed by
 /// moving the type or function to the layer that owns it.
 const DEBT: &[(&str, &str)] = &[
-    ("config", "routing"),      // config builds classify::Rule / Route
-    ("metrics", "routing"),     // Role as a label
     ("metrics", "upstream"),    // TlsReason as a label
     ("backend", "balance"),     // hash_bytes
     ("backend", "consistency"), // AfterAck state hangs off Backend

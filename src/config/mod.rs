@@ -9,6 +9,7 @@ mod discovery;
 mod explain;
 mod locate;
 pub mod presets;
+mod routes;
 pub mod types;
 mod upstream_tls;
 
@@ -20,7 +21,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::net::client_ip::{Cidr, CidrSet};
-use crate::routing::classify::{MethodSet, Role, Rule};
 pub use admin_access::AdminToken;
 pub use certs::{server_name, CertKey, ClientCerts, ListenerCerts};
 pub use consistency::{
@@ -31,6 +31,7 @@ pub use discovery::{
 };
 pub use explain::{explain, explain_text};
 pub use locate::Locator;
+pub use routes::{MethodSet, Role, Route, Rule};
 pub use types::{Dur, Method, OneOrMany, Pointer, Re, Size};
 pub use upstream_tls::{BackendTls, UpstreamTlsSettings};
 
@@ -1451,7 +1452,7 @@ impl Validator {
                         .map(|ms| MethodSet::from_methods(ms.iter().map(|m| &m.0))),
                     path_prefix: r.path_prefix,
                     path_regex: r.path_regex.map(|r| r.0),
-                    route: crate::routing::Route {
+                    route: Route {
                         role: r.to,
                         timeout: r.timeout.map(|d| d.0),
                         long_poll: r.long_poll,

@@ -117,8 +117,9 @@ fn backends(n: usize, metrics: &Metrics) -> (Vec<Arc<Backend>>, Vec<InFlight>) {
                 tls: None,
                 zone: None,
                 priority: 0,
+                max_connections: None,
             };
-            let b = Arc::new(Backend::new(&cfg, metrics, 1));
+            let b = Arc::new(Backend::new(&cfg, metrics, 1, 1024));
             load.extend((0..(i * 7) % 5).map(|_| b.begin_request()));
             b
         })
@@ -252,7 +253,7 @@ fn bench_table(c: &mut Criterion) {
     let bs: Vec<Arc<Backend>> = cfg
         .backends
         .iter()
-        .map(|b| Arc::new(Backend::new(b, &metrics, 1)))
+        .map(|b| Arc::new(Backend::new(b, &metrics, 1, 1024)))
         .collect();
     let shared = Arc::new(Shared::new(table(1, &bs, &cfg)));
 

@@ -76,7 +76,10 @@ pub fn start_with(cfg: Config, discovery_opts: discovery::Options) -> std::io::R
     let backends: Vec<Arc<Backend>> = cfg
         .backends
         .iter()
-        .map(|b| Arc::new(Backend::new(b, &metrics, cfg.workers)))
+        .map(|b| {
+            let limit = cfg.max_upstream_connections(b);
+            Arc::new(Backend::new(b, &metrics, cfg.workers, limit))
+        })
         .collect();
     let shared = Arc::new(Shared::new(RoutingTable::empty(backends, cfg.clone())));
     let (listeners, bound) = server::bind_all(&cfg.listen, cfg.workers)?;

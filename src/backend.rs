@@ -116,7 +116,15 @@ impl Drop for InFlight {
 }
 
 impl Backend {
-    pub fn new(cfg: &BackendConfig, metrics: &Metrics, workers: usize) -> Backend {
+    /// A backend with `workers` pool slots and at most `max_connections`
+    /// upstream connections open at once
+    /// ([`crate::config::Config::max_upstream_connections`]).
+    pub fn new(
+        cfg: &BackendConfig,
+        metrics: &Metrics,
+        workers: usize,
+        max_connections: usize,
+    ) -> Backend {
         Backend {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name: ArcSwap::from_pointee(cfg.name.clone()),
@@ -125,7 +133,7 @@ impl Backend {
             h2c: cfg.h2c,
             name_hash: crate::balance::hash_bytes(cfg.name.as_bytes()),
             metrics: ArcSwap::from_pointee(metrics.backend(&cfg.name)),
-            pool: Pool::new(workers),
+            pool: Pool::new(workers, max_connections),
             weight: AtomicU32::new(cfg.weight),
             in_flight: AtomicUsize::new(0),
             drained: AtomicBool::new(false),

@@ -13,6 +13,7 @@ pub mod consistency;
 pub mod control;
 pub mod discovery;
 pub mod h1;
+mod h2_conn;
 pub mod health;
 pub mod metrics;
 pub mod net;

@@ -1,6 +1,7 @@
 //! The `leaderproxy` command.
 #![forbid(unsafe_code)]
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -63,7 +64,7 @@ fn init_logs(level: &str, format: LogFormat) {
 
 fn summary(cfg: &config::Config) -> String {
     let mut s = String::new();
-    use std::fmt::Write;
+    use std::fmt::Write as _;
     let listen: Vec<String> = cfg
         .listen
         .iter()
@@ -144,23 +145,40 @@ fn summary(cfg: &config::Config) -> String {
     s
 }
 
+/// Writes `text` to `out`. A reader that went away (`check … | head`:
+/// EPIPE, Rust ignores SIGPIPE) is not an error: the rest is dropped and the
+/// command ends quietly with success. Any other write error: exit 1.
+fn print_out(out: &mut impl Write, text: &str) -> Result<(), ExitCode> {
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(ExitCode::SUCCESS),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "cannot write the output: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Check { config, explain } => match config::load(&config) {
             Ok(cfg) => {
-                if explain {
-                    print!("{}", config::explain_text(&cfg));
+                let text = if explain {
+                    config::explain_text(&cfg)
                 } else {
-                    println!("{}", summary(&cfg));
+                    summary(&cfg) + "\n"
+                };
+                if let Err(code) = print_out(&mut std::io::stdout().lock(), &text) {
+                    return code;
                 }
                 for w in cfg.warnings() {
-                    eprintln!("WARNING: {w}");
+                    let _ = writeln!(std::io::stderr(), "WARNING: {w}");
                 }
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("{e}");
+                let _ = writeln!(std::io::stderr(), "{e}");
                 ExitCode::from(2)
             }
         },

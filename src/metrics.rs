@@ -33,6 +33,7 @@ pub struct Metrics {
     pub duration_read: Histogram,
     pub duration_write: Histogram,
     connect_errors: IntCounterVec,
+    busy: IntCounterVec,
     timeouts: IntCounterVec,
     in_flight: IntGaugeVec,
     healthy: IntGaugeVec,
@@ -72,6 +73,7 @@ pub struct Metrics {
     position: IntGaugeVec,
     lag: IntGaugeVec,
     write_position_probes: IntCounterVec,
+    position_decreases: IntCounterVec,
     /// Sessions remembered for read-your-writes.
     pub sessions: IntGauge,
     pub session_evictions: IntCounter,
@@ -148,6 +150,11 @@ impl Metrics {
             connect_errors: counter_vec(
                 "leaderproxy_upstream_connect_errors_total",
                 "Failed TCP/HTTP connection attempts to a backend.",
+                &["backend"],
+            ),
+            busy: counter_vec(
+                "leaderproxy_upstream_busy_total",
+                "Requests refused with 503 upstream_busy: every connection to the backend (backends[].max_connections) stayed in use for timeouts.connect.",
                 &["backend"],
             ),
             timeouts: counter_vec(
@@ -358,6 +365,11 @@ impl Metrics {
                 "Probes of the leader's position after writes whose answers carried none (one probe serves every write acknowledged before it started).",
                 &["backend"],
             ),
+            position_decreases: counter_vec(
+                "leaderproxy_backend_position_decreases_total",
+                "Position probes that answered less than the backend's last position (a replica resynced, a primary rewound, a member re-created): the position was cleared, not trusted.",
+                &["backend"],
+            ),
             sessions: reg(
                 &r,
                 IntGauge::new("leaderproxy_sessions", "Sessions remembered for read-your-writes.").expect("valid metric"),
@@ -403,6 +415,7 @@ impl Metrics {
             read: req("read"),
             write: req("write"),
             connect_errors: self.connect_errors.with_label_values(&[name]),
+            busy: self.busy.with_label_values(&[name]),
             timeouts: self.timeouts.with_label_values(&[name]),
             in_flight: self.in_flight.with_label_values(&[name]),
             healthy: self.healthy.with_label_values(&[name]),
@@ -418,6 +431,7 @@ impl Metrics {
             position: self.position.with_label_values(&[name]),
             lag: self.lag.with_label_values(&[name]),
             write_position_probes: self.write_position_probes.with_label_values(&[name]),
+            position_decreases: self.position_decreases.with_label_values(&[name]),
             tls_handshake_failures: crate::upstream::tls::TlsReason::ALL.map(|r| {
                 self.tls_handshake_failures
                     .with_label_values(&[name, r.label()])
@@ -443,9 +457,11 @@ impl Metrics {
         }
         for v in [
             &self.connect_errors,
+            &self.busy,
             &self.timeouts,
             &self.ejections,
             &self.write_position_probes,
+            &self.position_decreases,
         ] {
             let _ = v.remove_label_values(&[name]);
         }
@@ -519,6 +535,8 @@ pub struct BackendMetrics {
     read: [IntCounter; 5],
     write: [IntCounter; 5],
     pub connect_errors: IntCounter,
+    /// Requests refused because every connection to the backend was in use.
+    pub busy: IntCounter,
     pub timeouts: IntCounter,
     pub in_flight: IntGauge,
     pub healthy: IntGauge,
@@ -535,6 +553,7 @@ pub struct BackendMetrics {
     pub position: IntGauge,
     pub lag: IntGauge,
     pub write_position_probes: IntCounter,
+    pub position_decreases: IntCounter,
     /// By [`crate::upstream::tls::TlsReason::ALL`] index.
     pub tls_handshake_failures: [IntCounter; 4],
 }

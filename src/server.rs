@@ -12,16 +12,16 @@ use std::time::Duration;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::server::graceful::Watcher;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::h1::server::{ClientStream, Served};
+use crate::h2_conn::{StreamGuard, Streams, Tracked};
 use crate::net::proxy_protocol::{self, Rewind};
 use crate::proxy::service::{handle, ClientInfo, Proxy};
 
@@ -86,7 +86,8 @@ pub struct ServeOpts {
     pub max_connections: usize,
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
-    /// Longest wait for the next request on a keep-alive HTTP/1.1 connection.
+    /// Longest wait for the next request on a keep-alive HTTP/1.1
+    /// connection; longest time with no open stream on an HTTP/2 one.
     pub client_idle: Duration,
     pub shutdown_grace: Duration,
     /// Per listener, in `listen` order: connections start with a PROXY
@@ -116,40 +117,61 @@ impl Drop for ConnGuard {
     }
 }
 
+/// An HTTP/2 client connection is PINGed after this long without a frame
+/// from it, and closed when the PING is not answered within
+/// [`H2_PING_TIMEOUT`] (a dead peer with streams still open).
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Once an HTTP/2 connection's `header_read` or `client_idle` has run out it
+/// is shut down gracefully (GOAWAY); a client that does not take part in
+/// that (it answers no PING) is cut after this much more.
+const H2_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// hyper's HTTP/2 server, for clients that choose h2 (ALPN, or the
 /// preface on a plain connection).
 fn h2_builder(o: &ServeOpts) -> http2::Builder<TokioExecutor> {
     let mut b = http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new())
         .max_header_list_size(o.max_header_bytes.min(u32::MAX as usize) as u32)
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(256)
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT);
     b
 }
 
-/// The per-connection service: every request goes to [`handle`].
+/// The per-connection HTTP/2 service: every request goes to [`handle`],
+/// counted in `streams` until its response has been sent.
 fn service(
     proxy: &'static Proxy,
     worker: usize,
     client: ClientInfo,
+    streams: Arc<Streams>,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
-    Response = http::Response<crate::proxy::body::DownBody>,
+    Response = http::Response<Tracked>,
     Error = Infallible,
-    Future = impl std::future::Future<
-        Output = Result<http::Response<crate::proxy::body::DownBody>, Infallible>,
-    > + Send,
+    Future = impl std::future::Future<Output = Result<http::Response<Tracked>, Infallible>> + Send,
 > + Clone {
     // The request future is a few KiB; boxed once, hyper moves a pointer
     // instead of copying it several times per request.
     service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let stream = StreamGuard::start(&streams);
         let req = req.map(http_body_util::Either::Right);
         let fut = Box::pin(handle(proxy, worker, client.clone(), req));
-        async move { Ok::<_, Infallible>(fut.await) }
+        async move {
+            let resp = fut.await;
+            Ok::<_, Infallible>(resp.map(|body| Tracked {
+                body,
+                _stream: stream,
+            }))
+        }
     })
 }
 
 /// Reads the PROXY protocol header that must start every connection on a
-/// `proxy_protocol` listener, within `timeout`. Its source address becomes
+/// `proxy_protocol` listener, by `deadline` (the end of the connection's
+/// `timeouts.header_read` window). Its source address becomes
 /// the client's peer only when the socket peer is in `trusted_proxies`.
 /// `None` (connection to be closed, counted in
 /// `leaderproxy_proxy_protocol_errors_total`) when the header is missing,
@@ -158,10 +180,10 @@ async fn read_proxy_header(
     proxy: &'static Proxy,
     mut stream: TcpStream,
     peer: SocketAddr,
-    timeout: Duration,
+    deadline: Instant,
 ) -> Option<(Rewind<TcpStream>, SocketAddr)> {
-    let (header, rest) = match tokio::time::timeout(
-        timeout,
+    let (header, rest) = match tokio::time::timeout_at(
+        deadline,
         proxy_protocol::read_header(&mut stream),
     )
     .await
@@ -201,10 +223,12 @@ fn listener_tls(proxy: &Proxy) -> Result<Option<Arc<rustls::ServerConfig>>, Stri
         .transpose()
 }
 
-/// Serves one connection over any stream: the TLS handshake (within
-/// `handshake_timeout`) when `tls` is set, then HTTP/2 (chosen by ALPN, or
-/// by the preface on a plain connection) on hyper's server, or HTTP/1.1 on
-/// our own ([`crate::h1::server`]).
+/// Serves one connection over any stream: the TLS handshake when `tls` is
+/// set, then HTTP/2 (chosen by ALPN, or by the preface on a plain
+/// connection) on hyper's server, or HTTP/1.1 on our own
+/// ([`crate::h1::server`]). `accepted`: when the connection was accepted;
+/// one `timeouts.header_read` window from then covers the PROXY header, the
+/// TLS handshake and the first request's head.
 #[allow(clippy::too_many_arguments)]
 async fn serve_stream<S>(
     proxy: &'static Proxy,
@@ -213,7 +237,7 @@ async fn serve_stream<S>(
     stream: S,
     client: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
-    watcher: Watcher,
+    accepted: Instant,
     guard: ConnGuard,
 ) where
     S: ClientStream,
@@ -223,7 +247,8 @@ async fn serve_stream<S>(
         None => (Box::new(stream), ClientInfo::new(client, false), false),
         Some(tls) => {
             let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
-            let stream = match tokio::time::timeout(conn.h1.header_read, accept).await {
+            let stream = match tokio::time::timeout_at(accepted + conn.h1.header_read, accept).await
+            {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(client = %client, error = %e, "TLS handshake failed");
@@ -247,40 +272,95 @@ async fn serve_stream<S>(
         }
     };
     if alpn_h2 {
-        return serve_h2(proxy, worker, &conn.h2, stream, info, watcher).await;
+        return serve_h2(proxy, worker, conn, stream, info, accepted).await;
     }
     let shutdown = conn.shutdown.clone();
-    match crate::h1::server::serve(stream, proxy, worker, info.clone(), &conn.h1, shutdown).await {
+    let first_head_by = accepted + conn.h1.header_read;
+    let served = crate::h1::server::serve(
+        stream,
+        proxy,
+        worker,
+        info.clone(),
+        &conn.h1,
+        shutdown,
+        first_head_by,
+    );
+    match served.await {
         Served::Done => {}
         Served::H2(stream, read) => {
             serve_h2(
                 proxy,
                 worker,
-                &conn.h2,
+                conn,
                 Rewind::new(read, stream),
                 info,
-                watcher,
+                accepted,
             )
             .await
         }
     }
 }
 
-/// Drives one HTTP/2 connection on hyper's server until it ends (or the
-/// graceful shutdown has it finish its streams).
+/// Drives one HTTP/2 connection on hyper's server until it ends. It is shut
+/// down gracefully (GOAWAY, open streams finish) at the worker's shutdown,
+/// and when no stream is open at its [`crate::h2_conn::deadline`]
+/// (`timeouts.header_read` from `accepted` before the first request,
+/// `timeouts.client_idle` after the last stream); then cut if it has not
+/// ended [`H2_CLOSE_GRACE`] later.
 async fn serve_h2<S>(
     proxy: &'static Proxy,
     worker: usize,
-    h2: &http2::Builder<TokioExecutor>,
+    ctx: &ConnCtx,
     stream: S,
     info: ClientInfo,
-    watcher: Watcher,
+    accepted: Instant,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = h2.serve_connection(TokioIo::new(stream), service(proxy, worker, info));
-    if let Err(e) = watcher.watch(conn).await {
-        tracing::debug!(error = %e, "client h2 connection ended with an error");
+    let peer = info.peer;
+    let streams = Arc::new(Streams::default());
+    let svc = service(proxy, worker, info, streams.clone());
+    let conn = ctx.h2.serve_connection(TokioIo::new(stream), svc);
+    let mut conn = std::pin::pin!(conn);
+    let mut shutdown = ctx.shutdown.clone();
+    // Set once the connection was asked to close because it idled.
+    let mut cut_at: Option<Instant> = None;
+    let mut closing = false;
+    loop {
+        let deadline = if closing {
+            cut_at
+        } else {
+            crate::h2_conn::deadline(
+                &streams.state(),
+                accepted,
+                ctx.h1.header_read,
+                ctx.h1.client_idle,
+            )
+        };
+        let changed = streams.changed.notified();
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "client h2 connection ended with an error");
+                }
+                return;
+            }
+            _ = until_true(&mut shutdown), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or(accepted)), if deadline.is_some() => {
+                if closing {
+                    tracing::debug!(client = %peer, "h2 connection did not close after GOAWAY; cut");
+                    return;
+                }
+                tracing::debug!(client = %peer, "closing an idle h2 connection (timeouts.header_read or client_idle)");
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+                cut_at = Some(Instant::now() + H2_CLOSE_GRACE);
+            }
+            _ = changed => {}
+        }
     }
 }
 
@@ -333,7 +413,6 @@ pub async fn serve_worker(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let sweeper = tokio::spawn(sweep_idle(proxy, worker, shutdown.clone()));
-    let graceful = Arc::new(GracefulShutdown::new());
     // Every connection task, so the worker can wait for them at shutdown.
     let tasks = TaskTracker::new();
     let ctx = Arc::new(ConnCtx {
@@ -362,7 +441,6 @@ pub async fn serve_worker(
         let mut stop = stop_tx.subscribe();
         let ctx = ctx.clone();
         let opts = opts.clone();
-        let graceful = graceful.clone();
         let tasks = tasks.clone();
         accepts.push(tokio::spawn(async move {
             loop {
@@ -378,6 +456,7 @@ pub async fn serve_worker(
                     },
                     _ = stop.recv() => return,
                 };
+                let accepted = Instant::now();
                 if proxy.open_connections.fetch_add(1, Ordering::Relaxed) >= opts.max_connections {
                     proxy.open_connections.fetch_sub(1, Ordering::Relaxed);
                     proxy.metrics.rejected_connections.inc();
@@ -395,23 +474,22 @@ pub async fn serve_worker(
                         continue;
                     }
                 };
-                let watcher = graceful.watcher();
                 let ctx = ctx.clone();
                 if proxy_protocol {
-                    let timeout = opts.header_read_timeout;
+                    let by = accepted + opts.header_read_timeout;
                     tasks.spawn(async move {
                         let Some((stream, client)) =
-                            read_proxy_header(proxy, stream, peer, timeout).await
+                            read_proxy_header(proxy, stream, peer, by).await
                         else {
                             return;
                         };
-                        serve_stream(proxy, worker, &ctx, stream, client, tls, watcher, guard)
+                        serve_stream(proxy, worker, &ctx, stream, client, tls, accepted, guard)
                             .await;
                     });
                     continue;
                 }
                 tasks.spawn(async move {
-                    serve_stream(proxy, worker, &ctx, stream, peer, tls, watcher, guard).await;
+                    serve_stream(proxy, worker, &ctx, stream, peer, tls, accepted, guard).await;
                 });
             }
         }));
@@ -423,16 +501,10 @@ pub async fn serve_worker(
     }
     let _ = sweeper.await;
     tasks.close();
-    // HTTP/2 connections finish their streams on hyper's graceful shutdown;
-    // HTTP/1.1 connections close after their current request (they watch the
-    // same shutdown signal). Both run in `tasks`.
-    let drained = async {
-        if let Ok(graceful) = Arc::try_unwrap(graceful) {
-            graceful.shutdown().await;
-        }
-        tasks.wait().await;
-    };
-    if tokio::time::timeout(opts.shutdown_grace, drained)
+    // HTTP/2 connections finish their streams after a GOAWAY; HTTP/1.1
+    // connections close after their current request. Both watch the same
+    // shutdown signal and run in `tasks`.
+    if tokio::time::timeout(opts.shutdown_grace, tasks.wait())
         .await
         .is_err()
     {

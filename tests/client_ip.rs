@@ -37,8 +37,9 @@ fn expected(followers: &[&Fake], client: &str) -> String {
                 tls: None,
                 zone: None,
                 priority: 0,
+                max_connections: None,
             };
-            Arc::new(Backend::new(&cfg, &m, 1))
+            Arc::new(Backend::new(&cfg, &m, 1, 1024))
         })
         .collect();
     let ip: IpAddr = client.parse().unwrap();
@@ -398,4 +399,27 @@ async fn tls_behind_a_proxy_header() {
         .filter(|s| s.path == "/tls")
         .collect();
     assert_eq!(seen[0].headers["x-forwarded-proto"], "https");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_read_is_one_window_from_accept_across_the_proxy_header_and_the_head() {
+    let listen = PP_LISTEN.to_string() + "timeouts: { header_read: 600ms }\n";
+    let (p, fakes) = cluster("", Some(&listen)).await;
+    // The PROXY header at 400ms and the head at 800ms: each in time on its
+    // own, together past the one 600ms window from accept.
+    let t = tokio::time::Instant::now();
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    tokio::time::sleep_until(t + Duration::from_millis(400)).await;
+    s.write_all(&v1("203.0.113.9", 5555)).await.unwrap();
+    tokio::time::sleep_until(t + Duration::from_millis(800)).await;
+    // The proxy may already have closed: a failed write is the expected end.
+    let _ = s
+        .write_all(b"GET /late HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("closed within 5s");
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    assert!(xff_seen(&fakes, "/late").is_empty());
 }

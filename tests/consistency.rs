@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fake::{wait_until, Proxy, Reply};
+use fake::{backend_in, wait_until, Proxy, Reply};
 use http_body_util::Full;
 use replica::Cluster;
 
@@ -54,16 +54,28 @@ async fn write_then_read(
     prefix: &str,
     session: bool,
 ) -> (usize, HashMap<String, usize>) {
+    let prefix = prefix.to_string();
+    write_then_read_at(p, pairs, move |i| format!("/kv/{prefix}{i}"), session).await
+}
+
+/// [`write_then_read`] with the path of pair `i` from `path`.
+async fn write_then_read_at(
+    p: &Proxy,
+    pairs: usize,
+    path: impl Fn(usize) -> String + Send + Sync + 'static,
+    session: bool,
+) -> (usize, HashMap<String, usize>) {
+    let path = std::sync::Arc::new(path);
     let mut tasks = Vec::new();
     for s in 0..8 {
         let (addr, client) = (p.addr, p.client.clone());
-        let prefix = prefix.to_string();
+        let path = path.clone();
         tasks.push(tokio::spawn(async move {
             let mut missed = 0;
             let mut went: HashMap<String, usize> = HashMap::new();
             for i in (s..pairs).step_by(8) {
                 let sid = format!("s{s}");
-                let key = format!("/kv/{prefix}{i}");
+                let key = path(i);
                 let mut w = http::Request::builder()
                     .method("PUT")
                     .uri(format!("http://{addr}{key}"));
@@ -151,6 +163,61 @@ async fn read_your_writes_sees_every_write_while_plain_reads_miss() {
     let via_leader = metric(&m, "leaderproxy_fresh_reads_total{target=\"leader\"}");
     println!("fresh reads: {via_follower} via followers, {via_leader} via the leader");
     assert!(via_follower >= 1.0 && via_leader >= 1.0);
+}
+
+/// Pair `i` of a mixed run: each session alternates a counted `/kv/` key
+/// and an uncounted `/other/` key (a second API, like etcd's v3 under the
+/// v2 store's index).
+fn mixed(tag: &'static str) -> impl Fn(usize) -> String + Send + Sync + 'static {
+    move |i| {
+        let api = if (i / 8) % 2 == 0 { "kv" } else { "other" };
+        format!("/{api}/{tag}{i}")
+    }
+}
+
+/// Positions must count the writes they guard: when `/other/` writes do not
+/// move the probed index, read-your-writes over every path misses `/other/`
+/// writes (the index after them is one the followers already have); with
+/// `positions.scope: [/kv/]` the `/other/` reads go to the leader and none
+/// misses, while `/kv/` reads still reach followers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_outside_the_positions_scope_go_to_the_leader() {
+    let c = Cluster::start(&["l", "f1", "f2"], Duration::from_millis(150)).await;
+    let reads = "reads: { consistency: read_your_writes, session: { header: X-Session-Id } }\n";
+    let unscoped = Proxy::start(&c.config(&format!("{POSITIONS}{reads}"))).await;
+    unscoped
+        .wait_leader(Some("l"), Duration::from_secs(3))
+        .await;
+    let (missed, went) = write_then_read_at(&unscoped, 48, |i| format!("/other/u{i}"), true).await;
+    println!("no scope: 48 /other/ pairs, {missed} missed, reads went to {went:?}");
+    assert!(missed > 0, "uncounted writes must show the hazard");
+
+    let scoped = Proxy::start(&c.config(&format!("{POSITIONS}  scope: [/kv/]\n{reads}"))).await;
+    scoped.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let (missed, went) = write_then_read_at(&scoped, 400, mixed("s"), true).await;
+    println!("scope [/kv/]: 400 mixed pairs, {missed} missed, reads went to {went:?}");
+    assert_eq!(missed, 0, "a read missed its session's write");
+    // Writes outside the scope leave no position; reads outside it go to
+    // the leader even without a session, and /kv/ reads to followers.
+    let w = send(&scoped, "PUT", "/other/x", "1", &[]).await;
+    assert_eq!(w.status, 200);
+    assert!(w.headers.get("x-leaderproxy-position").is_none());
+    for _ in 0..6 {
+        let r = send(&scoped, "GET", "/other/x", "", &[]).await;
+        assert_eq!(r.backend().as_deref(), Some("l"));
+    }
+    wait_until(
+        Duration::from_secs(3),
+        "a /kv/ read on a follower",
+        || async {
+            send(&scoped, "GET", "/kv/s0", "", &[])
+                .await
+                .backend()
+                .as_deref()
+                != Some("l")
+        },
+    )
+    .await;
 }
 
 /// Without a session, the write's `x-leaderproxy-position` sent back on a
@@ -338,15 +405,7 @@ async fn followers_over_max_lag_get_no_reads_until_they_catch_up() {
         "f1 lagging and f2 caught up in /admin/routing",
         || async {
             let r = p.routing().await;
-            let b = |name: &str| {
-                r["backends"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|b| b["name"] == name)
-                    .cloned()
-                    .unwrap()
-            };
+            let b = |name: &str| backend_in(&r, name);
             let (f1, f2) = (b("f1"), b("f2"));
             f1["lagging"] == true
                 && f1["lag"].as_u64().is_some_and(|l| l >= 20)
@@ -404,6 +463,235 @@ async fn followers_over_max_lag_get_no_reads_until_they_catch_up() {
         },
     )
     .await;
+}
+
+/// Lag is measured from this round's answers: when the leader's position
+/// probe fails, a follower frozen at the leader's last known position is
+/// not "0 behind" it (it lags, and reads go to the leader), and with no
+/// position read at all no follower counts as current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_leaders_position_this_round_followers_count_as_lagging() {
+    let c = Cluster::start(&["l", "f1"], Duration::ZERO).await;
+    let p = Proxy::start(&c.config(&format!("{POSITIONS}reads: {{ max_lag: 10 }}\n"))).await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    for i in 0..10 {
+        send(&p, "PUT", &format!("/kv/a{i}"), "x", &[]).await;
+    }
+    wait_until(
+        Duration::from_secs(3),
+        "f1 caught up and serving",
+        || async {
+            let f1 = p.backend_status("f1").await;
+            f1["lag"] == 0 && f1["position"] == 10
+        },
+    )
+    .await;
+    c.node("l").fail_positions(true);
+    c.node("f1").freeze(true);
+    for i in 0..30 {
+        send(&p, "PUT", &format!("/kv/b{i}"), "x", &[]).await;
+    }
+    wait_until(
+        Duration::from_secs(3),
+        "f1 lagging without the leader's position",
+        || async {
+            let f1 = p.backend_status("f1").await;
+            f1["lagging"] == true && f1["lag"].is_null()
+        },
+    )
+    .await;
+    for _ in 0..6 {
+        let r = send(&p, "GET", "/kv/b29", "", &[]).await;
+        assert_eq!(r.backend().as_deref(), Some("l"), "a read went to f1");
+    }
+    // The leader answers again: f1's lag is measured again.
+    c.node("l").fail_positions(false);
+    wait_until(Duration::from_secs(3), "f1 30 behind", || async {
+        p.backend_status("f1").await["lag"] == 30
+    })
+    .await;
+
+    // No position ever read: nobody is current under max_lag.
+    let c = Cluster::start(&["l", "f1", "f2"], Duration::ZERO).await;
+    for n in &c.nodes {
+        n.fail_positions(true);
+    }
+    let p = Proxy::start(&c.config(&format!("{POSITIONS}reads: {{ max_lag: 10 }}\n"))).await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    for _ in 0..6 {
+        let r = send(&p, "GET", "/kv/x", "", &[]).await;
+        assert_eq!(
+            r.backend().as_deref(),
+            Some("l"),
+            "a read went to a follower"
+        );
+    }
+    assert_eq!(p.backend_status("f1").await["lagging"], true);
+}
+
+/// A cluster `l`, `f1`, `f2` whose followers apply writes `delay` late and
+/// whose write answers carry no position, behind a proxy with probed
+/// positions only and read_your_writes by `X-Session-Id` (plus `reads`
+/// keys `more`), `l` leading.
+async fn without_positions_in_answers(delay: Duration, more: &str) -> (Cluster, Proxy) {
+    let c = Cluster::start(&["l", "f1", "f2"], delay).await;
+    for n in &c.nodes {
+        n.index_in_answers
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+    let p = Proxy::start(&c.config(&format!(
+        "positions: {{ probe: {{ path: /position, header: X-Index }} }}\nreads: {{ consistency: read_your_writes, session: {{ header: X-Session-Id }}{more} }}\n"
+    )))
+    .await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    (c, p)
+}
+
+/// A write answered by a deposed leader that forwarded it (rqlite, Consul)
+/// is known at the larger of that backend's and the current write leader's
+/// positions probed after the acknowledgement: the deposed one has not
+/// applied it yet, and its position alone let the next read go to a
+/// follower without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_forwarded_by_a_deposed_leader_counts_the_new_leaders_position() {
+    let (c, p) = without_positions_in_answers(Duration::from_secs(5), "").await;
+    c.node("l")
+        .forward_writes(Some(Duration::from_millis(1500)));
+    let sid = ("x-session-id", "s".to_string());
+    let (addr, client) = (p.addr, p.client.clone());
+    let write = tokio::spawn(async move {
+        let req = http::Request::put(format!("http://{addr}/kv/k"))
+            .header("x-session-id", "s")
+            .body(Full::new(Bytes::from_static(b"v")))
+            .unwrap();
+        client.request(req).await.unwrap()
+    });
+    wait_until(Duration::from_secs(2), "the write reached l", || async {
+        c.log_len() == 1
+    })
+    .await;
+    // l is deposed while it forwards the write; the proxy follows f1.
+    c.node("l").set_leader(false);
+    c.node("f1").set_leader(true);
+    p.wait_leader(Some("f1"), Duration::from_secs(1)).await;
+    assert!(
+        !write.is_finished(),
+        "the answer must come after the change"
+    );
+    let w = write.await.unwrap();
+    assert_eq!(w.status(), 200);
+    assert_eq!(w.headers()["x-leaderproxy-position"], "1");
+    for _ in 0..6 {
+        let r = send(&p, "GET", "/kv/k", "", std::slice::from_ref(&sid)).await;
+        assert_eq!(r.text(), "v", "read on {:?}", r.backend());
+        assert_eq!(r.backend().as_deref(), Some("f1"));
+    }
+}
+
+/// With positions probed, a write whose position stays unknown (the probe
+/// after it failed) keeps its session on the leader until a position round
+/// that started after it has read the leader's position — not just for
+/// `after_write_window` — and then its reads go to followers that have it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_position_holds_the_session_until_a_later_round_reads_the_leader() {
+    let (c, p) =
+        without_positions_in_answers(Duration::from_millis(300), ", after_write_window: 10ms")
+            .await;
+    c.node("l").fail_positions(true);
+    let sid = ("x-session-id", "s".to_string());
+    let w = send(&p, "PUT", "/kv/k", "v", std::slice::from_ref(&sid)).await;
+    assert_eq!(w.status, 200);
+    assert!(w.headers.get("x-leaderproxy-position").is_none());
+    let until = std::time::Instant::now() + Duration::from_millis(250);
+    let mut reads = 0;
+    while std::time::Instant::now() < until && reads < 200 {
+        let r = send(&p, "GET", "/kv/k", "", std::slice::from_ref(&sid)).await;
+        assert_eq!(r.text(), "v", "read {reads} on {:?}", r.backend());
+        assert_eq!(r.backend().as_deref(), Some("l"));
+        reads += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    c.node("l").fail_positions(false);
+    wait_until(
+        Duration::from_secs(3),
+        "a follower that has the write serves the session",
+        || async {
+            let r = send(&p, "GET", "/kv/k", "", std::slice::from_ref(&sid)).await;
+            assert_eq!(r.text(), "v", "read on {:?}", r.backend());
+            r.backend().as_deref() != Some("l")
+        },
+    )
+    .await;
+}
+
+/// A position that goes down is not trusted: the decrease is counted and
+/// logged and the old, higher position is dropped; a backend that goes
+/// unhealthy forgets its position, so one that comes back (resynced, its
+/// position probe still failing) is not fresh for reads that must see a
+/// write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_that_go_down_or_go_unhealthy_are_forgotten() {
+    let c = Cluster::start(&["l", "f1", "f2"], Duration::ZERO).await;
+    let p = Proxy::start(&c.config(&format!(
+        "{POSITIONS}reads: {{ consistency: read_your_writes, session: {{ header: X-Session-Id }} }}\n"
+    )))
+    .await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    for i in 0..10 {
+        send(&p, "PUT", &format!("/kv/d{i}"), "x", &[]).await;
+    }
+    wait_until(Duration::from_secs(3), "every position at 10", || async {
+        let r = p.routing().await;
+        r["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["position"] == 10)
+    })
+    .await;
+
+    c.node("f1").override_position(Some(3));
+    wait_until(Duration::from_secs(3), "f1's decrease counted", || async {
+        let m = p.metrics().await;
+        metric(
+            &m,
+            "leaderproxy_backend_position_decreases_total{backend=\"f1\"}",
+        ) >= 1.0
+    })
+    .await;
+    wait_until(Duration::from_secs(3), "f1 at 3", || async {
+        p.backend_status("f1").await["position"] == 3
+    })
+    .await;
+    c.node("f1").override_position(None);
+
+    let f2 = c.node("f2");
+    f2.fail_positions(true);
+    f2.set_healthy(false);
+    wait_until(
+        Duration::from_secs(3),
+        "f2 down, its position forgotten",
+        || async {
+            let b = p.backend_status("f2").await;
+            b["healthy"] == false && b["position"].is_null()
+        },
+    )
+    .await;
+    f2.set_healthy(true);
+    wait_until(Duration::from_secs(3), "f2 healthy again", || async {
+        p.backend_status("f2").await["healthy"] == true
+    })
+    .await;
+    assert!(p.backend_status("f2").await["position"].is_null());
+    let at = ("x-leaderproxy-position", "10".to_string());
+    for _ in 0..20 {
+        let r = send(&p, "GET", "/kv/d9", "", std::slice::from_ref(&at)).await;
+        assert_ne!(
+            r.backend().as_deref(),
+            Some("f2"),
+            "f2's old position was trusted"
+        );
+    }
 }
 
 /// Sessions live in a bounded map: past the capacity the least recently

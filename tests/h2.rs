@@ -251,3 +251,100 @@ async fn h2_clients_reach_http1_only_backends_over_http1() {
     assert_eq!(s.version, http::Version::HTTP_11);
     assert_eq!(s.te, None, "te is hop-by-hop on HTTP/1.1");
 }
+
+/// Reads (and drops) whatever the proxy sends until it closes the
+/// connection; panics if it is still open after `within`.
+async fn until_closed(s: &mut tokio::net::TcpStream, within: Duration) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let closing = async {
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(within, closing)
+        .await
+        .unwrap_or_else(|_| panic!("the h2 connection was still open after {within:?}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_connections_obey_header_read_and_client_idle() {
+    use tokio::io::AsyncWriteExt;
+    let (l, _) = grpc_backend(true).await;
+    let mut yaml = config(&[("l", l, true)]);
+    yaml.push_str("timeouts: { header_read: 300ms, client_idle: 600ms }\n");
+    let p = FakeProxy::start(&yaml).await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+
+    // The preface and an empty SETTINGS frame, then silence: closed once
+    // header_read has passed since accept, with no request ever sent.
+    let t = tokio::time::Instant::now();
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    until_closed(&mut s, Duration::from_secs(3)).await;
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+
+    // One request, then no open stream: closed once client_idle has passed
+    // since the stream ended.
+    let s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let (mut c, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let resp = c
+        .send_request(grpc_request(p.addr, "/etcdserverpb.KV/Put"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+    let t = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(3), conn)
+        .await
+        .expect("the idle h2 connection stayed open")
+        .unwrap()
+        .ok();
+    assert!(
+        t.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_h2_stream_is_not_idle() {
+    let l = fake::Fake::start("l", fake::Role::Leader).await;
+    let yaml = fake::config_for(
+        &[&l],
+        "timeouts: { header_read: 300ms, client_idle: 300ms }\n",
+    );
+    let p = FakeProxy::start(&yaml).await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let mut c = h2_client(p.addr).await;
+    let req = |path: &str| {
+        Request::builder()
+            .method("PUT")
+            .version(http::Version::HTTP_2)
+            .uri(format!("http://{}{path}", p.addr))
+            .body(Full::new(Bytes::from_static(b"v")))
+            .unwrap()
+    };
+    // Waiting for the answer's head longer than client_idle (and than
+    // header_read for the first request): the stream is open all along.
+    let resp = c.send_request(req("/sleep/900")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+    // An answer whose body streams for longer than client_idle.
+    let resp = c.send_request(req("/drip/8/250")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), 8);
+}

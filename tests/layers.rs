@@ -33,6 +33,7 @@ const LAYERS: &[&str] = &[
     "upstream",    // connect, TLS to backends
     "proxy",       // the core: read, write, errors -> responses
     "tls",         // the listener's rustls config
+    "h2_conn",     // an HTTP/2 client connection: open streams, its deadlines
     "server",      // listeners, workers, h2 via hyper
     "control",     // reload, config watch
     "admin",       // the admin API

@@ -1,6 +1,6 @@
 //! Read-your-writes and `max_lag` on a real 3-member etcd 3.4 cluster
 //! (`EtcdCluster::start(3)`: `--enable-v2`, heartbeat 100ms) behind
-//! leaderproxy. Three tests, run one after the other (a lock: the machine has
+//! leaderproxy. Four tests, run one after the other (a lock: the machine has
 //! 2 cores), each with its own cluster.
 //!
 //! The proxies run the shipped presets (`preset: etcd`, `preset: etcd-v3`, the `V2`/`V3` constants below) with only backends, health timing and `reads` set.
@@ -62,6 +62,16 @@
 //! member catches up, is no longer lagging and serves reads again.
 //! Printed: `real_etcd_consistency[max_lag]: ..` with the lag seen, where
 //! the 30 reads went and how long each step took.
+//!
+//! `etcd_mixed_v2_v3_read_your_writes` — `preset: etcd` (positions: the v2
+//! store's `X-Etcd-Index`, `positions.scope: [/v2/]`), read_your_writes,
+//! one session: 400 pairs, one v2 `PUT`-then-`GET` then 19 v3
+//! put-then-serializable-range, while a follower stutters (SIGSTOP 40ms in
+//! every 100ms). v3 writes do not move `X-Etcd-Index`: without the scope,
+//! 13 of 400 v3 reads missed their write (followers "had" the v2 index the
+//! probe after the v3 write read). Asserted: 0 missed, v3 writes carry no
+//! `x-leaderproxy-position`, v3 reads go to the leader, v2 writes carry
+//! their own `X-Etcd-Index`.
 //!
 //! Needs `/usr/bin/etcd` (Debian `etcd-server`, installed by `bash tests/run.sh`);
 //! `LEADERPROXY_SKIP_REAL=1` skips the tests with a notice.
@@ -293,44 +303,65 @@ fn member<'a>(routing: &'a serde_json::Value, name: &str) -> &'a serde_json::Val
         .unwrap_or_else(|| panic!("{name} not in /admin/routing: {routing}"))
 }
 
-/// Samples the followers' `lag` in `/admin/routing` every 50ms on a thread
-/// (bounded by a 60s deadline); `stop` returns the largest seen.
-struct LagSampler {
+/// `step` run over and over on a thread until stopped (bounded by a 60s
+/// deadline).
+struct Background {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<u64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Background {
+    fn start(mut step: impl FnMut() + Send + 'static) -> Background {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                step();
+            }
+        });
+        Background { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("background loop");
+    }
+}
+
+/// Samples the followers' `lag` in `/admin/routing` every 50ms
+/// ([`Background`]); `stop` returns the largest seen.
+struct LagSampler {
+    max: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    run: Background,
 }
 
 impl LagSampler {
     fn start(p: &ProxyProc, leader: &str) -> LagSampler {
-        use std::sync::atomic::Ordering;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (flag, url, leader) = (
-            stop.clone(),
+        let max = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (seen, url, leader) = (
+            max.clone(),
             p.admin_url("/admin/routing"),
             leader.to_string(),
         );
-        let thread = std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let mut max = 0;
-            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
-                if let Ok(r) = procs::http_get(&url) {
-                    let v = r.json();
-                    for b in v["backends"].as_array().into_iter().flatten() {
-                        if b["name"] != leader.as_str() {
-                            max = max.max(b["lag"].as_u64().unwrap_or(0));
-                        }
+        let run = Background::start(move || {
+            if let Ok(r) = procs::http_get(&url) {
+                let v = r.json();
+                for b in v["backends"].as_array().into_iter().flatten() {
+                    if b["name"] != leader.as_str() {
+                        let lag = b["lag"].as_u64().unwrap_or(0);
+                        seen.fetch_max(lag, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
-                std::thread::sleep(Duration::from_millis(50));
             }
-            max
+            std::thread::sleep(Duration::from_millis(50));
         });
-        LagSampler { stop, thread }
+        LagSampler { max, run }
     }
 
     fn stop(self) -> u64 {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.join().expect("sampler")
+        self.run.stop();
+        self.max.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -513,6 +544,49 @@ impl Drop for Frozen {
     }
 }
 
+/// A test's own cluster of 3 behind one proxy (`fall` and `sections` as
+/// in [`proxy_yaml`]), under [`ONE_CLUSTER_AT_A_TIME`]; `None` (after a
+/// notice) without etcd.
+struct OneCluster {
+    started: Instant,
+    proxy: ProxyProc,
+    cluster: EtcdCluster,
+    /// The name of the member the proxy found leading.
+    leader: String,
+    /// A member that does not lead.
+    follower: usize,
+    // Dropped last: the cluster is gone before the next test starts one.
+    _one: std::sync::MutexGuard<'static, ()>,
+}
+
+impl OneCluster {
+    fn start(tag: &str, fall: u32, sections: &[&str]) -> Option<OneCluster> {
+        if !procs::require_binaries(tag, &[etcd::ETCD_BIN]) {
+            return None;
+        }
+        let one = ONE_CLUSTER_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let started = Instant::now();
+        let cluster = EtcdCluster::start(3);
+        let proxy = spawn_proxy(BIN, &proxy_yaml(&cluster, fall, sections));
+        let leader = wait_some(Instant::now() + Duration::from_secs(10), "a leader", || {
+            proxy.leader_name()
+        });
+        let follower = (0..cluster.len())
+            .find(|&i| cluster.members[i].name != leader)
+            .unwrap();
+        Some(OneCluster {
+            started,
+            proxy,
+            cluster,
+            leader,
+            follower,
+            _one: one,
+        })
+    }
+}
+
 /// The one member named neither of `not`.
 fn names_but(c: &EtcdCluster, not: &[&str]) -> String {
     let mut rest = c.members.iter().filter(|m| !not.contains(&m.name.as_str()));
@@ -524,22 +598,12 @@ fn names_but(c: &EtcdCluster, not: &[&str]) -> String {
 #[test]
 fn etcd_max_lag_sigstop_follower() {
     let tag = "real_etcd_consistency[max_lag]";
-    if !procs::require_binaries(tag, &[etcd::ETCD_BIN]) {
-        return;
-    }
-    let _one = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let started = Instant::now();
-    let cluster = EtcdCluster::start(3);
     // fall 1000 x 500ms: a frozen member stays healthy for the whole test.
-    let p = spawn_proxy(BIN, &proxy_yaml(&cluster, 1000, &[V2, MAX_LAG]));
-    let leader = wait_some(Instant::now() + Duration::from_secs(10), "a leader", || {
-        p.leader_name()
-    });
-    let frozen_i = (0..cluster.len())
-        .find(|&i| cluster.members[i].name != leader)
-        .unwrap();
+    let Some(one) = OneCluster::start(tag, 1000, &[V2, MAX_LAG]) else {
+        return;
+    };
+    let (started, cluster, p) = (one.started, &one.cluster, &one.proxy);
+    let (leader, frozen_i) = (one.leader.clone(), one.follower);
     let frozen = cluster.members[frozen_i].name.clone();
     let mut conn = HttpConn::new(&p.listen, TIMEOUT);
     Api::V2.write(&mut conn, "lag/m0", "x", &[]);
@@ -577,7 +641,7 @@ fn etcd_max_lag_sigstop_follower() {
     assert!(seen_lag >= 20, "lag {seen_lag} after 20 writes it missed");
     // The live follower may show a lag too for up to one probe interval
     // (each member is probed at its own moment): wait for its next probe.
-    let live = names_but(&cluster, &[&leader, &frozen]);
+    let live = names_but(cluster, &[&leader, &frozen]);
     let mut live_lag_seen = 0;
     wait_for(
         Duration::from_secs(3),
@@ -634,5 +698,76 @@ fn etcd_max_lag_sigstop_follower() {
         "{tag}: after SIGCONT {frozen} served reads again within {:?}; test took {:?}",
         thawed.elapsed(),
         started.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// mixed v2/v3 clients of preset etcd
+// ---------------------------------------------------------------------------
+
+/// Pairs of one session through `preset: etcd` with read_your_writes.
+const MIXED_PAIRS: usize = 400;
+
+/// Pauses member `pid` for 40ms in every 100ms ([`Background`], SIGSTOP /
+/// SIGCONT) until stopped: a stuttering follower, which applies writes late
+/// now and then.
+fn stutter(pid: u32) -> Background {
+    Background::start(move || {
+        let ice = Frozen::freeze(pid);
+        std::thread::sleep(Duration::from_millis(40));
+        ice.thaw();
+        std::thread::sleep(Duration::from_millis(60));
+    })
+}
+
+/// `preset: etcd` (positions: the v2 store's `X-Etcd-Index`, scope `/v2/`)
+/// with read_your_writes and one session interleaving v2 `PUT`-then-`GET`
+/// and v3 put-then-*serializable*-range pairs (one v2 pair, then 19 v3
+/// ones), while one follower stutters:
+/// no read misses its write. v3 writes do not move `X-Etcd-Index`, so they
+/// get no `x-leaderproxy-position` and v3 reads go to the leader; v2 writes
+/// get their own `X-Etcd-Index`.
+#[test]
+fn etcd_mixed_v2_v3_read_your_writes() {
+    let tag = "real_etcd_consistency[mixed]";
+    let Some(one) = OneCluster::start(tag, 8, &[V2, READ_YOUR_WRITES]) else {
+        return;
+    };
+    let (started, cluster, p, leader) = (one.started, &one.cluster, &one.proxy, &one.leader);
+    let stutter = stutter(cluster.members[one.follower].proc.pid().expect("running"));
+    let mut conn = HttpConn::new(&p.listen, TIMEOUT);
+    let h = [("X-Session-Id", "mixed")];
+    let mut missed = BTreeMap::<&str, usize>::new();
+    let mut went = BTreeMap::<String, usize>::new();
+    for i in 0..MIXED_PAIRS {
+        // One v2 pair, then 19 v3 pairs: the v2 index stands still (and
+        // the followers' probes reach it) while the v3 writes go on.
+        let api = if i % 20 == 0 { Api::V2 } else { Api::V3 };
+        let (key, value) = (format!("mix/k{i}"), format!("v{i}"));
+        let w = api.write(&mut conn, &key, &value, &h);
+        let pos = api.answer_position(&w, &value);
+        let given = w.header("x-leaderproxy-position");
+        match api {
+            Api::V2 => assert_eq!(given, Some(pos.to_string().as_str()), "v2 write {i}"),
+            Api::V3 => assert_eq!(given, None, "v3 write {i}: X-Etcd-Index does not count it"),
+        }
+        let r = api.read(&mut conn, &key, &h);
+        let backend = backend_of(&r);
+        if matches!(api, Api::V3) {
+            assert_eq!(&backend, leader, "v3 read {i} went to a follower");
+        }
+        *went.entry(format!("{}:{backend}", api.name())).or_default() += 1;
+        if api.read_value(&r).as_deref() != Some(value.as_str()) {
+            *missed.entry(api.name()).or_default() += 1;
+        }
+    }
+    stutter.stop();
+    println!(
+        "{tag}: read_your_writes: {MIXED_PAIRS} interleaved v2/v3 pairs (1 in 20 v2), missed {missed:?}, reads went to {went:?}; took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        missed.is_empty(),
+        "reads missed their session's writes: {missed:?}"
     );
 }

@@ -34,18 +34,6 @@ fn metric(scrape: &str, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no series {series} in:\n{scrape}"))
 }
 
-/// One backend's entry in `/admin/routing`.
-async fn backend_status(p: &Proxy, name: &str) -> serde_json::Value {
-    let r = p.routing().await;
-    r["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no backend {name} in {r}"))
-}
-
 /// Waits until `name` is a read candidate.
 async fn wait_follower(p: &Proxy, name: &str) {
     wait_until(
@@ -147,7 +135,7 @@ async fn long_poll_timeouts_do_not_eject_a_follower_but_normal_ones_do() {
     }
     // `/admin/routing` asks the monitor over the same queue an ejection
     // would have taken, so anything the timeouts caused is visible now.
-    let s = backend_status(&p, "b").await;
+    let s = p.backend_status("b").await;
     assert_eq!(s["ejected"], false, "{s}");
     assert_eq!(metric(&p.metrics().await, ejections), 0.0);
 
@@ -158,7 +146,7 @@ async fn long_poll_timeouts_do_not_eject_a_follower_but_normal_ones_do() {
         assert_eq!(r.backend().as_deref(), Some("b"));
     }
     wait_until(Duration::from_secs(3), "b ejected", || async {
-        backend_status(&p, "b").await["ejected"] == true
+        p.backend_status("b").await["ejected"] == true
     })
     .await;
     assert_eq!(metric(&p.metrics().await, ejections), 1.0);
@@ -338,7 +326,7 @@ async fn idle_upstream_connections_are_closed_by_the_sweep() {
         b.open_connections() == 0
     })
     .await;
-    assert_eq!(backend_status(&p, "b").await["idle_connections"], 0);
+    assert_eq!(p.backend_status("b").await["idle_connections"], 0);
 
     // The next request opens a new connection.
     let accepted = b.state.accepted.load(Ordering::Relaxed);
@@ -472,7 +460,7 @@ async fn a_stalled_upload_past_response_headers_is_still_the_clients_fault() {
     let (status, body) = raw_exchange(p.addr, &half, Duration::from_secs(3)).await;
     assert_eq!(status, 408, "{body}");
     assert_eq!(error_code(body.as_bytes()), "client_timeout");
-    let s = backend_status(&p, "b").await;
+    let s = p.backend_status("b").await;
     assert_eq!(s["ejected"], false, "{s}");
 }
 

@@ -100,8 +100,9 @@ pub(crate) mod test_support {
                     tls: None,
                     zone: None,
                     priority: 0,
+                    max_connections: None,
                 };
-                Arc::new(Backend::new(&cfg, &m, 1))
+                Arc::new(Backend::new(&cfg, &m, 1, 1024))
             })
             .collect()
     }

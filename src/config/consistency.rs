@@ -61,6 +61,21 @@ pub struct PositionsConfig {
     /// acknowledged, the leader's position is probed (one probe serves every
     /// write acknowledged before it started).
     pub response: Option<PositionSource>,
+    /// `positions.scope`: the path prefixes of the requests the positions
+    /// count — writes there advance the probed counter, reads there are
+    /// guarded by it. Empty (the default) = every path. Under
+    /// `read_your_writes` or `max_lag`, a read outside goes to the leader and
+    /// a write outside leaves no position.
+    pub scope: Vec<String>,
+}
+
+impl PositionsConfig {
+    /// Whether the positions count the writes to, and guard the reads of,
+    /// `path` (see [`Self::scope`]).
+    #[inline]
+    pub fn counts(&self, path: &str) -> bool {
+        self.scope.is_empty() || self.scope.iter().any(|p| path.starts_with(p.as_str()))
+    }
 }
 
 /// `reads.consistency`.
@@ -100,6 +115,7 @@ pub struct SessionConfig {
 pub(super) struct RawPositions {
     probe: Option<RawPositionProbe>,
     response: Option<RawSource>,
+    scope: Option<Vec<String>>,
 }
 
 impl RawPositions {
@@ -213,6 +229,7 @@ impl Validator {
         let Some(raw) = raw else {
             return PositionsConfig::default();
         };
+        let probe_given = raw.has_probe();
         let probe = raw.probe.and_then(|p| {
             let Some(path) = p.path else {
                 self.bad(
@@ -238,7 +255,56 @@ impl Validator {
         let response = raw
             .response
             .and_then(|r| self.position_source("positions.response", r.header, r.json, r.regex));
-        PositionsConfig { probe, response }
+        let scope = self.position_scope(raw.scope, probe_given);
+        PositionsConfig {
+            probe,
+            response,
+            scope,
+        }
+    }
+
+    /// `positions.scope`: path prefixes, each starting with '/', at least one.
+    fn position_scope(&mut self, scope: Option<Vec<String>>, probe_given: bool) -> Vec<String> {
+        // A preset's scope says what its own probe counts, not what a probe
+        // of another endpoint counts.
+        if probe_given
+            && self.preset_wrote("positions.scope")
+            && self.user_wrote("positions.probe.path")
+            && !self.user_wrote("positions.scope")
+        {
+            self.bad(
+                "positions.probe.path",
+                "the preset's positions.scope names the writes its own probe counts: with another probe, set positions.scope to the path prefixes whose writes move it (/ for every path)",
+            );
+        }
+        let Some(scope) = scope else {
+            return Vec::new();
+        };
+        if !probe_given {
+            self.bad(
+                "positions.scope",
+                "needs positions.probe: the scope says which requests the probed positions count",
+            );
+        }
+        if scope.is_empty() {
+            self.bad(
+                "positions.scope",
+                "empty: list the path prefixes whose writes move the probed position (leave the key out for every path)",
+            );
+        }
+        for p in &scope {
+            if !p.starts_with('/') {
+                self.bad(
+                    "positions.scope",
+                    format!("{p:?} is not a path prefix (it must start with '/')"),
+                );
+            }
+        }
+        // "/" is every path: the same as no scope.
+        if scope.iter().any(|p| p == "/") {
+            return Vec::new();
+        }
+        scope
     }
 
     /// The consistency keys of `reads`, checked against `positions`.

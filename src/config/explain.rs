@@ -145,6 +145,10 @@ fn backend(b: &BackendConfig) -> Value {
         ("tls", opt(b.tls.as_ref(), |t| tls_settings(&t.settings))),
         ("zone", opt(b.zone.as_ref(), text)),
         ("priority", num(b.priority.into())),
+        (
+            "max_connections",
+            opt(b.max_connections.as_ref(), |n| num(*n as u64)),
+        ),
     ])
 }
 
@@ -289,6 +293,14 @@ fn positions(cfg: &Config) -> Value {
             }),
         ),
         ("response", opt(p.response.as_ref(), |s| map([source(s)]))),
+        (
+            "scope",
+            Value::Sequence(if p.scope.is_empty() {
+                vec![text("/")]
+            } else {
+                p.scope.iter().map(text).collect()
+            }),
+        ),
     ])
 }
 
@@ -420,6 +432,10 @@ fn limits(cfg: &Config) -> Value {
         ("max_connections", num(l.max_connections as u64)),
         ("replay_buffer_bytes", num(l.replay_buffer_bytes)),
         ("admin_max_connections", num(l.admin_max_connections as u64)),
+        (
+            "max_upstream_connections_per_backend",
+            num(l.max_upstream_connections_per_backend as u64),
+        ),
     ])
 }
 

@@ -171,6 +171,7 @@ struct RawBackend {
     tls: Option<upstream_tls::RawUpstreamTls>,
     zone: Option<String>,
     priority: Option<u32>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -309,6 +310,7 @@ struct RawLimits {
     max_connections: Option<usize>,
     replay_buffer_bytes: Option<Size>,
     admin_max_connections: Option<usize>,
+    max_upstream_connections_per_backend: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -360,6 +362,11 @@ pub struct BackendConfig {
     /// 0 (default) = primary site; higher = standby site that gets reads
     /// only when no follower of a lower priority can take them.
     pub priority: u32,
+    /// Most connections this proxy keeps open to the backend (idle or in
+    /// use, HTTP/1.1 and HTTP/2, all workers together); `None` (default):
+    /// `limits.max_upstream_connections_per_backend`. See
+    /// [`Config::max_upstream_connections`].
+    pub max_connections: Option<usize>,
 }
 
 /// What a probe answer must satisfy; every given condition must hold.
@@ -437,10 +444,13 @@ pub struct ReadsConfig {
     /// What identifies a session for read-your-writes; default none.
     pub session: Option<SessionConfig>,
     /// Followers whose probed position is more than this many positions
-    /// behind the leader's get no reads; default none (no limit).
+    /// behind the leader's in the last position round (or whose lag is
+    /// unknown) get no reads; default none (no limit).
     pub max_lag: Option<u64>,
-    /// Without any known position for a session's write, that session's
-    /// reads go to the leader this long after it; default 2s.
+    /// Without `positions.probe`, a session's reads go to the leader this
+    /// long after each of its successful writes; default 2s. (With probed
+    /// positions, a write whose position is unknown holds its session on
+    /// the leader until a later position round reads the leader's.)
     pub after_write_window: Duration,
 }
 
@@ -567,7 +577,13 @@ pub struct Limits {
     pub replay_buffer_bytes: u64,
     /// Most admin API connections at once; default 64. More are closed at accept.
     pub admin_max_connections: usize,
+    /// Most connections to one backend (all workers together) when its
+    /// `max_connections` is not set; default [`DEFAULT_MAX_UPSTREAM_CONNECTIONS`].
+    pub max_upstream_connections_per_backend: usize,
 }
+
+/// Default of `limits.max_upstream_connections_per_backend`.
+pub const DEFAULT_MAX_UPSTREAM_CONNECTIONS: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct PassiveConfig {
@@ -646,6 +662,15 @@ pub struct Config {
     /// `zone`. `LEADERPROXY_ZONE` (when set and not empty) overrides the
     /// file's `local_zone`; default none (no preference).
     pub local_zone: Option<String>,
+}
+
+impl Config {
+    /// Most connections to `b` (all workers together): its
+    /// `max_connections`, else `limits.max_upstream_connections_per_backend`.
+    pub fn max_upstream_connections(&self, b: &BackendConfig) -> usize {
+        b.max_connections
+            .unwrap_or(self.limits.max_upstream_connections_per_backend)
+    }
 }
 
 /// Reads and validates a config file.
@@ -814,6 +839,21 @@ struct Validator {
 }
 
 impl Validator {
+    /// Whether the user's file itself writes `key` (not only a parent of it).
+    pub(super) fn user_wrote(&self, key: &str) -> bool {
+        self.loc
+            .nearest(key)
+            .is_some_and(|(len, _)| len == key.len())
+    }
+
+    /// Whether the preset in use writes `key`.
+    pub(super) fn preset_wrote(&self, key: &str) -> bool {
+        self.preset
+            .as_ref()
+            .and_then(|p| p.loc.nearest(key))
+            .is_some_and(|(len, _)| len == key.len())
+    }
+
     /// A problem with `key`, at the line of `key` (or of its nearest parent)
     /// in the user's file. When the preset's document has `key` and the
     /// user's file does not, the value came from the preset: the message
@@ -1118,6 +1158,9 @@ impl Validator {
                     format!("{priority} is outside 0..=100"),
                 );
             }
+            if b.max_connections == Some(0) {
+                self.bad(&format!("{key}.max_connections"), "must be at least 1");
+            }
             out.push(BackendConfig {
                 name: b.name,
                 authority,
@@ -1127,6 +1170,7 @@ impl Validator {
                 tls,
                 zone: b.zone,
                 priority,
+                max_connections: b.max_connections,
             });
         }
         out
@@ -1564,6 +1608,7 @@ impl Validator {
             max_connections: None,
             replay_buffer_bytes: None,
             admin_max_connections: None,
+            max_upstream_connections_per_backend: None,
         });
         let out = Limits {
             max_header_bytes: l.max_header_bytes.map_or(64 << 10, |s| s.0 as usize),
@@ -1571,6 +1616,9 @@ impl Validator {
             max_connections: l.max_connections.unwrap_or(10_000),
             replay_buffer_bytes: l.replay_buffer_bytes.map_or(64 << 20, |s| s.0),
             admin_max_connections: l.admin_max_connections.unwrap_or(64),
+            max_upstream_connections_per_backend: l
+                .max_upstream_connections_per_backend
+                .unwrap_or(DEFAULT_MAX_UPSTREAM_CONNECTIONS),
         };
         if out.max_header_bytes < 8192 {
             self.bad(
@@ -1583,6 +1631,12 @@ impl Validator {
         }
         if out.admin_max_connections == 0 {
             self.bad("limits.admin_max_connections", "must be at least 1");
+        }
+        if out.max_upstream_connections_per_backend == 0 {
+            self.bad(
+                "limits.max_upstream_connections_per_backend",
+                "must be at least 1",
+            );
         }
         out
     }

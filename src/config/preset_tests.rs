@@ -41,6 +41,8 @@ fn every_preset_with_two_backends_is_valid_and_sets_its_probes() {
         term: Option<&'static str>,
         probe: Option<(&'static str, &'static str, &'static str)>,
         response: Option<&'static str>,
+        /// `positions.scope` (empty: every path).
+        scope: &'static [&'static str],
         not_leader: (Vec<u16>, usize, bool),
         routes: usize,
     }
@@ -52,6 +54,7 @@ fn every_preset_with_two_backends_is_valid_and_sets_its_probes() {
             term: None,
             probe: Some(("GET", "/v2/keys/", "header x-etcd-index")),
             response: Some("header x-etcd-index"),
+            scope: &["/v2/"],
             not_leader: (vec![], 0, false),
             routes: 6,
         },
@@ -62,6 +65,7 @@ fn every_preset_with_two_backends_is_valid_and_sets_its_probes() {
             term: Some("/header/raft_term"),
             probe: Some(("POST", "/v3/kv/range", "json /header/revision")),
             response: Some("json /header/revision"),
+            scope: &["/v3/", "/etcdserverpb."],
             not_leader: (vec![], 0, false),
             routes: 6,
         },
@@ -72,6 +76,7 @@ fn every_preset_with_two_backends_is_valid_and_sets_its_probes() {
             term: Some("/store/raft/term"),
             probe: Some(("GET", "/status", "json /store/raft/applied_index")),
             response: None,
+            scope: &["/db/"],
             not_leader: (vec![503], 0, true),
             routes: 1,
         },
@@ -82,6 +87,18 @@ fn every_preset_with_two_backends_is_valid_and_sets_its_probes() {
             term: Some("/Stats/raft/term"),
             probe: Some(("GET", "/v1/agent/self", "json /Stats/raft/applied_index")),
             response: None,
+            scope: &[
+                "/v1/kv/",
+                "/v1/txn",
+                "/v1/catalog/",
+                "/v1/health/",
+                "/v1/session/",
+                "/v1/acl/",
+                "/v1/config",
+                "/v1/connect/",
+                "/v1/query",
+                "/v1/coordinate/",
+            ],
             not_leader: (vec![], 0, false),
             routes: 1,
         },
@@ -92,6 +109,7 @@ fn every_preset_with_two_backends_is_valid_and_sets_its_probes() {
             term: None,
             probe: None,
             response: None,
+            scope: &[],
             not_leader: (vec![], 0, true),
             routes: 1,
         },
@@ -106,6 +124,7 @@ fn every_preset_with_two_backends_is_valid_and_sets_its_probes() {
                 r#"regex "(?:replayed_)?location": ?(\d+)"#,
             )),
             response: None,
+            scope: &[],
             not_leader: (vec![], 0, false),
             routes: 1,
         },
@@ -116,6 +135,7 @@ fn every_preset_with_two_backends_is_valid_and_sets_its_probes() {
             term: None,
             probe: Some(("GET", "/INFO/replication", "json /INFO/master_repl_offset")),
             response: None,
+            scope: &[],
             not_leader: (vec![503], 1, false),
             routes: 4,
         },
@@ -161,6 +181,7 @@ fn every_preset_with_two_backends_is_valid_and_sets_its_probes() {
             w.response,
             "{p}"
         );
+        assert_eq!(c.positions.scope, w.scope, "{p}");
         let nl = &c.writes.not_leader;
         assert_eq!(
             (nl.status.clone(), nl.body.len(), nl.redirect),
@@ -341,10 +362,20 @@ fn problems_with_preset_values_say_where_the_value_came_from() {
         )),
         vec!["lp.yaml:6:28: leader.timeout: 100ms must be shorter than leader.interval (100ms)"]
     );
+    // Another position probe needs its own scope.
+    assert_eq!(
+        errs(&text("etcd", "positions: { probe: { path: /v3/kv/range, json: /header/revision } }\n")),
+        vec!["lp.yaml:6:23: positions.probe.path: the preset's positions.scope names the writes its own probe counts: with another probe, set positions.scope to the path prefixes whose writes move it (/ for every path)"]
+    );
+    let c = ok(&text(
+        "etcd",
+        "positions: { probe: { path: /v3/kv/range, json: /header/revision }, scope: [/v3/] }\n",
+    ));
+    assert_eq!(c.positions.scope, ["/v3/"]);
     // Removing what a preset value needs.
     assert_eq!(
         errs(&text("etcd", "positions: { probe: ~ }\n")),
-        vec!["lp.yaml:6:1: positions.response: needs positions.probe: a write's position is only useful against the followers' probed positions (from preset etcd)"]
+        vec!["lp.yaml:6:1: positions.scope: needs positions.probe: the scope says which requests the probed positions count (from preset etcd)", "lp.yaml:6:1: positions.response: needs positions.probe: a write's position is only useful against the followers' probed positions (from preset etcd)"]
     );
     let e = parse(
         &text("redis-webdis", "health: { interval: 200ms }\n"),
@@ -408,6 +439,9 @@ fn explain_round_trips_for_every_preset_and_plain_configs() {
     );
     texts.push(super::tests::ISSUE_CONFIG.to_string());
     texts.push(
+        "listen: 127.0.0.1:1\nbackends: [{name: a, url: 'http://127.0.0.1:2', max_connections: 7}, {name: b, url: 'http://127.0.0.1:3'}]\nleader: {path: /l, expect: {status: [200]}}\nlimits: { max_upstream_connections_per_backend: 9 }\n".to_string(),
+    );
+    texts.push(
         "listen: 127.0.0.1:1\nleader: {path: /l, expect: {header: {name: X-Role, equals: leader}, body_regex: 'a\\d'}}\ndiscovery: { dns: { srv: _x._tcp.example.com, interval: 3s } }\nwrites: { retry_ambiguous: idempotent, replay_body_limit: 2MiB }\n".to_string(),
     );
     for t in &texts {
@@ -454,6 +488,15 @@ fn explain_round_trips_for_every_preset_and_plain_configs() {
             first.writes.replay_body_limit
         );
         assert_eq!(again.listen_proxy_protocol, first.listen_proxy_protocol);
+        let limits = |c: &Config| {
+            let l: Vec<usize> = c
+                .backends
+                .iter()
+                .map(|b| c.max_upstream_connections(b))
+                .collect();
+            l
+        };
+        assert_eq!(limits(&again), limits(&first));
         assert_eq!(again.preset, None, "the explained config names no preset");
     }
 }
@@ -523,6 +566,11 @@ fn explain_writes_every_key_with_defaults() {
     assert_eq!(y("writes.replay_body_limit").as_u64(), Some(1 << 20));
     assert_eq!(y("writes.not_leader.status"), &serde_yaml::Value::Null);
     assert_eq!(y("limits.max_body_bytes").as_u64(), Some(64 << 20));
+    assert_eq!(
+        y("limits.max_upstream_connections_per_backend").as_u64(),
+        Some(1024)
+    );
+    assert_eq!(y("backends.0.max_connections"), &serde_yaml::Value::Null);
     assert_eq!(y("passive.max_ejection").as_str(), Some("5m"));
     assert_eq!(y("reads.after_write_window").as_str(), Some("2s"));
     assert_eq!(y("reads.max_lag"), &serde_yaml::Value::Null);

@@ -783,6 +783,34 @@ fn admin_max_connections() {
 }
 
 #[test]
+fn upstream_connection_limits() {
+    let c = parse(ADMIN_BASE, Path::new("lp.yaml")).unwrap();
+    assert_eq!(c.limits.max_upstream_connections_per_backend, 1024);
+    assert_eq!(c.max_upstream_connections(&c.backends[0]), 1024);
+    let two = "backends: [{name: a, url: 'http://127.0.0.1:2'}, {name: b, url: 'http://127.0.0.1:3', max_connections: 3}]\n";
+    let text = format!(
+        "{}{two}limits: {{ max_upstream_connections_per_backend: 10 }}\n",
+        ADMIN_BASE.replace("backends: [{name: a, url: 'http://127.0.0.1:2'}]\n", "")
+    );
+    let c = parse(&text, Path::new("lp.yaml")).unwrap();
+    assert_eq!(c.max_upstream_connections(&c.backends[0]), 10);
+    assert_eq!(c.max_upstream_connections(&c.backends[1]), 3);
+    assert_eq!(
+        errs(&format!(
+            "{ADMIN_BASE}limits: {{ max_upstream_connections_per_backend: 0 }}\n"
+        )),
+        vec!["lp.yaml:4:11: limits.max_upstream_connections_per_backend: must be at least 1"]
+    );
+    assert_eq!(
+        errs(&ADMIN_BASE.replace(
+            "'http://127.0.0.1:2'}",
+            "'http://127.0.0.1:2', max_connections: 0}"
+        )),
+        vec!["lp.yaml:2:49: backends[0].max_connections: must be at least 1"]
+    );
+}
+
+#[test]
 fn unscoped_not_leader_body_regex_is_refused() {
     let text = ISSUE_CONFIG.replace(
         "writes: { hold: 5s }",
@@ -1212,6 +1240,23 @@ fn consistency_keys_that_cannot_work_are_refused() {
             "positions: { probe: { path: /x, regex: 'offset:\\d+' } }\n"
         ),
         vec!["lp.yaml:20:33: positions.probe.regex: \"offset:\\\\d+\" has no group: put the digits in parentheses, e.g. 'offset:(\\d+)'"]
+    );
+    assert_eq!(
+        with(
+            "{ max_lag: 1 }",
+            "positions: { probe: { path: /x, header: X-I }, scope: [v2, /v3/] }\n"
+        ),
+        vec![
+            "lp.yaml:20:48: positions.scope: \"v2\" is not a path prefix (it must start with '/')"
+        ]
+    );
+    assert_eq!(
+        with("{ max_lag: 1 }", "positions: { probe: { path: /x, header: X-I }, scope: [] }\n"),
+        vec!["lp.yaml:20:48: positions.scope: empty: list the path prefixes whose writes move the probed position (leave the key out for every path)"]
+    );
+    assert_eq!(
+        with("{}", "positions: { scope: [/v2/] }\n"),
+        vec!["lp.yaml:20:14: positions.scope: needs positions.probe: the scope says which requests the probed positions count"]
     );
 }
 

@@ -33,6 +33,12 @@ pub struct Need {
 }
 
 impl Need {
+    /// Only the leader.
+    pub const LEADER: Need = Need {
+        min_position: None,
+        leader_only: true,
+    };
+
     /// No requirement: any follower.
     pub fn is_none(&self) -> bool {
         self.min_position.is_none() && !self.leader_only
@@ -41,11 +47,13 @@ impl Need {
     /// What a read needs, from the session's last write and the client's
     /// own `x-leaderproxy-position` (the larger position wins).
     pub fn of(session: Option<sessions::Entry>, from_client: Option<u64>) -> Need {
-        let (pos, until) = session.map_or((None, None), |e| (e.position, e.leader_until));
+        let (pos, until, round) = session.map_or((None, None, None), |e| {
+            (e.position, e.leader_until, e.after_round)
+        });
         Need {
             min_position: pos.max(from_client),
             // The clock is read only for a session that has a window.
-            leader_only: until.is_some_and(|t| t > Instant::now()),
+            leader_only: round.is_some() || until.is_some_and(|t| t > Instant::now()),
         }
     }
 }
@@ -133,6 +141,7 @@ mod tests {
         let e = sessions::Entry {
             position: Some(9),
             leader_until: Some(now + std::time::Duration::from_secs(5)),
+            after_round: None,
         };
         assert_eq!(
             Need::of(Some(e), Some(7)),
@@ -144,6 +153,7 @@ mod tests {
         let expired = sessions::Entry {
             position: None,
             leader_until: Some(now),
+            after_round: None,
         };
         assert_eq!(
             Need::of(Some(expired), Some(11)),
@@ -152,6 +162,11 @@ mod tests {
                 leader_only: false
             }
         );
+        let pending = sessions::Entry {
+            after_round: Some(3),
+            ..expired
+        };
+        assert!(Need::of(Some(pending), None).leader_only);
     }
 
     #[test]

@@ -28,6 +28,11 @@ pub struct Entry {
     pub position: Option<u64>,
     /// A write without a known position: reads go to the leader until then.
     pub leader_until: Option<Instant>,
+    /// A write without a known position while positions are probed: reads
+    /// go to the leader until position round number this (the first that
+    /// started after the write) has read the leader's position, which then
+    /// becomes the session's position ([`Sessions::resolve`]).
+    pub after_round: Option<u64>,
 }
 
 /// What a write left behind.
@@ -37,6 +42,9 @@ pub enum Written {
     At(u64),
     /// No position known: the session's reads stay on the leader until then.
     Unknown { until: Instant },
+    /// No position known, positions probed: the session's reads stay on
+    /// the leader until position round `round` has read the leader's.
+    Pending { round: u64 },
 }
 
 type Shards = Vec<Mutex<LruCache<u64, Entry>>>;
@@ -98,6 +106,7 @@ impl Sessions {
             match w {
                 Written::At(p) => e.position = e.position.max(Some(p)),
                 Written::Unknown { until } => e.leader_until = e.leader_until.max(Some(until)),
+                Written::Pending { round } => e.after_round = e.after_round.max(Some(round)),
             }
             let evicts = old.is_none() && s.len() >= s.capacity();
             s.insert(id, e);
@@ -110,6 +119,21 @@ impl Sessions {
         } else if new {
             self.size.inc();
         }
+    }
+
+    /// Position round `done` (or a later one) read the leader at
+    /// `position`: a session waiting for round `done` or an earlier one
+    /// takes it as its position and is no longer held on the leader.
+    /// Returns the entry after the change.
+    pub fn resolve(&self, id: u64, done: u64, position: u64) -> Option<Entry> {
+        self.with_shard(id, |s| {
+            let e = s.get_mut(&id)?;
+            if e.after_round.is_some_and(|r| r <= done) {
+                e.after_round = None;
+                e.position = e.position.max(Some(position));
+            }
+            Some(*e)
+        })
     }
 
     /// Applies a reloaded `reads.session.capacity`; the remembered sessions
@@ -135,6 +159,20 @@ impl Sessions {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_pending_write_resolves_only_with_its_round_or_a_later_one() {
+        let s = sessions(10);
+        let id = s.id(b"a");
+        s.wrote(id, Written::At(3));
+        s.wrote(id, Written::Pending { round: 7 });
+        s.wrote(id, Written::Pending { round: 5 });
+        let e = s.resolve(id, 6, 40).unwrap();
+        assert_eq!((e.after_round, e.position), (Some(7), Some(3)));
+        let e = s.resolve(id, 7, 41).unwrap();
+        assert_eq!((e.after_round, e.position), (None, Some(41)));
+        assert_eq!(s.resolve(s.id(b"b"), 7, 1), None);
+    }
+
     fn sessions(cap: usize) -> Sessions {
         Sessions::new(
             cap,
@@ -155,7 +193,8 @@ mod tests {
             s.get(id),
             Some(Entry {
                 position: Some(5),
-                leader_until: Some(now)
+                leader_until: Some(now),
+                after_round: None,
             })
         );
         assert_eq!(s.get(s.id(b"b")), None);

@@ -139,6 +139,7 @@ pub fn backend_config(
         tls,
         zone: None,
         priority: 0,
+        max_connections: None,
     })
 }
 

@@ -46,6 +46,9 @@ pub struct Conn {
     pub gen: u64,
     /// Whether this connection was reused from the pool (vs. freshly opened).
     pub reused: bool,
+    /// Its place in the backend's connection limit, given back when the
+    /// connection is dropped (closed); `None` outside a pool.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Conn {
@@ -54,7 +57,14 @@ impl Conn {
             io,
             gen,
             reused: false,
+            permit: None,
         }
+    }
+
+    /// The connection, counted against a limit by `permit` while it is open.
+    pub fn holding(mut self, permit: tokio::sync::OwnedSemaphorePermit) -> Conn {
+        self.permit = Some(permit);
+        self
     }
 
     /// Whether an idle connection can carry a request: the backend has not

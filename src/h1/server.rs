@@ -130,7 +130,8 @@ impl Io {
 #[derive(Clone)]
 pub struct ServerOpts {
     pub limits: Limits,
-    /// From accept to the first request's complete head.
+    /// From accept to the first request's complete head (the caller gives
+    /// [`serve`] the deadline, accept + this).
     pub header_read: Duration,
     /// Between keep-alive requests.
     pub client_idle: Duration,
@@ -206,7 +207,10 @@ async fn read_head(
     }
 }
 
-/// Serves one HTTP/1.1 client connection until it closes.
+/// Serves one HTTP/1.1 client connection until it closes. `first_head_by`:
+/// the first request's head must be complete by then (accept +
+/// `timeouts.header_read`, a window the PROXY header and the TLS handshake
+/// have already used part of).
 pub async fn serve(
     stream: Box<dyn ClientStream>,
     proxy: &'static Proxy,
@@ -214,13 +218,14 @@ pub async fn serve(
     client: ClientInfo,
     opts: &ServerOpts,
     mut shutdown: watch::Receiver<bool>,
+    first_head_by: Instant,
 ) -> Served {
     let shared: Shared = Arc::new(Mutex::new(Io {
         stream,
         buf: BytesMut::new(),
     }));
     let mut head = RequestHead::default();
-    let mut deadline = Instant::now() + opts.header_read;
+    let mut deadline = first_head_by;
     let mut first = true;
     let mut out = Vec::with_capacity(512);
     let mut tunnel = None;

@@ -66,9 +66,10 @@ pub struct BackendStatus {
     pub last_probe: ProbeStatus,
     /// Replication position at the last successful position probe.
     pub position: Option<u64>,
-    /// Positions behind the highest probed position (normally the leader's).
+    /// Positions behind the leader's position in the last position round
+    /// (`None` when either is unknown).
     pub lag: Option<u64>,
-    /// More than `reads.max_lag` behind (or no position known): no reads.
+    /// More than `reads.max_lag` behind, or the lag is unknown: no reads.
     pub lagging: bool,
 }
 
@@ -94,9 +95,9 @@ enum Msg {
     /// The request path fenced this backend (transport evidence or a
     /// not-leader answer): withdraw its claim and re-probe everyone now.
     Fenced { id: u64 },
-    /// One round of position probes (`positions.probe`): per backend id,
-    /// the result and how long it took.
-    Positions(Vec<(u64, Result<u64, ProbeFailure>, Duration)>),
+    /// One round of position probes (`positions.probe`): its number, and
+    /// per backend id the result and how long it took.
+    Positions(u64, Vec<(u64, Result<u64, ProbeFailure>, Duration)>),
     /// Re-probe everyone now (already rate-limited by the handle).
     Reprobe,
     /// Passive health: this follower failed too often.
@@ -290,6 +291,10 @@ struct Aggregator {
     /// The first probe round has finished once: a backend added later
     /// (reload, discovery) does not make routing "not ready" again.
     was_ready: bool,
+    /// What lag is measured from: the last position round's answer of the
+    /// leader (of every healthy node, while no leader is known); `None`
+    /// when that round had none ([`reference`]).
+    reference: Option<u64>,
 }
 
 /// Starts the monitor on the current tokio runtime: spawns probe loops for
@@ -328,6 +333,7 @@ pub fn start(cfg: Arc<Config>, shared: Arc<Shared>, metrics: Arc<Metrics>) -> Mo
         last_problems: Vec::new(),
         last_capped: 0,
         was_ready: false,
+        reference: None,
     };
     for b in &table.backends {
         agg.add_node(b.clone(), "static");
@@ -420,6 +426,7 @@ fn spawn_position_rounds(
             let interval = t.cfg.leader.probe.interval;
             if let Some(probe) = t.cfg.positions.probe.clone() {
                 let probe = Arc::new(probe);
+                let number = shared.rounds.start();
                 let mut set = tokio::task::JoinSet::new();
                 for b in t.backends.iter().cloned() {
                     let probe = probe.clone();
@@ -436,7 +443,7 @@ fn spawn_position_rounds(
                         round.push(r);
                     }
                 }
-                if tx.send(Msg::Positions(round)).is_err() {
+                if tx.send(Msg::Positions(number, round)).is_err() {
                     return;
                 }
             } else {
@@ -537,12 +544,21 @@ impl Aggregator {
                 }
                 self.kick_probes(Duration::from_millis(20));
             }
-            Msg::Positions(round) => {
+            Msg::Positions(number, round) => {
+                let mut answers = Vec::with_capacity(round.len());
                 for (id, result, latency) in round {
                     if let Some(i) = self.index_of(id) {
+                        answers.push((i, result.as_ref().ok().copied()));
                         self.on_position(i, result, latency);
                     }
                 }
+                let leader = match self.decide() {
+                    Decision::Leader(i) => Some(i),
+                    _ => None,
+                };
+                let healthy: Vec<bool> = self.nodes.iter().map(|n| n.healthy()).collect();
+                self.reference = reference(&answers, leader, &healthy);
+                self.shared.rounds.finish(number, self.reference);
             }
             Msg::Reprobe => {
                 self.metrics.leader_reprobes.inc();
@@ -630,11 +646,15 @@ impl Aggregator {
                     Some(Transition::BecameUp) => {
                         tracing::info!(backend = %node.backend.name(), "backend is healthy")
                     }
-                    Some(Transition::BecameDown) => tracing::warn!(
-                        backend = %node.backend.name(),
-                        error = o.error().unwrap_or_default(),
-                        "backend is unhealthy"
-                    ),
+                    Some(Transition::BecameDown) => {
+                        // What it had may be gone when it comes back.
+                        node.backend.set_position(None);
+                        tracing::warn!(
+                            backend = %node.backend.name(),
+                            error = o.error().unwrap_or_default(),
+                            "backend is unhealthy"
+                        )
+                    }
                     None => {}
                 }
             }
@@ -667,6 +687,7 @@ impl Aggregator {
                 // A leader probe that cannot connect is proof the node is down
                 // right now; do not wait for `fall` health probes to say so.
                 if evidence == Evidence::Refused && node.health.force_down().is_some() {
+                    node.backend.set_position(None);
                     tracing::warn!(backend = %node.backend.name(), error = o.error().unwrap_or_default(), "backend refused a connection; marked unhealthy");
                 }
             }
@@ -681,8 +702,19 @@ impl Aggregator {
         match result {
             Ok(p) => {
                 // A failed probe keeps the last position: positions only
-                // grow, so an old one is a safe lower bound.
-                n.backend.set_position(Some(p));
+                // grow, so an old one is a safe lower bound. One that went
+                // down is neither: the backend lost what it had (a replica
+                // resynced, a primary rewound, a member re-created), so its
+                // position is cleared and the next answer starts it again.
+                let kept = match n.backend.position() {
+                    Some(old) if p < old => {
+                        m.position_decreases.inc();
+                        tracing::warn!(backend = %n.backend.name(), was = old, now = p, "replication position went down; cleared until the next position round");
+                        None
+                    }
+                    _ => Some(p),
+                };
+                n.backend.set_position(kept);
                 m.position.set(p.min(i64::MAX as u64) as i64);
                 n.last.position_error = None;
             }
@@ -759,6 +791,16 @@ impl Aggregator {
             _ => None,
         };
         let lag = self.lags();
+        // Every round, not only when routing changes: a lagging follower's
+        // lag keeps growing while it stays out.
+        for (n, (l, _)) in self.nodes.iter().zip(&lag) {
+            if let Some(l) = l {
+                n.backend
+                    .metrics()
+                    .lag
+                    .set((*l).min(i64::MAX as u64) as i64);
+            }
+        }
         let followers: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| {
                 let n = &self.nodes[i];
@@ -867,9 +909,6 @@ impl Aggregator {
         let spill = backends_of(&tiers.spill);
         for (i, n) in self.nodes.iter().enumerate() {
             let m = &n.backend.metrics();
-            if let Some(l) = lag[i].0 {
-                m.lag.set(l.min(i64::MAX as u64) as i64);
-            }
             m.healthy.set(n.healthy() as i64);
             m.is_leader.set((Some(i) == leader_idx) as i64);
             m.ejected.set(n.ejected(now) as i64);
@@ -895,28 +934,16 @@ impl Aggregator {
         self.shared.publish(table);
     }
 
-    /// Per node: how far its probed position is behind the highest one
-    /// probed on a healthy node (normally the leader's), and whether that
-    /// is more than `reads.max_lag` (a node with no position yet counts as
-    /// lagging once any position is known).
+    /// Per node: how far its probed position is behind the last round's
+    /// reference ([`reference`]), and whether that is more than
+    /// `reads.max_lag`. With `max_lag` set, a node with no position, or any
+    /// node while the last round gave no reference, counts as lagging: not
+    /// knowing is never "current".
     fn lags(&self) -> Vec<(Option<u64>, bool)> {
-        let newest = self
-            .nodes
-            .iter()
-            .filter(|n| n.healthy())
-            .filter_map(|n| n.backend.position())
-            .max();
         let max_lag = self.cfg.reads.max_lag;
         self.nodes
             .iter()
-            .map(|n| match (newest, n.backend.position()) {
-                (Some(top), Some(p)) => {
-                    let l = top.saturating_sub(p);
-                    (Some(l), max_lag.is_some_and(|m| l > m))
-                }
-                (Some(_), None) => (None, max_lag.is_some()),
-                (None, _) => (None, false),
-            })
+            .map(|n| lag(self.reference, n.backend.position(), max_lag))
             .collect()
     }
 
@@ -1118,6 +1145,9 @@ impl Aggregator {
                     tracing::info!(backend = %bc.name, zone = bc.zone.as_deref().unwrap_or("none"), priority = bc.priority, "backend zone or priority changed; it keeps its health and connections");
                 }
                 n.backend.set_tls(bc.tls.as_ref());
+                if n.backend.pool.limit() != cfg.max_upstream_connections(bc) {
+                    tracing::warn!(backend = %bc.name, "max_connections changed; a backend kept by a reload keeps its limit until a restart");
+                }
                 n.health.set_thresholds(cfg.health.rise, cfg.health.fall);
                 n.source = source;
                 if n.retiring {
@@ -1135,7 +1165,8 @@ impl Aggregator {
                     "discovery"
                 };
                 tracing::info!(backend = %bc.name, url = %bc.url, source, "backend added by {how}");
-                let b = Arc::new(Backend::new(bc, &self.metrics, self.workers));
+                let limit = cfg.max_upstream_connections(bc);
+                let b = Arc::new(Backend::new(bc, &self.metrics, self.workers, limit));
                 self.add_node(b, source);
             }
         }
@@ -1225,6 +1256,38 @@ impl Aggregator {
     }
 }
 
+/// The position lag is measured from, out of one round's answers (node
+/// index, position if it answered): the leader's when a leader is known
+/// (`None` if it did not answer: the other answers may all be behind it),
+/// else the highest answer of a healthy node. Never a remembered position
+/// from an earlier round.
+fn reference(
+    answers: &[(usize, Option<u64>)],
+    leader: Option<usize>,
+    healthy: &[bool],
+) -> Option<u64> {
+    match leader {
+        Some(l) => answers.iter().find(|(i, _)| *i == l).and_then(|(_, p)| *p),
+        None => answers
+            .iter()
+            .filter(|(i, _)| healthy.get(*i).copied().unwrap_or(false))
+            .filter_map(|(_, p)| *p)
+            .max(),
+    }
+}
+
+/// One node's lag behind `reference`, and whether it is over `max_lag`
+/// (unknown counts as over).
+fn lag(reference: Option<u64>, position: Option<u64>, max_lag: Option<u64>) -> (Option<u64>, bool) {
+    match (reference, position) {
+        (Some(top), Some(p)) => {
+            let l = top.saturating_sub(p);
+            (Some(l), max_lag.is_some_and(|m| l > m))
+        }
+        _ => (None, max_lag.is_some()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1248,7 +1311,14 @@ mod tests {
         let backends = cfg
             .backends
             .iter()
-            .map(|b| Arc::new(Backend::new(b, &metrics, 1)))
+            .map(|b| {
+                Arc::new(Backend::new(
+                    b,
+                    &metrics,
+                    1,
+                    cfg.max_upstream_connections(b),
+                ))
+            })
             .collect();
         let shared = Arc::new(Shared::new(RoutingTable::empty(backends, cfg.clone())));
         (start(cfg, shared.clone(), metrics.clone()), shared, metrics)
@@ -1339,6 +1409,26 @@ mod tests {
         assert_eq!(names(&h).await, ["seed"]);
         h.discovered(Source::Dns, g2, Some(found("10.0.0.5")));
         assert_eq!(names(&h).await, ["seed", "10.0.0.5:2379"]);
+    }
+
+    #[test]
+    fn the_reference_is_this_rounds_leader_or_else_highest_healthy_answer() {
+        let healthy = [true, true, false];
+        let round = [(0, Some(10)), (1, Some(12)), (2, Some(99))];
+        assert_eq!(reference(&round, Some(0), &healthy), Some(10));
+        assert_eq!(reference(&round, None, &healthy), Some(12));
+        let leader_failed = [(0, None), (1, Some(12))];
+        assert_eq!(reference(&leader_failed, Some(0), &healthy), None);
+        assert_eq!(reference(&[], None, &healthy), None);
+    }
+
+    #[test]
+    fn unknown_lag_is_lagging_under_max_lag() {
+        assert_eq!(lag(Some(20), Some(5), Some(10)), (Some(15), true));
+        assert_eq!(lag(Some(20), Some(15), Some(10)), (Some(5), false));
+        assert_eq!(lag(None, Some(15), Some(10)), (None, true));
+        assert_eq!(lag(Some(20), None, Some(10)), (None, true));
+        assert_eq!(lag(None, None, None), (None, false));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! [`parse`] is pure and takes any prefix of the stream; [`read_header`]
 //! reads until a header is complete and hands back the bytes it read past
 //! it, which [`Rewind`] puts in front of the stream again so nothing of the
-//! request is lost. Only addresses are used; v2 TLVs are skipped.
+//! request is lost. Only addresses are used; v2 TLVs are checked to fit
+//! the header, then skipped. A v2 PROXY header must describe a stream
+//! (TCP or unix stream) connection.
 
 use std::fmt;
 use std::io;
@@ -215,9 +217,16 @@ fn parse_v2(buf: &[u8]) -> Result<Option<(Header, usize)>, Error> {
         return Ok(None);
     }
     if local {
+        // The block is discarded, addresses and TLVs alike.
         return Ok(Some((Header::Local, len)));
     }
+    if fam >> 4 != 0 && fam & 0x0f != 1 {
+        return Err(Error::Malformed(
+            "v2 PROXY over a transport other than STREAM (DGRAM or unspecified)",
+        ));
+    }
     let a = &buf[16..len];
+    check_tlvs(&a[need..])?;
     let be16 = |i: usize| u16::from_be_bytes([a[i], a[i + 1]]);
     let header = match fam >> 4 {
         1 => {
@@ -241,6 +250,25 @@ fn parse_v2(buf: &[u8]) -> Result<Option<(Header, usize)>, Error> {
         _ => Header::Unknown,
     };
     Ok(Some((header, len)))
+}
+
+/// Checks that the v2 TLVs (type: 1 byte, length: 2, value) after the
+/// addresses tile `tlvs` exactly: none overruns the header. Their contents
+/// are not used.
+fn check_tlvs(mut tlvs: &[u8]) -> Result<(), Error> {
+    while !tlvs.is_empty() {
+        let [_, hi, lo, rest @ ..] = tlvs else {
+            return Err(Error::Malformed(
+                "v2 TLV header cut by the end of the header",
+            ));
+        };
+        let n = u16::from_be_bytes([*hi, *lo]) as usize;
+        if n > rest.len() {
+            return Err(Error::Malformed("v2 TLV length overruns the header"));
+        }
+        tlvs = &rest[n..];
+    }
+    Ok(())
 }
 
 /// Reads from `s` until a whole PROXY header arrived; returns it and the
@@ -343,6 +371,14 @@ mod tests {
         v.extend_from_slice(&(payload.len() as u16).to_be_bytes());
         v.extend_from_slice(payload);
         v
+    }
+
+    /// Asserts that `s` is refused as malformed.
+    fn bad(s: &[u8]) {
+        match parse(s) {
+            Err(Error::Malformed(_)) => {}
+            other => panic!("{s:?}: {other:?}"),
+        }
     }
 
     fn v2_tcp4() -> Vec<u8> {
@@ -491,10 +527,6 @@ mod tests {
 
     #[test]
     fn v2_malformed_and_oversize() {
-        let bad = |s: &[u8]| match parse(s) {
-            Err(Error::Malformed(_)) => {}
-            other => panic!("{s:?}: {other:?}"),
-        };
         let mut s = v2_tcp4();
         s[12] = 0x11; // version 1 in a v2 signature
         bad(&s);
@@ -512,9 +544,50 @@ mod tests {
         let mut s = v2(1, 0x11, &[]);
         s[14..16].copy_from_slice(&((V2_MAX_PAYLOAD + 1) as u16).to_be_bytes());
         assert!(matches!(parse(&s), Err(Error::TooLong)));
-        // At the limit is fine.
-        let s = v2(1, 0x11, &vec![0; V2_MAX_PAYLOAD]);
+        // At the limit is fine: the addresses, then one TLV to the last byte.
+        let mut p = vec![0; 12];
+        p.extend_from_slice(&[0x04]);
+        p.extend_from_slice(&((V2_MAX_PAYLOAD - 15) as u16).to_be_bytes());
+        p.resize(V2_MAX_PAYLOAD, 0);
+        let s = v2(1, 0x11, &p);
         assert_eq!(done(&s).1, 16 + V2_MAX_PAYLOAD);
+    }
+
+    #[test]
+    fn v2_tlvs_must_fit_the_payload() {
+        // The NOOP TLV at the end claims 4 bytes; 3 follow.
+        let mut s = v2_tcp4();
+        let n = s.len();
+        s[n - 5..n - 3].copy_from_slice(&4u16.to_be_bytes());
+        bad(&s);
+        // A TLV header cut by the end of the payload.
+        let mut p = vec![192, 0, 2, 1, 198, 51, 100, 2, 0, 1, 0, 2];
+        p.extend_from_slice(&[0x04, 0x00]);
+        bad(&v2(1, 0x11, &p));
+        // Several TLVs, the last one ending exactly at the end: fine.
+        p.truncate(12);
+        p.extend_from_slice(&[0x04, 0x00, 0x00, 0x01, 0x00, 0x01, b'x']);
+        assert_eq!(done(&v2(1, 0x11, &p)).1, 16 + p.len());
+        // LOCAL discards the block, TLVs included.
+        let mut s = v2_tcp4();
+        s[12] = 0x20;
+        let n = s.len();
+        s[n - 5..n - 3].copy_from_slice(&9u16.to_be_bytes());
+        assert_eq!(done(&s), (Header::Local, n));
+    }
+
+    #[test]
+    fn v2_proxy_needs_a_stream_transport() {
+        let mut s = v2_tcp4();
+        s[13] = 0x12; // UDP over IPv4
+        bad(&s);
+        s[13] = 0x10; // IPv4, unspecified transport
+        bad(&s);
+        let mut s = v2(1, 0x32, &[0; 216]); // unix datagram
+        bad(&s);
+        // LOCAL: the family and transport are ignored.
+        s[12] = 0x20;
+        assert_eq!(done(&s), (Header::Local, 232));
     }
 
     #[tokio::test]

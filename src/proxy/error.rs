@@ -25,6 +25,14 @@ pub enum ProxyError {
     NotReady,
     #[error("cannot connect to backend {backend}: {reason}")]
     Connect { backend: String, reason: String },
+    /// Every connection to the backend (`backends[].max_connections`) stayed
+    /// in use for `timeouts.connect`; the request was not sent.
+    #[error("every connection to backend {backend} ({limit}, backends[].max_connections) stayed in use for {}ms; the request was not sent", .waited.as_millis())]
+    UpstreamBusy {
+        backend: String,
+        limit: usize,
+        waited: Duration,
+    },
     #[error("backend {backend} failed: {reason}")]
     Upstream { backend: String, reason: String },
     #[error("backend {backend} did not answer within {}ms", .after.as_millis())]
@@ -65,7 +73,8 @@ impl ProxyError {
             | NotLeaderUnreplayable(_)
             | HoldQueueFull(_)
             | NoBackend
-            | NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            | NotReady
+            | UpstreamBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Connect { .. } | Upstream { .. } => StatusCode::BAD_GATEWAY,
             Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -86,6 +95,7 @@ impl ProxyError {
             HoldQueueFull(_) => "hold_queue_full",
             NoBackend => "no_backend",
             NotReady => "not_ready",
+            UpstreamBusy { .. } => "upstream_busy",
             Connect { .. } | Upstream { .. } => "bad_gateway",
             Timeout { .. } => "upstream_timeout",
             BodyTooLarge(_) => "body_too_large",
@@ -153,6 +163,16 @@ mod tests {
         assert_eq!(t.status(), 504);
         assert!(t.into_response().headers().get(RETRY_AFTER).is_none());
         assert_eq!(ProxyError::BodyTooLarge(10).status(), 413);
+        let busy = ProxyError::UpstreamBusy {
+            backend: "n1".into(),
+            limit: 2,
+            waited: Duration::from_secs(1),
+        };
+        assert_eq!(
+            (busy.status().as_u16(), busy.code()),
+            (503, "upstream_busy")
+        );
+        assert_eq!(busy.into_response().headers()[RETRY_AFTER], "1");
         assert_eq!(
             ProxyError::SplitBrain(vec!["a".into(), "b".into()]).code(),
             "split_brain"

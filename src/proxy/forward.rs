@@ -179,6 +179,10 @@ pub enum Attempt {
     /// written: connect failed, or the pooled connection handed it back);
     /// here it is back. Connect failures are transport evidence.
     NotSent(Request<UpBody>, ProxyError),
+    /// The request was not sent: every connection to the backend stayed in
+    /// use for `timeouts.connect` ([`ProxyError::UpstreamBusy`]). Says
+    /// nothing against the backend (no fence, no passive failure).
+    Busy(Request<UpBody>, ProxyError),
     /// The request may have reached the backend; it must not be re-sent
     /// unless it is safe to repeat.
     Failed(Failed),
@@ -242,6 +246,19 @@ fn failed(backend: &Backend, e: &(dyn std::error::Error + 'static)) -> Failed {
         },
         cause: Cause::Transport,
     }
+}
+
+/// No connection to `backend` came free within `waited`.
+fn busy(backend: &Backend, req: Request<UpBody>, b: pool::Busy, waited: Duration) -> Attempt {
+    backend.metrics().busy.inc();
+    Attempt::Busy(
+        req,
+        ProxyError::UpstreamBusy {
+            backend: backend.name().to_string(),
+            limit: b.limit,
+            waited,
+        },
+    )
 }
 
 fn timed_out(backend: &Backend, after: Duration) -> Attempt {
@@ -319,12 +336,22 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
     let mut head_buf = Vec::with_capacity(512);
     // At most a few dead pooled connections are skipped, then a new one is opened.
     for _ in 0..4 {
-        let (conn, fresh) = match backend.pool.take(o.worker, o.min_gen, o.max_idle) {
-            Some(c) => (c, false),
+        let reuse = Some((o.min_gen, o.max_idle));
+        // Boxed: waiting for a connection is the rare path; its future (timer,
+        // semaphore, notification) stays out of every request's future.
+        let found = match backend.pool.try_checkout(o.worker, reuse) {
+            Some(c) => Ok(c),
             None => {
+                let wait = backend.pool.checkout(o.worker, reuse, o.connect_timeout);
+                Box::pin(wait).await
+            }
+        };
+        let (conn, fresh) = match found {
+            Ok(pool::Checkout::Pooled(c)) => (c, false),
+            Ok(pool::Checkout::Open(permit)) => {
                 // Boxed: opening a connection is the rare path, and its future is
                 // large; inline it would be copied with every request's future.
-                match Box::pin(pool::connect(backend, o.connect_timeout, o.gen)).await {
+                match Box::pin(pool::connect(backend, o.connect_timeout, o.gen, permit)).await {
                     Ok(c) => (c, true),
                     Err(e) => {
                         backend.metrics().connect_errors.inc();
@@ -338,6 +365,7 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
                     }
                 }
             }
+            Err(b) => return busy(backend, req, b, o.connect_timeout),
         };
         let fut = crate::h1::client::send(conn, req, &mut head_buf);
         match response_head(fut, upload.as_deref(), o.response_timeout).await {
@@ -424,7 +452,11 @@ async fn send_h2(
     // One pooled try, then one fresh connection.
     for fresh in [false, true] {
         let mut h2 = if fresh {
-            match pool::connect_h2(backend, o.connect_timeout, o.gen).await {
+            let permit = match backend.pool.room(o.worker, o.connect_timeout).await {
+                Ok(p) => p,
+                Err(b) => return Ok(busy(backend, req, b, o.connect_timeout)),
+            };
+            match pool::connect_h2(backend, o.connect_timeout, o.gen, permit).await {
                 Ok(c) => {
                     backend.pool.put_h2(o.worker, c.clone());
                     c

@@ -8,9 +8,17 @@
 //! always uncontended; it only keeps the type `Sync`). Connections carry the
 //! leader generation they were opened in: a write only reuses a connection
 //! opened while the current leader was already leader (fencing).
+//!
+//! Every open connection (idle or in use, HTTP/1.1 or HTTP/2) holds one
+//! permit of the backend's limit (`backends[].max_connections`, all workers
+//! together): [`Pool::checkout`] waits for a connection or a permit, then
+//! gives up ([`Busy`]).
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::body::UpBody;
 use crate::backend::Backend;
@@ -65,16 +73,132 @@ pub enum ConnectError {
     Handshake(#[from] hyper::Error),
 }
 
-/// The idle connections of one backend, one slot per worker.
+/// The idle connections of one backend, one slot per worker, and the
+/// permits of its connection limit.
 pub struct Pool {
     slots: Box<[Slot]>,
+    /// One permit per open connection.
+    permits: Arc<Semaphore>,
+    /// The limit the permits were made for.
+    limit: usize,
+    /// Requests in [`Pool::checkout`] waiting for a connection: only then
+    /// does [`Pool::put`] wake them.
+    waiting: AtomicUsize,
+    /// Woken when a connection goes back to any slot.
+    returned: Notify,
+}
+
+/// What [`Pool::checkout`] found.
+pub enum Checkout {
+    /// An idle connection of this worker's slot.
+    Pooled(Conn),
+    /// Room for a new connection: it must hold this permit for its lifetime.
+    Open(OwnedSemaphorePermit),
+}
+
+/// Every connection to the backend was in use for the whole wait.
+#[derive(Debug)]
+pub struct Busy {
+    /// The backend's limit.
+    pub limit: usize,
 }
 
 impl Pool {
-    pub fn new(workers: usize) -> Pool {
+    /// A pool for `workers` workers, with at most `limit` connections open
+    /// at once (at least 1).
+    pub fn new(workers: usize, limit: usize) -> Pool {
+        let limit = limit.clamp(1, Semaphore::MAX_PERMITS);
         Pool {
             slots: (0..workers.max(1)).map(|_| Slot::default()).collect(),
+            permits: Arc::new(Semaphore::new(limit)),
+            limit,
+            waiting: AtomicUsize::new(0),
+            returned: Notify::new(),
         }
+    }
+
+    /// The connection limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// A usable idle connection of this worker (when `reuse`, see
+    /// [`Pool::take`]), else a permit for a new one. When neither is there,
+    /// an idle connection of another worker is closed to free its permit;
+    /// when every connection is in use, waits up to `wait` for one to come
+    /// back or close, then [`Busy`].
+    pub async fn checkout(
+        &self,
+        worker: usize,
+        reuse: Option<(u64, Duration)>,
+        wait: Duration,
+    ) -> Result<Checkout, Busy> {
+        // The common case: nothing to register, nothing shared to write.
+        if let Some(found) = self.try_checkout(worker, reuse) {
+            return Ok(found);
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let returned = self.returned.notified();
+            let mut returned = std::pin::pin!(returned);
+            returned.as_mut().enable();
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            let _waiting = Waiting(&self.waiting);
+            if let Some(found) = self.try_checkout(worker, reuse) {
+                return Ok(found);
+            }
+            tokio::select! {
+                p = self.permits.clone().acquire_owned() => match p {
+                    Ok(p) => return Ok(Checkout::Open(p)),
+                    Err(_) => return Err(Busy { limit: self.limit }),
+                },
+                _ = returned => {}
+                _ = tokio::time::sleep_until(deadline) => return Err(Busy { limit: self.limit }),
+            }
+        }
+    }
+
+    /// A permit for a new connection (an HTTP/2 one), waiting as
+    /// [`Pool::checkout`] does.
+    pub async fn room(&self, worker: usize, wait: Duration) -> Result<OwnedSemaphorePermit, Busy> {
+        match self.checkout(worker, None, wait).await? {
+            Checkout::Open(p) => Ok(p),
+            // Never: without `reuse` no pooled connection is taken.
+            Checkout::Pooled(c) => {
+                self.put(worker, c);
+                Err(Busy { limit: self.limit })
+            }
+        }
+    }
+
+    /// One non-waiting round of [`Pool::checkout`]: `None` when it would
+    /// have to wait.
+    pub fn try_checkout(&self, worker: usize, reuse: Option<(u64, Duration)>) -> Option<Checkout> {
+        if let Some((min_gen, max_idle)) = reuse {
+            if let Some(c) = self.take(worker, min_gen, max_idle) {
+                return Some(Checkout::Pooled(c));
+            }
+        }
+        loop {
+            if let Ok(p) = self.permits.clone().try_acquire_owned() {
+                return Some(Checkout::Open(p));
+            }
+            if !self.close_one_idle() {
+                return None;
+            }
+        }
+    }
+
+    /// Closes the oldest idle connection of any worker (freeing its permit);
+    /// false when none is idle.
+    fn close_one_idle(&self) -> bool {
+        self.slots.iter().any(|s| {
+            let oldest = {
+                let mut idle = s.idle.lock().unwrap_or_else(|e| e.into_inner());
+                (!idle.is_empty()).then(|| idle.remove(0))
+            };
+            oldest.is_some()
+        })
     }
 
     fn slot(&self, worker: usize) -> &Slot {
@@ -113,6 +237,10 @@ impl Pool {
             conn,
             since: Instant::now(),
         });
+        drop(idle);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.returned.notify_waiters();
+        }
     }
 
     /// Closes this worker's idle connections that have been idle for
@@ -200,11 +328,25 @@ impl Pool {
     }
 }
 
+/// Counts a request in [`Pool::checkout`] while it waits.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Opens a new HTTP/1.1 connection to `backend` (TLS offering only
-/// `http/1.1` for an `https://` backend).
-pub async fn connect(backend: &Backend, timeout: Duration, gen: u64) -> Result<Conn, ConnectError> {
+/// `http/1.1` for an `https://` backend); it holds `permit` while open.
+pub async fn connect(
+    backend: &Backend,
+    timeout: Duration,
+    gen: u64,
+    permit: OwnedSemaphorePermit,
+) -> Result<Conn, ConnectError> {
     let stream = upstream::connect(backend, timeout, Alpn::Http1).await?;
-    Ok(Conn::new(stream, gen))
+    Ok(Conn::new(stream, gen).holding(permit))
 }
 
 /// Opens a new HTTP/2 connection to `backend`: h2c with prior knowledge,
@@ -214,6 +356,7 @@ pub async fn connect_h2(
     backend: &Backend,
     timeout: Duration,
     gen: u64,
+    permit: OwnedSemaphorePermit,
 ) -> Result<H2, ConnectError> {
     let stream = upstream::connect(backend, timeout, Alpn::H2).await?;
     if backend.tls().is_some() && !stream.is_h2() {
@@ -228,6 +371,8 @@ pub async fn connect_h2(
         .handshake(TokioIo::new(stream))
         .await?;
     tokio::spawn(async move {
+        // The connection counts against the backend's limit until it ends.
+        let _permit = permit;
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "upstream h2 connection ended with an error");
         }
@@ -257,10 +402,8 @@ mod tests {
         (addr, h)
     }
 
-    #[tokio::test]
-    async fn sweep_closes_the_expired_oldest_first_and_keeps_the_rest() {
-        let (addr, server) = holder().await;
-        let backend = Backend::new(
+    fn backend(addr: &str) -> Backend {
+        Backend::new(
             &crate::config::BackendConfig {
                 name: "b".into(),
                 authority: addr.parse().unwrap(),
@@ -270,14 +413,28 @@ mod tests {
                 tls: None,
                 zone: None,
                 priority: 0,
+                max_connections: None,
             },
             &crate::metrics::Metrics::new(),
             1,
-        );
-        let pool = Pool::new(2);
-        let a = connect(&backend, Duration::from_secs(1), 0).await.unwrap();
-        let b = connect(&backend, Duration::from_secs(1), 0).await.unwrap();
-        let other = connect(&backend, Duration::from_secs(1), 0).await.unwrap();
+            8,
+        )
+    }
+
+    /// A permit for a new connection, or a panic.
+    async fn room(pool: &Pool, worker: usize) -> OwnedSemaphorePermit {
+        pool.room(worker, Duration::ZERO).await.expect("room")
+    }
+
+    #[tokio::test]
+    async fn sweep_closes_the_expired_oldest_first_and_keeps_the_rest() {
+        let (addr, server) = holder().await;
+        let backend = backend(&addr);
+        let pool = Pool::new(2, 8);
+        let t = Duration::from_secs(1);
+        let a = connect(&backend, t, 0, room(&pool, 0).await).await.unwrap();
+        let b = connect(&backend, t, 0, room(&pool, 0).await).await.unwrap();
+        let other = connect(&backend, t, 0, room(&pool, 1).await).await.unwrap();
         pool.put(0, a);
         let mid = Instant::now();
         // Instants only move forward; make sure b's idle time starts after `mid`.
@@ -294,6 +451,38 @@ mod tests {
         assert!(pool.take(0, 0, Duration::from_secs(60)).is_none());
         // Everything in slot 1 is expired much later.
         assert_eq!(pool.sweep_at(1, max_idle, mid + 10 * max_idle), 1);
+        assert_eq!(pool.idle_count(), 0);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn checkout_waits_for_a_returned_connection_then_gives_up() {
+        let (addr, server) = holder().await;
+        let backend = backend(&addr);
+        let pool = Pool::new(2, 1);
+        let t = Duration::from_secs(1);
+        let reuse = Some((0, Duration::from_secs(60)));
+        let a = connect(&backend, t, 0, room(&pool, 0).await).await.unwrap();
+        // The one connection is in use: a second request waits, then is busy.
+        let started = tokio::time::Instant::now();
+        let busy = pool.checkout(0, reuse, Duration::from_millis(50)).await;
+        assert_eq!(busy.err().map(|b| b.limit), Some(1));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        // A connection that comes back meanwhile is handed to the waiter.
+        let back = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            pool.put(0, a);
+        };
+        let (got, ()) = tokio::join!(pool.checkout(0, reuse, t), back);
+        let Ok(Checkout::Pooled(a)) = got else {
+            panic!("the returned connection was not handed over")
+        };
+        // Idle in another worker's slot: closed to make room here.
+        pool.put(1, a);
+        assert!(matches!(
+            pool.checkout(0, reuse, Duration::ZERO).await,
+            Ok(Checkout::Open(_))
+        ));
         assert_eq!(pool.idle_count(), 0);
         server.abort();
     }

@@ -2,7 +2,9 @@
 //! backend (connect failure, transport failure, timeout, 502/503 answer) is
 //! tried once more on another follower — or the leader when no other
 //! follower exists and `reads.fallback_to_leader` is on — never on the same
-//! backend. Only backend-caused failures count for passive health.
+//! backend; so is a read refused because all the follower's connections
+//! were in use (`upstream_busy`). Only backend-caused failures count for
+//! passive health.
 
 use std::sync::Arc;
 
@@ -51,6 +53,27 @@ fn target<'t>(
     Some(b)
 }
 
+/// What a read must see: under `read_your_writes`, its session's writes
+/// and the client's position; a read outside `positions.scope`, when
+/// positions matter (`read_your_writes` or `max_lag`), goes to the leader:
+/// no probed position counts the writes it might have to see.
+fn read_need(proxy: &Proxy, t: &RoutingTable, ctx: &Ctx, req: &mut Request<UpBody>) -> Need {
+    let cfg = &t.cfg;
+    let ryw = cfg.reads.consistency == Consistency::ReadYourWrites;
+    if !ryw && cfg.reads.max_lag.is_none() {
+        return Need::default();
+    }
+    if !cfg.positions.counts(req.uri().path()) {
+        crate::consistency::take_client_position(req.headers_mut());
+        return Need::LEADER;
+    }
+    if ryw {
+        proxy.need(cfg, ctx, req.headers_mut())
+    } else {
+        Need::default()
+    }
+}
+
 pub(super) async fn read(
     proxy: &Proxy,
     t: &Arc<RoutingTable>,
@@ -61,11 +84,7 @@ pub(super) async fn read(
         return Err(ProxyError::NotReady.into());
     }
     let ip = ctx.client.client_ip;
-    let need = if t.cfg.reads.consistency == Consistency::ReadYourWrites {
-        proxy.need(&t.cfg, ctx, req.headers_mut())
-    } else {
-        Need::default()
-    };
+    let need = read_need(proxy, t, ctx, &mut req);
     let Some(first) = target(proxy, t, ip, need, None).cloned() else {
         return Err(no_read_target(t).into());
     };
@@ -95,6 +114,9 @@ pub(super) async fn read(
             passive_failure(proxy, t, &first);
             (Some(e), spare.or(Some(req)))
         }
+        // All its connections in use: another follower may have room; not
+        // a failure of this one.
+        Attempt::Busy(req, e) => (Some(e), spare.or(Some(req))),
         Attempt::Failed(f) => match f.cause {
             // The client's body failed: nothing to retry, nothing to blame.
             Cause::Client => return Err(blame(f.error, &first)),
@@ -134,6 +156,7 @@ pub(super) async fn read(
             passive_failure(proxy, t, &second);
             Err(blame(e, &second))
         }
+        Attempt::Busy(_, e) => Err(blame(e, &second)),
         Attempt::Failed(f) => {
             let backend_caused = match f.cause {
                 Cause::Client => false,

@@ -101,9 +101,17 @@ impl Proxy {
     /// (Takes the client's `x-leaderproxy-position` out of the request.)
     pub(super) fn need(&self, cfg: &Config, ctx: &Ctx, headers: &mut http::HeaderMap) -> Need {
         let from_client = consistency::take_client_position(headers);
-        let entry = self
-            .session_id(cfg, ctx, headers)
-            .and_then(|id| self.sessions.get(id));
+        let Some(id) = self.session_id(cfg, ctx, headers) else {
+            return Need::of(None, from_client);
+        };
+        let mut entry = self.sessions.get(id);
+        // A write whose position was not known: its round may have read
+        // the leader's position by now.
+        if let Some(round) = entry.and_then(|e| e.after_round) {
+            if let Some((done, p)) = self.shared.rounds.reference_since(round) {
+                entry = self.sessions.resolve(id, done, p);
+            }
+        }
         Need::of(entry, from_client)
     }
 

@@ -7,6 +7,9 @@
 //!   (`Attempt::NotSent`), when the backend refused it as not-leader, or —
 //!   opt-in, `writes.retry_ambiguous: idempotent` — once, when an idempotent
 //!   write failed after it may have reached the leader.
+//! - A write refused because every connection to the leader is in use
+//!   (`Attempt::Busy`, 503 `upstream_busy`) was not sent: it is neither
+//!   re-sent nor evidence against the leader.
 //! - Only evidence about the backend moves the leader: a connect failure, a
 //!   reset before any response byte or a not-leader answer fences it at
 //!   once; a 5xx answer or a timeout asks the monitor for a re-probe and
@@ -127,12 +130,39 @@ async fn judge_answer(
     Verdict::Deliver(respond(resp, rel, ctx.response_idle(&t.cfg)), pos)
 }
 
+/// The position of a write `answered` acknowledged, probed after the
+/// acknowledgement: the larger of the answering backend's and the current
+/// write leader's (a deposed leader that forwarded the write may not have
+/// applied it yet); `None` when neither probe answered.
+async fn position_after_ack(
+    proxy: &Proxy,
+    answered: &Arc<Backend>,
+    probe: &(crate::config::ProbeConfig, PositionSource),
+) -> Option<u64> {
+    let current = proxy
+        .shared
+        .load()
+        .write_leader()
+        .filter(|c| c.id != answered.id)
+        .cloned();
+    let own = answered.after_ack.position(answered, probe);
+    match current {
+        Some(c) => {
+            let (a, b) = tokio::join!(own, c.after_ack.position(&c, probe));
+            a.max(b)
+        }
+        None => own.await,
+    }
+}
+
 /// Read-your-writes after a write was answered: the position it is known
-/// at — from its answer, else (a success only) from the leader probed
-/// after the acknowledgement — goes back to the client in
-/// `x-leaderproxy-position` and into its session; a successful write with
-/// no position known keeps the session's reads on the leader for
-/// `reads.after_write_window`.
+/// at — from its answer, else (a success only) from the leaders probed
+/// after the acknowledgement ([`position_after_ack`]) — goes back to the
+/// client in `x-leaderproxy-position` and into its session. A successful
+/// write with no position known keeps the session's reads on the leader:
+/// with `positions.probe`, until the first position round that starts after
+/// it has read the leader's position (which becomes the session's); without,
+/// for `reads.after_write_window`.
 async fn note_write(
     proxy: &Proxy,
     cfg: &Config,
@@ -144,7 +174,7 @@ async fn note_write(
     let ok = resp.status().is_success();
     let pos = match (pos, &cfg.positions.probe) {
         (Some(p), _) => Some(p),
-        (None, Some(probe)) if ok => leader.after_ack.position(leader, probe).await,
+        (None, Some(probe)) if ok => position_after_ack(proxy, leader, probe).await,
         _ => None,
     };
     match pos {
@@ -157,8 +187,16 @@ async fn note_write(
         }
         None if ok => {
             if let Some(id) = session {
-                let until = Instant::now() + cfg.reads.after_write_window;
-                proxy.sessions.wrote(id, Written::Unknown { until });
+                let w = if cfg.positions.probe.is_some() {
+                    Written::Pending {
+                        round: proxy.shared.rounds.next(),
+                    }
+                } else {
+                    Written::Unknown {
+                        until: Instant::now() + cfg.reads.after_write_window,
+                    }
+                };
+                proxy.sessions.wrote(id, w);
             }
         }
         None => {}
@@ -209,8 +247,13 @@ pub(super) async fn write(proxy: &Proxy, ctx: &Ctx, mut req: Request<UpBody>) ->
         && is_idempotent(req.method(), req.headers());
     let keep_copy = !cfg.writes.not_leader.is_empty() || retry_ambiguous;
     let ryw = cfg.reads.consistency == Consistency::ReadYourWrites;
-    let session = if ryw {
+    if ryw {
         req.headers_mut().remove(&POSITION_HEADER);
+    }
+    // A write outside `positions.scope` does not move the probed position:
+    // it leaves none (reads there go to the leader, see read.rs).
+    let ryw = ryw && cfg.positions.counts(req.uri().path());
+    let session = if ryw {
         proxy.session_id(&cfg, ctx, req.headers())
     } else {
         None
@@ -306,6 +349,10 @@ pub(super) async fn write(proxy: &Proxy, ctx: &Ctx, mut req: Request<UpBody>) ->
                 req = back;
                 avoid = Some(leader.id);
             }
+            // Every connection to the leader stayed in use: the write was not
+            // sent and says nothing against the leader (no fence). Re-sending
+            // to the same busy leader would only wait again: 503 at once.
+            Attempt::Busy(_, e) => return Err(blame(e, &leader)),
             Attempt::Failed(f) => {
                 match f.cause {
                     // The client's body failed: the backend is not to blame.

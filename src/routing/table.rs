@@ -6,6 +6,7 @@
 //! that is bumped with each publish, never on a poll loop.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -219,6 +220,53 @@ impl RoutingTable {
 pub struct Shared {
     table: ArcSwap<RoutingTable>,
     changed: watch::Sender<u64>,
+    /// The position rounds' progress (`positions.probe`).
+    pub rounds: Rounds,
+}
+
+/// How far the position rounds have come, for writes whose position is
+/// not known: such a write's session stays on the leader until a round that
+/// started after it has read the leader's position.
+#[derive(Default)]
+pub struct Rounds {
+    /// Rounds started so far (the running one included).
+    started: AtomicU64,
+    /// The last round whose answers the monitor has taken in.
+    done: AtomicU64,
+    /// That round's reference (the leader's position) plus one; 0 = none.
+    reference: AtomicU64,
+}
+
+impl Rounds {
+    /// A round starts; returns its number (from 1).
+    pub(crate) fn start(&self) -> u64 {
+        self.started.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The number of the first round that starts after this call.
+    pub fn next(&self) -> u64 {
+        self.started.load(Ordering::Relaxed) + 1
+    }
+
+    /// Round `n` was taken in, with the leader's position `reference`.
+    pub(crate) fn finish(&self, n: u64, reference: Option<u64>) {
+        self.reference.store(
+            reference.map_or(0, |p| p.saturating_add(1)),
+            Ordering::Relaxed,
+        );
+        self.done.store(n, Ordering::Release);
+    }
+
+    /// The leader's position read by round `n` or a later one, once known:
+    /// the last finished round's number and reference.
+    pub fn reference_since(&self, n: u64) -> Option<(u64, u64)> {
+        let done = self.done.load(Ordering::Acquire);
+        if done < n {
+            return None;
+        }
+        let r = self.reference.load(Ordering::Relaxed).checked_sub(1)?;
+        Some((done, r))
+    }
 }
 
 impl Shared {
@@ -227,6 +275,7 @@ impl Shared {
         Shared {
             table: ArcSwap::from_pointee(initial),
             changed: watch::channel(epoch).0,
+            rounds: Rounds::default(),
         }
     }
 

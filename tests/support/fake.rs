@@ -668,6 +668,11 @@ impl Proxy {
         .await;
     }
 
+    /// One backend's entry in `/admin/routing`.
+    pub async fn backend_status(&self, name: &str) -> serde_json::Value {
+        backend_in(&self.routing().await, name)
+    }
+
     pub async fn metrics(&self) -> String {
         String::from_utf8(self.admin("GET", "/metrics").await.body.to_vec()).unwrap()
     }
@@ -767,6 +772,17 @@ pub fn spawn_writer_with(
         }
         (ok, failed)
     })
+}
+
+/// One backend's entry in an `/admin/routing` answer.
+pub fn backend_in(routing: &serde_json::Value, name: &str) -> serde_json::Value {
+    routing["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no backend {name} in {routing}"))
 }
 
 /// Counts requests per fake name from debug headers.

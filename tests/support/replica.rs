@@ -11,7 +11,16 @@
 //!   with `X-Index:` the new index (unless `index_in_answers` is off); 403 on
 //!   a follower;
 //! - `GET /kv/KEY`: the newest value of KEY this node has applied (404 if
-//!   none), with `X-Index:` the node's applied index.
+//!   none), with `X-Index:` the node's applied index;
+//! - `PUT /other/KEY`, `GET /other/KEY`: a second API on the same log whose
+//!   writes the index does not count (like etcd's v3 writes and the v2
+//!   store's `X-Etcd-Index`): write answers carry no `X-Index`.
+//!
+//! `/health` answers 503 while `set_healthy(false)`; `/position` answers
+//! the index set by `override_position` instead, while one is set, and 500
+//! while `fail_positions(true)`. A node with `forward_writes(d)` takes
+//! writes while it does not lead (appending to the log as rqlite and
+//! Consul followers forward to the leader) and answers every write `d` late.
 #![allow(dead_code)]
 
 use std::convert::Infallible;
@@ -29,7 +38,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 struct Entry {
+    /// The request path (`/kv/KEY` or `/other/KEY`).
     key: String,
+    /// Moves the index (`/kv/` writes).
+    counted: bool,
     value: Bytes,
     at: Instant,
 }
@@ -53,6 +65,11 @@ pub struct Node {
     pub index_in_answers: AtomicBool,
     /// Position probes answered.
     pub position_probes: AtomicUsize,
+    healthy: AtomicBool,
+    position_override: Mutex<Option<usize>>,
+    positions_fail: AtomicBool,
+    /// Forwards writes when not the leader, and answers them this late.
+    forward_ms: Mutex<Option<u64>>,
     task: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
@@ -69,6 +86,34 @@ impl Node {
         let delay = Duration::from_millis(self.delay_ms.load(Ordering::Relaxed));
         let now = Instant::now();
         entries.iter().take_while(|e| e.at + delay <= now).count()
+    }
+
+    /// The index: the counted entries among the applied ones.
+    pub fn index(&self) -> usize {
+        let n = self.applied();
+        let entries = self.log.entries.lock().unwrap();
+        entries[..n].iter().filter(|e| e.counted).count()
+    }
+
+    pub fn set_healthy(&self, on: bool) {
+        self.healthy.store(on, Ordering::Relaxed);
+    }
+
+    /// `/position` answers `p` (a replica resynced, a member re-created)
+    /// until `None`.
+    pub fn override_position(&self, p: Option<usize>) {
+        *self.position_override.lock().unwrap() = p;
+    }
+
+    /// Takes writes while not leading (see the module doc), answering
+    /// them `delay` late; `None` refuses them again.
+    pub fn forward_writes(&self, delay: Option<Duration>) {
+        *self.forward_ms.lock().unwrap() = delay.map(|d| d.as_millis() as u64);
+    }
+
+    /// `/position` answers 500 while set.
+    pub fn fail_positions(&self, on: bool) {
+        self.positions_fail.store(on, Ordering::Relaxed);
     }
 
     pub fn set_leader(&self, on: bool) {
@@ -128,6 +173,10 @@ impl Cluster {
                 frozen_at: Mutex::new(None),
                 index_in_answers: AtomicBool::new(true),
                 position_probes: AtomicUsize::new(0),
+                healthy: AtomicBool::new(true),
+                position_override: Mutex::new(None),
+                positions_fail: AtomicBool::new(false),
+                forward_ms: Mutex::new(None),
                 task: Mutex::new(None),
             });
             let n = node.clone();
@@ -147,6 +196,11 @@ impl Cluster {
             nodes.push(node);
         }
         Cluster { nodes }
+    }
+
+    /// Entries written so far.
+    pub fn log_len(&self) -> usize {
+        self.nodes[0].log.entries.lock().unwrap().len()
     }
 
     pub fn node(&self, name: &str) -> &Arc<Node> {
@@ -192,33 +246,46 @@ async fn answer(n: Arc<Node>, req: Request<Incoming>) -> Result<Response<Full<By
         Ok(r.body(Full::new(body)).unwrap())
     };
     match (parts.method.as_str(), path.as_str()) {
-        ("GET", "/health") => reply(200, None, Bytes::new()),
+        ("GET", "/health") => {
+            let ok = n.healthy.load(Ordering::Relaxed);
+            reply(if ok { 200 } else { 503 }, None, Bytes::new())
+        }
         ("GET", "/leader") => reply(if leader { 200 } else { 403 }, None, Bytes::new()),
         ("GET", "/position") => {
             n.position_probes.fetch_add(1, Ordering::Relaxed);
-            reply(200, Some(n.applied()), Bytes::new())
+            if n.positions_fail.load(Ordering::Relaxed) {
+                return reply(500, None, Bytes::new());
+            }
+            let over = *n.position_override.lock().unwrap();
+            reply(200, Some(over.unwrap_or_else(|| n.index())), Bytes::new())
         }
-        ("PUT", p) if p.starts_with("/kv/") => {
-            if !leader {
+        ("PUT", p) if p.starts_with("/kv/") || p.starts_with("/other/") => {
+            let forward = *n.forward_ms.lock().unwrap();
+            if !leader && forward.is_none() {
                 return reply(403, None, Bytes::from_static(b"not the leader"));
             }
+            let counted = p.starts_with("/kv/");
             let idx = {
                 let mut e = n.log.entries.lock().unwrap();
                 e.push(Entry {
-                    key: p[4..].to_string(),
+                    key: p.to_string(),
+                    counted,
                     value: body,
                     at: Instant::now(),
                 });
-                e.len()
+                e.iter().filter(|e| e.counted).count()
             };
-            let index = n.index_in_answers.load(Ordering::Relaxed).then_some(idx);
+            if let Some(ms) = forward {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            let index = (counted && n.index_in_answers.load(Ordering::Relaxed)).then_some(idx);
             reply(200, index, Bytes::from_static(b"ok"))
         }
-        ("GET", p) if p.starts_with("/kv/") => {
-            let applied = n.applied();
-            match n.get(&p[4..]) {
-                Some(v) => reply(200, Some(applied), v),
-                None => reply(404, Some(applied), Bytes::new()),
+        ("GET", p) if p.starts_with("/kv/") || p.starts_with("/other/") => {
+            let index = n.index();
+            match n.get(p) {
+                Some(v) => reply(200, Some(index), v),
+                None => reply(404, Some(index), Bytes::new()),
             }
         }
         _ => reply(404, None, Bytes::new()),

@@ -245,7 +245,7 @@ impl Backend {
     /// A TLS handshake completed: remembers the expiry of the certificate
     /// the backend presented.
     pub(crate) fn tls_handshake_done(&self, peer: Option<&CertificateDer<'_>>) {
-        if let Some(t) = peer.and_then(|c| crate::upstream::x509::not_after(c)) {
+        if let Some(t) = peer.and_then(|c| crate::net::x509::not_after(c)) {
             self.peer_not_after.store(t, Ordering::Relaxed);
         }
     }

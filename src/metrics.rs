@@ -7,7 +7,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::routing::classify::Role;
+use crate::config::Role;
 
 /// Request duration buckets: 100µs to 10s.
 const LATENCY_BUCKETS: &[f64] = &[

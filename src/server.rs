@@ -211,6 +211,18 @@ async fn read_proxy_header(
     Some((Rewind::new(rest, stream), client))
 }
 
+/// The listener's TLS config as the current config snapshot has it; `None`
+/// without `tls`.
+fn listener_tls(proxy: &Proxy) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+    let table = proxy.shared.load();
+    table
+        .cfg
+        .tls
+        .as_ref()
+        .map(|t| crate::tls::server_config(&t.certs))
+        .transpose()
+}
+
 /// Serves one connection over any stream: the TLS handshake when `tls` is
 /// set, then HTTP/2 (chosen by ALPN, or by the preface on a plain
 /// connection) on hyper's server, or HTTP/1.1 on our own
@@ -253,7 +265,7 @@ async fn serve_stream<S>(
             info.cert_subject = session
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .and_then(|c| crate::upstream::x509::subject(c))
+                .and_then(|c| crate::net::x509::subject(c))
                 .and_then(|s| http::HeaderValue::from_str(&s).ok());
             let h2 = session.alpn_protocol() == Some(b"h2");
             (Box::new(stream), info, h2)
@@ -455,13 +467,13 @@ pub async fn serve_worker(
                 let guard = ConnGuard(proxy);
                 let _ = stream.set_nodelay(true);
                 // TLS as configured now (a reload may have renewed the certificate).
-                let tls = proxy
-                    .shared
-                    .load()
-                    .cfg
-                    .tls
-                    .as_ref()
-                    .map(|t| t.server.clone());
+                let tls = match listener_tls(proxy) {
+                    Ok(tls) => tls,
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS listener config; connection closed");
+                        continue;
+                    }
+                };
                 let ctx = ctx.clone();
                 if proxy_protocol {
                     let by = accepted + opts.header_read_timeout;

@@ -43,20 +43,15 @@ const LAYERS: &[&str] = &[
 /// Upward imports that exist today, `(from, to)`, each to be removed by
 /// moving the type or function to the layer that owns it.
 const DEBT: &[(&str, &str)] = &[
-    ("config", "routing"),      // config builds classify::Rule / Route
-    ("config", "tls"),          // config builds the listener's rustls config
-    ("config", "upstream"),     // config builds rustls client configs, reads certificates
-    ("metrics", "routing"),     // Role as a label
     ("metrics", "upstream"),    // TlsReason as a label
     ("backend", "balance"),     // hash_bytes
     ("backend", "consistency"), // AfterAck state hangs off Backend
     ("backend", "proxy"),       // Pool hangs off Backend
-    ("backend", "upstream"),    // TlsReason, x509::not_after
+    ("backend", "upstream"),    // TlsReason
     ("balance", "routing"),     // routing::Backend alias
     ("routing", "consistency"), // Need in pick_fresh
     ("health", "discovery"),    // the monitor reconciles discovery answers
     ("health", "upstream"),     // probes connect through upstream::connect
-    ("discovery", "upstream"),  // tls::server_name
     ("h1", "proxy"),            // the h1 server loop calls the proxy core; body types
     ("h1", "server"),           // until_true
     ("h1", "upstream"),         // the h1 client loop's stream type

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::certs::{client_certs, ClientCerts, TlsFile};
 use super::upstream_tls::{RawUpstreamTls, UpstreamTlsSettings};
 use super::{Dur, Validator};
-use crate::upstream::tls::{client_tls, ClientTls, TlsFile};
 
 /// Default `discovery.dns.interval` and `discovery.members.interval`.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
@@ -113,7 +113,7 @@ pub struct MembersDiscovery {
 #[derive(Debug)]
 pub struct DiscoveredTls {
     pub settings: UpstreamTlsSettings,
-    pub client: Arc<ClientTls>,
+    pub client: Arc<ClientCerts>,
 }
 
 /// `discovery`; default: nothing discovered.
@@ -121,7 +121,7 @@ pub struct DiscoveredTls {
 pub struct DiscoveryConfig {
     pub dns: Option<DnsDiscovery>,
     pub members: Option<MembersDiscovery>,
-    /// Built when discovered backends may be `https://` (`dns.scheme:
+    /// Read when discovered backends may be `https://` (`dns.scheme:
     /// https`, or `members` with `upstream_tls` set).
     pub tls: Option<Arc<DiscoveredTls>>,
     /// Discovered backends at most (all sources together, static ones not
@@ -292,7 +292,7 @@ impl Validator {
         })
     }
 
-    /// The client TLS for discovered `https://` backends, from `upstream_tls`
+    /// The client certificates for discovered `https://` backends, from `upstream_tls`
     /// (the system roots when it is not set).
     fn discovered_tls(
         &mut self,
@@ -326,7 +326,7 @@ impl Validator {
                 return None;
             }
         };
-        match client_tls(
+        match client_certs(
             settings.ca.as_deref(),
             cert_key,
             settings.insecure_skip_verify,

@@ -14,9 +14,9 @@ use serde_yaml::{Mapping, Value};
 
 use super::{
     BackendConfig, Config, Consistency, DnsLookup, Expect, HttpReuse, JsonWant, MembersKind,
-    Policy, PositionSource, ProbeConfig, RetryAmbiguous, Scheme, SessionKey, UpstreamTlsSettings,
+    Policy, PositionSource, ProbeConfig, RetryAmbiguous, Role, Rule, Scheme, SessionKey,
+    UpstreamTlsSettings,
 };
-use crate::routing::classify::{Role, Rule};
 
 /// The effective config as a YAML document (key order as in the README).
 pub fn explain(cfg: &Config) -> Value {

@@ -3,11 +3,13 @@
 //! [`Config`] where every default is filled in. Every default lives here.
 
 mod admin_access;
+mod certs;
 mod consistency;
 mod discovery;
 mod explain;
 mod locate;
 pub mod presets;
+mod routes;
 pub mod types;
 mod upstream_tls;
 
@@ -19,8 +21,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::net::client_ip::{Cidr, CidrSet};
-use crate::routing::classify::{MethodSet, Role, Rule};
 pub use admin_access::AdminToken;
+pub use certs::{server_name, CertKey, ClientCerts, ListenerCerts};
 pub use consistency::{
     Consistency, PositionSource, PositionsConfig, SessionConfig, SessionKey, DEFAULT_SESSIONS,
 };
@@ -29,6 +31,7 @@ pub use discovery::{
 };
 pub use explain::{explain, explain_text};
 pub use locate::Locator;
+pub use routes::{MethodSet, Role, Route, Rule};
 pub use types::{Dur, Method, OneOrMany, Pointer, Re, Size};
 pub use upstream_tls::{BackendTls, UpstreamTlsSettings};
 
@@ -623,8 +626,9 @@ pub struct TlsConfig {
     pub forward_client_cert: Option<http::HeaderName>,
     /// `notAfter` of the certificate (Unix seconds), for the expiry gauge.
     pub cert_not_after: Option<i64>,
-    /// Built from the files when the config is loaded (or reloaded).
-    pub server: std::sync::Arc<rustls::ServerConfig>,
+    /// Read from the files when the config is loaded (or reloaded);
+    /// `crate::tls` builds the rustls config from it.
+    pub certs: std::sync::Arc<ListenerCerts>,
 }
 
 /// A validated configuration with every default filled in.
@@ -1222,22 +1226,27 @@ impl Validator {
                 }
             },
         };
-        if let Some(ca) = &client_ca {
-            if let Err(e) = crate::upstream::tls::read_roots(ca) {
-                self.bad("tls.client_ca", e);
-                return None;
-            }
-        }
-        match crate::tls::server_config(&cert, &key, client_ca.as_deref()) {
-            Ok(server) => Some(TlsConfig {
-                cert_not_after: crate::upstream::tls::read_certs(&cert)
-                    .ok()
-                    .and_then(|c| crate::upstream::x509::not_after(&c[0])),
+        let client_roots = match &client_ca {
+            None => None,
+            Some(ca) => match certs::read_roots(ca) {
+                Ok(r) => Some(std::sync::Arc::new(r)),
+                Err(e) => {
+                    self.bad("tls.client_ca", e);
+                    return None;
+                }
+            },
+        };
+        match certs::listener_identity(&cert, &key) {
+            Ok(identity) => Some(TlsConfig {
+                cert_not_after: identity.not_after,
                 cert,
                 key,
                 client_ca,
                 forward_client_cert,
-                server,
+                certs: std::sync::Arc::new(ListenerCerts {
+                    identity,
+                    client_roots,
+                }),
             }),
             Err(e) => {
                 self.bad("tls", e);
@@ -1511,7 +1520,7 @@ impl Validator {
                         .map(|ms| MethodSet::from_methods(ms.iter().map(|m| &m.0))),
                     path_prefix: r.path_prefix,
                     path_regex: r.path_regex.map(|r| r.0),
-                    route: crate::routing::Route {
+                    route: Route {
                         role: r.to,
                         timeout: r.timeout.map(|d| d.0),
                         long_poll: r.long_poll,

@@ -1144,6 +1144,43 @@ fn client_ca_and_forward_client_cert() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A key that is not the certificate's rejects the load with rustls' own
+/// words, on the listener (`tls`) and on a backend (`...tls.key`).
+#[test]
+fn a_key_that_does_not_fit_its_certificate_is_a_problem() {
+    let dir = temp_dir("key-mismatch");
+    write_ca_and_cert(&dir, &["127.0.0.1"]);
+    let other = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(dir.join("other-key.pem"), other.serialize_pem()).unwrap();
+    let p = dir.join("lp.yaml");
+    let file = p.display().to_string();
+    let problems = |text: String| -> Vec<String> {
+        parse(&text, &p)
+            .unwrap_err()
+            .0
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    };
+    assert_eq!(
+        problems(format!(
+            "{TLS_BASE}backends: [{{name: a, url: 'http://127.0.0.1:2'}}]\ntls: {{ cert: client.pem, key: other-key.pem }}\n"
+        )),
+        vec![format!(
+            "{file}:4:1: tls: certificate and key do not fit together: keys may not be consistent: KeyMismatch"
+        )]
+    );
+    assert_eq!(
+        problems(format!(
+            "{TLS_BASE}backends: [{{name: a, url: 'https://127.0.0.1:2', tls: {{ ca: ca.pem, cert: client.pem, key: other-key.pem }}}}]\n"
+        )),
+        vec![format!(
+            "{file}:3:87: backends[0].tls.key: client certificate and key do not fit together: keys may not be consistent: KeyMismatch"
+        )]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The `positions` and `reads` keys from the consistency issue, verbatim.
 #[test]
 fn consistency_keys_parse_with_their_defaults() {

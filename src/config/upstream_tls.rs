@@ -12,8 +12,8 @@ use std::sync::Arc;
 use rustls_pki_types::ServerName;
 use serde::Deserialize;
 
+use super::certs::{client_certs, server_name, ClientCerts, TlsFile};
 use super::Validator;
-use crate::upstream::tls::{client_tls, server_name, ClientTls, TlsFile};
 
 /// `upstream_tls` and `backends[].tls` as written.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -55,14 +55,15 @@ pub struct UpstreamTlsSettings {
     pub insecure_skip_verify: bool,
 }
 
-/// TLS to one backend: its settings and what was built from them.
+/// TLS to one backend: its settings and the certificates read from them.
 #[derive(Clone)]
 pub struct BackendTls {
     pub settings: UpstreamTlsSettings,
     /// What the certificate must be valid for (and SNI when a DNS name).
     pub server_name: ServerName<'static>,
-    /// Built from the files at load time; shared by backends with the same files.
-    pub client: Arc<ClientTls>,
+    /// Read from the files at load time; shared by backends with the same
+    /// files (`crate::upstream::tls` builds the rustls configs from it).
+    pub client: Arc<ClientCerts>,
 }
 
 impl fmt::Debug for BackendTls {
@@ -84,11 +85,11 @@ impl PartialEq for BackendTls {
 
 impl Eq for BackendTls {}
 
-/// What a client config is built from: CA, cert, key, insecure.
+/// What client certificates are read from: CA, cert, key, insecure.
 pub(super) type Files = (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>, bool);
 
 impl Validator {
-    /// Builds the TLS of backend `i` (`https` says whether its URL is
+    /// Reads the TLS of backend `i` (`https` says whether its URL is
     /// `https://`; `host` is the URL's host). Problems name the key that
     /// set the failing value: `backends[i].tls.<key>` for an override,
     /// else `upstream_tls.<key>`; a broken shared file is reported once.
@@ -101,7 +102,7 @@ impl Validator {
         global: Option<&RawUpstreamTls>,
         own: Option<RawUpstreamTls>,
         base: &Path,
-        built: &mut HashMap<Files, Option<Arc<ClientTls>>>,
+        built: &mut HashMap<Files, Option<Arc<ClientCerts>>>,
     ) -> Option<Arc<BackendTls>> {
         let key = format!("backends[{i}]");
         if !https {
@@ -171,7 +172,7 @@ impl Validator {
         let client = match built.get(&files) {
             Some(c) => c.clone()?,
             None => {
-                let r = client_tls(
+                let r = client_certs(
                     settings.ca.as_deref(),
                     cert_key_pair,
                     settings.insecure_skip_verify,

@@ -121,7 +121,7 @@ pub fn backend_config(
         let host = t.settings.server_name.as_deref().unwrap_or(&found.host);
         Some(Arc::new(BackendTls {
             settings: t.settings.clone(),
-            server_name: crate::upstream::tls::server_name(host)?,
+            server_name: crate::config::server_name(host)?,
             client: t.client.clone(),
         }))
     } else {

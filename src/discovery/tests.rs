@@ -130,7 +130,7 @@ fn https_finds_need_upstream_tls_and_use_their_own_host_as_server_name() {
         format!("{:?}", tls.server_name),
         format!(
             "{:?}",
-            crate::upstream::tls::server_name("etcd-2.example").unwrap()
+            crate::config::server_name("etcd-2.example").unwrap()
         )
     );
 }

@@ -1,6 +1,8 @@
 //! Client identity on the network edge: PROXY protocol headers from L4 load
-//! balancers and `X-Forwarded-For` from trusted L7 proxies. Pure parsing
-//! and matching, plus one read helper.
+//! balancers, `X-Forwarded-For` from trusted L7 proxies, and the two fields
+//! of an X.509 certificate the proxy reports ([`x509`]). Pure parsing and
+//! matching, plus one read helper.
 
 pub mod client_ip;
 pub mod proxy_protocol;
+pub mod x509;

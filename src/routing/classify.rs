@@ -1,157 +1,29 @@
 //! Request classification: the first rule that matches decides whether a
 //! request is a read (followers) or a write (leader); no match means write.
+//! The rules are the validated config's ([`Rule`], data); matching them is
+//! routing's.
 
-use serde::Deserialize;
+pub use crate::config::{MethodSet, Role, Route, Rule};
 
-/// Where a request goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Any healthy follower, by policy.
-    Read,
-    /// The current leader only.
-    Write,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Read => "read",
-            Role::Write => "write",
+/// Whether every condition `rule` gives holds for this request.
+#[inline]
+fn matches(rule: &Rule, method: &http::Method, path: &str) -> bool {
+    if let Some(ms) = &rule.methods {
+        if !ms.contains(method) {
+            return false;
         }
     }
-}
-
-/// A set of HTTP methods as a bitmask, so matching costs no allocation.
-/// The nine standard methods have their own bits; extension methods share
-/// the last bit only if listed by name (kept in `other`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MethodSet {
-    bits: u16,
-    other: Vec<http::Method>,
-}
-
-fn bit(m: &http::Method) -> Option<u16> {
-    use http::Method as M;
-    Some(match *m {
-        M::GET => 1,
-        M::HEAD => 1 << 1,
-        M::OPTIONS => 1 << 2,
-        M::POST => 1 << 3,
-        M::PUT => 1 << 4,
-        M::DELETE => 1 << 5,
-        M::PATCH => 1 << 6,
-        M::TRACE => 1 << 7,
-        M::CONNECT => 1 << 8,
-        _ => return None,
-    })
-}
-
-impl MethodSet {
-    pub fn from_methods<'a>(ms: impl IntoIterator<Item = &'a http::Method>) -> MethodSet {
-        let mut s = MethodSet::default();
-        for m in ms {
-            match bit(m) {
-                Some(b) => s.bits |= b,
-                None => s.other.push(m.clone()),
-            }
-        }
-        s
-    }
-
-    /// The methods of the set: the standard ones in a fixed order, then
-    /// the extension methods as listed.
-    pub fn methods(&self) -> Vec<http::Method> {
-        use http::Method as M;
-        let standard = [
-            M::GET,
-            M::HEAD,
-            M::OPTIONS,
-            M::POST,
-            M::PUT,
-            M::DELETE,
-            M::PATCH,
-            M::TRACE,
-            M::CONNECT,
-        ];
-        let mut out: Vec<http::Method> =
-            standard.into_iter().filter(|m| self.contains(m)).collect();
-        out.extend(self.other.iter().cloned());
-        out
-    }
-
-    #[inline]
-    pub fn contains(&self, m: &http::Method) -> bool {
-        match bit(m) {
-            Some(b) => self.bits & b != 0,
-            None => self.other.contains(m),
+    if let Some(p) = &rule.path_prefix {
+        if !path.starts_with(p.as_str()) {
+            return false;
         }
     }
-}
-
-/// What a matching rule decides for a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Route {
-    pub role: Role,
-    /// Time to response headers for this route instead of
-    /// `timeouts.response_headers`.
-    pub timeout: Option<std::time::Duration>,
-    /// Long-polls and watches: a timeout or a silent body says nothing about
-    /// the backend (no passive-health penalty, no re-probe), and
-    /// `timeouts.body_idle` cuts neither body.
-    pub long_poll: bool,
-    /// HTTP/1.1 `Upgrade` requests (WebSocket, …) on this route are
-    /// forwarded, and the connection becomes a byte tunnel to the chosen
-    /// backend; elsewhere they are answered 501.
-    pub upgrade: bool,
-    /// Whether a request on this route may be applied twice with the same
-    /// result (`writes.retry_ambiguous: idempotent` re-sends only those):
-    /// `None` (the default) decides by method (PUT, DELETE) or an
-    /// `Idempotency-Key` header; `Some` decides whatever the method (webdis
-    /// puts `INCR` in the path of a `PUT`).
-    pub idempotent: Option<bool>,
-}
-
-impl Route {
-    /// No rule matched: a write with the default timeouts.
-    pub const DEFAULT: Route = Route {
-        role: Role::Write,
-        timeout: None,
-        long_poll: false,
-        upgrade: false,
-        idempotent: None,
-    };
-}
-
-/// One routing rule; every condition given must match.
-#[derive(Debug, Clone)]
-pub struct Rule {
-    pub methods: Option<MethodSet>,
-    pub path_prefix: Option<String>,
-    pub path_regex: Option<regex::Regex>,
-    pub route: Route,
-}
-
-impl Rule {
-    #[inline]
-    fn matches(&self, method: &http::Method, path: &str) -> bool {
-        if let Some(ms) = &self.methods {
-            if !ms.contains(method) {
-                return false;
-            }
+    if let Some(r) = &rule.path_regex {
+        if !r.is_match(path) {
+            return false;
         }
-        if let Some(p) = &self.path_prefix {
-            if !path.starts_with(p.as_str()) {
-                return false;
-            }
-        }
-        if let Some(r) = &self.path_regex {
-            if !r.is_match(path) {
-                return false;
-            }
-        }
-        true
     }
+    true
 }
 
 /// The route of the first matching rule; no match is a write.
@@ -159,7 +31,7 @@ impl Rule {
 pub fn classify(rules: &[Rule], method: &http::Method, path: &str) -> Route {
     rules
         .iter()
-        .find(|r| r.matches(method, path))
+        .find(|r| matches(r, method, path))
         .map_or(Route::DEFAULT, |r| r.route)
 }
 
@@ -246,14 +118,5 @@ mod tests {
             Role::Write,
             "no rules: everything is a write"
         );
-    }
-
-    #[test]
-    fn extension_methods() {
-        let m = Method::from_bytes(b"PURGE").unwrap();
-        let s = MethodSet::from_methods([&m]);
-        assert!(s.contains(&m));
-        assert!(!s.contains(&Method::GET));
-        assert!(!MethodSet::from_methods([&Method::GET]).contains(&m));
     }
 }

@@ -152,9 +152,12 @@ async fn open(backend: &Backend, alpn: Alpn) -> Result<UpstreamStream, ConnectEr
     let Some(tls) = backend.tls() else {
         return Ok(UpstreamStream::Plain(stream));
     };
+    // Built from the certificates config validation read: cannot fail
+    // for a file or a key, those rejected the (re)load.
+    let client = super::tls::client(&tls.client).map_err(io::Error::other)?;
     let config = match alpn {
-        Alpn::Http1 => tls.client.http1.clone(),
-        Alpn::H2 => tls.client.h2.clone(),
+        Alpn::Http1 => client.http1.clone(),
+        Alpn::H2 => client.h2.clone(),
     };
     match tokio_rustls::TlsConnector::from(config)
         .connect(tls.server_name.clone(), stream)

@@ -1,9 +1,7 @@
 //! Reaching a backend: one [`connect::connect`] that opens TCP and, for an
 //! `https://` backend, the TLS handshake (ALPN, client certificate, verifier
 //! and the reason a handshake failed); [`tls`] builds the rustls client
-//! configurations from PEM files; [`x509`] reads the few certificate fields
-//! the proxy reports (expiry, subject).
+//! configurations from the certificates the config read.
 
 pub mod connect;
 pub mod tls;
-pub mod x509;

@@ -1,27 +1,17 @@
-//! rustls client configurations for `https://` backends, built from PEM
-//! files (CA bundle, optional client certificate and key), and the reason a
-//! handshake failed, sorted for the `reason` label and the log.
+//! rustls client configurations for `https://` backends, built from the
+//! certificates the config read ([`ClientCerts`]: CA roots, optional client
+//! certificate and key), and the reason a handshake failed, sorted for the
+//! `reason` label and the log.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-/// Where the system's CA bundle is looked for when no `ca` is given
-/// (after `$SSL_CERT_FILE`): Debian/Ubuntu/Alpine, Fedora/RHEL, openSUSE, macOS/BSD.
-const SYSTEM_BUNDLES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-];
+use crate::config::ClientCerts;
 
 /// Why a TLS handshake with a backend failed (the `reason` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,118 +99,76 @@ impl fmt::Display for TlsReason {
 pub struct ClientTls {
     pub(crate) http1: Arc<ClientConfig>,
     pub(crate) h2: Arc<ClientConfig>,
-    /// `not_after` of the client certificate, seconds since the Unix epoch.
-    pub client_cert_not_after: Option<i64>,
 }
 
 impl fmt::Debug for ClientTls {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.debug_struct("ClientTls")
-            .field("client_cert_not_after", &self.client_cert_not_after)
-            .finish_non_exhaustive()
+        f.debug_struct("ClientTls").finish_non_exhaustive()
     }
-}
-
-/// Which file a problem is about (so the config error names its key).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsFile {
-    Ca,
-    Cert,
-    Key,
 }
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Reads every certificate of a PEM file; at least one.
-pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("no certificate found in {}", path.display()));
-    }
-    Ok(certs)
+/// What was built from each loaded [`Arc`] of data, while that data lives:
+/// the rustls configs are built once per (re)load, at their first use, and
+/// shared by every connection after it.
+pub(crate) struct BuiltFrom<K, V> {
+    built: Mutex<Vec<(Weak<K>, Arc<V>)>>,
 }
 
-/// A root store from a PEM CA bundle.
-pub fn read_roots(path: &Path) -> Result<RootCertStore, String> {
-    let mut roots = RootCertStore::empty();
-    for c in read_certs(path)? {
-        roots
-            .add(c)
-            .map_err(|e| format!("bad CA certificate in {}: {e}", path.display()))?;
+impl<K, V> BuiltFrom<K, V> {
+    pub(crate) const fn new() -> Self {
+        BuiltFrom {
+            built: Mutex::new(Vec::new()),
+        }
     }
-    Ok(roots)
+
+    /// What `build` made from `data`, building it at the first call. Entries
+    /// whose data is gone (an older config) are dropped.
+    pub(crate) fn get_or_build(&self, data: &Arc<K>, build: impl FnOnce(&K) -> V) -> Arc<V> {
+        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        built.retain(|(k, _)| k.strong_count() > 0);
+        if let Some((_, v)) = built.iter().find(|(k, _)| k.as_ptr() == Arc::as_ptr(data)) {
+            return v.clone();
+        }
+        let v = Arc::new(build(data));
+        built.push((Arc::downgrade(data), v.clone()));
+        v
+    }
 }
 
-/// The system's CA bundle: `$SSL_CERT_FILE`, else the first of
-/// [`SYSTEM_BUNDLES`] that exists.
-fn system_roots() -> Result<RootCertStore, String> {
-    let from_env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
-    let path = from_env
-        .into_iter()
-        .chain(SYSTEM_BUNDLES.iter().map(PathBuf::from))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            "no ca given and no system CA bundle found (set ca, or SSL_CERT_FILE)".to_string()
-        })?;
-    let mut roots = RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(&path)
-        .map_err(|e| format!("cannot read system CA bundle {}: {e}", path.display()))?;
-    // A system bundle may hold a certificate webpki cannot use; skip it.
-    let (added, _) = roots.add_parsable_certificates(certs.filter_map(Result::ok));
-    if added == 0 {
-        return Err(format!("no usable CA certificate in {}", path.display()));
-    }
-    Ok(roots)
+/// One [`ClientTls`] per loaded set of files.
+static CLIENTS: BuiltFrom<ClientCerts, Result<Arc<ClientTls>, String>> = BuiltFrom::new();
+
+/// The client configs for `certs`, built at the first connection that
+/// needs them. `Err` only for what config validation already rules out
+/// (it read the files and checked that the key fits its certificate).
+pub fn client(certs: &Arc<ClientCerts>) -> Result<Arc<ClientTls>, String> {
+    let built = CLIENTS.get_or_build(certs, |c| client_tls(c).map(Arc::new));
+    (*built).clone()
 }
 
-/// Builds the client configs. `ca`: the CA bundle (default: the system's);
-/// `cert_key`: a client certificate chain and its key (mTLS);
-/// `insecure`: accept any certificate (signatures are still checked).
-pub fn client_tls(
-    ca: Option<&Path>,
-    cert_key: Option<(&Path, &Path)>,
-    insecure: bool,
-) -> Result<ClientTls, (TlsFile, String)> {
+/// Builds the client configs: verified against `certs.roots` (any
+/// certificate without them, `insecure_skip_verify`), presenting
+/// `certs.identity` when set (mTLS).
+fn client_tls(certs: &ClientCerts) -> Result<ClientTls, String> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| (TlsFile::Ca, format!("TLS setup: {e}")))?;
-    let builder = if insecure {
-        builder
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    let builder = match &certs.roots {
+        None => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
-    } else {
-        let roots = match ca {
-            Some(p) => read_roots(p),
-            None => system_roots(),
-        }
-        .map_err(|e| (TlsFile::Ca, e))?;
-        builder.with_root_certificates(roots)
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider))),
+        Some(roots) => builder.with_root_certificates(roots.clone()),
     };
-    let (mut cfg, not_after) = match cert_key {
-        None => (builder.with_no_client_auth(), None),
-        Some((cert, key)) => {
-            let certs = read_certs(cert).map_err(|e| (TlsFile::Cert, e))?;
-            let not_after = super::x509::not_after(&certs[0]);
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-                (
-                    TlsFile::Key,
-                    format!("cannot read a private key from {}: {e}", key.display()),
-                )
-            })?;
-            let cfg = builder.with_client_auth_cert(certs, key).map_err(|e| {
-                (
-                    TlsFile::Key,
-                    format!("client certificate and key do not fit together: {e}"),
-                )
-            })?;
-            (cfg, not_after)
-        }
+    let mut cfg = match &certs.identity {
+        None => builder.with_no_client_auth(),
+        Some(id) => builder
+            .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
+            .map_err(|e| format!("client certificate and key do not fit together: {e}"))?,
     };
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let http1 = Arc::new(cfg.clone());
@@ -228,15 +176,7 @@ pub fn client_tls(
     Ok(ClientTls {
         http1,
         h2: Arc::new(cfg),
-        client_cert_not_after: not_after,
     })
-}
-
-/// The name to verify: `server_name` if given, else the URL's host (an IP
-/// address is verified against the certificate's IP SANs).
-pub fn server_name(name: &str) -> Result<ServerName<'static>, String> {
-    let host = name.trim_start_matches('[').trim_end_matches(']');
-    ServerName::try_from(host.to_string()).map_err(|_| format!("invalid server name {name:?}"))
 }
 
 /// `insecure_skip_verify: true`: any certificate for any name is accepted;
@@ -316,4 +256,37 @@ pub fn expiry(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::BuiltFrom;
+
+    /// Built once per loaded data (every connection of a config shares
+    /// it), again for a reload's new data, and forgotten with the data.
+    #[test]
+    fn built_once_per_loaded_data() {
+        let cache: BuiltFrom<String, usize> = BuiltFrom::new();
+        let builds = AtomicUsize::new(0);
+        let build = |s: &String| {
+            builds.fetch_add(1, Ordering::Relaxed);
+            s.len()
+        };
+        let old = Arc::new("old".to_string());
+        let a = cache.get_or_build(&old, build);
+        let b = cache.get_or_build(&old, build);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(builds.load(Ordering::Relaxed), 1);
+        // Equal text, but another load: built anew.
+        let reloaded = Arc::new("old".to_string());
+        let c = cache.get_or_build(&reloaded, build);
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(builds.load(Ordering::Relaxed), 2);
+        drop(old);
+        cache.get_or_build(&reloaded, build);
+        assert_eq!(cache.built.lock().unwrap().len(), 1);
+    }
 }

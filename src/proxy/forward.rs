@@ -255,16 +255,23 @@ pub struct SendOpts {
 /// recorded in the `upload` when the proxy cut the body (the upstream side
 /// may report only what followed: a reset stream, a broken pipe), or found
 /// in the error's source chain; anything else is the backend's transport.
+/// The client's own failure, when the proxy cut its upload (too large,
+/// stalled, aborted): it decides the blame whatever the upstream side
+/// reports next (a reset stream, a request handed back unsent).
+fn client_cut(upload: Option<&Upload>) -> Option<Failed> {
+    upload.and_then(Upload::client_failure).map(|c| Failed {
+        error: c.clone(),
+        cause: Cause::Client,
+    })
+}
+
 fn failed(
     backend: &Backend,
     e: &(dyn std::error::Error + 'static),
     upload: Option<&Upload>,
 ) -> Failed {
-    if let Some(c) = upload.and_then(Upload::client_failure) {
-        return Failed {
-            error: c.clone(),
-            cause: Cause::Client,
-        };
+    if let Some(f) = client_cut(upload) {
+        return f;
     }
     if refused_stream(e) {
         return Failed {
@@ -557,8 +564,17 @@ async fn send_h2(
             }
             Some(Ok(resp)) => return Ok(Attempt::Answered(resp.map(Either::Right))),
             Some(Err(mut e)) => match e.take_message() {
-                Some(back) if !fresh => req = back,
-                Some(back) => return Ok(not_sent(back, e.error().to_string())),
+                Some(back) => {
+                    // Handed back unsent, but the proxy had cut the
+                    // client's upload: the client's failure, not evidence.
+                    if let Some(f) = client_cut(upload.as_deref()) {
+                        return Ok(Attempt::Failed(f));
+                    }
+                    if fresh {
+                        return Ok(not_sent(back, e.error().to_string()));
+                    }
+                    req = back;
+                }
                 None => {
                     let f = failed(backend, e.error(), upload.as_deref());
                     match (f.cause, copy) {

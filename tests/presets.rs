@@ -30,6 +30,24 @@ async fn wait_followers(p: &Proxy, names: &[&str]) {
     admin::wait_followers(p, names, WITHIN).await;
 }
 
+/// Sends one of the system's requests through the proxy; it must be
+/// answered 2xx.
+async fn send_2xx(
+    p: &Proxy,
+    sys: System,
+    (m, path, body): (&str, &str, String),
+    when: &str,
+) -> fake::Reply {
+    let r = p.req(m, path, body).await;
+    assert!(
+        (200..300).contains(&r.status),
+        "{sys:?} {when}: {m} {path} answered {} {}",
+        r.status,
+        r.text()
+    );
+    r
+}
+
 /// The proxy's position probes, sent as the preset says, read every node's
 /// position: `/admin/routing` shows each node's current position, and each
 /// node saw the request with the preset's method, path and body.
@@ -87,13 +105,7 @@ async fn writes_to_leader_reads_to_followers(
     let reads: Vec<usize> = c.nodes.iter().map(|n| n.reads()).collect();
     for i in 0..6 {
         let (m, path, body) = sys.write(i);
-        let r = p.req(m, &path, body).await;
-        assert!(
-            (200..300).contains(&r.status),
-            "{sys:?} {when}: {m} {path} answered {} {}",
-            r.status,
-            r.text()
-        );
+        let r = send_2xx(p, sys, (m, &path, body), when).await;
         assert_eq!(
             r.backend().as_deref(),
             Some(lname),
@@ -120,13 +132,7 @@ async fn writes_to_leader_reads_to_followers(
     }
     for i in 0..8 {
         let (m, path, body) = sys.read(i);
-        let r = p.req(m, &path, body).await;
-        assert!(
-            (200..300).contains(&r.status),
-            "{sys:?} {when}: {m} {path} answered {} {}",
-            r.status,
-            r.text()
-        );
+        let r = send_2xx(p, sys, (m, &path, body), when).await;
         assert_ne!(
             r.backend().as_deref(),
             Some(lname),

@@ -26,6 +26,16 @@ async fn zoned(backends: &[(&Fake, &str)], extra: &str, leader: &str, tier: &[&s
     p
 }
 
+/// Fake nodes named `names`: the first leads, the others follow.
+async fn nodes<const N: usize>(names: [&str; N]) -> [Fake; N] {
+    let mut fakes = Vec::with_capacity(N);
+    for (i, name) in names.into_iter().enumerate() {
+        let role = if i == 0 { Role::Leader } else { Role::Follower };
+        fakes.push(Fake::start(name, role).await);
+    }
+    fakes.try_into().unwrap_or_else(|_| unreachable!())
+}
+
 /// Waits until the read tier is exactly `want`.
 async fn wait_tier(p: &Proxy, want: &[&str]) {
     admin::wait_tier(p, want, WITHIN).await;
@@ -58,11 +68,7 @@ fn got(t: &HashMap<String, usize>, name: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_stay_in_the_local_zone_while_it_has_a_healthy_follower() {
-    let l = Fake::start("l", Role::Leader).await;
-    let a1 = Fake::start("a1", Role::Follower).await;
-    let a2 = Fake::start("a2", Role::Follower).await;
-    let b1 = Fake::start("b1", Role::Follower).await;
-    let b2 = Fake::start("b2", Role::Follower).await;
+    let [l, a1, a2, b1, b2] = nodes(["l", "a1", "a2", "b1", "b2"]).await;
     let p = zoned(
         &[
             (&l, "zone: eu-1"),
@@ -115,10 +121,7 @@ async fn reads_stay_in_the_local_zone_while_it_has_a_healthy_follower() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_spill_to_the_other_zone_when_the_local_followers_die_and_come_back() {
-    let l = Fake::start("l", Role::Leader).await;
-    let a1 = Fake::start("a1", Role::Follower).await;
-    let b1 = Fake::start("b1", Role::Follower).await;
-    let b2 = Fake::start("b2", Role::Follower).await;
+    let [l, a1, b1, b2] = nodes(["l", "a1", "b1", "b2"]).await;
     let p = zoned(
         &[
             (&l, "zone: eu-1"),
@@ -155,9 +158,7 @@ async fn reads_spill_to_the_other_zone_when_the_local_followers_die_and_come_bac
 /// once, on the other zone (the spill tier), not on the leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_retry_goes_to_the_spill_tier_before_the_leader() {
-    let l = Fake::start("l", Role::Leader).await;
-    let a1 = Fake::start("a1", Role::Follower).await;
-    let b1 = Fake::start("b1", Role::Follower).await;
+    let [l, a1, b1] = nodes(["l", "a1", "b1"]).await;
     let p = zoned(
         &[(&l, "zone: eu-1"), (&a1, "zone: eu-1"), (&b1, "zone: eu-2")],
         // Passive health off: a1 stays in the tier and fails every read.
@@ -184,11 +185,7 @@ async fn a_read_retry_goes_to_the_spill_tier_before_the_leader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_site_gets_reads_only_when_no_primary_follower_is_healthy() {
-    let l = Fake::start("l", Role::Leader).await;
-    let p1 = Fake::start("p1", Role::Follower).await;
-    let p2 = Fake::start("p2", Role::Follower).await;
-    let s1 = Fake::start("s1", Role::Follower).await;
-    let s2 = Fake::start("s2", Role::Follower).await;
+    let [l, p1, p2, s1, s2] = nodes(["l", "p1", "p2", "s1", "s2"]).await;
     // The standby followers are in the proxy's own zone: priority still wins.
     let p = zoned(
         &[
@@ -234,8 +231,7 @@ async fn a_standby_site_gets_reads_only_when_no_primary_follower_is_healthy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_go_to_the_leader_even_on_the_standby_site() {
-    let s = Fake::start("s", Role::Leader).await;
-    let p1 = Fake::start("p1", Role::Follower).await;
+    let [s, p1] = nodes(["s", "p1"]).await;
     let p = zoned(
         &[(&p1, "zone: dc-a"), (&s, "zone: dc-dr, priority: 1")],
         "local_zone: dc-a\n",
@@ -272,9 +268,7 @@ async fn writes_go_to_the_leader_even_on_the_standby_site() {
 /// and keeps the backends (the leader stays leader: no new generation).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_of_zone_and_priority_keeps_the_backends() {
-    let l = Fake::start("l", Role::Leader).await;
-    let a = Fake::start("a", Role::Follower).await;
-    let b = Fake::start("b", Role::Follower).await;
+    let [l, a, b] = nodes(["l", "a", "b"]).await;
     let cfg = |la: &str, aa: &str| {
         config_with(
             &[(&l, la), (&a, aa), (&b, "zone: eu-2")],

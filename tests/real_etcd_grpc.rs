@@ -8,40 +8,20 @@ mod procs;
 #[path = "support/etcd.rs"]
 mod etcd;
 
-use std::process::Command;
 use std::time::Duration;
 
 use etcd::EtcdCluster;
 use procs::spawn_proxy;
 
 const BIN: &str = env!("CARGO_BIN_EXE_leaderproxy");
-const ETCDCTL: &str = "/usr/bin/etcdctl";
 
 fn etcdctl(endpoint: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(ETCDCTL)
-        .env("ETCDCTL_API", "3")
-        .args([
-            "--endpoints",
-            endpoint,
-            "--dial-timeout",
-            "3s",
-            "--command-timeout",
-            "5s",
-        ])
-        .args(args)
-        .output()
-        .expect("run etcdctl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    etcd::etcdctl(endpoint, "5s", None, args)
 }
 
 #[test]
 fn etcdctl_put_and_get_through_the_proxy_over_grpc() {
-    if !procs::require_binaries("real_etcd_grpc", &[etcd::ETCD_BIN, ETCDCTL]) {
+    if !procs::require_binaries("real_etcd_grpc", &[etcd::ETCD_BIN, etcd::ETCDCTL]) {
         return;
     }
     let cluster = EtcdCluster::start(3);

@@ -17,6 +17,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -92,39 +94,23 @@ impl EtcdCluster {
         for (i, (client, peer)) in ports.iter().enumerate() {
             let name = format!("n{}", i + 1);
             let data = dir.join(&format!("{name}.etcd"));
-            let args: Vec<String> = [
-                "--name",
+            let mut args = member_args(
                 &name,
-                "--data-dir",
-                &data.display().to_string(),
-                "--listen-client-urls",
+                &data,
                 &format!("{scheme}://127.0.0.1:{client}"),
-                "--advertise-client-urls",
-                &format!("{scheme}://127.0.0.1:{client}"),
-                "--listen-peer-urls",
-                &format!("http://127.0.0.1:{peer}"),
-                "--initial-advertise-peer-urls",
-                &format!("http://127.0.0.1:{peer}"),
-                "--initial-cluster",
+                *peer,
                 &initial_cluster,
-                "--initial-cluster-state",
                 "new",
-                "--initial-cluster-token",
-                &format!("lp-test-{}", std::process::id()),
-                "--enable-v2=true",
-                "--heartbeat-interval",
-                "100",
-                "--election-timeout",
-                "1000",
-                // a restarted member must not disrupt the running leader
-                "--pre-vote=true",
-                "--snapshot-count",
-                "100000",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            let mut args = args;
+            );
+            args.extend(
+                [
+                    "--initial-cluster-token",
+                    &format!("lp-test-{}", std::process::id()),
+                    "--snapshot-count",
+                    "100000",
+                ]
+                .map(String::from),
+            );
             if let Some(t) = &tls {
                 for (flag, path) in [
                     ("--cert-file", &t.cert),
@@ -339,6 +325,87 @@ impl EtcdCluster {
         let val = v["kvs"].get(0)?["value"].as_str()?.to_string();
         Some(String::from_utf8_lossy(&unb64(&val)?).into_owned())
     }
+}
+
+/// The flags of one etcd member on 127.0.0.1: clients at `client_url`,
+/// peers at plain HTTP on `peer_port`, joining `initial_cluster` in
+/// `state` (`new` or `existing`), v2 API on, 100ms heartbeats, 1s election
+/// timeout and pre-vote.
+pub fn member_args(
+    name: &str,
+    data: &Path,
+    client_url: &str,
+    peer_port: u16,
+    initial_cluster: &str,
+    state: &str,
+) -> Vec<String> {
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    [
+        "--name",
+        name,
+        "--data-dir",
+        &data.display().to_string(),
+        "--listen-client-urls",
+        client_url,
+        "--advertise-client-urls",
+        client_url,
+        "--listen-peer-urls",
+        &peer_url,
+        "--initial-advertise-peer-urls",
+        &peer_url,
+        "--initial-cluster",
+        initial_cluster,
+        "--initial-cluster-state",
+        state,
+        "--enable-v2=true",
+        "--heartbeat-interval",
+        "100",
+        "--election-timeout",
+        "1000",
+        // a restarted member must not disrupt the running leader
+        "--pre-vote=true",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The etcd v3 command-line client (Debian `etcd-client`).
+pub const ETCDCTL: &str = "/usr/bin/etcdctl";
+
+/// Runs `etcdctl` (API 3) against `endpoint` with a 3s dial timeout, the
+/// given `--command-timeout` (e.g. `"5s"`) and, with `tls` = `[ca, cert,
+/// key]`, that client certificate; whether it exited 0, and its stdout
+/// followed by its stderr.
+pub fn etcdctl(
+    endpoint: &str,
+    command_timeout: &str,
+    tls: Option<[&Path; 3]>,
+    args: &[&str],
+) -> (bool, String) {
+    let mut cmd = Command::new(ETCDCTL);
+    cmd.env("ETCDCTL_API", "3").args([
+        "--endpoints",
+        endpoint,
+        "--dial-timeout",
+        "3s",
+        "--command-timeout",
+        command_timeout,
+    ]);
+    if let Some([ca, cert, key]) = tls {
+        cmd.arg("--cacert")
+            .arg(ca)
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key);
+    }
+    let out = cmd.args(args).output().expect("run etcdctl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }
 
 pub struct Election {

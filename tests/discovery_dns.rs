@@ -5,6 +5,8 @@
 //! dropped while it answers its probes, a failing resolver keeps the last
 //! set.
 
+#[path = "support/admin.rs"]
+mod admin;
 #[path = "support/fake.rs"]
 mod fake;
 
@@ -98,13 +100,12 @@ fn conns(f: &Fake, path: &str) -> BTreeSet<usize> {
         .collect()
 }
 
+/// The DNS discovery errors counted so far.
 fn discovery_errors(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with("leaderproxy_discovery_errors_total{source=\"dns\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    admin::counter(
+        metrics,
+        "leaderproxy_discovery_errors_total{source=\"dns\"}",
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,8 @@
 //! unless the proxy holds the read to a backend whose probed position has
 //! caught up.
 
+#[path = "support/admin.rs"]
+mod admin;
 #[path = "support/fake.rs"]
 mod fake;
 #[path = "support/replica.rs"]
@@ -12,10 +14,14 @@ mod replica;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use admin::{wait_backend, wait_every_backend};
 use bytes::Bytes;
 use fake::{backend_in, wait_until, Proxy, Reply};
 use http_body_util::Full;
 use replica::Cluster;
+
+/// How long the positions, lag and health in the admin API may take to show a change.
+const WITHIN: Duration = Duration::from_secs(3);
 
 const POSITIONS: &str =
     "positions:\n  probe: { path: /position, header: X-Index }\n  response: { header: X-Index }\n";
@@ -148,15 +154,11 @@ async fn read_your_writes_sees_every_write_while_plain_reads_miss() {
     // Once the followers' probed positions pass a session's last write,
     // that session's reads go back to the followers.
     let sid = ("x-session-id", "s0".to_string());
-    wait_until(
-        Duration::from_secs(3),
-        "a fresh follower serves session s0",
-        || async {
-            let r = send(&ryw, "GET", "/kv/a0", "", std::slice::from_ref(&sid)).await;
-            assert_eq!(r.text(), "v0");
-            r.backend().as_deref() != Some("l")
-        },
-    )
+    wait_until(WITHIN, "a fresh follower serves session s0", || async {
+        let r = send(&ryw, "GET", "/kv/a0", "", std::slice::from_ref(&sid)).await;
+        assert_eq!(r.text(), "v0");
+        r.backend().as_deref() != Some("l")
+    })
     .await;
     let m = ryw.metrics().await;
     let via_follower = metric(&m, "leaderproxy_fresh_reads_total{target=\"follower\"}");
@@ -206,17 +208,13 @@ async fn reads_outside_the_positions_scope_go_to_the_leader() {
         let r = send(&scoped, "GET", "/other/x", "", &[]).await;
         assert_eq!(r.backend().as_deref(), Some("l"));
     }
-    wait_until(
-        Duration::from_secs(3),
-        "a /kv/ read on a follower",
-        || async {
-            send(&scoped, "GET", "/kv/s0", "", &[])
-                .await
-                .backend()
-                .as_deref()
-                != Some("l")
-        },
-    )
+    wait_until(WITHIN, "a /kv/ read on a follower", || async {
+        send(&scoped, "GET", "/kv/s0", "", &[])
+            .await
+            .backend()
+            .as_deref()
+            != Some("l")
+    })
     .await;
 }
 
@@ -374,7 +372,7 @@ async fn without_positions_a_session_reads_from_the_leader_for_the_window() {
             "other sessions use the followers"
         );
     }
-    wait_until(Duration::from_secs(3), "the window ends", || async {
+    wait_until(WITHIN, "the window ends", || async {
         send(&p, "GET", "/kv/w", "", std::slice::from_ref(&me))
             .await
             .backend()
@@ -401,7 +399,7 @@ async fn followers_over_max_lag_get_no_reads_until_they_catch_up() {
         );
     }
     wait_until(
-        Duration::from_secs(3),
+        WITHIN,
         "f1 lagging and f2 caught up in /admin/routing",
         || async {
             let r = p.routing().await;
@@ -436,32 +434,24 @@ async fn followers_over_max_lag_get_no_reads_until_they_catch_up() {
     for i in 0..10 {
         send(&p, "PUT", &format!("/kv/n{i}"), "x", &[]).await;
     }
-    wait_until(
-        Duration::from_secs(3),
-        "reads fall back to the leader",
-        || async {
-            send(&p, "GET", "/kv/m1", "", &[])
-                .await
-                .backend()
-                .as_deref()
-                == Some("l")
-        },
-    )
+    wait_until(WITHIN, "reads fall back to the leader", || async {
+        send(&p, "GET", "/kv/m1", "", &[])
+            .await
+            .backend()
+            .as_deref()
+            == Some("l")
+    })
     .await;
 
     c.node("f1").freeze(false);
     c.node("f2").freeze(false);
-    wait_until(
-        Duration::from_secs(3),
-        "both followers back in rotation",
-        || async {
-            let mut seen = std::collections::HashSet::new();
-            for _ in 0..6 {
-                seen.insert(send(&p, "GET", "/kv/m1", "", &[]).await.backend().unwrap());
-            }
-            seen.contains("f1") && seen.contains("f2") && !seen.contains("l")
-        },
-    )
+    wait_until(WITHIN, "both followers back in rotation", || async {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..6 {
+            seen.insert(send(&p, "GET", "/kv/m1", "", &[]).await.backend().unwrap());
+        }
+        seen.contains("f1") && seen.contains("f2") && !seen.contains("l")
+    })
     .await;
 }
 
@@ -477,27 +467,21 @@ async fn without_the_leaders_position_this_round_followers_count_as_lagging() {
     for i in 0..10 {
         send(&p, "PUT", &format!("/kv/a{i}"), "x", &[]).await;
     }
-    wait_until(
-        Duration::from_secs(3),
-        "f1 caught up and serving",
-        || async {
-            let f1 = p.backend_status("f1").await;
-            f1["lag"] == 0 && f1["position"] == 10
-        },
-    )
+    wait_backend(&p, WITHIN, "f1", "f1 caught up and serving", |f1| {
+        f1["lag"] == 0 && f1["position"] == 10
+    })
     .await;
     c.node("l").fail_positions(true);
     c.node("f1").freeze(true);
     for i in 0..30 {
         send(&p, "PUT", &format!("/kv/b{i}"), "x", &[]).await;
     }
-    wait_until(
-        Duration::from_secs(3),
+    wait_backend(
+        &p,
+        WITHIN,
+        "f1",
         "f1 lagging without the leader's position",
-        || async {
-            let f1 = p.backend_status("f1").await;
-            f1["lagging"] == true && f1["lag"].is_null()
-        },
+        |f1| f1["lagging"] == true && f1["lag"].is_null(),
     )
     .await;
     for _ in 0..6 {
@@ -506,10 +490,7 @@ async fn without_the_leaders_position_this_round_followers_count_as_lagging() {
     }
     // The leader answers again: f1's lag is measured again.
     c.node("l").fail_positions(false);
-    wait_until(Duration::from_secs(3), "f1 30 behind", || async {
-        p.backend_status("f1").await["lag"] == 30
-    })
-    .await;
+    wait_backend(&p, WITHIN, "f1", "f1 30 behind", |b| b["lag"] == 30).await;
 
     // No position ever read: nobody is current under max_lag.
     let c = Cluster::start(&["l", "f1", "f2"], Duration::ZERO).await;
@@ -613,7 +594,7 @@ async fn an_unknown_position_holds_the_session_until_a_later_round_reads_the_lea
     }
     c.node("l").fail_positions(false);
     wait_until(
-        Duration::from_secs(3),
+        WITHIN,
         "a follower that has the write serves the session",
         || async {
             let r = send(&p, "GET", "/kv/k", "", std::slice::from_ref(&sid)).await;
@@ -640,18 +621,10 @@ async fn positions_that_go_down_or_go_unhealthy_are_forgotten() {
     for i in 0..10 {
         send(&p, "PUT", &format!("/kv/d{i}"), "x", &[]).await;
     }
-    wait_until(Duration::from_secs(3), "every position at 10", || async {
-        let r = p.routing().await;
-        r["backends"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|b| b["position"] == 10)
-    })
-    .await;
+    wait_every_backend(&p, WITHIN, "every position at 10", |b| b["position"] == 10).await;
 
     c.node("f1").override_position(Some(3));
-    wait_until(Duration::from_secs(3), "f1's decrease counted", || async {
+    wait_until(WITHIN, "f1's decrease counted", || async {
         let m = p.metrics().await;
         metric(
             &m,
@@ -659,27 +632,19 @@ async fn positions_that_go_down_or_go_unhealthy_are_forgotten() {
         ) >= 1.0
     })
     .await;
-    wait_until(Duration::from_secs(3), "f1 at 3", || async {
-        p.backend_status("f1").await["position"] == 3
-    })
-    .await;
+    wait_backend(&p, WITHIN, "f1", "f1 at 3", |b| b["position"] == 3).await;
     c.node("f1").override_position(None);
 
     let f2 = c.node("f2");
     f2.fail_positions(true);
     f2.set_healthy(false);
-    wait_until(
-        Duration::from_secs(3),
-        "f2 down, its position forgotten",
-        || async {
-            let b = p.backend_status("f2").await;
-            b["healthy"] == false && b["position"].is_null()
-        },
-    )
+    wait_backend(&p, WITHIN, "f2", "f2 down, its position forgotten", |b| {
+        b["healthy"] == false && b["position"].is_null()
+    })
     .await;
     f2.set_healthy(true);
-    wait_until(Duration::from_secs(3), "f2 healthy again", || async {
-        p.backend_status("f2").await["healthy"] == true
+    wait_backend(&p, WITHIN, "f2", "f2 healthy again", |b| {
+        b["healthy"] == true
     })
     .await;
     assert!(p.backend_status("f2").await["position"].is_null());
@@ -739,18 +704,9 @@ async fn a_reload_starts_position_probes() {
     )
     .unwrap();
     assert_eq!(p.admin("POST", "/admin/reload").await.status, 200);
-    wait_until(
-        Duration::from_secs(3),
-        "positions in /admin/routing",
-        || async {
-            let r = p.routing().await;
-            r["backends"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|b| b["position"].is_u64())
-        },
-    )
+    wait_every_backend(&p, WITHIN, "positions in /admin/routing", |b| {
+        b["position"].is_u64()
+    })
     .await;
     let w = send(&p, "PUT", "/kv/r", "1", &[]).await;
     let pos = w.headers["x-leaderproxy-position"]

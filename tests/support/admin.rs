@@ -77,3 +77,36 @@ pub async fn admin_as(p: &Proxy, method: &str, path: &str, auth: Option<&str>) -
 pub async fn post_as(p: &Proxy, path: &str, auth: &str) -> Reply {
     admin_as(p, "POST", path, Some(auth)).await
 }
+
+/// Waits up to `within` until `GET /admin/backends/<name>` satisfies `cond`;
+/// `what` names the wait.
+pub async fn wait_backend(
+    p: &Proxy,
+    within: Duration,
+    name: &str,
+    what: &str,
+    cond: impl Fn(&serde_json::Value) -> bool,
+) {
+    wait_until(within, what, || async {
+        cond(&p.backend_status(name).await)
+    })
+    .await;
+}
+
+/// Waits up to `within` until every backend in `/admin/routing` satisfies
+/// `cond`; `what` names the wait.
+pub async fn wait_every_backend(
+    p: &Proxy,
+    within: Duration,
+    what: &str,
+    cond: impl Fn(&serde_json::Value) -> bool,
+) {
+    wait_until(within, what, || async {
+        p.routing().await["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(&cond)
+    })
+    .await;
+}

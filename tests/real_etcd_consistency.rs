@@ -120,14 +120,7 @@ const MAX_LAG: &str = "reads: { max_lag: 10 }\n";
 /// failures to go down (the preset's probe otherwise), debug headers, and
 /// `sections` (the preset, reads).
 fn proxy_yaml(c: &EtcdCluster, fall: u32, sections: &[&str]) -> String {
-    let mut s = String::from("debug_headers: true\nbackends:\n");
-    for m in &c.members {
-        s.push_str(&format!(
-            "  - {{ name: {}, url: \"{}\" }}\n",
-            m.name,
-            m.client_url()
-        ));
-    }
+    let mut s = format!("debug_headers: true\n{}", c.backends_yaml());
     s.push_str(&format!(
         "health: {{ interval: 500ms, timeout: 400ms, rise: 1, fall: {fall} }}\n\
          timeouts: {{ connect: 500ms, response_headers: 10s }}\n"

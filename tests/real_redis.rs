@@ -113,10 +113,7 @@ fn acked(_: &Request, resp: &HttpResponse) -> Verdict {
 
 #[test]
 fn redis_sentinel_failover_under_write_load() {
-    if !procs::require_binaries(
-        "real_redis",
-        &[redis::REDIS_BIN, redis::SENTINEL_BIN, redis::WEBDIS_BIN],
-    ) {
+    if !procs::require_binaries("real_redis", &redis::BINARIES) {
         return;
     }
     let test_start = Instant::now();

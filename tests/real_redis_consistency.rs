@@ -79,14 +79,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_leaderproxy");
 
 /// `preset: redis-webdis` for this cluster's webdis nodes, plus `extra`.
 fn proxy_yaml(cluster: &RedisCluster, extra: &str) -> String {
-    let mut s = String::from("preset: redis-webdis\nbackends:\n");
-    for n in &cluster.nodes {
-        s.push_str(&format!(
-            "  - {{ name: {}, url: \"{}\" }}\n",
-            n.name,
-            n.webdis_url()
-        ));
-    }
+    let backends = procs::backends_yaml(
+        cluster
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.webdis_url())),
+    );
+    let mut s = format!("preset: redis-webdis\n{backends}");
     s.push_str(extra);
     s
 }
@@ -158,10 +157,7 @@ fn pairs(p: &ProxyProc, prefix: &str, n: usize, ryw: bool) -> Pairs {
 
 #[test]
 fn redis_webdis_read_your_writes() {
-    if !procs::require_binaries(
-        TAG,
-        &[redis::REDIS_BIN, redis::SENTINEL_BIN, redis::WEBDIS_BIN],
-    ) {
+    if !procs::require_binaries(TAG, &redis::BINARIES) {
         return;
     }
     let started = Instant::now();

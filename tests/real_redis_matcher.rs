@@ -94,10 +94,7 @@ fn show(r: &HttpResponse) -> String {
 
 #[test]
 fn shipped_webdis_matcher_never_resends_a_success() {
-    if !procs::require_binaries(
-        "real_redis_matcher",
-        &[redis::REDIS_BIN, redis::SENTINEL_BIN, redis::WEBDIS_BIN],
-    ) {
+    if !procs::require_binaries("real_redis_matcher", &redis::BINARIES) {
         return;
     }
     let cluster = RedisCluster::start();

@@ -24,7 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::procs::{free_port, http, wait_some, HttpConn, HttpResponse, Proc, TempDir};
+use crate::procs::{
+    backends_yaml, free_port, http, wait_some, HttpConn, HttpResponse, Proc, TempDir,
+};
 
 pub const ETCD_BIN: &str = "/usr/bin/etcd";
 
@@ -136,20 +138,23 @@ impl EtcdCluster {
         c
     }
 
+    /// The `backends:` list of a leaderproxy config: every member by name
+    /// at its client URL.
+    pub fn backends_yaml(&self) -> String {
+        backends_yaml(
+            self.members
+                .iter()
+                .map(|m| (m.name.as_str(), m.client_url())),
+        )
+    }
+
     /// A leaderproxy config for this cluster as the real-cluster tests and
     /// the failover bench use it (v2 leader probe every 200ms, and every
     /// `leader.fast_interval`, 25ms by default, while no leader is known;
     /// health with a fall long enough to outlast an election); `extra` is
     /// appended (YAML, e.g. `writes:` or `debug_headers:`).
     pub fn leaderproxy_yaml(&self, extra: &str) -> String {
-        let mut s = String::from("backends:\n");
-        for m in &self.members {
-            s.push_str(&format!(
-                "  - {{ name: {}, url: \"{}\" }}\n",
-                m.name,
-                m.client_url()
-            ));
-        }
+        let mut s = self.backends_yaml();
         s.push_str(
             "health:\n  path: /health\n  interval: 500ms\n  timeout: 400ms\n  rise: 1\n  fall: 8\n  expect: { status: [200] }\n\
              leader:\n  path: /v2/stats/leader\n  interval: 200ms\n  timeout: 150ms\n  expect: { status: [200] }\n\

@@ -64,6 +64,15 @@ pub fn require_binaries(test: &str, bins: &[&str]) -> bool {
     true
 }
 
+/// The `backends:` list of a leaderproxy config, one `{ name, url }` a line.
+pub fn backends_yaml<'a>(backends: impl IntoIterator<Item = (&'a str, String)>) -> String {
+    let mut s = String::from("backends:\n");
+    for (name, url) in backends {
+        s.push_str(&format!("  - {{ name: {name}, url: \"{url}\" }}\n"));
+    }
+    s
+}
+
 /// A temporary directory, removed on drop unless the thread is panicking or
 /// `LEADERPROXY_KEEP_TMP=1` (then its path is printed so logs can be read).
 pub struct TempDir {

@@ -27,6 +27,8 @@ use crate::procs::{free_port, wait_for, wait_some, HttpConn, Proc, TempDir};
 pub const REDIS_BIN: &str = "/usr/bin/redis-server";
 pub const SENTINEL_BIN: &str = "/usr/bin/redis-sentinel";
 pub const WEBDIS_BIN: &str = "/usr/bin/webdis";
+/// Everything [`RedisCluster::start`] runs.
+pub const BINARIES: [&str; 3] = [REDIS_BIN, SENTINEL_BIN, WEBDIS_BIN];
 pub const MASTER_NAME: &str = "mymaster";
 
 pub struct RedisNode {

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use admin::follower_set as followers;
 use dns::{FakeDns, Mode};
 use fake::{wait_until, Fake, Proxy, Role};
 use tokio::net::TcpListener;
@@ -76,15 +77,6 @@ fn backend<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
         .iter()
         .find(|b| b["name"] == name)
         .unwrap_or_else(|| panic!("{name} in {r}"))
-}
-
-fn followers(r: &serde_json::Value) -> BTreeSet<String> {
-    r["followers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap().to_string())
-        .collect()
 }
 
 fn set(names: &[String]) -> BTreeSet<String> {

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use admin::follower_set as followers;
 use bytes::Bytes;
 use fake::{wait_until, Proxy};
 use http::{Request, Response, StatusCode};
@@ -141,15 +142,6 @@ fn cluster_body(members: &[&Node]) -> String {
 
 fn names(r: &serde_json::Value) -> BTreeSet<String> {
     name_list(r).into_iter().collect()
-}
-
-fn followers(r: &serde_json::Value) -> BTreeSet<String> {
-    r["followers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap().to_string())
-        .collect()
 }
 
 fn set(v: &[&str]) -> BTreeSet<String> {

@@ -4,6 +4,8 @@
 
 #[path = "support/fake.rs"]
 mod fake;
+#[path = "support/nodes.rs"]
+mod nodes;
 #[path = "support/tls_fake.rs"]
 mod tls_fake;
 
@@ -12,13 +14,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use fake::{config_for, tally, wait_until, Fake, Proxy, Role};
+use nodes::{led_by, nodes};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_routing_json() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f = Fake::start("f", Role::Follower).await;
-    let p = Proxy::start(&config_for(&[&l, &f], "")).await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let [l, f] = nodes(["l", "f"]).await;
+    let p = led_by(&[&l, &f], "", "l").await;
     assert_eq!(p.admin("GET", "/healthz").await.status, 200);
     let r = p.admin("GET", "/readyz").await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -63,12 +64,9 @@ async fn not_ready_until_something_can_be_routed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drained_backend_gets_no_new_requests_and_in_flight_ones_finish() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f1 = Fake::start("f1", Role::Follower).await;
-    let f2 = Fake::start("f2", Role::Follower).await;
+    let [l, f1, f2] = nodes(["l", "f1", "f2"]).await;
     f1.state.delay_ms.store(300, Ordering::Relaxed);
-    let p = Proxy::start(&config_for(&[&l, &f1, &f2], "")).await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let p = led_by(&[&l, &f1, &f2], "", "l").await;
     // First read goes to f1 (slow); drain f1 while it is in flight.
     let slow = p.get("/slow");
     let drain = async {
@@ -107,9 +105,7 @@ async fn drained_backend_gets_no_new_requests_and_in_flight_ones_finish() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_applies_valid_config_and_keeps_old_one_on_error() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f1 = Fake::start("f1", Role::Follower).await;
-    let f2 = Fake::start("f2", Role::Follower).await;
+    let [l, f1, f2] = nodes(["l", "f1", "f2"]).await;
     // One worker: pools are per worker, and the test client may open a new
     // connection that SO_REUSEPORT hands to another worker.
     let one = |fakes: &[&Fake]| config_for(fakes, "").replace("workers: 2", "workers: 1");
@@ -191,8 +187,7 @@ async fn reload_applies_valid_config_and_keeps_old_one_on_error() {
 async fn graceful_shutdown_lets_a_slow_request_finish() {
     let l = Fake::start("l", Role::Leader).await;
     l.state.delay_ms.store(500, Ordering::Relaxed);
-    let mut p = Proxy::start(&config_for(&[&l], "shutdown_grace: 5s\n")).await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let mut p = led_by(&[&l], "shutdown_grace: 5s\n", "l").await;
     let running = p.running.take().unwrap();
     let addr = p.addr;
     let slow = p.put("/slow");
@@ -434,19 +429,17 @@ fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_what_happens() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f1 = Fake::start("f1", Role::Follower).await;
-    let f2 = Fake::start("f2", Role::Follower).await;
+    let [l, f1, f2] = nodes(["l", "f1", "f2"]).await;
     // Slow leader probes: the write below learns of the dead leader itself.
-    let p = Proxy::start(&config_for(
+    let p = led_by(
         &[&l, &f1, &f2],
         "leader: { path: /leader, interval: 1s, timeout: 300ms, expect: { status: [200] } }\n\
          health: { path: /health, interval: 1s, timeout: 300ms, rise: 1, fall: 3 }\n\
          reads: { retry: false }\npassive: { consecutive_failures: 0 }\n\
          writes: { hold: 300ms }\ntimeouts: { request: 200ms }\n",
-    ))
+        "l",
+    )
     .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
     let m = p.metrics().await;
     assert_eq!(
         series(&m, "leaderproxy_backend_is_leader", &[("backend", "l")]),

@@ -8,12 +8,15 @@
 mod admin;
 #[path = "support/fake.rs"]
 mod fake;
+#[path = "support/nodes.rs"]
+mod nodes;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use admin::metric;
 use fake::{config_with, tally, wait_until, Fake, Proxy, Role};
+use nodes::nodes;
 
 const WITHIN: Duration = Duration::from_secs(5);
 
@@ -24,16 +27,6 @@ async fn zoned(backends: &[(&Fake, &str)], extra: &str, leader: &str, tier: &[&s
     p.wait_leader(Some(leader), WITHIN).await;
     wait_tier(&p, tier).await;
     p
-}
-
-/// Fake nodes named `names`: the first leads, the others follow.
-async fn nodes<const N: usize>(names: [&str; N]) -> [Fake; N] {
-    let mut fakes = Vec::with_capacity(N);
-    for (i, name) in names.into_iter().enumerate() {
-        let role = if i == 0 { Role::Leader } else { Role::Follower };
-        fakes.push(Fake::start(name, role).await);
-    }
-    fakes.try_into().unwrap_or_else(|_| unreachable!())
 }
 
 /// Waits until the read tier is exactly `want`.

@@ -26,6 +26,13 @@ const WITHIN: Duration = Duration::from_secs(3);
 const POSITIONS: &str =
     "positions:\n  probe: { path: /position, header: X-Index }\n  response: { header: X-Index }\n";
 
+/// A proxy on `c` with the config's `extra` lines, once it knows `l` leads.
+async fn proxy_on(c: &Cluster, extra: &str) -> Proxy {
+    let p = Proxy::start(&c.config(extra)).await;
+    p.wait_leader(Some("l"), WITHIN).await;
+    p
+}
+
 async fn send(
     p: &Proxy,
     method: &str,
@@ -133,17 +140,14 @@ async fn write_then_read_at(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_your_writes_sees_every_write_while_plain_reads_miss() {
     let c = Cluster::start(&["l", "f1", "f2"], Duration::from_millis(150)).await;
-    let ryw = Proxy::start(&c.config(&format!(
+    let ryw = proxy_on(&c, &format!(
         "{POSITIONS}reads: {{ consistency: read_your_writes, session: {{ header: X-Session-Id }} }}\n"
-    )))
-    .await;
-    ryw.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    )).await;
     let (missed, went) = write_then_read(&ryw, 1000, "a", true).await;
     println!("read_your_writes: 1000 pairs, {missed} missed, reads went to {went:?}");
     assert_eq!(missed, 0, "a read missed its session's write");
 
-    let plain = Proxy::start(&c.config("")).await;
-    plain.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let plain = proxy_on(&c, "").await;
     let (plain_missed, plain_went) = write_then_read(&plain, 200, "b", true).await;
     println!("eventual: 200 pairs, {plain_missed} missed, reads went to {plain_went:?}");
     assert!(
@@ -186,16 +190,12 @@ fn mixed(tag: &'static str) -> impl Fn(usize) -> String + Send + Sync + 'static 
 async fn reads_outside_the_positions_scope_go_to_the_leader() {
     let c = Cluster::start(&["l", "f1", "f2"], Duration::from_millis(150)).await;
     let reads = "reads: { consistency: read_your_writes, session: { header: X-Session-Id } }\n";
-    let unscoped = Proxy::start(&c.config(&format!("{POSITIONS}{reads}"))).await;
-    unscoped
-        .wait_leader(Some("l"), Duration::from_secs(3))
-        .await;
+    let unscoped = proxy_on(&c, &format!("{POSITIONS}{reads}")).await;
     let (missed, went) = write_then_read_at(&unscoped, 48, |i| format!("/other/u{i}"), true).await;
     println!("no scope: 48 /other/ pairs, {missed} missed, reads went to {went:?}");
     assert!(missed > 0, "uncounted writes must show the hazard");
 
-    let scoped = Proxy::start(&c.config(&format!("{POSITIONS}  scope: [/kv/]\n{reads}"))).await;
-    scoped.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let scoped = proxy_on(&c, &format!("{POSITIONS}  scope: [/kv/]\n{reads}")).await;
     let (missed, went) = write_then_read_at(&scoped, 400, mixed("s"), true).await;
     println!("scope [/kv/]: 400 mixed pairs, {missed} missed, reads went to {went:?}");
     assert_eq!(missed, 0, "a read missed its session's write");
@@ -224,11 +224,11 @@ async fn reads_outside_the_positions_scope_go_to_the_leader() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_position_header_is_a_checked_lower_bound() {
     let c = Cluster::start(&["l", "f1", "f2"], Duration::from_millis(300)).await;
-    let p = Proxy::start(&c.config(&format!(
-        "{POSITIONS}reads: {{ consistency: read_your_writes }}\n"
-    )))
+    let p = proxy_on(
+        &c,
+        &format!("{POSITIONS}reads: {{ consistency: read_your_writes }}\n"),
+    )
     .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
     for i in 0..50 {
         let w = send(&p, "PUT", &format!("/kv/h{i}"), &format!("v{i}"), &[]).await;
         let pos = w.headers["x-leaderproxy-position"]
@@ -286,11 +286,7 @@ async fn without_a_position_in_the_answer_the_leader_is_probed_after_the_ack() {
     c.node("l")
         .index_in_answers
         .store(false, std::sync::atomic::Ordering::Relaxed);
-    let p = Proxy::start(&c.config(
-        "positions: { probe: { path: /position, header: X-Index } }\nreads: { consistency: read_your_writes, session: { header: X-Session-Id } }\n",
-    ))
-    .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let p = proxy_on(&c, "positions: { probe: { path: /position, header: X-Index } }\nreads: { consistency: read_your_writes, session: { header: X-Session-Id } }\n").await;
     let (missed, went) = write_then_read(&p, 200, "c", true).await;
     println!("probe after ack: 200 pairs, {missed} missed, reads went to {went:?}");
     assert_eq!(missed, 0);
@@ -343,11 +339,7 @@ async fn without_a_position_in_the_answer_the_leader_is_probed_after_the_ack() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_positions_a_session_reads_from_the_leader_for_the_window() {
     let c = Cluster::start(&["l", "f1", "f2"], Duration::from_millis(100)).await;
-    let p = Proxy::start(&c.config(
-        "reads: { consistency: read_your_writes, session: { cookie: sid }, after_write_window: 700ms }\n",
-    ))
-    .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let p = proxy_on(&c, "reads: { consistency: read_your_writes, session: { cookie: sid }, after_write_window: 700ms }\n").await;
     let me = ("cookie", "a=b; sid=me".to_string());
     let other = ("cookie", "sid=other".to_string());
     let w = send(&p, "PUT", "/kv/w", "1", std::slice::from_ref(&me)).await;
@@ -389,8 +381,7 @@ async fn without_positions_a_session_reads_from_the_leader_for_the_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_over_max_lag_get_no_reads_until_they_catch_up() {
     let c = Cluster::start(&["l", "f1", "f2"], Duration::ZERO).await;
-    let p = Proxy::start(&c.config(&format!("{POSITIONS}reads: {{ max_lag: 5 }}\n"))).await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let p = proxy_on(&c, &format!("{POSITIONS}reads: {{ max_lag: 5 }}\n")).await;
     c.node("f1").freeze(true);
     for i in 0..20 {
         assert_eq!(
@@ -462,8 +453,7 @@ async fn followers_over_max_lag_get_no_reads_until_they_catch_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_leaders_position_this_round_followers_count_as_lagging() {
     let c = Cluster::start(&["l", "f1"], Duration::ZERO).await;
-    let p = Proxy::start(&c.config(&format!("{POSITIONS}reads: {{ max_lag: 10 }}\n"))).await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let p = proxy_on(&c, &format!("{POSITIONS}reads: {{ max_lag: 10 }}\n")).await;
     for i in 0..10 {
         send(&p, "PUT", &format!("/kv/a{i}"), "x", &[]).await;
     }
@@ -497,8 +487,7 @@ async fn without_the_leaders_position_this_round_followers_count_as_lagging() {
     for n in &c.nodes {
         n.fail_positions(true);
     }
-    let p = Proxy::start(&c.config(&format!("{POSITIONS}reads: {{ max_lag: 10 }}\n"))).await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let p = proxy_on(&c, &format!("{POSITIONS}reads: {{ max_lag: 10 }}\n")).await;
     for _ in 0..6 {
         let r = send(&p, "GET", "/kv/x", "", &[]).await;
         assert_eq!(
@@ -520,11 +509,9 @@ async fn without_positions_in_answers(delay: Duration, more: &str) -> (Cluster, 
         n.index_in_answers
             .store(false, std::sync::atomic::Ordering::Relaxed);
     }
-    let p = Proxy::start(&c.config(&format!(
+    let p = proxy_on(&c, &format!(
         "positions: {{ probe: {{ path: /position, header: X-Index }} }}\nreads: {{ consistency: read_your_writes, session: {{ header: X-Session-Id }}{more} }}\n"
-    )))
-    .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    )).await;
     (c, p)
 }
 
@@ -613,11 +600,9 @@ async fn an_unknown_position_holds_the_session_until_a_later_round_reads_the_lea
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn positions_that_go_down_or_go_unhealthy_are_forgotten() {
     let c = Cluster::start(&["l", "f1", "f2"], Duration::ZERO).await;
-    let p = Proxy::start(&c.config(&format!(
+    let p = proxy_on(&c, &format!(
         "{POSITIONS}reads: {{ consistency: read_your_writes, session: {{ header: X-Session-Id }} }}\n"
-    )))
-    .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    )).await;
     for i in 0..10 {
         send(&p, "PUT", &format!("/kv/d{i}"), "x", &[]).await;
     }
@@ -664,11 +649,9 @@ async fn positions_that_go_down_or_go_unhealthy_are_forgotten() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_bounded_and_evictions_counted() {
     let c = Cluster::start(&["l", "f1"], Duration::ZERO).await;
-    let p = Proxy::start(&c.config(&format!(
+    let p = proxy_on(&c, &format!(
         "{POSITIONS}reads: {{ consistency: read_your_writes, session: {{ header: X-Session-Id, capacity: 2 }} }}\n"
-    )))
-    .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    )).await;
     for s in ["a", "b", "c", "d"] {
         let w = send(&p, "PUT", "/kv/e", s, &[("x-session-id", s.to_string())]).await;
         assert_eq!(w.status, 200);
@@ -687,8 +670,7 @@ async fn sessions_are_bounded_and_evictions_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_starts_position_probes() {
     let c = Cluster::start(&["l", "f1"], Duration::from_millis(300)).await;
-    let p = Proxy::start(&c.config("")).await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let p = proxy_on(&c, "").await;
     assert!(p.routing().await["backends"][0]["position"].is_null());
     assert_eq!(
         c.node("l")
@@ -725,11 +707,9 @@ async fn a_reload_starts_position_probes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sessions_gauge_counts_sessions_not_writes() {
     let c = Cluster::start(&["l", "f1"], Duration::ZERO).await;
-    let p = Proxy::start(&c.config(&format!(
+    let p = proxy_on(&c, &format!(
         "{POSITIONS}reads: {{ consistency: read_your_writes, session: {{ header: X-Session-Id, capacity: 10 }} }}\n"
-    )))
-    .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    )).await;
     for i in 0..12 {
         let s = ["a", "b", "c"][i % 3].to_string();
         let w = send(&p, "PUT", "/kv/g", "x", &[("x-session-id", s)]).await;

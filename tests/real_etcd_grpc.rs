@@ -26,16 +26,9 @@ fn etcdctl_put_and_get_through_the_proxy_over_grpc() {
     }
     let cluster = EtcdCluster::start(3);
     let leader = cluster.wait_for_leader(Duration::from_secs(20));
-    let mut backends = String::new();
-    for m in &cluster.members {
-        backends.push_str(&format!(
-            "  - {{ name: {}, url: \"{}\", h2c: true }}\n",
-            m.name,
-            m.client_url()
-        ));
-    }
+    let backends = cluster.backends_yaml_with(", h2c: true");
     let cfg = format!(
-        "backends:\n{backends}\
+        "{backends}\
          health: {{ path: /health, interval: 500ms, timeout: 400ms, rise: 1, fall: 8 }}\n\
          leader: {{ path: /v2/stats/leader, interval: 200ms, timeout: 150ms, expect: {{ status: [200] }} }}\n\
          routes:\n  - {{ path_prefix: /etcdserverpb.KV/Range, to: read }}\n  - {{ methods: [GET, HEAD], to: read }}\n\

@@ -136,19 +136,12 @@ fn mtls_on_both_hops_in_front_of_a_real_etcd() {
             client_key: proxy_client.key.clone(),
         },
     );
-    let mut backends = String::new();
-    for m in &cluster.members {
-        backends.push_str(&format!(
-            "  - {{ name: {}, url: \"{}\" }}\n",
-            m.name,
-            m.client_url()
-        ));
-    }
+    let backends = cluster.backends_yaml();
     let cfg = format!(
         "debug_headers: true\n\
          tls: {{ cert: {}, key: {}, client_ca: {}, forward_client_cert: x-client-cert-subject }}\n\
          upstream_tls: {{ ca: {}, cert: {}, key: {} }}\n\
-         backends:\n{backends}\
+         {backends}\
          health: {{ path: /health, interval: 500ms, timeout: 400ms, rise: 1, fall: 8 }}\n\
          leader: {{ path: /v2/stats/leader, interval: 200ms, timeout: 150ms, expect: {{ status: [200] }} }}\n\
          routes:\n  - {{ path_prefix: /etcdserverpb.KV/Range, to: read }}\n  - {{ methods: [GET, HEAD], to: read }}\n\

@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::procs::{
-    backends_yaml, free_port, http, wait_some, HttpConn, HttpResponse, Proc, TempDir,
+    backends_yaml_with, free_port, http, wait_some, HttpConn, HttpResponse, Proc, TempDir,
 };
 
 pub const ETCD_BIN: &str = "/usr/bin/etcd";
@@ -141,11 +141,14 @@ impl EtcdCluster {
     /// The `backends:` list of a leaderproxy config: every member by name
     /// at its client URL.
     pub fn backends_yaml(&self) -> String {
-        backends_yaml(
-            self.members
-                .iter()
-                .map(|m| (m.name.as_str(), m.client_url())),
-        )
+        self.backends_yaml_with("")
+    }
+
+    /// [`EtcdCluster::backends_yaml`] with `fields` (e.g. `", h2c: true"`)
+    /// after each url.
+    pub fn backends_yaml_with(&self, fields: &str) -> String {
+        let members = self.members.iter();
+        backends_yaml_with(members.map(|m| (m.name.as_str(), m.client_url())), fields)
     }
 
     /// A leaderproxy config for this cluster as the real-cluster tests and

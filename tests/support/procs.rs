@@ -66,9 +66,17 @@ pub fn require_binaries(test: &str, bins: &[&str]) -> bool {
 
 /// The `backends:` list of a leaderproxy config, one `{ name, url }` a line.
 pub fn backends_yaml<'a>(backends: impl IntoIterator<Item = (&'a str, String)>) -> String {
+    backends_yaml_with(backends, "")
+}
+
+/// [`backends_yaml`] with `fields` (e.g. `", h2c: true"`) after each url.
+pub fn backends_yaml_with<'a>(
+    backends: impl IntoIterator<Item = (&'a str, String)>,
+    fields: &str,
+) -> String {
     let mut s = String::from("backends:\n");
     for (name, url) in backends {
-        s.push_str(&format!("  - {{ name: {name}, url: \"{url}\" }}\n"));
+        s.push_str(&format!("  - {{ name: {name}, url: \"{url}\"{fields} }}\n"));
     }
     s
 }

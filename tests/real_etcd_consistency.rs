@@ -355,7 +355,7 @@ fn read_your_writes(api: Api, preset: &str) {
             (plain.leader_name().as_deref() == Some(l.as_str())).then_some(l)
         },
     );
-    let names: Vec<String> = cluster.members.iter().map(|m| m.name.clone()).collect();
+    let names = cluster.names();
     // Ready means every member's position was probed once.
     assert_every_position_probed(&ryw, &names);
 

@@ -68,7 +68,7 @@ use pairs::{
     assert_every_position_probed, backend_of, run_pairs, wait_a_follower_position,
     wait_every_position, Pair, Pairs,
 };
-use procs::{spawn_proxy, wait_for, HttpConn, ProxyProc};
+use procs::{spawn_proxy, HttpConn, ProxyProc};
 use redis::RedisCluster;
 
 const BIN: &str = env!("CARGO_BIN_EXE_leaderproxy");
@@ -171,13 +171,13 @@ fn redis_webdis_read_your_writes() {
         .name
         .clone();
     for p in [&ryw, &plain] {
-        wait_for(
+        p.wait_leader_as(
+            &primary,
             Duration::from_secs(10),
             "the proxy knows the primary",
-            || p.leader_name().as_deref() == Some(primary.as_str()),
         );
     }
-    let names: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
+    let names = cluster.names();
     assert_every_position_probed(&ryw, &names);
 
     let probes = || {

@@ -71,6 +71,11 @@ pub struct EtcdCluster {
 const SHORT: Duration = Duration::from_millis(300);
 
 impl EtcdCluster {
+    /// The members' names, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.name.clone()).collect()
+    }
+
     /// Starts `n` members named n1..nN and waits (20s) for a leader.
     pub fn start(n: usize) -> EtcdCluster {
         Self::start_with(n, None)

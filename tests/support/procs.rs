@@ -643,6 +643,20 @@ impl ProxyProc {
         v["leader"]["name"].as_str().map(str::to_string)
     }
 
+    /// Waits up to `within` until `/admin/routing` names `leader` the leader
+    /// ("proxy /admin/routing names leader <name>" when it does not).
+    pub fn wait_leader(&self, leader: &str, within: Duration) {
+        let what = format!("proxy /admin/routing names leader {leader}");
+        self.wait_leader_as(leader, within, &what);
+    }
+
+    /// [`ProxyProc::wait_leader`], the wait named `what`.
+    pub fn wait_leader_as(&self, leader: &str, within: Duration, what: &str) {
+        wait_for(within, what, || {
+            self.leader_name().as_deref() == Some(leader)
+        });
+    }
+
     /// `GET /metrics` text.
     pub fn metrics(&self) -> String {
         http_get(&self.admin_url("/metrics"))

@@ -61,6 +61,11 @@ pub struct RedisCluster {
 const CMD_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl RedisCluster {
+    /// The nodes' names, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+
     /// n1 = primary, n2/n3 = replicas, 3 Sentinels (quorum 2,
     /// down-after-milliseconds 1000, failover-timeout 3000), webdis per node.
     /// Returns once replication is connected and every Sentinel knows the

@@ -9,6 +9,8 @@
 mod admin;
 #[path = "support/fake.rs"]
 mod fake;
+#[path = "support/table.rs"]
+mod table;
 
 #[path = "support/dns.rs"]
 mod dns;
@@ -19,9 +21,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use admin::follower_set as followers;
 use dns::{FakeDns, Mode};
 use fake::{wait_until, Fake, Proxy, Role};
+use table::{backend, follower_set as followers, name_set as names};
 use tokio::net::TcpListener;
 
 fn ip(n: u8) -> Ipv4Addr {
@@ -54,29 +56,6 @@ async fn five_fakes() -> (u16, Vec<Fake>) {
 
 fn bname(n: u8, port: u16) -> String {
     format!("127.0.0.{n}:{port}")
-}
-
-/// Backend names in the routing table, with their JSON.
-fn backends(r: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
-    r["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| (b["name"].as_str().unwrap().to_string(), b.clone()))
-        .collect()
-}
-
-fn names(r: &serde_json::Value) -> BTreeSet<String> {
-    backends(r).into_iter().map(|(n, _)| n).collect()
-}
-
-fn backend<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    r["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["name"] == name)
-        .unwrap_or_else(|| panic!("{name} in {r}"))
 }
 
 fn set(names: &[String]) -> BTreeSet<String> {

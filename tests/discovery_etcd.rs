@@ -9,6 +9,9 @@ mod procs;
 #[path = "support/etcd.rs"]
 mod etcd;
 
+#[path = "support/table.rs"]
+mod table;
+
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use etcd::EtcdCluster;
 use procs::{free_port, http, spawn_proxy, wait_for, Proc, ProxyProc};
+use table::{follower_set, name_set};
 
 const BIN: &str = env!("CARGO_BIN_EXE_leaderproxy");
 
@@ -32,19 +36,7 @@ fn try_etcdctl(endpoint: &str, args: &[&str]) -> (bool, String) {
 /// Backend names in the proxy's routing table, and the followers.
 fn table(p: &ProxyProc) -> (BTreeSet<String>, BTreeSet<String>) {
     let r = p.routing();
-    let names = r["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["name"].as_str().unwrap().to_string())
-        .collect();
-    let followers = r["followers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap().to_string())
-        .collect();
-    (names, followers)
+    (name_set(&r), follower_set(&r))
 }
 
 fn set(v: &[&str]) -> BTreeSet<String> {

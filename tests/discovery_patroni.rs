@@ -10,6 +10,8 @@
 mod admin;
 #[path = "support/fake.rs"]
 mod fake;
+#[path = "support/table.rs"]
+mod table;
 
 #[path = "support/dns.rs"]
 mod dns;
@@ -21,7 +23,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use admin::follower_set as followers;
 use bytes::Bytes;
 use fake::{wait_until, Proxy};
 use http::{Request, Response, StatusCode};
@@ -29,6 +30,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use table::{backend_names, follower_set as followers, name_set as names};
 use tokio::net::TcpListener;
 
 /// One fake Patroni node; every node shares the `/cluster` body.
@@ -138,10 +140,6 @@ fn cluster_body(members: &[&Node]) -> String {
         })
         .collect();
     format!("{{\"members\":[{}],\"scope\":\"batman\"}}", list.join(","))
-}
-
-fn names(r: &serde_json::Value) -> BTreeSet<String> {
-    name_list(r).into_iter().collect()
 }
 
 fn set(v: &[&str]) -> BTreeSet<String> {
@@ -270,16 +268,6 @@ async fn patroni_member_list_3_then_2_members_is_followed() {
     );
 }
 
-/// Every backend name in the table, in order, duplicates kept.
-fn name_list(r: &serde_json::Value) -> Vec<String> {
-    r["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["name"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// DNS finds the leader first as `127.0.0.1:PORT`; the member list then
 /// names the same address `p1`. One backend (the address is its identity)
 /// renamed in place: it keeps its claim, no split brain, no failed write.
@@ -309,7 +297,7 @@ async fn dns_and_members_naming_one_address_make_one_backend_renamed_in_place() 
 
     wait_until(Duration::from_secs(5), "p1, p2, p3 once each", || async {
         let r = p.routing().await;
-        let mut v = name_list(&r);
+        let mut v = backend_names(&r);
         v.sort();
         v == ["p1", "p2", "p3"] && followers(&r) == set(&["p2", "p3"])
     })

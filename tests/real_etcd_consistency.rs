@@ -85,16 +85,20 @@ mod etcd;
 #[path = "support/pairs.rs"]
 mod pairs;
 
+#[path = "support/table.rs"]
+mod table;
+
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use etcd::{b64, unb64, EtcdCluster};
 use pairs::{
-    assert_every_position_probed, backend, backend_of, run_pairs, wait_a_follower_position,
+    assert_every_position_probed, backend_of, run_pairs, wait_a_follower_position,
     wait_every_position, Pair, Pairs,
 };
 use procs::{spawn_proxy, wait_for, wait_some, HttpConn, HttpResponse, ProxyProc};
+use table::backend;
 
 const BIN: &str = env!("CARGO_BIN_EXE_leaderproxy");
 

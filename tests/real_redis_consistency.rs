@@ -62,6 +62,9 @@ mod redis;
 #[path = "support/pairs.rs"]
 mod pairs;
 
+#[path = "support/table.rs"]
+mod table;
+
 use std::time::{Duration, Instant};
 
 use pairs::{

@@ -110,13 +110,3 @@ pub async fn wait_every_backend(
     })
     .await;
 }
-
-/// The followers an `/admin/routing` answer lists (it must list some).
-pub fn follower_set(routing: &serde_json::Value) -> BTreeSet<String> {
-    routing["followers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap().to_string())
-        .collect()
-}

@@ -3,13 +3,15 @@
 //! `tests/real_redis_consistency.rs`): the pair loop over sessions, what the
 //! pairs saw, and the positions `/admin/routing` shows per backend.
 //!
-//! Needs `#[path = "support/procs.rs"] mod procs;` at the test crate root.
+//! Needs `#[path = "support/procs.rs"] mod procs;` and
+//! `#[path = "support/table.rs"] mod table;` at the test crate root.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::procs::{wait_for, HttpConn, HttpResponse, ProxyProc};
+use crate::table::backend;
 
 /// Sessions the pairs take turns in: pair `i` is in session `s<i mod 8>`.
 pub const SESSIONS: usize = 8;
@@ -77,16 +79,6 @@ pub fn backend_of(r: &HttpResponse) -> String {
     r.header("x-leaderproxy-backend")
         .expect("x-leaderproxy-backend (debug_headers)")
         .to_string()
-}
-
-/// Backend `name` in an `/admin/routing` answer.
-pub fn backend<'a>(routing: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    routing["backends"]
-        .as_array()
-        .expect("backends")
-        .iter()
-        .find(|b| b["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not in /admin/routing: {routing}"))
 }
 
 /// `name`'s position in an `/admin/routing` answer, if it has one.

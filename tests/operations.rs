@@ -427,6 +427,13 @@ fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// Each `(name, labels, value)`: [`series`] of `scrape` is exactly `value`.
+fn assert_series(scrape: &str, want: &[(&str, &[(&str, &str)], f64)]) {
+    for (name, labels, value) in want {
+        assert_eq!(series(scrape, name, labels), *value, "{name} {labels:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_what_happens() {
     let [l, f1, f2] = nodes(["l", "f1", "f2"]).await;
@@ -441,19 +448,15 @@ async fn metrics_follow_what_happens() {
     )
     .await;
     let m = p.metrics().await;
-    assert_eq!(
-        series(&m, "leaderproxy_backend_is_leader", &[("backend", "l")]),
-        1.0
+    assert_series(
+        &m,
+        &[
+            ("leaderproxy_backend_is_leader", &[("backend", "l")], 1.0),
+            ("leaderproxy_backend_is_leader", &[("backend", "f1")], 0.0),
+            ("leaderproxy_backend_healthy", &[("backend", "f2")], 1.0),
+            ("leaderproxy_leader_known", &[], 1.0),
+        ],
     );
-    assert_eq!(
-        series(&m, "leaderproxy_backend_is_leader", &[("backend", "f1")]),
-        0.0
-    );
-    assert_eq!(
-        series(&m, "leaderproxy_backend_healthy", &[("backend", "f2")]),
-        1.0
-    );
-    assert_eq!(series(&m, "leaderproxy_leader_known", &[]), 1.0);
     assert!(
         series(
             &m,
@@ -495,29 +498,25 @@ async fn metrics_follow_what_happens() {
     assert_eq!(r.status, 504);
     f1.state.delay_ms.store(0, Ordering::Relaxed);
     let m = p.metrics().await;
-    assert_eq!(
-        series(
-            &m,
-            "leaderproxy_requests_total",
-            &[("role", "write"), ("backend", "l"), ("class", "2xx")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        series(
-            &m,
-            "leaderproxy_requests_total",
-            &[("role", "read"), ("class", "2xx")]
-        ),
-        5.0
-    );
-    assert_eq!(
-        series(
-            &m,
-            "leaderproxy_requests_total",
-            &[("role", "read"), ("backend", "f2"), ("class", "5xx")]
-        ),
-        1.0
+    assert_series(
+        &m,
+        &[
+            (
+                "leaderproxy_requests_total",
+                &[("role", "write"), ("backend", "l"), ("class", "2xx")],
+                1.0,
+            ),
+            (
+                "leaderproxy_requests_total",
+                &[("role", "read"), ("class", "2xx")],
+                5.0,
+            ),
+            (
+                "leaderproxy_requests_total",
+                &[("role", "read"), ("backend", "f2"), ("class", "5xx")],
+                1.0,
+            ),
+        ],
     );
     assert_eq!(
         series(
@@ -528,37 +527,27 @@ async fn metrics_follow_what_happens() {
         1.0,
         "the 504 the proxy made for f1's timeout counts for f1"
     );
-    assert_eq!(
-        series(&m, "leaderproxy_requests_total", &[("backend", "none")]),
-        0.0
-    );
-    assert_eq!(
-        series(
-            &m,
-            "leaderproxy_request_duration_seconds_count",
-            &[("role", "read")]
-        ),
-        7.0
-    );
-    assert_eq!(
-        series(
-            &m,
-            "leaderproxy_request_duration_seconds_count",
-            &[("role", "write")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        series(
-            &m,
-            "leaderproxy_upstream_timeouts_total",
-            &[("backend", "f1")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        series(&m, "leaderproxy_backend_in_flight", &[("backend", "f1")]),
-        0.0
+    assert_series(
+        &m,
+        &[
+            ("leaderproxy_requests_total", &[("backend", "none")], 0.0),
+            (
+                "leaderproxy_request_duration_seconds_count",
+                &[("role", "read")],
+                7.0,
+            ),
+            (
+                "leaderproxy_request_duration_seconds_count",
+                &[("role", "write")],
+                1.0,
+            ),
+            (
+                "leaderproxy_upstream_timeouts_total",
+                &[("backend", "f1")],
+                1.0,
+            ),
+            ("leaderproxy_backend_in_flight", &[("backend", "f1")], 0.0),
+        ],
     );
     assert!(series(&m, "leaderproxy_client_connections", &[]) >= 1.0);
 
@@ -594,11 +583,13 @@ async fn metrics_follow_what_happens() {
         0.0,
         "no write is held any more"
     );
-    assert_eq!(series(&m, "leaderproxy_write_hold_seconds_count", &[]), 1.0);
-    assert_eq!(series(&m, "leaderproxy_leader_known", &[]), 0.0);
-    assert_eq!(
-        series(&m, "leaderproxy_backend_is_leader", &[("backend", "l")]),
-        0.0
+    assert_series(
+        &m,
+        &[
+            ("leaderproxy_write_hold_seconds_count", &[], 1.0),
+            ("leaderproxy_leader_known", &[], 0.0),
+            ("leaderproxy_backend_is_leader", &[("backend", "l")], 0.0),
+        ],
     );
     assert!(
         series(&m, "leaderproxy_leader_changes_total", &[]) >= 2.0,
@@ -655,10 +646,12 @@ async fn connections_over_the_limit_are_closed_and_counted() {
         String::from_utf8_lossy(&out)
     );
     let m = p.metrics().await;
-    assert_eq!(
-        series(&m, "leaderproxy_rejected_connections_total", &[]),
-        1.0
+    assert_series(
+        &m,
+        &[
+            ("leaderproxy_rejected_connections_total", &[], 1.0),
+            ("leaderproxy_client_connections", &[], 1.0),
+        ],
     );
-    assert_eq!(series(&m, "leaderproxy_client_connections", &[]), 1.0);
     drop(first);
 }

@@ -10,7 +10,7 @@ mod fake;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use admin::post_as;
+use admin::{post_as, served_connection};
 use fake::{config_for, wait_until, Fake, Proxy, Reply, Role, TempDir};
 
 /// The value of one unlabelled series in Prometheus text; 0 when absent.
@@ -259,16 +259,7 @@ async fn admin_connections_over_the_limit_are_closed_and_an_idle_one_gives_its_s
     let admin = p.admin;
     tokio::task::spawn_blocking(move || {
         // The first connection is served and kept alive: it holds the only slot.
-        let mut first = std::net::TcpStream::connect(admin).unwrap();
-        first
-            .set_read_timeout(Some(Duration::from_secs(15)))
-            .unwrap();
-        first
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut head = [0u8; 12];
-        first.read_exact(&mut head).unwrap();
-        assert_eq!(&head, b"HTTP/1.1 200");
+        let mut first = served_connection(admin, "/healthz", Some(Duration::from_secs(15)));
         let idle_from = Instant::now();
 
         // A second one is closed at once, unanswered.

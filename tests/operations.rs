@@ -2,6 +2,8 @@
 //! watch), graceful shutdown (in-process and by SIGTERM to the binary), and
 //! that the dashboard and alert rules only use metrics the proxy exports.
 
+#[path = "support/admin.rs"]
+mod admin;
 #[path = "support/fake.rs"]
 mod fake;
 #[path = "support/nodes.rs"]
@@ -13,6 +15,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use admin::served_connection;
 use fake::{config_for, tally, wait_until, Fake, Proxy, Role};
 use nodes::{led_by, nodes};
 
@@ -457,20 +460,11 @@ async fn metrics_follow_what_happens() {
             ("leaderproxy_leader_known", &[], 1.0),
         ],
     );
-    assert!(
-        series(
-            &m,
-            "leaderproxy_probe_duration_seconds_count",
-            &[("backend", "f1"), ("kind", "leader")]
-        ) >= 1.0
-    );
-    assert!(
-        series(
-            &m,
-            "leaderproxy_probe_duration_seconds_count",
-            &[("backend", "f1"), ("kind", "health")]
-        ) >= 1.0
-    );
+    for kind in ["leader", "health"] {
+        let probes = [("backend", "f1"), ("kind", kind)];
+        let timed = series(&m, "leaderproxy_probe_duration_seconds_count", &probes);
+        assert!(timed >= 1.0, "{kind} probes of f1 timed: {timed}");
+    }
     assert_eq!(series(&m, "leaderproxy_build_info", &[]), 1.0);
 
     // Traffic by role, backend and class; durations by role.
@@ -624,13 +618,7 @@ async fn metrics_follow_what_happens() {
 async fn connections_over_the_limit_are_closed_and_counted() {
     let l = Fake::start("l", Role::Leader).await;
     let p = Proxy::start(&config_for(&[&l], "limits: { max_connections: 1 }\n")).await;
-    let mut first = std::net::TcpStream::connect(p.addr).unwrap();
-    first
-        .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut buf = [0u8; 12];
-    first.read_exact(&mut buf).unwrap();
-    assert_eq!(&buf, b"HTTP/1.1 200");
+    let first = served_connection(p.addr, "/a", None);
     // The first connection stays open (keep-alive); a second is closed at once.
     let mut second = std::net::TcpStream::connect(p.addr).unwrap();
     second

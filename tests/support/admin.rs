@@ -110,3 +110,23 @@ pub async fn wait_every_backend(
     })
     .await;
 }
+
+/// A raw keep-alive connection to `addr` that sent `GET path` and read the
+/// status line's first 12 bytes, which must be `HTTP/1.1 200`; its reads
+/// time out after `read_timeout` (`None`: never). The rest of the answer is
+/// left unread.
+pub fn served_connection(
+    addr: std::net::SocketAddr,
+    path: &str,
+    read_timeout: Option<Duration>,
+) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(read_timeout).unwrap();
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut head = [0u8; 12];
+    c.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    c
+}

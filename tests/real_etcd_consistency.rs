@@ -94,11 +94,10 @@ use std::time::{Duration, Instant};
 
 use etcd::{b64, unb64, EtcdCluster};
 use pairs::{
-    assert_every_position_probed, backend_of, run_pairs, wait_a_follower_position,
+    assert_every_position_probed, backend_of, run_pairs, wait_a_follower_position, wait_backend,
     wait_every_position, Pair, Pairs,
 };
 use procs::{spawn_proxy, wait_for, wait_some, HttpConn, HttpResponse, ProxyProc};
-use table::backend;
 
 const BIN: &str = env!("CARGO_BIN_EXE_leaderproxy");
 
@@ -576,12 +575,12 @@ fn etcd_max_lag_sigstop_follower() {
         Api::V2.write(&mut conn, &format!("lag/m{i}"), "x", &[]);
     }
     let mut seen_lag = 0;
-    wait_for(
+    wait_backend(
+        p,
+        &frozen,
         Duration::from_secs(5),
         "the frozen follower is lagging in /admin/routing",
-        || {
-            let r = p.routing();
-            let b = backend(&r, &frozen);
+        |b, r| {
             if b["lagging"] == true {
                 assert_eq!(b["healthy"], true, "lagging, not down: {r}");
                 seen_lag = b["lag"].as_u64().expect("lag");
@@ -597,12 +596,12 @@ fn etcd_max_lag_sigstop_follower() {
     // (each member is probed at its own moment): wait for its next probe.
     let live = names_but(cluster, &[&leader, &frozen]);
     let mut live_lag_seen = 0;
-    wait_for(
+    wait_backend(
+        p,
+        &live,
         Duration::from_secs(3),
         "the live follower is caught up",
-        || {
-            let r = p.routing();
-            let b = backend(&r, &live);
+        |b, _| {
             live_lag_seen = live_lag_seen.max(b["lag"].as_u64().unwrap_or(0));
             b["lagging"] == false && b["lag"] == 0
         },
@@ -638,12 +637,12 @@ fn etcd_max_lag_sigstop_follower() {
 
     ice.thaw();
     let thawed = Instant::now();
-    wait_for(
+    wait_backend(
+        p,
+        &frozen,
         Duration::from_secs(5),
         "the thawed follower catches up and serves reads",
-        || {
-            let r = p.routing();
-            let b = backend(&r, &frozen);
+        |b, _| {
             b["lagging"] == false
                 && (0..4).any(|_| backend_of(&Api::V2.read(&mut conn, "lag/m20", &[])) == frozen)
         },

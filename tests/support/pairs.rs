@@ -125,3 +125,18 @@ pub fn wait_a_follower_position(
             .any(|n| position(&r, n).is_some_and(|pos| pos >= at))
     });
 }
+
+/// Waits up to `within` until `cond(backend, routing)` holds for backend
+/// `name` in `p`'s `/admin/routing`; `what` names the wait.
+pub fn wait_backend(
+    p: &ProxyProc,
+    name: &str,
+    within: Duration,
+    what: &str,
+    mut cond: impl FnMut(&serde_json::Value, &serde_json::Value) -> bool,
+) {
+    wait_for(within, what, || {
+        let r = p.routing();
+        cond(backend(&r, name), &r)
+    });
+}

@@ -430,8 +430,11 @@ fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// One series and the value it must have: `(name, labels, value)`.
+type Want<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
+
 /// Each `(name, labels, value)`: [`series`] of `scrape` is exactly `value`.
-fn assert_series(scrape: &str, want: &[(&str, &[(&str, &str)], f64)]) {
+fn assert_series(scrape: &str, want: &[Want]) {
     for (name, labels, value) in want {
         assert_eq!(series(scrape, name, labels), *value, "{name} {labels:?}");
     }

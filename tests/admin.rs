@@ -2,15 +2,15 @@
 //! endpoints, no non-loopback address by accident, its own connection
 //! limit), and shutdown keeps the monitor alive until workers have drained.
 
+#[path = "support/admin.rs"]
+mod admin;
 #[path = "support/fake.rs"]
 mod fake;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
-
+use admin::{post_as, served_connection};
 use fake::{config_for, wait_until, Fake, Proxy, Reply, Role, TempDir};
 
 /// The value of one unlabelled series in Prometheus text; 0 when absent.
@@ -61,17 +61,6 @@ async fn a_write_held_at_shutdown_still_reaches_a_new_leader() {
     );
 }
 
-/// An admin request with an optional `Authorization` header value.
-async fn admin_as(p: &Proxy, method: &str, path: &str, auth: Option<&str>) -> Reply {
-    let mut b = http::Request::builder()
-        .method(method)
-        .uri(format!("http://{}{}", p.admin, path));
-    if let Some(a) = auth {
-        b = b.header(http::header::AUTHORIZATION, a);
-    }
-    p.send(b.body(Full::new(Bytes::new())).unwrap()).await
-}
-
 fn assert_unauthorized(r: &Reply) {
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(r.headers[http::header::WWW_AUTHENTICATE], "Bearer");
@@ -114,7 +103,7 @@ async fn state_changing_admin_endpoints_need_the_token_and_the_rest_stays_open()
             "Basic tok-123",
             "tok-123",
         ] {
-            assert_unauthorized(&admin_as(&p, "POST", path, Some(bad)).await);
+            assert_unauthorized(&post_as(&p, path, bad).await);
         }
     }
     assert_eq!(
@@ -123,32 +112,14 @@ async fn state_changing_admin_endpoints_need_the_token_and_the_rest_stays_open()
         "refused drain did nothing"
     );
 
-    let r = admin_as(
-        &p,
-        "POST",
-        "/admin/backends/f/drain",
-        Some("Bearer tok-123"),
-    )
-    .await;
+    let r = post_as(&p, "/admin/backends/f/drain", "Bearer tok-123").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(p.routing().await["backends"][1]["drained"], true);
-    let r = admin_as(
-        &p,
-        "POST",
-        "/admin/backends/f/enable",
-        Some("bearer  tok-123"),
-    )
-    .await;
+    let r = post_as(&p, "/admin/backends/f/enable", "bearer  tok-123").await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let r = admin_as(
-        &p,
-        "POST",
-        "/admin/backends/nope/drain",
-        Some("Bearer tok-123"),
-    )
-    .await;
+    let r = post_as(&p, "/admin/backends/nope/drain", "Bearer tok-123").await;
     assert_eq!(r.status, 404, "{}", r.text());
-    let r = admin_as(&p, "POST", "/admin/reload", Some("Bearer tok-123")).await;
+    let r = post_as(&p, "/admin/reload", "Bearer tok-123").await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
@@ -160,33 +131,22 @@ async fn a_reload_rotates_the_token_and_a_broken_token_file_keeps_the_old_one() 
 
     std::fs::write(&token_file, "new-token\n").unwrap();
     // The reload itself is authorized by the token in force when it arrives.
-    assert_unauthorized(&admin_as(&p, "POST", "/admin/reload", Some("Bearer new-token")).await);
-    let r = admin_as(&p, "POST", "/admin/reload", Some("Bearer old-token")).await;
+    assert_unauthorized(&post_as(&p, "/admin/reload", "Bearer new-token").await);
+    let r = post_as(&p, "/admin/reload", "Bearer old-token").await;
     assert_eq!(r.status, 200, "{}", r.text());
     wait_until(Duration::from_secs(2), "old token refused", || async {
-        admin_as(
-            &p,
-            "POST",
-            "/admin/backends/l/enable",
-            Some("Bearer old-token"),
-        )
-        .await
-        .status
+        post_as(&p, "/admin/backends/l/enable", "Bearer old-token")
+            .await
+            .status
             == 401
     })
     .await;
-    let r = admin_as(
-        &p,
-        "POST",
-        "/admin/backends/l/enable",
-        Some("Bearer new-token"),
-    )
-    .await;
+    let r = post_as(&p, "/admin/backends/l/enable", "Bearer new-token").await;
     assert_eq!(r.status, 200, "{}", r.text());
 
     // An empty token file is a config error: the reload is refused, the token stays.
     std::fs::write(&token_file, "\n").unwrap();
-    let r = admin_as(&p, "POST", "/admin/reload", Some("Bearer new-token")).await;
+    let r = post_as(&p, "/admin/reload", "Bearer new-token").await;
     assert_eq!(r.status, 422, "{}", r.text());
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     let line = 1 + std::fs::read_to_string(&p.config_path)
@@ -202,30 +162,18 @@ async fn a_reload_rotates_the_token_and_a_broken_token_file_keeps_the_old_one() 
             token_file.display()
         )])
     );
-    let r = admin_as(
-        &p,
-        "POST",
-        "/admin/backends/l/enable",
-        Some("Bearer new-token"),
-    )
-    .await;
+    let r = post_as(&p, "/admin/backends/l/enable", "Bearer new-token").await;
     assert_eq!(r.status, 200, "{}", r.text());
     // A missing one too.
     std::fs::remove_file(&token_file).unwrap();
-    let r = admin_as(&p, "POST", "/admin/reload", Some("Bearer new-token")).await;
+    let r = post_as(&p, "/admin/reload", "Bearer new-token").await;
     assert_eq!(r.status, 422, "{}", r.text());
     assert!(
         r.text().contains("admin_token_file: cannot read"),
         "{}",
         r.text()
     );
-    let r = admin_as(
-        &p,
-        "POST",
-        "/admin/backends/l/enable",
-        Some("Bearer new-token"),
-    )
-    .await;
+    let r = post_as(&p, "/admin/backends/l/enable", "Bearer new-token").await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
@@ -311,16 +259,7 @@ async fn admin_connections_over_the_limit_are_closed_and_an_idle_one_gives_its_s
     let admin = p.admin;
     tokio::task::spawn_blocking(move || {
         // The first connection is served and kept alive: it holds the only slot.
-        let mut first = std::net::TcpStream::connect(admin).unwrap();
-        first
-            .set_read_timeout(Some(Duration::from_secs(15)))
-            .unwrap();
-        first
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut head = [0u8; 12];
-        first.read_exact(&mut head).unwrap();
-        assert_eq!(&head, b"HTTP/1.1 200");
+        let mut first = served_connection(admin, "/healthz", Some(Duration::from_secs(15)));
         let idle_from = Instant::now();
 
         // A second one is closed at once, unanswered.
@@ -368,25 +307,12 @@ async fn a_changed_token_file_is_picked_up_without_an_explicit_reload() {
         Duration::from_secs(5),
         "the new token is in force",
         || async {
-            admin_as(
-                &p,
-                "POST",
-                "/admin/backends/l/enable",
-                Some("Bearer second-token-longer"),
-            )
-            .await
-            .status
+            post_as(&p, "/admin/backends/l/enable", "Bearer second-token-longer")
+                .await
+                .status
                 == 200
         },
     )
     .await;
-    assert_unauthorized(
-        &admin_as(
-            &p,
-            "POST",
-            "/admin/backends/l/enable",
-            Some("Bearer first-token"),
-        )
-        .await,
-    );
+    assert_unauthorized(&post_as(&p, "/admin/backends/l/enable", "Bearer first-token").await);
 }

@@ -4,6 +4,8 @@
 //! unless the proxy holds the read to a backend whose probed position has
 //! caught up.
 
+#[path = "support/admin.rs"]
+mod admin;
 #[path = "support/fake.rs"]
 mod fake;
 #[path = "support/replica.rs"]
@@ -12,13 +14,24 @@ mod replica;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use admin::{wait_backend, wait_every_backend};
 use bytes::Bytes;
 use fake::{backend_in, wait_until, Proxy, Reply};
 use http_body_util::Full;
 use replica::Cluster;
 
+/// How long the positions, lag and health in the admin API may take to show a change.
+const WITHIN: Duration = Duration::from_secs(3);
+
 const POSITIONS: &str =
     "positions:\n  probe: { path: /position, header: X-Index }\n  response: { header: X-Index }\n";
+
+/// A proxy on `c` with the config's `extra` lines, once it knows `l` leads.
+async fn proxy_on(c: &Cluster, extra: &str) -> Proxy {
+    let p = Proxy::start(&c.config(extra)).await;
+    p.wait_leader(Some("l"), WITHIN).await;
+    p
+}
 
 async fn send(
     p: &Proxy,
@@ -127,17 +140,14 @@ async fn write_then_read_at(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_your_writes_sees_every_write_while_plain_reads_miss() {
     let c = Cluster::start(&["l", "f1", "f2"], Duration::from_millis(150)).await;
-    let ryw = Proxy::start(&c.config(&format!(
+    let ryw = proxy_on(&c, &format!(
         "{POSITIONS}reads: {{ consistency: read_your_writes, session: {{ header: X-Session-Id }} }}\n"
-    )))
-    .await;
-    ryw.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    )).await;
     let (missed, went) = write_then_read(&ryw, 1000, "a", true).await;
     println!("read_your_writes: 1000 pairs, {missed} missed, reads went to {went:?}");
     assert_eq!(missed, 0, "a read missed its session's write");
 
-    let plain = Proxy::start(&c.config("")).await;
-    plain.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let plain = proxy_on(&c, "").await;
     let (plain_missed, plain_went) = write_then_read(&plain, 200, "b", true).await;
     println!("eventual: 200 pairs, {plain_missed} missed, reads went to {plain_went:?}");
     assert!(
@@ -148,15 +158,11 @@ async fn read_your_writes_sees_every_write_while_plain_reads_miss() {
     // Once the followers' probed positions pass a session's last write,
     // that session's reads go back to the followers.
     let sid = ("x-session-id", "s0".to_string());
-    wait_until(
-        Duration::from_secs(3),
-        "a fresh follower serves session s0",
-        || async {
-            let r = send(&ryw, "GET", "/kv/a0", "", std::slice::from_ref(&sid)).await;
-            assert_eq!(r.text(), "v0");
-            r.backend().as_deref() != Some("l")
-        },
-    )
+    wait_until(WITHIN, "a fresh follower serves session s0", || async {
+        let r = send(&ryw, "GET", "/kv/a0", "", std::slice::from_ref(&sid)).await;
+        assert_eq!(r.text(), "v0");
+        r.backend().as_deref() != Some("l")
+    })
     .await;
     let m = ryw.metrics().await;
     let via_follower = metric(&m, "leaderproxy_fresh_reads_total{target=\"follower\"}");
@@ -184,16 +190,12 @@ fn mixed(tag: &'static str) -> impl Fn(usize) -> String + Send + Sync + 'static 
 async fn reads_outside_the_positions_scope_go_to_the_leader() {
     let c = Cluster::start(&["l", "f1", "f2"], Duration::from_millis(150)).await;
     let reads = "reads: { consistency: read_your_writes, session: { header: X-Session-Id } }\n";
-    let unscoped = Proxy::start(&c.config(&format!("{POSITIONS}{reads}"))).await;
-    unscoped
-        .wait_leader(Some("l"), Duration::from_secs(3))
-        .await;
+    let unscoped = proxy_on(&c, &format!("{POSITIONS}{reads}")).await;
     let (missed, went) = write_then_read_at(&unscoped, 48, |i| format!("/other/u{i}"), true).await;
     println!("no scope: 48 /other/ pairs, {missed} missed, reads went to {went:?}");
     assert!(missed > 0, "uncounted writes must show the hazard");
 
-    let scoped = Proxy::start(&c.config(&format!("{POSITIONS}  scope: [/kv/]\n{reads}"))).await;
-    scoped.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let scoped = proxy_on(&c, &format!("{POSITIONS}  scope: [/kv/]\n{reads}")).await;
     let (missed, went) = write_then_read_at(&scoped, 400, mixed("s"), true).await;
     println!("scope [/kv/]: 400 mixed pairs, {missed} missed, reads went to {went:?}");
     assert_eq!(missed, 0, "a read missed its session's write");
@@ -206,17 +208,13 @@ async fn reads_outside_the_positions_scope_go_to_the_leader() {
         let r = send(&scoped, "GET", "/other/x", "", &[]).await;
         assert_eq!(r.backend().as_deref(), Some("l"));
     }
-    wait_until(
-        Duration::from_secs(3),
-        "a /kv/ read on a follower",
-        || async {
-            send(&scoped, "GET", "/kv/s0", "", &[])
-                .await
-                .backend()
-                .as_deref()
-                != Some("l")
-        },
-    )
+    wait_until(WITHIN, "a /kv/ read on a follower", || async {
+        send(&scoped, "GET", "/kv/s0", "", &[])
+            .await
+            .backend()
+            .as_deref()
+            != Some("l")
+    })
     .await;
 }
 
@@ -226,11 +224,11 @@ async fn reads_outside_the_positions_scope_go_to_the_leader() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_position_header_is_a_checked_lower_bound() {
     let c = Cluster::start(&["l", "f1", "f2"], Duration::from_millis(300)).await;
-    let p = Proxy::start(&c.config(&format!(
-        "{POSITIONS}reads: {{ consistency: read_your_writes }}\n"
-    )))
+    let p = proxy_on(
+        &c,
+        &format!("{POSITIONS}reads: {{ consistency: read_your_writes }}\n"),
+    )
     .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
     for i in 0..50 {
         let w = send(&p, "PUT", &format!("/kv/h{i}"), &format!("v{i}"), &[]).await;
         let pos = w.headers["x-leaderproxy-position"]
@@ -288,11 +286,7 @@ async fn without_a_position_in_the_answer_the_leader_is_probed_after_the_ack() {
     c.node("l")
         .index_in_answers
         .store(false, std::sync::atomic::Ordering::Relaxed);
-    let p = Proxy::start(&c.config(
-        "positions: { probe: { path: /position, header: X-Index } }\nreads: { consistency: read_your_writes, session: { header: X-Session-Id } }\n",
-    ))
-    .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let p = proxy_on(&c, "positions: { probe: { path: /position, header: X-Index } }\nreads: { consistency: read_your_writes, session: { header: X-Session-Id } }\n").await;
     let (missed, went) = write_then_read(&p, 200, "c", true).await;
     println!("probe after ack: 200 pairs, {missed} missed, reads went to {went:?}");
     assert_eq!(missed, 0);
@@ -345,11 +339,7 @@ async fn without_a_position_in_the_answer_the_leader_is_probed_after_the_ack() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_positions_a_session_reads_from_the_leader_for_the_window() {
     let c = Cluster::start(&["l", "f1", "f2"], Duration::from_millis(100)).await;
-    let p = Proxy::start(&c.config(
-        "reads: { consistency: read_your_writes, session: { cookie: sid }, after_write_window: 700ms }\n",
-    ))
-    .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let p = proxy_on(&c, "reads: { consistency: read_your_writes, session: { cookie: sid }, after_write_window: 700ms }\n").await;
     let me = ("cookie", "a=b; sid=me".to_string());
     let other = ("cookie", "sid=other".to_string());
     let w = send(&p, "PUT", "/kv/w", "1", std::slice::from_ref(&me)).await;
@@ -374,7 +364,7 @@ async fn without_positions_a_session_reads_from_the_leader_for_the_window() {
             "other sessions use the followers"
         );
     }
-    wait_until(Duration::from_secs(3), "the window ends", || async {
+    wait_until(WITHIN, "the window ends", || async {
         send(&p, "GET", "/kv/w", "", std::slice::from_ref(&me))
             .await
             .backend()
@@ -391,8 +381,7 @@ async fn without_positions_a_session_reads_from_the_leader_for_the_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_over_max_lag_get_no_reads_until_they_catch_up() {
     let c = Cluster::start(&["l", "f1", "f2"], Duration::ZERO).await;
-    let p = Proxy::start(&c.config(&format!("{POSITIONS}reads: {{ max_lag: 5 }}\n"))).await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let p = proxy_on(&c, &format!("{POSITIONS}reads: {{ max_lag: 5 }}\n")).await;
     c.node("f1").freeze(true);
     for i in 0..20 {
         assert_eq!(
@@ -401,7 +390,7 @@ async fn followers_over_max_lag_get_no_reads_until_they_catch_up() {
         );
     }
     wait_until(
-        Duration::from_secs(3),
+        WITHIN,
         "f1 lagging and f2 caught up in /admin/routing",
         || async {
             let r = p.routing().await;
@@ -436,32 +425,24 @@ async fn followers_over_max_lag_get_no_reads_until_they_catch_up() {
     for i in 0..10 {
         send(&p, "PUT", &format!("/kv/n{i}"), "x", &[]).await;
     }
-    wait_until(
-        Duration::from_secs(3),
-        "reads fall back to the leader",
-        || async {
-            send(&p, "GET", "/kv/m1", "", &[])
-                .await
-                .backend()
-                .as_deref()
-                == Some("l")
-        },
-    )
+    wait_until(WITHIN, "reads fall back to the leader", || async {
+        send(&p, "GET", "/kv/m1", "", &[])
+            .await
+            .backend()
+            .as_deref()
+            == Some("l")
+    })
     .await;
 
     c.node("f1").freeze(false);
     c.node("f2").freeze(false);
-    wait_until(
-        Duration::from_secs(3),
-        "both followers back in rotation",
-        || async {
-            let mut seen = std::collections::HashSet::new();
-            for _ in 0..6 {
-                seen.insert(send(&p, "GET", "/kv/m1", "", &[]).await.backend().unwrap());
-            }
-            seen.contains("f1") && seen.contains("f2") && !seen.contains("l")
-        },
-    )
+    wait_until(WITHIN, "both followers back in rotation", || async {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..6 {
+            seen.insert(send(&p, "GET", "/kv/m1", "", &[]).await.backend().unwrap());
+        }
+        seen.contains("f1") && seen.contains("f2") && !seen.contains("l")
+    })
     .await;
 }
 
@@ -472,32 +453,25 @@ async fn followers_over_max_lag_get_no_reads_until_they_catch_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_leaders_position_this_round_followers_count_as_lagging() {
     let c = Cluster::start(&["l", "f1"], Duration::ZERO).await;
-    let p = Proxy::start(&c.config(&format!("{POSITIONS}reads: {{ max_lag: 10 }}\n"))).await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let p = proxy_on(&c, &format!("{POSITIONS}reads: {{ max_lag: 10 }}\n")).await;
     for i in 0..10 {
         send(&p, "PUT", &format!("/kv/a{i}"), "x", &[]).await;
     }
-    wait_until(
-        Duration::from_secs(3),
-        "f1 caught up and serving",
-        || async {
-            let f1 = p.backend_status("f1").await;
-            f1["lag"] == 0 && f1["position"] == 10
-        },
-    )
+    wait_backend(&p, WITHIN, "f1", "f1 caught up and serving", |f1| {
+        f1["lag"] == 0 && f1["position"] == 10
+    })
     .await;
     c.node("l").fail_positions(true);
     c.node("f1").freeze(true);
     for i in 0..30 {
         send(&p, "PUT", &format!("/kv/b{i}"), "x", &[]).await;
     }
-    wait_until(
-        Duration::from_secs(3),
+    wait_backend(
+        &p,
+        WITHIN,
+        "f1",
         "f1 lagging without the leader's position",
-        || async {
-            let f1 = p.backend_status("f1").await;
-            f1["lagging"] == true && f1["lag"].is_null()
-        },
+        |f1| f1["lagging"] == true && f1["lag"].is_null(),
     )
     .await;
     for _ in 0..6 {
@@ -506,18 +480,14 @@ async fn without_the_leaders_position_this_round_followers_count_as_lagging() {
     }
     // The leader answers again: f1's lag is measured again.
     c.node("l").fail_positions(false);
-    wait_until(Duration::from_secs(3), "f1 30 behind", || async {
-        p.backend_status("f1").await["lag"] == 30
-    })
-    .await;
+    wait_backend(&p, WITHIN, "f1", "f1 30 behind", |b| b["lag"] == 30).await;
 
     // No position ever read: nobody is current under max_lag.
     let c = Cluster::start(&["l", "f1", "f2"], Duration::ZERO).await;
     for n in &c.nodes {
         n.fail_positions(true);
     }
-    let p = Proxy::start(&c.config(&format!("{POSITIONS}reads: {{ max_lag: 10 }}\n"))).await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let p = proxy_on(&c, &format!("{POSITIONS}reads: {{ max_lag: 10 }}\n")).await;
     for _ in 0..6 {
         let r = send(&p, "GET", "/kv/x", "", &[]).await;
         assert_eq!(
@@ -539,11 +509,9 @@ async fn without_positions_in_answers(delay: Duration, more: &str) -> (Cluster, 
         n.index_in_answers
             .store(false, std::sync::atomic::Ordering::Relaxed);
     }
-    let p = Proxy::start(&c.config(&format!(
+    let p = proxy_on(&c, &format!(
         "positions: {{ probe: {{ path: /position, header: X-Index }} }}\nreads: {{ consistency: read_your_writes, session: {{ header: X-Session-Id }}{more} }}\n"
-    )))
-    .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    )).await;
     (c, p)
 }
 
@@ -613,7 +581,7 @@ async fn an_unknown_position_holds_the_session_until_a_later_round_reads_the_lea
     }
     c.node("l").fail_positions(false);
     wait_until(
-        Duration::from_secs(3),
+        WITHIN,
         "a follower that has the write serves the session",
         || async {
             let r = send(&p, "GET", "/kv/k", "", std::slice::from_ref(&sid)).await;
@@ -632,26 +600,16 @@ async fn an_unknown_position_holds_the_session_until_a_later_round_reads_the_lea
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn positions_that_go_down_or_go_unhealthy_are_forgotten() {
     let c = Cluster::start(&["l", "f1", "f2"], Duration::ZERO).await;
-    let p = Proxy::start(&c.config(&format!(
+    let p = proxy_on(&c, &format!(
         "{POSITIONS}reads: {{ consistency: read_your_writes, session: {{ header: X-Session-Id }} }}\n"
-    )))
-    .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    )).await;
     for i in 0..10 {
         send(&p, "PUT", &format!("/kv/d{i}"), "x", &[]).await;
     }
-    wait_until(Duration::from_secs(3), "every position at 10", || async {
-        let r = p.routing().await;
-        r["backends"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|b| b["position"] == 10)
-    })
-    .await;
+    wait_every_backend(&p, WITHIN, "every position at 10", |b| b["position"] == 10).await;
 
     c.node("f1").override_position(Some(3));
-    wait_until(Duration::from_secs(3), "f1's decrease counted", || async {
+    wait_until(WITHIN, "f1's decrease counted", || async {
         let m = p.metrics().await;
         metric(
             &m,
@@ -659,27 +617,19 @@ async fn positions_that_go_down_or_go_unhealthy_are_forgotten() {
         ) >= 1.0
     })
     .await;
-    wait_until(Duration::from_secs(3), "f1 at 3", || async {
-        p.backend_status("f1").await["position"] == 3
-    })
-    .await;
+    wait_backend(&p, WITHIN, "f1", "f1 at 3", |b| b["position"] == 3).await;
     c.node("f1").override_position(None);
 
     let f2 = c.node("f2");
     f2.fail_positions(true);
     f2.set_healthy(false);
-    wait_until(
-        Duration::from_secs(3),
-        "f2 down, its position forgotten",
-        || async {
-            let b = p.backend_status("f2").await;
-            b["healthy"] == false && b["position"].is_null()
-        },
-    )
+    wait_backend(&p, WITHIN, "f2", "f2 down, its position forgotten", |b| {
+        b["healthy"] == false && b["position"].is_null()
+    })
     .await;
     f2.set_healthy(true);
-    wait_until(Duration::from_secs(3), "f2 healthy again", || async {
-        p.backend_status("f2").await["healthy"] == true
+    wait_backend(&p, WITHIN, "f2", "f2 healthy again", |b| {
+        b["healthy"] == true
     })
     .await;
     assert!(p.backend_status("f2").await["position"].is_null());
@@ -699,11 +649,9 @@ async fn positions_that_go_down_or_go_unhealthy_are_forgotten() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_bounded_and_evictions_counted() {
     let c = Cluster::start(&["l", "f1"], Duration::ZERO).await;
-    let p = Proxy::start(&c.config(&format!(
+    let p = proxy_on(&c, &format!(
         "{POSITIONS}reads: {{ consistency: read_your_writes, session: {{ header: X-Session-Id, capacity: 2 }} }}\n"
-    )))
-    .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    )).await;
     for s in ["a", "b", "c", "d"] {
         let w = send(&p, "PUT", "/kv/e", s, &[("x-session-id", s.to_string())]).await;
         assert_eq!(w.status, 200);
@@ -722,8 +670,7 @@ async fn sessions_are_bounded_and_evictions_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_starts_position_probes() {
     let c = Cluster::start(&["l", "f1"], Duration::from_millis(300)).await;
-    let p = Proxy::start(&c.config("")).await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let p = proxy_on(&c, "").await;
     assert!(p.routing().await["backends"][0]["position"].is_null());
     assert_eq!(
         c.node("l")
@@ -739,18 +686,9 @@ async fn a_reload_starts_position_probes() {
     )
     .unwrap();
     assert_eq!(p.admin("POST", "/admin/reload").await.status, 200);
-    wait_until(
-        Duration::from_secs(3),
-        "positions in /admin/routing",
-        || async {
-            let r = p.routing().await;
-            r["backends"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|b| b["position"].is_u64())
-        },
-    )
+    wait_every_backend(&p, WITHIN, "positions in /admin/routing", |b| {
+        b["position"].is_u64()
+    })
     .await;
     let w = send(&p, "PUT", "/kv/r", "1", &[]).await;
     let pos = w.headers["x-leaderproxy-position"]
@@ -769,11 +707,9 @@ async fn a_reload_starts_position_probes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sessions_gauge_counts_sessions_not_writes() {
     let c = Cluster::start(&["l", "f1"], Duration::ZERO).await;
-    let p = Proxy::start(&c.config(&format!(
+    let p = proxy_on(&c, &format!(
         "{POSITIONS}reads: {{ consistency: read_your_writes, session: {{ header: X-Session-Id, capacity: 10 }} }}\n"
-    )))
-    .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    )).await;
     for i in 0..12 {
         let s = ["a", "b", "c"][i % 3].to_string();
         let w = send(&p, "PUT", "/kv/g", "x", &[("x-session-id", s)]).await;

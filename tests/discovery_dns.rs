@@ -5,8 +5,12 @@
 //! dropped while it answers its probes, a failing resolver keeps the last
 //! set.
 
+#[path = "support/admin.rs"]
+mod admin;
 #[path = "support/fake.rs"]
 mod fake;
+#[path = "support/table.rs"]
+mod table;
 
 #[path = "support/dns.rs"]
 mod dns;
@@ -19,6 +23,7 @@ use std::time::Duration;
 
 use dns::{FakeDns, Mode};
 use fake::{wait_until, Fake, Proxy, Role};
+use table::{backend, follower_set as followers, name_set as names};
 use tokio::net::TcpListener;
 
 fn ip(n: u8) -> Ipv4Addr {
@@ -53,38 +58,6 @@ fn bname(n: u8, port: u16) -> String {
     format!("127.0.0.{n}:{port}")
 }
 
-/// Backend names in the routing table, with their JSON.
-fn backends(r: &serde_json::Value) -> Vec<(String, serde_json::Value)> {
-    r["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| (b["name"].as_str().unwrap().to_string(), b.clone()))
-        .collect()
-}
-
-fn names(r: &serde_json::Value) -> BTreeSet<String> {
-    backends(r).into_iter().map(|(n, _)| n).collect()
-}
-
-fn backend<'a>(r: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    r["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["name"] == name)
-        .unwrap_or_else(|| panic!("{name} in {r}"))
-}
-
-fn followers(r: &serde_json::Value) -> BTreeSet<String> {
-    r["followers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap().to_string())
-        .collect()
-}
-
 fn set(names: &[String]) -> BTreeSet<String> {
     names.iter().cloned().collect()
 }
@@ -98,13 +71,12 @@ fn conns(f: &Fake, path: &str) -> BTreeSet<usize> {
         .collect()
 }
 
+/// The DNS discovery errors counted so far.
 fn discovery_errors(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with("leaderproxy_discovery_errors_total{source=\"dns\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    admin::counter(
+        metrics,
+        "leaderproxy_discovery_errors_total{source=\"dns\"}",
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,17 +9,19 @@ mod procs;
 #[path = "support/etcd.rs"]
 mod etcd;
 
+#[path = "support/table.rs"]
+mod table;
+
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd::EtcdCluster;
 use procs::{free_port, http, spawn_proxy, wait_for, Proc, ProxyProc};
+use table::{follower_set, name_set};
 
 const BIN: &str = env!("CARGO_BIN_EXE_leaderproxy");
-const ETCDCTL: &str = "/usr/bin/etcdctl";
 
 fn etcdctl(endpoint: &str, args: &[&str]) -> String {
     let (ok, text) = try_etcdctl(endpoint, args);
@@ -28,43 +30,13 @@ fn etcdctl(endpoint: &str, args: &[&str]) -> String {
 }
 
 fn try_etcdctl(endpoint: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(ETCDCTL)
-        .env("ETCDCTL_API", "3")
-        .args([
-            "--endpoints",
-            endpoint,
-            "--dial-timeout",
-            "3s",
-            "--command-timeout",
-            "10s",
-        ])
-        .args(args)
-        .output()
-        .expect("run etcdctl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    etcd::etcdctl(endpoint, "10s", None, args)
 }
 
 /// Backend names in the proxy's routing table, and the followers.
 fn table(p: &ProxyProc) -> (BTreeSet<String>, BTreeSet<String>) {
     let r = p.routing();
-    let names = r["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["name"].as_str().unwrap().to_string())
-        .collect();
-    let followers = r["followers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap().to_string())
-        .collect();
-    (names, followers)
+    (name_set(&r), follower_set(&r))
 }
 
 fn set(v: &[&str]) -> BTreeSet<String> {
@@ -92,7 +64,7 @@ fn reads(p: &ProxyProc, n: usize) -> Vec<String> {
 
 #[test]
 fn etcd_member_list_discovery_follows_member_add_and_remove_under_writes() {
-    if !procs::require_binaries("discovery_etcd", &[etcd::ETCD_BIN, ETCDCTL]) {
+    if !procs::require_binaries("discovery_etcd", &[etcd::ETCD_BIN, etcd::ETCDCTL]) {
         return;
     }
     let cluster = EtcdCluster::start(3);
@@ -194,33 +166,14 @@ fn etcd_member_list_discovery_follows_member_add_and_remove_under_writes() {
         .to_string();
     let t_add = Instant::now();
     let data = cluster.dir.join("n4.etcd");
-    let args: Vec<String> = [
-        "--name",
+    let args = etcd::member_args(
         "n4",
-        "--data-dir",
-        &data.display().to_string(),
-        "--listen-client-urls",
+        &data,
         &format!("http://127.0.0.1:{client4}"),
-        "--advertise-client-urls",
-        &format!("http://127.0.0.1:{client4}"),
-        "--listen-peer-urls",
-        &format!("http://127.0.0.1:{peer4}"),
-        "--initial-advertise-peer-urls",
-        &format!("http://127.0.0.1:{peer4}"),
-        "--initial-cluster",
+        peer4,
         &initial_cluster,
-        "--initial-cluster-state",
         "existing",
-        "--enable-v2=true",
-        "--heartbeat-interval",
-        "100",
-        "--election-timeout",
-        "1000",
-        "--pre-vote=true",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    );
     let mut n4 = Proc::spawn("n4", etcd::ETCD_BIN, &args, cluster.dir.path());
     wait_for(
         Duration::from_secs(20),

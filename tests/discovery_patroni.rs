@@ -6,8 +6,12 @@
 //! p2 and p3, then follows the list from 3 to 2 members; a broken answer
 //! keeps the last set.
 
+#[path = "support/admin.rs"]
+mod admin;
 #[path = "support/fake.rs"]
 mod fake;
+#[path = "support/table.rs"]
+mod table;
 
 #[path = "support/dns.rs"]
 mod dns;
@@ -26,6 +30,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use table::{backend_names, follower_set as followers, name_set as names};
 use tokio::net::TcpListener;
 
 /// One fake Patroni node; every node shares the `/cluster` body.
@@ -137,39 +142,32 @@ fn cluster_body(members: &[&Node]) -> String {
     format!("{{\"members\":[{}],\"scope\":\"batman\"}}", list.join(","))
 }
 
-fn names(r: &serde_json::Value) -> BTreeSet<String> {
-    name_list(r).into_iter().collect()
-}
-
-fn followers(r: &serde_json::Value) -> BTreeSet<String> {
-    r["followers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap().to_string())
-        .collect()
-}
-
 fn set(v: &[&str]) -> BTreeSet<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
+/// The member-list errors counted so far.
 fn member_errors(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with("leaderproxy_discovery_errors_total{source=\"members\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    admin::counter(
+        metrics,
+        "leaderproxy_discovery_errors_total{source=\"members\"}",
+    )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn patroni_member_list_3_then_2_members_is_followed() {
+/// p1 (the leader), p2 and p3, sharing one `/cluster` body that lists all
+/// three; the body, for the test to change.
+async fn three_nodes() -> (Arc<Mutex<String>>, [Node; 3]) {
     let cluster = Arc::new(Mutex::new(String::new()));
     let p1 = Node::start("p1", true, cluster.clone()).await;
     let p2 = Node::start("p2", false, cluster.clone()).await;
     let p3 = Node::start("p3", false, cluster.clone()).await;
     *cluster.lock().unwrap() = cluster_body(&[&p1, &p2, &p3]);
+    (cluster, [p1, p2, p3])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patroni_member_list_3_then_2_members_is_followed() {
+    let (cluster, [p1, p2, p3]) = three_nodes().await;
 
     // The proxy knows p1 only.
     let yaml = format!(
@@ -270,26 +268,12 @@ async fn patroni_member_list_3_then_2_members_is_followed() {
     );
 }
 
-/// Every backend name in the table, in order, duplicates kept.
-fn name_list(r: &serde_json::Value) -> Vec<String> {
-    r["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["name"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// DNS finds the leader first as `127.0.0.1:PORT`; the member list then
 /// names the same address `p1`. One backend (the address is its identity)
 /// renamed in place: it keeps its claim, no split brain, no failed write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_and_members_naming_one_address_make_one_backend_renamed_in_place() {
-    let cluster = Arc::new(Mutex::new(String::new()));
-    let p1 = Node::start("p1", true, cluster.clone()).await;
-    let p2 = Node::start("p2", false, cluster.clone()).await;
-    let p3 = Node::start("p3", false, cluster.clone()).await;
-    *cluster.lock().unwrap() = cluster_body(&[&p1, &p2, &p3]);
+    let (_cluster, [p1, _p2, _p3]) = three_nodes().await;
     let dns = dns::FakeDns::start("patroni.test", vec![std::net::Ipv4Addr::LOCALHOST]).await;
     let yaml = format!(
         "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nworkers: 1\ndebug_headers: true\n\
@@ -313,7 +297,7 @@ async fn dns_and_members_naming_one_address_make_one_backend_renamed_in_place() 
 
     wait_until(Duration::from_secs(5), "p1, p2, p3 once each", || async {
         let r = p.routing().await;
-        let mut v = name_list(&r);
+        let mut v = backend_names(&r);
         v.sort();
         v == ["p1", "p2", "p3"] && followers(&r) == set(&["p2", "p3"])
     })

@@ -2,8 +2,12 @@
 //! watch), graceful shutdown (in-process and by SIGTERM to the binary), and
 //! that the dashboard and alert rules only use metrics the proxy exports.
 
+#[path = "support/admin.rs"]
+mod admin;
 #[path = "support/fake.rs"]
 mod fake;
+#[path = "support/nodes.rs"]
+mod nodes;
 #[path = "support/tls_fake.rs"]
 mod tls_fake;
 
@@ -11,14 +15,14 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use admin::served_connection;
 use fake::{config_for, tally, wait_until, Fake, Proxy, Role};
+use nodes::{led_by, nodes};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_routing_json() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f = Fake::start("f", Role::Follower).await;
-    let p = Proxy::start(&config_for(&[&l, &f], "")).await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let [l, f] = nodes(["l", "f"]).await;
+    let p = led_by(&[&l, &f], "", "l").await;
     assert_eq!(p.admin("GET", "/healthz").await.status, 200);
     let r = p.admin("GET", "/readyz").await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -63,12 +67,9 @@ async fn not_ready_until_something_can_be_routed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drained_backend_gets_no_new_requests_and_in_flight_ones_finish() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f1 = Fake::start("f1", Role::Follower).await;
-    let f2 = Fake::start("f2", Role::Follower).await;
+    let [l, f1, f2] = nodes(["l", "f1", "f2"]).await;
     f1.state.delay_ms.store(300, Ordering::Relaxed);
-    let p = Proxy::start(&config_for(&[&l, &f1, &f2], "")).await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let p = led_by(&[&l, &f1, &f2], "", "l").await;
     // First read goes to f1 (slow); drain f1 while it is in flight.
     let slow = p.get("/slow");
     let drain = async {
@@ -107,9 +108,7 @@ async fn drained_backend_gets_no_new_requests_and_in_flight_ones_finish() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_applies_valid_config_and_keeps_old_one_on_error() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f1 = Fake::start("f1", Role::Follower).await;
-    let f2 = Fake::start("f2", Role::Follower).await;
+    let [l, f1, f2] = nodes(["l", "f1", "f2"]).await;
     // One worker: pools are per worker, and the test client may open a new
     // connection that SO_REUSEPORT hands to another worker.
     let one = |fakes: &[&Fake]| config_for(fakes, "").replace("workers: 2", "workers: 1");
@@ -191,8 +190,7 @@ async fn reload_applies_valid_config_and_keeps_old_one_on_error() {
 async fn graceful_shutdown_lets_a_slow_request_finish() {
     let l = Fake::start("l", Role::Leader).await;
     l.state.delay_ms.store(500, Ordering::Relaxed);
-    let mut p = Proxy::start(&config_for(&[&l], "shutdown_grace: 5s\n")).await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let mut p = led_by(&[&l], "shutdown_grace: 5s\n", "l").await;
     let running = p.running.take().unwrap();
     let addr = p.addr;
     let slow = p.put("/slow");
@@ -432,49 +430,44 @@ fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// One series and the value it must have: `(name, labels, value)`.
+type Want<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
+
+/// Each `(name, labels, value)`: [`series`] of `scrape` is exactly `value`.
+fn assert_series(scrape: &str, want: &[Want]) {
+    for (name, labels, value) in want {
+        assert_eq!(series(scrape, name, labels), *value, "{name} {labels:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_what_happens() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f1 = Fake::start("f1", Role::Follower).await;
-    let f2 = Fake::start("f2", Role::Follower).await;
+    let [l, f1, f2] = nodes(["l", "f1", "f2"]).await;
     // Slow leader probes: the write below learns of the dead leader itself.
-    let p = Proxy::start(&config_for(
+    let p = led_by(
         &[&l, &f1, &f2],
         "leader: { path: /leader, interval: 1s, timeout: 300ms, expect: { status: [200] } }\n\
          health: { path: /health, interval: 1s, timeout: 300ms, rise: 1, fall: 3 }\n\
          reads: { retry: false }\npassive: { consecutive_failures: 0 }\n\
          writes: { hold: 300ms }\ntimeouts: { request: 200ms }\n",
-    ))
+        "l",
+    )
     .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
     let m = p.metrics().await;
-    assert_eq!(
-        series(&m, "leaderproxy_backend_is_leader", &[("backend", "l")]),
-        1.0
+    assert_series(
+        &m,
+        &[
+            ("leaderproxy_backend_is_leader", &[("backend", "l")], 1.0),
+            ("leaderproxy_backend_is_leader", &[("backend", "f1")], 0.0),
+            ("leaderproxy_backend_healthy", &[("backend", "f2")], 1.0),
+            ("leaderproxy_leader_known", &[], 1.0),
+        ],
     );
-    assert_eq!(
-        series(&m, "leaderproxy_backend_is_leader", &[("backend", "f1")]),
-        0.0
-    );
-    assert_eq!(
-        series(&m, "leaderproxy_backend_healthy", &[("backend", "f2")]),
-        1.0
-    );
-    assert_eq!(series(&m, "leaderproxy_leader_known", &[]), 1.0);
-    assert!(
-        series(
-            &m,
-            "leaderproxy_probe_duration_seconds_count",
-            &[("backend", "f1"), ("kind", "leader")]
-        ) >= 1.0
-    );
-    assert!(
-        series(
-            &m,
-            "leaderproxy_probe_duration_seconds_count",
-            &[("backend", "f1"), ("kind", "health")]
-        ) >= 1.0
-    );
+    for kind in ["leader", "health"] {
+        let probes = [("backend", "f1"), ("kind", kind)];
+        let timed = series(&m, "leaderproxy_probe_duration_seconds_count", &probes);
+        assert!(timed >= 1.0, "{kind} probes of f1 timed: {timed}");
+    }
     assert_eq!(series(&m, "leaderproxy_build_info", &[]), 1.0);
 
     // Traffic by role, backend and class; durations by role.
@@ -502,29 +495,25 @@ async fn metrics_follow_what_happens() {
     assert_eq!(r.status, 504);
     f1.state.delay_ms.store(0, Ordering::Relaxed);
     let m = p.metrics().await;
-    assert_eq!(
-        series(
-            &m,
-            "leaderproxy_requests_total",
-            &[("role", "write"), ("backend", "l"), ("class", "2xx")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        series(
-            &m,
-            "leaderproxy_requests_total",
-            &[("role", "read"), ("class", "2xx")]
-        ),
-        5.0
-    );
-    assert_eq!(
-        series(
-            &m,
-            "leaderproxy_requests_total",
-            &[("role", "read"), ("backend", "f2"), ("class", "5xx")]
-        ),
-        1.0
+    assert_series(
+        &m,
+        &[
+            (
+                "leaderproxy_requests_total",
+                &[("role", "write"), ("backend", "l"), ("class", "2xx")],
+                1.0,
+            ),
+            (
+                "leaderproxy_requests_total",
+                &[("role", "read"), ("class", "2xx")],
+                5.0,
+            ),
+            (
+                "leaderproxy_requests_total",
+                &[("role", "read"), ("backend", "f2"), ("class", "5xx")],
+                1.0,
+            ),
+        ],
     );
     assert_eq!(
         series(
@@ -535,37 +524,27 @@ async fn metrics_follow_what_happens() {
         1.0,
         "the 504 the proxy made for f1's timeout counts for f1"
     );
-    assert_eq!(
-        series(&m, "leaderproxy_requests_total", &[("backend", "none")]),
-        0.0
-    );
-    assert_eq!(
-        series(
-            &m,
-            "leaderproxy_request_duration_seconds_count",
-            &[("role", "read")]
-        ),
-        7.0
-    );
-    assert_eq!(
-        series(
-            &m,
-            "leaderproxy_request_duration_seconds_count",
-            &[("role", "write")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        series(
-            &m,
-            "leaderproxy_upstream_timeouts_total",
-            &[("backend", "f1")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        series(&m, "leaderproxy_backend_in_flight", &[("backend", "f1")]),
-        0.0
+    assert_series(
+        &m,
+        &[
+            ("leaderproxy_requests_total", &[("backend", "none")], 0.0),
+            (
+                "leaderproxy_request_duration_seconds_count",
+                &[("role", "read")],
+                7.0,
+            ),
+            (
+                "leaderproxy_request_duration_seconds_count",
+                &[("role", "write")],
+                1.0,
+            ),
+            (
+                "leaderproxy_upstream_timeouts_total",
+                &[("backend", "f1")],
+                1.0,
+            ),
+            ("leaderproxy_backend_in_flight", &[("backend", "f1")], 0.0),
+        ],
     );
     assert!(series(&m, "leaderproxy_client_connections", &[]) >= 1.0);
 
@@ -601,11 +580,13 @@ async fn metrics_follow_what_happens() {
         0.0,
         "no write is held any more"
     );
-    assert_eq!(series(&m, "leaderproxy_write_hold_seconds_count", &[]), 1.0);
-    assert_eq!(series(&m, "leaderproxy_leader_known", &[]), 0.0);
-    assert_eq!(
-        series(&m, "leaderproxy_backend_is_leader", &[("backend", "l")]),
-        0.0
+    assert_series(
+        &m,
+        &[
+            ("leaderproxy_write_hold_seconds_count", &[], 1.0),
+            ("leaderproxy_leader_known", &[], 0.0),
+            ("leaderproxy_backend_is_leader", &[("backend", "l")], 0.0),
+        ],
     );
     assert!(
         series(&m, "leaderproxy_leader_changes_total", &[]) >= 2.0,
@@ -640,13 +621,7 @@ async fn metrics_follow_what_happens() {
 async fn connections_over_the_limit_are_closed_and_counted() {
     let l = Fake::start("l", Role::Leader).await;
     let p = Proxy::start(&config_for(&[&l], "limits: { max_connections: 1 }\n")).await;
-    let mut first = std::net::TcpStream::connect(p.addr).unwrap();
-    first
-        .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut buf = [0u8; 12];
-    first.read_exact(&mut buf).unwrap();
-    assert_eq!(&buf, b"HTTP/1.1 200");
+    let first = served_connection(p.addr, "/a", None);
     // The first connection stays open (keep-alive); a second is closed at once.
     let mut second = std::net::TcpStream::connect(p.addr).unwrap();
     second
@@ -662,10 +637,12 @@ async fn connections_over_the_limit_are_closed_and_counted() {
         String::from_utf8_lossy(&out)
     );
     let m = p.metrics().await;
-    assert_eq!(
-        series(&m, "leaderproxy_rejected_connections_total", &[]),
-        1.0
+    assert_series(
+        &m,
+        &[
+            ("leaderproxy_rejected_connections_total", &[], 1.0),
+            ("leaderproxy_client_connections", &[], 1.0),
+        ],
     );
-    assert_eq!(series(&m, "leaderproxy_client_connections", &[]), 1.0);
     drop(first);
 }

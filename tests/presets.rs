@@ -8,6 +8,8 @@
 //! there, webdis's READONLY answer is a refusal, and a Vault standby that
 //! answers 429 to the leader probe is a healthy follower.
 
+#[path = "support/admin.rs"]
+mod admin;
 #[path = "support/fake.rs"]
 mod fake;
 #[path = "support/systems.rs"]
@@ -23,24 +25,27 @@ use systems::{Cluster, System};
 
 const WITHIN: Duration = Duration::from_secs(5);
 
-async fn followers(p: &Proxy) -> BTreeSet<String> {
-    p.routing().await["followers"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Waits until the healthy followers are exactly `names`.
 async fn wait_followers(p: &Proxy, names: &[&str]) {
-    let want: BTreeSet<String> = names.iter().map(|s| s.to_string()).collect();
-    wait_until(WITHIN, &format!("followers {want:?}"), || async {
-        followers(p).await == want
-    })
-    .await;
+    admin::wait_followers(p, names, WITHIN).await;
+}
+
+/// Sends one of the system's requests through the proxy; it must be
+/// answered 2xx.
+async fn send_2xx(
+    p: &Proxy,
+    sys: System,
+    (m, path, body): (&str, &str, String),
+    when: &str,
+) -> fake::Reply {
+    let r = p.req(m, path, body).await;
+    assert!(
+        (200..300).contains(&r.status),
+        "{sys:?} {when}: {m} {path} answered {} {}",
+        r.status,
+        r.text()
+    );
+    r
 }
 
 /// The proxy's position probes, sent as the preset says, read every node's
@@ -100,13 +105,7 @@ async fn writes_to_leader_reads_to_followers(
     let reads: Vec<usize> = c.nodes.iter().map(|n| n.reads()).collect();
     for i in 0..6 {
         let (m, path, body) = sys.write(i);
-        let r = p.req(m, &path, body).await;
-        assert!(
-            (200..300).contains(&r.status),
-            "{sys:?} {when}: {m} {path} answered {} {}",
-            r.status,
-            r.text()
-        );
+        let r = send_2xx(p, sys, (m, &path, body), when).await;
         assert_eq!(
             r.backend().as_deref(),
             Some(lname),
@@ -133,13 +132,7 @@ async fn writes_to_leader_reads_to_followers(
     }
     for i in 0..8 {
         let (m, path, body) = sys.read(i);
-        let r = p.req(m, &path, body).await;
-        assert!(
-            (200..300).contains(&r.status),
-            "{sys:?} {when}: {m} {path} answered {} {}",
-            r.status,
-            r.text()
-        );
+        let r = send_2xx(p, sys, (m, &path, body), when).await;
         assert_ne!(
             r.backend().as_deref(),
             Some(lname),
@@ -176,39 +169,25 @@ async fn preset_follows_the_leader(sys: System) {
     positions_read_back(&c, &p, &cfg).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn etcd_preset_follows_the_leader() {
-    preset_follows_the_leader(System::Etcd).await;
+/// One `#[tokio::test]` a preset: `name => System`, each running
+/// [`preset_follows_the_leader`].
+macro_rules! preset_tests {
+    ($($name:ident => $sys:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            preset_follows_the_leader(System::$sys).await;
+        }
+    )*};
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn etcd_v3_preset_follows_the_leader() {
-    preset_follows_the_leader(System::EtcdV3).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rqlite_preset_follows_the_leader() {
-    preset_follows_the_leader(System::Rqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn consul_preset_follows_the_leader() {
-    preset_follows_the_leader(System::Consul).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn vault_preset_follows_the_leader() {
-    preset_follows_the_leader(System::Vault).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn patroni_preset_follows_the_leader() {
-    preset_follows_the_leader(System::Patroni).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_webdis_preset_follows_the_leader() {
-    preset_follows_the_leader(System::RedisWebdis).await;
+preset_tests! {
+    etcd_preset_follows_the_leader => Etcd,
+    etcd_v3_preset_follows_the_leader => EtcdV3,
+    rqlite_preset_follows_the_leader => Rqlite,
+    consul_preset_follows_the_leader => Consul,
+    vault_preset_follows_the_leader => Vault,
+    patroni_preset_follows_the_leader => Patroni,
+    redis_webdis_preset_follows_the_leader => RedisWebdis,
 }
 
 /// A proxy that still takes n1 for the leader (its leader probe is slow)

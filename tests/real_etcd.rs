@@ -131,14 +131,10 @@ fn run(v: Variant) {
         BIN,
         &cluster.leaderproxy_yaml(&format!("debug_headers: true\n{}", v.writes)),
     );
-    let names: Vec<String> = cluster.members.iter().map(|m| m.name.clone()).collect();
+    let names = cluster.names();
 
     let first_leader = cluster.wait_for_leader(Duration::from_secs(10));
-    wait_for(
-        Duration::from_secs(10),
-        &format!("proxy /admin/routing names leader {}", names[first_leader]),
-        || proxy.leader_name().as_deref() == Some(names[first_leader].as_str()),
-    );
+    proxy.wait_leader(&names[first_leader], Duration::from_secs(10));
 
     let watch = LeaderWatch::start(&cluster);
     wait_for(

@@ -82,11 +82,21 @@ mod procs;
 #[path = "support/etcd.rs"]
 mod etcd;
 
+#[path = "support/pairs.rs"]
+mod pairs;
+
+#[path = "support/table.rs"]
+mod table;
+
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use etcd::{b64, unb64, EtcdCluster};
+use pairs::{
+    assert_every_position_probed, backend_of, run_pairs, wait_a_follower_position, wait_backend,
+    wait_every_position, Pair, Pairs,
+};
 use procs::{spawn_proxy, wait_for, wait_some, HttpConn, HttpResponse, ProxyProc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_leaderproxy");
@@ -113,14 +123,7 @@ const MAX_LAG: &str = "reads: { max_lag: 10 }\n";
 /// failures to go down (the preset's probe otherwise), debug headers, and
 /// `sections` (the preset, reads).
 fn proxy_yaml(c: &EtcdCluster, fall: u32, sections: &[&str]) -> String {
-    let mut s = String::from("debug_headers: true\nbackends:\n");
-    for m in &c.members {
-        s.push_str(&format!(
-            "  - {{ name: {}, url: \"{}\" }}\n",
-            m.name,
-            m.client_url()
-        ));
-    }
+    let mut s = format!("debug_headers: true\n{}", c.backends_yaml());
     s.push_str(&format!(
         "health: {{ interval: 500ms, timeout: 400ms, rise: 1, fall: {fall} }}\n\
          timeouts: {{ connect: 500ms, response_headers: 10s }}\n"
@@ -137,7 +140,6 @@ static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
 const PAIRS: usize = 300;
 /// Batches of eventual pairs run until one misses.
 const EVENTUAL_BATCHES: usize = 6;
-const SESSIONS: usize = 8;
 /// Pairs whose read waits until a follower's probed position has the write.
 const SLOW_PAIRS: usize = 10;
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -239,35 +241,13 @@ impl Api {
     }
 }
 
-fn backend_of(r: &HttpResponse) -> String {
-    r.header("x-leaderproxy-backend")
-        .expect("x-leaderproxy-backend (debug_headers)")
-        .to_string()
-}
-
-struct Pairs {
-    missed: usize,
-    went: BTreeMap<String, usize>,
-    /// The last write's position (from its answer).
-    last_position: u64,
-}
-
-/// `n` pairs, one after the other on one keep-alive connection: write key
-/// `<prefix>/kI` = `vI` in session `s<I mod 8>`, then read it in that
-/// session. With `ryw`, each write answer's `x-leaderproxy-position` must be
-/// the answer's own position.
+/// `n` pairs (see [`run_pairs`]): write key `<prefix>/kI` = `vI`, then
+/// read it in the same session. With `ryw`, each write answer's
+/// `x-leaderproxy-position` must be the answer's own position.
 fn pairs(api: Api, p: &ProxyProc, prefix: &str, n: usize, ryw: bool) -> Pairs {
-    let mut conn = HttpConn::new(&p.listen, TIMEOUT);
-    let mut out = Pairs {
-        missed: 0,
-        went: BTreeMap::new(),
-        last_position: 0,
-    };
-    for i in 0..n {
-        let sid = format!("s{}", i % SESSIONS);
-        let h = [("X-Session-Id", sid.as_str())];
+    run_pairs(p, n, |conn, i, h, last_position| {
         let (key, value) = (format!("{prefix}/k{i}"), format!("v{i}"));
-        let w = api.write(&mut conn, &key, &value, &h);
+        let w = api.write(conn, &key, &value, h);
         let pos = api.answer_position(&w, &value);
         let given = w.header("x-leaderproxy-position");
         if ryw {
@@ -280,27 +260,16 @@ fn pairs(api: Api, p: &ProxyProc, prefix: &str, n: usize, ryw: bool) -> Pairs {
             assert_eq!(given, None, "no positions with eventual reads");
         }
         assert!(
-            pos > out.last_position,
-            "positions grow: {pos} after {}",
-            out.last_position
+            pos > last_position,
+            "positions grow: {pos} after {last_position}"
         );
-        out.last_position = pos;
-        let r = api.read(&mut conn, &key, &h);
-        *out.went.entry(backend_of(&r)).or_default() += 1;
-        if api.read_value(&r).as_deref() != Some(value.as_str()) {
-            out.missed += 1;
+        let r = api.read(conn, &key, h);
+        Pair {
+            backend: backend_of(&r),
+            hit: api.read_value(&r).as_deref() == Some(value.as_str()),
+            position: Some(pos),
         }
-    }
-    out
-}
-
-fn member<'a>(routing: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    routing["backends"]
-        .as_array()
-        .expect("backends")
-        .iter()
-        .find(|b| b["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not in /admin/routing: {routing}"))
+    })
 }
 
 /// `step` run over and over on a thread until stopped (bounded by a 60s
@@ -389,15 +358,9 @@ fn read_your_writes(api: Api, preset: &str) {
             (plain.leader_name().as_deref() == Some(l.as_str())).then_some(l)
         },
     );
-    let names: Vec<String> = cluster.members.iter().map(|m| m.name.clone()).collect();
+    let names = cluster.names();
     // Ready means every member's position was probed once.
-    let routing = ryw.routing();
-    for n in &names {
-        assert!(
-            member(&routing, n)["position"].as_u64().is_some(),
-            "{n} has no position in /admin/routing: {routing}"
-        );
-    }
+    assert_every_position_probed(&ryw, &names);
 
     let sampler = LagSampler::start(&ryw, &leader);
     let pairs_started = Instant::now();
@@ -420,17 +383,11 @@ fn read_your_writes(api: Api, preset: &str) {
     );
 
     // Every member's probed position reaches the last write.
-    wait_for(
-        Duration::from_secs(3),
+    wait_every_position(
+        &ryw,
+        &names,
+        got.last_position,
         "every member's position in /admin/routing reaches the last write",
-        || {
-            let r = ryw.routing();
-            names.iter().all(|n| {
-                member(&r, n)["position"]
-                    .as_u64()
-                    .is_some_and(|p| p >= got.last_position)
-            })
-        },
     );
 
     // A read whose write a follower's probed position has reached is
@@ -441,16 +398,12 @@ fn read_your_writes(api: Api, preset: &str) {
         let (key, value) = (format!("lp/slow{i}"), format!("w{i}"));
         let w = api.write(&mut conn, &key, &value, &h);
         let pos = api.answer_position(&w, &value);
-        wait_for(
-            Duration::from_secs(3),
+        wait_a_follower_position(
+            &ryw,
+            &names,
+            &leader,
+            pos,
             "a follower's probed position reaches the write",
-            || {
-                let r = ryw.routing();
-                names
-                    .iter()
-                    .filter(|n| **n != leader)
-                    .any(|n| member(&r, n)["position"].as_u64().is_some_and(|p| p >= pos))
-            },
         );
         let r = api.read(&mut conn, &key, &h);
         assert_eq!(api.read_value(&r).as_deref(), Some(value.as_str()));
@@ -622,12 +575,12 @@ fn etcd_max_lag_sigstop_follower() {
         Api::V2.write(&mut conn, &format!("lag/m{i}"), "x", &[]);
     }
     let mut seen_lag = 0;
-    wait_for(
+    wait_backend(
+        p,
+        &frozen,
         Duration::from_secs(5),
         "the frozen follower is lagging in /admin/routing",
-        || {
-            let r = p.routing();
-            let b = member(&r, &frozen);
+        |b, r| {
             if b["lagging"] == true {
                 assert_eq!(b["healthy"], true, "lagging, not down: {r}");
                 seen_lag = b["lag"].as_u64().expect("lag");
@@ -643,12 +596,12 @@ fn etcd_max_lag_sigstop_follower() {
     // (each member is probed at its own moment): wait for its next probe.
     let live = names_but(cluster, &[&leader, &frozen]);
     let mut live_lag_seen = 0;
-    wait_for(
+    wait_backend(
+        p,
+        &live,
         Duration::from_secs(3),
         "the live follower is caught up",
-        || {
-            let r = p.routing();
-            let b = member(&r, &live);
+        |b, _| {
             live_lag_seen = live_lag_seen.max(b["lag"].as_u64().unwrap_or(0));
             b["lagging"] == false && b["lag"] == 0
         },
@@ -684,12 +637,12 @@ fn etcd_max_lag_sigstop_follower() {
 
     ice.thaw();
     let thawed = Instant::now();
-    wait_for(
+    wait_backend(
+        p,
+        &frozen,
         Duration::from_secs(5),
         "the thawed follower catches up and serves reads",
-        || {
-            let r = p.routing();
-            let b = member(&r, &frozen);
+        |b, _| {
             b["lagging"] == false
                 && (0..4).any(|_| backend_of(&Api::V2.read(&mut conn, "lag/m20", &[])) == frozen)
         },

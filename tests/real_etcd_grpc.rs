@@ -8,54 +8,27 @@ mod procs;
 #[path = "support/etcd.rs"]
 mod etcd;
 
-use std::process::Command;
 use std::time::Duration;
 
 use etcd::EtcdCluster;
 use procs::spawn_proxy;
 
 const BIN: &str = env!("CARGO_BIN_EXE_leaderproxy");
-const ETCDCTL: &str = "/usr/bin/etcdctl";
 
 fn etcdctl(endpoint: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(ETCDCTL)
-        .env("ETCDCTL_API", "3")
-        .args([
-            "--endpoints",
-            endpoint,
-            "--dial-timeout",
-            "3s",
-            "--command-timeout",
-            "5s",
-        ])
-        .args(args)
-        .output()
-        .expect("run etcdctl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    etcd::etcdctl(endpoint, "5s", None, args)
 }
 
 #[test]
 fn etcdctl_put_and_get_through_the_proxy_over_grpc() {
-    if !procs::require_binaries("real_etcd_grpc", &[etcd::ETCD_BIN, ETCDCTL]) {
+    if !procs::require_binaries("real_etcd_grpc", &[etcd::ETCD_BIN, etcd::ETCDCTL]) {
         return;
     }
     let cluster = EtcdCluster::start(3);
     let leader = cluster.wait_for_leader(Duration::from_secs(20));
-    let mut backends = String::new();
-    for m in &cluster.members {
-        backends.push_str(&format!(
-            "  - {{ name: {}, url: \"{}\", h2c: true }}\n",
-            m.name,
-            m.client_url()
-        ));
-    }
+    let backends = cluster.backends_yaml_with(", h2c: true");
     let cfg = format!(
-        "backends:\n{backends}\
+        "{backends}\
          health: {{ path: /health, interval: 500ms, timeout: 400ms, rise: 1, fall: 8 }}\n\
          leader: {{ path: /v2/stats/leader, interval: 200ms, timeout: 150ms, expect: {{ status: [200] }} }}\n\
          routes:\n  - {{ path_prefix: /etcdserverpb.KV/Range, to: read }}\n  - {{ methods: [GET, HEAD], to: read }}\n\

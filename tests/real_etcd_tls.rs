@@ -18,7 +18,6 @@ mod etcd;
 mod tls_fake;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +30,6 @@ use rustls::pki_types::ServerName;
 use tls_fake::Pki;
 
 const BIN: &str = env!("CARGO_BIN_EXE_leaderproxy");
-const ETCDCTL: &str = "/usr/bin/etcdctl";
 
 /// HTTPS requests to the proxy, one fresh connection each.
 struct Client {
@@ -108,36 +106,15 @@ impl Client {
 }
 
 fn etcdctl(endpoint: &str, tls: [&std::path::Path; 3], args: &[&str]) -> (bool, String) {
-    let out = Command::new(ETCDCTL)
-        .env("ETCDCTL_API", "3")
-        .args([
-            "--endpoints",
-            endpoint,
-            "--dial-timeout",
-            "3s",
-            "--command-timeout",
-            "5s",
-        ])
-        .arg("--cacert")
-        .arg(tls[0])
-        .arg("--cert")
-        .arg(tls[1])
-        .arg("--key")
-        .arg(tls[2])
-        .args(args)
-        .output()
-        .expect("run etcdctl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    etcd::etcdctl(endpoint, "5s", Some(tls), args)
 }
 
 #[test]
 fn mtls_on_both_hops_in_front_of_a_real_etcd() {
-    if !procs::require_binaries("real_etcd_tls", &[etcd::ETCD_BIN, ETCDCTL, "/usr/bin/curl"]) {
+    if !procs::require_binaries(
+        "real_etcd_tls",
+        &[etcd::ETCD_BIN, etcd::ETCDCTL, "/usr/bin/curl"],
+    ) {
         return;
     }
     let started = Instant::now();
@@ -159,19 +136,12 @@ fn mtls_on_both_hops_in_front_of_a_real_etcd() {
             client_key: proxy_client.key.clone(),
         },
     );
-    let mut backends = String::new();
-    for m in &cluster.members {
-        backends.push_str(&format!(
-            "  - {{ name: {}, url: \"{}\" }}\n",
-            m.name,
-            m.client_url()
-        ));
-    }
+    let backends = cluster.backends_yaml();
     let cfg = format!(
         "debug_headers: true\n\
          tls: {{ cert: {}, key: {}, client_ca: {}, forward_client_cert: x-client-cert-subject }}\n\
          upstream_tls: {{ ca: {}, cert: {}, key: {} }}\n\
-         backends:\n{backends}\
+         {backends}\
          health: {{ path: /health, interval: 500ms, timeout: 400ms, rise: 1, fall: 8 }}\n\
          leader: {{ path: /v2/stats/leader, interval: 200ms, timeout: 150ms, expect: {{ status: [200] }} }}\n\
          routes:\n  - {{ path_prefix: /etcdserverpb.KV/Range, to: read }}\n  - {{ methods: [GET, HEAD], to: read }}\n\

@@ -64,7 +64,7 @@ mod writes;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use procs::{spawn_proxy, split_url, wait_for, wait_until, HttpResponse};
+use procs::{spawn_proxy, split_url, wait_until, HttpResponse};
 use redis::RedisCluster;
 use writes::{Load, Outcome, Rec, Request, Verdict};
 
@@ -113,22 +113,15 @@ fn acked(_: &Request, resp: &HttpResponse) -> Verdict {
 
 #[test]
 fn redis_sentinel_failover_under_write_load() {
-    if !procs::require_binaries(
-        "real_redis",
-        &[redis::REDIS_BIN, redis::SENTINEL_BIN, redis::WEBDIS_BIN],
-    ) {
+    if !procs::require_binaries("real_redis", &redis::BINARIES) {
         return;
     }
     let test_start = Instant::now();
     let mut cluster = RedisCluster::start();
     let proxy = spawn_proxy(BIN, &cluster.shipped_proxy_yaml(OVERRIDES));
-    let names: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
+    let names = cluster.names();
     let master = cluster.master().expect("a master");
-    wait_for(
-        Duration::from_secs(10),
-        &format!("proxy /admin/routing names leader {}", names[master]),
-        || proxy.leader_name().as_deref() == Some(names[master].as_str()),
-    );
+    proxy.wait_leader(&names[master], Duration::from_secs(10));
 
     let (authority, _) = split_url(&proxy.url("/"));
     let load = Load::start(WRITERS, &authority, Duration::ZERO, set, acked);

@@ -59,10 +59,19 @@ mod procs;
 #[path = "support/redis.rs"]
 mod redis;
 
-use std::collections::BTreeMap;
+#[path = "support/pairs.rs"]
+mod pairs;
+
+#[path = "support/table.rs"]
+mod table;
+
 use std::time::{Duration, Instant};
 
-use procs::{spawn_proxy, wait_for, HttpConn, HttpResponse, ProxyProc};
+use pairs::{
+    assert_every_position_probed, backend_of, run_pairs, wait_a_follower_position,
+    wait_every_position, Pair, Pairs,
+};
+use procs::{spawn_proxy, HttpConn, ProxyProc};
 use redis::RedisCluster;
 
 const BIN: &str = env!("CARGO_BIN_EXE_leaderproxy");
@@ -73,14 +82,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_leaderproxy");
 
 /// `preset: redis-webdis` for this cluster's webdis nodes, plus `extra`.
 fn proxy_yaml(cluster: &RedisCluster, extra: &str) -> String {
-    let mut s = String::from("preset: redis-webdis\nbackends:\n");
-    for n in &cluster.nodes {
-        s.push_str(&format!(
-            "  - {{ name: {}, url: \"{}\" }}\n",
-            n.name,
-            n.webdis_url()
-        ));
-    }
+    let backends = procs::backends_yaml(
+        cluster
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.webdis_url())),
+    );
+    let mut s = format!("preset: redis-webdis\n{backends}");
     s.push_str(extra);
     s
 }
@@ -90,7 +98,6 @@ const READ_YOUR_WRITES: &str =
 const COMMON: &str = "debug_headers: true\n";
 
 const PAIRS: usize = 300;
-const SESSIONS: usize = 8;
 /// Pairs whose read waits until a replica's probed offset has the write.
 const SLOW_PAIRS: usize = 10;
 /// Pairs through each proxy while the replicas are paused.
@@ -100,12 +107,6 @@ const PAUSED_PAIRS: usize = 50;
 const PAUSE: Duration = Duration::from_secs(20);
 const TIMEOUT: Duration = Duration::from_secs(10);
 const TAG: &str = "real_redis_consistency";
-
-fn backend_of(r: &HttpResponse) -> String {
-    r.header("x-leaderproxy-backend")
-        .expect("x-leaderproxy-backend (debug_headers)")
-        .to_string()
-}
 
 /// `GET /SET/<key>/<value>` through the proxy; returns the answer's
 /// `x-leaderproxy-position`.
@@ -132,62 +133,34 @@ fn get(c: &mut HttpConn, key: &str, h: &[(&str, &str)]) -> (Option<String>, Stri
     (v, backend_of(&r))
 }
 
-struct Pairs {
-    missed: usize,
-    went: BTreeMap<String, usize>,
-    last_position: u64,
-}
-
-/// `n` pairs, one after the other on one keep-alive connection: SET
-/// `<prefix>:kI` = `vI` in session `s<I mod 8>`, then GET it in that
-/// session. With `ryw` every write answer must carry a position, growing.
+/// `n` pairs (see [`run_pairs`]): SET `<prefix>:kI` = `vI`, then GET it
+/// in the same session. With `ryw` every write answer must carry a
+/// position, growing.
 fn pairs(p: &ProxyProc, prefix: &str, n: usize, ryw: bool) -> Pairs {
-    let mut conn = HttpConn::new(&p.listen, TIMEOUT);
-    let mut out = Pairs {
-        missed: 0,
-        went: BTreeMap::new(),
-        last_position: 0,
-    };
-    for i in 0..n {
-        let sid = format!("s{}", i % SESSIONS);
-        let h = [("X-Session-Id", sid.as_str())];
+    run_pairs(p, n, |conn, i, h, last_position| {
         let (key, value) = (format!("{prefix}:k{i}"), format!("v{i}"));
-        let pos = set(&mut conn, &key, &value, &h);
+        let pos = set(conn, &key, &value, h);
         if ryw {
             let pos = pos.unwrap_or_else(|| panic!("write {i} has no x-leaderproxy-position"));
             assert!(
-                pos > out.last_position,
-                "offsets grow: {pos} after {}",
-                out.last_position
+                pos > last_position,
+                "offsets grow: {pos} after {last_position}"
             );
-            out.last_position = pos;
         } else {
             assert_eq!(pos, None, "no positions with eventual reads");
         }
-        let (v, backend) = get(&mut conn, &key, &h);
-        *out.went.entry(backend).or_default() += 1;
-        if v.as_deref() != Some(value.as_str()) {
-            out.missed += 1;
+        let (v, backend) = get(conn, &key, h);
+        Pair {
+            backend,
+            hit: v.as_deref() == Some(value.as_str()),
+            position: pos,
         }
-    }
-    out
-}
-
-fn node<'a>(routing: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    routing["backends"]
-        .as_array()
-        .expect("backends")
-        .iter()
-        .find(|b| b["name"] == name)
-        .unwrap_or_else(|| panic!("{name} not in /admin/routing: {routing}"))
+    })
 }
 
 #[test]
 fn redis_webdis_read_your_writes() {
-    if !procs::require_binaries(
-        TAG,
-        &[redis::REDIS_BIN, redis::SENTINEL_BIN, redis::WEBDIS_BIN],
-    ) {
+    if !procs::require_binaries(TAG, &redis::BINARIES) {
         return;
     }
     let started = Instant::now();
@@ -201,20 +174,14 @@ fn redis_webdis_read_your_writes() {
         .name
         .clone();
     for p in [&ryw, &plain] {
-        wait_for(
+        p.wait_leader_as(
+            &primary,
             Duration::from_secs(10),
             "the proxy knows the primary",
-            || p.leader_name().as_deref() == Some(primary.as_str()),
         );
     }
-    let names: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
-    let routing = ryw.routing();
-    for n in &names {
-        assert!(
-            node(&routing, n)["position"].as_u64().is_some(),
-            "{n} has no position in /admin/routing: {routing}"
-        );
-    }
+    let names = cluster.names();
+    assert_every_position_probed(&ryw, &names);
 
     let probes = || {
         ryw.metric_sum(
@@ -239,17 +206,11 @@ fn redis_webdis_read_your_writes() {
         "each sequential write's offset was probed after its ack: {probed}"
     );
 
-    wait_for(
-        Duration::from_secs(3),
+    wait_every_position(
+        &ryw,
+        &names,
+        got.last_position,
         "every node's offset in /admin/routing reaches the last write",
-        || {
-            let r = ryw.routing();
-            names.iter().all(|n| {
-                node(&r, n)["position"]
-                    .as_u64()
-                    .is_some_and(|p| p >= got.last_position)
-            })
-        },
     );
 
     // A read whose write a replica's probed offset has reached is served by
@@ -259,16 +220,12 @@ fn redis_webdis_read_your_writes() {
     for i in 0..SLOW_PAIRS {
         let (key, value) = (format!("lp:slow{i}"), format!("w{i}"));
         let pos = set(&mut conn, &key, &value, &h).expect("a position");
-        wait_for(
-            Duration::from_secs(3),
+        wait_a_follower_position(
+            &ryw,
+            &names,
+            &primary,
+            pos,
             "a replica's probed offset reaches the write",
-            || {
-                let r = ryw.routing();
-                names
-                    .iter()
-                    .filter(|n| **n != primary)
-                    .any(|n| node(&r, n)["position"].as_u64().is_some_and(|p| p >= pos))
-            },
         );
         let (v, backend) = get(&mut conn, &key, &h);
         assert_eq!(v.as_deref(), Some(value.as_str()));

@@ -94,10 +94,7 @@ fn show(r: &HttpResponse) -> String {
 
 #[test]
 fn shipped_webdis_matcher_never_resends_a_success() {
-    if !procs::require_binaries(
-        "real_redis_matcher",
-        &[redis::REDIS_BIN, redis::SENTINEL_BIN, redis::WEBDIS_BIN],
-    ) {
+    if !procs::require_binaries("real_redis_matcher", &redis::BINARIES) {
         return;
     }
     let cluster = RedisCluster::start();
@@ -105,12 +102,8 @@ fn shipped_webdis_matcher_never_resends_a_success() {
     let rule = NotLeader::from_config(&yaml);
     let proxy = spawn_proxy(BIN, &yaml);
     let master = cluster.master().expect("a master");
-    let names: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
-    wait_for(
-        Duration::from_secs(10),
-        &format!("proxy /admin/routing names leader {}", names[master]),
-        || proxy.leader_name().as_deref() == Some(names[master].as_str()),
-    );
+    let names = cluster.names();
+    proxy.wait_leader(&names[master], Duration::from_secs(10));
 
     // ---- k = ["READONLY x", "y"] on the primary, straight through RESP --------------
     let port = cluster.nodes[master].redis_port;

@@ -157,13 +157,13 @@ fn two_proxies_converge_on_the_new_etcd_leader_within_election_plus_one_probe() 
         "debug_headers: true\nwrites:\n  hold: 8s\n  retry_ambiguous: idempotent\n",
     );
     let proxies = [spawn_proxy(BIN, &yaml), spawn_proxy(BIN, &yaml)];
-    let names: Vec<String> = cluster.members.iter().map(|m| m.name.clone()).collect();
+    let names = cluster.names();
     let first = cluster.wait_for_leader(Duration::from_secs(10));
     for p in &proxies {
-        wait_for(
+        p.wait_leader_as(
+            &names[first],
             Duration::from_secs(10),
             "both proxies know the leader",
-            || p.leader_name().as_deref() == Some(names[first].as_str()),
         );
     }
 

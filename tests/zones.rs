@@ -4,42 +4,48 @@
 //! standby site (`priority` > 0) gets reads only when no primary follower
 //! is eligible, and writes go to the leader wherever it is.
 
+#[path = "support/admin.rs"]
+mod admin;
 #[path = "support/fake.rs"]
 mod fake;
+#[path = "support/nodes.rs"]
+mod nodes;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use admin::metric;
 use fake::{config_with, tally, wait_until, Fake, Proxy, Role};
+use nodes::nodes;
 
 const WITHIN: Duration = Duration::from_secs(5);
 
-/// The read tier the admin API shows.
-async fn followers(p: &Proxy) -> Vec<String> {
-    p.routing().await["followers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect()
+/// A proxy over `backends` (each with its `zone`/`priority` line) and the
+/// top-level `extra`, once `leader` leads and the read tier is `tier`.
+async fn zoned(backends: &[(&Fake, &str)], extra: &str, leader: &str, tier: &[&str]) -> Proxy {
+    let p = Proxy::start(&config_with(backends, extra)).await;
+    p.wait_leader(Some(leader), WITHIN).await;
+    wait_tier(&p, tier).await;
+    p
 }
 
 /// Waits until the read tier is exactly `want`.
 async fn wait_tier(p: &Proxy, want: &[&str]) {
-    wait_until(WITHIN, &format!("read tier {want:?}"), || async {
-        followers(p).await == want
-    })
-    .await;
+    admin::wait_tier(p, want, WITHIN).await;
 }
 
-fn metric(scrape: &str, series: &str) -> f64 {
-    scrape
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{series} not in the scrape"))
+/// The spill series: 1 while reads go outside the local zone / primary site.
+async fn spilled(p: &Proxy) -> f64 {
+    metric(&p.metrics().await, "leaderproxy_read_tier_spilled")
+}
+
+/// Forgets what each of `fakes` has seen.
+fn clear(fakes: &[&Fake]) {
+    fakes.iter().for_each(|f| f.clear());
 }
 
 /// `n` reads; how many each backend answered. Every read must succeed.
-async fn reads(p: &Proxy, n: usize) -> std::collections::HashMap<String, usize> {
+async fn reads(p: &Proxy, n: usize) -> HashMap<String, usize> {
     let mut replies = Vec::new();
     for i in 0..n {
         let r = p.get(&format!("/r/{i}")).await;
@@ -49,18 +55,14 @@ async fn reads(p: &Proxy, n: usize) -> std::collections::HashMap<String, usize> 
     tally(&replies)
 }
 
-fn got(t: &std::collections::HashMap<String, usize>, name: &str) -> usize {
+fn got(t: &HashMap<String, usize>, name: &str) -> usize {
     t.get(name).copied().unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_stay_in_the_local_zone_while_it_has_a_healthy_follower() {
-    let l = Fake::start("l", Role::Leader).await;
-    let a1 = Fake::start("a1", Role::Follower).await;
-    let a2 = Fake::start("a2", Role::Follower).await;
-    let b1 = Fake::start("b1", Role::Follower).await;
-    let b2 = Fake::start("b2", Role::Follower).await;
-    let p = Proxy::start(&config_with(
+    let [l, a1, a2, b1, b2] = nodes(["l", "a1", "a2", "b1", "b2"]).await;
+    let p = zoned(
         &[
             (&l, "zone: eu-1"),
             (&a1, "zone: eu-1"),
@@ -69,9 +71,10 @@ async fn reads_stay_in_the_local_zone_while_it_has_a_healthy_follower() {
             (&b2, "zone: eu-2"),
         ],
         "local_zone: eu-1\n",
-    ))
+        "l",
+        &["a1", "a2"],
+    )
     .await;
-    p.wait_leader(Some("l"), WITHIN).await;
     // Every follower healthy (the remote ones too), the tier is the local two.
     wait_until(WITHIN, "all followers healthy", || async {
         let r = p.routing().await;
@@ -84,7 +87,6 @@ async fn reads_stay_in_the_local_zone_while_it_has_a_healthy_follower() {
             == 4
     })
     .await;
-    wait_tier(&p, &["a1", "a2"]).await;
     let t = reads(&p, 60).await;
     assert_eq!((got(&t, "a1"), got(&t, "a2")), (30, 30), "{t:?}");
     assert_eq!(b1.count() + b2.count() + l.count(), 0, "{t:?}");
@@ -107,19 +109,13 @@ async fn reads_stay_in_the_local_zone_while_it_has_a_healthy_follower() {
         b[0]["in_read_tier"], false,
         "the leader is no read candidate"
     );
-    assert_eq!(
-        metric(&p.metrics().await, "leaderproxy_read_tier_spilled"),
-        0.0
-    );
+    assert_eq!(spilled(&p).await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_spill_to_the_other_zone_when_the_local_followers_die_and_come_back() {
-    let l = Fake::start("l", Role::Leader).await;
-    let a1 = Fake::start("a1", Role::Follower).await;
-    let b1 = Fake::start("b1", Role::Follower).await;
-    let b2 = Fake::start("b2", Role::Follower).await;
-    let p = Proxy::start(&config_with(
+    let [l, a1, b1, b2] = nodes(["l", "a1", "b1", "b2"]).await;
+    let p = zoned(
         &[
             (&l, "zone: eu-1"),
             (&a1, "zone: eu-1"),
@@ -127,54 +123,43 @@ async fn reads_spill_to_the_other_zone_when_the_local_followers_die_and_come_bac
             (&b2, "zone: eu-2"),
         ],
         "local_zone: eu-1\n",
-    ))
+        "l",
+        &["a1"],
+    )
     .await;
-    p.wait_leader(Some("l"), WITHIN).await;
-    wait_tier(&p, &["a1"]).await;
     let t = reads(&p, 20).await;
     assert_eq!(got(&t, "a1"), 20, "{t:?}");
 
     a1.kill();
     wait_tier(&p, &["b1", "b2"]).await;
-    b1.clear();
-    b2.clear();
+    clear(&[&b1, &b2]);
     let t = reads(&p, 40).await;
     assert_eq!((got(&t, "b1"), got(&t, "b2")), (20, 20), "{t:?}");
     assert_eq!(l.count(), 0, "reads spill to followers, not to the leader");
-    assert_eq!(
-        metric(&p.metrics().await, "leaderproxy_read_tier_spilled"),
-        1.0
-    );
+    assert_eq!(spilled(&p).await, 1.0);
 
     a1.revive().await;
     wait_tier(&p, &["a1"]).await;
-    a1.clear();
-    b1.clear();
-    b2.clear();
+    clear(&[&a1, &b1, &b2]);
     let t = reads(&p, 40).await;
     assert_eq!(got(&t, "a1"), 40, "{t:?}");
     assert_eq!(b1.count() + b2.count(), 0);
-    assert_eq!(
-        metric(&p.metrics().await, "leaderproxy_read_tier_spilled"),
-        0.0
-    );
+    assert_eq!(spilled(&p).await, 0.0);
 }
 
 /// The local follower is healthy but answers 503: each read is retried
 /// once, on the other zone (the spill tier), not on the leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_retry_goes_to_the_spill_tier_before_the_leader() {
-    let l = Fake::start("l", Role::Leader).await;
-    let a1 = Fake::start("a1", Role::Follower).await;
-    let b1 = Fake::start("b1", Role::Follower).await;
-    let p = Proxy::start(&config_with(
+    let [l, a1, b1] = nodes(["l", "a1", "b1"]).await;
+    let p = zoned(
         &[(&l, "zone: eu-1"), (&a1, "zone: eu-1"), (&b1, "zone: eu-2")],
         // Passive health off: a1 stays in the tier and fails every read.
         "local_zone: eu-1\npassive: { consecutive_failures: 0 }\n",
-    ))
+        "l",
+        &["a1"],
+    )
     .await;
-    p.wait_leader(Some("l"), WITHIN).await;
-    wait_tier(&p, &["a1"]).await;
     wait_until(WITHIN, "b1 in the spill tier", || async {
         p.routing().await["spill_followers"] == serde_json::json!(["b1"])
     })
@@ -193,13 +178,9 @@ async fn a_read_retry_goes_to_the_spill_tier_before_the_leader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_site_gets_reads_only_when_no_primary_follower_is_healthy() {
-    let l = Fake::start("l", Role::Leader).await;
-    let p1 = Fake::start("p1", Role::Follower).await;
-    let p2 = Fake::start("p2", Role::Follower).await;
-    let s1 = Fake::start("s1", Role::Follower).await;
-    let s2 = Fake::start("s2", Role::Follower).await;
+    let [l, p1, p2, s1, s2] = nodes(["l", "p1", "p2", "s1", "s2"]).await;
     // The standby followers are in the proxy's own zone: priority still wins.
-    let p = Proxy::start(&config_with(
+    let p = zoned(
         &[
             (&l, "zone: dc-a"),
             (&p1, "zone: dc-a"),
@@ -208,10 +189,10 @@ async fn a_standby_site_gets_reads_only_when_no_primary_follower_is_healthy() {
             (&s2, "zone: dc-dr, priority: 1"),
         ],
         "local_zone: dc-dr\n",
-    ))
+        "l",
+        &["p1", "p2"],
+    )
     .await;
-    p.wait_leader(Some("l"), WITHIN).await;
-    wait_tier(&p, &["p1", "p2"]).await;
     let t = reads(&p, 60).await;
     assert_eq!((got(&t, "p1"), got(&t, "p2")), (30, 30), "{t:?}");
     assert_eq!(s1.count() + s2.count(), 0, "standby got reads: {t:?}");
@@ -230,16 +211,12 @@ async fn a_standby_site_gets_reads_only_when_no_primary_follower_is_healthy() {
     let t = reads(&p, 40).await;
     assert_eq!((got(&t, "s1"), got(&t, "s2")), (20, 20), "{t:?}");
     assert_eq!(l.count(), 0);
-    assert_eq!(
-        metric(&p.metrics().await, "leaderproxy_read_tier_spilled"),
-        1.0
-    );
+    assert_eq!(spilled(&p).await, 1.0);
 
     // A primary follower is back: reads leave the standby site.
     p2.revive().await;
     wait_tier(&p, &["p2"]).await;
-    s1.clear();
-    s2.clear();
+    clear(&[&s1, &s2]);
     let t = reads(&p, 30).await;
     assert_eq!(got(&t, "p2"), 30, "{t:?}");
     assert_eq!(s1.count() + s2.count(), 0);
@@ -247,15 +224,14 @@ async fn a_standby_site_gets_reads_only_when_no_primary_follower_is_healthy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_go_to_the_leader_even_on_the_standby_site() {
-    let s = Fake::start("s", Role::Leader).await;
-    let p1 = Fake::start("p1", Role::Follower).await;
-    let p = Proxy::start(&config_with(
+    let [s, p1] = nodes(["s", "p1"]).await;
+    let p = zoned(
         &[(&p1, "zone: dc-a"), (&s, "zone: dc-dr, priority: 1")],
         "local_zone: dc-a\n",
-    ))
+        "s",
+        &["p1"],
+    )
     .await;
-    p.wait_leader(Some("s"), WITHIN).await;
-    wait_tier(&p, &["p1"]).await;
     for i in 0..20 {
         let r = p.put(&format!("/k/{i}")).await;
         assert_eq!(r.status, 200, "{}", r.text());
@@ -271,8 +247,7 @@ async fn writes_go_to_the_leader_even_on_the_standby_site() {
     p1.set_role(Role::Leader);
     p.wait_leader(Some("p1"), WITHIN).await;
     wait_tier(&p, &["s"]).await;
-    s.clear();
-    p1.clear();
+    clear(&[&s, &p1]);
     for i in 0..20 {
         let r = p.put(&format!("/k2/{i}")).await;
         assert_eq!(r.backend().as_deref(), Some("p1"), "{}", r.text());
@@ -286,9 +261,7 @@ async fn writes_go_to_the_leader_even_on_the_standby_site() {
 /// and keeps the backends (the leader stays leader: no new generation).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_of_zone_and_priority_keeps_the_backends() {
-    let l = Fake::start("l", Role::Leader).await;
-    let a = Fake::start("a", Role::Follower).await;
-    let b = Fake::start("b", Role::Follower).await;
+    let [l, a, b] = nodes(["l", "a", "b"]).await;
     let cfg = |la: &str, aa: &str| {
         config_with(
             &[(&l, la), (&a, aa), (&b, "zone: eu-2")],

@@ -17,12 +17,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::procs::{free_port, http, wait_some, HttpConn, HttpResponse, Proc, TempDir};
+use crate::procs::{
+    backends_yaml_with, free_port, http, wait_some, HttpConn, HttpResponse, Proc, TempDir,
+};
 
 pub const ETCD_BIN: &str = "/usr/bin/etcd";
 
@@ -67,6 +71,11 @@ pub struct EtcdCluster {
 const SHORT: Duration = Duration::from_millis(300);
 
 impl EtcdCluster {
+    /// The members' names, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.name.clone()).collect()
+    }
+
     /// Starts `n` members named n1..nN and waits (20s) for a leader.
     pub fn start(n: usize) -> EtcdCluster {
         Self::start_with(n, None)
@@ -92,39 +101,23 @@ impl EtcdCluster {
         for (i, (client, peer)) in ports.iter().enumerate() {
             let name = format!("n{}", i + 1);
             let data = dir.join(&format!("{name}.etcd"));
-            let args: Vec<String> = [
-                "--name",
+            let mut args = member_args(
                 &name,
-                "--data-dir",
-                &data.display().to_string(),
-                "--listen-client-urls",
+                &data,
                 &format!("{scheme}://127.0.0.1:{client}"),
-                "--advertise-client-urls",
-                &format!("{scheme}://127.0.0.1:{client}"),
-                "--listen-peer-urls",
-                &format!("http://127.0.0.1:{peer}"),
-                "--initial-advertise-peer-urls",
-                &format!("http://127.0.0.1:{peer}"),
-                "--initial-cluster",
+                *peer,
                 &initial_cluster,
-                "--initial-cluster-state",
                 "new",
-                "--initial-cluster-token",
-                &format!("lp-test-{}", std::process::id()),
-                "--enable-v2=true",
-                "--heartbeat-interval",
-                "100",
-                "--election-timeout",
-                "1000",
-                // a restarted member must not disrupt the running leader
-                "--pre-vote=true",
-                "--snapshot-count",
-                "100000",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            let mut args = args;
+            );
+            args.extend(
+                [
+                    "--initial-cluster-token",
+                    &format!("lp-test-{}", std::process::id()),
+                    "--snapshot-count",
+                    "100000",
+                ]
+                .map(String::from),
+            );
             if let Some(t) = &tls {
                 for (flag, path) in [
                     ("--cert-file", &t.cert),
@@ -150,20 +143,26 @@ impl EtcdCluster {
         c
     }
 
+    /// The `backends:` list of a leaderproxy config: every member by name
+    /// at its client URL.
+    pub fn backends_yaml(&self) -> String {
+        self.backends_yaml_with("")
+    }
+
+    /// [`EtcdCluster::backends_yaml`] with `fields` (e.g. `", h2c: true"`)
+    /// after each url.
+    pub fn backends_yaml_with(&self, fields: &str) -> String {
+        let members = self.members.iter();
+        backends_yaml_with(members.map(|m| (m.name.as_str(), m.client_url())), fields)
+    }
+
     /// A leaderproxy config for this cluster as the real-cluster tests and
     /// the failover bench use it (v2 leader probe every 200ms, and every
     /// `leader.fast_interval`, 25ms by default, while no leader is known;
     /// health with a fall long enough to outlast an election); `extra` is
     /// appended (YAML, e.g. `writes:` or `debug_headers:`).
     pub fn leaderproxy_yaml(&self, extra: &str) -> String {
-        let mut s = String::from("backends:\n");
-        for m in &self.members {
-            s.push_str(&format!(
-                "  - {{ name: {}, url: \"{}\" }}\n",
-                m.name,
-                m.client_url()
-            ));
-        }
+        let mut s = self.backends_yaml();
         s.push_str(
             "health:\n  path: /health\n  interval: 500ms\n  timeout: 400ms\n  rise: 1\n  fall: 8\n  expect: { status: [200] }\n\
              leader:\n  path: /v2/stats/leader\n  interval: 200ms\n  timeout: 150ms\n  expect: { status: [200] }\n\
@@ -339,6 +338,87 @@ impl EtcdCluster {
         let val = v["kvs"].get(0)?["value"].as_str()?.to_string();
         Some(String::from_utf8_lossy(&unb64(&val)?).into_owned())
     }
+}
+
+/// The flags of one etcd member on 127.0.0.1: clients at `client_url`,
+/// peers at plain HTTP on `peer_port`, joining `initial_cluster` in
+/// `state` (`new` or `existing`), v2 API on, 100ms heartbeats, 1s election
+/// timeout and pre-vote.
+pub fn member_args(
+    name: &str,
+    data: &Path,
+    client_url: &str,
+    peer_port: u16,
+    initial_cluster: &str,
+    state: &str,
+) -> Vec<String> {
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    [
+        "--name",
+        name,
+        "--data-dir",
+        &data.display().to_string(),
+        "--listen-client-urls",
+        client_url,
+        "--advertise-client-urls",
+        client_url,
+        "--listen-peer-urls",
+        &peer_url,
+        "--initial-advertise-peer-urls",
+        &peer_url,
+        "--initial-cluster",
+        initial_cluster,
+        "--initial-cluster-state",
+        state,
+        "--enable-v2=true",
+        "--heartbeat-interval",
+        "100",
+        "--election-timeout",
+        "1000",
+        // a restarted member must not disrupt the running leader
+        "--pre-vote=true",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The etcd v3 command-line client (Debian `etcd-client`).
+pub const ETCDCTL: &str = "/usr/bin/etcdctl";
+
+/// Runs `etcdctl` (API 3) against `endpoint` with a 3s dial timeout, the
+/// given `--command-timeout` (e.g. `"5s"`) and, with `tls` = `[ca, cert,
+/// key]`, that client certificate; whether it exited 0, and its stdout
+/// followed by its stderr.
+pub fn etcdctl(
+    endpoint: &str,
+    command_timeout: &str,
+    tls: Option<[&Path; 3]>,
+    args: &[&str],
+) -> (bool, String) {
+    let mut cmd = Command::new(ETCDCTL);
+    cmd.env("ETCDCTL_API", "3").args([
+        "--endpoints",
+        endpoint,
+        "--dial-timeout",
+        "3s",
+        "--command-timeout",
+        command_timeout,
+    ]);
+    if let Some([ca, cert, key]) = tls {
+        cmd.arg("--cacert")
+            .arg(ca)
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key);
+    }
+    let out = cmd.args(args).output().expect("run etcdctl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }
 
 pub struct Election {

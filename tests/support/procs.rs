@@ -64,6 +64,23 @@ pub fn require_binaries(test: &str, bins: &[&str]) -> bool {
     true
 }
 
+/// The `backends:` list of a leaderproxy config, one `{ name, url }` a line.
+pub fn backends_yaml<'a>(backends: impl IntoIterator<Item = (&'a str, String)>) -> String {
+    backends_yaml_with(backends, "")
+}
+
+/// [`backends_yaml`] with `fields` (e.g. `", h2c: true"`) after each url.
+pub fn backends_yaml_with<'a>(
+    backends: impl IntoIterator<Item = (&'a str, String)>,
+    fields: &str,
+) -> String {
+    let mut s = String::from("backends:\n");
+    for (name, url) in backends {
+        s.push_str(&format!("  - {{ name: {name}, url: \"{url}\"{fields} }}\n"));
+    }
+    s
+}
+
 /// A temporary directory, removed on drop unless the thread is panicking or
 /// `LEADERPROXY_KEEP_TMP=1` (then its path is printed so logs can be read).
 pub struct TempDir {
@@ -624,6 +641,20 @@ impl ProxyProc {
         let v = http_get(&self.admin_url("/admin/routing")).ok()?;
         let v: serde_json::Value = serde_json::from_slice(&v.body).ok()?;
         v["leader"]["name"].as_str().map(str::to_string)
+    }
+
+    /// Waits up to `within` until `/admin/routing` names `leader` the leader
+    /// ("proxy /admin/routing names leader <name>" when it does not).
+    pub fn wait_leader(&self, leader: &str, within: Duration) {
+        let what = format!("proxy /admin/routing names leader {leader}");
+        self.wait_leader_as(leader, within, &what);
+    }
+
+    /// [`ProxyProc::wait_leader`], the wait named `what`.
+    pub fn wait_leader_as(&self, leader: &str, within: Duration, what: &str) {
+        wait_for(within, what, || {
+            self.leader_name().as_deref() == Some(leader)
+        });
     }
 
     /// `GET /metrics` text.

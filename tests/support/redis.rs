@@ -27,6 +27,8 @@ use crate::procs::{free_port, wait_for, wait_some, HttpConn, Proc, TempDir};
 pub const REDIS_BIN: &str = "/usr/bin/redis-server";
 pub const SENTINEL_BIN: &str = "/usr/bin/redis-sentinel";
 pub const WEBDIS_BIN: &str = "/usr/bin/webdis";
+/// Everything [`RedisCluster::start`] runs.
+pub const BINARIES: [&str; 3] = [REDIS_BIN, SENTINEL_BIN, WEBDIS_BIN];
 pub const MASTER_NAME: &str = "mymaster";
 
 pub struct RedisNode {
@@ -59,6 +61,11 @@ pub struct RedisCluster {
 const CMD_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl RedisCluster {
+    /// The nodes' names, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+
     /// n1 = primary, n2/n3 = replicas, 3 Sentinels (quorum 2,
     /// down-after-milliseconds 1000, failover-timeout 3000), webdis per node.
     /// Returns once replication is connected and every Sentinel knows the

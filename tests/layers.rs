@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 /// Lowest first, one top-level module a layer.
 const LAYERS: &[&str] = &[
+    "shutdown",    // the shutdown watch every loop waits on
     "net",         // client identity: PROXY protocol, CIDRs, X-Forwarded-For (pure)
     "config",      // YAML -> validated Config (data)
     "metrics",     // the Prometheus registry and typed handles
@@ -53,7 +54,6 @@ const DEBT: &[(&str, &str)] = &[
     ("health", "discovery"),    // the monitor reconciles discovery answers
     ("health", "upstream"),     // probes connect through upstream::connect
     ("h1", "proxy"),            // the h1 server loop calls the proxy core; body types
-    ("h1", "server"),           // until_true
     ("h1", "upstream"),         // the h1 client loop's stream type
 ];
 

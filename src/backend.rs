@@ -20,9 +20,9 @@ use arc_swap::ArcSwap;
 use rustls_pki_types::CertificateDer;
 
 use crate::config::{BackendConfig, BackendTls};
+use crate::metrics::TlsReason;
 use crate::metrics::{BackendMetrics, Metrics};
 use crate::proxy::pool::Pool;
-use crate::upstream::tls::TlsReason;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 

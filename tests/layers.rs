@@ -44,11 +44,9 @@ const LAYERS: &[&str] = &[
 /// Upward imports that exist today, `(from, to)`, each to be removed by
 /// moving the type or function to the layer that owns it.
 const DEBT: &[(&str, &str)] = &[
-    ("metrics", "upstream"),    // TlsReason as a label
     ("backend", "balance"),     // hash_bytes
     ("backend", "consistency"), // AfterAck state hangs off Backend
     ("backend", "proxy"),       // Pool hangs off Backend
-    ("backend", "upstream"),    // TlsReason
     ("balance", "routing"),     // routing::Backend alias
     ("routing", "consistency"), // Need in pick_fresh
     ("health", "discovery"),    // the monitor reconciles discovery answers

@@ -44,7 +44,6 @@ const LAYERS: &[&str] = &[
 /// Upward imports that exist today, `(from, to)`, each to be removed by
 /// moving the type or function to the layer that owns it.
 const DEBT: &[(&str, &str)] = &[
-    ("backend", "balance"),     // hash_bytes
     ("backend", "consistency"), // AfterAck state hangs off Backend
     ("backend", "proxy"),       // Pool hangs off Backend
     ("balance", "routing"),     // routing::Backend alias

@@ -6,7 +6,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::{mix64, Pick};
+use super::Pick;
+use crate::backend::mix64;
 use crate::routing::Backend;
 
 pub struct IpHash;

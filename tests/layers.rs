@@ -46,7 +46,6 @@ const LAYERS: &[&str] = &[
 const DEBT: &[(&str, &str)] = &[
     ("backend", "consistency"), // AfterAck state hangs off Backend
     ("backend", "proxy"),       // Pool hangs off Backend
-    ("balance", "routing"),     // routing::Backend alias
     ("routing", "consistency"), // Need in pick_fresh
     ("health", "discovery"),    // the monitor reconciles discovery answers
     ("health", "upstream"),     // probes connect through upstream::connect

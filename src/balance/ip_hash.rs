@@ -7,8 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::Pick;
-use crate::backend::mix64;
-use crate::routing::Backend;
+use crate::backend::{mix64, Backend};
 
 pub struct IpHash;
 

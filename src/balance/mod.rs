@@ -10,8 +10,8 @@ mod round_robin;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::backend::Backend;
 use crate::config::Policy;
-use crate::routing::Backend;
 
 pub use ip_hash::IpHash;
 pub use least_conn::LeastConn;

@@ -46,7 +46,6 @@ const LAYERS: &[&str] = &[
 const DEBT: &[(&str, &str)] = &[
     ("backend", "consistency"), // AfterAck state hangs off Backend
     ("backend", "proxy"),       // Pool hangs off Backend
-    ("routing", "consistency"), // Need in pick_fresh
     ("health", "discovery"),    // the monitor reconciles discovery answers
     ("health", "upstream"),     // probes connect through upstream::connect
     ("h1", "proxy"),            // the h1 server loop calls the proxy core; body types

@@ -14,10 +14,11 @@
 use std::sync::atomic::{
     AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use rustls_pki_types::CertificateDer;
+use tokio::sync::watch;
 
 use crate::config::{BackendConfig, BackendTls};
 use crate::metrics::{BackendMetrics, Metrics, TlsReason};
@@ -78,8 +79,20 @@ pub struct Backend {
     /// The last probed replication position plus one; 0 = unknown (never
     /// probed, or the last position probe failed).
     position: AtomicU64,
-    /// Coalesced position probes after acknowledged writes.
-    pub(crate) after_ack: crate::consistency::after_ack::AfterAck,
+    /// Coalesced position probes after acknowledged writes: their state,
+    /// run by `consistency::after_ack` (only the leader's is used).
+    pub(crate) after_ack: Mutex<AfterAckBatch>,
+}
+
+/// The state of a backend's position probes after acknowledged writes,
+/// batched like a group commit (the logic is `consistency::after_ack`).
+#[derive(Default)]
+pub(crate) struct AfterAckBatch {
+    /// A probe is running.
+    pub(crate) running: bool,
+    /// The writes waiting for the next probe to start: the value is `None`
+    /// until that probe finished, then its result.
+    pub(crate) next: Option<watch::Sender<Option<Option<u64>>>>,
 }
 
 /// Where a backend stands for reads: `backends[].zone` and `.priority`.

@@ -158,7 +158,8 @@ fn bench_pick(c: &mut Criterion) {
 /// of 100,000 sessions, sharded) and `pick_fresh` when no follower has
 /// caught up (the worst case: every follower is looked at, then the leader).
 fn bench_consistency(c: &mut Criterion) {
-    use leaderproxy::consistency::{Need, Sessions, Written};
+    use leaderproxy::consistency::{Sessions, Written};
+    use leaderproxy::routing::Need;
     let sessions = Sessions::new(
         100_000,
         prometheus::IntCounter::new("e", "e").unwrap(),

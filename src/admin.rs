@@ -253,7 +253,7 @@ pub async fn serve(ctl: Arc<Control>, listener: TcpListener, mut shutdown: watch
                     continue;
                 }
             },
-            _ = crate::server::until_true(&mut shutdown) => return,
+            _ = crate::shutdown::until_true(&mut shutdown) => return,
         };
         // The limit of the config in force now (a reload changes it).
         let limit = ctl.proxy.shared.load().cfg.limits.admin_max_connections;

@@ -14,15 +14,15 @@
 use std::sync::atomic::{
     AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use rustls_pki_types::CertificateDer;
+use tokio::sync::watch;
 
 use crate::config::{BackendConfig, BackendTls};
-use crate::metrics::{BackendMetrics, Metrics};
+use crate::metrics::{BackendMetrics, Metrics, TlsReason};
 use crate::proxy::pool::Pool;
-use crate::upstream::tls::TlsReason;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -79,8 +79,20 @@ pub struct Backend {
     /// The last probed replication position plus one; 0 = unknown (never
     /// probed, or the last position probe failed).
     position: AtomicU64,
-    /// Coalesced position probes after acknowledged writes.
-    pub(crate) after_ack: crate::consistency::after_ack::AfterAck,
+    /// Coalesced position probes after acknowledged writes: their state,
+    /// run by `consistency::after_ack` (only the leader's is used).
+    pub(crate) after_ack: Mutex<AfterAckBatch>,
+}
+
+/// The state of a backend's position probes after acknowledged writes,
+/// batched like a group commit (the logic is `consistency::after_ack`).
+#[derive(Default)]
+pub(crate) struct AfterAckBatch {
+    /// A probe is running.
+    pub(crate) running: bool,
+    /// The writes waiting for the next probe to start: the value is `None`
+    /// until that probe finished, then its result.
+    pub(crate) next: Option<watch::Sender<Option<Option<u64>>>>,
 }
 
 /// Where a backend stands for reads: `backends[].zone` and `.priority`.
@@ -152,7 +164,7 @@ impl Backend {
             url: cfg.url.clone(),
             authority: cfg.authority.clone(),
             h2c: cfg.h2c,
-            name_hash: crate::balance::hash_bytes(cfg.name.as_bytes()),
+            name_hash: hash_bytes(cfg.name.as_bytes()),
             metrics: ArcSwap::from_pointee(metrics.backend(&cfg.name)),
             pool: Pool::new(workers, max_connections),
             weight: AtomicU32::new(cfg.weight),
@@ -382,6 +394,27 @@ impl Backend {
             self.failures.store(0, Ordering::Relaxed);
         }
     }
+}
+
+/// 64-bit finalizer (splitmix64): cheap, well mixed, stable across builds.
+/// The rendezvous ip-hash (`balance`) mixes a client's address with a
+/// backend's [`Backend::name_hash`] through it.
+#[inline]
+pub(crate) fn mix64(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Stable hash of a byte string (FNV-1a folded through [`mix64`]): a
+/// backend's `name_hash`.
+fn hash_bytes(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &c in b {
+        h ^= c as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    mix64(h)
 }
 
 impl std::fmt::Debug for Backend {

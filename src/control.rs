@@ -105,7 +105,7 @@ pub async fn watch_config(ctl: Arc<Control>, mut shutdown: watch::Receiver<bool>
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = crate::server::until_true(&mut shutdown) => return,
+            _ = crate::shutdown::until_true(&mut shutdown) => return,
         }
         let now = watched_stamps(&ctl);
         if now[0].is_some() && now != last {

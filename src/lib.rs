@@ -20,5 +20,6 @@ pub mod net;
 pub mod proxy;
 pub mod routing;
 pub mod server;
+mod shutdown;
 pub mod tls;
 pub mod upstream;

@@ -23,6 +23,44 @@ const WAIT_BUCKETS: &[f64] = &[
 /// Status classes used as the `class` label.
 pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// Why a TLS handshake with a backend failed (the `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsReason {
+    /// The backend's certificate (or one in its chain) has expired or is not yet valid.
+    Expired,
+    /// The backend's certificate is not signed by a trusted CA.
+    UnknownCa,
+    /// The certificate is not valid for the name checked (`server_name` or the URL's host).
+    NameMismatch,
+    /// Anything else: the backend refused our client certificate, no common
+    /// protocol, not TLS at all, the connection closed mid-handshake, ….
+    Handshake,
+}
+
+impl TlsReason {
+    pub const ALL: [TlsReason; 4] = [
+        TlsReason::Expired,
+        TlsReason::UnknownCa,
+        TlsReason::NameMismatch,
+        TlsReason::Handshake,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            TlsReason::Expired => "expired",
+            TlsReason::UnknownCa => "unknown_ca",
+            TlsReason::NameMismatch => "name_mismatch",
+            TlsReason::Handshake => "handshake",
+        }
+    }
+}
+
+impl std::fmt::Display for TlsReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
 /// Every metric the proxy exports.
 pub struct Metrics {
     pub registry: Registry,
@@ -432,7 +470,7 @@ impl Metrics {
             lag: self.lag.with_label_values(&[name]),
             write_position_probes: self.write_position_probes.with_label_values(&[name]),
             position_decreases: self.position_decreases.with_label_values(&[name]),
-            tls_handshake_failures: crate::upstream::tls::TlsReason::ALL.map(|r| {
+            tls_handshake_failures: TlsReason::ALL.map(|r| {
                 self.tls_handshake_failures
                     .with_label_values(&[name, r.label()])
             }),
@@ -479,7 +517,7 @@ impl Metrics {
             let _ = self.probe_duration.remove_label_values(&[name, kind]);
             let _ = self.probe_failures.remove_label_values(&[name, kind]);
         }
-        for r in crate::upstream::tls::TlsReason::ALL {
+        for r in TlsReason::ALL {
             let _ = self
                 .tls_handshake_failures
                 .remove_label_values(&[name, r.label()]);
@@ -554,7 +592,7 @@ pub struct BackendMetrics {
     pub lag: IntGauge,
     pub write_position_probes: IntCounter,
     pub position_decreases: IntCounter,
-    /// By [`crate::upstream::tls::TlsReason::ALL`] index.
+    /// By [`TlsReason::ALL`] index.
     pub tls_handshake_failures: [IntCounter; 4],
 }
 

@@ -24,6 +24,7 @@ use crate::h1::server::{ClientStream, Served};
 use crate::h2_conn::{StreamGuard, Streams, Tracked};
 use crate::net::proxy_protocol::{self, Rewind};
 use crate::proxy::service::{handle, ClientInfo, Proxy};
+use crate::shutdown::until_true;
 
 /// Binds one listening socket with `SO_REUSEPORT`, so every worker can
 /// have its own and the kernel spreads connections between them.
@@ -73,11 +74,6 @@ pub fn bind_all(
         bound.push(actual);
     }
     Ok((per_worker, bound))
-}
-
-/// Resolves once `rx` holds `true` (or its sender is gone).
-pub async fn until_true(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
 }
 
 /// Settings every worker needs to serve connections.

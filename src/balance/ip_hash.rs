@@ -6,8 +6,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::{mix64, Pick};
-use crate::routing::Backend;
+use super::Pick;
+use crate::backend::{mix64, Backend};
 
 pub struct IpHash;
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::Pick;
-use crate::routing::Backend;
+use crate::backend::Backend;
 
 #[derive(Default)]
 pub struct LeastConn {

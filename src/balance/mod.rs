@@ -10,8 +10,8 @@ mod round_robin;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::backend::Backend;
 use crate::config::Policy;
-use crate::routing::Backend;
 
 pub use ip_hash::IpHash;
 pub use least_conn::LeastConn;
@@ -59,24 +59,6 @@ impl Picker {
             Picker::IpHash(p) => p.pick(followers, client, avoid),
         }
     }
-}
-
-/// 64-bit finalizer (splitmix64): cheap, well mixed, stable across builds.
-#[inline]
-pub fn mix64(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-/// Stable hash of a byte string (FNV-1a folded through [`mix64`]).
-pub fn hash_bytes(b: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &c in b {
-        h ^= c as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    mix64(h)
 }
 
 #[cfg(test)]

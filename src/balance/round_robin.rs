@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::Pick;
-use crate::routing::Backend;
+use crate::backend::Backend;
 
 pub struct RoundRobin {
     schedule: Vec<u32>,

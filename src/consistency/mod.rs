@@ -17,33 +17,16 @@ use http::HeaderMap;
 use tokio::time::Instant;
 
 use crate::config::SessionKey;
+use crate::routing::Need;
 pub use sessions::{Sessions, Written};
 
 /// The header a write's position is returned in, and a read may carry.
 pub static POSITION_HEADER: http::HeaderName =
     http::HeaderName::from_static("x-leaderproxy-position");
 
-/// What a read must see.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Need {
-    /// Only backends whose probed position is at least this.
-    pub min_position: Option<u64>,
-    /// The session wrote, no position is known: only the leader.
-    pub leader_only: bool,
-}
-
+// Need is what a read must see, plain data owned by routing (the table
+// picks by it); this layer says how a session's writes make one.
 impl Need {
-    /// Only the leader.
-    pub const LEADER: Need = Need {
-        min_position: None,
-        leader_only: true,
-    };
-
-    /// No requirement: any follower.
-    pub fn is_none(&self) -> bool {
-        self.min_position.is_none() && !self.leader_only
-    }
-
     /// What a read needs, from the session's last write and the client's
     /// own `x-leaderproxy-position` (the larger position wins).
     pub fn of(session: Option<sessions::Entry>, from_client: Option<u64>) -> Need {

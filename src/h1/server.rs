@@ -203,7 +203,7 @@ async fn read_head(
     tokio::select! {
         r = tokio::time::timeout_at(deadline, work) => r.unwrap_or(Err(NoHead::Close)),
         // Shutdown: a connection waiting for its next request closes at once.
-        _ = crate::server::until_true(shutdown), if lock(shared).buf.is_empty() => Err(NoHead::Close),
+        _ = crate::shutdown::until_true(shutdown), if lock(shared).buf.is_empty() => Err(NoHead::Close),
     }
 }
 

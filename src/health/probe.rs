@@ -15,8 +15,8 @@ use tokio::time::Instant;
 
 use crate::backend::Backend;
 use crate::config::{Expect, JsonWant, PositionSource, ProbeConfig};
+use crate::metrics::TlsReason;
 use crate::upstream::connect::{self, Alpn, ConnectError};
-use crate::upstream::tls::TlsReason;
 
 /// Largest probe answer body read; longer bodies fail the probe.
 pub const MAX_PROBE_BODY: usize = 256 << 10;

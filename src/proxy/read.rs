@@ -16,8 +16,7 @@ use super::forward::{self, Attempt, Cause};
 use super::service::{blame, respond, try_clone, Ctx, Proxy, Routed};
 use crate::backend::Backend;
 use crate::config::Consistency;
-use crate::consistency::Need;
-use crate::routing::{LeaderState, RoutingTable};
+use crate::routing::{LeaderState, Need, RoutingTable};
 
 /// Passive health: one more backend-caused failure.
 fn passive_failure(proxy: &Proxy, t: &RoutingTable, b: &Backend) {

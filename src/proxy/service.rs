@@ -21,10 +21,10 @@ use super::forward::{self, SendOpts};
 use super::{read, write};
 use crate::backend::Backend;
 use crate::config::{Config, RetryAmbiguous, DEFAULT_SESSIONS};
-use crate::consistency::{self, Need, Sessions};
+use crate::consistency::{self, Sessions};
 use crate::health::monitor::MonitorHandle;
 use crate::metrics::Metrics;
-use crate::routing::{classify, Role, Route, RoutingTable, Shared};
+use crate::routing::{classify, Need, Role, Route, RoutingTable, Shared};
 
 static X_BACKEND: http::HeaderName = http::HeaderName::from_static("x-leaderproxy-backend");
 static X_ROLE: http::HeaderName = http::HeaderName::from_static("x-leaderproxy-role");

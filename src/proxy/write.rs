@@ -32,7 +32,7 @@ use super::forward::{self, Attempt, Cause};
 use super::service::{blame, is_idempotent, respond, try_clone, Ctx, Proxy, Routed};
 use crate::backend::Backend;
 use crate::config::{Config, Consistency, PositionSource, RetryAmbiguous};
-use crate::consistency::{Written, POSITION_HEADER};
+use crate::consistency::{after_ack, Written, POSITION_HEADER};
 use crate::routing::{LeaderState, RoutingTable};
 
 /// Largest backend answer to a write that is read to be judged by a
@@ -146,10 +146,10 @@ async fn position_after_ack(
         .write_leader()
         .filter(|c| c.id != answered.id)
         .cloned();
-    let own = answered.after_ack.position(answered, probe);
+    let own = after_ack::position(answered, probe);
     match current {
         Some(c) => {
-            let (a, b) = tokio::join!(own, c.after_ack.position(&c, probe));
+            let (a, b) = tokio::join!(own, after_ack::position(&c, probe));
             a.max(b)
         }
         None => own.await,

@@ -2,9 +2,11 @@
 //! routing table that the monitor publishes.
 
 pub mod classify;
+mod need;
 pub mod table;
 pub mod tier;
 
 pub use crate::backend::Backend;
 pub use classify::{classify, Role, Route, Rule};
+pub use need::Need;
 pub use table::{LeaderInfo, LeaderState, RoutingTable, Shared};

@@ -14,10 +14,9 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::Backend;
+use super::{Backend, Need};
 use crate::balance::Picker;
 use crate::config::Config;
-use crate::consistency::Need;
 
 /// The leader writes go to.
 #[derive(Debug, Clone)]

@@ -13,8 +13,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use super::tls::TlsReason;
+use super::tls::reason_of;
 use crate::backend::Backend;
+use crate::metrics::TlsReason;
 
 /// TCP keepalive on upstream sockets: first probe after this much silence,
 /// then every [`KEEPALIVE_INTERVAL`]; the kernel gives up after 3 misses.
@@ -169,7 +170,7 @@ async fn open(backend: &Backend, alpn: Alpn) -> Result<UpstreamStream, ConnectEr
             Ok(s)
         }
         Err(e) => {
-            let reason = TlsReason::of(&e);
+            let reason = reason_of(&e);
             let message = e.to_string();
             backend.tls_handshake_failed(reason, &message);
             Err(ConnectError::Tls { reason, message })

@@ -12,57 +12,27 @@ use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureSch
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::config::ClientCerts;
+use crate::metrics::TlsReason;
 
-/// Why a TLS handshake with a backend failed (the `reason` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsReason {
-    /// The backend's certificate (or one in its chain) has expired or is not yet valid.
-    Expired,
-    /// The backend's certificate is not signed by a trusted CA.
-    UnknownCa,
-    /// The certificate is not valid for the name checked (`server_name` or the URL's host).
-    NameMismatch,
-    /// Anything else: the backend refused our client certificate, no common
-    /// protocol, not TLS at all, the connection closed mid-handshake, ….
-    Handshake,
-}
-
-impl TlsReason {
-    pub const ALL: [TlsReason; 4] = [
-        TlsReason::Expired,
-        TlsReason::UnknownCa,
-        TlsReason::NameMismatch,
-        TlsReason::Handshake,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            TlsReason::Expired => "expired",
-            TlsReason::UnknownCa => "unknown_ca",
-            TlsReason::NameMismatch => "name_mismatch",
-            TlsReason::Handshake => "handshake",
-        }
-    }
-
-    /// Sorts a handshake error (the `io::Error` tokio-rustls returns wraps
-    /// the `rustls::Error`).
-    pub fn of(e: &std::io::Error) -> TlsReason {
-        let Some(r) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
-            return TlsReason::Handshake;
-        };
-        match r {
-            rustls::Error::InvalidCertificate(c) => match c {
-                CertificateError::Expired
-                | CertificateError::ExpiredContext { .. }
-                | CertificateError::NotValidYet
-                | CertificateError::NotValidYetContext { .. } => TlsReason::Expired,
-                CertificateError::UnknownIssuer => TlsReason::UnknownCa,
-                CertificateError::NotValidForName
-                | CertificateError::NotValidForNameContext { .. } => TlsReason::NameMismatch,
-                _ => TlsReason::Handshake,
-            },
+/// Sorts a handshake error into its `reason` label (the `io::Error`
+/// tokio-rustls returns wraps the `rustls::Error`).
+pub(crate) fn reason_of(e: &std::io::Error) -> TlsReason {
+    let Some(r) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
+        return TlsReason::Handshake;
+    };
+    match r {
+        rustls::Error::InvalidCertificate(c) => match c {
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. } => TlsReason::Expired,
+            CertificateError::UnknownIssuer => TlsReason::UnknownCa,
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                TlsReason::NameMismatch
+            }
             _ => TlsReason::Handshake,
-        }
+        },
+        _ => TlsReason::Handshake,
     }
 }
 
@@ -84,12 +54,6 @@ pub fn alert_in(e: &(dyn std::error::Error + 'static)) -> Option<String> {
         cur = c.source();
     }
     None
-}
-
-impl fmt::Display for TlsReason {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(self.label())
-    }
 }
 
 /// The client side of TLS to backends that share the same files: one

@@ -137,7 +137,7 @@ pub async fn handle(ctl: &Control, req: Request<Incoming>) -> Response<Full<Byte
                 .map_or(0, |d| d.as_secs() as i64);
             ctl.proxy
                 .metrics
-                .set_tls_expiry(&crate::upstream::tls::expiry(&t.cfg, &t.backends), now);
+                .set_tls_expiry(&cert_expiry(&t.cfg, &t.backends), now);
             text(
                 StatusCode::OK,
                 ctl.proxy.metrics.render(),
@@ -285,4 +285,31 @@ pub async fn serve(ctl: Arc<Control>, listener: TcpListener, mut shutdown: watch
             }
         });
     }
+}
+/// Every certificate whose expiry is reported: the listener's, the client
+/// certificates sent to backends (once per file), and what each `https://`
+/// backend presented at its last handshake; `(kind, name, notAfter)`.
+fn cert_expiry(
+    cfg: &crate::config::Config,
+    backends: &[std::sync::Arc<crate::backend::Backend>],
+) -> Vec<(&'static str, String, i64)> {
+    let mut out = Vec::new();
+    if let Some(t) = cfg.tls.as_ref() {
+        if let Some(na) = t.cert_not_after {
+            out.push(("listener", t.cert.display().to_string(), na));
+        }
+    }
+    for b in backends {
+        let Some(tls) = b.tls() else { continue };
+        if let (Some(cert), Some(na)) = (&tls.settings.cert, tls.client.client_cert_not_after) {
+            let name = cert.display().to_string();
+            if !out.iter().any(|(k, n, _)| *k == "client" && *n == name) {
+                out.push(("client", name, na));
+            }
+        }
+        if let Some(na) = b.peer_cert_not_after() {
+            out.push(("backend", b.name().to_string(), na));
+        }
+    }
+    out
 }

@@ -22,7 +22,8 @@ use tokio::sync::watch;
 
 use crate::config::{BackendConfig, BackendTls};
 use crate::metrics::{BackendMetrics, Metrics, TlsReason};
-use crate::proxy::pool::Pool;
+use crate::upstream::connect::Peer;
+use crate::upstream::pool::Pool;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -243,7 +244,7 @@ impl Backend {
     }
 
     /// The backend chose `http/1.1` when offered `h2`.
-    pub(crate) fn declined_h2(&self) {
+    fn declined_h2(&self) {
         if !self.no_h2.swap(true, Ordering::Relaxed) {
             tracing::info!(backend = %self.name(), "backend chose http/1.1 by ALPN; HTTP/2 requests go to it as HTTP/1.1");
         }
@@ -256,7 +257,7 @@ impl Backend {
 
     /// A TLS handshake completed: remembers the expiry of the certificate
     /// the backend presented.
-    pub(crate) fn tls_handshake_done(&self, peer: Option<&CertificateDer<'_>>) {
+    fn tls_handshake_done(&self, peer: Option<&CertificateDer<'_>>) {
         if let Some(t) = peer.and_then(|c| crate::net::x509::not_after(c)) {
             self.peer_not_after.store(t, Ordering::Relaxed);
         }
@@ -424,5 +425,26 @@ impl std::fmt::Debug for Backend {
             .field("url", &self.url)
             .field("weight", &self.weight)
             .finish()
+    }
+}
+impl Peer for Backend {
+    fn authority(&self) -> &str {
+        self.authority.as_str()
+    }
+
+    fn tls(&self) -> Option<arc_swap::Guard<Arc<BackendTls>>> {
+        Backend::tls(self)
+    }
+
+    fn handshake_done(&self, peer: Option<&CertificateDer<'_>>) {
+        self.tls_handshake_done(peer)
+    }
+
+    fn handshake_failed(&self, reason: TlsReason, message: &str) {
+        self.tls_handshake_failed(reason, message)
+    }
+
+    fn declined_h2(&self) {
+        Backend::declined_h2(self)
     }
 }

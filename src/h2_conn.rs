@@ -16,7 +16,8 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::proxy::body::{BoxError, DownBody};
+use crate::proxy::body::DownBody;
+use crate::upstream::body::BoxError;
 
 /// What the connection's timeouts depend on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -13,12 +13,10 @@
 //! Parsed heads hold no copies: a [`Span`] is a range into the buffer the head
 //! was parsed from, and the caller hands that buffer back to read it.
 
-mod body;
-pub mod client;
+pub mod body;
 pub mod framing;
 pub mod parse;
 pub mod rewrite;
-pub mod server;
 
 pub use framing::{ChunkHeader, ChunkedDecoder, ChunkedError, ChunkedLimits, Decoded, Framing};
 pub use parse::{

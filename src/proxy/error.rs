@@ -54,8 +54,8 @@ pub enum ProxyError {
 
 impl ProxyError {
     /// The error a failed client body becomes.
-    pub fn from_client_body(e: &super::body::ClientBodyError) -> ProxyError {
-        use super::body::ClientBodyError as C;
+    pub fn from_client_body(e: &crate::upstream::body::ClientBodyError) -> ProxyError {
+        use crate::upstream::body::ClientBodyError as C;
         match e {
             C::TooLarge(n) => ProxyError::BodyTooLarge(*n),
             C::Idle(d) => ProxyError::ClientTimeout(*d),

@@ -12,11 +12,11 @@ use std::time::Duration;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
 
-use super::body::{ClientBodyError, UpBody, Upload, UpstreamBody};
 use super::error::ProxyError;
-use super::pool;
 use crate::backend::Backend;
-use crate::h1::client::SendError;
+use crate::upstream::body::{ClientBodyError, UpBody, Upload, UpstreamBody};
+use crate::upstream::h1::SendError;
+use crate::upstream::pool;
 use http_body_util::Either;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -260,7 +260,7 @@ pub struct SendOpts {
 /// reports next (a reset stream, a request handed back unsent).
 fn client_cut(upload: Option<&Upload>) -> Option<Failed> {
     upload.and_then(Upload::client_failure).map(|c| Failed {
-        error: c.clone(),
+        error: ProxyError::from_client_body(c),
         cause: Cause::Client,
     })
 }
@@ -435,7 +435,7 @@ pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> 
             }
             Err(b) => return busy(backend, req, b, o.connect_timeout),
         };
-        let fut = crate::h1::client::send(conn, req, &mut head_buf, o.reuse);
+        let fut = crate::upstream::h1::send(conn, req, &mut head_buf, o.reuse);
         match response_head(fut, upload.as_deref(), o.response_timeout).await {
             None => return timed_out(backend, o.response_timeout),
             Some(Ok(resp)) => return Attempt::Answered(resp.map(Either::Left)),

@@ -6,7 +6,6 @@
 pub mod body;
 pub mod error;
 pub mod forward;
-pub mod pool;
 mod read;
 pub mod service;
 mod write;

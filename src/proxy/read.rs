@@ -10,13 +10,14 @@ use std::sync::Arc;
 
 use http::Request;
 
-use super::body::{Release, UpBody};
+use super::body::Release;
 use super::error::ProxyError;
 use super::forward::{self, Attempt, Cause};
 use super::service::{blame, respond, try_clone, Ctx, Proxy, Routed};
 use crate::backend::Backend;
 use crate::config::Consistency;
 use crate::routing::{LeaderState, Need, RoutingTable};
+use crate::upstream::body::UpBody;
 
 /// Passive health: one more backend-caused failure.
 fn passive_failure(proxy: &Proxy, t: &RoutingTable, b: &Backend) {

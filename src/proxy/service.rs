@@ -13,9 +13,7 @@ use http_body_util::BodyExt;
 
 use tokio::time::Instant;
 
-use super::body::{
-    take_conn, ClientBody, ClientBodyError, DownBody, IdleTimer, Release, UpBody, UpstreamBody,
-};
+use super::body::{DownBody, Release};
 use super::error::ProxyError;
 use super::forward::{self, SendOpts};
 use super::{read, write};
@@ -25,6 +23,9 @@ use crate::consistency::{self, Sessions};
 use crate::health::monitor::MonitorHandle;
 use crate::metrics::Metrics;
 use crate::routing::{classify, Need, Role, Route, RoutingTable, Shared};
+use crate::upstream::body::{
+    take_conn, ClientBody, ClientBodyError, IdleTimer, UpBody, UpstreamBody,
+};
 
 static X_BACKEND: http::HeaderName = http::HeaderName::from_static("x-leaderproxy-backend");
 static X_ROLE: http::HeaderName = http::HeaderName::from_static("x-leaderproxy-role");

@@ -26,7 +26,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
-use super::body::{take_conn, DownBody, Release, UpBody, UpstreamBody};
+use super::body::{DownBody, Release};
 use super::error::ProxyError;
 use super::forward::{self, Attempt, Cause};
 use super::service::{blame, is_idempotent, respond, try_clone, Ctx, Proxy, Routed};
@@ -34,6 +34,7 @@ use crate::backend::Backend;
 use crate::config::{Config, Consistency, PositionSource, RetryAmbiguous};
 use crate::consistency::{after_ack, Written, POSITION_HEADER};
 use crate::routing::{LeaderState, RoutingTable};
+use crate::upstream::body::{take_conn, UpBody, UpstreamBody};
 
 /// Largest backend answer to a write that is read to be judged by a
 /// `writes.not_leader.body` rule; larger answers pass through unjudged.

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use super::tls::reason_of;
-use crate::backend::Backend;
+use crate::config::BackendTls;
 use crate::metrics::TlsReason;
 
 /// TCP keepalive on upstream sockets: first probe after this much silence,
@@ -128,11 +128,27 @@ pub enum ConnectError {
     Tls { reason: TlsReason, message: String },
 }
 
+/// What a connection needs to know of the backend it reaches, and what it
+/// tells the backend back; the backend layer implements it, so reaching a
+/// backend knows nothing of its routing state.
+pub trait Peer {
+    /// `host:port` to connect to.
+    fn authority(&self) -> &str;
+    /// `https://`: the TLS settings and client config in force; `None`: plain.
+    fn tls(&self) -> Option<arc_swap::Guard<std::sync::Arc<BackendTls>>>;
+    /// A TLS handshake completed; `peer` is the certificate the backend presented.
+    fn handshake_done(&self, peer: Option<&rustls_pki_types::CertificateDer<'_>>);
+    /// A TLS handshake failed for `reason`.
+    fn handshake_failed(&self, reason: TlsReason, message: &str);
+    /// The backend chose `http/1.1` when offered `h2`.
+    fn declined_h2(&self);
+}
+
 /// Opens a connection to `backend` within `timeout` (TCP and TLS together).
 /// A TLS handshake failure is counted by reason and logged when the
 /// backend's reason changes (the probes say when it works again).
-pub async fn connect(
-    backend: &Backend,
+pub async fn connect<P: Peer + ?Sized>(
+    backend: &P,
     timeout: Duration,
     alpn: Alpn,
 ) -> Result<UpstreamStream, ConnectError> {
@@ -142,8 +158,8 @@ pub async fn connect(
     }
 }
 
-async fn open(backend: &Backend, alpn: Alpn) -> Result<UpstreamStream, ConnectError> {
-    let stream = TcpStream::connect(backend.authority.as_str()).await?;
+async fn open<P: Peer + ?Sized>(backend: &P, alpn: Alpn) -> Result<UpstreamStream, ConnectError> {
+    let stream = TcpStream::connect(backend.authority()).await?;
     let _ = stream.set_nodelay(true);
     let ka = socket2::TcpKeepalive::new()
         .with_time(KEEPALIVE_IDLE)
@@ -166,13 +182,13 @@ async fn open(backend: &Backend, alpn: Alpn) -> Result<UpstreamStream, ConnectEr
     {
         Ok(s) => {
             let s = UpstreamStream::Tls(Box::new(s));
-            backend.tls_handshake_done(s.peer_certificate());
+            backend.handshake_done(s.peer_certificate());
             Ok(s)
         }
         Err(e) => {
             let reason = reason_of(&e);
             let message = e.to_string();
-            backend.tls_handshake_failed(reason, &message);
+            backend.handshake_failed(reason, &message);
             Err(ConnectError::Tls { reason, message })
         }
     }

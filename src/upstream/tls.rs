@@ -194,34 +194,6 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
-/// Every certificate whose expiry is reported: the listener's, the client
-/// certificates sent to backends (once per file), and what each `https://`
-/// backend presented at its last handshake; `(kind, name, notAfter)`.
-pub fn expiry(
-    cfg: &crate::config::Config,
-    backends: &[Arc<crate::backend::Backend>],
-) -> Vec<(&'static str, String, i64)> {
-    let mut out = Vec::new();
-    if let Some(t) = cfg.tls.as_ref() {
-        if let Some(na) = t.cert_not_after {
-            out.push(("listener", t.cert.display().to_string(), na));
-        }
-    }
-    for b in backends {
-        let Some(tls) = b.tls() else { continue };
-        if let (Some(cert), Some(na)) = (&tls.settings.cert, tls.client.client_cert_not_after) {
-            let name = cert.display().to_string();
-            if !out.iter().any(|(k, n, _)| *k == "client" && *n == name) {
-                out.push(("client", name, na));
-            }
-        }
-        if let Some(na) = b.peer_cert_not_after() {
-            out.push(("backend", b.name().to_string(), na));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};

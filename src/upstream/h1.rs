@@ -26,14 +26,14 @@ use http::{Request, Response, StatusCode};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use super::connect::UpstreamStream;
 use crate::config::HttpReuse;
-use crate::upstream::connect::UpstreamStream;
 
-use super::body::{Left, Step};
-use super::framing::{ChunkHeader, Framing};
-use super::parse::{parse_response, Limits, Progress, ResponseHead};
-use super::rewrite::framing_line;
-use crate::proxy::body::{BoxError, UpBody};
+use super::body::{BoxError, UpBody};
+use crate::h1::body::{Left, Step};
+use crate::h1::framing::{ChunkHeader, Framing};
+use crate::h1::parse::{parse_response, Limits, Progress, ResponseHead};
+use crate::h1::rewrite::framing_line;
 
 /// First read buffer for a response head; grows up to the head limit.
 const HEAD_BUF: usize = 4 << 10;
@@ -259,7 +259,7 @@ pub async fn send(
 }
 
 /// Sends an upgrade request's head (already encoded, see
-/// [`super::rewrite::encode_request`]) over a fresh connection and reads the
+/// [`crate::h1::rewrite::encode_request`]) over a fresh connection and reads the
 /// answer. A 101 comes back with a body that [`Body::into_switched`] turns
 /// into the raw connection; any other answer is an ordinary response whose
 /// connection is never pooled (the caller gives it no pool to go back to).
@@ -369,7 +369,7 @@ impl Batch {
 fn last_chunk(trailers: Option<&mut http::HeaderMap>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"0\r\n");
     if let Some(t) = trailers {
-        super::rewrite::strip_trailers(t);
+        crate::h1::rewrite::strip_trailers(t);
         for (n, v) in t.iter() {
             out.extend_from_slice(n.as_str().as_bytes());
             out.extend_from_slice(b": ");

@@ -31,13 +31,14 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::body::{Left as BodyLeft, Step};
-use super::framing::{ChunkHeader, ChunkedDecoder, Decoded, Framing};
-use super::parse::{parse_request, Limits, Progress, RequestHead, Version};
+use crate::h1::body::{Left as BodyLeft, Step};
+use crate::h1::framing::{ChunkHeader, ChunkedDecoder, Decoded, Framing};
+use crate::h1::parse::{parse_request, Limits, Progress, RequestHead, Version};
 use crate::net::client_ip::ClientInfo;
-use crate::proxy::body::{BoxError, ClientBody, DownBody};
+use crate::proxy::body::DownBody;
 use crate::proxy::error::ProxyError;
 use crate::proxy::service::{handle, Proxy};
+use crate::upstream::body::{BoxError, ClientBody};
 
 /// The HTTP/2 connection preface's first line.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
@@ -284,7 +285,17 @@ pub async fn serve(
                 .iter()
                 .any(|n| n.get(&raw).eq_ignore_ascii_case(b"upgrade"));
         if upgrade {
-            match Box::pin(upgrade_request(proxy, &head, &raw, &req, &client, &mut out)).await {
+            match Box::pin(upgrade_request(
+                proxy,
+                &head,
+                &raw,
+                req.method(),
+                req.uri().path(),
+                &client,
+                &mut out,
+            ))
+            .await
+            {
                 Upgrade::Switched(sw) => {
                     tunnel = Some(sw);
                     break;
@@ -420,12 +431,13 @@ async fn upgrade_request(
     proxy: &'static Proxy,
     head: &RequestHead,
     raw: &Bytes,
-    req: &Request<ClientBody>,
+    method: &Method,
+    path: &str,
     client: &ClientInfo,
     out: &mut Vec<u8>,
 ) -> Upgrade {
     let t = proxy.shared.load();
-    let route = crate::routing::classify(&t.cfg.routes, req.method(), req.uri().path());
+    let route = crate::routing::classify(&t.cfg.routes, method, path);
     if !route.upgrade {
         return Upgrade::Refused(ProxyError::UpgradeNotAllowed.into_response());
     }
@@ -437,14 +449,14 @@ async fn upgrade_request(
         return Upgrade::Refused(ProxyError::NoBackend.into_response());
     };
     out.clear();
-    let fwd = super::rewrite::ForwardOpts {
+    let fwd = crate::h1::rewrite::ForwardOpts {
         client_ip: client.peer.ip(),
         tls: client.tls,
         allow_upgrade: true,
     };
-    super::rewrite::encode_request(head, raw, &fwd, out);
+    crate::h1::rewrite::encode_request(head, raw, &fwd, out);
     let connect = crate::upstream::connect::connect(
-        &backend,
+        &*backend,
         t.cfg.timeouts.connect,
         crate::upstream::connect::Alpn::Http1,
     );
@@ -458,8 +470,8 @@ async fn upgrade_request(
             return Upgrade::Refused(err.into_response());
         }
     };
-    let conn = super::client::Conn::new(upstream, 0);
-    let sent = super::client::send_upgrade(conn, out);
+    let conn = crate::upstream::h1::Conn::new(upstream, 0);
+    let sent = crate::upstream::h1::send_upgrade(conn, out);
     let answer = match tokio::time::timeout(t.cfg.timeouts.response_headers, sent).await {
         Ok(Ok(a)) => a,
         Ok(Err(e)) => {
@@ -483,7 +495,7 @@ async fn upgrade_request(
         let body = DownBody::Upstream {
             inner: Either::Left(body),
             release: None,
-            idle: crate::proxy::body::IdleTimer::new(Some(t.cfg.timeouts.body_idle)),
+            idle: crate::upstream::body::IdleTimer::new(Some(t.cfg.timeouts.body_idle)),
         };
         return Upgrade::Answered(Response::from_parts(parts, body));
     }
@@ -593,7 +605,7 @@ fn to_request(h: &RequestHead, raw: &Bytes) -> Result<Request<ClientBody>, crate
     let method = Method::from_bytes(h.method.get(raw)).map_err(|_| HeadError::BadMethod)?;
     let uri = Uri::from_maybe_shared(raw.slice(h.target.start as usize..h.target.end as usize))
         .map_err(|_| HeadError::BadTarget)?;
-    let mut req = Request::new(Either::Left(RequestBody::empty()));
+    let mut req = Request::new(ClientBody::Empty);
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.version_mut() = match h.version {
@@ -638,11 +650,11 @@ fn attach_body(
         _ => return (req, BodyDone(None)),
     };
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    *req.body_mut() = Either::Left(RequestBody {
+    *req.body_mut() = ClientBody::Boxed(Box::pin(RequestBody {
         shared: Some(shared.clone()),
         left,
         done: Some(done.clone()),
-    });
+    }));
     (req, BodyDone(Some(done)))
 }
 
@@ -654,14 +666,6 @@ pub struct RequestBody {
 }
 
 impl RequestBody {
-    fn empty() -> RequestBody {
-        RequestBody {
-            shared: None,
-            left: BodyLeft::Done,
-            done: None,
-        }
-    }
-
     fn finish(&mut self) {
         self.left = BodyLeft::Done;
         if let Some(d) = &self.done {
@@ -777,7 +781,7 @@ async fn write_response(
     out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     write_fields(&parts.headers, out, !keeps_length(status, head_request));
-    super::rewrite::framing_line(out, framing);
+    crate::h1::rewrite::framing_line(out, framing);
     if !keep {
         out.extend_from_slice(b"connection: close\r\n");
     }
@@ -858,7 +862,7 @@ async fn write_response(
                     out.clear();
                     out.extend_from_slice(b"0\r\n");
                     if trailers_ok {
-                        super::rewrite::strip_trailers(&mut t);
+                        crate::h1::rewrite::strip_trailers(&mut t);
                         write_fields(&t, out, false);
                     }
                     out.extend_from_slice(b"\r\n");

@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::body::UpBody;
-use crate::backend::Backend;
-use crate::upstream::connect::{self as upstream, Alpn};
+use super::connect::{self as upstream, Alpn, Peer};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
@@ -35,7 +34,7 @@ const H2_PING_INTERVAL: Duration = Duration::from_secs(10);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A ready-to-use upstream connection.
-pub use crate::h1::client::Conn;
+pub use super::h1::Conn;
 
 struct Idle {
     conn: Conn,
@@ -339,8 +338,8 @@ impl Drop for Waiting<'_> {
 
 /// Opens a new HTTP/1.1 connection to `backend` (TLS offering only
 /// `http/1.1` for an `https://` backend); it holds `permit` while open.
-pub async fn connect(
-    backend: &Backend,
+pub async fn connect<P: Peer + ?Sized>(
+    backend: &P,
     timeout: Duration,
     gen: u64,
     permit: OwnedSemaphorePermit,
@@ -352,8 +351,8 @@ pub async fn connect(
 /// Opens a new HTTP/2 connection to `backend`: h2c with prior knowledge,
 /// or TLS offering `h2` and `http/1.1` ([`ConnectError::NotH2`] when the
 /// backend chose `http/1.1`).
-pub async fn connect_h2(
-    backend: &Backend,
+pub async fn connect_h2<P: Peer + ?Sized>(
+    backend: &P,
     timeout: Duration,
     gen: u64,
     permit: OwnedSemaphorePermit,
@@ -387,6 +386,7 @@ pub async fn connect_h2(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::backend::Backend;
 
     /// A listener that accepts connections and keeps them open (the client
     /// side's HTTP/1.1 handshake needs no answer).

@@ -19,12 +19,14 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
+pub mod h1;
+
 use crate::config::Config;
-use crate::h1::server::{ClientStream, Served};
 use crate::h2_conn::{StreamGuard, Streams, Tracked};
 use crate::net::proxy_protocol::{self, Rewind};
 use crate::proxy::service::{handle, ClientInfo, Proxy};
 use crate::shutdown::until_true;
+use h1::{ClientStream, Served};
 
 /// Binds one listening socket with `SO_REUSEPORT`, so every worker can
 /// have its own and the kernel spreads connections between them.
@@ -153,7 +155,7 @@ fn service(
     // instead of copying it several times per request.
     service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let stream = StreamGuard::start(&streams);
-        let req = req.map(http_body_util::Either::Right);
+        let req = req.map(crate::upstream::body::ClientBody::H2);
         let fut = Box::pin(handle(proxy, worker, client.clone(), req));
         async move {
             let resp = fut.await;
@@ -222,7 +224,7 @@ fn listener_tls(proxy: &Proxy) -> Result<Option<Arc<rustls::ServerConfig>>, Stri
 /// Serves one connection over any stream: the TLS handshake when `tls` is
 /// set, then HTTP/2 (chosen by ALPN, or by the preface on a plain
 /// connection) on hyper's server, or HTTP/1.1 on our own
-/// ([`crate::h1::server`]). `accepted`: when the connection was accepted;
+/// ([`h1`]). `accepted`: when the connection was accepted;
 /// one `timeouts.header_read` window from then covers the PROXY header, the
 /// TLS handshake and the first request's head.
 #[allow(clippy::too_many_arguments)]
@@ -272,7 +274,7 @@ async fn serve_stream<S>(
     }
     let shutdown = conn.shutdown.clone();
     let first_head_by = accepted + conn.h1.header_read;
-    let served = crate::h1::server::serve(
+    let served = h1::serve(
         stream,
         proxy,
         worker,
@@ -363,7 +365,7 @@ async fn serve_h2<S>(
 /// What every connection of a worker needs.
 struct ConnCtx {
     h2: http2::Builder<TokioExecutor>,
-    h1: crate::h1::server::ServerOpts,
+    h1: h1::ServerOpts,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -413,7 +415,7 @@ pub async fn serve_worker(
     let tasks = TaskTracker::new();
     let ctx = Arc::new(ConnCtx {
         h2: h2_builder(&opts),
-        h1: crate::h1::server::ServerOpts {
+        h1: h1::ServerOpts {
             limits: crate::h1::Limits {
                 max_head_bytes: opts.max_header_bytes,
                 ..crate::h1::Limits::default()

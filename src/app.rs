@@ -19,7 +19,7 @@ use crate::control::Control;
 use crate::discovery;
 use crate::health::monitor;
 use crate::metrics::Metrics;
-use crate::proxy::service::Proxy;
+use crate::proxy::service::{ClientInfo, Proxy, ProxyService};
 use crate::routing::{Backend, RoutingTable, Shared};
 use crate::server::{self, ServeOpts};
 
@@ -36,6 +36,14 @@ impl Running {
     /// Stops accepting and lets in-flight requests finish (up to `shutdown_grace`).
     pub fn shutdown(&self) {
         let _ = self.shutdown.send(true);
+    }
+
+    /// The proxy core as a `tower::Service` for one client connection from
+    /// `peer` (`tls`: the connection is TLS), for a server of the
+    /// embedder's own ([`start_embedded`]). Its upstream connections come
+    /// from the first worker's pool slot.
+    pub fn service(&self, peer: SocketAddr, tls: bool) -> ProxyService {
+        ProxyService::new(self.control.proxy, 0, ClientInfo::new(peer, tls))
     }
 
     /// Waits for every thread to end (after [`Running::shutdown`]).
@@ -68,6 +76,22 @@ pub fn start(cfg: Config) -> std::io::Result<Running> {
 /// [`start`] with discovery options that are not config keys (the DNS
 /// servers to ask, for tests and embedders).
 pub fn start_with(cfg: Config, discovery_opts: discovery::Options) -> std::io::Result<Running> {
+    launch(cfg, discovery_opts, true)
+}
+
+/// Starts the control side only (monitor, discovery, admin API, config
+/// watch) and none of the `listen` addresses: requests come from the
+/// embedder's server through [`Running::service`]. `listen` must still be
+/// valid config; [`Running::listen`] is empty.
+pub fn start_embedded(cfg: Config) -> std::io::Result<Running> {
+    launch(cfg, discovery::Options::default(), false)
+}
+
+fn launch(
+    cfg: Config,
+    discovery_opts: discovery::Options,
+    listen: bool,
+) -> std::io::Result<Running> {
     for w in cfg.warnings() {
         tracing::warn!("{w}");
     }
@@ -82,7 +106,11 @@ pub fn start_with(cfg: Config, discovery_opts: discovery::Options) -> std::io::R
         })
         .collect();
     let shared = Arc::new(Shared::new(RoutingTable::empty(backends, cfg.clone())));
-    let (listeners, bound) = server::bind_all(&cfg.listen, cfg.workers)?;
+    let (listeners, bound) = if listen {
+        server::bind_all(&cfg.listen, cfg.workers)?
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let admin_std = std::net::TcpListener::bind(cfg.admin).map_err(|e| {
         std::io::Error::new(
             e.kind(),

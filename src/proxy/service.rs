@@ -243,6 +243,57 @@ pub async fn handle(
     resp
 }
 
+/// The proxy core as a [`tower::Service`]: one per client connection (it
+/// carries the connection's [`ClientInfo`]). Hyper's HTTP/2 server and
+/// embedders (see `examples/embed.rs`) send their requests through it; the
+/// HTTP/1.1 server calls [`handle`] with the request it built from the
+/// parsed head. Any body type is taken: hyper's `Incoming` as it is, others
+/// boxed once ([`ClientBody::new`]). Never fails: errors are responses.
+#[derive(Clone)]
+pub struct ProxyService {
+    proxy: &'static Proxy,
+    worker: usize,
+    client: ClientInfo,
+}
+
+impl ProxyService {
+    /// The service for one client connection: `worker` picks the pool slot
+    /// its upstream connections come from (`0..workers`).
+    pub fn new(proxy: &'static Proxy, worker: usize, client: ClientInfo) -> ProxyService {
+        ProxyService {
+            proxy,
+            worker,
+            client,
+        }
+    }
+}
+
+impl<B> tower::Service<Request<B>> for ProxyService
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<crate::upstream::body::BoxError>,
+{
+    type Response = Response<DownBody>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response<DownBody>, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // Limits answer per request (held writes, busy backends): always ready.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let (proxy, worker, client) = (self.proxy, self.worker, self.client.clone());
+        let req = req.map(ClientBody::new);
+        Box::pin(async move { Ok(handle(proxy, worker, client, req).await) })
+    }
+}
+
 /// A request the proxy answers itself, and the backend it concerns, if any
 /// (so per-backend metrics count it).
 pub(super) struct Failure {

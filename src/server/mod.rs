@@ -24,7 +24,7 @@ pub mod h1;
 use crate::config::Config;
 use crate::h2_conn::{StreamGuard, Streams, Tracked};
 use crate::net::proxy_protocol::{self, Rewind};
-use crate::proxy::service::{handle, ClientInfo, Proxy};
+use crate::proxy::service::{ClientInfo, Proxy, ProxyService};
 use crate::shutdown::until_true;
 use h1::{ClientStream, Served};
 
@@ -138,8 +138,9 @@ fn h2_builder(o: &ServeOpts) -> http2::Builder<TokioExecutor> {
     b
 }
 
-/// The per-connection HTTP/2 service: every request goes to [`handle`],
-/// counted in `streams` until its response has been sent.
+/// The per-connection HTTP/2 service: every request goes through the
+/// core's [`ProxyService`], counted in `streams` until its response has
+/// been sent.
 fn service(
     proxy: &'static Proxy,
     worker: usize,
@@ -151,14 +152,14 @@ fn service(
     Error = Infallible,
     Future = impl std::future::Future<Output = Result<http::Response<Tracked>, Infallible>> + Send,
 > + Clone {
-    // The request future is a few KiB; boxed once, hyper moves a pointer
-    // instead of copying it several times per request.
+    let core = ProxyService::new(proxy, worker, client);
     service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let stream = StreamGuard::start(&streams);
-        let req = req.map(crate::upstream::body::ClientBody::H2);
-        let fut = Box::pin(handle(proxy, worker, client.clone(), req));
+        // The request future is a few KiB; boxed once (by the core), hyper
+        // moves a pointer instead of copying it several times per request.
+        let fut = tower::Service::call(&mut core.clone(), req);
         async move {
-            let resp = fut.await;
+            let Ok(resp) = fut.await;
             Ok::<_, Infallible>(resp.map(|body| Tracked {
                 body,
                 _stream: stream,

@@ -1,7 +1,7 @@
 //! Criterion benchmarks of the HTTP/1.1 codec (`leaderproxy::h1`): parse and
 //! rewrite of a typical request head, parse of a typical response head, and
 //! the chunked decoder. For scale, the same request through a `HeaderMap` and
-//! `proxy::forward::prepare_request` (what the hyper path does per request).
+//! `proxy::headers::prepare_request` (what the hyper path does per request).
 //!
 //! ```text
 //! cargo bench --bench h1
@@ -88,7 +88,7 @@ fn bench(c: &mut Criterion) {
                 builder = builder.header(h.name, h.value);
             }
             let (mut parts, ()) = builder.body(()).unwrap().into_parts();
-            leaderproxy::proxy::forward::prepare_request(&mut parts, client, false);
+            leaderproxy::proxy::headers::prepare_request(&mut parts, client, false);
             black_box(parts);
         })
     });

@@ -14,7 +14,9 @@
 //! was parsed from, and the caller hands that buffer back to read it.
 
 pub mod body;
+mod fields;
 pub mod framing;
+pub mod head;
 pub mod parse;
 pub mod rewrite;
 

@@ -404,7 +404,7 @@ mod tests {
         );
     }
 
-    /// The same heads through `proxy::forward::prepare_request` give the
+    /// The same heads through `proxy::headers::prepare_request` give the
     /// same fields, apart from the framing fields (re-emitted from the
     /// decision here, by hyper's client there) and the field-name case.
     #[test]
@@ -426,7 +426,7 @@ mod tests {
                 req = req.header(f.name.get(b), f.value.get(b));
             }
             let (mut parts, ()) = req.body(()).unwrap().into_parts();
-            crate::proxy::forward::prepare_request(&mut parts, "192.0.2.7".parse().unwrap(), false);
+            crate::proxy::headers::prepare_request(&mut parts, "192.0.2.7".parse().unwrap(), false);
             let mut theirs: Vec<(String, String)> = parts
                 .headers
                 .iter()

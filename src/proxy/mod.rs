@@ -6,6 +6,7 @@
 pub mod body;
 pub mod error;
 pub mod forward;
+pub mod headers;
 mod read;
 pub mod service;
 mod write;

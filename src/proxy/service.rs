@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::body::{DownBody, Release};
 use super::error::ProxyError;
-use super::forward::{self, SendOpts};
+use super::forward::SendOpts;
 use super::{read, write};
 use crate::backend::Backend;
 use crate::config::{Config, RetryAmbiguous, DEFAULT_SESSIONS};
@@ -358,7 +358,7 @@ async fn dispatch(
                     && is_idempotent(&ctx.route, &parts.method, &parts.headers))
         }
     };
-    forward::prepare_request(&mut parts, ctx.client.peer.ip(), ctx.client.tls);
+    super::headers::prepare_request(&mut parts, ctx.client.peer.ip(), ctx.client.tls);
     if let Some(name) = cfg
         .tls
         .as_ref()
@@ -427,7 +427,7 @@ pub(super) fn respond(
     idle: IdleTimer,
 ) -> Response<DownBody> {
     let (mut parts, mut body) = resp.into_parts();
-    forward::prepare_response(&mut parts);
+    super::headers::prepare_response(&mut parts);
     if body.is_end_stream() {
         rel.finish_with(take_conn(&mut body));
         return Response::from_parts(parts, DownBody::empty());

@@ -120,7 +120,7 @@ async fn judge_answer(
             return Verdict::NotLeader(None);
         }
         let pos = position.and_then(|p| p.read(&parts.headers, &bytes));
-        forward::prepare_response(&mut parts);
+        super::headers::prepare_response(&mut parts);
         return Verdict::Deliver(
             Response::from_parts(parts, DownBody::Full(Some(bytes))),
             pos,

@@ -118,6 +118,7 @@ fn backends(n: usize, metrics: &Metrics) -> (Vec<Arc<Backend>>, Vec<InFlight>) {
                 zone: None,
                 priority: 0,
                 max_connections: None,
+                tcp: None,
             };
             let b = Arc::new(Backend::new(&cfg, metrics, 1, 1024));
             load.extend((0..(i * 7) % 5).map(|_| b.begin_request()));

@@ -38,6 +38,9 @@ pub struct Backend {
     pub authority: http::uri::Authority,
     /// Speaks h2c: HTTP/2 requests go upstream over HTTP/2.
     pub h2c: bool,
+    /// `backends[].tcp`: where TCP listeners connect (`host:port`); `None`:
+    /// this backend takes no TCP connections.
+    pub tcp: Option<http::uri::Authority>,
     /// Stable hash of the name the backend was created with, for
     /// rendezvous hashing (fixed for its life: a rename moves no client).
     pub name_hash: u64,
@@ -146,6 +149,7 @@ impl Backend {
             zone: None,
             priority: 0,
             max_connections: None,
+            tcp: None,
         };
         Backend::new(&cfg, &crate::metrics::Metrics::new(), 1, 8)
     }
@@ -165,6 +169,7 @@ impl Backend {
             url: cfg.url.clone(),
             authority: cfg.authority.clone(),
             h2c: cfg.h2c,
+            tcp: cfg.tcp.clone(),
             name_hash: hash_bytes(cfg.name.as_bytes()),
             metrics: ArcSwap::from_pointee(metrics.backend(&cfg.name)),
             pool: Pool::new(workers, max_connections),
@@ -286,12 +291,14 @@ impl Backend {
     }
 
     /// Whether a reload or discovery may keep this backend: the same
-    /// address (authority) and protocol (`http`/`https`, h2c). The name,
+    /// address (authority), protocol (`http`/`https`, h2c) and data address
+    /// (`tcp`). The name,
     /// zone, priority and weight are not identity: a change of them keeps
     /// the backend ([`Self::rename`], [`Self::set_placement`]).
     pub fn same_as(&self, cfg: &BackendConfig) -> bool {
         self.authority == cfg.authority
             && self.h2c == cfg.h2c
+            && self.tcp == cfg.tcp
             && self.tls.is_some() == cfg.tls.is_some()
     }
 

@@ -38,6 +38,7 @@ fn expected(followers: &[&Fake], client: &str) -> String {
                 zone: None,
                 priority: 0,
                 max_connections: None,
+                tcp: None,
             };
             Arc::new(Backend::new(&cfg, &m, 1, 1024))
         })

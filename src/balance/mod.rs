@@ -83,6 +83,7 @@ pub(crate) mod test_support {
                     zone: None,
                     priority: 0,
                     max_connections: None,
+                    tcp: None,
                 };
                 Arc::new(Backend::new(&cfg, &m, 1, 1024))
             })

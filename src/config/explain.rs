@@ -22,6 +22,7 @@ use super::{
 pub fn explain(cfg: &Config) -> Value {
     map([
         ("listen", listen(cfg)),
+        ("tcp", Value::Sequence(cfg.tcp.iter().map(tcp).collect())),
         (
             "trusted_proxies",
             Value::Sequence(cfg.trusted_proxies.iter().map(text).collect()),
@@ -133,6 +134,25 @@ fn listen(cfg: &Config) -> Value {
     )
 }
 
+fn tcp(l: &super::TcpListen) -> Value {
+    let read = l.to == Role::Read;
+    map([
+        ("listen", text(l.addr)),
+        ("to", text(l.to.as_str())),
+        // A write listener's one target is the leader: no policy, and its
+        // connections to a former leader always close.
+        ("policy", read.then(|| policy(l.policy)).unwrap_or(Value::Null)),
+        ("proxy_protocol", Value::Bool(l.proxy_protocol)),
+        ("send_proxy_protocol", Value::Bool(l.send_proxy_protocol)),
+        ("idle", dur(l.idle)),
+        (
+            "on_unhealthy",
+            read.then(|| text(l.on_unhealthy.as_str()))
+                .unwrap_or(Value::Null),
+        ),
+    ])
+}
+
 fn tls_settings(s: &UpstreamTlsSettings) -> Value {
     map([
         ("ca", opt(s.ca.as_deref(), path)),
@@ -156,6 +176,7 @@ fn backend(b: &BackendConfig) -> Value {
             "max_connections",
             opt(b.max_connections.as_ref(), |n| num(*n as u64)),
         ),
+        ("tcp", opt(b.tcp.as_ref(), text)),
     ])
 }
 
@@ -338,16 +359,20 @@ fn route(r: &Rule) -> Value {
     ])
 }
 
+fn policy(p: Policy) -> Value {
+    text(match p {
+        Policy::RoundRobin => "round_robin",
+        Policy::LeastConnections => "least_connections",
+        Policy::IpHash => "ip_hash",
+    })
+}
+
 fn reads(cfg: &Config) -> Value {
     let r = &cfg.reads;
     map([
         (
             "policy",
-            text(match r.policy {
-                Policy::RoundRobin => "round_robin",
-                Policy::LeastConnections => "least_connections",
-                Policy::IpHash => "ip_hash",
-            }),
+            policy(r.policy),
         ),
         ("fallback_to_leader", Value::Bool(r.fallback_to_leader)),
         ("retry", Value::Bool(r.retry)),

@@ -10,6 +10,7 @@ mod explain;
 mod locate;
 pub mod presets;
 mod routes;
+mod tcp;
 pub mod types;
 mod upstream_tls;
 
@@ -32,6 +33,7 @@ pub use discovery::{
 pub use explain::{explain, explain_text};
 pub use locate::Locator;
 pub use routes::{MethodSet, Role, Route, Rule};
+pub use tcp::{OnUnhealthy, TcpListen, DEFAULT_TCP_IDLE};
 pub use types::{Dur, Method, OneOrMany, Pointer, Re, Size};
 pub use upstream_tls::{BackendTls, UpstreamTlsSettings};
 
@@ -84,7 +86,10 @@ impl std::error::Error for ConfigError {}
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     preset: Option<String>,
-    listen: OneOrMany<RawListen>,
+    /// Required unless `tcp` is given.
+    listen: Option<OneOrMany<RawListen>>,
+    #[serde(default)]
+    tcp: Vec<tcp::RawTcpListen>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
     admin: Option<String>,
@@ -173,6 +178,7 @@ struct RawBackend {
     zone: Option<String>,
     priority: Option<u32>,
     max_connections: Option<usize>,
+    tcp: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -369,6 +375,9 @@ pub struct BackendConfig {
     /// `limits.max_upstream_connections_per_backend`. See
     /// [`Config::max_upstream_connections`].
     pub max_connections: Option<usize>,
+    /// The data address TCP listeners connect to (`host:port`), beside the
+    /// `url` the probes use; `None` (default): the backend takes no TCP.
+    pub tcp: Option<http::uri::Authority>,
 }
 
 /// What a probe answer must satisfy; every given condition must hold.
@@ -637,7 +646,10 @@ pub struct Config {
     pub source: PathBuf,
     /// The `preset` the file names; its keys are already merged in.
     pub preset: Option<String>,
+    /// HTTP listen addresses; empty when only `tcp` listeners are configured.
     pub listen: Vec<SocketAddr>,
+    /// `tcp`: raw TCP listeners; default none.
+    pub tcp: Vec<TcpListen>,
     /// Per `listen` address, in the same order: every connection starts
     /// with a PROXY protocol (v1 or v2) header. Default false.
     pub listen_proxy_protocol: Vec<bool>,
@@ -911,7 +923,7 @@ impl Validator {
 
     fn config(&mut self, raw: RawConfig, path: &Path) -> Config {
         let (listen, listen_proxy_protocol, trusted_proxies) =
-            self.client_identity(raw.listen, &raw.trusted_proxies);
+            self.client_identity(raw.listen, &raw.trusted_proxies, !raw.tcp.is_empty());
         let admin = match raw.admin {
             Some(s) => self.addr("admin", &s),
             None => Some(SocketAddr::from(([127, 0, 0, 1], 9901))),
@@ -1023,10 +1035,36 @@ impl Validator {
             path.parent().unwrap_or(Path::new(".")),
         );
 
+        let mut taken = listen.clone();
+        taken.extend(admin);
+        let tcp = self.tcp(
+            raw.tcp,
+            &taken,
+            reads.policy,
+            !trusted_proxies.is_empty(),
+        );
+        if !tcp.is_empty() {
+            for (i, b) in backends.iter().enumerate() {
+                if b.tcp.is_none() {
+                    self.bad(
+                        &format!("backends[{i}]"),
+                        "tcp listeners need the data address of every backend: set backends[].tcp (host:port)",
+                    );
+                }
+            }
+            if discovery.dns.is_some() || discovery.members.is_some() {
+                self.bad(
+                    "tcp",
+                    "tcp listeners need a data address for every backend, and discovered backends have none yet: use static backends with `tcp`",
+                );
+            }
+        }
+
         Config {
             source: path.to_path_buf(),
             preset: raw.preset,
             listen,
+            tcp,
             listen_proxy_protocol,
             trusted_proxies,
             admin: admin.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901))),
@@ -1057,13 +1095,18 @@ impl Validator {
     /// `trusted_proxies`; a PROXY protocol listener needs someone to trust.
     fn client_identity(
         &mut self,
-        listen_raw: OneOrMany<RawListen>,
+        listen_raw: Option<OneOrMany<RawListen>>,
         trusted_raw: &[String],
+        has_tcp: bool,
     ) -> (Vec<SocketAddr>, Vec<bool>, CidrSet) {
-        let one = matches!(listen_raw, OneOrMany::One(_));
-        let listen_raw = listen_raw.into_vec();
-        if listen_raw.is_empty() {
-            self.bad("listen", "at least one address is needed");
+        let one = matches!(listen_raw, Some(OneOrMany::One(_)));
+        let given = listen_raw.is_some();
+        let listen_raw = listen_raw.map_or_else(Vec::new, OneOrMany::into_vec);
+        if listen_raw.is_empty() && (given || !has_tcp) {
+            self.bad(
+                "listen",
+                "at least one address is needed (or none, with `tcp` listeners only)",
+            );
         }
         let mut cidrs = Vec::with_capacity(trusted_raw.len());
         for (i, s) in trusted_raw.iter().enumerate() {
@@ -1189,6 +1232,9 @@ impl Validator {
                 zone: b.zone,
                 priority,
                 max_connections: b.max_connections,
+                tcp: b
+                    .tcp
+                    .and_then(|t| self.data_address(&format!("{key}.tcp"), &t)),
             });
         }
         out

@@ -140,6 +140,7 @@ pub fn backend_config(
         zone: None,
         priority: 0,
         max_connections: None,
+        tcp: None,
     })
 }
 

@@ -21,10 +21,10 @@ use tokio::time::Instant;
 
 use super::counter::{Counter, Health, Transition};
 use super::leader::{decide, stale_claim, Claim, Decision, Evidence, TermFloor};
+use super::membership::{self, Found, Held, Source};
 use super::probe::{self, Outcome, ProbeFailure};
 use crate::balance::Picker;
-use crate::config::{BackendConfig, Config, ProbeConfig};
-use crate::discovery::{self, Found, Held, Source};
+use crate::config::{Config, ProbeConfig};
 use crate::metrics::Metrics;
 use crate::routing::tier::{self, Rank};
 use crate::routing::{Backend, LeaderInfo, LeaderState, RoutingTable, Shared};
@@ -1074,35 +1074,9 @@ impl Aggregator {
     }
 
     fn reload(&mut self, cfg: Arc<Config>) -> Vec<String> {
-        let mut notes = Vec::new();
-        if cfg.listen != self.cfg.listen {
-            notes.push("listen addresses changed: restart to apply".to_string());
-        } else if cfg.listen_proxy_protocol != self.cfg.listen_proxy_protocol {
-            notes.push("listen proxy_protocol changed: restart to apply".to_string());
-        }
-        if cfg.admin != self.cfg.admin {
-            notes.push("admin address changed: restart to apply".to_string());
-        }
-        if cfg.workers != self.cfg.workers {
-            notes.push("workers changed: restart to apply".to_string());
-        }
-        if cfg.limits.max_connections != self.cfg.limits.max_connections
-            || cfg.limits.max_header_bytes != self.cfg.limits.max_header_bytes
-            || cfg.timeouts.header_read != self.cfg.timeouts.header_read
-            || cfg.timeouts.client_idle != self.cfg.timeouts.client_idle
-        {
-            notes.push("limits.max_connections, limits.max_header_bytes, timeouts.header_read and timeouts.client_idle apply after a restart".to_string());
-        }
-        // Keep what was not changed in a restart-only setting.
-        let mut cfg = (*cfg).clone();
-        cfg.listen = self.cfg.listen.clone();
-        cfg.listen_proxy_protocol = self.cfg.listen_proxy_protocol.clone();
-        cfg.admin = self.cfg.admin;
-        cfg.workers = self.cfg.workers;
-        let cfg = Arc::new(cfg);
-        // (Position probes read the config in force every round.)
-        let probes = |c: &Config| format!("{:?}{:?}", c.health, c.leader);
-        let probes_changed = probes(&cfg) != probes(&self.cfg);
+        let notes = membership::restart_notes(&self.cfg, &cfg);
+        let cfg = membership::applied(&self.cfg, &cfg);
+        let probes_changed = membership::probes_changed(&self.cfg, &cfg);
         if cfg.leader.term_pointer != self.cfg.leader.term_pointer {
             // Terms from another pointer are another sequence.
             self.terms = TermFloor::default();
@@ -1124,7 +1098,7 @@ impl Aggregator {
 
     /// Brings the nodes in line with the backends wanted now — the static
     /// ones of the config in force plus every discovery source's last good
-    /// set ([`discovery::desired`]) — for reloads and discoveries alike.
+    /// set ([`membership::desired`]) — for reloads and discoveries alike.
     /// A backend whose name and address did not change keeps its node
     /// (health, claim, ejection) and its `Backend` (in-flight count, pooled
     /// connections); new ones start probing; removed ones leave the table
@@ -1134,23 +1108,13 @@ impl Aggregator {
     fn reconcile(&mut self, probes_changed: bool) {
         let cfg = self.cfg.clone();
         let sets = self.found.each_ref().map(|h| h.as_ref().map(Held::set));
-        let w = discovery::desired(&cfg.backends, &sets, &cfg.discovery);
+        let w = membership::desired(&cfg.backends, &sets, &cfg.discovery);
         self.report_wanted(&w);
         let wanted = w.backends;
-        let source_of = |bc: &BackendConfig| -> &'static str {
-            if cfg.backends.iter().any(|s| s.name == bc.name) {
-                return "static";
-            }
-            Source::ALL
-                .into_iter()
-                .find(|s| {
-                    sets[s.index()]
-                        .as_ref()
-                        .is_some_and(|f| f.iter().any(|f| f.authority() == bc.authority.as_str()))
-                })
-                .map_or("static", |s| s.label())
-        };
-        let sources: Vec<&'static str> = wanted.iter().map(source_of).collect();
+        let sources: Vec<&'static str> = wanted
+            .iter()
+            .map(|bc| membership::source_of(bc, &cfg.backends, &sets))
+            .collect();
         let mut old: Vec<Node> = std::mem::take(&mut self.nodes);
         let mut renamed = Vec::new();
         for (bc, source) in wanted.iter().zip(sources) {
@@ -1192,12 +1156,14 @@ impl Aggregator {
         }
         let leader = self.picture.as_ref().and_then(|p| p.leader);
         for mut n in old {
-            // Discovery alone never drops the leader while it still claims.
-            if n.source != "static"
-                && leader == Some(n.backend.id)
-                && n.claim.is_claiming()
-                && !cfg.backends.iter().any(|b| n.backend.same_as(b))
-            {
+            let static_again = cfg.backends.iter().any(|b| n.backend.same_as(b));
+            let leads = leader == Some(n.backend.id);
+            if membership::keeps_retiring_leader(
+                n.source,
+                leads,
+                n.claim.is_claiming(),
+                static_again,
+            ) {
                 if !n.retiring {
                     tracing::warn!(backend = %n.backend.name(), "discovery no longer lists the leader; it stays while it leads");
                     n.retiring = true;
@@ -1217,7 +1183,7 @@ impl Aggregator {
     /// Logs the finds not used (once per change of the list) and the
     /// `discovery.max_backends` cap (counted every time it cuts, logged
     /// once per change of how many it leaves out).
-    fn report_wanted(&mut self, w: &discovery::Wanted) {
+    fn report_wanted(&mut self, w: &membership::Wanted) {
         if w.problems != self.last_problems {
             for p in &w.problems {
                 tracing::warn!(problem = %p, "discovered address not used");

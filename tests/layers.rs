@@ -238,3 +238,29 @@ fn the_reader_sees_imports_and_skips_tests_and_comments() {
         BTreeSet::from(["tests".to_string()])
     );
 }
+
+/// Rooms of one concern (issue 17): the monitor delegates to pure parts,
+/// each in a file named after the question it answers, and no file of
+/// `src/health` or `src/discovery` is over this many lines. Unit tests in
+/// their own `tests.rs` files do not count.
+const MAX_ROOM_LINES: usize = 600;
+
+#[test]
+fn no_health_or_discovery_file_is_over_max_room_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    for dir in ["health", "discovery"] {
+        rust_files(&src.join(dir), &mut files);
+    }
+    let big: Vec<String> = files
+        .iter()
+        .filter(|f| f.file_name().unwrap() != "tests.rs")
+        .map(|f| (f, std::fs::read_to_string(f).unwrap().lines().count()))
+        .filter(|(_, n)| *n > MAX_ROOM_LINES)
+        .map(|(f, n)| format!("{} ({n} lines)", f.strip_prefix(&src).unwrap().display()))
+        .collect();
+    assert!(
+        big.is_empty(),
+        "split these into rooms of one concern: {big:?}"
+    );
+}

@@ -105,16 +105,7 @@ pub(crate) fn changed<S: PartialEq>(sent: &Sent<S>, settings: &S, found: &[Found
 pub(crate) const OFF_RECHECK: Duration = Duration::from_secs(1);
 
 /// `d` ± 10%, so several proxies do not ask in lockstep.
-pub(crate) fn jittered(d: Duration, seed: &mut u64) -> Duration {
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    let span = d.as_nanos() as u64 / 5;
-    if span == 0 {
-        return d;
-    }
-    d - Duration::from_nanos(span / 2) + Duration::from_nanos(*seed % span)
-}
+pub(crate) use crate::health::schedule::jittered;
 
 #[cfg(test)]
 mod tests;

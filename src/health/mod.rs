@@ -9,7 +9,6 @@
 //! - [`node`] — what a probe answer does to one backend's state;
 //! - [`counter`] — rise/fall;
 //! - [`leader`] — claims, terms, who leads;
-//! - [`positions`] — a backend's position, the round's reference, lag;
 //! - [`ejection`] — passive ejection (how many, how long);
 //! - [`membership`] — which backends (discovery sets, reload decisions);
 //! - [`build`] — eligible followers, read tiers, the routing table;
@@ -23,7 +22,6 @@ pub mod leader;
 pub mod membership;
 pub mod monitor;
 mod node;
-mod positions;
 pub mod probe;
 pub(crate) mod schedule;
 mod view;

@@ -10,8 +10,8 @@
 //! published. The decisions are pure code in rooms of their own:
 //! [`super::schedule`] (when probes run: jitter, the fast interval while
 //! leaderless), [`super::node`] (what a probe answer does to one backend),
-//! [`super::leader`] (who leads), [`super::positions`] (the round's
-//! reference, lag), [`super::ejection`] (passive ejection),
+//! [`super::leader`] (who leads), [`crate::routing::freshness`] (the
+//! round's reference, lag), [`super::ejection`] (passive ejection),
 //! [`super::membership`] (reload and discovery reconcile),
 //! [`super::build`] (eligible followers, tiers, the table) and
 //! [`super::view`] (what the admin API shows).
@@ -31,12 +31,13 @@ pub use super::handle::{Kind, MonitorHandle, REPROBE_MIN_GAP};
 use super::leader::{decide, Decision, TermFloor};
 use super::membership::Held;
 use super::node::Node;
-use super::positions::{lag, reference};
 use super::schedule::{spawn_position_rounds, spawn_probe_loop};
 use super::view;
 pub use super::view::{BackendStatus, ProbeStatus};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::routing::fence;
+use crate::routing::freshness::{lag, reference};
 use crate::routing::tier::Rank;
 use crate::routing::{Backend, Shared};
 
@@ -356,8 +357,8 @@ impl Aggregator {
         let ids: Vec<u64> = self.nodes.iter().map(|n| n.backend.id).collect();
         let picture = Picture::of(&decision, &ids, &followers, &tiers, ready);
         self.account_no_leader(now, picture.leader.is_some());
-        let usable = leader_idx.is_some_and(|i| !self.nodes[i].backend.is_fenced());
-        if !self.fast.swap(!usable, Ordering::Relaxed) && !usable {
+        let leaderless = fence::leaderless(leader_idx.map(|i| &*self.nodes[i].backend));
+        if !self.fast.swap(leaderless, Ordering::Relaxed) && leaderless {
             // Just lost the leader: probe now, then every fast interval.
             self.kick_probes(Duration::ZERO);
         }

@@ -11,12 +11,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::counter::{Counter, Transition};
-use super::leader::{stale_claim, Claim, Evidence, TermFloor};
-use super::positions::kept_position;
+use super::leader::{Claim, Evidence, TermFloor};
 use super::probe::{Outcome, ProbeFailure};
 use super::view::ProbeStatus;
 use crate::backend::Backend;
 use crate::config::HealthConfig;
+use crate::routing::fence::stale_claim;
+use crate::routing::freshness::kept_position;
 
 /// `last_probe.leader_error` of a claim dropped by [`stale_claim`].
 pub(super) const STALE_CLAIM: &str =
@@ -114,7 +115,7 @@ impl Node {
         let m = &b.metrics();
         m.probe_leader.observe(secs);
         let evidence = Evidence::of(o);
-        if stale_claim(evidence, fences, b.fence_count()) {
+        if stale_claim(evidence == Evidence::Claims, fences, b.fence_count()) {
             tracing::debug!(backend = %b.name(), "leader probe claim dropped: the probe started before the request path fenced the backend");
             self.last.leader_latency_ms = Some(secs * 1000.0);
             self.last.leader_error = Some(STALE_CLAIM.to_string());

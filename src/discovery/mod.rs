@@ -5,7 +5,7 @@
 //! the monitor ([`MonitorHandle::discovered`]). What one discovered address
 //! is ([`Found`]), a source's set with removal hysteresis and which backends
 //! are wanted are pure decisions of the layer below, in
-//! [`crate::health::membership`]: the monitor keeps each source's set and
+//! `crate::health::membership`: the monitor keeps each source's set and
 //! reconciles its backends with the same code a reload uses (backends at an
 //! unchanged address keep their health, in-flight count and pooled
 //! connections).

@@ -140,7 +140,7 @@ impl MonitorHandle {
 
     /// A discovery source found this set (`None`: it was turned off),
     /// asking under the config of generation `gen`
-    /// ([`RoutingTable::config_gen`]). The source's set takes it with
+    /// ([`crate::routing::RoutingTable::config_gen`]). The source's set takes it with
     /// `discovery.remove_after` hysteresis and, when that changed, the
     /// backends are reconciled like at a reload. An answer asked under an
     /// older generation than the one in force (in flight across a reload)

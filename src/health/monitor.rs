@@ -8,13 +8,13 @@
 //!
 //! This file is the actor loop: messages in, probe loops spawned, tables
 //! published. The decisions are pure code in rooms of their own:
-//! [`super::schedule`] (when probes run: jitter, the fast interval while
-//! leaderless), [`super::node`] (what a probe answer does to one backend),
+//! `schedule` (when probes run: jitter, the fast interval while
+//! leaderless), `node` (what a probe answer does to one backend),
 //! [`super::leader`] (who leads), [`crate::routing::freshness`] (the
-//! round's reference, lag), [`super::ejection`] (passive ejection),
-//! [`super::membership`] (reload and discovery reconcile),
-//! [`super::build`] (eligible followers, tiers, the table) and
-//! [`super::view`] (what the admin API shows).
+//! round's reference, lag), `ejection` (passive ejection),
+//! `membership` (reload and discovery reconcile),
+//! `build` (eligible followers, tiers, the table) and
+//! `view` (what the admin API shows).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -26,7 +26,7 @@
 //!   `reads.max_lag` behind this position round's reference: the leader's
 //!   answer in the same round (the highest answer of a healthy node while
 //!   no leader is known), never a position remembered from an earlier
-//!   round; not knowing counts as lagging ([`reference`], [`lag`]).
+//!   round; not knowing counts as lagging ([`reference()`], [`lag`]).
 //!
 //! The table picks by it ([`super::RoutingTable::pick_fresh`]), the
 //! monitor measures lag with it, the write path records positions with it.

@@ -38,7 +38,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::routing::fence;
 use crate::routing::freshness::{lag, reference};
-use crate::routing::tier::Rank;
+use crate::routing::tier::{Rank, Tiers};
 use crate::routing::{Backend, Shared};
 
 struct Aggregator {
@@ -323,39 +323,7 @@ impl Aggregator {
         let now = Instant::now();
         let decision = self.decide();
         let leader_idx = build::leader_index(&decision);
-        let lag = self.lags();
-        // Every round, not only when routing changes: a lagging follower's
-        // lag keeps growing while it stays out.
-        for (n, (l, _)) in self.nodes.iter().zip(&lag) {
-            if let Some(l) = l {
-                n.backend
-                    .metrics()
-                    .lag
-                    .set((*l).min(i64::MAX as u64) as i64);
-            }
-        }
-        let standings: Vec<Standing> = (self.nodes.iter().zip(&lag))
-            .map(|(n, (_, lagging))| Standing {
-                healthy: n.healthy(),
-                drained: n.drained(),
-                ejected: n.ejected(now),
-                lagging: *lagging,
-            })
-            .collect();
-        let followers = build::eligible(&standings, leader_idx);
-        // Of the eligible followers, which get reads: by priority, then zone.
-        let tiers = build::tiers(&followers, &self.ranks());
-        let probed: Vec<Probed> = (self.nodes.iter())
-            .map(|n| Probed {
-                health: n.probed_health,
-                leader: n.probed_leader,
-                position: n.probed_position,
-            })
-            .collect();
-        let ready = build::ready(self.was_ready, &probed, self.cfg.positions.probe.is_some());
-        self.was_ready = ready;
-        let ids: Vec<u64> = self.nodes.iter().map(|n| n.backend.id).collect();
-        let picture = Picture::of(&decision, &ids, &followers, &tiers, ready);
+        let (picture, tiers) = self.picture_of(&decision, now);
         self.account_no_leader(now, picture.leader.is_some());
         let leaderless = fence::leaderless(leader_idx.map(|i| &*self.nodes[i].backend));
         if !self.fast.swap(leaderless, Ordering::Relaxed) && leaderless {
@@ -369,6 +337,41 @@ impl Aggregator {
             }
             return;
         }
+        self.note_changes(&picture, leader_idx);
+        self.publish(&decision, picture, &tiers, now);
+    }
+
+    /// The routing picture of `decision` at `now`, and the read tiers (node
+    /// indices) it was made from. Sets every node's lag gauge: every round,
+    /// not only when routing changes, since a lagging follower's lag keeps
+    /// growing while it stays out.
+    fn picture_of(&mut self, decision: &Decision, now: Instant) -> (Picture, Tiers) {
+        let lag = self.lags();
+        for (n, (l, _)) in self.nodes.iter().zip(&lag) {
+            if let Some(l) = l {
+                n.backend
+                    .metrics()
+                    .lag
+                    .set((*l).min(i64::MAX as u64) as i64);
+            }
+        }
+        let standings: Vec<Standing> = (self.nodes.iter().zip(&lag))
+            .map(|(n, (_, lagging))| n.standing(now, *lagging))
+            .collect();
+        let followers = build::eligible(&standings, build::leader_index(decision));
+        // Of the eligible followers, which get reads: by priority, then zone.
+        let tiers = build::tiers(&followers, &self.ranks());
+        let probed: Vec<Probed> = self.nodes.iter().map(Node::probed).collect();
+        let ready = build::ready(self.was_ready, &probed, self.cfg.positions.probe.is_some());
+        self.was_ready = ready;
+        let ids: Vec<u64> = self.nodes.iter().map(|n| n.backend.id).collect();
+        let picture = Picture::of(decision, &ids, &followers, &tiers, ready);
+        (picture, tiers)
+    }
+
+    /// Counts and logs what changed from the picture in force to `picture`:
+    /// the leader, where reads go, a split brain.
+    fn note_changes(&mut self, picture: &Picture, leader_idx: Option<usize>) {
         let old_leader = self.picture.as_ref().and_then(|p| p.leader);
         let old_split = self.picture.as_ref().is_some_and(|p| !p.split.is_empty());
         if old_leader != picture.leader {
@@ -397,17 +400,23 @@ impl Aggregator {
         // Before the first probe round has finished the tiers are still
         // filling in (the leader can look like a follower for a moment):
         // nothing to say yet.
-        if ready && old_rank != picture.read_rank {
-            self.log_read_tier(old_rank, &picture);
+        if picture.ready && old_rank != picture.read_rank {
+            self.log_read_tier(old_rank, picture);
         }
         if !picture.split.is_empty() && !old_split {
             self.metrics.split_brain.inc();
             tracing::warn!(claimants = ?self.names(&picture.split), "several backends claim leadership; no writes are routed");
         }
+    }
+
+    /// Builds the table of `decision` and `picture` (read tiers `tiers`),
+    /// sets the gauges and publishes it.
+    fn publish(&mut self, decision: &Decision, picture: Picture, tiers: &Tiers, now: Instant) {
+        let leader_idx = build::leader_index(decision);
         self.leader_term = leader_idx.and_then(|i| self.nodes[i].term);
         self.epoch += 1;
         let backends: Vec<Arc<Backend>> = self.nodes.iter().map(|n| n.backend.clone()).collect();
-        let leader = build::leader_state(&decision, &backends, self.leader_since, self.leader_term);
+        let leader = build::leader_state(decision, &backends, self.leader_since, self.leader_term);
         for (i, n) in self.nodes.iter().enumerate() {
             let m = &n.backend.metrics();
             m.healthy.set(n.healthy() as i64);
@@ -421,7 +430,7 @@ impl Aggregator {
             leader_gen: self.leader_gen,
             config_gen: self.config_gen,
         };
-        let table = build::table(gens, ready, leader, &tiers, &backends, &self.cfg);
+        let table = build::table(gens, picture.ready, leader, tiers, &backends, &self.cfg);
         self.picture = Some(picture);
         self.force_publish = false;
         self.shared.publish(table);

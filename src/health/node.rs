@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::build::{Probed, Standing};
 use super::counter::{Counter, Transition};
 use super::leader::{Claim, Evidence, TermFloor};
 use super::probe::{Outcome, ProbeFailure};
@@ -74,6 +75,26 @@ impl Node {
 
     pub(super) fn ejected(&self, now: Instant) -> bool {
         self.ejected_until.is_some_and(|t| t > now)
+    }
+
+    /// What decides whether it may serve reads at `now`; `lagging`: over
+    /// `reads.max_lag`.
+    pub(super) fn standing(&self, now: Instant, lagging: bool) -> Standing {
+        Standing {
+            healthy: self.healthy(),
+            drained: self.drained(),
+            ejected: self.ejected(now),
+            lagging,
+        }
+    }
+
+    /// Which of its first probes have answered.
+    pub(super) fn probed(&self) -> Probed {
+        Probed {
+            health: self.probed_health,
+            leader: self.probed_leader,
+            position: self.probed_position,
+        }
     }
 
     /// A health probe's answer: the rise/fall counter moves; a backend

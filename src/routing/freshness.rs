@@ -54,6 +54,13 @@ impl Need {
         self.min_position.is_none() && !self.leader_only
     }
 
+    /// Whether a fresh follower is looked for: the read needs a position
+    /// and not only the leader. (A read that needs nothing goes by policy,
+    /// [`super::RoutingTable::pick_read`].)
+    pub fn wants_a_fresh_follower(&self) -> bool {
+        self.min_position.is_some() && !self.leader_only
+    }
+
     /// What a read needs after its session's writes: a position at least
     /// the larger of `written` (the session's) and `from_client`; only the
     /// leader while a write of unknown position is `pending` a position

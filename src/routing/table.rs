@@ -173,7 +173,7 @@ impl RoutingTable {
         need: Need,
         avoid: Option<u64>,
     ) -> Option<(&Arc<Backend>, bool)> {
-        if need.min_position.is_some() {
+        if need.wants_a_fresh_follower() {
             let fresh = |b: &Backend| Some(b.id) != avoid && fresh_enough(need, b.position());
             if let Some(i) = self.picker.pick(&self.followers, client, avoid) {
                 let n = self.followers.len();

@@ -11,6 +11,13 @@ fn a_follower_is_fresh_enough_when_its_known_position_reached_the_reads() {
     assert!(fresh_enough(at(5), Some(5)));
     assert!(!fresh_enough(at(5), Some(4)));
     assert!(!fresh_enough(at(5), None), "unknown is never fresh");
+    assert!(at(5).wants_a_fresh_follower());
+    assert!(!Need::default().wants_a_fresh_follower());
+    let both = Need {
+        leader_only: true,
+        ..at(5)
+    };
+    assert!(!both.wants_a_fresh_follower() && !fresh_enough(both, Some(9)));
 }
 
 #[test]

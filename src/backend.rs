@@ -63,7 +63,7 @@ pub struct Backend {
     fenced: AtomicBool,
     /// How many times the request path fenced this backend: a leader probe
     /// records it when it starts, and its claim cannot lift a fence set
-    /// after that ([`crate::health::leader::stale_claim`]).
+    /// after that ([`crate::routing::fence::stale_claim`]).
     fences: AtomicU64,
     /// Consecutive backend-caused failures (passive health).
     failures: AtomicU32,

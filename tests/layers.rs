@@ -44,7 +44,6 @@ const LAYERS: &[&str] = &[
 /// Upward imports that exist today, `(from, to)`, each to be removed by
 /// moving the type or function to the layer that owns it.
 const DEBT: &[(&str, &str)] = &[
-    ("health", "discovery"), // the monitor reconciles discovery answers
 ];
 
 fn layer_of(module: &str) -> usize {
@@ -127,15 +126,14 @@ fn code_outside_tests(src: &str) -> String {
     out
 }
 
-/// `(from, to) -> files` for every import of another top-level module.
-fn imports() -> BTreeMap<(String, String), BTreeSet<String>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+/// The `.rs` files under `root` that are not test-only modules.
+fn code_files(root: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
-    rust_files(&root, &mut files);
+    rust_files(root, &mut files);
     let mut test_only = BTreeSet::new();
     for f in &files {
         let src = std::fs::read_to_string(f).unwrap();
-        let dir = if f.file_name().unwrap() == "mod.rs" || f.parent() == Some(root.as_path()) {
+        let dir = if f.file_name().unwrap() == "mod.rs" || f.parent() == Some(root) {
             f.parent().unwrap().to_path_buf()
         } else {
             f.with_extension("")
@@ -145,11 +143,15 @@ fn imports() -> BTreeMap<(String, String), BTreeSet<String>> {
             test_only.insert(dir.join(name).join("mod.rs"));
         }
     }
+    files.retain(|f| !test_only.contains(f));
+    files
+}
+
+/// `(from, to) -> files` for every import of another top-level module.
+fn imports() -> BTreeMap<(String, String), BTreeSet<String>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut edges: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-    for f in &files {
-        if test_only.contains(f) {
-            continue;
-        }
+    for f in &code_files(&root) {
         let rel = f.strip_prefix(&root).unwrap();
         let first = rel
             .components()
@@ -234,4 +236,58 @@ fn the_reader_sees_imports_and_skips_tests_and_comments() {
         test_only_modules("#[cfg(test)]\nmod tests;\nmod real;\n"),
         BTreeSet::from(["tests".to_string()])
     );
+}
+
+/// Rooms of one concern (issue 17): the monitor delegates to pure parts,
+/// each in a file named after the question it answers, and no file of
+/// `src/health` or `src/discovery` is over this many lines. Unit tests in
+/// their own `tests.rs` files do not count.
+const MAX_ROOM_LINES: usize = 600;
+
+#[test]
+fn no_health_or_discovery_file_is_over_max_room_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    for dir in ["health", "discovery"] {
+        rust_files(&src.join(dir), &mut files);
+    }
+    let big: Vec<String> = files
+        .iter()
+        .filter(|f| f.file_name().unwrap() != "tests.rs")
+        .map(|f| (f, std::fs::read_to_string(f).unwrap().lines().count()))
+        .filter(|(_, n)| *n > MAX_ROOM_LINES)
+        .map(|(f, n)| format!("{} ({n} lines)", f.strip_prefix(&src).unwrap().display()))
+        .collect();
+    assert!(
+        big.is_empty(),
+        "split these into rooms of one concern: {big:?}"
+    );
+}
+
+/// Each rule a newcomer asks about is decided in one file (issue 17):
+/// `(what only that rule reads or defines, the files allowed to)`.
+const RULE_ROOMS: &[(&str, &[&str])] = &[
+    // When is a leader fenced: the fence flag is read by the fencing rule.
+    ("is_fenced()", &["routing/fence.rs", "backend.rs"]),
+    ("fn stale_claim(", &["routing/fence.rs"]),
+    // Is this follower fresh enough, is it lagging: the freshness rule.
+    ("leader_only", &["routing/freshness.rs"]),
+    ("fn lag(", &["routing/freshness.rs"]),
+    ("fn kept_position(", &["routing/freshness.rs"]),
+];
+
+#[test]
+fn each_rule_is_decided_in_its_own_file() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut wrong = Vec::new();
+    for f in &code_files(&src) {
+        let rel = f.strip_prefix(&src).unwrap().display().to_string();
+        let code = code_outside_tests(&std::fs::read_to_string(f).unwrap());
+        for (needle, rooms) in RULE_ROOMS {
+            if code.contains(needle) && !rooms.contains(&rel.as_str()) {
+                wrong.push(format!("`{needle}` in {rel} (its rule lives in {rooms:?})"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

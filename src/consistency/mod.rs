@@ -1,23 +1,23 @@
 //! Read-your-writes: what a read must see, and where that leaves it.
 //!
 //! A write's replication position P (from its answer, or the leader's
-//! position probed after it was acknowledged) is remembered for the
-//! client's session ([`sessions`]) and returned as `x-leaderproxy-position`.
-//! A later read of that session, or one that carries the header, may only go
-//! to a backend whose probed position is at least P; the leader always
-//! qualifies. A position from a client is only a lower bound that is
-//! checked against the table: it never names a backend.
+//! position probed after it was acknowledged, [`after_ack`]) is remembered
+//! for the client's session ([`sessions`]) and returned as
+//! `x-leaderproxy-position`. A later read of that session, or one that
+//! carries the header, may only go to a backend whose probed position is at
+//! least P; the leader always qualifies. A position from a client is only a
+//! lower bound that is checked against the table: it never names a backend.
+//! The rule itself is decided in [`crate::routing::freshness`]; this layer
+//! keeps the sessions and runs the after-ack probes.
 
 pub mod after_ack;
 pub mod sessions;
 
 use std::net::IpAddr;
 
-use http::HeaderMap;
-use tokio::time::Instant;
-
 use crate::config::SessionKey;
 use crate::routing::Need;
+use http::HeaderMap;
 pub use sessions::{Sessions, Written};
 
 /// The header a write's position is returned in, and a read may carry.
@@ -33,11 +33,7 @@ impl Need {
         let (pos, until, round) = session.map_or((None, None, None), |e| {
             (e.position, e.leader_until, e.after_round)
         });
-        Need {
-            min_position: pos.max(from_client),
-            // The clock is read only for a session that has a window.
-            leader_only: round.is_some() || until.is_some_and(|t| t > Instant::now()),
-        }
+        Need::after(pos, from_client, round.is_some(), until)
     }
 }
 
@@ -96,6 +92,7 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::time::Instant;
 
     #[test]
     fn session_values_from_header_cookie_and_address() {

@@ -17,6 +17,8 @@ use arc_swap::ArcSwap;
 use hashlink::LruCache;
 use tokio::time::Instant;
 
+use crate::routing::freshness::round_settles;
+
 /// Shards of a map of at least [`SHARDED_FROM`] entries.
 const SHARDS: usize = 16;
 const SHARDED_FROM: usize = 1024;
@@ -128,7 +130,7 @@ impl Sessions {
     pub fn resolve(&self, id: u64, done: u64, position: u64) -> Option<Entry> {
         self.with_shard(id, |s| {
             let e = s.get_mut(&id)?;
-            if e.after_round.is_some_and(|r| r <= done) {
+            if round_settles(e.after_round, done) {
                 e.after_round = None;
                 e.position = e.position.max(Some(position));
             }

@@ -10,9 +10,9 @@
 //!   than one already claimed with never leads. Only answers that claim
 //!   leadership move the floor: a partitioned follower campaigning with
 //!   rising terms (no pre-vote) claims nothing and blocks nobody.
-//! - [`stale_claim`]: a claim from a probe that started before the
-//!   backend was last fenced is dropped: only a probe begun after the fence
-//!   can lift it.
+//! - A claim from a probe that started before the backend was last fenced
+//!   is dropped ([`crate::routing::fence::stale_claim`], with the rest of
+//!   the fencing rule).
 //! - [`decide`]: one eligible claimant leads; among several the unique
 //!   highest term does (when terms are in use); otherwise nobody does.
 
@@ -125,16 +125,6 @@ impl TermFloor {
             _ => true,
         }
     }
-}
-
-/// Whether a leader probe answer is a claim that must be dropped: it
-/// claims leadership, but the probe started (when the backend had been
-/// fenced `fences_at_start` times) before the request path fenced the
-/// backend again (`fences_now`). Its answer may predate what the request
-/// path saw, so it neither lifts the fence nor makes a claim; evidence
-/// against the backend (denies, refused, failed) always counts.
-pub fn stale_claim(e: Evidence, fences_at_start: u64, fences_now: u64) -> bool {
-    e == Evidence::Claims && fences_at_start < fences_now
 }
 
 /// Who leads, decided from the claims of eligible backends.
@@ -259,15 +249,6 @@ mod tests {
         assert!(f.allows(Some(7)));
         assert!(f.allows(Some(8)));
         assert!(f.allows(None));
-    }
-
-    #[test]
-    fn a_claim_begun_before_a_fence_is_stale() {
-        assert!(stale_claim(Evidence::Claims, 2, 3));
-        assert!(!stale_claim(Evidence::Claims, 3, 3), "begun after it");
-        for e in [Evidence::Denies, Evidence::Refused, Evidence::Failed] {
-            assert!(!stale_claim(e, 0, 3), "{e:?} counts whenever it began");
-        }
     }
 
     #[test]

@@ -1,8 +1,27 @@
-//! Active health checking and leader detection: `probe` (one probe, typed
-//! failures), `counter` (rise/fall), `leader` (who may lead), `monitor` (the
-//! probe loops and the aggregator that publishes routing tables).
+//! Active health checking and leader detection. The monitor
+//! ([`monitor`]) is the actor loop; each question it asks is answered in a
+//! file of its own:
+//!
+//! - `handle` — how the proxy talks to the monitor ([`monitor::MonitorHandle`]);
+//! - [`probe`] — one probe and its typed failures;
+//! - `schedule` — when probes run (jitter, the fast interval while
+//!   leaderless);
+//! - `node` — what a probe answer does to one backend's state;
+//! - [`counter`] — rise/fall;
+//! - [`leader`] — claims, terms, who leads;
+//! - `ejection` — passive ejection (how many, how long);
+//! - `membership` — which backends (discovery sets, reload decisions);
+//! - `build` — eligible followers, read tiers, the routing table;
+//! - `view` — what the admin API shows.
 
+mod build;
 pub mod counter;
+mod ejection;
+mod handle;
 pub mod leader;
+pub(crate) mod membership;
 pub mod monitor;
+mod node;
 pub mod probe;
+pub(crate) mod schedule;
+mod view;

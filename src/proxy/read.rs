@@ -16,6 +16,7 @@ use super::forward::{self, Attempt, Cause};
 use super::service::{blame, respond, try_clone, Ctx, Proxy, Routed};
 use crate::backend::Backend;
 use crate::config::Consistency;
+use crate::routing::freshness::{self, ReadNeed};
 use crate::routing::{LeaderState, Need, RoutingTable};
 use crate::upstream::body::UpBody;
 
@@ -33,8 +34,9 @@ fn leads(t: &RoutingTable, b: &Backend) -> bool {
 
 /// The read failed on `b` with evidence about it (a new connection
 /// failed, or it broke before any response byte): passive health for a
-/// follower; for the leader, the same fence a write would set, so the
-/// monitor re-probes at once and the hold ends at the next election.
+/// follower; for the leader, the same fence a write would set
+/// ([`crate::routing::fence`]), so the monitor re-probes at once and the
+/// hold ends at the next election.
 fn evidence(proxy: &Proxy, t: &RoutingTable, b: &Backend) {
     if leads(t, b) {
         proxy.monitor.fence(b);
@@ -109,17 +111,15 @@ fn target<'t>(
 fn read_need(proxy: &Proxy, t: &RoutingTable, ctx: &Ctx, req: &mut Request<UpBody>) -> Need {
     let cfg = &t.cfg;
     let ryw = cfg.reads.consistency == Consistency::ReadYourWrites;
-    if !ryw && cfg.reads.max_lag.is_none() {
-        return Need::default();
-    }
-    if !cfg.positions.counts(req.uri().path()) {
-        crate::consistency::take_client_position(req.headers_mut());
-        return Need::LEADER;
-    }
-    if ryw {
-        proxy.need(cfg, ctx, req.headers_mut())
-    } else {
-        Need::default()
+    let max_lag = cfg.reads.max_lag.is_some();
+    let in_scope = || cfg.positions.counts(req.uri().path());
+    match freshness::read_need(ryw, max_lag, in_scope) {
+        ReadNeed::Nothing => Need::default(),
+        ReadNeed::Leader => {
+            crate::consistency::take_client_position(req.headers_mut());
+            Need::LEADER
+        }
+        ReadNeed::Session => proxy.need(cfg, ctx, req.headers_mut()),
     }
 }
 

@@ -14,7 +14,8 @@
 //!   new connection reset before any response byte or a not-leader answer
 //!   fences it at once; a 5xx answer, a timeout or a pooled connection that
 //!   broke asks the monitor for a re-probe and keeps routing; a failure of
-//!   the client's body or a refused HTTP/2 stream counts for nothing.
+//!   the client's body or a refused HTTP/2 stream counts for nothing
+//!   (decided in [`crate::routing::fence`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -33,6 +34,8 @@ use super::service::{blame, is_idempotent, respond, try_clone, Ctx, Proxy, Route
 use crate::backend::Backend;
 use crate::config::{Config, Consistency, PositionSource, RetryAmbiguous};
 use crate::consistency::{after_ack, Written, POSITION_HEADER};
+use crate::routing::fence::{self, Failure, Reaction};
+use crate::routing::freshness::{self, Recorded};
 use crate::routing::{LeaderState, RoutingTable};
 use crate::upstream::body::{take_conn, UpBody, UpstreamBody};
 
@@ -133,9 +136,8 @@ async fn judge_answer(
 }
 
 /// The position of a write `answered` acknowledged, probed after the
-/// acknowledgement: the larger of the answering backend's and the current
-/// write leader's (a deposed leader that forwarded the write may not have
-/// applied it yet); `None` when neither probe answered.
+/// acknowledgement, on the answering backend and the current write leader
+/// ([`freshness::after_ack`]).
 async fn position_after_ack(
     proxy: &Proxy,
     answered: &Arc<Backend>,
@@ -151,20 +153,18 @@ async fn position_after_ack(
     match current {
         Some(c) => {
             let (a, b) = tokio::join!(own, after_ack::position(&c, probe));
-            a.max(b)
+            freshness::after_ack(a, b)
         }
         None => own.await,
     }
 }
 
-/// Read-your-writes after a write was answered: the position it is known
-/// at — from its answer, else (a success only) from the leaders probed
-/// after the acknowledgement ([`position_after_ack`]) — goes back to the
-/// client in `x-leaderproxy-position` and into its session. A successful
-/// write with no position known keeps the session's reads on the leader:
-/// with `positions.probe`, until the first position round that starts after
-/// it has read the leader's position (which becomes the session's); without,
-/// for `reads.after_write_window`.
+/// Read-your-writes after a write was answered: what it records
+/// ([`freshness::recorded`]) — a position from its answer or probed after
+/// the acknowledgement ([`position_after_ack`]) goes back to the client in
+/// `x-leaderproxy-position` and into its session; else its session's reads
+/// stay on the leader until the next position round
+/// ([`Written::Pending`]) or for `reads.after_write_window`.
 async fn note_write(
     proxy: &Proxy,
     cfg: &Config,
@@ -174,34 +174,29 @@ async fn note_write(
     pos: Option<u64>,
 ) {
     let ok = resp.status().is_success();
-    let pos = match (pos, &cfg.positions.probe) {
-        (Some(p), _) => Some(p),
-        (None, Some(probe)) if ok => position_after_ack(proxy, leader, probe).await,
-        _ => None,
+    let probe = cfg.positions.probe.as_ref();
+    let pos = match probe {
+        Some(probe) if freshness::probes_after_ack(pos, ok, true) => {
+            position_after_ack(proxy, leader, probe).await
+        }
+        _ => pos,
     };
-    match pos {
-        Some(p) => {
+    let written = match freshness::recorded(pos, ok, probe.is_some()) {
+        Recorded::At(p) => {
             resp.headers_mut()
                 .insert(&POSITION_HEADER, http::HeaderValue::from(p));
-            if let Some(id) = session {
-                proxy.sessions.wrote(id, Written::At(p));
-            }
+            Written::At(p)
         }
-        None if ok => {
-            if let Some(id) = session {
-                let w = if cfg.positions.probe.is_some() {
-                    Written::Pending {
-                        round: proxy.shared.rounds.next(),
-                    }
-                } else {
-                    Written::Unknown {
-                        until: Instant::now() + cfg.reads.after_write_window,
-                    }
-                };
-                proxy.sessions.wrote(id, w);
-            }
-        }
-        None => {}
+        Recorded::UntilRound => Written::Pending {
+            round: proxy.shared.rounds.next(),
+        },
+        Recorded::ForWindow => Written::Unknown {
+            until: Instant::now() + cfg.reads.after_write_window,
+        },
+        Recorded::Nothing => return,
+    };
+    if let Some(id) = session {
+        proxy.sessions.wrote(id, written);
     }
 }
 
@@ -218,6 +213,27 @@ async fn read_small(body: &mut UpstreamBody) -> Option<Bytes> {
         }
     }
     Some(out.freeze())
+}
+
+/// What the write's failure on `leader` asks of the monitor
+/// ([`fence::reaction`]): fence it, re-probe, or nothing.
+fn react(proxy: &Proxy, leader: &Backend, f: Failure, long_poll: bool) {
+    match fence::reaction(f, long_poll) {
+        Reaction::Fence => proxy.monitor.fence(leader),
+        Reaction::Reprobe => proxy.monitor.reprobe(),
+        Reaction::Nothing => {}
+    }
+}
+
+/// The fencing rule's name for a failure after the request may have been sent.
+fn failure(c: Cause) -> Failure {
+    match c {
+        Cause::Transport => Failure::Transport,
+        Cause::Reused => Failure::Reused,
+        Cause::Timeout => Failure::Timeout,
+        Cause::Client => Failure::Client,
+        Cause::Refused => Failure::Refused,
+    }
 }
 
 /// Why the hold ended without a leader.
@@ -308,14 +324,14 @@ pub(super) async fn write(proxy: &Proxy, ctx: &Ctx, mut req: Request<UpBody>) ->
                         }
                         // A 5xx from the leader (webdis whose Redis died, etcd
                         // without quorum) is passed on; it only asks for a re-probe.
-                        if r.status().is_server_error() && !ctx.route.long_poll {
-                            proxy.monitor.reprobe();
+                        if r.status().is_server_error() {
+                            react(proxy, &leader, Failure::ServerError, ctx.route.long_poll);
                         }
                         return Ok((r, leader));
                     }
                     Verdict::NotLeader(h) => {
                         // The backend itself says it does not lead: fence it.
-                        proxy.monitor.fence(&leader);
+                        react(proxy, &leader, Failure::NotLeader, ctx.route.long_poll);
                         let Some(again) = spare else {
                             let e = ProxyError::NotLeaderUnreplayable(cfg.writes.replay_body_limit);
                             return Err(blame(e, &leader));
@@ -342,7 +358,7 @@ pub(super) async fn write(proxy: &Proxy, ctx: &Ctx, mut req: Request<UpBody>) ->
             Attempt::NotSent(back, e) => {
                 // Nothing reached the backend, and it did not take a
                 // connection: fence it; safe to send again once a leader is known.
-                proxy.monitor.fence(&leader);
+                react(proxy, &leader, Failure::NotSent, ctx.route.long_poll);
                 tracing::debug!(backend = %leader.name(), error = %e, "write not sent; waiting for a leader to re-send");
                 if Instant::now() >= deadline {
                     return Err(blame(e, &leader));
@@ -356,16 +372,13 @@ pub(super) async fn write(proxy: &Proxy, ctx: &Ctx, mut req: Request<UpBody>) ->
             // to the same busy leader would only wait again: 503 at once.
             Attempt::Busy(_, e) => return Err(blame(e, &leader)),
             Attempt::Failed(f) => {
-                match f.cause {
-                    // The client's body failed: the backend is not to blame.
-                    Cause::Client => return Err(blame(f.error, &leader)),
-                    Cause::Transport => proxy.monitor.fence(&leader),
-                    Cause::Timeout if ctx.route.long_poll => {}
-                    // A pooled connection's failure may be its idle close.
-                    Cause::Timeout | Cause::Reused => proxy.monitor.reprobe(),
-                    // Not processed, and nothing against the leader (a new
-                    // connection was already tried): the client may retry.
-                    Cause::Refused => return Err(blame(f.error, &leader)),
+                react(proxy, &leader, failure(f.cause), ctx.route.long_poll);
+                // The client's body failed (the backend is not to blame), or
+                // the stream was not processed and nothing is against the
+                // leader (a new connection was already tried): the client
+                // may retry.
+                if matches!(f.cause, Cause::Client | Cause::Refused) {
+                    return Err(blame(f.error, &leader));
                 }
                 // It may have been applied: re-sent only when the operator
                 // opted in for idempotent writes, once, within the hold.

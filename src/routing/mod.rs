@@ -2,11 +2,12 @@
 //! routing table that the monitor publishes.
 
 pub mod classify;
-mod need;
+pub mod fence;
+pub mod freshness;
 pub mod table;
 pub mod tier;
 
 pub use crate::backend::Backend;
 pub use classify::{classify, Role, Route, Rule};
-pub use need::Need;
+pub use freshness::Need;
 pub use table::{LeaderInfo, LeaderState, RoutingTable, Shared};

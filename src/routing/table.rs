@@ -14,6 +14,8 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::fence;
+use super::freshness::fresh_enough;
 use super::{Backend, Need};
 use crate::balance::Picker;
 use crate::config::Config;
@@ -98,23 +100,23 @@ impl RoutingTable {
     /// The leader a write may be sent to now — the one definition, used by
     /// the write path and by [`Shared::wait_for_leader`] alike: routing is
     /// ready (every backend was probed, so no second claimant is unknown),
-    /// one leader is known, and it is neither fenced nor drained.
+    /// one leader is known, and it may get writes ([`fence::may_write`]).
     #[inline]
     pub fn write_leader(&self) -> Option<&Arc<Backend>> {
         if !self.ready {
             return None;
         }
-        self.leader().filter(|l| !l.is_fenced() && !l.is_drained())
+        self.leader().filter(|l| fence::may_write(l))
     }
 
     /// Whether a backend named by a not-leader redirect may get the write:
     /// routing is ready and not split, and the backend is in this table as
-    /// leader or eligible follower (of any tier), neither fenced nor drained.
+    /// leader or eligible follower (of any tier), and it may get writes
+    /// ([`fence::may_write`]).
     pub fn hint_usable(&self, b: &Backend) -> bool {
         self.ready
             && !matches!(self.leader, LeaderState::SplitBrain(_))
-            && !b.is_fenced()
-            && !b.is_drained()
+            && fence::may_write(b)
             && (self.leader().is_some_and(|l| l.id == b.id)
                 || self
                     .followers
@@ -159,8 +161,9 @@ impl RoutingTable {
 
     /// Where a read that must see an earlier write goes
     /// (`reads.consistency: read_your_writes`): with a position, the
-    /// follower the policy picks if its probed position has reached it,
-    /// else the next follower that has; the leader otherwise — and always
+    /// follower the policy picks if it is fresh enough
+    /// ([`fresh_enough`]), else the next follower that is; the leader
+    /// otherwise — and always
     /// when `need.leader_only` — whatever `fallback_to_leader` says, since
     /// the leader has every acknowledged write. Never the backend `avoid`
     /// (a retry). The flag says whether the leader was chosen.
@@ -170,8 +173,8 @@ impl RoutingTable {
         need: Need,
         avoid: Option<u64>,
     ) -> Option<(&Arc<Backend>, bool)> {
-        if let (Some(min), false) = (need.min_position, need.leader_only) {
-            let fresh = |b: &Backend| Some(b.id) != avoid && b.position().is_some_and(|p| p >= min);
+        if need.wants_a_fresh_follower() {
+            let fresh = |b: &Backend| Some(b.id) != avoid && fresh_enough(need, b.position());
             if let Some(i) = self.picker.pick(&self.followers, client, avoid) {
                 let n = self.followers.len();
                 if let Some(b) = (0..n)

@@ -1,0 +1,54 @@
+//! Passive ejection: when a follower that failed too often on the request
+//! path is taken out of reads, and for how long.
+//!
+//! - [`allowed`]: never more than `passive.max_ejection_percent` of the
+//!   healthy followers are ejected at once (at least one follower counts,
+//!   so with 50% one of one is refused and one of two is allowed).
+//! - [`duration`]: the first ejection lasts `passive.base_ejection`, each
+//!   repeat twice as long, capped at `passive.max_ejection`.
+//!
+//! The leader is never ejected (the monitor checks that before asking).
+
+use std::time::Duration;
+
+use crate::config::PassiveConfig;
+
+/// Whether one more follower may be ejected: `ejected` are out now, of
+/// `followers` healthy non-leader backends.
+pub(super) fn allowed(ejected: usize, followers: usize, max_ejection_percent: u32) -> bool {
+    (ejected + 1) * 100 <= followers.max(1) * max_ejection_percent as usize
+}
+
+/// How long the ejection of a follower ejected `ejections` times before
+/// lasts: `base_ejection` × 2^`ejections`, at most `max_ejection`.
+pub(super) fn duration(p: &PassiveConfig, ejections: u32) -> Duration {
+    let factor = 1u32.checked_shl(ejections.min(16)).unwrap_or(u32::MAX);
+    p.base_ejection.saturating_mul(factor).min(p.max_ejection)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_most_max_ejection_percent_of_the_followers_are_out() {
+        assert!(!allowed(0, 1, 50), "one of one is 100%");
+        assert!(allowed(0, 2, 50));
+        assert!(!allowed(1, 2, 50));
+        assert!(allowed(0, 0, 100), "no follower counts as one");
+        assert!(allowed(2, 3, 100));
+    }
+
+    #[test]
+    fn each_repeat_doubles_up_to_max_ejection() {
+        let p = PassiveConfig {
+            base_ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(60),
+            consecutive_failures: 5,
+            max_ejection_percent: 50,
+        };
+        let secs: Vec<u64> = (0..5).map(|n| duration(&p, n).as_secs()).collect();
+        assert_eq!(secs, [10, 20, 40, 60, 60]);
+        assert_eq!(duration(&p, 40), Duration::from_secs(60));
+    }
+}

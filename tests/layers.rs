@@ -43,8 +43,7 @@ const LAYERS: &[&str] = &[
 
 /// Upward imports that exist today, `(from, to)`, each to be removed by
 /// moving the type or function to the layer that owns it.
-const DEBT: &[(&str, &str)] = &[
-];
+const DEBT: &[(&str, &str)] = &[];
 
 fn layer_of(module: &str) -> usize {
     LAYERS.iter().position(|m| *m == module).unwrap_or_else(|| {

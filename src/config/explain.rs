@@ -141,7 +141,10 @@ fn tcp(l: &super::TcpListen) -> Value {
         ("to", text(l.to.as_str())),
         // A write listener's one target is the leader: no policy, and its
         // connections to a former leader always close.
-        ("policy", read.then(|| policy(l.policy)).unwrap_or(Value::Null)),
+        (
+            "policy",
+            read.then(|| policy(l.policy)).unwrap_or(Value::Null),
+        ),
         ("proxy_protocol", Value::Bool(l.proxy_protocol)),
         ("send_proxy_protocol", Value::Bool(l.send_proxy_protocol)),
         ("idle", dur(l.idle)),
@@ -370,10 +373,7 @@ fn policy(p: Policy) -> Value {
 fn reads(cfg: &Config) -> Value {
     let r = &cfg.reads;
     map([
-        (
-            "policy",
-            policy(r.policy),
-        ),
+        ("policy", policy(r.policy)),
         ("fallback_to_leader", Value::Bool(r.fallback_to_leader)),
         ("retry", Value::Bool(r.retry)),
         (

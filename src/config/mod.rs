@@ -1037,12 +1037,7 @@ impl Validator {
 
         let mut taken = listen.clone();
         taken.extend(admin);
-        let tcp = self.tcp(
-            raw.tcp,
-            &taken,
-            reads.policy,
-            !trusted_proxies.is_empty(),
-        );
+        let tcp = self.tcp(raw.tcp, &taken, reads.policy, !trusted_proxies.is_empty());
         if !tcp.is_empty() {
             for (i, b) in backends.iter().enumerate() {
                 if b.tcp.is_none() {

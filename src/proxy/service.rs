@@ -122,6 +122,31 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// Joins the hold queue of requests and TCP connections waiting for a
+    /// leader; `None` when `max` (`writes.max_held`) are waiting already.
+    pub(crate) fn hold(&self, max: usize) -> Option<Held<'_>> {
+        if self.held.fetch_add(1, Ordering::Relaxed) >= max {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        self.metrics.held_writes.inc();
+        Some(Held { proxy: self })
+    }
+}
+
+/// Counts one held write (or TCP connection) for as long as it waits.
+pub(crate) struct Held<'a> {
+    proxy: &'a Proxy,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.proxy.held.fetch_sub(1, Ordering::Relaxed);
+        self.proxy.metrics.held_writes.dec();
+    }
+}
+
 /// A share of the replay budget, returned when the request is done.
 struct ReplayReservation<'a> {
     proxy: &'a Proxy,

@@ -17,7 +17,6 @@
 //!   the client's body or a refused HTTP/2 stream counts for nothing
 //!   (decided in [`crate::routing::fence`]).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -28,9 +27,10 @@ use http_body_util::BodyExt;
 use tokio::time::Instant;
 
 use super::body::{DownBody, Release};
+
 use super::error::ProxyError;
 use super::forward::{self, Attempt, Cause};
-use super::service::{blame, is_idempotent, respond, try_clone, Ctx, Proxy, Routed};
+use super::service::{blame, is_idempotent, respond, try_clone, Ctx, Held, Proxy, Routed};
 use crate::backend::Backend;
 use crate::config::{Config, Consistency, PositionSource, RetryAmbiguous};
 use crate::consistency::{after_ack, Written, POSITION_HEADER};
@@ -42,30 +42,6 @@ use crate::upstream::body::{take_conn, UpBody, UpstreamBody};
 /// Largest backend answer to a write that is read to be judged by a
 /// `writes.not_leader.body` rule; larger answers pass through unjudged.
 pub const NOT_LEADER_SCAN_LIMIT: u64 = 64 << 10;
-
-/// Counts a held write for as long as it waits.
-struct HeldGuard<'a> {
-    proxy: &'a Proxy,
-}
-
-impl<'a> HeldGuard<'a> {
-    /// Joins the hold queue, or refuses when `writes.max_held` are waiting.
-    fn enter(proxy: &'a Proxy, max: usize) -> Result<HeldGuard<'a>, ProxyError> {
-        if proxy.held.fetch_add(1, Ordering::Relaxed) >= max {
-            proxy.held.fetch_sub(1, Ordering::Relaxed);
-            return Err(ProxyError::HoldQueueFull(max));
-        }
-        proxy.metrics.held_writes.inc();
-        Ok(HeldGuard { proxy })
-    }
-}
-
-impl Drop for HeldGuard<'_> {
-    fn drop(&mut self) {
-        self.proxy.held.fetch_sub(1, Ordering::Relaxed);
-        self.proxy.metrics.held_writes.dec();
-    }
-}
 
 /// What a backend's answer to a write means.
 // Made once per answer and matched at once: boxing would cost more than the move.
@@ -281,7 +257,7 @@ pub(super) async fn write(proxy: &Proxy, ctx: &Ctx, mut req: Request<UpBody>) ->
     let mut hint_followed = false;
     let mut avoid: Option<u64> = None;
     let mut hint: Option<Arc<Backend>> = None;
-    let mut held: Option<HeldGuard> = None;
+    let mut held: Option<Held> = None;
     loop {
         let target = match hint.take().filter(|h| t.hint_usable(h)) {
             Some(h) => Some(h),
@@ -289,7 +265,11 @@ pub(super) async fn write(proxy: &Proxy, ctx: &Ctx, mut req: Request<UpBody>) ->
         };
         let Some(leader) = target else {
             if held.is_none() {
-                held = Some(HeldGuard::enter(proxy, cfg.writes.max_held)?);
+                held = Some(
+                    proxy
+                        .hold(cfg.writes.max_held)
+                        .ok_or(ProxyError::HoldQueueFull(cfg.writes.max_held))?,
+                );
                 tracing::debug!(avoid, "write held until a leader is known");
             }
             match Box::pin(proxy.shared.wait_for_leader(deadline, avoid, recheck)).await {

@@ -22,10 +22,14 @@ use crate::metrics::Metrics;
 use crate::proxy::service::{ClientInfo, Proxy, ProxyService};
 use crate::routing::{Backend, RoutingTable, Shared};
 use crate::server::{self, ServeOpts};
+use crate::tcp;
 
 /// A started proxy.
 pub struct Running {
+    /// The HTTP listen addresses as bound (port 0 resolved).
     pub listen: Vec<SocketAddr>,
+    /// The `tcp` listeners' addresses as bound, in config order.
+    pub tcp: Vec<SocketAddr>,
     pub admin: SocketAddr,
     pub control: Arc<Control>,
     shutdown: watch::Sender<bool>,
@@ -111,6 +115,20 @@ fn launch(
     } else {
         (Vec::new(), Vec::new())
     };
+    let tcp_addrs: Vec<SocketAddr> = cfg.tcp.iter().map(|l| l.addr).collect();
+    let (mut tcp_sockets, tcp_bound) = if listen && !tcp_addrs.is_empty() {
+        server::bind_all(&tcp_addrs, cfg.workers)?
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let tcp_listeners: Arc<Vec<tcp::Listener>> = Arc::new(
+        cfg.tcp
+            .iter()
+            .zip(&tcp_bound)
+            .map(|(l, a)| tcp::Listener::new(l.clone(), *a))
+            .collect(),
+    );
+    let tcp_metrics = Arc::new(tcp::metrics::TcpMetrics::new(&metrics.registry));
     let admin_std = std::net::TcpListener::bind(cfg.admin).map_err(|e| {
         std::io::Error::new(
             e.kind(),
@@ -190,6 +208,12 @@ fn launch(
     let opts = ServeOpts::from_config(&cfg);
     for (w, ls) in listeners.into_iter().enumerate() {
         let opts = opts.clone();
+        let tcp_sockets = if tcp_sockets.is_empty() {
+            Vec::new()
+        } else {
+            std::mem::take(&mut tcp_sockets[w])
+        };
+        let (tcp_listeners, tcp_metrics) = (tcp_listeners.clone(), tcp_metrics.clone());
         let shutdown = shutdown_rx.clone();
         let done = WorkerDone(workers_left_tx.clone());
         threads.push(
@@ -201,12 +225,22 @@ fn launch(
                         .enable_all()
                         .build()
                         .expect("tokio runtime");
-                    rt.block_on(server::serve_worker(proxy, w, ls, opts, shutdown));
+                    rt.block_on(async move {
+                        let tcp = tcp::serve_worker(
+                            proxy,
+                            tcp_listeners,
+                            tcp_sockets,
+                            tcp_metrics,
+                            shutdown.clone(),
+                        );
+                        tokio::join!(server::serve_worker(proxy, w, ls, opts, shutdown), tcp);
+                    });
                 })?,
         );
     }
     Ok(Running {
         listen: bound,
+        tcp: tcp_bound,
         admin: admin_addr,
         control,
         shutdown: shutdown_tx,

@@ -21,5 +21,6 @@ pub mod proxy;
 pub mod routing;
 pub mod server;
 mod shutdown;
+pub mod tcp;
 pub mod tls;
 pub mod upstream;

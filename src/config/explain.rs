@@ -141,17 +141,17 @@ fn tcp(l: &super::TcpListen) -> Value {
         ("to", text(l.to.as_str())),
         // A write listener's one target is the leader: no policy, and its
         // connections to a former leader always close.
-        (
-            "policy",
-            read.then(|| policy(l.policy)).unwrap_or(Value::Null),
-        ),
+        ("policy", if read { policy(l.policy) } else { Value::Null }),
         ("proxy_protocol", Value::Bool(l.proxy_protocol)),
         ("send_proxy_protocol", Value::Bool(l.send_proxy_protocol)),
         ("idle", dur(l.idle)),
         (
             "on_unhealthy",
-            read.then(|| text(l.on_unhealthy.as_str()))
-                .unwrap_or(Value::Null),
+            if read {
+                text(l.on_unhealthy.as_str())
+            } else {
+                Value::Null
+            },
         ),
     ])
 }

@@ -271,6 +271,64 @@ fn check_tlvs(mut tlvs: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
+/// Reads the PROXY header that starts a client connection from `peer`, by
+/// `deadline`. Its source address becomes the client's address only when
+/// `peer` is in `trusted` (else it is logged and ignored). Returns the bytes
+/// read past the header and the client's address; `Err`: why the
+/// connection is to be closed (missing, malformed or late header).
+pub async fn read_client_header(
+    stream: &mut tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    trusted: &super::client_ip::CidrSet,
+    deadline: tokio::time::Instant,
+) -> Result<(Bytes, std::net::SocketAddr), String> {
+    let (header, rest) = match tokio::time::timeout_at(deadline, read_header(stream)).await {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => return Err(format!("bad PROXY protocol header: {e}")),
+        Err(_) => return Err("no PROXY protocol header in time".into()),
+    };
+    let client = match header.source() {
+        Some(src) if trusted.contains(peer.ip()) => src,
+        Some(src) => {
+            tracing::debug!(client = %peer, proxied = %src, "PROXY header from a peer not in trusted_proxies: its address is ignored");
+            peer
+        }
+        None => peer,
+    };
+    Ok((rest, client))
+}
+
+/// A PROXY protocol v2 header (`PROXY` command, TCP over IPv4 or IPv6)
+/// saying a connection from `src` to `dst`, for a backend that takes one.
+/// Mixed families are sent as IPv6 (IPv4-mapped).
+pub fn encode_v2(src: std::net::SocketAddr, dst: std::net::SocketAddr) -> Vec<u8> {
+    use std::net::{IpAddr, SocketAddr};
+    let mut out = Vec::with_capacity(16 + 36);
+    out.extend_from_slice(&V2_SIGNATURE);
+    out.push(0x21); // version 2, PROXY
+    let v6 = |a: SocketAddr| match a.ip() {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    match (src, dst) {
+        (SocketAddr::V4(s), SocketAddr::V4(d)) => {
+            out.push(0x11); // TCP over IPv4
+            out.extend_from_slice(&12u16.to_be_bytes());
+            out.extend_from_slice(&s.ip().octets());
+            out.extend_from_slice(&d.ip().octets());
+        }
+        _ => {
+            out.push(0x21); // TCP over IPv6
+            out.extend_from_slice(&36u16.to_be_bytes());
+            out.extend_from_slice(&v6(src).octets());
+            out.extend_from_slice(&v6(dst).octets());
+        }
+    }
+    out.extend_from_slice(&src.port().to_be_bytes());
+    out.extend_from_slice(&dst.port().to_be_bytes());
+    out
+}
+
 /// Reads from `s` until a whole PROXY header arrived; returns it and the
 /// bytes read past it (the start of the client's stream). Reads at most
 /// [`V1_MAX`] or 16 + [`V2_MAX_PAYLOAD`] bytes plus one read's worth more,
@@ -628,5 +686,31 @@ mod tests {
         a.write_all(b"ROXY UNKNOWN ").await.unwrap();
         a.write_all(&[b'a'; 200]).await.unwrap();
         assert!(matches!(read_header(&mut b).await, Err(Error::TooLong)));
+    }
+
+    #[test]
+    fn an_encoded_v2_header_parses_back() {
+        for (src, dst) in [
+            ("192.0.2.7:5000", "127.0.0.1:5432"),
+            ("[2001:db8::1]:40000", "[::1]:6379"),
+            ("192.0.2.7:5000", "[::1]:6379"),
+        ] {
+            let (src, dst): (std::net::SocketAddr, std::net::SocketAddr) =
+                (src.parse().unwrap(), dst.parse().unwrap());
+            let bytes = encode_v2(src, dst);
+            let (h, n) = parse(&bytes).unwrap().unwrap();
+            assert_eq!(n, bytes.len());
+            let want = match (src, dst) {
+                (std::net::SocketAddr::V6(_), _) | (_, std::net::SocketAddr::V4(_)) => src,
+                _ => std::net::SocketAddr::new(
+                    match src.ip() {
+                        std::net::IpAddr::V4(v4) => std::net::IpAddr::V6(v4.to_ipv6_mapped()),
+                        ip => ip,
+                    },
+                    src.port(),
+                ),
+            };
+            assert_eq!(h.source(), Some(want));
+        }
     }
 }

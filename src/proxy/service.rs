@@ -135,6 +135,31 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// Counts a new client connection (HTTP or TCP) against
+    /// `limits.max_connections` (`max`); `None` (counted as rejected) when
+    /// that many are open already.
+    pub fn admit(&'static self, max: usize) -> Option<OpenConnection> {
+        if self.open_connections.fetch_add(1, Ordering::Relaxed) >= max {
+            self.open_connections.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.rejected_connections.inc();
+            return None;
+        }
+        self.metrics.client_connections.inc();
+        Some(OpenConnection(self))
+    }
+}
+
+/// One open client connection, counted until dropped ([`Proxy::admit`]).
+pub struct OpenConnection(&'static Proxy);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.client_connections.dec();
+    }
+}
+
 /// Counts one held write (or TCP connection) for as long as it waits.
 pub(crate) struct Held<'a> {
     proxy: &'a Proxy,

@@ -5,7 +5,6 @@
 
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ pub mod h1;
 use crate::config::Config;
 use crate::h2_conn::{StreamGuard, Streams, Tracked};
 use crate::net::proxy_protocol::{self, Rewind};
-use crate::proxy::service::{ClientInfo, Proxy, ProxyService};
+use crate::proxy::service::{ClientInfo, OpenConnection, Proxy, ProxyService};
 use crate::shutdown::until_true;
 use h1::{ClientStream, Served};
 
@@ -106,15 +105,6 @@ impl ServeOpts {
     }
 }
 
-struct ConnGuard(&'static Proxy);
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
-        self.0.metrics.client_connections.dec();
-    }
-}
-
 /// An HTTP/2 client connection is PINGed after this long without a frame
 /// from it, and closed when the PING is not answered within
 /// [`H2_PING_TIMEOUT`] (a dead peer with streams still open).
@@ -170,8 +160,7 @@ fn service(
 
 /// Reads the PROXY protocol header that must start every connection on a
 /// `proxy_protocol` listener, by `deadline` (the end of the connection's
-/// `timeouts.header_read` window). Its source address becomes
-/// the client's peer only when the socket peer is in `trusted_proxies`.
+/// `timeouts.header_read` window; see [`proxy_protocol::read_client_header`]).
 /// `None` (connection to be closed, counted in
 /// `leaderproxy_proxy_protocol_errors_total`) when the header is missing,
 /// malformed or late.
@@ -181,33 +170,15 @@ async fn read_proxy_header(
     peer: SocketAddr,
     deadline: Instant,
 ) -> Option<(Rewind<TcpStream>, SocketAddr)> {
-    let (header, rest) = match tokio::time::timeout_at(
-        deadline,
-        proxy_protocol::read_header(&mut stream),
-    )
-    .await
-    {
-        Ok(Ok(x)) => x,
-        Ok(Err(e)) => {
-            tracing::debug!(client = %peer, error = %e, "closing connection: bad PROXY protocol header");
+    let trusted = proxy.shared.load().cfg.trusted_proxies.clone();
+    match proxy_protocol::read_client_header(&mut stream, peer, &trusted, deadline).await {
+        Ok((rest, client)) => Some((Rewind::new(rest, stream), client)),
+        Err(why) => {
+            tracing::debug!(client = %peer, "closing connection: {why}");
             proxy.metrics.proxy_protocol_errors.inc();
-            return None;
+            None
         }
-        Err(_) => {
-            tracing::debug!(client = %peer, "closing connection: no PROXY protocol header in time");
-            proxy.metrics.proxy_protocol_errors.inc();
-            return None;
-        }
-    };
-    let client = match header.source() {
-        Some(src) if proxy.shared.load().cfg.trusted_proxies.contains(peer.ip()) => src,
-        Some(src) => {
-            tracing::debug!(client = %peer, proxied = %src, "PROXY header from a peer not in trusted_proxies: its address is ignored");
-            peer
-        }
-        None => peer,
-    };
-    Some((Rewind::new(rest, stream), client))
+    }
 }
 
 /// The listener's TLS config as the current config snapshot has it; `None`
@@ -237,7 +208,7 @@ async fn serve_stream<S>(
     client: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
     accepted: Instant,
-    guard: ConnGuard,
+    guard: OpenConnection,
 ) where
     S: ClientStream,
 {
@@ -456,14 +427,10 @@ pub async fn serve_worker(
                     _ = stop.recv() => return,
                 };
                 let accepted = Instant::now();
-                if proxy.open_connections.fetch_add(1, Ordering::Relaxed) >= opts.max_connections {
-                    proxy.open_connections.fetch_sub(1, Ordering::Relaxed);
-                    proxy.metrics.rejected_connections.inc();
+                let Some(guard) = proxy.admit(opts.max_connections) else {
                     drop(stream);
                     continue;
-                }
-                proxy.metrics.client_connections.inc();
-                let guard = ConnGuard(proxy);
+                };
                 let _ = stream.set_nodelay(true);
                 // TLS as configured now (a reload may have renewed the certificate).
                 let tls = match listener_tls(proxy) {

@@ -104,7 +104,9 @@ impl TcpMetrics {
 
     /// Counts a connection of `listener` closed by the proxy.
     pub fn closed(&self, listener: &str, why: Close) {
-        self.closed.with_label_values(&[listener, why.as_str()]).inc();
+        self.closed
+            .with_label_values(&[listener, why.as_str()])
+            .inc();
     }
 }
 

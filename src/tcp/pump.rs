@@ -212,12 +212,21 @@ mod tests {
                 cr.read_exact(&mut got_down).await.unwrap();
             };
             tokio::join!(send_up, send_down, read_up, read_down);
-            assert_eq!(got_up, data, "client -> backend, then the client's end of stream");
-            assert_eq!(got_down, data, "backend -> client while the client had half-closed");
+            assert_eq!(
+                got_up, data,
+                "client -> backend, then the client's end of stream"
+            );
+            assert_eq!(
+                got_down, data,
+                "backend -> client while the client had half-closed"
+            );
             bw.shutdown().await.unwrap();
             let mut rest = Vec::new();
             cr.read_to_end(&mut rest).await.unwrap();
-            assert!(rest.is_empty(), "the backend's end of stream reached the client");
+            assert!(
+                rest.is_empty(),
+                "the backend's end of stream reached the client"
+            );
         };
         let (r, ()) = tokio::join!(copy, peers);
         r.unwrap();

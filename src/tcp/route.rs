@@ -145,7 +145,7 @@ mod tests {
     fn cfg(fallback: bool) -> Arc<crate::config::Config> {
         let yaml = format!(
             "listen: 127.0.0.1:0\nbackends: [{{ name: a, url: \"http://127.0.0.1:1\" }}]\n\
-             leader: {{ path: /l }}\nreads: {{ fallback_to_leader: {fallback} }}\n"
+             leader: {{ path: /l, expect: {{ status: [200] }} }}\nreads: {{ fallback_to_leader: {fallback} }}\n"
         );
         Arc::new(crate::config::parse(&yaml, std::path::Path::new("t.yaml")).unwrap())
     }

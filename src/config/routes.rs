@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use super::{Dur, Method, Re, Validator};
+
 /// Where a request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -130,6 +132,73 @@ pub struct Rule {
     pub path_prefix: Option<String>,
     pub path_regex: Option<regex::Regex>,
     pub route: Route,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    methods: Option<Vec<Method>>,
+    path_prefix: Option<String>,
+    path_regex: Option<Re>,
+    to: Role,
+    timeout: Option<Dur>,
+    #[serde(default)]
+    long_poll: bool,
+    #[serde(default)]
+    upgrade: bool,
+    idempotent: Option<bool>,
+}
+
+impl Validator {
+    pub(super) fn routes(&mut self, raw: Vec<RawRoute>) -> Vec<Rule> {
+        raw.into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                if r.methods.is_none() && r.path_prefix.is_none() && r.path_regex.is_none() {
+                    self.bad(
+                        &format!("routes[{i}]"),
+                        "give at least one of methods, path_prefix and path_regex",
+                    );
+                }
+                if let Some(m) = &r.methods {
+                    if m.is_empty() {
+                        self.bad(&format!("routes[{i}].methods"), "the list is empty");
+                    }
+                }
+                if let Some(p) = &r.path_prefix {
+                    if !p.starts_with('/') {
+                        self.bad(
+                            &format!("routes[{i}].path_prefix"),
+                            format!("{p:?} must start with '/'"),
+                        );
+                    }
+                }
+                if r.timeout.is_some_and(|d| d.0.is_zero()) {
+                    self.bad(&format!("routes[{i}].timeout"), "must be more than 0");
+                }
+                if r.idempotent.is_some() && r.to == Role::Read {
+                    self.bad(
+                        &format!("routes[{i}].idempotent"),
+                        "only for `to: write` routes (a read is always safe to send again)",
+                    );
+                }
+                Rule {
+                    methods: r
+                        .methods
+                        .map(|ms| MethodSet::from_methods(ms.iter().map(|m| &m.0))),
+                    path_prefix: r.path_prefix,
+                    path_regex: r.path_regex.map(|r| r.0),
+                    route: Route {
+                        role: r.to,
+                        timeout: r.timeout.map(|d| d.0),
+                        long_poll: r.long_poll,
+                        upgrade: r.upgrade,
+                        idempotent: r.idempotent,
+                    },
+                }
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -110,7 +110,7 @@ async fn route_timeout_overrides_response_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_poll_timeouts_do_not_eject_a_follower_but_normal_ones_do() {
     // Checked: with `long_poll: r.long_poll` replaced by `false` in
-    // src/config/mod.rs, the first two long-poll timeouts ejected b (the
+    // src/config/routes.rs, the first two long-poll timeouts ejected b (the
     // third went to the leader instead).
     let a = Fake::start("a", Role::Leader).await;
     let b = Fake::start("b", Role::Follower).await;

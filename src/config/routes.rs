@@ -1,5 +1,5 @@
-//! `routes`: the classification rules as data (validated in the parent
-//! module). `crate::routing::classify` matches requests against them.
+//! `routes`: the classification rules as data, and their validation.
+//! `crate::routing::classify` matches requests against them.
 
 use serde::Deserialize;
 

@@ -9,6 +9,12 @@ use prometheus::{
 
 use crate::config::Role;
 
+mod backend;
+mod labels;
+
+pub use backend::BackendMetrics;
+pub use labels::{class_index, TlsReason, CLASSES};
+
 /// Request duration buckets: 100µs to 10s.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -19,47 +25,6 @@ const LATENCY_BUCKETS: &[f64] = &[
 const WAIT_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
 ];
-
-/// Status classes used as the `class` label.
-pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
-/// Why a TLS handshake with a backend failed (the `reason` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsReason {
-    /// The backend's certificate (or one in its chain) has expired or is not yet valid.
-    Expired,
-    /// The backend's certificate is not signed by a trusted CA.
-    UnknownCa,
-    /// The certificate is not valid for the name checked (`server_name` or the URL's host).
-    NameMismatch,
-    /// Anything else: the backend refused our client certificate, no common
-    /// protocol, not TLS at all, the connection closed mid-handshake, ….
-    Handshake,
-}
-
-impl TlsReason {
-    pub const ALL: [TlsReason; 4] = [
-        TlsReason::Expired,
-        TlsReason::UnknownCa,
-        TlsReason::NameMismatch,
-        TlsReason::Handshake,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            TlsReason::Expired => "expired",
-            TlsReason::UnknownCa => "unknown_ca",
-            TlsReason::NameMismatch => "name_mismatch",
-            TlsReason::Handshake => "handshake",
-        }
-    }
-}
-
-impl std::fmt::Display for TlsReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str(self.label())
-    }
-}
 
 /// Every metric the proxy exports.
 pub struct Metrics {
@@ -444,39 +409,6 @@ impl Metrics {
         self.discovery_backends.with_label_values(&[source])
     }
 
-    /// Handles for one backend, resolved once.
-    pub fn backend(&self, name: &str) -> BackendMetrics {
-        let req = |role: &str| -> [IntCounter; 5] {
-            CLASSES.map(|c| self.requests.with_label_values(&[role, name, c]))
-        };
-        BackendMetrics {
-            read: req("read"),
-            write: req("write"),
-            connect_errors: self.connect_errors.with_label_values(&[name]),
-            busy: self.busy.with_label_values(&[name]),
-            timeouts: self.timeouts.with_label_values(&[name]),
-            in_flight: self.in_flight.with_label_values(&[name]),
-            healthy: self.healthy.with_label_values(&[name]),
-            is_leader: self.is_leader.with_label_values(&[name]),
-            ejected: self.ejected.with_label_values(&[name]),
-            ejections: self.ejections.with_label_values(&[name]),
-            probe_health: self.probe_duration.with_label_values(&[name, "health"]),
-            probe_leader: self.probe_duration.with_label_values(&[name, "leader"]),
-            probe_health_failures: self.probe_failures.with_label_values(&[name, "health"]),
-            probe_leader_failures: self.probe_failures.with_label_values(&[name, "leader"]),
-            probe_position: self.probe_duration.with_label_values(&[name, "position"]),
-            probe_position_failures: self.probe_failures.with_label_values(&[name, "position"]),
-            position: self.position.with_label_values(&[name]),
-            lag: self.lag.with_label_values(&[name]),
-            write_position_probes: self.write_position_probes.with_label_values(&[name]),
-            position_decreases: self.position_decreases.with_label_values(&[name]),
-            tls_handshake_failures: TlsReason::ALL.map(|r| {
-                self.tls_handshake_failures
-                    .with_label_values(&[name, r.label()])
-            }),
-        }
-    }
-
     /// Requests that never reached a backend (no leader, bad request, …).
     pub fn unrouted(&self, role: Role, status: u16) -> &IntCounter {
         let arr = match role {
@@ -484,44 +416,6 @@ impl Metrics {
             Role::Write => &self.unrouted_write,
         };
         &arr[class_index(status)]
-    }
-
-    /// Drops the label sets of a backend that a reload removed.
-    pub fn forget_backend(&self, name: &str) {
-        for role in ["read", "write"] {
-            for c in CLASSES {
-                let _ = self.requests.remove_label_values(&[role, name, c]);
-            }
-        }
-        for v in [
-            &self.connect_errors,
-            &self.busy,
-            &self.timeouts,
-            &self.ejections,
-            &self.write_position_probes,
-            &self.position_decreases,
-        ] {
-            let _ = v.remove_label_values(&[name]);
-        }
-        for v in [
-            &self.in_flight,
-            &self.healthy,
-            &self.is_leader,
-            &self.ejected,
-            &self.position,
-            &self.lag,
-        ] {
-            let _ = v.remove_label_values(&[name]);
-        }
-        for kind in ["health", "leader", "position"] {
-            let _ = self.probe_duration.remove_label_values(&[name, kind]);
-            let _ = self.probe_failures.remove_label_values(&[name, kind]);
-        }
-        for r in TlsReason::ALL {
-            let _ = self
-                .tls_handshake_failures
-                .remove_label_values(&[name, r.label()]);
-        }
     }
 
     pub fn duration(&self, role: Role) -> &Histogram {
@@ -553,56 +447,5 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// Index of a status code's class in [`CLASSES`].
-#[inline]
-pub fn class_index(status: u16) -> usize {
-    match status {
-        100..=199 => 0,
-        200..=299 => 1,
-        300..=399 => 2,
-        400..=499 => 3,
-        _ => 4,
-    }
-}
-
-/// Metric handles of one backend.
-pub struct BackendMetrics {
-    read: [IntCounter; 5],
-    write: [IntCounter; 5],
-    pub connect_errors: IntCounter,
-    /// Requests refused because every connection to the backend was in use.
-    pub busy: IntCounter,
-    pub timeouts: IntCounter,
-    pub in_flight: IntGauge,
-    pub healthy: IntGauge,
-    pub is_leader: IntGauge,
-    pub ejected: IntGauge,
-    pub ejections: IntCounter,
-    pub probe_health: Histogram,
-    pub probe_leader: Histogram,
-    pub probe_health_failures: IntCounter,
-    pub probe_leader_failures: IntCounter,
-    pub probe_position: Histogram,
-    pub probe_position_failures: IntCounter,
-    /// Set by the monitor; removed while unknown.
-    pub position: IntGauge,
-    pub lag: IntGauge,
-    pub write_position_probes: IntCounter,
-    pub position_decreases: IntCounter,
-    /// By [`TlsReason::ALL`] index.
-    pub tls_handshake_failures: [IntCounter; 4],
-}
-
-impl BackendMetrics {
-    #[inline]
-    pub fn request(&self, role: Role, status: u16) {
-        let arr = match role {
-            Role::Read => &self.read,
-            Role::Write => &self.write,
-        };
-        arr[class_index(status)].inc();
     }
 }

@@ -6,12 +6,15 @@
 mod admin;
 #[path = "support/fake.rs"]
 mod fake;
+#[path = "support/nodes.rs"]
+mod nodes;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use admin::{post_as, served_connection};
 use fake::{config_for, wait_until, Fake, Proxy, Reply, Role, TempDir};
+use nodes::nodes;
 
 /// The value of one unlabelled series in Prometheus text; 0 when absent.
 fn series(text: &str, name: &str) -> f64 {
@@ -81,8 +84,7 @@ async fn with_token(fakes: &[&Fake], token: &str) -> Proxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_changing_admin_endpoints_need_the_token_and_the_rest_stays_open() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f = Fake::start("f", Role::Follower).await;
+    let [l, f] = nodes(["l", "f"]).await;
     let p = with_token(&[&l, &f], "  tok-123\n").await;
     p.wait_leader(Some("l"), Duration::from_secs(3)).await;
 

@@ -5,6 +5,8 @@
 
 #[path = "support/fake.rs"]
 mod fake;
+#[path = "support/nodes.rs"]
+mod nodes;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use leaderproxy::balance::Picker;
 use leaderproxy::config::{BackendConfig, Policy};
 use leaderproxy::metrics::Metrics;
 use leaderproxy::routing::Backend;
+use nodes::nodes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -353,8 +356,7 @@ async fn changing_proxy_protocol_needs_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_behind_a_proxy_header() {
     use rustls::pki_types::ServerName;
-    let l = Fake::start("l", Role::Leader).await;
-    let f = Fake::start("f", Role::Follower).await;
+    let [l, f] = nodes(["l", "f"]).await;
     let dir = fake::TempDir::new();
     let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
     std::fs::write(dir.0.join("a.crt"), c.cert.pem()).unwrap();

@@ -4,6 +4,8 @@
 
 #[path = "support/fake.rs"]
 mod fake;
+#[path = "support/nodes.rs"]
+mod nodes;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use bytes::Bytes;
 use fake::{config_for, Fake, Proxy, Role};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use nodes::nodes;
 use rustls::pki_types::{CertificateDer, ServerName};
 
 /// A fresh self-signed certificate for 127.0.0.1, written as PEM files.
@@ -60,8 +63,7 @@ async fn start_with_tls(fakes: &[&Fake]) -> (Proxy, CertificateDer<'static>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_and_h2_over_tls_with_forwarded_proto() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f = Fake::start("f", Role::Follower).await;
+    let [l, f] = nodes(["l", "f"]).await;
     let (p, cert) = start_with_tls(&[&l, &f]).await;
     p.wait_leader(Some("l"), Duration::from_secs(3)).await;
 

@@ -7,12 +7,15 @@
 
 #[path = "support/fake.rs"]
 mod fake;
+#[path = "support/nodes.rs"]
+mod nodes;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fake::{config_with, Fake, Proxy, Role};
+use nodes::nodes;
 
 /// The distinct upstream connections `f` saw requests (not probes) on.
 fn conns_used(f: &Fake) -> usize {
@@ -146,10 +149,7 @@ async fn many_h2_streams_share_the_bounded_upstream_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_follower_is_not_a_failed_one() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f1 = Fake::start("f1", Role::Follower).await;
-    let f2 = Fake::start("f2", Role::Follower).await;
-    let f3 = Fake::start("f3", Role::Follower).await;
+    let [l, f1, f2, f3] = nodes(["l", "f1", "f2", "f3"]).await;
     let one = "max_connections: 1";
     // ip_hash: every read of this client goes to the same follower.
     let yaml = config_with(

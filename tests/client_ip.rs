@@ -13,9 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fake::{config_for, wait_until, Fake, Proxy, Role};
+use fake::{config_for, h2_over, tls_over, wait_until, Fake, Proxy, Role};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use leaderproxy::balance::Picker;
 use leaderproxy::config::{BackendConfig, Policy};
 use leaderproxy::metrics::Metrics;
@@ -261,11 +260,7 @@ async fn proxy_protocol_v1_and_v2_give_the_client_address() {
     // h2 (prior knowledge) behind a v2 header, two requests on the connection.
     let mut s = TcpStream::connect(p.addr).await.unwrap();
     s.write_all(&v2_tcp4([203, 0, 113, 9], 7000)).await.unwrap();
-    let (mut tx, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut tx = h2_over(s).await;
     for _ in 0..2 {
         let req = http::Request::get(format!("http://{}/h2", p.addr))
             .body(Full::new(Bytes::new()))
@@ -355,7 +350,6 @@ async fn changing_proxy_protocol_needs_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_behind_a_proxy_header() {
-    use rustls::pki_types::ServerName;
     let [l, f] = nodes(["l", "f"]).await;
     let dir = fake::TempDir::new();
     let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
@@ -367,27 +361,10 @@ async fn tls_behind_a_proxy_header() {
     p.keep_dir(dir);
     p.wait_leader(Some("l"), Duration::from_secs(3)).await;
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(c.cert.der().clone()).unwrap();
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec()];
     let mut tcp = TcpStream::connect(p.addr).await.unwrap();
     tcp.write_all(&v1("203.0.113.10", 4444)).await.unwrap();
-    let s = tokio_rustls::TlsConnector::from(Arc::new(tls))
-        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
-        .await
-        .unwrap();
-    let (mut tx, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let s = tls_over(tcp, c.cert.der(), &[b"h2"]).await.unwrap();
+    let mut tx = h2_over(s).await;
     let req = http::Request::get(format!("https://127.0.0.1:{}/tls", p.addr.port()))
         .body(Full::new(Bytes::new()))
         .unwrap();

@@ -28,6 +28,14 @@ async fn send(addr: std::net::SocketAddr, bytes: &[u8]) -> (String, bool) {
     exchange(addr, bytes, Duration::from_secs(3)).await
 }
 
+/// Sends `bytes`: the answer has `status`, and the proxy closes the
+/// connection after it (within 3s).
+async fn answered_then_closed(addr: std::net::SocketAddr, bytes: &[u8], status: u16) {
+    let (out, closed) = send(addr, bytes).await;
+    assert!(out.starts_with(&format!("HTTP/1.1 {status} ")), "{out}");
+    assert!(closed);
+}
+
 /// Sends `bytes`, then reads until the proxy closes (or `within` passes).
 async fn exchange(addr: std::net::SocketAddr, bytes: &[u8], within: Duration) -> (String, bool) {
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -178,13 +186,12 @@ async fn expect_continue_with_a_chunked_body_and_past_the_limit() {
     assert!(got.starts_with("HTTP/1.1 200 "), "{got}");
     assert_eq!(l.seen().last().unwrap().body_len, 5);
     // A declared length past the limit: 413 at once, never a 100.
-    let (out, closed) = send(
+    answered_then_closed(
         p.addr,
         b"PUT /k HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n",
+        413,
     )
     .await;
-    assert!(out.starts_with("HTTP/1.1 413 "), "{out}");
-    assert!(closed);
     assert_eq!(l.count(), 1, "the refused request reached the leader");
 }
 
@@ -512,11 +519,10 @@ async fn an_upgrade_on_an_upgrade_route_becomes_a_tunnel() {
         .unwrap();
     assert_eq!(&tmp[..n], b"WORLD");
     // On a route without `upgrade: true` the same request is 501.
-    let (out, closed) = send(
+    answered_then_closed(
         p.addr,
         b"GET /other HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        501,
     )
     .await;
-    assert!(out.starts_with("HTTP/1.1 501 "), "{out}");
-    assert!(closed);
 }

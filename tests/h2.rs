@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fake::{wait_until, Proxy as FakeProxy};
+use fake::{h2_over, wait_until, Proxy as FakeProxy};
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming};
@@ -130,11 +130,7 @@ fn config(backends: &[(&str, SocketAddr, bool)]) -> String {
 /// An h2c (prior knowledge) client connection to the proxy.
 async fn h2_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
     let s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    tx
+    h2_over(s).await
 }
 
 fn grpc_request(addr: SocketAddr, path: &str) -> Request<Full<Bytes>> {

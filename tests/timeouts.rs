@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fake::{wait_until, Proxy};
+use fake::{h2_over, wait_until, Proxy};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -382,11 +382,7 @@ async fn h2_upstream_connection_is_replaced_after_a_timeout() {
     .await;
     p.wait_leader(Some("l"), Duration::from_secs(3)).await;
     let s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-    let (mut c, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut c = h2_over(s).await;
     let mut get = |path: &str| {
         let req = Request::get(format!("http://{}{path}", p.addr))
             .version(http::Version::HTTP_2)

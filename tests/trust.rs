@@ -21,7 +21,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use fake::{config_for, wait_until, Fake, Proxy, Refusal, Role};
+use fake::{config_for, h2_over, wait_until, Fake, Proxy, Refusal, Role};
 use nodes::{led_by, nodes};
 use procs::metric_sum as metric;
 
@@ -291,7 +291,6 @@ async fn an_oversized_chunked_write_never_fences_the_leader() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_h2_upload_never_fences_the_leader() {
     use http_body_util::{BodyExt, StreamBody};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let l = Fake::start("l", Role::Leader).await;
     l.speak_h2c();
     let f = Fake::start("f", Role::Follower).await;
@@ -303,11 +302,7 @@ async fn an_oversized_h2_upload_never_fences_the_leader() {
     p.wait_leader(Some("l"), Duration::from_secs(3)).await;
     let changes = metric(&p.metrics().await, "leaderproxy_leader_changes_total", &[]);
     let s = TcpStream::connect(p.addr).await.unwrap();
-    let (mut c, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut c = h2_over(s).await;
     for i in 0..50 {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         for _ in 0..3 {

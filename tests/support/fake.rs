@@ -840,3 +840,46 @@ impl Fake {
         conns.len()
     }
 }
+
+/// An HTTP/2 client connection over `io`: a TCP stream (h2c, prior
+/// knowledge) or a TLS stream whose ALPN chose h2. Its driver runs on a
+/// spawned task.
+pub async fn h2_over<T, B>(io: T) -> hyper::client::conn::http2::SendRequest<B>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(io),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    tx
+}
+
+/// TLS as a client over `tcp` to the name `127.0.0.1`, trusting only
+/// `trust` and offering `alpn`.
+pub async fn tls_over(
+    tcp: tokio::net::TcpStream,
+    trust: &rustls::pki_types::CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(trust.clone()).unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+}

@@ -30,17 +30,7 @@ fn expected(followers: &[&Fake], client: &str) -> String {
     let backends: Vec<Arc<Backend>> = followers
         .iter()
         .map(|f| {
-            let cfg = BackendConfig {
-                name: f.state.name.clone(),
-                authority: f.addr.to_string().parse().unwrap(),
-                url: format!("http://{}", f.addr),
-                weight: 1,
-                h2c: false,
-                tls: None,
-                zone: None,
-                priority: 0,
-                max_connections: None,
-            };
+            let cfg = BackendConfig::plain(&f.state.name, f.addr);
             Arc::new(Backend::new(&cfg, &m, 1, 1024))
         })
         .collect();
@@ -331,14 +321,11 @@ async fn connection_without_proxy_header_is_closed_and_counted() {
 async fn changing_proxy_protocol_needs_a_restart() {
     let (p, _fakes) = cluster("", Some(PP_LISTEN)).await;
     let text = std::fs::read_to_string(&p.config_path).unwrap();
-    std::fs::write(
-        &p.config_path,
-        text.replace("proxy_protocol: true", "proxy_protocol: false"),
-    )
-    .unwrap();
-    let r = p.admin("POST", "/admin/reload").await;
+    let r = p
+        .reload_with(&text.replace("proxy_protocol: true", "proxy_protocol: false"))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let v = r.json();
     assert_eq!(
         v["notes"],
         serde_json::json!(["listen proxy_protocol changed: restart to apply"])

@@ -1,6 +1,7 @@
 //! `backends` (the static cluster nodes: name, URL, weight, zone,
 //! priority, connection cap) and `passive` (ejection of failing followers).
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -59,6 +60,25 @@ pub struct BackendConfig {
     /// `limits.max_upstream_connections_per_backend`. See
     /// [`Config::max_upstream_connections`].
     pub max_connections: Option<usize>,
+}
+
+impl BackendConfig {
+    /// A plain `http://` backend `name` at `addr` with every default, as
+    /// `{ name, url: "http://addr" }` validates to: weight 1, HTTP/1.1, no
+    /// TLS, no zone, priority 0, the default connection limit.
+    pub fn plain(name: &str, addr: SocketAddr) -> BackendConfig {
+        BackendConfig {
+            name: name.to_string(),
+            authority: addr.to_string().parse().expect("ip:port is an authority"),
+            url: format!("http://{addr}"),
+            weight: 1,
+            h2c: false,
+            tls: None,
+            zone: None,
+            priority: 0,
+            max_connections: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

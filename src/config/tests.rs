@@ -95,6 +95,21 @@ fn defaults() {
     assert!(c.routes.is_empty());
 }
 
+/// `BackendConfig::plain` is what a backend with only a name and an
+/// `http://` URL validates to.
+#[test]
+fn a_plain_backend_is_a_name_and_a_url_with_every_default() {
+    let c = parse(
+        "listen: 127.0.0.1:1\nbackends: [{name: a, url: 'http://127.0.0.1:2'}]\nleader: {path: /l, expect: {status: [200]}}\n",
+        Path::new("x.yaml"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.backends,
+        [BackendConfig::plain("a", "127.0.0.1:2".parse().unwrap())]
+    );
+}
+
 #[test]
 fn listen_may_be_a_list() {
     let text = ISSUE_CONFIG.replace(

@@ -691,6 +691,13 @@ impl Proxy {
         self.send(req).await
     }
 
+    /// Writes `yaml` over the proxy's config file and asks for a reload:
+    /// the admin API's answer (200 with `notes`, or 422 with `errors`).
+    pub async fn reload_with(&self, yaml: &str) -> Reply {
+        std::fs::write(&self.config_path, yaml).unwrap();
+        self.admin("POST", "/admin/reload").await
+    }
+
     pub async fn routing(&self) -> serde_json::Value {
         serde_json::from_slice(&self.admin("GET", "/admin/routing").await.body).unwrap()
     }
@@ -746,6 +753,11 @@ impl Reply {
 
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON; panics if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
     }
 }
 

@@ -68,13 +68,12 @@ fn issue_config_means_what_it_says() {
     assert_eq!(c.timeouts.response_headers, Duration::from_secs(30));
 }
 
+/// One backend, a leader probe, and nothing else.
+const MINIMAL: &str = "listen: 127.0.0.1:1\nbackends: [{name: a, url: 'http://127.0.0.1:2'}]\nleader: {path: /l, expect: {status: [200]}}\n";
+
 #[test]
 fn defaults() {
-    let c = parse(
-        "listen: 127.0.0.1:1\nbackends: [{name: a, url: 'http://127.0.0.1:2'}]\nleader: {path: /l, expect: {status: [200]}}\n",
-        Path::new("x.yaml"),
-    )
-    .unwrap();
+    let c = parse(MINIMAL, Path::new("x.yaml")).unwrap();
     assert_eq!(
         c.admin,
         "127.0.0.1:9901".parse().unwrap(),
@@ -99,11 +98,7 @@ fn defaults() {
 /// `http://` URL validates to.
 #[test]
 fn a_plain_backend_is_a_name_and_a_url_with_every_default() {
-    let c = parse(
-        "listen: 127.0.0.1:1\nbackends: [{name: a, url: 'http://127.0.0.1:2'}]\nleader: {path: /l, expect: {status: [200]}}\n",
-        Path::new("x.yaml"),
-    )
-    .unwrap();
+    let c = parse(MINIMAL, Path::new("x.yaml")).unwrap();
     assert_eq!(
         c.backends,
         [BackendConfig::plain("a", "127.0.0.1:2".parse().unwrap())]

@@ -36,6 +36,7 @@ pub(super) struct RawPassive {
 /// A backend node of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
+    /// Unique among the backends; the `backend` label of its metrics.
     pub name: String,
     /// `host:port` to connect to.
     pub authority: http::uri::Authority,
@@ -58,7 +59,7 @@ pub struct BackendConfig {
     /// Most connections this proxy keeps open to the backend (idle or in
     /// use, HTTP/1.1 and HTTP/2, all workers together); `None` (default):
     /// `limits.max_upstream_connections_per_backend`. See
-    /// [`Config::max_upstream_connections`].
+    /// [`Config::max_upstream_connections`](super::Config::max_upstream_connections).
     pub max_connections: Option<usize>,
 }
 
@@ -81,6 +82,8 @@ impl BackendConfig {
     }
 }
 
+/// `passive`: followers ejected after consecutive failures, for a
+/// doubling time.
 #[derive(Debug, Clone)]
 pub struct PassiveConfig {
     /// Consecutive connect failures or 5xx from a follower that eject it; default 5 (0 = off).

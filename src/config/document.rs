@@ -76,9 +76,11 @@ pub enum HttpReuse {
 /// A validated configuration with every default filled in.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The file the config was read from.
     pub source: PathBuf,
     /// The `preset` the file names; its keys are already merged in.
     pub preset: Option<String>,
+    /// The client listeners (`listen`: one address or a list).
     pub listen: Vec<SocketAddr>,
     /// Per `listen` address, in the same order: every connection starts
     /// with a PROXY protocol (v1 or v2) header. Default false.
@@ -90,7 +92,10 @@ pub struct Config {
     pub admin: SocketAddr,
     /// Worker threads, each with its own accept loop and upstream pools; default: one per core.
     pub workers: usize,
+    /// Answers carry `x-leaderproxy-backend` and `x-leaderproxy-role`;
+    /// default false.
     pub debug_headers: bool,
+    /// One `info` line per request (target `access`); default false.
     pub access_log: bool,
     /// When an upstream HTTP/1.1 connection may carry another request;
     /// default [`HttpReuse::Safe`].
@@ -101,15 +106,24 @@ pub struct Config {
     pub backends: Vec<BackendConfig>,
     /// Backends found by DNS or from the cluster's member list; default none.
     pub discovery: DiscoveryConfig,
+    /// The health probe (`health`).
     pub health: HealthConfig,
+    /// The leader probe (`leader`; required unless the preset gives it).
     pub leader: LeaderConfig,
     /// Replication positions; default none.
     pub positions: PositionsConfig,
+    /// Request classification, first match wins; default none (every
+    /// request is a write).
     pub routes: Vec<Rule>,
+    /// Where reads go (`reads`).
     pub reads: ReadsConfig,
+    /// How writes wait, are refused and re-sent (`writes`).
     pub writes: WritesConfig,
+    /// Every deadline (`timeouts`).
     pub timeouts: Timeouts,
+    /// Every size and connection cap (`limits`).
     pub limits: Limits,
+    /// Ejection of failing followers (`passive`).
     pub passive: PassiveConfig,
     /// TLS on the listeners; default none (plain HTTP/1.1 and h2c).
     pub tls: Option<TlsConfig>,

@@ -6,11 +6,13 @@ use std::fmt;
 /// One problem found in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// The file (or `LEADERPROXY_ZONE`, `preset NAME`) the problem is in.
     pub file: String,
     /// 1-based line and column, where known.
     pub at: Option<(usize, usize)>,
     /// Key path such as `backends[1].url`; empty for the whole document.
     pub key: String,
+    /// What is wrong, and how to write it instead.
     pub message: String,
 }
 

@@ -30,6 +30,7 @@ pub(super) struct RawLimits {
     max_upstream_connections_per_backend: Option<usize>,
 }
 
+/// `timeouts`: every deadline, with its default.
 #[derive(Debug, Clone)]
 pub struct Timeouts {
     /// TCP connect to a backend; default 1s.
@@ -52,6 +53,7 @@ pub struct Timeouts {
     pub client_idle: Duration,
 }
 
+/// `limits`: sizes and connection caps, with their defaults.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest request head; default 64 KiB.

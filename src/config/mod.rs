@@ -11,6 +11,8 @@
 //! `discovery.rs`, `upstream_tls.rs`, `admin_access.rs`. Every default lives
 //! in the section's file.
 
+#![warn(missing_docs)]
+
 mod admin_access;
 mod backends;
 mod certs;

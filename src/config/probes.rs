@@ -72,15 +72,20 @@ pub(super) struct RawHeaderExpect {
 pub struct Expect {
     /// Accepted status codes; `None` means any 2xx.
     pub status: Option<Vec<u16>>,
+    /// A regex the body must match; default none.
     pub body_regex: Option<regex::Regex>,
+    /// A condition on a JSON value of the body; default none.
     pub json: Option<JsonExpect>,
+    /// A header that must have exactly this value; default none.
     pub header: Option<(http::HeaderName, String)>,
 }
 
 /// A JSON pointer condition on the probe body.
 #[derive(Debug, Clone)]
 pub struct JsonExpect {
+    /// JSON pointer (RFC 6901) to the value compared.
     pub pointer: String,
+    /// What the value must be.
     pub want: JsonWant,
 }
 
@@ -96,17 +101,25 @@ pub enum JsonWant {
 /// A periodic HTTP probe.
 #[derive(Debug, Clone)]
 pub struct ProbeConfig {
+    /// Path (and query) probed on each backend; `health` default `/`.
     pub path: String,
+    /// Default GET.
     pub method: http::Method,
+    /// Request body sent with the probe; default none.
     pub body: Option<String>,
+    /// Time between probes of one backend.
     pub interval: Duration,
+    /// Longest wait for a probe answer; shorter than `interval`.
     pub timeout: Duration,
+    /// What a passing answer looks like.
     pub expect: Expect,
 }
 
 /// Health probe plus its hysteresis.
 #[derive(Debug, Clone)]
 pub struct HealthConfig {
+    /// The request and its pass condition (health default: any 2xx of
+    /// `GET /` every 1s, 500ms timeout).
     pub probe: ProbeConfig,
     /// Consecutive successes to become healthy; default 2.
     pub rise: u32,
@@ -117,6 +130,8 @@ pub struct HealthConfig {
 /// Leader probe.
 #[derive(Debug, Clone)]
 pub struct LeaderConfig {
+    /// The request and the condition only the leader's answer meets
+    /// (default interval 500ms, timeout 300ms).
     pub probe: ProbeConfig,
     /// Consecutive failed leader probes (timeout, broken answer) that drop a
     /// claim; default 2. A connect refusal or an answer that says "not the

@@ -32,6 +32,7 @@ pub enum Policy {
     IpHash,
 }
 
+/// `reads`: where reads go and how fresh they must be.
 #[derive(Debug, Clone)]
 pub struct ReadsConfig {
     /// Default `round_robin`.

@@ -16,6 +16,7 @@ pub enum Role {
 }
 
 impl Role {
+    /// The name used in YAML, metrics and logs: `read` or `write`.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Read => "read",
@@ -50,6 +51,7 @@ fn bit(m: &http::Method) -> Option<u16> {
 }
 
 impl MethodSet {
+    /// The set of `ms`.
     pub fn from_methods<'a>(ms: impl IntoIterator<Item = &'a http::Method>) -> MethodSet {
         let mut s = MethodSet::default();
         for m in ms {
@@ -82,6 +84,7 @@ impl MethodSet {
         out
     }
 
+    /// Whether `m` is in the set (no allocation).
     #[inline]
     pub fn contains(&self, m: &http::Method) -> bool {
         match bit(m) {
@@ -94,6 +97,7 @@ impl MethodSet {
 /// What a matching rule decides for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
+    /// Leader only (write) or any fresh-enough follower (read).
     pub role: Role,
     /// Time to response headers for this route instead of
     /// `timeouts.response_headers`.
@@ -128,9 +132,13 @@ impl Route {
 /// One routing rule; every condition given must match.
 #[derive(Debug, Clone)]
 pub struct Rule {
+    /// The request method is one of these; default any.
     pub methods: Option<MethodSet>,
+    /// The path starts with this; default any.
     pub path_prefix: Option<String>,
+    /// The path matches this; default any.
     pub path_regex: Option<regex::Regex>,
+    /// What a match decides.
     pub route: Route,
 }
 

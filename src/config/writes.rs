@@ -59,11 +59,14 @@ pub struct NotLeader {
 /// One status-scoped body matcher of [`NotLeader`].
 #[derive(Debug, Clone)]
 pub struct BodyRule {
+    /// Statuses the rule applies to.
     pub status: Vec<u16>,
+    /// Matched against the body (read whole, at most 64 KiB).
     pub regex: regex::Regex,
 }
 
 impl NotLeader {
+    /// Whether no refusal is recognised at all.
     pub fn is_empty(&self) -> bool {
         self.status.is_empty() && self.body.is_empty() && !self.redirect
     }
@@ -94,6 +97,7 @@ pub enum RetryAmbiguous {
     Idempotent,
 }
 
+/// `writes`: waiting for a leader, refusals, re-sends.
 #[derive(Debug, Clone)]
 pub struct WritesConfig {
     /// How long a write waits for a leader; default 5s.
@@ -103,6 +107,7 @@ pub struct WritesConfig {
     /// Write bodies up to this many bytes are kept for a re-send (when a
     /// re-send is possible at all); default 1 MiB, at most 64 MiB.
     pub replay_body_limit: u64,
+    /// How a non-leader refuses a write; default nothing recognised.
     pub not_leader: NotLeader,
     /// Default `never`.
     pub retry_ambiguous: RetryAmbiguous,

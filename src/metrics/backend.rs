@@ -11,31 +11,49 @@ use crate::config::Role;
 pub struct BackendMetrics {
     read: [IntCounter; 5],
     write: [IntCounter; 5],
+    /// `leaderproxy_upstream_connect_errors_total`.
     pub connect_errors: IntCounter,
     /// Requests refused because every connection to the backend was in use.
     pub busy: IntCounter,
+    /// `leaderproxy_upstream_timeouts_total`: no response headers in time.
     pub timeouts: IntCounter,
+    /// `leaderproxy_backend_in_flight`: requests being served right now.
     pub in_flight: IntGauge,
+    /// `leaderproxy_backend_healthy`: 1 while the health probe passes (after
+    /// rise/fall).
     pub healthy: IntGauge,
+    /// `leaderproxy_backend_is_leader`: 1 while it is the routed leader.
     pub is_leader: IntGauge,
+    /// `leaderproxy_backend_ejected`: 1 while passive health ejects it.
     pub ejected: IntGauge,
+    /// `leaderproxy_ejections_total`.
     pub ejections: IntCounter,
+    /// `leaderproxy_probe_duration_seconds{kind="health"}`.
     pub probe_health: Histogram,
+    /// `leaderproxy_probe_duration_seconds{kind="leader"}`.
     pub probe_leader: Histogram,
+    /// `leaderproxy_probe_failures_total{kind="health"}`.
     pub probe_health_failures: IntCounter,
+    /// `leaderproxy_probe_failures_total{kind="leader"}`.
     pub probe_leader_failures: IntCounter,
+    /// `leaderproxy_probe_duration_seconds{kind="position"}`.
     pub probe_position: Histogram,
+    /// `leaderproxy_probe_failures_total{kind="position"}`.
     pub probe_position_failures: IntCounter,
     /// Set by the monitor; removed while unknown.
     pub position: IntGauge,
+    /// `leaderproxy_backend_lag_positions`: behind the highest probed position.
     pub lag: IntGauge,
+    /// `leaderproxy_write_position_probes_total`.
     pub write_position_probes: IntCounter,
+    /// `leaderproxy_backend_position_decreases_total`.
     pub position_decreases: IntCounter,
     /// By [`TlsReason::ALL`] index.
     pub tls_handshake_failures: [IntCounter; 4],
 }
 
 impl BackendMetrics {
+    /// Counts one answered request of `role` by its status class.
     #[inline]
     pub fn request(&self, role: Role, status: u16) {
         let arr = match role {

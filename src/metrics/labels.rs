@@ -30,6 +30,7 @@ pub enum TlsReason {
 }
 
 impl TlsReason {
+    /// Every reason, in the order of [`BackendMetrics::tls_handshake_failures`](super::BackendMetrics::tls_handshake_failures).
     pub const ALL: [TlsReason; 4] = [
         TlsReason::Expired,
         TlsReason::UnknownCa,
@@ -37,6 +38,7 @@ impl TlsReason {
         TlsReason::Handshake,
     ];
 
+    /// The `reason` label value.
     pub fn label(self) -> &'static str {
         match self {
             TlsReason::Expired => "expired",

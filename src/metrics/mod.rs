@@ -2,6 +2,8 @@
 //! resolved once when a backend is created ([`BackendMetrics`]), so the
 //! request path never looks a label up.
 
+#![warn(missing_docs)]
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -28,12 +30,15 @@ const WAIT_BUCKETS: &[f64] = &[
 
 /// Every metric the proxy exports.
 pub struct Metrics {
+    /// Where every metric is registered; [`Metrics::render`] gathers it.
     pub registry: Registry,
     requests: IntCounterVec,
     /// `requests_total{backend="none"}`, resolved once.
     unrouted_read: [IntCounter; 5],
     unrouted_write: [IntCounter; 5],
+    /// `leaderproxy_request_duration_seconds{role="read"}`.
     pub duration_read: Histogram,
+    /// `leaderproxy_request_duration_seconds{role="write"}`.
     pub duration_write: Histogram,
     connect_errors: IntCounterVec,
     busy: IntCounterVec,
@@ -46,26 +51,52 @@ pub struct Metrics {
     probe_duration: HistogramVec,
     probe_failures: IntCounterVec,
     tls_handshake_failures: IntCounterVec,
+    /// `leaderproxy_leader_changes_total`: times the routed leader changed
+    /// (including to none).
     pub leader_changes: IntCounter,
+    /// `leaderproxy_no_leader_seconds_total`: seconds with no leader known.
     pub no_leader_seconds: prometheus::Counter,
+    /// `leaderproxy_leader_known`: 1 while a leader is known, else 0.
     pub leader_known: IntGauge,
     /// 1 while the read tier is not the local zone of the primary site.
     pub read_tier_spilled: IntGauge,
+    /// `leaderproxy_split_brain_total`: times two or more backends claimed
+    /// leadership and none could be chosen.
     pub split_brain: IntCounter,
     /// Times the discovered set was cut to `discovery.max_backends`.
     pub discovery_capped: IntCounter,
+    /// `leaderproxy_held_writes`: writes waiting for a leader right now.
     pub held_writes: IntGauge,
+    /// `leaderproxy_write_hold_seconds`: how long held writes waited.
     pub hold_wait: Histogram,
+    /// `leaderproxy_writes_resent_total`: writes sent again after a
+    /// not-leader answer or a connect failure before sending.
     pub writes_resent: IntCounter,
+    /// `leaderproxy_reads_retried_total`: reads retried on another backend.
     pub reads_retried: IntCounter,
+    /// `leaderproxy_writes_retried_ambiguous_total`: idempotent writes
+    /// re-sent after a failure that may have reached the leader.
     pub writes_retried_ambiguous: IntCounter,
+    /// `leaderproxy_leader_reprobes_total`: immediate re-probes the request
+    /// path asked for, after rate limiting.
     pub leader_reprobes: IntCounter,
+    /// `leaderproxy_replay_budget_exhausted_total`: bodies streamed without
+    /// a copy because `limits.replay_buffer_bytes` was in use.
     pub replay_budget_exhausted: IntCounter,
+    /// `leaderproxy_config_reloads_total{result="ok"}`.
     pub reloads_ok: IntCounter,
+    /// `leaderproxy_config_reloads_total{result="error"}`.
     pub reloads_error: IntCounter,
+    /// `leaderproxy_config_last_reload_success`: 1 if the last reload
+    /// succeeded, else 0.
     pub last_reload_success: IntGauge,
+    /// `leaderproxy_client_connections`: open client connections.
     pub client_connections: IntGauge,
+    /// `leaderproxy_rejected_connections_total`: client connections closed
+    /// at accept (`limits.max_connections`).
     pub rejected_connections: IntCounter,
+    /// `leaderproxy_admin_rejected_connections_total`: admin connections
+    /// closed at accept (`limits.admin_max_connections`).
     pub admin_rejected_connections: IntCounter,
     /// Connections on a `proxy_protocol` listener closed for a missing,
     /// malformed or late PROXY header.
@@ -79,10 +110,13 @@ pub struct Metrics {
     position_decreases: IntCounterVec,
     /// Sessions remembered for read-your-writes.
     pub sessions: IntGauge,
+    /// `leaderproxy_session_evictions_total`: sessions forgotten at
+    /// `reads.session.capacity`.
     pub session_evictions: IntCounter,
     /// Reads that had to see a write (`reads.consistency: read_your_writes`),
     /// by where they went: `follower` (one that had caught up) or `leader`.
     pub fresh_reads_follower: IntCounter,
+    /// `leaderproxy_fresh_reads_total{target="leader"}`.
     pub fresh_reads_leader: IntCounter,
 }
 
@@ -93,6 +127,7 @@ fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> 
 }
 
 impl Metrics {
+    /// A registry with every metric registered (and `leaderproxy_build_info`).
     pub fn new() -> Metrics {
         let r = Registry::new();
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
@@ -418,6 +453,7 @@ impl Metrics {
         &arr[class_index(status)]
     }
 
+    /// The request duration histogram of `role`.
     pub fn duration(&self, role: Role) -> &Histogram {
         match role {
             Role::Read => &self.duration_read,

@@ -32,7 +32,9 @@ const V1_PREFIX: &[u8] = b"PROXY ";
 pub enum Header {
     /// A proxied TCP connection from `source` to `destination`.
     Proxied {
+        /// The client, as the balancer saw it.
         source: SocketAddr,
+        /// The address the client connected to.
         destination: SocketAddr,
     },
     /// v2 `LOCAL`: the balancer's own connection (a health check); the
@@ -65,6 +67,7 @@ pub enum Error {
     TooLong,
     /// The peer closed the connection before the header ended.
     Closed,
+    /// Reading failed.
     Io(io::Error),
 }
 
@@ -297,6 +300,7 @@ pub struct Rewind<S> {
 }
 
 impl<S> Rewind<S> {
+    /// `prefix`, then `inner`.
     pub fn new(prefix: Bytes, inner: S) -> Rewind<S> {
         Rewind { prefix, inner }
     }

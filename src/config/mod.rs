@@ -60,6 +60,14 @@ pub use writes::{BodyRule, NotLeader, RetryAmbiguous, WritesConfig, MAX_REPLAY_B
 use validator::{PresetSource, Validator};
 
 #[cfg(test)]
+mod access_tests;
+#[cfg(test)]
+mod consistency_tests;
+#[cfg(test)]
+mod discovery_tests;
+#[cfg(test)]
 mod preset_tests;
+#[cfg(test)]
+mod shipped_tests;
 #[cfg(test)]
 mod tests;

@@ -144,6 +144,28 @@ pub struct LeaderConfig {
     pub term_pointer: Option<String>,
 }
 
+impl ProbeConfig {
+    /// A probe of `path` every `interval`, each allowed `timeout`;
+    /// `method` defaults to GET.
+    fn new(
+        path: String,
+        method: Option<Method>,
+        body: Option<String>,
+        interval: Duration,
+        timeout: Duration,
+        expect: Expect,
+    ) -> ProbeConfig {
+        ProbeConfig {
+            path,
+            method: method.map_or(http::Method::GET, |m| m.0),
+            body,
+            interval,
+            timeout,
+            expect,
+        }
+    }
+}
+
 impl LeaderConfig {
     /// Stands in for a missing `leader` while the rest is validated; never
     /// part of a valid config.
@@ -220,14 +242,7 @@ impl Validator {
         }
         let expect = self.expect("health.expect", raw.expect.unwrap_or_default());
         HealthConfig {
-            probe: ProbeConfig {
-                path,
-                method: raw.method.map_or(http::Method::GET, |m| m.0),
-                body: raw.body,
-                interval,
-                timeout,
-                expect,
-            },
+            probe: ProbeConfig::new(path, raw.method, raw.body, interval, timeout, expect),
             rise,
             fall,
         }
@@ -274,14 +289,7 @@ impl Validator {
             );
         }
         LeaderConfig {
-            probe: ProbeConfig {
-                path,
-                method: raw.method.map_or(http::Method::GET, |m| m.0),
-                body: raw.body,
-                interval,
-                timeout,
-                expect,
-            },
+            probe: ProbeConfig::new(path, raw.method, raw.body, interval, timeout, expect),
             fall,
             fast_interval,
             term_pointer: raw.term.map(|t| t.pointer.0),

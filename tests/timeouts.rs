@@ -15,17 +15,16 @@ mod nodes;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fake::{h2_over, wait_until, Proxy};
+use fake::{h2_over, serve_auto, wait_until, Proxy};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use nodes::{led_by, nodes, reading_from};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -335,31 +334,22 @@ async fn h2c_backend() -> (SocketAddr, H2Seen) {
     let addr = l.local_addr().unwrap();
     let seen: H2Seen = Arc::default();
     let seen2 = seen.clone();
-    let conns = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let conn = conns.fetch_add(1, Ordering::Relaxed);
-            let seen = seen2.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let seen = seen.clone();
-                    async move {
-                        let path = req.uri().path().to_string();
-                        if req.version() == http::Version::HTTP_2 {
-                            seen.lock().unwrap().push((conn, path.clone()));
-                        }
-                        if let Some(ms) = path.strip_prefix("/sleep/") {
-                            let ms: u64 = ms.parse().unwrap_or(0);
-                            tokio::time::sleep(Duration::from_millis(ms)).await;
-                        }
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(path))))
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
+    serve_auto(l, move |conn| {
+        let seen = seen2.clone();
+        service_fn(move |req: Request<Incoming>| {
+            let seen = seen.clone();
+            async move {
+                let path = req.uri().path().to_string();
+                if req.version() == http::Version::HTTP_2 {
+                    seen.lock().unwrap().push((conn, path.clone()));
+                }
+                if let Some(ms) = path.strip_prefix("/sleep/") {
+                    let ms: u64 = ms.parse().unwrap_or(0);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(path))))
+            }
+        })
     });
     (addr, seen)
 }

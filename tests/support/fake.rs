@@ -895,3 +895,32 @@ pub async fn tls_over(
         .connect(name, tcp)
         .await
 }
+
+/// Serves every connection `l` accepts with HTTP/1.1 or h2c (hyper's auto
+/// builder: like etcd, both on one port), each on its own task; `svc(n)`
+/// is the service of the `n`-th connection (0, 1, ...).
+pub fn serve_auto<F, S, B>(l: TcpListener, mut svc: F)
+where
+    F: FnMut(usize) -> S + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((s, _)) = l.accept().await {
+            let svc = svc(n);
+            n += 1;
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(TokioIo::new(s), svc)
+                .await;
+            });
+        }
+    });
+}

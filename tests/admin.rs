@@ -6,12 +6,15 @@
 mod admin;
 #[path = "support/fake.rs"]
 mod fake;
+#[path = "support/nodes.rs"]
+mod nodes;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use admin::{post_as, served_connection};
 use fake::{config_for, wait_until, Fake, Proxy, Reply, Role, TempDir};
+use nodes::nodes;
 
 /// The value of one unlabelled series in Prometheus text; 0 when absent.
 fn series(text: &str, name: &str) -> f64 {
@@ -64,7 +67,7 @@ async fn a_write_held_at_shutdown_still_reaches_a_new_leader() {
 fn assert_unauthorized(r: &Reply) {
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(r.headers[http::header::WWW_AUTHENTICATE], "Bearer");
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let v = r.json();
     assert_eq!(v["error"], "unauthorized");
     assert!(v["message"].as_str().unwrap().contains("Bearer"), "{v}");
 }
@@ -81,8 +84,7 @@ async fn with_token(fakes: &[&Fake], token: &str) -> Proxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_changing_admin_endpoints_need_the_token_and_the_rest_stays_open() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f = Fake::start("f", Role::Follower).await;
+    let [l, f] = nodes(["l", "f"]).await;
     let p = with_token(&[&l, &f], "  tok-123\n").await;
     p.wait_leader(Some("l"), Duration::from_secs(3)).await;
 
@@ -148,7 +150,7 @@ async fn a_reload_rotates_the_token_and_a_broken_token_file_keeps_the_old_one() 
     std::fs::write(&token_file, "\n").unwrap();
     let r = post_as(&p, "/admin/reload", "Bearer new-token").await;
     assert_eq!(r.status, 422, "{}", r.text());
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let v = r.json();
     let line = 1 + std::fs::read_to_string(&p.config_path)
         .unwrap()
         .lines()
@@ -205,14 +207,11 @@ async fn a_non_loopback_admin_address_needs_a_token_or_admin_insecure() {
 
     // A running proxy refuses to reload into it and keeps serving.
     let p = Proxy::start(&config_for(&[&l], "")).await;
-    std::fs::write(
-        &p.config_path,
-        config_for(&[&l], "").replace("admin: 127.0.0.1:0", "admin: '[::]:9901'"),
-    )
-    .unwrap();
-    let r = p.admin("POST", "/admin/reload").await;
+    let r = p
+        .reload_with(&config_for(&[&l], "").replace("admin: 127.0.0.1:0", "admin: '[::]:9901'"))
+        .await;
     assert_eq!(r.status, 422, "{}", r.text());
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let v = r.json();
     assert_eq!(
         v["errors"],
         serde_json::json!([format!(

@@ -5,19 +5,21 @@
 
 #[path = "support/fake.rs"]
 mod fake;
+#[path = "support/nodes.rs"]
+mod nodes;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fake::{config_for, wait_until, Fake, Proxy, Role};
+use fake::{config_for, h2_over, tls_over, wait_until, Fake, Proxy, Role};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use leaderproxy::balance::Picker;
 use leaderproxy::config::{BackendConfig, Policy};
 use leaderproxy::metrics::Metrics;
 use leaderproxy::routing::Backend;
+use nodes::nodes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -28,18 +30,7 @@ fn expected(followers: &[&Fake], client: &str) -> String {
     let backends: Vec<Arc<Backend>> = followers
         .iter()
         .map(|f| {
-            let cfg = BackendConfig {
-                name: f.state.name.clone(),
-                authority: f.addr.to_string().parse().unwrap(),
-                url: format!("http://{}", f.addr),
-                weight: 1,
-                h2c: false,
-                tls: None,
-                zone: None,
-                priority: 0,
-                max_connections: None,
-                tcp: None,
-            };
+            let cfg = BackendConfig::plain(&f.state.name, f.addr);
             Arc::new(Backend::new(&cfg, &m, 1, 1024))
         })
         .collect();
@@ -259,11 +250,7 @@ async fn proxy_protocol_v1_and_v2_give_the_client_address() {
     // h2 (prior knowledge) behind a v2 header, two requests on the connection.
     let mut s = TcpStream::connect(p.addr).await.unwrap();
     s.write_all(&v2_tcp4([203, 0, 113, 9], 7000)).await.unwrap();
-    let (mut tx, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut tx = h2_over(s).await;
     for _ in 0..2 {
         let req = http::Request::get(format!("http://{}/h2", p.addr))
             .body(Full::new(Bytes::new()))
@@ -334,14 +321,11 @@ async fn connection_without_proxy_header_is_closed_and_counted() {
 async fn changing_proxy_protocol_needs_a_restart() {
     let (p, _fakes) = cluster("", Some(PP_LISTEN)).await;
     let text = std::fs::read_to_string(&p.config_path).unwrap();
-    std::fs::write(
-        &p.config_path,
-        text.replace("proxy_protocol: true", "proxy_protocol: false"),
-    )
-    .unwrap();
-    let r = p.admin("POST", "/admin/reload").await;
+    let r = p
+        .reload_with(&text.replace("proxy_protocol: true", "proxy_protocol: false"))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let v = r.json();
     assert_eq!(
         v["notes"],
         serde_json::json!(["listen proxy_protocol changed: restart to apply"])
@@ -353,9 +337,7 @@ async fn changing_proxy_protocol_needs_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_behind_a_proxy_header() {
-    use rustls::pki_types::ServerName;
-    let l = Fake::start("l", Role::Leader).await;
-    let f = Fake::start("f", Role::Follower).await;
+    let [l, f] = nodes(["l", "f"]).await;
     let dir = fake::TempDir::new();
     let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
     std::fs::write(dir.0.join("a.crt"), c.cert.pem()).unwrap();
@@ -366,27 +348,10 @@ async fn tls_behind_a_proxy_header() {
     p.keep_dir(dir);
     p.wait_leader(Some("l"), Duration::from_secs(3)).await;
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(c.cert.der().clone()).unwrap();
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec()];
     let mut tcp = TcpStream::connect(p.addr).await.unwrap();
     tcp.write_all(&v1("203.0.113.10", 4444)).await.unwrap();
-    let s = tokio_rustls::TlsConnector::from(Arc::new(tls))
-        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
-        .await
-        .unwrap();
-    let (mut tx, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let s = tls_over(tcp, c.cert.der(), &[b"h2"]).await.unwrap();
+    let mut tx = h2_over(s).await;
     let req = http::Request::get(format!("https://127.0.0.1:{}/tls", p.addr.port()))
         .body(Full::new(Bytes::new()))
         .unwrap();

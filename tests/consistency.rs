@@ -678,14 +678,10 @@ async fn a_reload_starts_position_probes() {
             .load(std::sync::atomic::Ordering::Relaxed),
         0
     );
-    std::fs::write(
-        &p.config_path,
-        c.config(&format!(
-            "{POSITIONS}reads: {{ consistency: read_your_writes }}\n"
-        )),
-    )
-    .unwrap();
-    assert_eq!(p.admin("POST", "/admin/reload").await.status, 200);
+    let ryw = c.config(&format!(
+        "{POSITIONS}reads: {{ consistency: read_your_writes }}\n"
+    ));
+    assert_eq!(p.reload_with(&ryw).await.status, 200);
     wait_every_backend(&p, WITHIN, "positions in /admin/routing", |b| {
         b["position"].is_u64()
     })
@@ -737,8 +733,7 @@ async fn a_reload_applies_the_session_capacity() {
         assert_eq!(w.status, 200);
     }
     assert_eq!(metric(&p.metrics().await, "leaderproxy_sessions "), 2.0);
-    std::fs::write(&p.config_path, cfg(10)).unwrap();
-    assert_eq!(p.admin("POST", "/admin/reload").await.status, 200);
+    assert_eq!(p.reload_with(&cfg(10)).await.status, 200);
     assert_eq!(metric(&p.metrics().await, "leaderproxy_sessions "), 0.0);
     for s in ["a", "b", "c", "d"] {
         send(&p, "PUT", "/kv/c", s, &[("x-session-id", s.to_string())]).await;

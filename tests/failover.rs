@@ -3,18 +3,19 @@
 
 #[path = "support/fake.rs"]
 mod fake;
+#[path = "support/nodes.rs"]
+mod nodes;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use fake::{config_for, wait_until, Fake, Proxy, Refusal, Role};
+use nodes::{led_by, nodes};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_dying_mid_request_is_not_replayed() {
-    let a = Fake::start("a", Role::Leader).await;
-    let b = Fake::start("b", Role::Follower).await;
-    let p = Proxy::start(&config_for(&[&a, &b], "writes: { hold: 3s }\n")).await;
-    p.wait_leader(Some("a"), Duration::from_secs(3)).await;
+    let [a, b] = nodes(["a", "b"]).await;
+    let p = led_by(&[&a, &b], "writes: { hold: 3s }\n", "a").await;
     a.state.delay_ms.store(400, Ordering::Relaxed);
     let kill = async {
         // The write has reached `a` (it is sleeping on it) when `a` dies.
@@ -38,15 +39,10 @@ async fn leader_dying_mid_request_is_not_replayed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_failure_to_a_dead_leader_is_resent_to_the_new_one() {
-    let a = Fake::start("a", Role::Leader).await;
-    let b = Fake::start("b", Role::Follower).await;
+    let [a, b] = nodes(["a", "b"]).await;
     // Slow probes: the proxy learns of the death from the failed write itself.
-    let p = Proxy::start(&config_for(
-        &[&a, &b],
-        "leader: { path: /leader, interval: 1s, timeout: 200ms, expect: { status: [200] } }\nhealth: { path: /health, interval: 1s, timeout: 200ms }\nwrites: { hold: 3s }\n",
-    ))
-    .await;
-    p.wait_leader(Some("a"), Duration::from_secs(3)).await;
+    let p = led_by(&[&a, &b],
+        "leader: { path: /leader, interval: 1s, timeout: 200ms, expect: { status: [200] } }\nhealth: { path: /health, interval: 1s, timeout: 200ms }\nwrites: { hold: 3s }\n", "a").await;
     a.kill();
     b.set_role(Role::Leader);
     let start = Instant::now();
@@ -64,16 +60,11 @@ async fn connect_failure_to_a_dead_leader_is_resent_to_the_new_one() {
 }
 
 async fn not_leader_case(refusal: Refusal, extra: &str) {
-    let a = Fake::start("a", Role::Leader).await;
-    let b = Fake::start("b", Role::Follower).await;
+    let [a, b] = nodes(["a", "b"]).await;
     b.set_refusal(refusal);
     *b.state.redirect_to.lock().unwrap() = Some(a.addr);
-    let p = Proxy::start(&config_for(
-        &[&a, &b],
-        &format!("leader: {{ path: /leader, interval: 1s, timeout: 200ms, expect: {{ status: [200] }} }}\n{extra}"),
-    ))
-    .await;
-    p.wait_leader(Some("a"), Duration::from_secs(3)).await;
+    let p = led_by(&[&a, &b],
+        &format!("leader: {{ path: /leader, interval: 1s, timeout: 200ms, expect: {{ status: [200] }} }}\n{extra}"), "a").await;
     // Leadership moves to b... but the proxy has not probed yet; b says "not leader"
     // to nothing, a is demoted and refuses.
     a.set_role(Role::Follower);
@@ -120,14 +111,8 @@ async fn redirect_to_a_backend_is_followed_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_over_the_replay_limit_is_not_resent() {
-    let a = Fake::start("a", Role::Leader).await;
-    let b = Fake::start("b", Role::Follower).await;
-    let p = Proxy::start(&config_for(
-        &[&a, &b],
-        "leader: { path: /leader, interval: 1s, timeout: 200ms, expect: { status: [200] } }\nwrites: { hold: 2s, replay_body_limit: 1KiB, not_leader: { status: [403] } }\n",
-    ))
-    .await;
-    p.wait_leader(Some("a"), Duration::from_secs(3)).await;
+    let [a, b] = nodes(["a", "b"]).await;
+    let p = led_by(&[&a, &b], "leader: { path: /leader, interval: 1s, timeout: 200ms, expect: { status: [200] } }\nwrites: { hold: 2s, replay_body_limit: 1KiB, not_leader: { status: [403] } }\n", "a").await;
     a.set_role(Role::Follower);
     a.set_refusal(Refusal::Status403);
     b.set_role(Role::Leader);
@@ -142,8 +127,7 @@ async fn body_over_the_replay_limit_is_not_resent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_claimants_without_term_route_no_writes() {
-    let a = Fake::start("a", Role::Leader).await;
-    let b = Fake::start("b", Role::Follower).await;
+    let [a, b] = nodes(["a", "b"]).await;
     *b.state.claim_override.lock().unwrap() = Some(true);
     let p = Proxy::start(&config_for(&[&a, &b], "writes: { hold: 300ms }\n")).await;
     wait_until(Duration::from_secs(3), "split brain seen", || async {
@@ -167,17 +151,12 @@ async fn two_claimants_without_term_route_no_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_claimants_higher_term_wins() {
-    let a = Fake::start("a", Role::Leader).await;
-    let b = Fake::start("b", Role::Follower).await;
+    let [a, b] = nodes(["a", "b"]).await;
     *b.state.claim_override.lock().unwrap() = Some(true);
     a.state.term.store(4, Ordering::Relaxed);
     b.state.term.store(5, Ordering::Relaxed);
-    let p = Proxy::start(&config_for(
-        &[&a, &b],
-        "leader: { path: /leader, interval: 50ms, timeout: 40ms, expect: { status: [200] }, term: { pointer: /term } }\n",
-    ))
-    .await;
-    p.wait_leader(Some("b"), Duration::from_secs(3)).await;
+    let p = led_by(&[&a, &b],
+        "leader: { path: /leader, interval: 50ms, timeout: 40ms, expect: { status: [200] }, term: { pointer: /term } }\n", "b").await;
     assert_eq!(p.routing().await["leader"]["term"], 5);
     for i in 0..5 {
         assert_eq!(
@@ -190,10 +169,8 @@ async fn two_claimants_higher_term_wins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deposed_leader_connections_are_not_reused_for_writes() {
-    let a = Fake::start("a", Role::Leader).await;
-    let b = Fake::start("b", Role::Follower).await;
-    let p = Proxy::start(&config_for(&[&a, &b], "")).await;
-    p.wait_leader(Some("a"), Duration::from_secs(3)).await;
+    let [a, b] = nodes(["a", "b"]).await;
+    let p = led_by(&[&a, &b], "", "a").await;
     for i in 0..4 {
         assert_eq!(p.put(&format!("/k{i}")).await.status, 200);
     }
@@ -224,16 +201,14 @@ async fn deposed_leader_connections_are_not_reused_for_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_retry_once_on_another_follower() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f1 = Fake::start("f1", Role::Follower).await;
-    let f2 = Fake::start("f2", Role::Follower).await;
+    let [l, f1, f2] = nodes(["l", "f1", "f2"]).await;
     f1.state.fail_status.store(503, Ordering::Relaxed);
-    let p = Proxy::start(&config_for(
+    let p = led_by(
         &[&l, &f1, &f2],
         "passive: { consecutive_failures: 0 }\n",
-    ))
+        "l",
+    )
     .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
     for i in 0..6 {
         let r = p.get(&format!("/r{i}")).await;
         assert_eq!(r.status, 200);
@@ -248,17 +223,11 @@ async fn reads_retry_once_on_another_follower() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passive_health_ejects_a_failing_follower_but_never_more_than_half() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f1 = Fake::start("f1", Role::Follower).await;
-    let f2 = Fake::start("f2", Role::Follower).await;
+    let [l, f1, f2] = nodes(["l", "f1", "f2"]).await;
     f1.state.fail_status.store(500, Ordering::Relaxed);
     f2.state.fail_status.store(500, Ordering::Relaxed);
-    let p = Proxy::start(&config_for(
-        &[&l, &f1, &f2],
-        "reads: { retry: false }\npassive: { consecutive_failures: 3, base_ejection: 10s, max_ejection_percent: 50 }\n",
-    ))
-    .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let p = led_by(&[&l, &f1, &f2],
+        "reads: { retry: false }\npassive: { consecutive_failures: 3, base_ejection: 10s, max_ejection_percent: 50 }\n", "l").await;
     for i in 0..12 {
         p.get(&format!("/r{i}")).await;
     }
@@ -299,15 +268,14 @@ async fn hold_is_bounded_by_max_held() {
 /// must not lift the fence (only a probe begun after it can).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_from_a_probe_begun_before_the_fence_does_not_unfence() {
-    let a = Fake::start("a", Role::Leader).await;
-    let b = Fake::start("b", Role::Follower).await;
-    let p = Proxy::start(&config_for(
+    let [a, b] = nodes(["a", "b"]).await;
+    let p = led_by(
         &[&a, &b],
         "leader: { path: /leader, interval: 2s, timeout: 1s, expect: { status: [200] } }\n\
          writes: { hold: 300ms, not_leader: { status: [403] } }\n",
-    ))
+        "a",
+    )
     .await;
-    p.wait_leader(Some("a"), Duration::from_secs(3)).await;
     // The next leader probe of a is answered 400ms after it arrives: it
     // claims (a keeps claiming in every probe answer) ...
     *a.state.claim_override.lock().unwrap() = Some(true);
@@ -346,15 +314,9 @@ async fn a_claim_from_a_probe_begun_before_the_fence_does_not_unfence() {
 /// next leader like a write, not answered 502.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_on_the_leader_is_held_through_a_failover() {
-    let a = Fake::start("a", Role::Leader).await;
-    let b = Fake::start("b", Role::Follower).await;
-    let p = Proxy::start(&config_for(
-        &[&a, &b],
-        "reads: { consistency: read_your_writes, session: { cookie: sid }, after_write_window: 10s }\n\
-         writes: { hold: 3s }\n",
-    ))
-    .await;
-    p.wait_leader(Some("a"), Duration::from_secs(3)).await;
+    let [a, b] = nodes(["a", "b"]).await;
+    let p = led_by(&[&a, &b], "reads: { consistency: read_your_writes, session: { cookie: sid }, after_write_window: 10s }\n\
+         writes: { hold: 3s }\n", "a").await;
     let with_session = |method: &str| {
         http::Request::builder()
             .method(method)

@@ -6,20 +6,34 @@
 
 #[path = "support/fake.rs"]
 mod fake;
+#[path = "support/nodes.rs"]
+mod nodes;
 
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use fake::{config_for, Fake, Proxy, Role};
+use fake::{Fake, Proxy};
+use nodes::{led_by, nodes};
 
 async fn setup(extra: &str) -> (Fake, Fake, Proxy) {
-    let l = Fake::start("l", Role::Leader).await;
-    let f = Fake::start("f", Role::Follower).await;
-    let p = Proxy::start(&config_for(&[&l, &f], extra)).await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let [l, f] = nodes(["l", "f"]).await;
+    let p = led_by(&[&l, &f], extra, "l").await;
     (l, f, p)
+}
+
+/// [`exchange`] with 3s for the answer and the close.
+async fn send(addr: std::net::SocketAddr, bytes: &[u8]) -> (String, bool) {
+    exchange(addr, bytes, Duration::from_secs(3)).await
+}
+
+/// Sends `bytes`: the answer has `status`, and the proxy closes the
+/// connection after it (within 3s).
+async fn answered_then_closed(addr: std::net::SocketAddr, bytes: &[u8], status: u16) {
+    let (out, closed) = send(addr, bytes).await;
+    assert!(out.starts_with(&format!("HTTP/1.1 {status} ")), "{out}");
+    assert!(closed);
 }
 
 /// Sends `bytes`, then reads until the proxy closes (or `within` passes).
@@ -53,7 +67,7 @@ async fn hostile_heads_get_their_status_and_reach_no_backend() {
         ("501 ", b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"),
     ];
     for (want, req) in cases {
-        let (out, closed) = exchange(p.addr, req, Duration::from_secs(3)).await;
+        let (out, closed) = send(p.addr, req).await;
         let shown = String::from_utf8_lossy(req);
         assert!(
             out.starts_with(&format!("HTTP/1.1 {want}")),
@@ -63,13 +77,13 @@ async fn hostile_heads_get_their_status_and_reach_no_backend() {
         assert!(closed, "{shown:?}: the connection stayed open");
     }
     let long_line = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000));
-    let (out, _) = exchange(p.addr, long_line.as_bytes(), Duration::from_secs(3)).await;
+    let (out, _) = send(p.addr, long_line.as_bytes()).await;
     assert!(out.starts_with("HTTP/1.1 414 "), "{out}");
     let big_head = format!(
         "GET /a HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
         "b".repeat(70_000)
     );
-    let (out, _) = exchange(p.addr, big_head.as_bytes(), Duration::from_secs(3)).await;
+    let (out, _) = send(p.addr, big_head.as_bytes()).await;
     assert!(out.starts_with("HTTP/1.1 431 "), "{out}");
     assert_eq!(
         l.count() + f.count(),
@@ -81,12 +95,7 @@ async fn hostile_heads_get_their_status_and_reach_no_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     let (_l, f, p) = setup("").await;
-    let (out, _) = exchange(
-        p.addr,
-        b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\nGET /three HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        Duration::from_secs(3),
-    )
-    .await;
+    let (out, _) = send(p.addr, b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\nGET /three HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     let one = out.find("f GET /one").expect(&out);
     let two = out.find("f GET /two").expect(&out);
     let three = out.find("f GET /three").expect(&out);
@@ -119,17 +128,15 @@ async fn expect_continue_http10_and_head() {
     assert_eq!(l.seen().last().unwrap().body_len, 5);
 
     // HTTP/1.0: answered, then closed.
-    let (out, closed) =
-        exchange(p.addr, b"GET /old HTTP/1.0\r\n\r\n", Duration::from_secs(3)).await;
+    let (out, closed) = send(p.addr, b"GET /old HTTP/1.0\r\n\r\n").await;
     assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
     assert!(out.contains("connection: close"), "{out}");
     assert!(closed);
 
     // HEAD: the backend's length describes the representation; no body follows.
-    let (out, _) = exchange(
+    let (out, _) = send(
         p.addr,
         b"HEAD /bytes/1000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        Duration::from_secs(3),
     )
     .await;
     assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
@@ -179,14 +186,12 @@ async fn expect_continue_with_a_chunked_body_and_past_the_limit() {
     assert!(got.starts_with("HTTP/1.1 200 "), "{got}");
     assert_eq!(l.seen().last().unwrap().body_len, 5);
     // A declared length past the limit: 413 at once, never a 100.
-    let (out, closed) = exchange(
+    answered_then_closed(
         p.addr,
         b"PUT /k HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n",
-        Duration::from_secs(3),
+        413,
     )
     .await;
-    assert!(out.starts_with("HTTP/1.1 413 "), "{out}");
-    assert!(closed);
     assert_eq!(l.count(), 1, "the refused request reached the leader");
 }
 
@@ -197,7 +202,7 @@ async fn framing_and_routing_fields_out() {
     let (raw, _heads) = upgrade_proxy().await;
     for (path, length) in [("/204", None), ("/304", None), ("/304/length", Some(10))] {
         let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        let (out, _) = exchange(raw.addr, req.as_bytes(), Duration::from_secs(3)).await;
+        let (out, _) = send(raw.addr, req.as_bytes()).await;
         assert!(
             out.starts_with(&format!("HTTP/1.1 {} ", &path[1..4])),
             "{out}"
@@ -212,15 +217,14 @@ async fn framing_and_routing_fields_out() {
         }
     }
     // HTTP/1.0 without Host: forwarded as 1.1 with the backend's authority.
-    let (out, _) = exchange(p.addr, b"GET /old HTTP/1.0\r\n\r\n", Duration::from_secs(3)).await;
+    let (out, _) = send(p.addr, b"GET /old HTTP/1.0\r\n\r\n").await;
     assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
     let seen = f.seen().last().unwrap().clone();
     assert_eq!(seen.headers["host"], f.addr.to_string().as_str());
     // Absolute form: its authority is the Host (RFC 9112 §3.2.2).
-    let (out, _) = exchange(
+    let (out, _) = send(
         p.addr,
         b"GET http://db.example:2379/abs HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n",
-        Duration::from_secs(3),
     )
     .await;
     assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
@@ -229,13 +233,9 @@ async fn framing_and_routing_fields_out() {
     assert_eq!(seen.headers["host"], "db.example:2379");
     assert_eq!(seen.headers["x-forwarded-host"], "db.example:2379");
     // Request trailers carry no framing, routing or hop-by-hop fields.
-    let (out, _) = exchange(
-        p.addr,
-        b"PUT /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\nConnection: close\r\n\r\n\
+    let (out, _) = send(p.addr, b"PUT /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\nConnection: close\r\n\r\n\
           5\r\nhello\r\n0\r\nX-Sum: 1\r\nContent-Length: 3\r\nHost: evil\r\nTransfer-Encoding: chunked\r\n\
-          Connection: x-listed\r\nX-Listed: 1\r\nKeep-Alive: 1\r\nTE: trailers\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n",
-        Duration::from_secs(3),
-    )
+          Connection: x-listed\r\nX-Listed: 1\r\nKeep-Alive: 1\r\nTE: trailers\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n")
     .await;
     assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
     let seen = l.seen().last().unwrap().clone();
@@ -270,7 +270,7 @@ async fn slow_clients_are_cut() {
     let (_l, f, p) = setup("timeouts: { header_read: 300ms, client_idle: 300ms }\n").await;
     // No byte at all: closed after header_read, counted from accept.
     let t = Instant::now();
-    let (out, closed) = exchange(p.addr, b"", Duration::from_secs(3)).await;
+    let (out, closed) = send(p.addr, b"").await;
     assert!(closed && out.is_empty(), "{out}");
     assert!(
         t.elapsed() >= Duration::from_millis(250),
@@ -278,21 +278,11 @@ async fn slow_clients_are_cut() {
         t.elapsed()
     );
     // Half a head: the same.
-    let (out, closed) = exchange(
-        p.addr,
-        b"GET /slow HTTP/1.1\r\nHost:",
-        Duration::from_secs(3),
-    )
-    .await;
+    let (out, closed) = send(p.addr, b"GET /slow HTTP/1.1\r\nHost:").await;
     assert!(closed && out.is_empty(), "{out}");
     // Keep-alive: one answer, then closed after client_idle.
     let t = Instant::now();
-    let (out, closed) = exchange(
-        p.addr,
-        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
-        Duration::from_secs(3),
-    )
-    .await;
+    let (out, closed) = send(p.addr, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
     assert!(closed, "the idle keep-alive connection stayed open");
     assert!(
@@ -433,12 +423,8 @@ async fn an_upgrade_answered_without_101_stays_http() {
     let (p, heads) = upgrade_proxy().await;
     // The next request is pipelined right behind the upgrade request: it
     // must be parsed and forwarded as HTTP, not relayed byte for byte.
-    let (out, closed) = exchange(
-        p.addr,
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: refuse\r\n\r\n\
-          GET /ws/next HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: close\r\n\r\n",
-        Duration::from_secs(3),
-    )
+    let (out, closed) = send(p.addr, b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: refuse\r\n\r\n\
+          GET /ws/next HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\nConnection: close\r\n\r\n")
     .await;
     assert!(closed, "{out}");
     assert!(out.starts_with("HTTP/1.1 426 "), "{out}");
@@ -533,12 +519,10 @@ async fn an_upgrade_on_an_upgrade_route_becomes_a_tunnel() {
         .unwrap();
     assert_eq!(&tmp[..n], b"WORLD");
     // On a route without `upgrade: true` the same request is 501.
-    let (out, closed) = exchange(
+    answered_then_closed(
         p.addr,
         b"GET /other HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
-        Duration::from_secs(3),
+        501,
     )
     .await;
-    assert!(out.starts_with("HTTP/1.1 501 "), "{out}");
-    assert!(closed);
 }

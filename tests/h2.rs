@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fake::{wait_until, Proxy as FakeProxy};
+use fake::{h2_over, serve_auto, wait_until, Proxy as FakeProxy};
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming};
@@ -34,64 +34,54 @@ async fn grpc_backend(leader: bool) -> (SocketAddr, Arc<Mutex<Vec<SeenReq>>>) {
     let addr = l.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let seen2 = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let (s, _) = l.accept().await.unwrap();
-            let seen = seen2.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let seen = seen.clone();
-                    async move {
-                        let path = req.uri().path().to_string();
-                        type B = http_body_util::combinators::BoxBody<Bytes, Infallible>;
-                        let resp: Response<B> = match path.as_str() {
-                            "/health" => {
-                                Response::new(Full::new(Bytes::from_static(b"ok")).boxed())
-                            }
-                            "/leader" => {
-                                let mut r = Response::new(Full::new(Bytes::new()).boxed());
-                                *r.status_mut() = if leader {
-                                    http::StatusCode::OK
-                                } else {
-                                    http::StatusCode::FORBIDDEN
-                                };
-                                r
-                            }
-                            _ => {
-                                seen.lock().unwrap().push(SeenReq {
-                                    version: req.version(),
-                                    path: path.clone(),
-                                    te: req
-                                        .headers()
-                                        .get("te")
-                                        .map(|v| v.to_str().unwrap().to_string()),
-                                    authority: req.uri().authority().map(|a| a.to_string()),
-                                });
-                                let _ = req.into_body().collect().await;
-                                let mut trailers = HeaderMap::new();
-                                trailers.insert("grpc-status", "0".parse().unwrap());
-                                trailers.insert("grpc-message", "fine".parse().unwrap());
-                                let frames = Frames(
-                                    [
-                                        Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi")),
-                                        Frame::trailers(trailers),
-                                    ]
-                                    .into(),
-                                );
-                                let mut r = Response::new(frames.boxed());
-                                r.headers_mut()
-                                    .insert("content-type", "application/grpc".parse().unwrap());
-                                r
-                            }
+    serve_auto(l, move |_| {
+        let seen = seen2.clone();
+        service_fn(move |req: Request<Incoming>| {
+            let seen = seen.clone();
+            async move {
+                let path = req.uri().path().to_string();
+                type B = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+                let resp: Response<B> = match path.as_str() {
+                    "/health" => Response::new(Full::new(Bytes::from_static(b"ok")).boxed()),
+                    "/leader" => {
+                        let mut r = Response::new(Full::new(Bytes::new()).boxed());
+                        *r.status_mut() = if leader {
+                            http::StatusCode::OK
+                        } else {
+                            http::StatusCode::FORBIDDEN
                         };
-                        Ok::<_, Infallible>(resp)
+                        r
                     }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
+                    _ => {
+                        seen.lock().unwrap().push(SeenReq {
+                            version: req.version(),
+                            path: path.clone(),
+                            te: req
+                                .headers()
+                                .get("te")
+                                .map(|v| v.to_str().unwrap().to_string()),
+                            authority: req.uri().authority().map(|a| a.to_string()),
+                        });
+                        let _ = req.into_body().collect().await;
+                        let mut trailers = HeaderMap::new();
+                        trailers.insert("grpc-status", "0".parse().unwrap());
+                        trailers.insert("grpc-message", "fine".parse().unwrap());
+                        let frames = Frames(
+                            [
+                                Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi")),
+                                Frame::trailers(trailers),
+                            ]
+                            .into(),
+                        );
+                        let mut r = Response::new(frames.boxed());
+                        r.headers_mut()
+                            .insert("content-type", "application/grpc".parse().unwrap());
+                        r
+                    }
+                };
+                Ok::<_, Infallible>(resp)
+            }
+        })
     });
     (addr, seen)
 }
@@ -130,11 +120,7 @@ fn config(backends: &[(&str, SocketAddr, bool)]) -> String {
 /// An h2c (prior knowledge) client connection to the proxy.
 async fn h2_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
     let s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    tx
+    h2_over(s).await
 }
 
 fn grpc_request(addr: SocketAddr, path: &str) -> Request<Full<Bytes>> {

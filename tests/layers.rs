@@ -33,6 +33,7 @@ const LAYERS: &[&str] = &[
     "discovery", // DNS and member lists -> desired backend sets
     "consistency", // sessions, freshness
     "proxy",    // the core: read, write, errors -> responses
+    "tcp",      // raw TCP listeners: route, hold, copy, close on a leader change
     "tls",      // the listener's rustls config
     "h2_conn",  // an HTTP/2 client connection: open streams, its deadlines
     "server",   // listeners, workers, the HTTP/1.1 server loop, h2 via hyper

@@ -55,7 +55,7 @@ async fn not_ready_until_something_can_be_routed() {
     .await;
     let r = p.admin("GET", "/readyz").await;
     assert_eq!(r.status, 503);
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let v = r.json();
     assert_eq!(v["ready"], false);
     assert_eq!(v["reason"], "no leader and no healthy follower");
     l.revive().await;
@@ -119,8 +119,7 @@ async fn reload_applies_valid_config_and_keeps_old_one_on_error() {
     let conns_before = l.state.accepted.load(Ordering::Relaxed);
 
     // Broken config: rejected, old one keeps serving.
-    std::fs::write(&p.config_path, "listen: 127.0.0.1:0\nbackends: []\n").unwrap();
-    let r = p.admin("POST", "/admin/reload").await;
+    let r = p.reload_with("listen: 127.0.0.1:0\nbackends: []\n").await;
     assert_eq!(r.status, 422, "{}", r.text());
     assert!(
         r.text().contains("leaderproxy.yaml"),
@@ -139,8 +138,7 @@ async fn reload_applies_valid_config_and_keeps_old_one_on_error() {
     );
 
     // Valid config adding f2: it starts probing and gets reads; l keeps its state.
-    std::fs::write(&p.config_path, one(&[&l, &f1, &f2])).unwrap();
-    let r = p.admin("POST", "/admin/reload").await;
+    let r = p.reload_with(&one(&[&l, &f1, &f2])).await;
     assert_eq!(r.status, 200, "{}", r.text());
     wait_until(Duration::from_secs(3), "f2 is a follower", || async {
         p.routing().await["followers"].as_array().unwrap().len() == 2

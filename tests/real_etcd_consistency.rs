@@ -94,7 +94,7 @@ use std::time::{Duration, Instant};
 
 use etcd::{b64, unb64, EtcdCluster};
 use pairs::{
-    assert_every_position_probed, backend_of, run_pairs, wait_a_follower_position, wait_backend,
+    assert_every_position_probed, backend_of, run_pairs, run_slow_pairs, wait_backend,
     wait_every_position, Pair, Pairs,
 };
 use procs::{spawn_proxy, wait_for, wait_some, HttpConn, HttpResponse, ProxyProc};
@@ -393,22 +393,21 @@ fn read_your_writes(api: Api, preset: &str) {
     // A read whose write a follower's probed position has reached is
     // served by a follower, and sees the write.
     let mut conn = HttpConn::new(&ryw.listen, TIMEOUT);
-    let h = [("X-Session-Id", "slow")];
-    for i in 0..SLOW_PAIRS {
-        let (key, value) = (format!("lp/slow{i}"), format!("w{i}"));
-        let w = api.write(&mut conn, &key, &value, &h);
-        let pos = api.answer_position(&w, &value);
-        wait_a_follower_position(
-            &ryw,
-            &names,
-            &leader,
-            pos,
-            "a follower's probed position reaches the write",
-        );
-        let r = api.read(&mut conn, &key, &h);
-        assert_eq!(api.read_value(&r).as_deref(), Some(value.as_str()));
-        assert_ne!(backend_of(&r), leader, "a fresh follower serves the read");
-    }
+    run_slow_pairs(
+        &ryw,
+        &mut conn,
+        &names,
+        &leader,
+        SLOW_PAIRS,
+        |conn, i, value, h| {
+            let w = api.write(conn, &format!("lp/slow{i}"), value, h);
+            api.answer_position(&w, value)
+        },
+        |conn, i, h| {
+            let r = api.read(conn, &format!("lp/slow{i}"), h);
+            (api.read_value(&r), backend_of(&r))
+        },
+    );
 
     // Once its followers caught up, a session's reads go back to them.
     let h = [("X-Session-Id", "s0")];

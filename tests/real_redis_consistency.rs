@@ -68,8 +68,8 @@ mod table;
 use std::time::{Duration, Instant};
 
 use pairs::{
-    assert_every_position_probed, backend_of, run_pairs, wait_a_follower_position,
-    wait_every_position, Pair, Pairs,
+    assert_every_position_probed, backend_of, run_pairs, run_slow_pairs, wait_every_position, Pair,
+    Pairs,
 };
 use procs::{spawn_proxy, HttpConn, ProxyProc};
 use redis::RedisCluster;
@@ -216,21 +216,15 @@ fn redis_webdis_read_your_writes() {
     // A read whose write a replica's probed offset has reached is served by
     // a replica, and sees the write.
     let mut conn = HttpConn::new(&ryw.listen, TIMEOUT);
-    let h = [("X-Session-Id", "slow")];
-    for i in 0..SLOW_PAIRS {
-        let (key, value) = (format!("lp:slow{i}"), format!("w{i}"));
-        let pos = set(&mut conn, &key, &value, &h).expect("a position");
-        wait_a_follower_position(
-            &ryw,
-            &names,
-            &primary,
-            pos,
-            "a replica's probed offset reaches the write",
-        );
-        let (v, backend) = get(&mut conn, &key, &h);
-        assert_eq!(v.as_deref(), Some(value.as_str()));
-        assert_ne!(backend, primary, "a fresh replica serves the read");
-    }
+    run_slow_pairs(
+        &ryw,
+        &mut conn,
+        &names,
+        &primary,
+        SLOW_PAIRS,
+        |conn, i, value, h| set(conn, &format!("lp:slow{i}"), value, h).expect("a position"),
+        |conn, i, h| get(conn, &format!("lp:slow{i}"), h),
+    );
     let via_follower = ryw.metric_sum("leaderproxy_fresh_reads_total", &[("target", "follower")]);
     let via_leader = ryw.metric_sum("leaderproxy_fresh_reads_total", &[("target", "leader")]);
     println!(

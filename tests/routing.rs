@@ -4,20 +4,20 @@
 
 #[path = "support/fake.rs"]
 mod fake;
+#[path = "support/nodes.rs"]
+mod nodes;
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fake::{config_for, tally, wait_until, Fake, Proxy, Role};
 use http_body_util::Full;
+use nodes::{led_by, nodes};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_only_reach_the_leader() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f1 = Fake::start("f1", Role::Follower).await;
-    let f2 = Fake::start("f2", Role::Follower).await;
-    let p = Proxy::start(&config_for(&[&l, &f1, &f2], "")).await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let [l, f1, f2] = nodes(["l", "f1", "f2"]).await;
+    let p = led_by(&[&l, &f1, &f2], "", "l").await;
     for i in 0..30 {
         let method = ["PUT", "POST", "DELETE", "PATCH"][i % 4];
         let r = p.req(method, &format!("/k/{i}"), "v").await;
@@ -30,15 +30,8 @@ async fn writes_only_reach_the_leader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_split_exactly_over_two_equal_followers() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f1 = Fake::start("f1", Role::Follower).await;
-    let f2 = Fake::start("f2", Role::Follower).await;
-    let p = Proxy::start(&config_for(
-        &[&l, &f1, &f2],
-        "reads: { policy: round_robin }\n",
-    ))
-    .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let [l, f1, f2] = nodes(["l", "f1", "f2"]).await;
+    let p = led_by(&[&l, &f1, &f2], "reads: { policy: round_robin }\n", "l").await;
     let mut replies = Vec::new();
     for i in 0..20 {
         replies.push(p.get(&format!("/r/{i}")).await);
@@ -51,9 +44,7 @@ async fn reads_split_exactly_over_two_equal_followers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weighted_round_robin_gives_twice_the_share() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f1 = Fake::start("f1", Role::Follower).await;
-    let f2 = Fake::start("f2", Role::Follower).await;
+    let [l, f1, f2] = nodes(["l", "f1", "f2"]).await;
     let cfg = config_for(&[&l, &f1, &f2], "").replace(
         &format!("{{ name: f2, url: \"http://{}\" }}", f2.addr),
         &format!("{{ name: f2, url: \"http://{}\", weight: 2 }}", f2.addr),
@@ -70,15 +61,14 @@ async fn weighted_round_robin_gives_twice_the_share() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_flip_reroutes_writes_within_two_probe_intervals() {
-    let a = Fake::start("a", Role::Leader).await;
-    let b = Fake::start("b", Role::Follower).await;
+    let [a, b] = nodes(["a", "b"]).await;
     let interval = Duration::from_millis(200);
-    let p = Proxy::start(&config_for(
+    let p = led_by(
         &[&a, &b],
         "leader: { path: /leader, interval: 200ms, timeout: 100ms, expect: { status: [200] } }\n",
-    ))
+        "a",
+    )
     .await;
-    p.wait_leader(Some("a"), Duration::from_secs(3)).await;
     assert_eq!(p.put("/k/before").await.backend().as_deref(), Some("a"));
     let flipped = Instant::now();
     a.set_role(Role::Follower);
@@ -110,11 +100,8 @@ async fn leader_flip_reroutes_writes_within_two_probe_intervals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_follower_stops_receiving_reads() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f1 = Fake::start("f1", Role::Follower).await;
-    let f2 = Fake::start("f2", Role::Follower).await;
-    let p = Proxy::start(&config_for(&[&l, &f1, &f2], "")).await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let [l, f1, f2] = nodes(["l", "f1", "f2"]).await;
+    let p = led_by(&[&l, &f1, &f2], "", "l").await;
     f2.kill();
     wait_until(Duration::from_secs(2), "f2 marked down", || async {
         p.routing().await["backends"][2]["role"] == "down"
@@ -187,10 +174,8 @@ async fn held_write_goes_out_when_a_leader_appears() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_mib_bodies_arrive_intact_both_ways() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f = Fake::start("f", Role::Follower).await;
-    let p = Proxy::start(&config_for(&[&l, &f], "")).await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let [l, f] = nodes(["l", "f"]).await;
+    let p = led_by(&[&l, &f], "", "l").await;
     let body: Vec<u8> = (0..8 * 1024 * 1024u32)
         .map(|i| (i * 7 % 256) as u8)
         .collect();
@@ -214,10 +199,8 @@ async fn eight_mib_bodies_arrive_intact_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_headers_do_not_reach_the_backend() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f = Fake::start("f", Role::Follower).await;
-    let p = Proxy::start(&config_for(&[&l, &f], "")).await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let [l, f] = nodes(["l", "f"]).await;
+    let p = led_by(&[&l, &f], "", "l").await;
     let req = http::Request::builder()
         .method("PUT")
         .uri(format!("http://{}/k", p.addr))
@@ -264,18 +247,16 @@ async fn hop_by_hop_headers_do_not_reach_the_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_connections_prefers_the_idle_follower() {
-    let l = Fake::start("l", Role::Leader).await;
-    let slow = Fake::start("slow", Role::Follower).await;
-    let fast = Fake::start("fast", Role::Follower).await;
+    let [l, slow, fast] = nodes(["l", "slow", "fast"]).await;
     slow.state
         .delay_ms
         .store(300, std::sync::atomic::Ordering::Relaxed);
-    let p = Proxy::start(&config_for(
+    let p = led_by(
         &[&l, &slow, &fast],
         "reads: { policy: least_connections }\n",
-    ))
+        "l",
+    )
     .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
     // Four concurrent reads: the slow follower holds one, so the rest go to the fast one.
     let first = p.get("/r/0");
     let rest = async {
@@ -297,8 +278,7 @@ async fn least_connections_prefers_the_idle_follower() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_body_is_refused_with_413() {
     let l = Fake::start("l", Role::Leader).await;
-    let p = Proxy::start(&config_for(&[&l], "limits: { max_body_bytes: 1KiB }\n")).await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let p = led_by(&[&l], "limits: { max_body_bytes: 1KiB }\n", "l").await;
     let r = p.req("POST", "/k", vec![0u8; 2048]).await;
     assert_eq!(r.status, 413);
     assert_eq!(l.count(), 0);
@@ -307,10 +287,8 @@ async fn oversized_body_is_refused_with_413() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicting_content_length_and_transfer_encoding_cannot_smuggle() {
     use std::io::{Read, Write};
-    let l = Fake::start("l", Role::Leader).await;
-    let f = Fake::start("f", Role::Follower).await;
-    let p = Proxy::start(&config_for(&[&l, &f], "")).await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let [l, f] = nodes(["l", "f"]).await;
+    let p = led_by(&[&l, &f], "", "l").await;
     let addr = p.addr;
     let out = tokio::task::spawn_blocking(move || {
         let mut s = std::net::TcpStream::connect(addr).unwrap();

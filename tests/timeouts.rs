@@ -10,20 +10,22 @@
 
 #[path = "support/fake.rs"]
 mod fake;
+#[path = "support/nodes.rs"]
+mod nodes;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fake::{config_for, wait_until, Fake, Proxy, Role};
+use fake::{h2_over, serve_auto, wait_until, Proxy};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use nodes::{led_by, nodes, reading_from};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The value of one series (`name` or `name{labels}`) in a Prometheus scrape.
@@ -34,21 +36,10 @@ fn metric(scrape: &str, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("no series {series} in:\n{scrape}"))
 }
 
-/// Waits until `name` is a read candidate.
-async fn wait_follower(p: &Proxy, name: &str) {
-    wait_until(
-        Duration::from_secs(5),
-        &format!("{name} a follower"),
-        || async {
-            p.routing().await["followers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|f| f == name)
-        },
-    )
-    .await;
-}
+/// Reads of paths ending in `/lp` are `long_poll`; other GETs are plain reads.
+const LONG_POLL_ROUTES: &str = "routes:\n\
+    \x20 - { methods: [GET], path_regex: \"/lp$\", to: read, long_poll: true }\n\
+    \x20 - { methods: [GET], to: read }\n";
 
 /// The `error` code of a proxy-made JSON answer.
 fn error_code(body: &[u8]) -> String {
@@ -78,18 +69,17 @@ async fn get_streamed(p: &Proxy, path: &str) -> (u16, Result<Bytes, String>) {
 async fn route_timeout_overrides_response_headers() {
     // Checked: with `ctx.opts` using `cfg.timeouts.response_headers` and
     // ignoring `route.timeout`, the read on the `/slow` route got a 504.
-    let a = Fake::start("a", Role::Leader).await;
-    let b = Fake::start("b", Role::Follower).await;
-    let p = Proxy::start(&config_for(
+    let [a, b] = nodes(["a", "b"]).await;
+    let p = reading_from(
         &[&a, &b],
         "routes:\n\
          \x20 - { methods: [GET], path_regex: \"/slow$\", to: read, timeout: 2s }\n\
          \x20 - { methods: [GET], to: read }\n\
          timeouts: { response_headers: 300ms }\n\
          reads: { retry: false }\n",
-    ))
+        "b",
+    )
     .await;
-    wait_follower(&p, "b").await;
 
     let r = p.get("/sleep/600/slow").await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -110,21 +100,20 @@ async fn route_timeout_overrides_response_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_poll_timeouts_do_not_eject_a_follower_but_normal_ones_do() {
     // Checked: with `long_poll: r.long_poll` replaced by `false` in
-    // src/config/mod.rs, the first two long-poll timeouts ejected b (the
+    // src/config/routes.rs, the first two long-poll timeouts ejected b (the
     // third went to the leader instead).
-    let a = Fake::start("a", Role::Leader).await;
-    let b = Fake::start("b", Role::Follower).await;
-    let p = Proxy::start(&config_for(
+    let [a, b] = nodes(["a", "b"]).await;
+    let p = reading_from(
         &[&a, &b],
-        "routes:\n\
-         \x20 - { methods: [GET], path_regex: \"/lp$\", to: read, long_poll: true }\n\
-         \x20 - { methods: [GET], to: read }\n\
-         timeouts: { response_headers: 300ms }\n\
-         passive: { consecutive_failures: 2, max_ejection_percent: 100 }\n\
-         reads: { retry: false }\n",
-    ))
+        &format!(
+            "{LONG_POLL_ROUTES}\
+             timeouts: {{ response_headers: 300ms }}\n\
+             passive: {{ consecutive_failures: 2, max_ejection_percent: 100 }}\n\
+             reads: {{ retry: false }}\n"
+        ),
+        "b",
+    )
     .await;
-    wait_follower(&p, "b").await;
     let ejections = "leaderproxy_ejections_total{backend=\"b\"}";
 
     for _ in 0..3 {
@@ -157,17 +146,13 @@ async fn body_idle_cuts_silent_response_bodies_except_on_long_poll_routes() {
     // Checked: with the `idle.expired(cx)` branch of `DownBody::poll_frame`
     // disabled, the 1s drip completed (no error); with `long_poll: r.long_poll`
     // replaced by `false`, the long-poll drip was cut.
-    let a = Fake::start("a", Role::Leader).await;
-    let b = Fake::start("b", Role::Follower).await;
-    let p = Proxy::start(&config_for(
+    let [a, b] = nodes(["a", "b"]).await;
+    let p = reading_from(
         &[&a, &b],
-        "routes:\n\
-         \x20 - { methods: [GET], path_regex: \"/lp$\", to: read, long_poll: true }\n\
-         \x20 - { methods: [GET], to: read }\n\
-         timeouts: { body_idle: 300ms }\n",
-    ))
+        &format!("{LONG_POLL_ROUTES}timeouts: {{ body_idle: 300ms }}\n"),
+        "b",
+    )
     .await;
-    wait_follower(&p, "b").await;
 
     let (slow, fast, long_poll) = tokio::join!(
         get_streamed(&p, "/drip/3/1000"),
@@ -238,19 +223,18 @@ async fn a_client_stalling_its_body_gets_408_and_the_leader_is_not_blamed() {
     // within the deadline; with `failed()` in src/proxy/forward.rs sorting
     // every error as `Cause::Transport`, the streamed write fenced the leader
     // (leader_changes_total moved from 1 to 3).
-    let a = Fake::start("a", Role::Leader).await;
-    let b = Fake::start("b", Role::Follower).await;
+    let [a, b] = nodes(["a", "b"]).await;
     // not_leader rules make the proxy keep bodies up to 16 bytes (read
     // before sending); larger ones are streamed to the leader as they come.
     // (The leader probe is spelled out: config_for takes "not_leader:" for it.)
-    let p = Proxy::start(&config_for(
+    let p = led_by(
         &[&a, &b],
         "leader: { path: /leader, interval: 50ms, timeout: 40ms, expect: { status: [200] } }\n\
          timeouts: { body_idle: 300ms }\n\
          writes: { hold: 2s, replay_body_limit: 16, not_leader: { status: [403] } }\n",
-    ))
+        "a",
+    )
     .await;
-    p.wait_leader(Some("a"), Duration::from_secs(3)).await;
     let changes = "leaderproxy_leader_changes_total";
     let before = metric(&p.metrics().await, changes);
 
@@ -292,18 +276,17 @@ async fn a_client_stalling_its_body_gets_408_and_the_leader_is_not_blamed() {
 async fn idle_upstream_connections_are_closed_by_the_sweep() {
     // Checked: with the `sweep_idle` task not spawned in
     // `server::serve_worker`, b kept three open connections until the deadline.
-    let a = Fake::start("a", Role::Leader).await;
-    let b = Fake::start("b", Role::Follower).await;
+    let [a, b] = nodes(["a", "b"]).await;
     // Slow probes: their short-lived connections to b rarely overlap a check.
-    let p = Proxy::start(&config_for(
+    let p = reading_from(
         &[&a, &b],
         "health: { path: /health, interval: 500ms, timeout: 200ms, rise: 1, fall: 3 }\n\
          leader: { path: /leader, interval: 500ms, timeout: 200ms, expect: { status: [200] } }\n\
          timeouts: { upstream_idle: 300ms }\n\
          reads: { retry: false }\n",
-    ))
+        "b",
+    )
     .await;
-    wait_follower(&p, "b").await;
 
     // Three requests at once need three upstream connections.
     let (r1, r2, r3) = tokio::join!(
@@ -351,31 +334,22 @@ async fn h2c_backend() -> (SocketAddr, H2Seen) {
     let addr = l.local_addr().unwrap();
     let seen: H2Seen = Arc::default();
     let seen2 = seen.clone();
-    let conns = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let conn = conns.fetch_add(1, Ordering::Relaxed);
-            let seen = seen2.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let seen = seen.clone();
-                    async move {
-                        let path = req.uri().path().to_string();
-                        if req.version() == http::Version::HTTP_2 {
-                            seen.lock().unwrap().push((conn, path.clone()));
-                        }
-                        if let Some(ms) = path.strip_prefix("/sleep/") {
-                            let ms: u64 = ms.parse().unwrap_or(0);
-                            tokio::time::sleep(Duration::from_millis(ms)).await;
-                        }
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(path))))
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
+    serve_auto(l, move |conn| {
+        let seen = seen2.clone();
+        service_fn(move |req: Request<Incoming>| {
+            let seen = seen.clone();
+            async move {
+                let path = req.uri().path().to_string();
+                if req.version() == http::Version::HTTP_2 {
+                    seen.lock().unwrap().push((conn, path.clone()));
+                }
+                if let Some(ms) = path.strip_prefix("/sleep/") {
+                    let ms: u64 = ms.parse().unwrap_or(0);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(path))))
+            }
+        })
     });
     (addr, seen)
 }
@@ -398,11 +372,7 @@ async fn h2_upstream_connection_is_replaced_after_a_timeout() {
     .await;
     p.wait_leader(Some("l"), Duration::from_secs(3)).await;
     let s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-    let (mut c, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut c = h2_over(s).await;
     let mut get = |path: &str| {
         let req = Request::get(format!("http://{}{path}", p.addr))
             .version(http::Version::HTTP_2)
@@ -444,17 +414,16 @@ async fn a_stalled_upload_past_response_headers_is_still_the_clients_fault() {
     // not a 504 at response_headers that blames the backend.
     // Checked: before `response_head` in src/proxy/forward.rs (plain
     // timeout from the start of sending), this got 504 upstream_timeout.
-    let a = Fake::start("a", Role::Leader).await;
-    let b = Fake::start("b", Role::Follower).await;
-    let p = Proxy::start(&config_for(
+    let [a, b] = nodes(["a", "b"]).await;
+    let p = reading_from(
         &[&a, &b],
         "routes: [ { methods: [POST], path_prefix: /query, to: read } ]\n\
          timeouts: { response_headers: 300ms, body_idle: 800ms }\n\
          passive: { consecutive_failures: 1, max_ejection_percent: 100 }\n\
          reads: { retry: false }\n",
-    ))
+        "b",
+    )
     .await;
-    wait_follower(&p, "b").await;
     let mut half = b"POST /query HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n".to_vec();
     half.extend_from_slice(&[b'x'; 50]);
     let (status, body) = raw_exchange(p.addr, &half, Duration::from_secs(3)).await;
@@ -470,16 +439,15 @@ async fn response_headers_counts_from_the_end_of_a_streamed_body() {
     // and the backend still has only response_headers after the body.
     // Checked: before `response_head` in src/proxy/forward.rs, the steady
     // upload was answered 504 (and its connection closed mid-body).
-    let a = Fake::start("a", Role::Leader).await;
-    let b = Fake::start("b", Role::Follower).await;
-    let p = Proxy::start(&config_for(
+    let [a, b] = nodes(["a", "b"]).await;
+    let p = reading_from(
         &[&a, &b],
         "routes: [ { methods: [POST], to: read } ]\n\
          timeouts: { response_headers: 300ms, body_idle: 800ms }\n\
          reads: { retry: false }\n",
-    ))
+        "b",
+    )
     .await;
-    wait_follower(&p, "b").await;
     let upload = |path: &'static str| async move {
         let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
         let head = format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\n");

@@ -4,16 +4,18 @@
 
 #[path = "support/fake.rs"]
 mod fake;
+#[path = "support/nodes.rs"]
+mod nodes;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fake::{config_for, Fake, Proxy, Role};
+use fake::{config_for, h2_over, tls_over, Fake, Proxy, Role};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::{CertificateDer, ServerName};
+use hyper_util::rt::TokioIo;
+use nodes::nodes;
+use rustls::pki_types::CertificateDer;
 
 /// A fresh self-signed certificate for 127.0.0.1, written as PEM files.
 fn self_signed(dir: &Path, tag: &str) -> (CertificateDer<'static>, String) {
@@ -33,20 +35,8 @@ async fn connect(
     trust: &CertificateDer<'static>,
     alpn: &[&[u8]],
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, std::io::Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(trust.clone()).unwrap();
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     let tcp = tokio::net::TcpStream::connect(addr).await?;
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
-        .await
+    tls_over(tcp, trust, alpn).await
 }
 
 /// Starts a proxy whose config file lives next to the certificate files.
@@ -60,8 +50,7 @@ async fn start_with_tls(fakes: &[&Fake]) -> (Proxy, CertificateDer<'static>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_and_h2_over_tls_with_forwarded_proto() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f = Fake::start("f", Role::Follower).await;
+    let [l, f] = nodes(["l", "f"]).await;
     let (p, cert) = start_with_tls(&[&l, &f]).await;
     p.wait_leader(Some("l"), Duration::from_secs(3)).await;
 
@@ -85,11 +74,7 @@ async fn http1_and_h2_over_tls_with_forwarded_proto() {
     // h2 chosen by ALPN.
     let tls = connect(p.addr, &cert, &[b"h2", b"http/1.1"]).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut tx, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut tx = h2_over(tls).await;
     let req = http::Request::get(format!("https://127.0.0.1:{}/r", p.addr.port()))
         .body(Full::new(Bytes::new()))
         .unwrap();

@@ -8,6 +8,8 @@
 
 #[path = "support/fake.rs"]
 mod fake;
+#[path = "support/nodes.rs"]
+mod nodes;
 
 #[path = "support/procs.rs"]
 mod procs;
@@ -19,7 +21,8 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use fake::{config_for, wait_until, Fake, Proxy, Refusal, Role};
+use fake::{config_for, h2_over, wait_until, Fake, Proxy, Refusal, Role};
+use nodes::{led_by, nodes};
 use procs::metric_sum as metric;
 
 /// CPU time (user + system, in clock ticks) of this process's thread named
@@ -74,8 +77,7 @@ fn status_of(resp: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_before_the_first_probe_round_waits_without_spinning() {
-    let l = Fake::start("l", Role::Leader).await;
-    let slow = Fake::start("slow", Role::Follower).await;
+    let [l, slow] = nodes(["l", "slow"]).await;
     // Routing is not ready until `slow` has answered both probes (~400ms);
     // the leader is known long before that.
     slow.state.probe_delay_ms.store(400, Ordering::Relaxed);
@@ -166,16 +168,15 @@ async fn abuse(p: &Proxy, i: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abusive_clients_cannot_depose_the_leader() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f = Fake::start("f", Role::Follower).await;
-    let p = Proxy::start(&config_for(
+    let [l, f] = nodes(["l", "f"]).await;
+    let p = led_by(
         &[&l, &f],
         "writes: { hold: 3s }\n\
          limits: { max_body_bytes: 64KiB }\n\
          timeouts: { response_headers: 200ms }\n",
-    ))
+        "l",
+    )
     .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
     let before = p.metrics().await;
     let changes = metric(&before, "leaderproxy_leader_changes_total", &[]);
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -254,10 +255,8 @@ async fn abusive_clients_cannot_depose_the_leader() {
 /// once in eight tries, so try many times.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_chunked_write_never_fences_the_leader() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f = Fake::start("f", Role::Follower).await;
-    let p = Proxy::start(&config_for(&[&l, &f], "limits: { max_body_bytes: 4KiB }\n")).await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let [l, f] = nodes(["l", "f"]).await;
+    let p = led_by(&[&l, &f], "limits: { max_body_bytes: 4KiB }\n", "l").await;
     let changes = metric(&p.metrics().await, "leaderproxy_leader_changes_total", &[]);
     let mut req = b"POST /big HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..3 {
@@ -292,7 +291,6 @@ async fn an_oversized_chunked_write_never_fences_the_leader() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_h2_upload_never_fences_the_leader() {
     use http_body_util::{BodyExt, StreamBody};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let l = Fake::start("l", Role::Leader).await;
     l.speak_h2c();
     let f = Fake::start("f", Role::Follower).await;
@@ -304,11 +302,7 @@ async fn an_oversized_h2_upload_never_fences_the_leader() {
     p.wait_leader(Some("l"), Duration::from_secs(3)).await;
     let changes = metric(&p.metrics().await, "leaderproxy_leader_changes_total", &[]);
     let s = TcpStream::connect(p.addr).await.unwrap();
-    let (mut c, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut c = h2_over(s).await;
     for i in 0..50 {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         for _ in 0..3 {
@@ -341,10 +335,8 @@ async fn an_oversized_h2_upload_never_fences_the_leader() {
 /// 502). Only a new connection failing is evidence that fences at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pooled_connection_closed_under_a_write_asks_a_probe_not_a_fence() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f = Fake::start("f", Role::Follower).await;
-    let p = Proxy::start(&config_for(&[&l, &f], "writes: { hold: 3s }\n")).await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let [l, f] = nodes(["l", "f"]).await;
+    let p = led_by(&[&l, &f], "writes: { hold: 3s }\n", "l").await;
     let m = p.metrics().await;
     let changes = metric(&m, "leaderproxy_leader_changes_total", &[]);
     let reprobes = metric(&m, "leaderproxy_leader_reprobes_total", &[]);
@@ -371,14 +363,13 @@ async fn a_pooled_connection_closed_under_a_write_asks_a_probe_not_a_fence() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_slow_leader_probe_keeps_the_leader() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f = Fake::start("f", Role::Follower).await;
-    let p = Proxy::start(&config_for(
+    let [l, f] = nodes(["l", "f"]).await;
+    let p = led_by(
         &[&l, &f],
         "leader: { path: /leader, interval: 100ms, timeout: 60ms, expect: { status: [200] } }\n",
-    ))
+        "l",
+    )
     .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
     let changes = metric(&p.metrics().await, "leaderproxy_leader_changes_total", &[]);
     // One leader probe answered too late ...
     l.state.leader_probe_delay_ms.store(150, Ordering::Relaxed);
@@ -420,16 +411,11 @@ async fn one_slow_leader_probe_keeps_the_leader() {
 /// Leader `a` and follower `b`, both at term 5, behind a proxy reading
 /// terms at `/term` (leader probes every 50ms, writes held 600ms).
 async fn leader_and_follower_at_term_5() -> (Fake, Fake, Proxy) {
-    let a = Fake::start("a", Role::Leader).await;
-    let b = Fake::start("b", Role::Follower).await;
+    let [a, b] = nodes(["a", "b"]).await;
     a.state.term.store(5, Ordering::Relaxed);
     b.state.term.store(5, Ordering::Relaxed);
-    let p = Proxy::start(&config_for(
-        &[&a, &b],
-        "leader: { path: /leader, interval: 50ms, timeout: 40ms, expect: { status: [200] }, term: { pointer: /term } }\nwrites: { hold: 600ms }\n",
-    ))
-    .await;
-    p.wait_leader(Some("a"), Duration::from_secs(3)).await;
+    let p = led_by(&[&a, &b],
+        "leader: { path: /leader, interval: 50ms, timeout: 40ms, expect: { status: [200] }, term: { pointer: /term } }\nwrites: { hold: 600ms }\n", "a").await;
     (a, b, p)
 }
 
@@ -483,16 +469,15 @@ async fn a_campaigning_follower_does_not_block_the_leader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_upload_goes_to_the_leader_current_when_it_is_sent() {
-    let l1 = Fake::start("l1", Role::Leader).await;
-    let l2 = Fake::start("l2", Role::Follower).await;
+    let [l1, l2] = nodes(["l1", "l2"]).await;
     // A copy is kept (not_leader is set), so the body is read before sending;
     // followers here accept writes (like etcd's, which forward them).
-    let p = Proxy::start(&config_for(
+    let p = led_by(
         &[&l1, &l2],
         "writes: { hold: 3s, not_leader: { status: [403] } }\n",
-    ))
+        "l1",
+    )
     .await;
-    p.wait_leader(Some("l1"), Duration::from_secs(3)).await;
     let mut s = TcpStream::connect(p.addr).await.unwrap();
     s.write_all(b"PUT /slow HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nhello")
         .await
@@ -522,12 +507,12 @@ async fn a_redirect_to_a_drained_backend_is_not_followed() {
     *a.state.claim_override.lock().unwrap() = Some(true);
     a.set_refusal(Refusal::Redirect);
     *a.state.redirect_to.lock().unwrap() = Some(c.addr);
-    let p = Proxy::start(&config_for(
+    let p = led_by(
         &[&a, &c],
         "writes: { hold: 3s, not_leader: { redirect: true } }\n",
-    ))
+        "a",
+    )
     .await;
-    p.wait_leader(Some("a"), Duration::from_secs(3)).await;
     let r = p.admin("POST", "/admin/backends/c/drain").await;
     assert_eq!(r.status, 200);
     let fix = async {
@@ -550,18 +535,13 @@ async fn a_redirect_to_a_drained_backend_is_not_followed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_write_is_released_one_fast_interval_after_the_election() {
-    let a = Fake::start("a", Role::Leader).await;
-    let b = Fake::start("b", Role::Follower).await;
+    let [a, b] = nodes(["a", "b"]).await;
     // Slow normal probing: without the fast interval, b's claim would be
     // seen up to a second late.
-    let p = Proxy::start(&config_for(
-        &[&a, &b],
+    let p = led_by(&[&a, &b],
         "leader: { path: /leader, interval: 1s, timeout: 200ms, fast_interval: 25ms, expect: { status: [200] } }\n\
          health: { path: /health, interval: 1s, timeout: 200ms, rise: 1, fall: 3 }\n\
-         writes: { hold: 5s }\n",
-    ))
-    .await;
-    p.wait_leader(Some("a"), Duration::from_secs(3)).await;
+         writes: { hold: 5s }\n", "a").await;
     // The leader steps down; nobody leads (the proxy learns it at a probe).
     a.set_role(Role::Follower);
     p.wait_leader(None, Duration::from_secs(3)).await;
@@ -591,15 +571,14 @@ async fn a_held_write_is_released_one_fast_interval_after_the_election() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_are_kept_for_a_resend_only_within_the_budget() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f = Fake::start("f", Role::Follower).await;
-    let p = Proxy::start(&config_for(
+    let [l, f] = nodes(["l", "f"]).await;
+    let p = led_by(
         &[&l, &f],
         "writes: { hold: 3s, replay_body_limit: 48KiB, not_leader: { status: [403] } }\n\
          limits: { replay_buffer_bytes: 48KiB }\n",
-    ))
+        "l",
+    )
     .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
     let body = Bytes::from(vec![b'x'; 40 << 10]);
     // The first write holds 40KiB of the 48KiB budget while the leader sleeps
     // on it; the second one does not fit and streams without a copy.
@@ -640,10 +619,8 @@ async fn ambiguous_case_at(
     method: &str,
     path: &str,
 ) -> (fake::Reply, Fake, Fake, Proxy) {
-    let l1 = Fake::start("l1", Role::Leader).await;
-    let l2 = Fake::start("l2", Role::Follower).await;
-    let p = Proxy::start(&config_for(&[&l1, &l2], extra)).await;
-    p.wait_leader(Some("l1"), Duration::from_secs(3)).await;
+    let [l1, l2] = nodes(["l1", "l2"]).await;
+    let p = led_by(&[&l1, &l2], extra, "l1").await;
     let elect = async {
         wait_until(Duration::from_secs(2), "l1 applied the write", || async {
             l1.count() >= 1
@@ -705,10 +682,8 @@ async fn a_route_decides_idempotency_whatever_the_method() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declared_trailers_pass_through() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f = Fake::start("f", Role::Follower).await;
-    let p = Proxy::start(&config_for(&[&l, &f], "")).await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let [l, f] = nodes(["l", "f"]).await;
+    let p = led_by(&[&l, &f], "", "l").await;
     let req = http::Request::builder()
         .method("GET")
         .uri(format!("http://{}/trailers", p.addr))
@@ -739,30 +714,23 @@ async fn declared_trailers_pass_through() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_retry_never_repeats_the_failed_backend() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f = Fake::start("f", Role::Follower).await;
+    let [l, f] = nodes(["l", "f"]).await;
     f.state.fail_status.store(503, Ordering::Relaxed);
-    let p = Proxy::start(&config_for(
-        &[&l, &f],
-        "passive: { consecutive_failures: 0 }\n",
-    ))
-    .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let p = led_by(&[&l, &f], "passive: { consecutive_failures: 0 }\n", "l").await;
     let r = p.get("/r").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.backend().as_deref(), Some("l"), "retried on the leader");
     assert_eq!((f.count(), l.count()), (1, 1));
 
     // Without fallback to the leader there is nowhere else: the answer stands.
-    let l = Fake::start("l", Role::Leader).await;
-    let f = Fake::start("f", Role::Follower).await;
+    let [l, f] = nodes(["l", "f"]).await;
     f.state.fail_status.store(503, Ordering::Relaxed);
-    let p = Proxy::start(&config_for(
+    let p = led_by(
         &[&l, &f],
         "passive: { consecutive_failures: 0 }\nreads: { fallback_to_leader: false }\n",
-    ))
+        "l",
+    )
     .await;
-    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
     let r = p.get("/r").await;
     assert_eq!(r.status, 503);
     assert_eq!(f.count(), 1, "the failed follower was tried twice");

@@ -7,12 +7,15 @@
 
 #[path = "support/fake.rs"]
 mod fake;
+#[path = "support/nodes.rs"]
+mod nodes;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fake::{config_with, Fake, Proxy, Role};
+use fake::{config_with, h2_over, Fake, Proxy, Role};
+use nodes::nodes;
 
 /// The distinct upstream connections `f` saw requests (not probes) on.
 fn conns_used(f: &Fake) -> usize {
@@ -107,16 +110,12 @@ async fn upstream_connections_are_bounded_with_a_queue_then_503_upstream_busy() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_h2_streams_share_the_bounded_upstream_connections() {
     use http_body_util::{BodyExt, Full};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let l = Fake::start("l", Role::Leader).await;
     let yaml = config_with(&[(&l, "max_connections: 4")], "timeouts: { connect: 2s }\n");
     let p = Proxy::start(&yaml).await;
     p.wait_leader(Some("l"), Duration::from_secs(3)).await;
     let s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-    let (c, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let c = h2_over(s).await;
     // 100 streams on one client connection: before the limit, one upstream
     // connection each.
     let mut set = tokio::task::JoinSet::new();
@@ -146,10 +145,7 @@ async fn many_h2_streams_share_the_bounded_upstream_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_follower_is_not_a_failed_one() {
-    let l = Fake::start("l", Role::Leader).await;
-    let f1 = Fake::start("f1", Role::Follower).await;
-    let f2 = Fake::start("f2", Role::Follower).await;
-    let f3 = Fake::start("f3", Role::Follower).await;
+    let [l, f1, f2, f3] = nodes(["l", "f1", "f2", "f3"]).await;
     let one = "max_connections: 1";
     // ip_hash: every read of this client goes to the same follower.
     let yaml = config_with(

@@ -10,9 +10,8 @@ mod tls_fake;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fake::{Proxy, TempDir};
+use fake::{h2_over, Proxy, TempDir};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tls_fake::{sample, Pki, TlsFake};
 
 const ALPN_BOTH: &[&[u8]] = &[b"h2", b"http/1.1"];
@@ -41,11 +40,7 @@ async fn start(dir: &TempDir, yaml: &str) -> Proxy {
 /// An h2c (prior knowledge) connection to the proxy.
 async fn h2_client(p: &Proxy) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
     let tcp = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-    let (tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    tx
+    h2_over(tcp).await
 }
 
 async fn h2_send(

@@ -273,12 +273,9 @@ async fn a_reload_of_zone_and_priority_keeps_the_backends() {
     wait_tier(&p, &["a"]).await;
     let generation = p.routing().await["leader_generation"].clone();
 
-    std::fs::write(
-        &p.config_path,
-        cfg("zone: eu-2, priority: 1", "zone: eu-1, priority: 1"),
-    )
-    .unwrap();
-    let r = p.admin("POST", "/admin/reload").await;
+    let r = p
+        .reload_with(&cfg("zone: eu-2, priority: 1", "zone: eu-1, priority: 1"))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     // The reload answers before the new table is published: wait for it.
     wait_tier(&p, &["b"]).await;

@@ -4,16 +4,17 @@
 
 #[path = "support/fake.rs"]
 mod fake;
+#[path = "support/nodes.rs"]
+mod nodes;
 
 use std::time::Duration;
 
-use fake::{config_with, tally, wait_until, Fake, Proxy, Role, TempDir};
+use fake::{config_with, tally, wait_until, Proxy, TempDir};
+use nodes::nodes;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaderproxy_zone_overrides_local_zone() {
-    let l = Fake::start("l", Role::Leader).await;
-    let a = Fake::start("a", Role::Follower).await;
-    let b = Fake::start("b", Role::Follower).await;
+    let [l, a, b] = nodes(["l", "a", "b"]).await;
     let yaml = config_with(
         &[(&l, ""), (&a, "zone: eu-1"), (&b, "zone: eu-2")],
         "local_zone: eu-1\n",

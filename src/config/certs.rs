@@ -26,7 +26,9 @@ const SYSTEM_BUNDLES: &[&str] = &[
 /// A certificate chain (leaf first) and its private key, checked to fit
 /// together.
 pub struct CertKey {
+    /// The certificates, leaf first.
     pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf's private key.
     pub key: PrivateKeyDer<'static>,
     /// `notAfter` of the leaf, seconds since the Unix epoch.
     pub not_after: Option<i64>,

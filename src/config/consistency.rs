@@ -104,6 +104,7 @@ pub enum SessionKey {
 /// `reads.session`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionConfig {
+    /// What names the session of a request.
     pub key: SessionKey,
     /// Most sessions remembered; the least recently used is forgotten
     /// first (counted). Default 100000.

@@ -57,7 +57,9 @@ struct RawMembers {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scheme {
+    /// `http://host:port`.
     Http,
+    /// `https://host:port`, with `upstream_tls`.
     Https,
 }
 
@@ -84,14 +86,23 @@ pub enum MembersKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DnsLookup {
     /// A and AAAA records of `name`; every address serves on `port`.
-    Addresses { name: String, port: u16 },
+    Addresses {
+        /// The name asked.
+        name: String,
+        /// The port every address serves on.
+        port: u16,
+    },
     /// SRV records of `name`: each target host and its port.
-    Srv { name: String },
+    Srv {
+        /// The SRV name (`_service._proto.name`).
+        name: String,
+    },
 }
 
 /// `discovery.dns`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsDiscovery {
+    /// The name asked and the kind of records.
     pub lookup: DnsLookup,
     /// Default `http`.
     pub scheme: Scheme,
@@ -102,6 +113,7 @@ pub struct DnsDiscovery {
 /// `discovery.members`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MembersDiscovery {
+    /// Which API the member list is read from.
     pub kind: MembersKind,
     /// Default 10s.
     pub interval: Duration,
@@ -112,14 +124,18 @@ pub struct MembersDiscovery {
 /// `upstream_tls.server_name`).
 #[derive(Debug)]
 pub struct DiscoveredTls {
+    /// `upstream_tls` as written (paths resolved).
     pub settings: UpstreamTlsSettings,
+    /// The roots and client certificate read from the settings.
     pub client: Arc<ClientCerts>,
 }
 
 /// `discovery`; default: nothing discovered.
 #[derive(Debug, Clone)]
 pub struct DiscoveryConfig {
+    /// `discovery.dns`; default none.
     pub dns: Option<DnsDiscovery>,
+    /// `discovery.members`; default none.
     pub members: Option<MembersDiscovery>,
     /// Read when discovered backends may be `https://` (`dns.scheme:
     /// https`, or `members` with `upstream_tls` set).
@@ -145,6 +161,7 @@ impl Default for DiscoveryConfig {
 }
 
 impl DiscoveryConfig {
+    /// Whether any source discovers backends.
     pub fn is_on(&self) -> bool {
         self.dns.is_some() || self.members.is_some()
     }

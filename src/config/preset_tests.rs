@@ -518,6 +518,7 @@ fn explain_writes_every_key_with_defaults() {
         keys,
         [
             "listen",
+            "tcp",
             "trusted_proxies",
             "admin",
             "admin_token_file",

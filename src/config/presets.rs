@@ -46,7 +46,10 @@ const ALTERNATIVES: &[(&str, &[&str])] = &[
 /// recursively; the user's scalars and sequences replace the preset's
 /// (so `routes:` replaces every preset route); a key the user sets to null
 /// (`~`) removes the preset's value, back to the built-in default; among
-/// [`ALTERNATIVES`], the user's choice drops the preset's other ones.
+/// keys of which one map gives at most one (`header`, `json`, `regex` of a
+/// position; `equals`, `equals_pointer` of an `expect.json`; `header`,
+/// `cookie`, `client_ip` of `reads.session`), the user's choice drops the
+/// preset's other ones.
 pub fn merge(base: Value, top: Value) -> Value {
     merge_at("", base, top)
 }

@@ -1,7 +1,9 @@
-//! `routes`: the classification rules as data (validated in the parent
-//! module). `crate::routing::classify` matches requests against them.
+//! `routes`: the classification rules as data, and their validation.
+//! `crate::routing::classify` matches requests against them.
 
 use serde::Deserialize;
+
+use super::{Dur, Method, Re, Validator};
 
 /// Where a request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -14,6 +16,7 @@ pub enum Role {
 }
 
 impl Role {
+    /// The name used in YAML, metrics and logs: `read` or `write`.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Read => "read",
@@ -48,6 +51,7 @@ fn bit(m: &http::Method) -> Option<u16> {
 }
 
 impl MethodSet {
+    /// The set of `ms`.
     pub fn from_methods<'a>(ms: impl IntoIterator<Item = &'a http::Method>) -> MethodSet {
         let mut s = MethodSet::default();
         for m in ms {
@@ -80,6 +84,7 @@ impl MethodSet {
         out
     }
 
+    /// Whether `m` is in the set (no allocation).
     #[inline]
     pub fn contains(&self, m: &http::Method) -> bool {
         match bit(m) {
@@ -92,6 +97,7 @@ impl MethodSet {
 /// What a matching rule decides for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
+    /// Leader only (write) or any fresh-enough follower (read).
     pub role: Role,
     /// Time to response headers for this route instead of
     /// `timeouts.response_headers`.
@@ -126,10 +132,81 @@ impl Route {
 /// One routing rule; every condition given must match.
 #[derive(Debug, Clone)]
 pub struct Rule {
+    /// The request method is one of these; default any.
     pub methods: Option<MethodSet>,
+    /// The path starts with this; default any.
     pub path_prefix: Option<String>,
+    /// The path matches this; default any.
     pub path_regex: Option<regex::Regex>,
+    /// What a match decides.
     pub route: Route,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    methods: Option<Vec<Method>>,
+    path_prefix: Option<String>,
+    path_regex: Option<Re>,
+    to: Role,
+    timeout: Option<Dur>,
+    #[serde(default)]
+    long_poll: bool,
+    #[serde(default)]
+    upgrade: bool,
+    idempotent: Option<bool>,
+}
+
+impl Validator {
+    pub(super) fn routes(&mut self, raw: Vec<RawRoute>) -> Vec<Rule> {
+        raw.into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                if r.methods.is_none() && r.path_prefix.is_none() && r.path_regex.is_none() {
+                    self.bad(
+                        &format!("routes[{i}]"),
+                        "give at least one of methods, path_prefix and path_regex",
+                    );
+                }
+                if let Some(m) = &r.methods {
+                    if m.is_empty() {
+                        self.bad(&format!("routes[{i}].methods"), "the list is empty");
+                    }
+                }
+                if let Some(p) = &r.path_prefix {
+                    if !p.starts_with('/') {
+                        self.bad(
+                            &format!("routes[{i}].path_prefix"),
+                            format!("{p:?} must start with '/'"),
+                        );
+                    }
+                }
+                if r.timeout.is_some_and(|d| d.0.is_zero()) {
+                    self.bad(&format!("routes[{i}].timeout"), "must be more than 0");
+                }
+                if r.idempotent.is_some() && r.to == Role::Read {
+                    self.bad(
+                        &format!("routes[{i}].idempotent"),
+                        "only for `to: write` routes (a read is always safe to send again)",
+                    );
+                }
+                Rule {
+                    methods: r
+                        .methods
+                        .map(|ms| MethodSet::from_methods(ms.iter().map(|m| &m.0))),
+                    path_prefix: r.path_prefix,
+                    path_regex: r.path_regex.map(|r| r.0),
+                    route: Route {
+                        role: r.to,
+                        timeout: r.timeout.map(|d| d.0),
+                        long_poll: r.long_poll,
+                        upgrade: r.upgrade,
+                        idempotent: r.idempotent,
+                    },
+                }
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

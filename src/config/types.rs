@@ -158,11 +158,14 @@ impl<'de> Deserialize<'de> for Pointer {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum OneOrMany<T> {
+    /// A single value written as itself.
     One(T),
+    /// A YAML list.
     Many(Vec<T>),
 }
 
 impl<T> OneOrMany<T> {
+    /// The values, one or many, in order.
     pub fn into_vec(self) -> Vec<T> {
         match self {
             OneOrMany::One(t) => vec![t],

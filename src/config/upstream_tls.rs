@@ -48,6 +48,7 @@ pub struct UpstreamTlsSettings {
     pub ca: Option<PathBuf>,
     /// Client certificate chain and key (mTLS); default none.
     pub cert: Option<PathBuf>,
+    /// The private key of `cert`; given with it.
     pub key: Option<PathBuf>,
     /// The name verified instead of the URL's host; default none.
     pub server_name: Option<String>,
@@ -58,6 +59,7 @@ pub struct UpstreamTlsSettings {
 /// TLS to one backend: its settings and the certificates read from them.
 #[derive(Clone)]
 pub struct BackendTls {
+    /// The merged settings as written.
     pub settings: UpstreamTlsSettings,
     /// What the certificate must be valid for (and SNI when a DNS name).
     pub server_name: ServerName<'static>,

@@ -16,8 +16,20 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// One address prefix: `10.0.0.0/8`, `192.0.2.7` (= /32), `2001:db8::/32`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Cidr {
-    V4 { net: u32, len: u8 },
-    V6 { net: u128, len: u8 },
+    /// An IPv4 prefix.
+    V4 {
+        /// The address, host bits zero.
+        net: u32,
+        /// Prefix length, 0 to 32.
+        len: u8,
+    },
+    /// An IPv6 prefix.
+    V6 {
+        /// The address, host bits zero.
+        net: u128,
+        /// Prefix length, 0 to 128.
+        len: u8,
+    },
 }
 
 impl Cidr {
@@ -140,10 +152,12 @@ impl fmt::Debug for Cidr {
 pub struct CidrSet(Vec<Cidr>);
 
 impl CidrSet {
+    /// The set of `cidrs`.
     pub fn new(cidrs: Vec<Cidr>) -> CidrSet {
         CidrSet(cidrs)
     }
 
+    /// Whether nothing is trusted.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -153,6 +167,7 @@ impl CidrSet {
         self.0.iter()
     }
 
+    /// Whether `ip` is in one of the prefixes.
     #[inline]
     pub fn contains(&self, ip: IpAddr) -> bool {
         self.0.iter().any(|c| c.contains(ip))
@@ -229,6 +244,7 @@ pub struct ClientInfo {
     /// the access log and error logs use it. Equal to `peer`'s address until
     /// [`ClientInfo::for_request`] resolves it.
     pub client_ip: IpAddr,
+    /// The connection is TLS.
     pub tls: bool,
     /// The subject (RFC 4514) of the client certificate verified at the
     /// TLS handshake (`tls.client_ca`), for `tls.forward_client_cert`.
@@ -236,6 +252,7 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
+    /// A connection from `peer`, its client not resolved yet.
     pub fn new(peer: SocketAddr, tls: bool) -> ClientInfo {
         ClientInfo {
             peer,

@@ -3,6 +3,8 @@
 //! of an X.509 certificate the proxy reports ([`x509`]). Pure parsing and
 //! matching, plus one read helper.
 
+#![warn(missing_docs)]
+
 pub mod client_ip;
 pub mod proxy_protocol;
 pub mod x509;

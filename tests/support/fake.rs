@@ -691,6 +691,13 @@ impl Proxy {
         self.send(req).await
     }
 
+    /// Writes `yaml` over the proxy's config file and asks for a reload:
+    /// the admin API's answer (200 with `notes`, or 422 with `errors`).
+    pub async fn reload_with(&self, yaml: &str) -> Reply {
+        std::fs::write(&self.config_path, yaml).unwrap();
+        self.admin("POST", "/admin/reload").await
+    }
+
     pub async fn routing(&self) -> serde_json::Value {
         serde_json::from_slice(&self.admin("GET", "/admin/routing").await.body).unwrap()
     }
@@ -746,6 +753,11 @@ impl Reply {
 
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON; panics if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
     }
 }
 
@@ -839,4 +851,76 @@ impl Fake {
         while conns.try_join_next().is_some() {}
         conns.len()
     }
+}
+
+/// An HTTP/2 client connection over `io`: a TCP stream (h2c, prior
+/// knowledge) or a TLS stream whose ALPN chose h2. Its driver runs on a
+/// spawned task.
+pub async fn h2_over<T, B>(io: T) -> hyper::client::conn::http2::SendRequest<B>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(io),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    tx
+}
+
+/// TLS as a client over `tcp` to the name `127.0.0.1`, trusting only
+/// `trust` and offering `alpn`.
+pub async fn tls_over(
+    tcp: tokio::net::TcpStream,
+    trust: &rustls::pki_types::CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(trust.clone()).unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+}
+
+/// Serves every connection `l` accepts with HTTP/1.1 or h2c (hyper's auto
+/// builder: like etcd, both on one port), each on its own task; `svc(n)`
+/// is the service of the `n`-th connection (0, 1, ...).
+pub fn serve_auto<F, S, B>(l: TcpListener, mut svc: F)
+where
+    F: FnMut(usize) -> S + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((s, _)) = l.accept().await {
+            let svc = svc(n);
+            n += 1;
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(TokioIo::new(s), svc)
+                .await;
+            });
+        }
+    });
 }

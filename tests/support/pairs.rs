@@ -97,6 +97,38 @@ pub fn assert_every_position_probed(p: &ProxyProc, names: &[String]) {
     }
 }
 
+/// `n` slow pairs in session `slow` on `conn`: pair `i` writes `w<i>`
+/// (`write(conn, i, value, session_headers)` returns the write's position);
+/// once a follower of `p` (one of `names` other than `leader`) shows that
+/// position in `/admin/routing`, its read (`read(conn, i, session_headers)`
+/// returns the value found and the backend that answered) must find `w<i>`
+/// and be served by a follower.
+pub fn run_slow_pairs(
+    p: &ProxyProc,
+    conn: &mut HttpConn,
+    names: &[String],
+    leader: &str,
+    n: usize,
+    mut write: impl FnMut(&mut HttpConn, usize, &str, &[(&str, &str)]) -> u64,
+    mut read: impl FnMut(&mut HttpConn, usize, &[(&str, &str)]) -> (Option<String>, String),
+) {
+    let h = [("X-Session-Id", "slow")];
+    for i in 0..n {
+        let value = format!("w{i}");
+        let pos = write(conn, i, &value, &h);
+        wait_a_follower_position(
+            p,
+            names,
+            leader,
+            pos,
+            "a follower's probed position reaches the write",
+        );
+        let (v, backend) = read(conn, i, &h);
+        assert_eq!(v.as_deref(), Some(value.as_str()));
+        assert_ne!(backend, leader, "a fresh follower serves the read");
+    }
+}
+
 /// Waits (3s) until every one of `names` has a position of at least `at`
 /// in `p`'s `/admin/routing`; `what` names the wait.
 pub fn wait_every_position(p: &ProxyProc, names: &[String], at: u64, what: &str) {

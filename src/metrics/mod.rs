@@ -2,12 +2,20 @@
 //! resolved once when a backend is created ([`BackendMetrics`]), so the
 //! request path never looks a label up.
 
+#![warn(missing_docs)]
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::config::Role;
+
+mod backend;
+mod labels;
+
+pub use backend::BackendMetrics;
+pub use labels::{class_index, TlsReason, CLASSES};
 
 /// Request duration buckets: 100µs to 10s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -20,55 +28,17 @@ const WAIT_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
 ];
 
-/// Status classes used as the `class` label.
-pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
-/// Why a TLS handshake with a backend failed (the `reason` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsReason {
-    /// The backend's certificate (or one in its chain) has expired or is not yet valid.
-    Expired,
-    /// The backend's certificate is not signed by a trusted CA.
-    UnknownCa,
-    /// The certificate is not valid for the name checked (`server_name` or the URL's host).
-    NameMismatch,
-    /// Anything else: the backend refused our client certificate, no common
-    /// protocol, not TLS at all, the connection closed mid-handshake, ….
-    Handshake,
-}
-
-impl TlsReason {
-    pub const ALL: [TlsReason; 4] = [
-        TlsReason::Expired,
-        TlsReason::UnknownCa,
-        TlsReason::NameMismatch,
-        TlsReason::Handshake,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            TlsReason::Expired => "expired",
-            TlsReason::UnknownCa => "unknown_ca",
-            TlsReason::NameMismatch => "name_mismatch",
-            TlsReason::Handshake => "handshake",
-        }
-    }
-}
-
-impl std::fmt::Display for TlsReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str(self.label())
-    }
-}
-
 /// Every metric the proxy exports.
 pub struct Metrics {
+    /// Where every metric is registered; [`Metrics::render`] gathers it.
     pub registry: Registry,
     requests: IntCounterVec,
     /// `requests_total{backend="none"}`, resolved once.
     unrouted_read: [IntCounter; 5],
     unrouted_write: [IntCounter; 5],
+    /// `leaderproxy_request_duration_seconds{role="read"}`.
     pub duration_read: Histogram,
+    /// `leaderproxy_request_duration_seconds{role="write"}`.
     pub duration_write: Histogram,
     connect_errors: IntCounterVec,
     busy: IntCounterVec,
@@ -81,26 +51,52 @@ pub struct Metrics {
     probe_duration: HistogramVec,
     probe_failures: IntCounterVec,
     tls_handshake_failures: IntCounterVec,
+    /// `leaderproxy_leader_changes_total`: times the routed leader changed
+    /// (including to none).
     pub leader_changes: IntCounter,
+    /// `leaderproxy_no_leader_seconds_total`: seconds with no leader known.
     pub no_leader_seconds: prometheus::Counter,
+    /// `leaderproxy_leader_known`: 1 while a leader is known, else 0.
     pub leader_known: IntGauge,
     /// 1 while the read tier is not the local zone of the primary site.
     pub read_tier_spilled: IntGauge,
+    /// `leaderproxy_split_brain_total`: times two or more backends claimed
+    /// leadership and none could be chosen.
     pub split_brain: IntCounter,
     /// Times the discovered set was cut to `discovery.max_backends`.
     pub discovery_capped: IntCounter,
+    /// `leaderproxy_held_writes`: writes waiting for a leader right now.
     pub held_writes: IntGauge,
+    /// `leaderproxy_write_hold_seconds`: how long held writes waited.
     pub hold_wait: Histogram,
+    /// `leaderproxy_writes_resent_total`: writes sent again after a
+    /// not-leader answer or a connect failure before sending.
     pub writes_resent: IntCounter,
+    /// `leaderproxy_reads_retried_total`: reads retried on another backend.
     pub reads_retried: IntCounter,
+    /// `leaderproxy_writes_retried_ambiguous_total`: idempotent writes
+    /// re-sent after a failure that may have reached the leader.
     pub writes_retried_ambiguous: IntCounter,
+    /// `leaderproxy_leader_reprobes_total`: immediate re-probes the request
+    /// path asked for, after rate limiting.
     pub leader_reprobes: IntCounter,
+    /// `leaderproxy_replay_budget_exhausted_total`: bodies streamed without
+    /// a copy because `limits.replay_buffer_bytes` was in use.
     pub replay_budget_exhausted: IntCounter,
+    /// `leaderproxy_config_reloads_total{result="ok"}`.
     pub reloads_ok: IntCounter,
+    /// `leaderproxy_config_reloads_total{result="error"}`.
     pub reloads_error: IntCounter,
+    /// `leaderproxy_config_last_reload_success`: 1 if the last reload
+    /// succeeded, else 0.
     pub last_reload_success: IntGauge,
+    /// `leaderproxy_client_connections`: open client connections.
     pub client_connections: IntGauge,
+    /// `leaderproxy_rejected_connections_total`: client connections closed
+    /// at accept (`limits.max_connections`).
     pub rejected_connections: IntCounter,
+    /// `leaderproxy_admin_rejected_connections_total`: admin connections
+    /// closed at accept (`limits.admin_max_connections`).
     pub admin_rejected_connections: IntCounter,
     /// Connections on a `proxy_protocol` listener closed for a missing,
     /// malformed or late PROXY header.
@@ -114,10 +110,13 @@ pub struct Metrics {
     position_decreases: IntCounterVec,
     /// Sessions remembered for read-your-writes.
     pub sessions: IntGauge,
+    /// `leaderproxy_session_evictions_total`: sessions forgotten at
+    /// `reads.session.capacity`.
     pub session_evictions: IntCounter,
     /// Reads that had to see a write (`reads.consistency: read_your_writes`),
     /// by where they went: `follower` (one that had caught up) or `leader`.
     pub fresh_reads_follower: IntCounter,
+    /// `leaderproxy_fresh_reads_total{target="leader"}`.
     pub fresh_reads_leader: IntCounter,
 }
 
@@ -128,6 +127,7 @@ fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> 
 }
 
 impl Metrics {
+    /// A registry with every metric registered (and `leaderproxy_build_info`).
     pub fn new() -> Metrics {
         let r = Registry::new();
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
@@ -444,39 +444,6 @@ impl Metrics {
         self.discovery_backends.with_label_values(&[source])
     }
 
-    /// Handles for one backend, resolved once.
-    pub fn backend(&self, name: &str) -> BackendMetrics {
-        let req = |role: &str| -> [IntCounter; 5] {
-            CLASSES.map(|c| self.requests.with_label_values(&[role, name, c]))
-        };
-        BackendMetrics {
-            read: req("read"),
-            write: req("write"),
-            connect_errors: self.connect_errors.with_label_values(&[name]),
-            busy: self.busy.with_label_values(&[name]),
-            timeouts: self.timeouts.with_label_values(&[name]),
-            in_flight: self.in_flight.with_label_values(&[name]),
-            healthy: self.healthy.with_label_values(&[name]),
-            is_leader: self.is_leader.with_label_values(&[name]),
-            ejected: self.ejected.with_label_values(&[name]),
-            ejections: self.ejections.with_label_values(&[name]),
-            probe_health: self.probe_duration.with_label_values(&[name, "health"]),
-            probe_leader: self.probe_duration.with_label_values(&[name, "leader"]),
-            probe_health_failures: self.probe_failures.with_label_values(&[name, "health"]),
-            probe_leader_failures: self.probe_failures.with_label_values(&[name, "leader"]),
-            probe_position: self.probe_duration.with_label_values(&[name, "position"]),
-            probe_position_failures: self.probe_failures.with_label_values(&[name, "position"]),
-            position: self.position.with_label_values(&[name]),
-            lag: self.lag.with_label_values(&[name]),
-            write_position_probes: self.write_position_probes.with_label_values(&[name]),
-            position_decreases: self.position_decreases.with_label_values(&[name]),
-            tls_handshake_failures: TlsReason::ALL.map(|r| {
-                self.tls_handshake_failures
-                    .with_label_values(&[name, r.label()])
-            }),
-        }
-    }
-
     /// Requests that never reached a backend (no leader, bad request, …).
     pub fn unrouted(&self, role: Role, status: u16) -> &IntCounter {
         let arr = match role {
@@ -486,44 +453,7 @@ impl Metrics {
         &arr[class_index(status)]
     }
 
-    /// Drops the label sets of a backend that a reload removed.
-    pub fn forget_backend(&self, name: &str) {
-        for role in ["read", "write"] {
-            for c in CLASSES {
-                let _ = self.requests.remove_label_values(&[role, name, c]);
-            }
-        }
-        for v in [
-            &self.connect_errors,
-            &self.busy,
-            &self.timeouts,
-            &self.ejections,
-            &self.write_position_probes,
-            &self.position_decreases,
-        ] {
-            let _ = v.remove_label_values(&[name]);
-        }
-        for v in [
-            &self.in_flight,
-            &self.healthy,
-            &self.is_leader,
-            &self.ejected,
-            &self.position,
-            &self.lag,
-        ] {
-            let _ = v.remove_label_values(&[name]);
-        }
-        for kind in ["health", "leader", "position"] {
-            let _ = self.probe_duration.remove_label_values(&[name, kind]);
-            let _ = self.probe_failures.remove_label_values(&[name, kind]);
-        }
-        for r in TlsReason::ALL {
-            let _ = self
-                .tls_handshake_failures
-                .remove_label_values(&[name, r.label()]);
-        }
-    }
-
+    /// The request duration histogram of `role`.
     pub fn duration(&self, role: Role) -> &Histogram {
         match role {
             Role::Read => &self.duration_read,
@@ -553,56 +483,5 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// Index of a status code's class in [`CLASSES`].
-#[inline]
-pub fn class_index(status: u16) -> usize {
-    match status {
-        100..=199 => 0,
-        200..=299 => 1,
-        300..=399 => 2,
-        400..=499 => 3,
-        _ => 4,
-    }
-}
-
-/// Metric handles of one backend.
-pub struct BackendMetrics {
-    read: [IntCounter; 5],
-    write: [IntCounter; 5],
-    pub connect_errors: IntCounter,
-    /// Requests refused because every connection to the backend was in use.
-    pub busy: IntCounter,
-    pub timeouts: IntCounter,
-    pub in_flight: IntGauge,
-    pub healthy: IntGauge,
-    pub is_leader: IntGauge,
-    pub ejected: IntGauge,
-    pub ejections: IntCounter,
-    pub probe_health: Histogram,
-    pub probe_leader: Histogram,
-    pub probe_health_failures: IntCounter,
-    pub probe_leader_failures: IntCounter,
-    pub probe_position: Histogram,
-    pub probe_position_failures: IntCounter,
-    /// Set by the monitor; removed while unknown.
-    pub position: IntGauge,
-    pub lag: IntGauge,
-    pub write_position_probes: IntCounter,
-    pub position_decreases: IntCounter,
-    /// By [`TlsReason::ALL`] index.
-    pub tls_handshake_failures: [IntCounter; 4],
-}
-
-impl BackendMetrics {
-    #[inline]
-    pub fn request(&self, role: Role, status: u16) {
-        let arr = match role {
-            Role::Read => &self.read,
-            Role::Write => &self.write,
-        };
-        arr[class_index(status)].inc();
     }
 }

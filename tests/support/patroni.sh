@@ -10,6 +10,7 @@
 #   bash tests/support/patroni.sh leader DIR        # print the leader's name (pg1..pg3)
 #   bash tests/support/patroni.sh wait DIR          # wait for 1 leader + 2 streaming replicas
 #   bash tests/support/patroni.sh env DIR           # print the ports and credentials (shell syntax)
+#   bash tests/support/patroni.sh haproxy DIR       # HAProxy as Patroni documents it (haproxy-patroni.cfg.tmpl)
 #
 # `up` is idempotent: it starts only what is not running, so `up` after
 # `kill-primary` brings the killed node back as a replica (pg_rewind).
@@ -21,6 +22,8 @@
 #   PATRONI_ETCD_PORT (default 2479; peer port +1)  etcd client URL http://127.0.0.1:$PATRONI_ETCD_PORT
 #   PATRONI_REST_PORT (default 8008)  REST API of pg1, pg2 = +1, pg3 = +2
 #   PATRONI_PG_PORT   (default 5432)  PostgreSQL of pg1, pg2 = +1, pg3 = +2
+#   PATRONI_HAPROXY_PORT (default 5000)  HAProxy write port, read port +1, stats +2
+#   PATRONI_HAPROXY_CHECK (default "3s 3 2": Patroni's documented inter, fall, rise)
 # Timing (env, read by `up` on the first bootstrap only: it is Patroni's
 # dynamic configuration, stored in etcd):
 #   PATRONI_TTL (default 20 s: Patroni's documented minimum, which 3.0.2 does
@@ -37,13 +40,14 @@
 set -euo pipefail
 
 SCOPE=lp-pg
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 NODES=(pg1 pg2 pg3)
 PG_BIN=/usr/lib/postgresql/15/bin
 WAIT="${PATRONI_WAIT:-180}"
 
 die() { echo "patroni.sh: $*" >&2; exit 1; }
 log() { echo "patroni.sh: $*" >&2; }
-usage() { die "usage: patroni.sh up|down|kill-primary|switchover|leader|wait|env DIR"; }
+usage() { die "usage: patroni.sh up|down|kill-primary|switchover|leader|wait|env|haproxy DIR"; }
 
 # ---------------------------------------------------------------- packages
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo -n "$@"; fi; }
@@ -191,6 +195,8 @@ PG_PORT=${PATRONI_PG_PORT:-5432}
 TTL=${PATRONI_TTL:-20}
 LOOP_WAIT=${PATRONI_LOOP_WAIT:-1}
 RETRY_TIMEOUT=${PATRONI_RETRY_TIMEOUT:-5}
+HAPROXY_PORT=${PATRONI_HAPROXY_PORT:-5000}
+HAPROXY_CHECK="${PATRONI_HAPROXY_CHECK:-3s 3 2}"
 PGUSER=postgres
 PGPASSWORD=postgres
 PGDATABASE=postgres
@@ -328,6 +334,7 @@ cmd_down() {
     fi
   done
   stop_pid "$DIR/etcd.pid" "etcd --name lp-pg-etcd"
+  bash "$HERE/haproxy.sh" down "$DIR/haproxy"
   log "down"
 }
 
@@ -359,6 +366,37 @@ cmd_switchover() {
   log "switchover $leader -> $candidate done in $(($(now_ms) - t0)) ms"
 }
 
+# HAProxy in TCP mode with Patroni's documented checks: write port
+# $HAPROXY_PORT (/primary), read port +1 (/replica), stats page +2.
+cmd_haproxy() {
+  load_env
+  local inter fall rise
+  read -r inter fall rise <<<"$HAPROXY_CHECK"
+  bash "$HERE/haproxy.sh" up "$DIR/haproxy" "$HERE/haproxy-patroni.cfg.tmpl" \
+    WRITE_PORT="$HAPROXY_PORT" READ_PORT=$((HAPROXY_PORT + 1)) STATS_PORT=$((HAPROXY_PORT + 2)) \
+    INTER="$inter" FALL="$fall" RISE="$rise" \
+    PG1="$(pg_port pg1)" PG2="$(pg_port pg2)" PG3="$(pg_port pg3)" \
+    REST1="$(rest_port pg1)" REST2="$(rest_port pg2)" REST3="$(rest_port pg3)"
+  # HAProxy starts every server UP and needs `fall` failed checks to mark one
+  # down: until then its write port also reaches replicas. Wait until it agrees
+  # with Patroni.
+  wait_until "HAProxy's checks to settle (primary: the leader only, replicas: the 2 others)" haproxy_settled
+  echo "PGPASSWORD=postgres psql -h 127.0.0.1 -p $HAPROXY_PORT -U postgres       # writes: the primary"
+  echo "PGPASSWORD=postgres psql -h 127.0.0.1 -p $((HAPROXY_PORT + 1)) -U postgres       # reads: the replicas"
+}
+
+# The servers HAProxy has UP in backend $1, sorted, space-separated.
+haproxy_up() {
+  bash "$HERE/haproxy.sh" state "$DIR/haproxy" | awk -v be="$1" '$2 == be && $6 == 2 { print $4 }' | sort | tr '\n' ' '
+}
+
+haproxy_settled() {
+  local leader n replicas=""
+  leader="$(current_leader)" || return 1
+  for n in "${NODES[@]}"; do [[ $n != "$leader" ]] && replicas+="$n "; done
+  [[ "$(haproxy_up primary)" == "$leader " && "$(haproxy_up replicas)" == "$replicas" ]]
+}
+
 cmd_leader() {
   load_env
   current_leader || die "no leader"
@@ -384,5 +422,6 @@ case "$1" in
   leader) cmd_leader ;;
   wait) load_env && wait_until "one leader and two streaming replicas" healthy && current_leader ;;
   env) cmd_env ;;
+  haproxy) cmd_haproxy ;;
   *) usage ;;
 esac

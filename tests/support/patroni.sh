@@ -284,6 +284,7 @@ start_node() { # node
     wait_until "$n's orphaned postmaster to exit" eval "[[ ! -e /proc/$pm ]]"
   fi
   port_open "$(rest_port "$n")" && die "port $(rest_port "$n") is taken by something this script did not start"
+  port_open "$(pg_port "$n")" && die "port $(pg_port "$n") is taken (Debian's own PostgreSQL service?); set PATRONI_PG_PORT"
   log "starting Patroni $n (REST :$(rest_port "$n"), PostgreSQL :$(pg_port "$n"))"
   spawn "$DIR/$n/patroni.pid" "$DIR/$n/patroni.log" /usr/bin/patroni "$DIR/$n/patroni.yml"
 }

@@ -17,6 +17,8 @@
 # Measured here (Debian 12, Patroni 3.0.2, PostgreSQL 15.18, 2 busy cores):
 # first `up` 4-5 s (+ ~30 s for apt-get), `up` of a killed node 7-8 s,
 # `switchover` 9 s (until the old leader streams again), `down` 7 s.
+# `down` stops the replicas first and the leader last and remembers it;
+# `up` starts that node first and waits for it to lead before the others.
 #
 # Ports (env, read by `up` and remembered in DIR/env for the other commands):
 #   PATRONI_ETCD_PORT (default 2479; peer port +1)  etcd client URL http://127.0.0.1:$PATRONI_ETCD_PORT
@@ -163,15 +165,23 @@ cluster_json() {
 }
 
 # True when Patroni shows all three members running (3.0: "running"; later
-# versions say "streaming" for replicas), a leader out of recovery, and the
-# leader's pg_stat_replication shows two streaming replicas.
+# versions say "streaming" for replicas), a leader out of recovery, the
+# leader's pg_stat_replication shows two streaming replicas, and both have
+# *replayed* up to the leader's WAL position read first (Patroni's own lag
+# uses the received position: a replica whose replay stopped still shows
+# "running", lag 0; seen once here).
 healthy() {
-  local leader
+  local leader lsn n
   [[ "$(cluster_json | jq '[.members[] | select(.state == "running" or .state == "streaming")] | length' 2>/dev/null)" == 3 ]] ||
     return 1
   leader="$(current_leader)" || return 1
-  [[ "$(pg_query "$leader" 'select pg_is_in_recovery()')" == f ]] || return 1
-  [[ "$(pg_query "$leader" "select count(*) from pg_stat_replication where state = 'streaming'")" == 2 ]]
+  lsn="$(pg_query "$leader" 'select pg_current_wal_lsn()')" || return 1
+  [[ -n "$lsn" ]] || return 1
+  [[ "$(pg_query "$leader" "select count(*) from pg_stat_replication where state = 'streaming'")" == 2 ]] || return 1
+  for n in "${NODES[@]}"; do
+    [[ $n == "$leader" ]] && continue
+    [[ "$(pg_query "$n" "select pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '$lsn') >= 0")" == t ]] || return 1
+  done
 }
 
 # True when $1 is the leader, out of recovery, with two streaming replicas.
@@ -299,15 +309,22 @@ cmd_up() {
     runuser -u postgres -- test -w "$DIR" ||
       die "the postgres user cannot write $DIR (a parent directory is closed to it?); use a DIR under /tmp"
   fi
-  local t0 n
+  local t0 n first=pg1
   t0=$(now_ms)
   start_etcd
   for n in "${NODES[@]}"; do
     write_node_config "$n"
     [[ $(id -u) -eq 0 ]] && chown -R postgres: "$DIR/$n"
-    # pg1 first: it bootstraps (initdb) while the others wait for its basebackup
-    start_node "$n"
   done
+  # After `down`, the last leader (the most advanced: it stopped last) starts
+  # first and leads again; the others then follow it. Started together, any
+  # of them could win the race and leave the others diverged.
+  [[ -s "$DIR/last_leader" ]] && first="$(cat "$DIR/last_leader")"
+  if ! current_leader >/dev/null; then
+    start_node "$first"
+    wait_until "$first to lead" eval '[[ "$(current_leader)" == "$first" ]]'
+  fi
+  for n in "${NODES[@]}"; do start_node "$n"; done
   wait_until "one leader and two streaming replicas" healthy
   log "up in $(($(now_ms) - t0)) ms: leader $(current_leader)"
 }
@@ -326,8 +343,17 @@ stop_pid() { # pidfile what
 
 cmd_down() {
   load_env
-  local n pm
-  for n in "${NODES[@]}"; do
+  local n pm leader order=()
+  # Replicas first, the leader last: stopping the leader first makes a replica
+  # take over (a new timeline) while it is being stopped itself.
+  if leader="$(current_leader)"; then
+    echo "$leader" >"$DIR/last_leader"
+    for n in "${NODES[@]}"; do [[ $n != "$leader" ]] && order+=("$n"); done
+    order+=("$leader")
+  else
+    order=("${NODES[@]}")
+  fi
+  for n in "${order[@]}"; do
     stop_pid "$DIR/$n/patroni.pid" "$DIR/$n/patroni.yml" # Patroni stops its PostgreSQL
     if pm="$(postmaster_pid "$n")"; then                  # left by a killed Patroni
       kill -TERM "$pm" 2>/dev/null || true

@@ -174,10 +174,10 @@ def one_round(d, env, mode):
     print(f"  /primary in the window: {values_between(prim.changes, t200, tpromo)}", flush=True)
     print(f"  /patroni in the window: {values_between(pat.changes, t200, tpromo)}", flush=True)
     print(f"  /primary after: {prim.changes[-1][1]}, /patroni after: {pat.changes[-1][1]}", flush=True)
-    other = [p for p in pollers if p.name != new and p.probe.__class__ is not PgProbe]
-    for p in other:
-        print(f"  {p.name} (stays replica) changes: {[(ms(t), v) for t, v in p.changes if t >= t_fail]}",
-              flush=True)
+    for p in pollers:
+        if p.name != new and not isinstance(p.probe, PgProbe):
+            after = [(ms(t), v) for t, v in p.changes if t >= t_fail]
+            print(f"  {p.name} (not the new leader): {p.changes[0][1]} before, changes after: {after}", flush=True)
 
 
 def main():

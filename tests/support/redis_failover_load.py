@@ -4,21 +4,16 @@
     /usr/bin/python3 tests/support/redis_failover_load.py PORT SECONDS [CLIENTS] [-- COMMAND...]
 
 The Redis twin of pg_failover_load.py (redis-benchmark aborts on a lost
-connection): CLIENTS (default 8) threads each keep one connection to
-127.0.0.1:PORT and send `SET lp:<client> <n>` then `ROLE` (to learn which
-role answered) as fast as they can for SECONDS; an error reply or a lost
-connection is counted (by kind) and the client reconnects 10 ms later.
-COMMAND, if given, runs 3 s into the load. Prints the same summary: SETs
-acknowledged, failures by kind, the longest pause with no acknowledged SET,
-and which server (its port, from `CONFIG GET port` at connect) answered
-when. Standard library only. Loopback only.
+connection): each client (default 8) keeps one connection to 127.0.0.1:PORT
+and sends `SET lp:<client> <n>`; an error reply counts as a failure like a
+lost connection. The server is named by its port (`CONFIG GET port` at
+connect). The harness and its summary: failover_load.py. Standard library
+only (a minimal RESP client). Loopback only.
 """
-import collections
 import socket
-import subprocess
 import sys
-import threading
-import time
+
+import failover_load
 
 
 def command(*args):
@@ -78,67 +73,20 @@ class Conn:
 
 
 def main():
-    args = sys.argv[1:]
-    cmd = []
-    if "--" in args:
-        i = args.index("--")
-        args, cmd = args[:i], args[i + 1:]
-    port, seconds = int(args[0]), float(args[1])
-    clients = int(args[2]) if len(args) > 2 else 8
-    lock = threading.Lock()
-    acks = []  # (t, server port)
-    errors = collections.Counter()
-    t0 = time.monotonic()
-    end = t0 + seconds
+    port, seconds, clients, command = failover_load.parse_args(sys.argv[1:])
 
-    def client(n):
-        conn, server, i = None, None, 0
-        while time.monotonic() < end:
-            try:
-                if conn is None:
-                    conn = Conn(port)
-                    server = conn.call("CONFIG", "GET", "port")[1]
-                i += 1
-                conn.call("SET", f"lp:{n}", i)
-                now = time.monotonic()
-                with lock:
-                    acks.append((now, server))
-            except (OSError, ConnectionError, RuntimeError) as e:
-                with lock:
-                    errors[f"{type(e).__name__}: {str(e)[:60]}"] += 1
-                if conn is not None:
-                    conn.close()
-                conn = None
-                time.sleep(0.01)
-        if conn is not None:
-            conn.close()
+    def connect():
+        conn = Conn(port)
+        conn.server = conn.call("CONFIG", "GET", "port")[1]
+        return conn
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    for t in threads:
-        t.start()
-    if cmd:
-        time.sleep(3)
-        t_cmd = time.monotonic() - t0
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        t_cmd_end = time.monotonic() - t0
-    for t in threads:
-        t.join()
-    acks.sort()
-    times = [t0] + [a[0] for a in acks] + [end]
-    longest, at = max((b - a, a - t0) for a, b in zip(times, times[1:]))
-    print(f"{clients} clients, {seconds:.0f} s through 127.0.0.1:{port}: {len(acks)} SETs acknowledged, "
-          f"{sum(errors.values())} failed")
-    if cmd:
-        print(f"  command at +{t_cmd:.1f} s, returned at +{t_cmd_end:.1f} s (exit {out.returncode}): {' '.join(cmd)}")
-    print(f"  longest pause with no acknowledged SET: {longest * 1000:.0f} ms (from +{at:.2f} s)")
-    for kind, n in errors.most_common():
-        print(f"  {n} x {kind}")
-    runs, prev = [], None
-    for t, server in acks:
-        if server != prev:
-            runs.append(f"+{t - t0:.2f}s :{server}")
-            prev = server
-    print("  server port from: " + ", ".join(runs))
+    def set_key(conn, n, i):
+        conn.call("SET", f"lp:{n}", i)
+        return conn.server
+
+    failover_load.run(port, seconds, clients, command, connect, set_key,
+                      (OSError, ConnectionError, RuntimeError),
+                      lambda e: f"{type(e).__name__}: {str(e)[:60]}", "SETs")
 
 
 if __name__ == "__main__":

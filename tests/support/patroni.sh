@@ -167,9 +167,9 @@ cluster_json() {
 # True when Patroni shows all three members running (3.0: "running"; later
 # versions say "streaming" for replicas), a leader out of recovery, the
 # leader's pg_stat_replication shows two streaming replicas, and both have
-# *replayed* up to the leader's WAL position read first (Patroni's own lag
-# uses the received position: a replica whose replay stopped still shows
-# "running", lag 0; seen once here).
+# *replayed* up to the leader's WAL position read first (the position Patroni
+# publishes is max(received, replayed): a replica whose replay stopped still
+# shows "running", lag 0; seen once here).
 healthy() {
   local leader lsn n
   [[ "$(cluster_json | jq '[.members[] | select(.state == "running" or .state == "streaming")] | length' 2>/dev/null)" == 3 ]] ||

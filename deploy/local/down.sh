@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stops what deploy/local/up.sh started (leaderproxy and the 3 etcd members),
-# with or without --tls (both use the same pid files).
+# with or without --tls (both use the same pid files), and the --postgres
+# cluster (Patroni, PostgreSQL, its etcd and HAProxy) if it runs.
 #   bash deploy/local/down.sh            # stop, keep data and logs
 #   bash deploy/local/down.sh --purge    # stop and delete the state directory
 #                                          (etcd data, logs, the --tls certificates)
@@ -8,6 +9,7 @@
 set -euo pipefail
 
 STATE="${LEADERPROXY_STATE:-/tmp/leaderproxy-local}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
 # stop <pidfile> <command-line fragment>: SIGTERM, wait up to 10s, then SIGKILL.
 stop() {
@@ -33,6 +35,9 @@ stop "$STATE/leaderproxy.pid" "leaderproxy run"
 for name in n1 n2 n3; do
   stop "$STATE/$name.pid" "etcd --name $name"
 done
+if [[ -f "$STATE/postgres/env" ]]; then # up.sh --postgres
+  bash "$ROOT/tests/support/patroni.sh" down "$STATE/postgres"
+fi
 
 if [[ "${1:-}" == "--purge" ]]; then
   rm -rf "$STATE"

@@ -18,20 +18,54 @@
 # listener on 127.0.0.1:8443 and the three local members as backends) with
 # tls.client_ca: a client without a certificate is refused at the handshake.
 # Its own etcd data dirs ($STATE/n*-tls.etcd); one demo runs at a time.
+#
+# --postgres: a Patroni 3 + PostgreSQL 15 cluster instead (Debian packages,
+# installed if missing): one etcd member on :2479 as Patroni's DCS, Patroni
+# REST on :8008-8010, PostgreSQL on :5432-5434, and HAProxy with Patroni's
+# documented checks on :5000 (writes) / :5001 (reads), all by
+# tests/support/patroni.sh in $STATE/postgres (it must be reachable by the
+# `postgres` user: keep $STATE under /tmp). It uses none of the etcd demo's
+# ports, so both can run at once. leaderproxy cannot carry PostgreSQL
+# connections yet (TCP listeners are issue 18): this mode starts no proxy.
 set -euo pipefail
 
-usage() { echo "usage: bash deploy/local/up.sh [--tls]" >&2; exit 2; }
+usage() { echo "usage: bash deploy/local/up.sh [--tls | --postgres]" >&2; exit 2; }
 TLS=0
+POSTGRES=0
 for arg in "$@"; do
   case "$arg" in
     --tls) TLS=1 ;;
+    --postgres) POSTGRES=1 ;;
     *) usage ;;
   esac
 done
+[[ $TLS == 1 && $POSTGRES == 1 ]] && usage
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 STATE="${LEADERPROXY_STATE:-/tmp/leaderproxy-local}"
 mkdir -p "$STATE"
+
+# ---------------------------------------------------------------- --postgres
+if [[ $POSTGRES == 1 ]]; then
+  PATRONI=(bash "$ROOT/tests/support/patroni.sh")
+  PGDIR="$STATE/postgres"
+  "${PATRONI[@]}" up "$PGDIR"
+  "${PATRONI[@]}" haproxy "$PGDIR" >/dev/null
+  leader="$("${PATRONI[@]}" leader "$PGDIR")"
+  echo
+  echo "Patroni cluster is up (leader $leader); password of user postgres: postgres."
+  echo "Through HAProxy (Patroni's documented config, for comparison):"
+  echo "  PGPASSWORD=postgres psql -h 127.0.0.1 -p 5000 -U postgres -c 'select inet_server_port(), pg_is_in_recovery()'   # writes: the leader"
+  echo "  PGPASSWORD=postgres psql -h 127.0.0.1 -p 5001 -U postgres -c 'select inet_server_port(), pg_is_in_recovery()'   # reads: a replica"
+  echo "Straight to the members: ports 5432 (pg1), 5433 (pg2), 5434 (pg3); Patroni REST: 8008-8010."
+  echo "  bash tests/support/patroni.sh switchover $PGDIR      # or kill-primary, leader"
+  # TODO(issue 18): start leaderproxy with TCP listeners (write and read) in front of
+  # pg1..pg3 here and print psql commands for its ports, once it can carry TCP.
+  echo "leaderproxy: not started (TCP listeners for PostgreSQL are issue 18)."
+  echo
+  echo "Stop everything with: bash deploy/local/down.sh"
+  exit 0
+fi
 T="$STATE/tls"
 if [[ $TLS == 1 ]]; then
   MODE=tls

@@ -228,7 +228,38 @@ async fn routing_json(ctl: &Control) -> serde_json::Value {
         "followers": names(&t.followers),
         "spill_followers": names(&t.spill),
         "backends": status,
+        "tcp": tcp_json(ctl, &t),
     })
+}
+
+/// The TCP listeners: each one's address, role, policy, where a new
+/// connection would go now, and its open and held connections.
+fn tcp_json(ctl: &Control, t: &crate::routing::RoutingTable) -> serde_json::Value {
+    use crate::config::Role;
+    let listeners: Vec<serde_json::Value> = ctl
+        .tcp
+        .iter()
+        .map(|l| {
+            let targets = match l.cfg.to {
+                Role::Write => t
+                    .write_leader()
+                    .into_iter()
+                    .map(|b| b.name().to_string())
+                    .collect(),
+                Role::Read => names(&t.followers),
+            };
+            serde_json::json!({
+                "listen": l.label,
+                "to": l.cfg.to.as_str(),
+                "policy": (l.cfg.to == Role::Read).then(|| l.cfg.policy.as_str()),
+                "on_unhealthy": (l.cfg.to == Role::Read).then(|| l.cfg.on_unhealthy.as_str()),
+                "targets": targets,
+                "open_connections": l.open_connections(),
+                "held_connections": l.held_connections(),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(listeners)
 }
 
 /// Holds one admin connection's place in the count until dropped.

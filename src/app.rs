@@ -146,6 +146,7 @@ fn launch(
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Arc<Control>>();
     let control_thread = {
         let cfg = cfg.clone();
+        let tcp_listeners = tcp_listeners.clone();
         let shared = shared.clone();
         let metrics = metrics.clone();
         let mut shutdown = shutdown_rx.clone();
@@ -169,7 +170,7 @@ fn launch(
                     );
                     let proxy: &'static Proxy =
                         Box::leak(Box::new(Proxy::new(shared, handle, metrics)));
-                    let control = Arc::new(Control::new(proxy, cfg.source.clone()));
+                    let control = Arc::new(Control::new(proxy, cfg.source.clone(), tcp_listeners));
                     let _ = ready_tx.send(control.clone());
                     let listener =
                         tokio::net::TcpListener::from_std(admin_std).expect("admin listener");

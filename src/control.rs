@@ -18,15 +18,23 @@ pub struct Control {
     pub proxy: &'static Proxy,
     /// The config file reloads read.
     pub config_path: PathBuf,
+    /// The TCP listeners the workers accept on (for the admin API).
+    pub tcp: Arc<Vec<crate::tcp::Listener>>,
     reload_lock: tokio::sync::Mutex<()>,
 }
 
 impl Control {
-    /// Control over `proxy`, reloading from `config_path`.
-    pub fn new(proxy: &'static Proxy, config_path: PathBuf) -> Control {
+    /// Control over `proxy`, reloading from `config_path`; `tcp`: the TCP
+    /// listeners as bound.
+    pub fn new(
+        proxy: &'static Proxy,
+        config_path: PathBuf,
+        tcp: Arc<Vec<crate::tcp::Listener>>,
+    ) -> Control {
         Control {
             proxy,
             config_path,
+            tcp,
             reload_lock: tokio::sync::Mutex::new(()),
         }
     }

@@ -128,7 +128,9 @@ impl Cluster {
             .collect();
         let yaml = config_with(&backends, &format!("tcp:\n{}{extra}", listeners.concat()));
         let proxy = Proxy::start(&yaml).await;
-        proxy.wait_leader(Some(names[0]), Duration::from_secs(3)).await;
+        proxy
+            .wait_leader(Some(names[0]), Duration::from_secs(3))
+            .await;
         Cluster { fakes, data, proxy }
     }
 
@@ -165,7 +167,27 @@ async fn write_connections_reach_the_leader_and_read_connections_the_followers()
         seen.push(r.greeting().await.unwrap());
     }
     seen.sort();
-    assert_eq!(seen, ["f1", "f1", "f2", "f2"], "round-robin over the followers");
+    assert_eq!(
+        seen,
+        ["f1", "f1", "f2", "f2"],
+        "round-robin over the followers"
+    );
+
+    let _open = Client::connect(c.port(0)).await;
+    let routing = c.proxy.routing().await;
+    let tcp = &routing["tcp"];
+    assert_eq!(tcp[0]["listen"], c.port(0).to_string());
+    assert_eq!(tcp[0]["to"], "write");
+    assert_eq!(tcp[0]["targets"], serde_json::json!(["l"]));
+    assert_eq!(tcp[1]["to"], "read");
+    assert_eq!(tcp[1]["policy"], "round_robin");
+    assert_eq!(tcp[1]["targets"], serde_json::json!(["f1", "f2"]));
+    wait_until(
+        Duration::from_secs(3),
+        "the admin API counts the open connection",
+        || async { c.proxy.routing().await["tcp"][0]["open_connections"] == 1 },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,9 +208,11 @@ async fn a_leader_change_closes_every_connection_to_the_old_leader_and_new_ones_
             "a connection to the deposed leader stays open"
         );
     }
-    wait_until(Duration::from_secs(3), "the old leader's sessions end", || async {
-        c.data[0].open.load(Ordering::SeqCst) == 0
-    })
+    wait_until(
+        Duration::from_secs(3),
+        "the old leader's sessions end",
+        || async { c.data[0].open.load(Ordering::SeqCst) == 0 },
+    )
     .await;
     assert_eq!(c.closed("leader_change").await, 3);
     c.proxy.wait_leader(Some("f"), Duration::from_secs(3)).await;
@@ -229,8 +253,8 @@ async fn a_write_connection_is_closed_when_the_hold_runs_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_read_connection_to_a_follower_that_turns_unhealthy_closes_only_under_on_unhealthy_close(
-) {
+async fn a_read_connection_to_a_follower_that_turns_unhealthy_closes_only_under_on_unhealthy_close()
+{
     let c = Cluster::start(
         &["l", "f"],
         &["to: read, on_unhealthy: close", "to: read"],
@@ -278,5 +302,8 @@ async fn tcp_connections_count_against_limits_max_connections() {
     let mut third = Client::connect(c.port(0)).await;
     assert_eq!(third.greeting().await, None, "the third is refused");
     let scrape = c.proxy.metrics().await;
-    assert_eq!(counter(&scrape, "leaderproxy_rejected_connections_total"), 1);
+    assert_eq!(
+        counter(&scrape, "leaderproxy_rejected_connections_total"),
+        1
+    );
 }

@@ -363,11 +363,7 @@ fn route(r: &Rule) -> Value {
 }
 
 fn policy(p: Policy) -> Value {
-    text(match p {
-        Policy::RoundRobin => "round_robin",
-        Policy::LeastConnections => "least_connections",
-        Policy::IpHash => "ip_hash",
-    })
+    text(p.as_str())
 }
 
 fn reads(cfg: &Config) -> Value {

@@ -72,4 +72,6 @@ mod preset_tests;
 #[cfg(test)]
 mod shipped_tests;
 #[cfg(test)]
+mod tcp_tests;
+#[cfg(test)]
 mod tests;

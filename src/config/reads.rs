@@ -32,6 +32,17 @@ pub enum Policy {
     IpHash,
 }
 
+impl Policy {
+    /// The YAML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::RoundRobin => "round_robin",
+            Policy::LeastConnections => "least_connections",
+            Policy::IpHash => "ip_hash",
+        }
+    }
+}
+
 /// `reads`: where reads go and how fresh they must be.
 #[derive(Debug, Clone)]
 pub struct ReadsConfig {

@@ -93,10 +93,8 @@ impl Validator {
         let mut out: Vec<TcpListen> = Vec::with_capacity(raw.len());
         for (i, l) in raw.into_iter().enumerate() {
             let key = format!("tcp[{i}]");
-            let Some(addr) = self.addr(&format!("{key}.listen"), &l.listen) else {
-                continue;
-            };
-            if addr.port() != 0 {
+            let addr = self.addr(&format!("{key}.listen"), &l.listen);
+            if let Some(addr) = addr.filter(|a| a.port() != 0) {
                 if taken.contains(&addr) {
                     self.bad(
                         &format!("{key}.listen"),
@@ -132,6 +130,7 @@ impl Validator {
             if idle.is_zero() {
                 self.bad(&format!("{key}.idle"), "must be more than 0");
             }
+            let Some(addr) = addr else { continue };
             out.push(TcpListen {
                 addr,
                 to: l.to,

@@ -247,6 +247,9 @@ pub(crate) fn restart_notes(old: &Config, new: &Config) -> Vec<String> {
     } else if new.listen_proxy_protocol != old.listen_proxy_protocol {
         notes.push("listen proxy_protocol changed: restart to apply".to_string());
     }
+    if new.tcp != old.tcp {
+        notes.push("tcp listeners changed: restart to apply".to_string());
+    }
     if new.admin != old.admin {
         notes.push("admin address changed: restart to apply".to_string());
     }
@@ -264,11 +267,12 @@ pub(crate) fn restart_notes(old: &Config, new: &Config) -> Vec<String> {
 }
 
 /// The config a reload applies: `new`, keeping `old`'s restart-only
-/// settings (listen addresses, admin address, workers).
+/// settings (listen addresses, tcp listeners, admin address, workers).
 pub(crate) fn applied(old: &Config, new: &Config) -> Arc<Config> {
     let mut cfg = new.clone();
     cfg.listen = old.listen.clone();
     cfg.listen_proxy_protocol = old.listen_proxy_protocol.clone();
+    cfg.tcp = old.tcp.clone();
     cfg.admin = old.admin;
     cfg.workers = old.workers;
     Arc::new(cfg)

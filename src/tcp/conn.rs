@@ -5,6 +5,7 @@
 //! `tcp[].idle` of silence, or when the proxy shuts down.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -31,6 +32,10 @@ pub struct Listener {
     /// The listener's policy over the read tier of the table of that epoch
     /// (read listeners whose policy is not `reads.policy`).
     picker: Mutex<Option<(u64, Arc<Picker>)>>,
+    /// Connections open to a backend now, across workers.
+    open: AtomicUsize,
+    /// Connections waiting for a leader now, across workers.
+    held: AtomicUsize,
 }
 
 impl Listener {
@@ -40,7 +45,19 @@ impl Listener {
             label: bound.to_string(),
             cfg,
             picker: Mutex::new(None),
+            open: AtomicUsize::new(0),
+            held: AtomicUsize::new(0),
         }
+    }
+
+    /// Connections open to a backend now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Connections waiting for a leader now.
+    pub fn held_connections(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
     }
 
     /// The backend a new connection from `client` goes to under `t`.
@@ -84,6 +101,7 @@ pub async fn serve(
     };
     let _ = upstream.set_nodelay(true);
     let conn = metrics.conn(&l.label, &backend.name());
+    let _open = Count::enter(&l.open);
     let _in_flight = backend.begin_request();
     if let Err(e) = prelude(l, &upstream, client, &early).await {
         tracing::debug!(listener = %l.label, backend = %backend.name(), error = %e, "tcp: writing to the backend failed");
@@ -204,7 +222,10 @@ async fn reach(
                     return None;
                 };
                 held = Some(h);
-                held_gauge = Some(HeldGauge::enter(metrics.held(&l.label)));
+                held_gauge = Some((
+                    HeldGauge::enter(metrics.held(&l.label)),
+                    Count::enter(&l.held),
+                ));
             }
             match proxy.shared.wait_for_leader(deadline, avoid, recheck).await {
                 Some(nt) => {
@@ -259,6 +280,22 @@ fn refused(e: &std::io::Error) -> bool {
         e.kind(),
         std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
     )
+}
+
+/// Counts one connection in a listener's counter until dropped.
+struct Count<'a>(&'a AtomicUsize);
+
+impl<'a> Count<'a> {
+    fn enter(c: &'a AtomicUsize) -> Count<'a> {
+        c.fetch_add(1, Ordering::Relaxed);
+        Count(c)
+    }
+}
+
+impl Drop for Count<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Counts a held connection in its listener's gauge while it waits.

@@ -43,6 +43,8 @@ pub async fn serve_worker(
 ) {
     let tasks = TaskTracker::new();
     let mut accepts = Vec::new();
+    // Like the HTTP listeners': the limit at start (a reload notes a change).
+    let max_connections = proxy.shared.load().cfg.limits.max_connections;
     for (i, socket) in sockets.into_iter().enumerate() {
         let socket = match TcpListener::from_std(socket) {
             Ok(s) => s,
@@ -69,7 +71,7 @@ pub async fn serve_worker(
                     _ = until_true(&mut stop) => return,
                 };
                 let cfg = proxy.shared.load().cfg.clone();
-                let Some(open) = proxy.admit(cfg.limits.max_connections) else {
+                let Some(open) = proxy.admit(max_connections) else {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);

@@ -1,0 +1,85 @@
+//! `tcp` listeners and `backends[].tcp`: defaults and exact errors.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::tests::errs;
+use super::*;
+
+const BASE: &str = "admin: 127.0.0.1:9901\nleader: { path: /l, expect: { status: [200] } }\n";
+
+fn with(rest: &str) -> String {
+    format!("{BASE}{rest}")
+}
+
+#[test]
+fn tcp_listeners_alone_need_no_http_listen_and_take_every_default() {
+    let c = parse(
+        &with(
+            "backends:\n  - { name: a, url: \"http://127.0.0.1:8008\", tcp: \"127.0.0.1:5432\" }\n\
+             tcp:\n  - { listen: \"127.0.0.1:5000\", to: write }\n  - { listen: \"127.0.0.1:5001\", to: read, policy: least_connections, on_unhealthy: close }\n",
+        ),
+        Path::new("lp.yaml"),
+    )
+    .unwrap();
+    assert!(c.listen.is_empty());
+    assert_eq!(
+        c.backends[0].tcp.as_ref().unwrap().as_str(),
+        "127.0.0.1:5432"
+    );
+    let (w, r) = (&c.tcp[0], &c.tcp[1]);
+    assert_eq!(
+        (w.to, w.on_unhealthy, w.idle),
+        (Role::Write, OnUnhealthy::Keep, Duration::from_secs(1800))
+    );
+    assert_eq!(w.policy, Policy::RoundRobin, "reads.policy");
+    assert!(!w.proxy_protocol && !w.send_proxy_protocol);
+    assert_eq!(
+        (r.to, r.policy, r.on_unhealthy),
+        (Role::Read, Policy::LeastConnections, OnUnhealthy::Close)
+    );
+}
+
+#[test]
+fn tcp_mistakes_are_named_with_their_line() {
+    let e = errs(&with(
+        "listen: 127.0.0.1:8080\nbackends:\n  - { name: a, url: \"http://127.0.0.1:8008\" }\n\
+         tcp:\n  - { listen: \"127.0.0.1:8080\", to: write, policy: ip_hash, on_unhealthy: close }\n  - { listen: \"nowhere\", to: read, proxy_protocol: true, idle: 0s }\n",
+    ));
+    assert_eq!(
+        e,
+        [
+            "lp.yaml:7:7: tcp[0].listen: 127.0.0.1:8080 is also an HTTP listen or the admin address",
+            "lp.yaml:7:44: tcp[0].policy: a write listener has one target, the leader: policy is for `to: read`",
+            "lp.yaml:7:61: tcp[0].on_unhealthy: a write listener always closes connections to a former leader: on_unhealthy is for `to: read`",
+            "lp.yaml:8:7: tcp[1].listen: invalid address \"nowhere\" (write ip:port, e.g. 127.0.0.1:8080 or [::1]:8080)",
+            "lp.yaml:8:36: tcp[1].proxy_protocol: needs trusted_proxies: the addresses allowed to send a PROXY protocol header",
+            "lp.yaml:8:58: tcp[1].idle: must be more than 0",
+            "lp.yaml:5:5: backends[0]: tcp listeners need the data address of every backend: set backends[].tcp (host:port)",
+        ]
+    );
+}
+
+#[test]
+fn a_data_address_is_host_and_port() {
+    let e = errs(&with(
+        "listen: 127.0.0.1:8080\nbackends:\n  - { name: a, url: \"http://127.0.0.1:8008\", tcp: \"127.0.0.1\" }\n",
+    ));
+    assert_eq!(
+        e,
+        ["lp.yaml:5:46: backends[0].tcp: invalid data address \"127.0.0.1\" (write host:port, e.g. 127.0.0.1:5432)"]
+    );
+}
+
+#[test]
+fn neither_listen_nor_tcp_is_an_error() {
+    let e = errs(&with(
+        "backends:\n  - { name: a, url: \"http://127.0.0.1:8008\" }\n",
+    ));
+    assert!(
+        e.iter().any(|x| x.ends_with(
+            "listen: at least one address is needed (or none, with `tcp` listeners only)"
+        )),
+        "{e:#?}"
+    );
+}

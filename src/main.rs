@@ -81,12 +81,18 @@ fn summary(cfg: &config::Config) -> String {
     if let Some(p) = &cfg.preset {
         let _ = writeln!(s, "  preset:   {p} (check --explain prints every key)");
     }
-    let _ = writeln!(s, "  listen:   {}", listen.join(", "));
+    if !listen.is_empty() {
+        let _ = writeln!(s, "  listen:   {}", listen.join(", "));
+    }
+    for l in &cfg.tcp {
+        let _ = writeln!(s, "  tcp:      {} to {}", l.addr, l.to.as_str());
+    }
     let _ = writeln!(s, "  admin:    {}", cfg.admin);
     let _ = writeln!(s, "  workers:  {}", cfg.workers);
     let _ = writeln!(s, "  backends: {}", cfg.backends.len());
     for b in &cfg.backends {
-        let _ = writeln!(s, "    - {} {} weight {}", b.name, b.url, b.weight);
+        let data = b.tcp.as_ref().map(|t| format!(" tcp {t}")).unwrap_or_default();
+        let _ = writeln!(s, "    - {} {}{data} weight {}", b.name, b.url, b.weight);
     }
     if let Some(d) = &cfg.discovery.dns {
         let what = match &d.lookup {

@@ -101,9 +101,8 @@ impl Validator {
         has_tcp: bool,
     ) -> (Vec<SocketAddr>, Vec<bool>, CidrSet) {
         let one = matches!(listen_raw, Some(OneOrMany::One(_)));
-        let given = listen_raw.is_some();
         let listen_raw = listen_raw.map_or_else(Vec::new, OneOrMany::into_vec);
-        if listen_raw.is_empty() && (given || !has_tcp) {
+        if listen_raw.is_empty() && !has_tcp {
             self.bad(
                 "listen",
                 "at least one address is needed (or none, with `tcp` listeners only)",

@@ -32,6 +32,7 @@ stop() {
 }
 
 stop "$STATE/leaderproxy.pid" "leaderproxy run"
+stop "$STATE/leaderproxy-pg.pid" "leaderproxy run" # up.sh --postgres
 for name in n1 n2 n3; do
   stop "$STATE/$name.pid" "etcd --name $name"
 done

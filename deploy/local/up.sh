@@ -25,8 +25,8 @@
 # documented checks on :5000 (writes) / :5001 (reads), all by
 # tests/support/patroni.sh in $STATE/postgres (it must be reachable by the
 # `postgres` user: keep $STATE under /tmp). It uses none of the etcd demo's
-# ports, so both can run at once. leaderproxy cannot carry PostgreSQL
-# connections yet (TCP listeners are issue 18): this mode starts no proxy.
+# ports, so both can run at once. leaderproxy runs config/patroni-tcp.yaml:
+# TCP listeners on :6000 (writes) and :6001 (reads), admin on :9902.
 set -euo pipefail
 
 usage() { echo "usage: bash deploy/local/up.sh [--tls | --postgres]" >&2; exit 2; }
@@ -59,9 +59,40 @@ if [[ $POSTGRES == 1 ]]; then
   echo "  PGPASSWORD=postgres psql -h 127.0.0.1 -p 5001 -U postgres -c 'select inet_server_port(), pg_is_in_recovery()'   # reads: a replica"
   echo "Straight to the members: ports 5432 (pg1), 5433 (pg2), 5434 (pg3); Patroni REST: 8008-8010."
   echo "  bash tests/support/patroni.sh switchover $PGDIR      # or kill-primary, leader"
-  # TODO(issue 18): start leaderproxy with TCP listeners (write and read) in front of
-  # pg1..pg3 here and print psql commands for its ports, once it can carry TCP.
-  echo "leaderproxy: not started (TCP listeners for PostgreSQL are issue 18)."
+  echo "building leaderproxy (cargo build --release)"
+  (cd "$ROOT" && cargo build --release --bin leaderproxy)
+  TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+  [[ "$TARGET_DIR" == /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
+  BIN="$TARGET_DIR/release/leaderproxy"
+  PGCONF="$ROOT/config/patroni-tcp.yaml"
+  pid="$(cat "$STATE/leaderproxy-pg.pid" 2>/dev/null || true)"
+  if [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "leaderproxy run"; then
+    echo "leaderproxy already running (pid $pid)"
+  else
+    "$BIN" check --config "$PGCONF"
+    setsid nohup "$BIN" run --config "$PGCONF" >>"$STATE/leaderproxy-pg.log" 2>&1 </dev/null &
+    echo $! >"$STATE/leaderproxy-pg.pid"
+  fi
+  ready=0
+  for _ in $(seq 1 150); do
+    if [[ "$(curl -s -m 1 -o /dev/null -w '%{http_code}' http://127.0.0.1:9902/readyz)" == 200 ]] &&
+      curl -s -m 1 http://127.0.0.1:9902/admin/routing | grep -q '"leader":{'; then
+      ready=1
+      break
+    fi
+    sleep 0.2
+  done
+  if [[ $ready != 1 ]]; then
+    echo "up.sh: leaderproxy found no leader within 30s; log: $STATE/leaderproxy-pg.log" >&2
+    tail -n 20 "$STATE/leaderproxy-pg.log" >&2
+    exit 1
+  fi
+  echo "Through leaderproxy (config/patroni-tcp.yaml; admin http://127.0.0.1:9902/admin/routing):"
+  echo "  PGPASSWORD=postgres psql -h 127.0.0.1 -p 6000 -U postgres -c 'select inet_server_port(), pg_is_in_recovery()'   # writes: the leader"
+  echo "  PGPASSWORD=postgres psql -h 127.0.0.1 -p 6001 -U postgres -c 'select inet_server_port(), pg_is_in_recovery()'   # reads: a replica"
+  for port in 6000 6001; do
+    echo "\$ psql -p $port: $(PGPASSWORD=postgres psql -h 127.0.0.1 -p $port -U postgres -Atc 'select inet_server_port(), pg_is_in_recovery()')"
+  done
   echo
   echo "Stop everything with: bash deploy/local/down.sh"
   exit 0

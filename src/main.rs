@@ -91,7 +91,11 @@ fn summary(cfg: &config::Config) -> String {
     let _ = writeln!(s, "  workers:  {}", cfg.workers);
     let _ = writeln!(s, "  backends: {}", cfg.backends.len());
     for b in &cfg.backends {
-        let data = b.tcp.as_ref().map(|t| format!(" tcp {t}")).unwrap_or_default();
+        let data = b
+            .tcp
+            .as_ref()
+            .map(|t| format!(" tcp {t}"))
+            .unwrap_or_default();
         let _ = writeln!(s, "    - {} {}{data} weight {}", b.name, b.url, b.weight);
     }
     if let Some(d) = &cfg.discovery.dns {

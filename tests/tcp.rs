@@ -307,3 +307,55 @@ async fn tcp_connections_count_against_limits_max_connections() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_address_from_its_proxy_header_reaches_the_backend_in_a_proxy_v2_header() {
+    let l = Fake::start("l", Role::Leader).await;
+    // The data address: reads the PROXY v2 header and what follows.
+    let data = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let data_addr = data.local_addr().unwrap();
+    let got = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let (mut s, _) = data.accept().await.unwrap();
+        let mut head = [0u8; 16 + 12];
+        s.read_exact(&mut head).await.unwrap();
+        let mut rest = [0u8; 5];
+        s.read_exact(&mut rest).await.unwrap();
+        (head, rest)
+    });
+    let yaml = config_with(
+        &[(&l, &format!("tcp: \"{data_addr}\""))],
+        "trusted_proxies: [127.0.0.1]\ntcp:\n  - { listen: \"127.0.0.1:0\", to: write, proxy_protocol: true, send_proxy_protocol: true }\n",
+    );
+    let p = Proxy::start(&yaml).await;
+    p.wait_leader(Some("l"), Duration::from_secs(3)).await;
+    let port = p.running.as_ref().unwrap().tcp[0];
+    let mut c = TcpStream::connect(port).await.unwrap();
+    let header = format!(
+        "PROXY TCP4 192.0.2.9 127.0.0.1 5555 {}\r\nhello",
+        port.port()
+    );
+    c.write_all(header.as_bytes()).await.unwrap();
+    let (head, rest) = tokio::time::timeout(Duration::from_secs(5), got)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&head[..12], b"\r\n\r\n\0\r\nQUIT\n", "a v2 signature");
+    assert_eq!(
+        head[12..16],
+        [0x21, 0x11, 0, 12],
+        "PROXY, TCP over IPv4, 12 bytes"
+    );
+    assert_eq!(
+        head[16..20],
+        [192, 0, 2, 9],
+        "the client from the PROXY header"
+    );
+    assert_eq!(head[20..24], [127, 0, 0, 1], "the address it connected to");
+    assert_eq!(u16::from_be_bytes([head[24], head[25]]), 5555);
+    assert_eq!(u16::from_be_bytes([head[26], head[27]]), port.port());
+    assert_eq!(
+        &rest, b"hello",
+        "then the bytes sent after the client's header"
+    );
+}

@@ -103,7 +103,8 @@ pub async fn serve(
     let conn = metrics.conn(&l.label, &backend.name());
     let _open = Count::enter(&l.open);
     let _in_flight = backend.begin_request();
-    if let Err(e) = prelude(l, &upstream, client, &early).await {
+    let local = stream.local_addr().unwrap_or(l.cfg.addr);
+    if let Err(e) = prelude(l, &upstream, client, local, &early).await {
         tracing::debug!(listener = %l.label, backend = %backend.name(), error = %e, "tcp: writing to the backend failed");
         return;
     }
@@ -161,15 +162,17 @@ pub async fn serve(
 }
 
 /// What goes to the backend before the client's bytes: a PROXY v2 header
-/// (`send_proxy_protocol`), then what the client sent with its own PROXY header.
+/// (`send_proxy_protocol`: from the client to the address it connected
+/// to, `local`), then what the client sent with its own PROXY header.
 async fn prelude(
     l: &Listener,
     upstream: &TcpStream,
     client: SocketAddr,
+    local: SocketAddr,
     early: &[u8],
 ) -> std::io::Result<()> {
     if l.cfg.send_proxy_protocol {
-        let header = crate::net::proxy_protocol::encode_v2(client, upstream.peer_addr()?);
+        let header = crate::net::proxy_protocol::encode_v2(client, local);
         write_all(upstream, &header).await?;
     }
     if !early.is_empty() {

@@ -18,6 +18,7 @@ pub mod health;
 pub mod metrics;
 pub mod net;
 pub mod proxy;
+pub mod resp;
 pub mod routing;
 pub mod server;
 mod shutdown;

@@ -25,6 +25,7 @@ const LAYERS: &[&str] = &[
     "config",      // YAML -> validated Config (data)
     "metrics",     // the Prometheus registry and typed handles
     "h1",          // the HTTP/1.1 codec: bytes and spans in, decisions and bytes out (pure)
+    "resp",        // the RESP codec: commands, reply lengths, command classes (pure)
     "upstream", // reaching a backend: connect, TLS, pools, the HTTP/1.1 client loop, request bodies
     "backend",  // identity + live state
     "balance",  // pure policies over candidates

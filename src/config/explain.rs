@@ -372,6 +372,7 @@ fn reads(cfg: &Config) -> Value {
         ("policy", policy(r.policy)),
         ("fallback_to_leader", Value::Bool(r.fallback_to_leader)),
         ("retry", Value::Bool(r.retry)),
+        ("try_timeout", opt(r.try_timeout, dur)),
         (
             "consistency",
             text(match r.consistency {

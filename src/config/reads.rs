@@ -14,6 +14,7 @@ pub(super) struct RawReads {
     policy: Option<Policy>,
     fallback_to_leader: Option<bool>,
     retry: Option<bool>,
+    try_timeout: Option<Dur>,
     consistency: Option<Consistency>,
     session: Option<consistency::RawSession>,
     max_lag: Option<u64>,
@@ -52,6 +53,11 @@ pub struct ReadsConfig {
     pub fallback_to_leader: bool,
     /// Retry a read once on another follower after a connect failure or a 502/503; default true.
     pub retry: bool,
+    /// `reads.try_timeout`: how long the first try of a read may wait for
+    /// its answer's headers before the read goes to another backend (the
+    /// retry rules of `retry`); default none (only
+    /// `timeouts.response_headers`). Not on `long_poll` routes.
+    pub try_timeout: Option<Duration>,
     /// Default `eventual`.
     pub consistency: Consistency,
     /// What identifies a session for read-your-writes; default none.
@@ -76,12 +82,19 @@ impl Validator {
         positions: &PositionsConfig,
         probe_given: bool,
     ) -> ReadsConfig {
-        let (policy, fallback_to_leader, retry, rc) = match raw {
-            None => (None, None, None, consistency::RawReadConsistency::default()),
+        let (policy, fallback_to_leader, retry, try_timeout, rc) = match raw {
+            None => (
+                None,
+                None,
+                None,
+                None,
+                consistency::RawReadConsistency::default(),
+            ),
             Some(r) => (
                 r.policy,
                 r.fallback_to_leader,
                 r.retry,
+                r.try_timeout,
                 consistency::RawReadConsistency {
                     consistency: r.consistency,
                     session: r.session,
@@ -91,10 +104,21 @@ impl Validator {
             ),
         };
         let rc = self.read_consistency(rc, positions, probe_given);
+        let try_timeout = try_timeout.map(|d| d.0);
+        if try_timeout.is_some_and(|d| d.is_zero()) {
+            self.bad("reads.try_timeout", "must be more than 0");
+        }
+        if try_timeout.is_some() && retry == Some(false) {
+            self.bad(
+                "reads.try_timeout",
+                "a read whose try timed out goes to another backend: needs reads.retry",
+            );
+        }
         ReadsConfig {
             policy: policy.unwrap_or(Policy::RoundRobin),
             fallback_to_leader: fallback_to_leader.unwrap_or(true),
             retry: retry.unwrap_or(true),
+            try_timeout,
             consistency: rc.consistency,
             session: rc.session,
             max_lag: rc.max_lag,

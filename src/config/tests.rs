@@ -476,3 +476,17 @@ fn idempotent_is_for_write_routes() {
     assert_eq!(c.routes[2].route.idempotent, Some(false));
     assert_eq!(c.routes[0].route.idempotent, None);
 }
+
+#[test]
+fn a_read_try_timeout_is_more_than_zero_and_needs_retries() {
+    let e = errs(
+        "admin: 127.0.0.1:9901\nleader: { path: /l, expect: { status: [200] } }\nlisten: 127.0.0.1:8080\nbackends:\n  - { name: a, url: \"http://127.0.0.1:8008\" }\nreads: { retry: false, try_timeout: 0s }\n",
+    );
+    assert_eq!(
+        e,
+        [
+            "lp.yaml:6:24: reads.try_timeout: must be more than 0",
+            "lp.yaml:6:24: reads.try_timeout: a read whose try timed out goes to another backend: needs reads.retry",
+        ]
+    );
+}

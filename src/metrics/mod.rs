@@ -74,6 +74,9 @@ pub struct Metrics {
     pub writes_resent: IntCounter,
     /// `leaderproxy_reads_retried_total`: reads retried on another backend.
     pub reads_retried: IntCounter,
+    /// `leaderproxy_read_try_timeouts_total`: first tries of reads that
+    /// waited `reads.try_timeout` for an answer and were sent elsewhere.
+    pub read_try_timeouts: IntCounter,
     /// `leaderproxy_writes_retried_ambiguous_total`: idempotent writes
     /// re-sent after a failure that may have reached the leader.
     pub writes_retried_ambiguous: IntCounter,
@@ -304,6 +307,14 @@ impl Metrics {
                 &r,
                 IntCounter::new("leaderproxy_reads_retried_total", "Reads retried on another backend.")
                     .expect("valid metric"),
+            ),
+            read_try_timeouts: reg(
+                &r,
+                IntCounter::new(
+                    "leaderproxy_read_try_timeouts_total",
+                    "First tries of reads that waited reads.try_timeout and were sent to another backend.",
+                )
+                .expect("valid metric"),
             ),
             writes_retried_ambiguous: reg(
                 &r,

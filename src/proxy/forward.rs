@@ -77,6 +77,7 @@ impl Failed {
 }
 
 /// Options for one attempt.
+#[derive(Clone, Copy)]
 pub struct SendOpts {
     pub worker: usize,
     /// Only pooled connections opened at this leader generation or later

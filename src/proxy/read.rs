@@ -12,7 +12,7 @@ use http::Request;
 
 use super::body::Release;
 use super::error::ProxyError;
-use super::forward::{self, Attempt, Cause};
+use super::forward::{self, Attempt, Cause, SendOpts};
 use super::service::{blame, respond, try_clone, Ctx, Proxy, Routed};
 use crate::backend::Backend;
 use crate::config::Consistency;
@@ -144,8 +144,21 @@ pub(super) async fn read(
     } else {
         None
     };
+    // The first try's own deadline (`reads.try_timeout`): only when the read
+    // can go elsewhere (a copy to re-send), never on a long-poll route.
+    let per_try = cfg
+        .reads
+        .try_timeout
+        .filter(|d| spare.is_some() && !ctx.route.long_poll && *d < o.response_timeout);
+    let first_o = match per_try {
+        Some(d) => SendOpts {
+            response_timeout: d,
+            ..o
+        },
+        None => o,
+    };
     let rel = Release::begin(&first, ctx.worker);
-    let (err, spare) = match forward::send(&first, req, &o).await {
+    let (err, spare) = match forward::send(&first, req, &first_o).await {
         Attempt::Answered(resp) => {
             let s = resp.status().as_u16();
             if s >= 500 {
@@ -173,6 +186,9 @@ pub(super) async fn read(
             // repeating it would double the client's wait.
             Cause::Timeout if ctx.route.long_poll => return Err(blame(f.error, &first)),
             Cause::Timeout => {
+                if per_try.is_some() {
+                    proxy.metrics.read_try_timeouts.inc();
+                }
                 passive_failure(proxy, t, &first);
                 (Some(f.error), spare)
             }

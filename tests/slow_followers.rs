@@ -61,3 +61,61 @@ async fn without_try_timeout_a_read_waits_for_the_frozen_follower() {
         "the read waited for the follower"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hedged_read_is_answered_by_the_second_try_when_the_first_is_slow() {
+    let [l, f1, f2] = nodes::nodes(["l", "f1", "f2"]).await;
+    let p = nodes::led_by(
+        &[&l, &f1, &f2],
+        "reads: { policy: round_robin, hedge: { after: 50ms, max_percent: 100 } }\npassive: { consecutive_failures: 1000 }\n",
+        "l",
+    )
+    .await;
+    admin::wait_followers(&p, &["f1", "f2"], Duration::from_secs(5)).await;
+    f1.state.delay_ms.store(2_000, Ordering::Relaxed);
+    for i in 0..20 {
+        let started = Instant::now();
+        let r = p.get(&format!("/k/{i}")).await;
+        assert_eq!(r.status, 200);
+        assert_ne!(r.backend().as_deref(), Some("f1"), "the slow try lost");
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "read {i}: {:?}",
+            started.elapsed()
+        );
+    }
+    let scrape = p.metrics().await;
+    let (sent, won) = (
+        counter(&scrape, "leaderproxy_read_hedges_total"),
+        counter(&scrape, "leaderproxy_read_hedges_won_total"),
+    );
+    assert!(
+        won >= 5 && won == sent,
+        "the reads that went to f1 were won by their hedge: {won}/{sent}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hedged_tries_stay_within_max_percent_of_the_reads() {
+    let [l, f1, f2] = nodes::nodes(["l", "f1", "f2"]).await;
+    let p = nodes::led_by(
+        &[&l, &f1, &f2],
+        "reads: { policy: round_robin, hedge: { after: 10ms, max_percent: 10 } }\npassive: { consecutive_failures: 1000 }\n",
+        "l",
+    )
+    .await;
+    admin::wait_followers(&p, &["f1", "f2"], Duration::from_secs(5)).await;
+    // Every read is slow enough to be hedged.
+    f1.state.delay_ms.store(40, Ordering::Relaxed);
+    f2.state.delay_ms.store(40, Ordering::Relaxed);
+    let reads = 100;
+    for i in 0..reads {
+        assert_eq!(p.get(&format!("/k/{i}")).await.status, 200);
+    }
+    let sent = counter(&p.metrics().await, "leaderproxy_read_hedges_total");
+    assert!(sent >= 5, "hedges were sent: {sent}");
+    assert!(
+        sent * 100 <= reads * 10,
+        "{sent} hedges for {reads} reads: over 10%"
+    );
+}

@@ -374,6 +374,15 @@ fn reads(cfg: &Config) -> Value {
         ("retry", Value::Bool(r.retry)),
         ("try_timeout", opt(r.try_timeout, dur)),
         (
+            "hedge",
+            opt(r.hedge, |h| {
+                map([
+                    ("after", dur(h.after)),
+                    ("max_percent", num(h.max_percent.into())),
+                ])
+            }),
+        ),
+        (
             "consistency",
             text(match r.consistency {
                 Consistency::Eventual => "eventual",

@@ -52,7 +52,7 @@ pub use listen::TlsConfig;
 pub use load::{load, parse};
 pub use locate::Locator;
 pub use probes::{Expect, HealthConfig, JsonExpect, JsonWant, LeaderConfig, ProbeConfig};
-pub use reads::{Policy, ReadsConfig};
+pub use reads::{Hedge, Policy, ReadsConfig};
 pub use routes::{MethodSet, Role, Route, Rule};
 pub use tcp::{OnUnhealthy, TcpListen, DEFAULT_TCP_IDLE};
 pub use types::{Dur, Method, OneOrMany, Pointer, Re, Size};

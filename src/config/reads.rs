@@ -15,10 +15,29 @@ pub(super) struct RawReads {
     fallback_to_leader: Option<bool>,
     retry: Option<bool>,
     try_timeout: Option<Dur>,
+    hedge: Option<RawHedge>,
     consistency: Option<Consistency>,
     session: Option<consistency::RawSession>,
     max_lag: Option<u64>,
     after_write_window: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHedge {
+    after: Dur,
+    max_percent: Option<u32>,
+}
+
+/// `reads.hedge`: a second try of a read before the first has answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hedge {
+    /// `reads.hedge.after`: how long the first try may go unanswered before
+    /// a second one goes to another backend; the first answer wins.
+    pub after: Duration,
+    /// `reads.hedge.max_percent`: second tries at most this share of reads
+    /// (1–100); default 10.
+    pub max_percent: u32,
 }
 
 /// Read-balancing policy for followers.
@@ -58,6 +77,8 @@ pub struct ReadsConfig {
     /// retry rules of `retry`); default none (only
     /// `timeouts.response_headers`). Not on `long_poll` routes.
     pub try_timeout: Option<Duration>,
+    /// `reads.hedge`: default none (one try at a time).
+    pub hedge: Option<Hedge>,
     /// Default `eventual`.
     pub consistency: Consistency,
     /// What identifies a session for read-your-writes; default none.
@@ -74,6 +95,27 @@ pub struct ReadsConfig {
 }
 
 impl Validator {
+    /// `reads.hedge` (`retry`: reads may be sent twice, `reads.retry`).
+    fn hedge(&mut self, h: RawHedge, retry: bool) -> Hedge {
+        if h.after.0.is_zero() {
+            self.bad("reads.hedge.after", "must be more than 0");
+        }
+        let max_percent = h.max_percent.unwrap_or(10);
+        if !(1..=100).contains(&max_percent) {
+            self.bad("reads.hedge.max_percent", "must be 1 to 100");
+        }
+        if !retry {
+            self.bad(
+                "reads.hedge",
+                "a hedged read is sent twice: needs reads.retry",
+            );
+        }
+        Hedge {
+            after: h.after.0,
+            max_percent,
+        }
+    }
+
     /// `reads`, with the consistency keys validated against `positions`
     /// (`probe_given`: the file gives `positions.probe`).
     pub(super) fn reads(
@@ -82,8 +124,9 @@ impl Validator {
         positions: &PositionsConfig,
         probe_given: bool,
     ) -> ReadsConfig {
-        let (policy, fallback_to_leader, retry, try_timeout, rc) = match raw {
+        let (policy, fallback_to_leader, retry, try_timeout, hedge, rc) = match raw {
             None => (
+                None,
                 None,
                 None,
                 None,
@@ -95,6 +138,7 @@ impl Validator {
                 r.fallback_to_leader,
                 r.retry,
                 r.try_timeout,
+                r.hedge,
                 consistency::RawReadConsistency {
                     consistency: r.consistency,
                     session: r.session,
@@ -119,6 +163,7 @@ impl Validator {
             fallback_to_leader: fallback_to_leader.unwrap_or(true),
             retry: retry.unwrap_or(true),
             try_timeout,
+            hedge: hedge.map(|h| self.hedge(h, retry != Some(false))),
             consistency: rc.consistency,
             session: rc.session,
             max_lag: rc.max_lag,

@@ -490,3 +490,35 @@ fn a_read_try_timeout_is_more_than_zero_and_needs_retries() {
         ]
     );
 }
+
+#[test]
+fn a_hedge_waits_more_than_zero_within_a_share_of_the_reads() {
+    let e = errs(
+        "admin: 127.0.0.1:9901\nleader: { path: /l, expect: { status: [200] } }\nlisten: 127.0.0.1:8080\nbackends:\n  - { name: a, url: \"http://127.0.0.1:8008\" }\nreads: { retry: false, hedge: { after: 0s, max_percent: 0 } }\n",
+    );
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert!(
+        e[0].ends_with("reads.hedge.after: must be more than 0"),
+        "{e:#?}"
+    );
+    assert!(
+        e[1].ends_with("reads.hedge.max_percent: must be 1 to 100"),
+        "{e:#?}"
+    );
+    assert!(
+        e[2].ends_with("reads.hedge: a hedged read is sent twice: needs reads.retry"),
+        "{e:#?}"
+    );
+    let c = parse(
+        "admin: 127.0.0.1:9901\nleader: { path: /l, expect: { status: [200] } }\nlisten: 127.0.0.1:8080\nbackends:\n  - { name: a, url: \"http://127.0.0.1:8008\" }\nreads: { hedge: { after: 50ms } }\n",
+        Path::new("lp.yaml"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.reads.hedge,
+        Some(Hedge {
+            after: Duration::from_millis(50),
+            max_percent: 10
+        })
+    );
+}

@@ -77,6 +77,10 @@ pub struct Metrics {
     /// `leaderproxy_read_try_timeouts_total`: first tries of reads that
     /// waited `reads.try_timeout` for an answer and were sent elsewhere.
     pub read_try_timeouts: IntCounter,
+    /// `leaderproxy_read_hedges_total`: second tries sent (`reads.hedge`).
+    pub read_hedges: IntCounter,
+    /// `leaderproxy_read_hedges_won_total`: reads the second try answered.
+    pub read_hedges_won: IntCounter,
     /// `leaderproxy_writes_retried_ambiguous_total`: idempotent writes
     /// re-sent after a failure that may have reached the leader.
     pub writes_retried_ambiguous: IntCounter,
@@ -307,6 +311,22 @@ impl Metrics {
                 &r,
                 IntCounter::new("leaderproxy_reads_retried_total", "Reads retried on another backend.")
                     .expect("valid metric"),
+            ),
+            read_hedges: reg(
+                &r,
+                IntCounter::new(
+                    "leaderproxy_read_hedges_total",
+                    "Second tries of reads sent before the first answered (reads.hedge).",
+                )
+                .expect("valid metric"),
+            ),
+            read_hedges_won: reg(
+                &r,
+                IntCounter::new(
+                    "leaderproxy_read_hedges_won_total",
+                    "Reads answered by their second (hedged) try.",
+                )
+                .expect("valid metric"),
             ),
             read_try_timeouts: reg(
                 &r,

@@ -123,6 +123,58 @@ fn read_need(proxy: &Proxy, t: &RoutingTable, ctx: &Ctx, req: &mut Request<UpBod
     }
 }
 
+/// The first try of a read under `reads.hedge`: when it has not answered
+/// `after` into it, and the hedge budget allows, a copy goes to another
+/// backend (`second`, never the first's); the first answer wins and the
+/// other try is dropped (its connection closed). A try that fails leaves
+/// the other to answer. Returns the backend whose outcome counts, its
+/// in-flight count and that outcome.
+#[allow(clippy::too_many_arguments)]
+async fn hedged(
+    proxy: &Proxy,
+    ctx: &Ctx,
+    h: crate::config::Hedge,
+    first: Arc<Backend>,
+    req: Request<UpBody>,
+    spare: Option<Request<UpBody>>,
+    first_o: &SendOpts,
+    o: &SendOpts,
+    second: impl Fn(u64) -> Option<Arc<Backend>>,
+) -> (Arc<Backend>, Release, Attempt, Option<Request<UpBody>>) {
+    let rel = Release::begin(&first, ctx.worker);
+    let one = forward::send(&first, req, first_o);
+    tokio::pin!(one);
+    tokio::select! {
+        a = &mut one => return (first.clone(), rel, a, spare),
+        _ = tokio::time::sleep(h.after) => {}
+    }
+    let copy = spare.as_ref().and_then(try_clone);
+    let other = second(first.id);
+    let (Some(copy), Some(other)) = (copy, other) else {
+        return (first.clone(), rel, one.await, spare);
+    };
+    if !proxy.hedge_allowed(h.max_percent) {
+        return (first.clone(), rel, one.await, spare);
+    }
+    proxy.metrics.read_hedges.inc();
+    let rel2 = Release::begin(&other, ctx.worker);
+    let two = forward::send(&other, copy, o);
+    tokio::pin!(two);
+    tokio::select! {
+        a = &mut one => match a {
+            Attempt::Answered(_) => (first.clone(), rel, a, spare),
+            _ => (other.clone(), rel2, two.await, spare),
+        },
+        b = &mut two => match b {
+            Attempt::Answered(_) => {
+                proxy.metrics.read_hedges_won.inc();
+                (other.clone(), rel2, b, spare)
+            }
+            _ => (first.clone(), rel, one.await, spare),
+        },
+    }
+}
+
 pub(super) async fn read(
     proxy: &Proxy,
     t: &Arc<RoutingTable>,
@@ -157,8 +209,29 @@ pub(super) async fn read(
         },
         None => o,
     };
-    let rel = Release::begin(&first, ctx.worker);
-    let (err, spare) = match forward::send(&first, req, &first_o).await {
+    if cfg.reads.hedge.is_some() {
+        // Only with hedging on: a counter shared by the workers.
+        proxy.read_counted();
+    }
+    let hedge = cfg
+        .reads
+        .hedge
+        .filter(|_| spare.is_some() && !ctx.route.long_poll);
+    let (first, rel, attempt, spare) = match hedge {
+        None => {
+            let rel = Release::begin(&first, ctx.worker);
+            let a = forward::send(&first, req, &first_o).await;
+            (first, rel, a, spare)
+        }
+        Some(h) => {
+            let second = |avoid| target(proxy, t, ip, need, Some(avoid)).cloned();
+            Box::pin(hedged(
+                proxy, ctx, h, first, req, spare, &first_o, &o, second,
+            ))
+            .await
+        }
+    };
+    let (err, spare) = match attempt {
         Attempt::Answered(resp) => {
             let s = resp.status().as_u16();
             if s >= 500 {

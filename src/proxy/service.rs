@@ -44,6 +44,9 @@ pub struct Proxy {
     pub open_connections: AtomicUsize,
     /// Each session's last write, for read-your-writes.
     pub(crate) sessions: Sessions,
+    /// Reads routed and hedged tries sent, for `reads.hedge.max_percent`.
+    reads: AtomicU64,
+    hedges: AtomicU64,
 }
 
 impl Proxy {
@@ -61,7 +64,26 @@ impl Proxy {
             held: AtomicUsize::new(0),
             replay_bytes: AtomicU64::new(0),
             open_connections: AtomicUsize::new(0),
+            reads: AtomicU64::new(0),
+            hedges: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a read routed to a backend (the base of the hedge budget).
+    pub(super) fn read_counted(&self) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether one more hedged try keeps hedges within `max_percent` of the
+    /// reads counted so far; counts it when it does.
+    pub(super) fn hedge_allowed(&self, max_percent: u32) -> bool {
+        let reads = self.reads.load(Ordering::Relaxed);
+        let hedges = self.hedges.load(Ordering::Relaxed);
+        if (hedges + 1) * 100 > reads * u64::from(max_percent) {
+            return false;
+        }
+        self.hedges.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// Reserves `n` bytes of `limits.replay_buffer_bytes` for one body copy.

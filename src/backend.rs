@@ -139,18 +139,7 @@ impl Backend {
     /// A plain `http://` backend named `b` at `addr`, one worker (tests).
     #[cfg(test)]
     pub(crate) fn for_test(addr: &str) -> Backend {
-        let cfg = crate::config::BackendConfig {
-            name: "b".into(),
-            authority: addr.parse().unwrap(),
-            url: format!("http://{addr}"),
-            weight: 1,
-            h2c: false,
-            tls: None,
-            zone: None,
-            priority: 0,
-            max_connections: None,
-            tcp: None,
-        };
+        let cfg = crate::config::BackendConfig::plain("b", addr.parse().unwrap());
         Backend::new(&cfg, &crate::metrics::Metrics::new(), 1, 8)
     }
 

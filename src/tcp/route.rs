@@ -127,18 +127,9 @@ mod tests {
     }
 
     fn backend(name: &str, port: u16) -> Arc<Backend> {
-        let cfg = crate::config::BackendConfig {
-            name: name.into(),
-            authority: format!("127.0.0.1:{port}").parse().unwrap(),
-            url: format!("http://127.0.0.1:{port}"),
-            weight: 1,
-            h2c: false,
-            tls: None,
-            zone: None,
-            priority: 0,
-            max_connections: None,
-            tcp: Some(format!("127.0.0.1:{}", port + 1000).parse().unwrap()),
-        };
+        let mut cfg =
+            crate::config::BackendConfig::plain(name, format!("127.0.0.1:{port}").parse().unwrap());
+        cfg.tcp = Some(format!("127.0.0.1:{}", port + 1000).parse().unwrap());
         Arc::new(Backend::new(&cfg, &crate::metrics::Metrics::new(), 1, 8))
     }
 

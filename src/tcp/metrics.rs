@@ -25,8 +25,11 @@ pub struct TcpMetrics {
 
 /// One connection's handles, resolved once when it reaches its backend.
 pub struct ConnMetrics {
+    /// Its series of `leaderproxy_tcp_connections` (decremented on drop).
     pub active: IntGauge,
+    /// Its series of `leaderproxy_tcp_bytes_total{direction="to_backend"}`.
     pub to_backend: IntCounter,
+    /// Its series of `leaderproxy_tcp_bytes_total{direction="to_client"}`.
     pub to_client: IntCounter,
 }
 

@@ -244,6 +244,17 @@ fn expect(e: &Expect) -> Value {
                     ("pointer", text(&j.pointer)),
                     ("equals", serde_yaml::to_value(v).unwrap_or(Value::Null)),
                 ]),
+                JsonWant::OneOf(vs) => map([
+                    ("pointer", text(&j.pointer)),
+                    (
+                        "one_of",
+                        Value::Sequence(
+                            vs.iter()
+                                .map(|v| serde_yaml::to_value(v).unwrap_or(Value::Null))
+                                .collect(),
+                        ),
+                    ),
+                ]),
                 JsonWant::EqualsPointer(p) => {
                     map([("pointer", text(&j.pointer)), ("equals_pointer", text(p))])
                 }

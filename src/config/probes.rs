@@ -58,6 +58,7 @@ pub(super) struct RawJsonExpect {
     pointer: Option<Pointer>,
     equals: Option<serde_json::Value>,
     equals_pointer: Option<Pointer>,
+    one_of: Option<Vec<serde_json::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +97,9 @@ pub enum JsonWant {
     Equals(serde_json::Value),
     /// Equal to the value at another pointer of the same document (etcd: member_id == leader).
     EqualsPointer(String),
+    /// Equal to one of these values (Patroni's `/role`: `master` before
+    /// 3.x renamed it, `primary` after); never empty.
+    OneOf(Vec<serde_json::Value>),
 }
 
 /// A periodic HTTP probe.
@@ -300,9 +304,8 @@ impl Validator {
         if let Some(s) = &raw.status {
             self.statuses(&format!("{key}.status"), s);
         }
-        let json = raw
-            .json
-            .and_then(|j| match (j.pointer, j.equals, j.equals_pointer) {
+        let json = raw.json.and_then(
+            |j| match (j.pointer, j.equals, j.equals_pointer, j.one_of) {
                 (None, ..) => {
                     self.bad(
                         &format!("{key}.json.pointer"),
@@ -310,22 +313,34 @@ impl Validator {
                     );
                     None
                 }
-                (Some(pointer), Some(v), None) => Some(JsonExpect {
+                (Some(pointer), Some(v), None, None) => Some(JsonExpect {
                     pointer: pointer.0,
                     want: JsonWant::Equals(v),
                 }),
-                (Some(pointer), None, Some(p)) => Some(JsonExpect {
+                (Some(pointer), None, Some(p), None) => Some(JsonExpect {
                     pointer: pointer.0,
                     want: JsonWant::EqualsPointer(p.0),
+                }),
+                (Some(_), None, None, Some(vs)) if vs.is_empty() => {
+                    self.bad(
+                        &format!("{key}.json.one_of"),
+                        "give at least one value (an empty list matches nothing)",
+                    );
+                    None
+                }
+                (Some(pointer), None, None, Some(vs)) => Some(JsonExpect {
+                    pointer: pointer.0,
+                    want: JsonWant::OneOf(vs),
                 }),
                 _ => {
                     self.bad(
                         &format!("{key}.json"),
-                        "give exactly one of `equals` and `equals_pointer`",
+                        "give exactly one of `equals`, `equals_pointer` and `one_of`",
                     );
                     None
                 }
-            });
+            },
+        );
         let header =
             raw.header
                 .and_then(|h| match http::HeaderName::from_bytes(h.name.as_bytes()) {

@@ -216,6 +216,15 @@ pub fn evaluate(
                     return Err(format!("JSON {} is {got}, not {want}", j.pointer));
                 }
             }
+            JsonWant::OneOf(wants) => {
+                if !wants.iter().any(|w| json_eq(got, w)) {
+                    return Err(format!(
+                        "JSON {} is {got}, not one of {}",
+                        j.pointer,
+                        serde_json::Value::Array(wants.clone())
+                    ));
+                }
+            }
             JsonWant::EqualsPointer(other) => {
                 let want = doc
                     .pointer(other)
@@ -337,6 +346,27 @@ mod tests {
         assert_eq!(read_term(leader, "/header/raft_term"), Some(7));
         assert_eq!(read_term(br#"{"t":9}"#, "/t"), Some(9));
         assert_eq!(read_term(br#"{"t":"x"}"#, "/t"), None);
+    }
+
+    #[test]
+    fn json_one_of_patroni_role() {
+        let e = Expect {
+            status: Some(vec![200]),
+            json: Some(JsonExpect {
+                pointer: "/role".into(),
+                want: JsonWant::OneOf(vec![
+                    serde_json::json!("master"),
+                    serde_json::json!("primary"),
+                ]),
+            }),
+            ..Default::default()
+        };
+        assert!(evaluate(&e, 200, &hm(&[]), br#"{"role": "master"}"#).is_ok());
+        assert!(evaluate(&e, 200, &hm(&[]), br#"{"role": "primary"}"#).is_ok());
+        assert_eq!(
+            evaluate(&e, 200, &hm(&[]), br#"{"role": "replica"}"#).unwrap_err(),
+            r#"JSON /role is "replica", not one of ["master","primary"]"#
+        );
     }
 
     #[test]

@@ -12,11 +12,11 @@ fn text(preset: &str, extra: &str) -> String {
     )
 }
 
-fn ok(t: &str) -> Config {
+pub(super) fn ok(t: &str) -> Config {
     parse(t, Path::new("lp.yaml")).unwrap_or_else(|e| panic!("{e}\n---\n{t}"))
 }
 
-fn errs(t: &str) -> Vec<String> {
+pub(super) fn errs(t: &str) -> Vec<String> {
     match parse(t, Path::new("lp.yaml")) {
         Ok(_) => panic!("expected an error:\n{t}"),
         Err(e) => e.0.iter().map(|p| p.to_string()).collect(),
@@ -28,6 +28,7 @@ fn source_str(s: &PositionSource) -> String {
         PositionSource::Header(h) => format!("header {h}"),
         PositionSource::Json(p) => format!("json {p}"),
         PositionSource::Regex(r) => format!("regex {}", r.as_str()),
+        PositionSource::Native => "native".to_string(),
     }
 }
 
@@ -535,6 +536,7 @@ fn explain_writes_every_key_with_defaults() {
             "health",
             "leader",
             "positions",
+            "probe_auth",
             "routes",
             "reads",
             "writes",

@@ -9,7 +9,14 @@
 //! wrong password finds no leader, says WRONGPASS and never shows the
 //! password.
 //!
-//! Needs `/usr/bin/redis-server` (`bash tests/run.sh` installs it).
+//! PostgreSQL 15 (support/postgres.rs `PgPair`: a primary and a streaming
+//! replica, no Patroni, scram-sha-256 over TCP): the leader is the server
+//! not in recovery, positions are WAL bytes (the replica's replayed LSN),
+//! the replica promoted after the primary's SIGKILL leads, and a wrong
+//! password fails the login without showing it.
+//!
+//! Needs `/usr/bin/redis-server` (`bash tests/run.sh` installs it) and
+//! PostgreSQL 15 (`tests/support/patroni.sh` installs it).
 //! `LEADERPROXY_SKIP_REAL=1` skips the tests.
 
 #[path = "support/procs.rs"]
@@ -18,35 +25,78 @@ mod procs;
 #[path = "support/redis.rs"]
 mod redis;
 
+#[path = "support/postgres.rs"]
+mod postgres;
+
 #[path = "support/table.rs"]
 mod table;
 
 use std::time::Duration;
 
-use procs::{spawn_proxy, spawn_proxy_unready, wait_for};
+use postgres::PgPair;
+use procs::{spawn_proxy, spawn_proxy_unready, wait_for, ProxyProc};
 use redis::{redis_cmd, RedisReplicas};
 
 const BIN: &str = env!("CARGO_BIN_EXE_leaderproxy");
 const WITHIN: Duration = Duration::from_secs(10);
 
-/// The proxy config: three backends at the Redis ports, every probe
-/// native, logging in as `probe` with the password in `password_file`.
-fn redis_yaml(r: &RedisReplicas, password_file: &std::path::Path) -> String {
+/// The proxy config: one backend per port (`n1`, `n2`, …), every probe
+/// of `kind` every `interval` within `timeout`, logging in with
+/// `probe_auth` (YAML map).
+fn native_yaml(
+    kind: &str,
+    (interval, timeout): (&str, &str),
+    ports: &[u16],
+    probe_auth: &str,
+) -> String {
     let mut y = String::from("backends:\n");
-    for (i, p) in r.ports.iter().enumerate() {
+    for (i, p) in ports.iter().enumerate() {
         y.push_str(&format!(
             "  - {{ name: n{}, url: \"http://127.0.0.1:{p}\", tcp: \"127.0.0.1:{p}\" }}\n",
             i + 1
         ));
     }
     y.push_str(&format!(
-        "health: {{ kind: redis, interval: 200ms, timeout: 150ms, rise: 1 }}\n\
-         leader: {{ kind: redis, interval: 100ms, timeout: 80ms }}\n\
-         positions: {{ kind: redis }}\n\
-         probe_auth: {{ user: probe, password_file: {} }}\n",
-        password_file.display()
+        "health: {{ kind: {kind}, interval: {interval}, timeout: {timeout}, rise: 1 }}\n\
+         leader: {{ kind: {kind}, interval: {interval}, timeout: {timeout} }}\n\
+         positions: {{ kind: {kind} }}\n\
+         probe_auth: {probe_auth}\n"
     ));
     y
+}
+
+fn redis_yaml(r: &RedisReplicas, password_file: &std::path::Path) -> String {
+    native_yaml(
+        "redis",
+        ("100ms", "80ms"),
+        &r.ports,
+        &format!(
+            "{{ user: probe, password_file: {} }}",
+            password_file.display()
+        ),
+    )
+}
+
+/// Waits until every backend's last leader probe failed with `error`; the
+/// proxy names no leader then.
+fn wait_refused(q: &ProxyProc, error: &str) {
+    wait_for(
+        WITHIN,
+        &format!("every leader probe fails with {error}"),
+        || {
+            q.try_routing().is_some_and(|v| {
+                v["backends"].as_array().is_some_and(|bs| {
+                    bs.iter().all(|b| {
+                        b["last_probe"]["leader_error"]
+                            .as_str()
+                            .is_some_and(|e| e.contains(error))
+                    })
+                })
+            })
+        },
+    );
+    let shown = q.routing();
+    assert!(shown["leader"]["name"].is_null(), "{shown}");
 }
 
 /// `master_repl_offset` of node `i`, from INFO (the `default` user).
@@ -105,23 +155,80 @@ fn redis_native_probes_follow_role_and_offsets() {
     let wrong = r.dir.join("wrong-password");
     std::fs::write(&wrong, "not-the-pw-5c2e\n").unwrap();
     let q = spawn_proxy_unready(BIN, &redis_yaml(&r, &wrong));
-    wait_for(WITHIN, "the wrong password is refused", || {
-        q.try_routing().is_some_and(|v| {
-            v["backends"].as_array().is_some_and(|bs| {
-                bs.iter().all(|b| {
-                    b["last_probe"]["leader_error"]
-                        .as_str()
-                        .is_some_and(|e| e.contains("AUTH refused: WRONGPASS"))
-                })
-            })
-        })
-    });
-    let shown = q.routing();
-    assert!(shown["leader"]["name"].is_null(), "{shown}");
-    assert!(!shown.to_string().contains("not-the-pw"), "{shown}");
+    wait_refused(&q, "AUTH refused: WRONGPASS");
+    assert!(!q.routing().to_string().contains("not-the-pw"));
     assert!(!q.proc.log_tail(200).contains("not-the-pw"));
     assert!(!p.proc.log_tail(200).contains(redis::PROBE_PASSWORD));
     println!(
         "native_probes: redis leader n1 -> n2 by ROLE, positions = offsets (>= {after}), wrong password refused"
     );
+}
+
+/// Each PostgreSQL probe logs in with SCRAM (4096 PBKDF2 rounds): tens
+/// of milliseconds in a debug build on a busy machine, so a longer timeout
+/// than Redis's.
+const PG_TIMING: (&str, &str) = ("1s", "800ms");
+
+#[test]
+fn postgres_native_probes_follow_recovery_and_wal() {
+    let bins = postgres::binaries();
+    let bins: Vec<&str> = bins.iter().map(String::as_str).collect();
+    if !procs::require_binaries("native_probes", &bins) {
+        return;
+    }
+    let mut pg = PgPair::start();
+    let auth =
+        |f: &std::path::Path| format!("{{ password_file: {}, database: postgres }}", f.display());
+    let p = spawn_proxy(
+        BIN,
+        &native_yaml("postgres", PG_TIMING, &pg.ports, &auth(&pg.password_file)),
+    );
+    wait_for(WITHIN, "n1 leads, n2 follows", || {
+        p.leader_name().as_deref() == Some("n1")
+            && p.backend_role("n2").as_deref() == Some("follower")
+    });
+
+    // Positions are WAL bytes: the primary's current LSN, the replica's
+    // replayed one, both past a write once it has been replayed.
+    pg.sql(
+        0,
+        "CREATE TABLE native_probe (x int); INSERT INTO native_probe VALUES (1)",
+    );
+    let after: u64 = pg
+        .sql(
+            0,
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint",
+        )
+        .parse()
+        .unwrap();
+    wait_for(WITHIN, "both positions reach the write's LSN", || {
+        ["n1", "n2"].iter().all(|n| {
+            table::backend(&p.routing(), n)["position"]
+                .as_u64()
+                .is_some_and(|x| x >= after)
+        })
+    });
+
+    // The primary dies; the replica is promoted and leads once it has left
+    // recovery.
+    pg.kill(0);
+    pg.sql(1, "SELECT pg_promote()");
+    wait_for(WITHIN, "n2 leads after pg_promote()", || {
+        p.leader_name().as_deref() == Some("n2")
+    });
+    assert_eq!(pg.sql(1, "SELECT pg_is_in_recovery()"), "f");
+
+    // A wrong password: the login fails, nobody leads, the password is
+    // shown nowhere.
+    let wrong = pg.dir.join("wrong-password");
+    std::fs::write(&wrong, "not-the-pg-pw-93a1\n").unwrap();
+    let q = spawn_proxy_unready(
+        BIN,
+        &native_yaml("postgres", PG_TIMING, &pg.ports[1..], &auth(&wrong)),
+    );
+    wait_refused(&q, "password authentication failed");
+    assert!(!q.routing().to_string().contains("not-the-pg-pw"));
+    assert!(!q.proc.log_tail(200).contains("not-the-pg-pw"));
+    assert!(!p.proc.log_tail(200).contains(postgres::PASSWORD));
+    println!("native_probes: postgres leader n1 -> n2 by pg_is_in_recovery(), positions = WAL bytes (>= {after}), wrong password refused");
 }

@@ -51,17 +51,30 @@ fn settings(auth: &ProbeAuth) -> tokio_postgres::Config {
     c
 }
 
+/// An error as text: the server's own message and SQLSTATE when it sent one
+/// (tokio-postgres's `Display` says only "db error"), else the error and
+/// its cause. Neither ever carries the password.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}
+
 /// Logs in on `stream`, runs [`QUERY`] and closes.
 pub(super) async fn ask(stream: TcpStream, auth: &ProbeAuth) -> Result<Reply, ProbeFailure> {
     let (client, conn) = settings(auth)
         .connect_raw(stream, NoTls)
         .await
-        .map_err(|e| ProbeFailure::Broken(format!("login: {e}")))?;
+        .map_err(|e| ProbeFailure::Broken(format!("login: {}", describe(&e))))?;
     let conn = tokio::spawn(conn);
     let answer = client.simple_query(QUERY).await;
     drop(client);
     conn.abort();
-    let messages = answer.map_err(|e| ProbeFailure::Broken(format!("query: {e}")))?;
+    let messages = answer.map_err(|e| ProbeFailure::Broken(format!("query: {}", describe(&e))))?;
     let r = messages
         .iter()
         .find_map(|m| match m {

@@ -10,10 +10,12 @@
 //! password.
 //!
 //! PostgreSQL 15 (support/postgres.rs `PgPair`: a primary and a streaming
-//! replica, no Patroni, scram-sha-256 over TCP): the leader is the server
+//! replica, no Patroni, scram-sha-256 over TCP), with `preset: postgres`:
+//! the leader is the server
 //! not in recovery, positions are WAL bytes (the replica's replayed LSN),
 //! the replica promoted after the primary's SIGKILL leads, and a wrong
-//! password fails the login without showing it.
+//! password fails the login without showing it. `preset: redis-sentinel`,
+//! unchanged, finds the Redis primary and its replicas.
 //!
 //! Needs `/usr/bin/redis-server` (`bash tests/run.sh` installs it) and
 //! PostgreSQL 15 (`tests/support/patroni.sh` installs it).
@@ -39,6 +41,18 @@ use redis::{redis_cmd, RedisReplicas};
 
 const BIN: &str = env!("CARGO_BIN_EXE_leaderproxy");
 const WITHIN: Duration = Duration::from_secs(10);
+
+/// One backend per port, `n1`, `n2`, …, its data address that port.
+fn backends_yaml(ports: &[u16]) -> String {
+    let mut y = String::from("backends:\n");
+    for (i, p) in ports.iter().enumerate() {
+        y.push_str(&format!(
+            "  - {{ name: n{}, url: \"http://127.0.0.1:{p}\", tcp: \"127.0.0.1:{p}\" }}\n",
+            i + 1
+        ));
+    }
+    y
+}
 
 /// The proxy config: one backend per port (`n1`, `n2`, …), every probe
 /// of `kind` every `interval` within `timeout`, logging in with
@@ -164,25 +178,24 @@ fn redis_native_probes_follow_role_and_offsets() {
     );
 }
 
-/// Each PostgreSQL probe logs in with SCRAM (4096 PBKDF2 rounds): tens
-/// of milliseconds in a debug build on a busy machine, so a longer timeout
-/// than Redis's.
-const PG_TIMING: (&str, &str) = ("1s", "800ms");
-
 #[test]
-fn postgres_native_probes_follow_recovery_and_wal() {
+fn postgres_preset_follows_recovery_and_wal() {
     let bins = postgres::binaries();
     let bins: Vec<&str> = bins.iter().map(String::as_str).collect();
     if !procs::require_binaries("native_probes", &bins) {
         return;
     }
     let mut pg = PgPair::start();
-    let auth =
-        |f: &std::path::Path| format!("{{ password_file: {}, database: postgres }}", f.display());
-    let p = spawn_proxy(
-        BIN,
-        &native_yaml("postgres", PG_TIMING, &pg.ports, &auth(&pg.password_file)),
-    );
+    // The `postgres` preset, its timeouts raised: a SCRAM login per probe
+    // takes tens of ms in a debug build on this machine (80ms timed out).
+    let yaml = |ports: &[u16], f: &std::path::Path| {
+        format!(
+            "preset: postgres\n{}health: {{ interval: 1s, timeout: 800ms, rise: 1 }}\nleader: {{ interval: 1s, timeout: 800ms }}\nprobe_auth: {{ password_file: {} }}\n",
+            backends_yaml(ports),
+            f.display()
+        )
+    };
+    let p = spawn_proxy(BIN, &yaml(&pg.ports, &pg.password_file));
     wait_for(WITHIN, "n1 leads, n2 follows", || {
         p.leader_name().as_deref() == Some("n1")
             && p.backend_role("n2").as_deref() == Some("follower")
@@ -222,13 +235,33 @@ fn postgres_native_probes_follow_recovery_and_wal() {
     // shown nowhere.
     let wrong = pg.dir.join("wrong-password");
     std::fs::write(&wrong, "not-the-pg-pw-93a1\n").unwrap();
-    let q = spawn_proxy_unready(
-        BIN,
-        &native_yaml("postgres", PG_TIMING, &pg.ports[1..], &auth(&wrong)),
-    );
+    let q = spawn_proxy_unready(BIN, &yaml(&pg.ports[1..], &wrong));
     wait_refused(&q, "password authentication failed");
     assert!(!q.routing().to_string().contains("not-the-pg-pw"));
     assert!(!q.proc.log_tail(200).contains("not-the-pg-pw"));
     assert!(!p.proc.log_tail(200).contains(postgres::PASSWORD));
     println!("native_probes: postgres leader n1 -> n2 by pg_is_in_recovery(), positions = WAL bytes (>= {after}), wrong password refused");
+}
+
+#[test]
+fn redis_sentinel_preset_finds_the_primary() {
+    if !procs::require_binaries("native_probes", &[redis::REDIS_BIN]) {
+        return;
+    }
+    let r = RedisReplicas::start();
+    let p = spawn_proxy(
+        BIN,
+        &format!(
+            "preset: redis-sentinel\n{}probe_auth: {{ user: probe, password_file: {} }}\n",
+            backends_yaml(&r.ports),
+            r.password_file.display()
+        ),
+    );
+    wait_for(WITHIN, "n1 leads, n2 and n3 follow with positions", || {
+        p.leader_name().as_deref() == Some("n1")
+            && ["n2", "n3"].iter().all(|n| {
+                let b = table::backend(&p.routing(), n).clone();
+                b["role"] == "follower" && b["position"].as_u64().is_some()
+            })
+    });
 }

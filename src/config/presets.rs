@@ -16,6 +16,11 @@ const PRESETS: &[(&str, &str)] = &[
     ("vault", include_str!("presets/vault.yaml")),
     ("patroni", include_str!("presets/patroni.yaml")),
     ("redis-webdis", include_str!("presets/redis-webdis.yaml")),
+    ("postgres", include_str!("presets/postgres.yaml")),
+    (
+        "redis-sentinel",
+        include_str!("presets/redis-sentinel.yaml"),
+    ),
 ];
 
 /// Keys a preset must not set: they name this deployment, not the system.

@@ -17,6 +17,13 @@
 //! password fails the login without showing it. `preset: redis-sentinel`,
 //! unchanged, finds the Redis primary and its replicas.
 //!
+//! MariaDB 10.11 (support/mariadb.rs: mariadb.sh's primary and two GTID
+//! replicas), with `preset: mariadb`, in builds with the cargo feature
+//! `mysql` (`cargo test --features mysql --test native_probes`): the
+//! writable server leads, the scripted switchover moves the leader, and a
+//! replica whose SQL thread is stopped leaves the read set under
+//! `reads.max_lag`.
+//!
 //! Needs `/usr/bin/redis-server` (`bash tests/run.sh` installs it) and
 //! PostgreSQL 15 (`tests/support/patroni.sh` installs it).
 //! `LEADERPROXY_SKIP_REAL=1` skips the tests.
@@ -29,6 +36,10 @@ mod redis;
 
 #[path = "support/postgres.rs"]
 mod postgres;
+
+#[cfg(feature = "mysql")]
+#[path = "support/mariadb.rs"]
+mod mariadb;
 
 #[path = "support/table.rs"]
 mod table;
@@ -264,4 +275,56 @@ fn redis_sentinel_preset_finds_the_primary() {
                 b["role"] == "follower" && b["position"].as_u64().is_some()
             })
     });
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn mariadb_preset_follows_read_only_and_gtid() {
+    if !procs::require_binaries("native_probes", &[mariadb::MARIADBD]) {
+        return;
+    }
+    let db = mariadb::MariaDb::up();
+    let pw = db.dir.join("monitor-password");
+    std::fs::write(&pw, "monitor\n").unwrap();
+    let p = spawn_proxy(
+        BIN,
+        &format!(
+            "preset: mariadb\n{}probe_auth: {{ user: monitor, password_file: {} }}\nhealth: {{ interval: 1s, timeout: 800ms, rise: 1 }}\nleader: {{ interval: 500ms, timeout: 400ms }}\nreads: {{ max_lag: 1 }}\n",
+            backends_yaml(&db.ports),
+            pw.display()
+        ),
+    );
+    let followers = |names: &[&str]| {
+        let mut f: Vec<String> = p.routing()["followers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        f.sort();
+        f == names
+    };
+    wait_for(WITHIN, "n1 leads, n2 and n3 are read", || {
+        p.leader_name().as_deref() == Some("n1") && followers(&["n2", "n3"])
+    });
+
+    // The scripted switchover: m1 read_only, m2 promoted.
+    db.script(&["switchover"], &[]);
+    wait_for(WITHIN, "n2 leads after the switchover", || {
+        p.leader_name().as_deref() == Some("n2") && followers(&["n1", "n3"])
+    });
+
+    // m3's SQL thread stops; writes on the primary leave it behind.
+    db.script(&["lag", "3"], &[]);
+    for _ in 0..3 {
+        db.app_sql(1, "INSERT INTO app.t (v) VALUES ('native')");
+    }
+    wait_for(WITHIN, "n3 leaves the read set, lagging", || {
+        followers(&["n1"]) && table::backend(&p.routing(), "n3")["lagging"] == true
+    });
+    db.script(&["unlag", "3"], &[]);
+    wait_for(WITHIN, "n3 is read again once caught up", || {
+        followers(&["n1", "n3"])
+    });
+    println!("native_probes: mariadb leader m1 -> m2 by read_only, m3 out of reads while its SQL thread was stopped");
 }

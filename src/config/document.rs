@@ -205,6 +205,7 @@ impl Validator {
                 .and_then(|p| p.kind)
                 .unwrap_or_default(),
         };
+        self.kinds_built(kinds);
         self.native_needs_data_addresses(
             kinds,
             &backends,

@@ -26,6 +26,11 @@ pub enum ProbeKind {
     /// = the WAL position (the primary's current LSN, a replica's replayed
     /// LSN) in bytes.
     Postgres,
+    /// `read_only` (and `super_read_only` where the server has it) at the
+    /// data address: leader = off; position = MariaDB's single-domain
+    /// `gtid_current_pos` sequence. Only in builds with the cargo feature
+    /// `mysql`.
+    Mysql,
 }
 
 impl ProbeKind {
@@ -35,6 +40,7 @@ impl ProbeKind {
             ProbeKind::Http => "http",
             ProbeKind::Redis => "redis",
             ProbeKind::Postgres => "postgres",
+            ProbeKind::Mysql => "mysql",
         }
     }
 
@@ -70,14 +76,15 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProbeAuth {
     /// The user: Redis `AUTH user password` (none: `AUTH password`, the
-    /// `default` user); PostgreSQL default `postgres`.
+    /// `default` user); PostgreSQL default `postgres`; MySQL default `root`.
     pub user: Option<String>,
     /// The file the password was read from (absolute, or relative to the
     /// config file's directory); default none (no password).
     pub password_file: Option<PathBuf>,
     /// Its content, without the trailing line break.
     pub password: Option<Secret>,
-    /// PostgreSQL database; default `postgres`. Not for Redis.
+    /// PostgreSQL database (default `postgres`) or MySQL/MariaDB database
+    /// (default none). Not for Redis.
     pub database: Option<String>,
 }
 
@@ -132,13 +139,14 @@ impl Validator {
         if kinds.first_native().is_none() {
             self.bad(
                 "probe_auth",
-                "only native probes log in: set health.kind, leader.kind or positions.kind to redis or postgres",
+                "only native probes log in: set health.kind, leader.kind or positions.kind to redis, postgres or mysql",
             );
         }
-        if raw.database.is_some() && !kinds.any(ProbeKind::Postgres) {
+        if raw.database.is_some() && !kinds.any(ProbeKind::Postgres) && !kinds.any(ProbeKind::Mysql)
+        {
             self.bad(
                 "probe_auth.database",
-                "only a postgres probe names a database",
+                "only a postgres or mysql probe names a database",
             );
         }
         for (key, v) in [("user", &raw.user), ("database", &raw.database)] {
@@ -190,6 +198,25 @@ impl Validator {
             return None;
         }
         Some(pw.to_string())
+    }
+
+    /// `mysql` needs a build with the cargo feature `mysql`.
+    pub(super) fn kinds_built(&mut self, kinds: Kinds) {
+        if cfg!(feature = "mysql") {
+            return;
+        }
+        for (key, k) in [
+            ("health.kind", kinds.health),
+            ("leader.kind", kinds.leader),
+            ("positions.kind", kinds.positions),
+        ] {
+            if k == ProbeKind::Mysql {
+                self.bad(
+                    key,
+                    "mysql probes are not in this build: build with `cargo build --features mysql`",
+                );
+            }
+        }
     }
 
     /// A native kind asks each backend at its data address: every static

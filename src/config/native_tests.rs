@@ -111,7 +111,7 @@ fn native_errors_name_file_line_column() {
     assert_eq!(
         errs(&t),
         vec![
-            "lp.yaml:9:15: probe_auth.database: only a postgres probe names a database",
+            "lp.yaml:9:15: probe_auth.database: only a postgres or mysql probe names a database",
             "lp.yaml:8:27: positions.probe: not with positions.kind redis: the native probe reads the position itself (remove it, or `~` to drop a preset's)",
         ]
     );
@@ -125,7 +125,7 @@ fn native_errors_name_file_line_column() {
     let t = "listen: 127.0.0.1:1\nbackends: [{name: a, url: 'http://127.0.0.1:2'}]\nleader: {path: /l, expect: {status: [200]}}\nprobe_auth: { user: u }\n";
     assert_eq!(
         errs(t),
-        vec!["lp.yaml:4:1: probe_auth: only native probes log in: set health.kind, leader.kind or positions.kind to redis or postgres"]
+        vec!["lp.yaml:4:1: probe_auth: only native probes log in: set health.kind, leader.kind or positions.kind to redis, postgres or mysql"]
     );
     // Discovered backends have no data address.
     let t = "listen: 127.0.0.1:1\ndiscovery: { dns: { name: db.example.com, port: 6379 } }\nleader: { kind: redis }\n";
@@ -162,6 +162,24 @@ fn password_file_errors_never_show_the_content() {
                 "lp.yaml:9:15: probe_auth.password_file: {} must hold one non-empty line (the password)",
                 f.display()
             )]
+        );
+    }
+}
+
+/// `mysql` needs the cargo feature `mysql`; with it, it parses like the others.
+#[test]
+fn mysql_kind_needs_its_feature() {
+    let t = format!("listen: 127.0.0.1:1\n{BACKENDS}leader: {{ kind: mysql }}\nprobe_auth: {{ user: monitor, database: app }}\n");
+    if cfg!(feature = "mysql") {
+        let c = ok(&t);
+        assert_eq!(
+            c.leader.probe.native.as_ref().unwrap().kind,
+            ProbeKind::Mysql
+        );
+    } else {
+        assert_eq!(
+            errs(&t),
+            vec!["lp.yaml:5:11: leader.kind: mysql probes are not in this build: build with `cargo build --features mysql`"]
         );
     }
 }

@@ -21,6 +21,8 @@ const PRESETS: &[(&str, &str)] = &[
         "redis-sentinel",
         include_str!("presets/redis-sentinel.yaml"),
     ),
+    // Needs the cargo feature `mysql` (else the config error says so).
+    ("mariadb", include_str!("presets/mariadb.yaml")),
 ];
 
 /// Keys a preset must not set: they name this deployment, not the system.

@@ -1,5 +1,5 @@
-//! Native probes (`health.kind`, `leader.kind`, `positions.kind` = `redis`
-//! or `postgres`): one question in the database's own protocol at the
+//! Native probes (`health.kind`, `leader.kind`, `positions.kind` = `redis`,
+//! `postgres`, or `mysql` with the cargo feature `mysql`): one question in the database's own protocol at the
 //! backend's data address (`backends[].tcp`), on a connection of its own
 //! (like the HTTP probe), logged in with `probe_auth`. The answer is the
 //! same for the three probes ([`Reply`]: leads or not, and the position);
@@ -9,6 +9,8 @@
 //! Each protocol has its own file: the pure request and reply parsing
 //! first, the I/O after it.
 
+#[cfg(feature = "mysql")]
+mod mysql;
 mod postgres;
 mod redis;
 
@@ -39,6 +41,11 @@ pub(crate) async fn ask(
     probe: &NativeProbe,
     timeout: Duration,
 ) -> Result<Reply, ProbeFailure> {
+    #[cfg(feature = "mysql")]
+    if probe.kind == ProbeKind::Mysql {
+        // mysql_async makes its own connection.
+        return mysql::ask(backend, &probe.auth).await;
+    }
     let Some(addr) = backend.tcp.as_ref() else {
         // Config validation requires `tcp` for static backends.
         return Err(ProbeFailure::Broken(
@@ -54,6 +61,8 @@ pub(crate) async fn ask(
     match probe.kind {
         ProbeKind::Redis => redis::ask(stream, &probe.auth).await,
         ProbeKind::Postgres => postgres::ask(stream, &probe.auth).await,
-        ProbeKind::Http => Err(ProbeFailure::Broken("not a native probe".into())),
+        ProbeKind::Http | ProbeKind::Mysql => Err(ProbeFailure::Broken(
+            "not a native probe of this build".into(),
+        )),
     }
 }

@@ -9,9 +9,7 @@ use super::*;
 
 /// A password file of its own for each test (tests run in parallel).
 fn password_file(name: &str, content: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lp-native-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let f = dir.join(name);
+    let f = super::tests::temp_dir(&format!("native-{name}")).join("pw");
     std::fs::write(&f, content).unwrap();
     f
 }

@@ -420,7 +420,6 @@ impl Resp {
     }
 }
 
-/// One command on a fresh connection to 127.0.0.1:`port` (500ms timeout).
 /// redis-server's arguments: on 127.0.0.1 at `port`, no persistence,
 /// diskless replication of `master` when given.
 fn server_args(port: u16, data: &std::path::Path, master: Option<u16>) -> Vec<String> {
@@ -541,6 +540,7 @@ impl RedisReplicas {
     }
 }
 
+/// One command on a fresh connection to 127.0.0.1:`port` (500ms timeout).
 pub fn redis_cmd(port: u16, args: &[&str]) -> io::Result<Resp> {
     redis_cmd_timeout(port, args, CMD_TIMEOUT)
 }

@@ -120,17 +120,15 @@ fn summary(cfg: &config::Config) -> String {
     }
     let _ = writeln!(
         s,
-        "  leader:   {} {} every {} (timeout {})",
-        cfg.leader.probe.method,
-        cfg.leader.probe.path,
+        "  leader:   {} every {} (timeout {})",
+        asks(&cfg.leader.probe),
         humantime::format_duration(cfg.leader.probe.interval),
         humantime::format_duration(cfg.leader.probe.timeout)
     );
     let _ = writeln!(
         s,
-        "  health:   {} {} every {} (timeout {}, rise {}, fall {})",
-        cfg.health.probe.method,
-        cfg.health.probe.path,
+        "  health:   {} every {} (timeout {}, rise {}, fall {})",
+        asks(&cfg.health.probe),
         humantime::format_duration(cfg.health.probe.interval),
         humantime::format_duration(cfg.health.probe.timeout),
         cfg.health.rise,
@@ -248,4 +246,13 @@ fn run(cfg: config::Config) -> ExitCode {
     running.join();
     tracing::info!("leaderproxy stopped");
     ExitCode::SUCCESS
+}
+
+/// What a probe asks, for the `check` summary: `METHOD path`, or the native
+/// kind at each backend's data address.
+fn asks(p: &leaderproxy::config::ProbeConfig) -> String {
+    match &p.native {
+        Some(n) => format!("native {} at backends[].tcp", n.kind.name()),
+        None => format!("{} {}", p.method, p.path),
+    }
 }

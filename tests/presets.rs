@@ -190,6 +190,44 @@ preset_tests! {
     redis_webdis_preset_follows_the_leader => RedisWebdis,
 }
 
+/// Patroni 3.0.2 answers `/primary` 200 as soon as a node takes the
+/// leader lock, 70-175 ms before its PostgreSQL leaves recovery, with
+/// `"role": "replica"` in the body (NOTES-tcp.md): the preset must not
+/// name that node leader (writes there fail read-only) until the role says
+/// `master`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patroni_preset_waits_for_the_role_not_just_the_lock() {
+    let c = Cluster::start(System::Patroni, 3).await;
+    let p = Proxy::start(&c.yaml("")).await;
+    p.wait_leader(Some("n1"), WITHIN).await;
+    c.nodes[2].clear();
+    c.take_lock(2);
+    // Probes run one after the other: once n3 has answered the third
+    // `/primary` 200, the proxy has judged at least two of them.
+    let lock_answers = || {
+        c.nodes[2]
+            .seen()
+            .iter()
+            .filter(|s| s.target == "/primary" && s.status == 200)
+            .count()
+    };
+    wait_until(WITHIN, "n3 answered /primary 200 three times", || async {
+        lock_answers() >= 3
+    })
+    .await;
+    let r = p.routing().await;
+    assert!(
+        r["leader"]["name"].is_null(),
+        "named a leader still in recovery: {}",
+        r["leader"]
+    );
+    c.finish_promotion();
+    p.wait_leader(Some("n3"), WITHIN).await;
+    let (m, path, body) = System::Patroni.write(0);
+    let r = send_2xx(&p, System::Patroni, (m, &path, body), "n3 promoted").await;
+    assert_eq!(r.backend().as_deref(), Some("n3"));
+}
+
 /// A proxy that still takes n1 for the leader (its leader probe is slow)
 /// after n2 took over; returns it once n1 leads and n2, n3 follow.
 async fn stale_leader_view(c: &Cluster, extra: &str) -> Proxy {

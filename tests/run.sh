@@ -13,7 +13,8 @@
 # 3. Checks deploy/kubernetes and deploy/systemd offline (tests/k8s/validate.sh:
 #    kubectl kustomize + kubernetes-validate from PyPI, in a virtualenv).
 # 4. Runs `cargo test --all-targets --no-fail-fast` (every test binary runs
-#    even after one fails) and `cargo bench --no-run`; exits non-zero
+#    even after one fails), the native probe tests again with the cargo
+#    feature `mysql` (MariaDB), and `cargo bench --no-run`; exits non-zero
 #    if either fails.
 #
 # Environment: LEADERPROXY_SKIP_REAL=1 makes the real-cluster tests skip with a
@@ -35,6 +36,11 @@ declare -A PKG_BIN=(
   [wrk]=/usr/bin/wrk
   [nghttp2-client]=/usr/bin/h2load
   [curl]=/usr/bin/curl
+  # native probe tests (tests/native_probes.rs)
+  [postgresql-15]=/usr/lib/postgresql/15/bin/postgres
+  [postgresql-client-15]=/usr/bin/psql
+  [mariadb-server]=/usr/sbin/mariadbd
+  [mariadb-client]=/usr/bin/mariadb
 )
 
 missing=()
@@ -74,7 +80,7 @@ if ((${#missing[@]} > 0)); then
 fi
 
 # Stop the packages' system services if something started them.
-for svc in etcd redis-server redis-sentinel webdis haproxy nginx; do
+for svc in etcd redis-server redis-sentinel webdis haproxy nginx postgresql mariadb; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     echo "run.sh: stopping system service $svc"
     as_root systemctl stop "$svc" || true
@@ -97,6 +103,8 @@ bash tests/k8s/validate.sh || k8s_rc=$?
 
 rc=0
 cargo test --all-targets --no-fail-fast "$@" || rc=$?
+# the mysql probe kind and preset: mariadb are behind the cargo feature `mysql`
+cargo test --features mysql --no-fail-fast --test native_probes "$@" || rc=$?
 bench_rc=0
 cargo bench --no-run || bench_rc=$?
 if [[ $rc -eq 0 ]]; then

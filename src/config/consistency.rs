@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Dur, Expect, Method, Pointer, ProbeConfig, Re, Validator};
+use super::{Dur, Expect, Method, Pointer, ProbeConfig, ProbeKind, Re, Validator};
 
 /// Where an integer replication position is read from an answer.
 #[derive(Debug, Clone)]
@@ -18,6 +18,9 @@ pub enum PositionSource {
     Json(String),
     /// A regex over the body; its first group is the integer.
     Regex(regex::Regex),
+    /// The native probe's own answer (`positions.kind` redis or postgres):
+    /// nothing in an HTTP answer.
+    Native,
 }
 
 impl PositionSource {
@@ -45,6 +48,7 @@ impl PositionSource {
                 let text = std::str::from_utf8(body).ok()?;
                 re.captures(text)?.get(1)?.as_str().parse().ok()
             }
+            PositionSource::Native => None,
         }
     }
 }
@@ -114,6 +118,7 @@ pub struct SessionConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPositions {
+    pub(super) kind: Option<ProbeKind>,
     probe: Option<RawPositionProbe>,
     response: Option<RawSource>,
     scope: Option<Vec<String>>,
@@ -123,7 +128,7 @@ impl RawPositions {
     /// Whether a probe was written (valid or not), so that a broken probe
     /// is reported once and not again by every key that needs it.
     pub(super) fn has_probe(&self) -> bool {
-        self.probe.is_some()
+        self.probe.is_some() || self.kind.is_some_and(ProbeKind::is_native)
     }
 }
 
@@ -231,7 +236,31 @@ impl Validator {
             return PositionsConfig::default();
         };
         let probe_given = raw.has_probe();
-        let probe = raw.probe.and_then(|p| {
+        let kind = raw.kind.unwrap_or_default();
+        if kind.is_native() && raw.probe.is_some() {
+            self.bad(
+                "positions.probe",
+                format!(
+                    "not with positions.kind {}: the native probe reads the position itself (remove it, or `~` to drop a preset's)",
+                    kind.name()
+                ),
+            );
+        }
+        let native = kind.is_native().then(|| {
+            (
+                ProbeConfig {
+                    native: None,
+                    path: "/".into(),
+                    method: http::Method::GET,
+                    body: None,
+                    interval: leader.interval,
+                    timeout: leader.timeout,
+                    expect: Expect::default(),
+                },
+                PositionSource::Native,
+            )
+        });
+        let probe = raw.probe.filter(|_| native.is_none()).and_then(|p| {
             let Some(path) = p.path else {
                 self.bad(
                     "positions.probe.path",
@@ -243,6 +272,7 @@ impl Validator {
             let source = self.position_source("positions.probe", p.header, p.json, p.regex)?;
             Some((
                 ProbeConfig {
+                    native: None,
                     path,
                     method: p.method.map_or(http::Method::GET, |m| m.0),
                     body: p.body,
@@ -258,7 +288,7 @@ impl Validator {
             .and_then(|r| self.position_source("positions.response", r.header, r.json, r.regex));
         let scope = self.position_scope(raw.scope, probe_given);
         PositionsConfig {
-            probe,
+            probe: native.or(probe),
             response,
             scope,
         }

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -19,8 +20,9 @@ use super::validator::valid_zone;
 use super::writes::RawWrites;
 use super::{
     consistency, discovery, presets, upstream_tls, AdminToken, BackendConfig, DiscoveryConfig, Dur,
-    HealthConfig, LeaderConfig, Limits, OneOrMany, PassiveConfig, PositionsConfig, Problem,
-    ReadsConfig, Rule, Timeouts, TlsConfig, Validator, WritesConfig,
+    HealthConfig, LeaderConfig, Limits, NativeProbe, OneOrMany, PassiveConfig, PositionsConfig,
+    ProbeAuth, ProbeConfig, Problem, ReadsConfig, Rule, Timeouts, TlsConfig, Validator,
+    WritesConfig,
 };
 use crate::net::client_ip::CidrSet;
 
@@ -49,6 +51,7 @@ pub(super) struct RawConfig {
     /// Required unless the preset gives it.
     pub(super) leader: Option<RawLeader>,
     pub(super) positions: Option<consistency::RawPositions>,
+    pub(super) probe_auth: Option<super::native::RawProbeAuth>,
     #[serde(default)]
     pub(super) routes: Vec<RawRoute>,
     pub(super) reads: Option<RawReads>,
@@ -118,6 +121,9 @@ pub struct Config {
     pub leader: LeaderConfig,
     /// Replication positions; default none.
     pub positions: PositionsConfig,
+    /// How native probes log in (`probe_auth`); default: no user, no
+    /// password (each kind's default user and database).
+    pub probe_auth: Arc<ProbeAuth>,
     /// Request classification, first match wins; default none (every
     /// request is a write).
     pub routes: Vec<Rule>,
@@ -190,8 +196,28 @@ impl Validator {
             raw.upstream_tls.as_ref(),
             path.parent().unwrap_or(Path::new(".")),
         );
-        let health = self.health(raw.health);
-        let leader = match raw.leader {
+        let kinds = super::native::Kinds {
+            health: raw.health.as_ref().and_then(|h| h.kind).unwrap_or_default(),
+            leader: raw.leader.as_ref().and_then(|l| l.kind).unwrap_or_default(),
+            positions: raw
+                .positions
+                .as_ref()
+                .and_then(|p| p.kind)
+                .unwrap_or_default(),
+        };
+        self.kinds_built(kinds);
+        self.native_needs_data_addresses(
+            kinds,
+            &backends,
+            discovery.dns.is_some() || discovery.members.is_some(),
+        );
+        let probe_auth = Arc::new(self.probe_auth(
+            raw.probe_auth,
+            kinds,
+            path.parent().unwrap_or(Path::new(".")),
+        ));
+        let mut health = self.health(raw.health);
+        let mut leader = match raw.leader {
             Some(l) => self.leader(l),
             None => {
                 self.problems.push(Problem {
@@ -209,7 +235,18 @@ impl Validator {
         let routes = self.routes(raw.routes);
 
         let probe_given = raw.positions.as_ref().is_some_and(|p| p.has_probe());
-        let positions = self.positions(raw.positions, &leader.probe);
+        let mut positions = self.positions(raw.positions, &leader.probe);
+        let set_native = |p: &mut ProbeConfig, kind: super::ProbeKind| {
+            p.native = kind.is_native().then(|| NativeProbe {
+                kind,
+                auth: probe_auth.clone(),
+            });
+        };
+        set_native(&mut health.probe, kinds.health);
+        set_native(&mut leader.probe, kinds.leader);
+        if let Some((p, _)) = positions.probe.as_mut() {
+            set_native(p, kinds.positions);
+        }
         let reads = self.reads(raw.reads, &positions, probe_given);
         let local_zone = raw.local_zone.filter(|z| {
             let ok = valid_zone(z);
@@ -282,6 +319,7 @@ impl Validator {
             health,
             leader,
             positions,
+            probe_auth,
             routes,
             reads,
             writes,

@@ -14,8 +14,8 @@ use serde_yaml::{Mapping, Value};
 
 use super::{
     BackendConfig, Config, Consistency, DnsLookup, Expect, HttpReuse, JsonWant, MembersKind,
-    Policy, PositionSource, ProbeConfig, RetryAmbiguous, Role, Rule, Scheme, SessionKey,
-    UpstreamTlsSettings,
+    Policy, PositionSource, ProbeAuth, ProbeConfig, ProbeKind, RetryAmbiguous, Role, Rule, Scheme,
+    SessionKey, UpstreamTlsSettings,
 };
 
 /// The effective config as a YAML document (key order as in the README).
@@ -57,6 +57,7 @@ pub fn explain(cfg: &Config) -> Value {
         ("health", health(cfg)),
         ("leader", leader(cfg)),
         ("positions", positions(cfg)),
+        ("probe_auth", probe_auth(cfg)),
         (
             "routes",
             Value::Sequence(cfg.routes.iter().map(route).collect()),
@@ -244,6 +245,17 @@ fn expect(e: &Expect) -> Value {
                     ("pointer", text(&j.pointer)),
                     ("equals", serde_yaml::to_value(v).unwrap_or(Value::Null)),
                 ]),
+                JsonWant::OneOf(vs) => map([
+                    ("pointer", text(&j.pointer)),
+                    (
+                        "one_of",
+                        Value::Sequence(
+                            vs.iter()
+                                .map(|v| serde_yaml::to_value(v).unwrap_or(Value::Null))
+                                .collect(),
+                        ),
+                    ),
+                ]),
                 JsonWant::EqualsPointer(p) => {
                     map([("pointer", text(&j.pointer)), ("equals_pointer", text(p))])
                 }
@@ -267,37 +279,77 @@ fn request(p: &ProbeConfig) -> [(&'static str, Value); 3] {
     ]
 }
 
+/// The probe's kind (`http` unless native).
+fn kind(p: &ProbeConfig) -> Value {
+    text(p.native.as_ref().map_or(ProbeKind::Http, |n| n.kind).name())
+}
+
+/// A map of `entries` with the HTTP request keys (path, method, body,
+/// expect and the like, `http`) only when the probe speaks HTTP: a native
+/// probe refuses them.
+fn probe_map(
+    p: &ProbeConfig,
+    mut entries: Vec<(&'static str, Value)>,
+    http: Vec<(&'static str, Value)>,
+) -> Value {
+    if p.native.is_none() {
+        let [req_path, req_method, req_body] = request(p);
+        entries.splice(1..1, [req_path, req_method, req_body]);
+        entries.extend(http);
+    }
+    let mut m = Mapping::new();
+    for (k, v) in entries {
+        m.insert(Value::String(k.to_string()), v);
+    }
+    Value::Mapping(m)
+}
+
 fn health(cfg: &Config) -> Value {
     let h = &cfg.health;
-    let [req_path, req_method, req_body] = request(&h.probe);
-    map([
-        req_path,
-        req_method,
-        req_body,
-        ("interval", dur(h.probe.interval)),
-        ("timeout", dur(h.probe.timeout)),
-        ("rise", num(h.rise.into())),
-        ("fall", num(h.fall.into())),
-        ("expect", expect(&h.probe.expect)),
-    ])
+    probe_map(
+        &h.probe,
+        vec![
+            ("kind", kind(&h.probe)),
+            ("interval", dur(h.probe.interval)),
+            ("timeout", dur(h.probe.timeout)),
+            ("rise", num(h.rise.into())),
+            ("fall", num(h.fall.into())),
+        ],
+        vec![("expect", expect(&h.probe.expect))],
+    )
 }
 
 fn leader(cfg: &Config) -> Value {
     let l = &cfg.leader;
-    let [req_path, req_method, req_body] = request(&l.probe);
+    probe_map(
+        &l.probe,
+        vec![
+            ("kind", kind(&l.probe)),
+            ("interval", dur(l.probe.interval)),
+            ("timeout", dur(l.probe.timeout)),
+            ("fall", num(l.fall.into())),
+            ("fast_interval", dur(l.fast_interval)),
+        ],
+        vec![
+            ("expect", expect(&l.probe.expect)),
+            (
+                "term",
+                opt(l.term_pointer.as_ref(), |p| map([("pointer", text(p))])),
+            ),
+        ],
+    )
+}
+
+/// `probe_auth`: the password file's path, never the password.
+fn probe_auth(cfg: &Config) -> Value {
+    let a = &cfg.probe_auth;
+    if **a == ProbeAuth::default() {
+        return Value::Null;
+    }
     map([
-        req_path,
-        req_method,
-        req_body,
-        ("interval", dur(l.probe.interval)),
-        ("timeout", dur(l.probe.timeout)),
-        ("fall", num(l.fall.into())),
-        ("fast_interval", dur(l.fast_interval)),
-        ("expect", expect(&l.probe.expect)),
-        (
-            "term",
-            opt(l.term_pointer.as_ref(), |p| map([("pointer", text(p))])),
-        ),
+        ("user", opt(a.user.as_ref(), text)),
+        ("password_file", opt(a.password_file.as_ref(), |f| path(f))),
+        ("database", opt(a.database.as_ref(), text)),
     ])
 }
 
@@ -307,6 +359,8 @@ fn source(s: &PositionSource) -> (&'static str, Value) {
         PositionSource::Header(h) => ("header", text(h)),
         PositionSource::Json(p) => ("json", text(p)),
         PositionSource::Regex(r) => ("regex", text(r.as_str())),
+        // Never written: a native position probe is `positions.kind`.
+        PositionSource::Native => ("kind", Value::Null),
     }
 }
 
@@ -315,13 +369,24 @@ fn positions(cfg: &Config) -> Value {
     if p.probe.is_none() && p.response.is_none() {
         return Value::Null;
     }
+    let native = p
+        .probe
+        .as_ref()
+        .and_then(|(probe, _)| probe.native.as_ref());
     map([
         (
+            "kind",
+            text(native.map_or(ProbeKind::Http, |n| n.kind).name()),
+        ),
+        (
             "probe",
-            opt(p.probe.as_ref(), |(probe, src)| {
-                let [req_path, req_method, req_body] = request(probe);
-                map([req_path, req_method, req_body, source(src)])
-            }),
+            opt(
+                p.probe.as_ref().filter(|_| native.is_none()),
+                |(probe, src)| {
+                    let [req_path, req_method, req_body] = request(probe);
+                    map([req_path, req_method, req_body, source(src)])
+                },
+            ),
         ),
         ("response", opt(p.response.as_ref(), |s| map([source(s)]))),
         (

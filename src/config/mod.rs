@@ -8,7 +8,8 @@
 //! each with its raw form, validated form, defaults and checks in its own
 //! file: `listen.rs`, `backends.rs`, `probes.rs` (health, leader),
 //! `routes.rs`, `reads.rs`, `consistency.rs`, `writes.rs`, `limits.rs`,
-//! `discovery.rs`, `upstream_tls.rs`, `admin_access.rs`, `tcp.rs`. Every default lives
+//! `discovery.rs`, `upstream_tls.rs`, `admin_access.rs`, `tcp.rs`, `native.rs`
+//! (native probe kinds and `probe_auth`). Every default lives
 //! in the section's file.
 
 #![warn(missing_docs)]
@@ -25,6 +26,7 @@ mod limits;
 mod listen;
 mod load;
 mod locate;
+mod native;
 pub mod presets;
 mod probes;
 mod reads;
@@ -51,7 +53,10 @@ pub use limits::{Limits, Timeouts, DEFAULT_MAX_UPSTREAM_CONNECTIONS};
 pub use listen::TlsConfig;
 pub use load::{load, parse};
 pub use locate::Locator;
-pub use probes::{Expect, HealthConfig, JsonExpect, JsonWant, LeaderConfig, ProbeConfig};
+pub use native::{ProbeAuth, ProbeKind, Secret, DEFAULT_POSTGRES_USER};
+pub use probes::{
+    Expect, HealthConfig, JsonExpect, JsonWant, LeaderConfig, NativeProbe, ProbeConfig,
+};
 pub use reads::{Hedge, Policy, ReadsConfig};
 pub use routes::{MethodSet, Role, Route, Rule};
 pub use tcp::{OnUnhealthy, TcpListen, DEFAULT_TCP_IDLE};
@@ -67,6 +72,8 @@ mod access_tests;
 mod consistency_tests;
 #[cfg(test)]
 mod discovery_tests;
+#[cfg(test)]
+mod native_tests;
 #[cfg(test)]
 mod preset_tests;
 #[cfg(test)]

@@ -8,15 +8,15 @@ use super::*;
 /// A preset and two backends; `extra` (YAML) goes after them, from line 6.
 fn text(preset: &str, extra: &str) -> String {
     format!(
-        "preset: {preset}\nlisten: 127.0.0.1:8080\nbackends:\n  - {{ name: a, url: \"http://127.0.0.1:2379\" }}\n  - {{ name: b, url: \"http://127.0.0.1:22379\" }}\n{extra}"
+        "preset: {preset}\nlisten: 127.0.0.1:8080\nbackends:\n  - {{ name: a, url: \"http://127.0.0.1:2379\", tcp: \"127.0.0.1:5432\" }}\n  - {{ name: b, url: \"http://127.0.0.1:22379\", tcp: \"127.0.0.1:5433\" }}\n{extra}"
     )
 }
 
-fn ok(t: &str) -> Config {
+pub(super) fn ok(t: &str) -> Config {
     parse(t, Path::new("lp.yaml")).unwrap_or_else(|e| panic!("{e}\n---\n{t}"))
 }
 
-fn errs(t: &str) -> Vec<String> {
+pub(super) fn errs(t: &str) -> Vec<String> {
     match parse(t, Path::new("lp.yaml")) {
         Ok(_) => panic!("expected an error:\n{t}"),
         Err(e) => e.0.iter().map(|p| p.to_string()).collect(),
@@ -28,6 +28,7 @@ fn source_str(s: &PositionSource) -> String {
         PositionSource::Header(h) => format!("header {h}"),
         PositionSource::Json(p) => format!("json {p}"),
         PositionSource::Regex(r) => format!("regex {}", r.as_str()),
+        PositionSource::Native => "native".to_string(),
     }
 }
 
@@ -142,8 +143,10 @@ fn every_preset_with_two_backends_is_valid_and_sets_its_probes() {
     ];
     assert_eq!(
         wants.iter().map(|w| w.preset).collect::<Vec<_>>(),
-        presets::names().collect::<Vec<_>>(),
-        "every preset is checked"
+        presets::names()
+            .filter(|n| !NATIVE.contains(n))
+            .collect::<Vec<_>>(),
+        "every HTTP preset is checked"
     );
     for w in &wants {
         let c = ok(&text(w.preset, ""));
@@ -189,6 +192,49 @@ fn every_preset_with_two_backends_is_valid_and_sets_its_probes() {
             "{p}"
         );
         assert_eq!(c.routes.len(), w.routes, "{p}");
+    }
+}
+
+/// The presets whose probes are native (checked by
+/// [`native_presets_probe_natively`]).
+const NATIVE: [&str; 3] = ["postgres", "redis-sentinel", "mariadb"];
+
+/// The native presets: every probe of their kind, nothing of HTTP (no
+/// routes, no not-leader answers), at the backends' data addresses.
+#[test]
+fn native_presets_probe_natively() {
+    for (name, kind) in NATIVE
+        .into_iter()
+        .zip([ProbeKind::Postgres, ProbeKind::Redis])
+    {
+        let c = ok(&text(name, ""));
+        for p in [
+            &c.health.probe,
+            &c.leader.probe,
+            &c.positions.probe.as_ref().unwrap().0,
+        ] {
+            assert_eq!(p.native.as_ref().map(|n| n.kind), Some(kind), "{name}");
+        }
+        assert!(matches!(
+            c.positions.probe.as_ref().unwrap().1,
+            PositionSource::Native
+        ));
+        assert!(
+            c.leader.probe.timeout < c.leader.probe.interval
+                && c.leader.probe.interval <= Duration::from_millis(500),
+            "{name}"
+        );
+        assert!(
+            c.routes.is_empty() && c.writes.not_leader.status.is_empty(),
+            "{name}"
+        );
+        // Without data addresses the preset cannot run.
+        let no_tcp = text(name, "").replace(", tcp: \"127.0.0.1:5432\"", "");
+        assert_eq!(
+            errs(&no_tcp),
+            vec![format!("lp.yaml:4:5: backends[0]: health.kind {} probes the backend's data address: set backends[0].tcp (host:port)", kind.name())],
+            "{name}"
+        );
     }
 }
 
@@ -299,7 +345,7 @@ fn without_a_preset_nothing_changes() {
 fn unknown_preset_names_its_line_and_the_presets() {
     assert_eq!(
         errs("listen: 127.0.0.1:1\npreset: etc\n"),
-        vec!["lp.yaml:2:1: preset: unknown preset \"etc\"; the presets are etcd, etcd-v3, rqlite, consul, vault, patroni, redis-webdis"]
+        vec!["lp.yaml:2:1: preset: unknown preset \"etc\"; the presets are etcd, etcd-v3, rqlite, consul, vault, patroni, redis-webdis, postgres, redis-sentinel, mariadb"]
     );
 }
 
@@ -307,7 +353,7 @@ fn unknown_preset_names_its_line_and_the_presets() {
 fn leader_is_required_unless_a_preset_gives_it() {
     assert_eq!(
         errs("listen: 127.0.0.1:1\nbackends: [{name: a, url: 'http://127.0.0.1:2'}]\n"),
-        vec!["lp.yaml: leader: required unless a preset gives it (preset: etcd | etcd-v3 | rqlite | consul | vault | patroni | redis-webdis)"]
+        vec!["lp.yaml: leader: required unless a preset gives it (preset: etcd | etcd-v3 | rqlite | consul | vault | patroni | redis-webdis | postgres | redis-sentinel | mariadb)"]
     );
     // A partial leader without a preset: what is missing, at its line.
     assert_eq!(
@@ -320,7 +366,7 @@ fn leader_is_required_unless_a_preset_gives_it() {
     // A preset's leader can be removed too.
     assert_eq!(
         errs(&text("vault", "leader: ~\n")),
-        vec!["lp.yaml: leader: required unless a preset gives it (preset: etcd | etcd-v3 | rqlite | consul | vault | patroni | redis-webdis)"]
+        vec!["lp.yaml: leader: required unless a preset gives it (preset: etcd | etcd-v3 | rqlite | consul | vault | patroni | redis-webdis | postgres | redis-sentinel | mariadb)"]
     );
     // Partial maps elsewhere: the missing key is named.
     assert_eq!(
@@ -426,7 +472,10 @@ fn problem_locations_with_a_preset() {
 /// `check --explain` prints every key; read back, it is the same config.
 #[test]
 fn explain_round_trips_for_every_preset_and_plain_configs() {
-    let mut texts: Vec<String> = presets::names().map(|n| text(n, "")).collect();
+    let mut texts: Vec<String> = presets::names()
+        .filter(|n| cfg!(feature = "mysql") || *n != "mariadb")
+        .map(|n| text(n, ""))
+        .collect();
     texts.push(
         text(
             "etcd",
@@ -535,6 +584,7 @@ fn explain_writes_every_key_with_defaults() {
             "health",
             "leader",
             "positions",
+            "probe_auth",
             "routes",
             "reads",
             "writes",

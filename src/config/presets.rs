@@ -16,6 +16,13 @@ const PRESETS: &[(&str, &str)] = &[
     ("vault", include_str!("presets/vault.yaml")),
     ("patroni", include_str!("presets/patroni.yaml")),
     ("redis-webdis", include_str!("presets/redis-webdis.yaml")),
+    ("postgres", include_str!("presets/postgres.yaml")),
+    (
+        "redis-sentinel",
+        include_str!("presets/redis-sentinel.yaml"),
+    ),
+    // Needs the cargo feature `mysql` (else the config error says so).
+    ("mariadb", include_str!("presets/mariadb.yaml")),
 ];
 
 /// Keys a preset must not set: they name this deployment, not the system.
@@ -37,8 +44,14 @@ pub fn document(name: &str) -> Option<&'static str> {
 const ALTERNATIVES: &[(&str, &[&str])] = &[
     ("positions.probe", &["header", "json", "regex"]),
     ("positions.response", &["header", "json", "regex"]),
-    ("health.expect.json", &["equals", "equals_pointer"]),
-    ("leader.expect.json", &["equals", "equals_pointer"]),
+    (
+        "health.expect.json",
+        &["equals", "equals_pointer", "one_of"],
+    ),
+    (
+        "leader.expect.json",
+        &["equals", "equals_pointer", "one_of"],
+    ),
     ("reads.session", &["header", "cookie", "client_ip"]),
 ];
 
@@ -47,7 +60,7 @@ const ALTERNATIVES: &[(&str, &[&str])] = &[
 /// (so `routes:` replaces every preset route); a key the user sets to null
 /// (`~`) removes the preset's value, back to the built-in default; among
 /// keys of which one map gives at most one (`header`, `json`, `regex` of a
-/// position; `equals`, `equals_pointer` of an `expect.json`; `header`,
+/// position; `equals`, `equals_pointer`, `one_of` of an `expect.json`; `header`,
 /// `cookie`, `client_ip` of `reads.session`), the user's choice drops the
 /// preset's other ones.
 pub fn merge(base: Value, top: Value) -> Value {

@@ -1,15 +1,17 @@
 //! The probes: `health` (is a backend up) and `leader` (which backend
 //! leads), with their `expect` conditions.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Dur, Method, Pointer, Re, Validator};
+use super::{Dur, Method, Pointer, ProbeAuth, ProbeKind, Re, Validator};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawProbe {
+    pub(super) kind: Option<ProbeKind>,
     path: Option<String>,
     method: Option<Method>,
     body: Option<String>,
@@ -23,7 +25,8 @@ pub(super) struct RawProbe {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLeader {
-    /// Required; optional here so that a file with a preset may give only
+    pub(super) kind: Option<ProbeKind>,
+    /// Required (for `kind: http`); optional here so that a file with a preset may give only
     /// the keys it changes (`leader: { interval: 1s }`).
     path: Option<String>,
     method: Option<Method>,
@@ -58,6 +61,7 @@ pub(super) struct RawJsonExpect {
     pointer: Option<Pointer>,
     equals: Option<serde_json::Value>,
     equals_pointer: Option<Pointer>,
+    one_of: Option<Vec<serde_json::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,11 +100,27 @@ pub enum JsonWant {
     Equals(serde_json::Value),
     /// Equal to the value at another pointer of the same document (etcd: member_id == leader).
     EqualsPointer(String),
+    /// Equal to one of these values (Patroni's `/role`: `master` before
+    /// 3.x renamed it, `primary` after); never empty.
+    OneOf(Vec<serde_json::Value>),
 }
 
-/// A periodic HTTP probe.
+/// A native probe (`kind` other than `http`): the protocol and the login.
+#[derive(Debug, Clone)]
+pub struct NativeProbe {
+    /// `redis` or `postgres` (never `http`).
+    pub kind: ProbeKind,
+    /// `probe_auth`, shared by every native probe of the config.
+    pub auth: Arc<ProbeAuth>,
+}
+
+/// A periodic probe: an HTTP request, or a native one (`native`).
 #[derive(Debug, Clone)]
 pub struct ProbeConfig {
+    /// Set when the probe speaks the database's protocol at the backend's
+    /// data address (`backends[].tcp`) instead of HTTP; default none.
+    /// `path`, `method`, `body` and `expect` are unused then.
+    pub native: Option<NativeProbe>,
     /// Path (and query) probed on each backend; `health` default `/`.
     pub path: String,
     /// Default GET.
@@ -156,6 +176,7 @@ impl ProbeConfig {
         expect: Expect,
     ) -> ProbeConfig {
         ProbeConfig {
+            native: None,
             path,
             method: method.map_or(http::Method::GET, |m| m.0),
             body,
@@ -172,6 +193,7 @@ impl LeaderConfig {
     pub(super) fn unset() -> LeaderConfig {
         LeaderConfig {
             probe: ProbeConfig {
+                native: None,
                 path: "/".into(),
                 method: http::Method::GET,
                 body: None,
@@ -218,6 +240,7 @@ impl Validator {
 
     pub(super) fn health(&mut self, raw: Option<RawProbe>) -> HealthConfig {
         let raw = raw.unwrap_or(RawProbe {
+            kind: None,
             path: None,
             method: None,
             body: None,
@@ -227,6 +250,17 @@ impl Validator {
             fall: None,
             expect: None,
         });
+        let kind = raw.kind.unwrap_or_default();
+        self.http_only_keys(
+            "health",
+            kind,
+            [
+                ("path", raw.path.is_some()),
+                ("method", raw.method.is_some()),
+                ("body", raw.body.is_some()),
+                ("expect", raw.expect.is_some()),
+            ],
+        );
         let path = raw.path.unwrap_or_else(|| "/".to_string());
         self.probe_path("health.path", &path);
         let interval = raw.interval.map_or(Duration::from_secs(1), |d| d.0);
@@ -248,9 +282,45 @@ impl Validator {
         }
     }
 
+    /// Keys a native probe (`{section}.kind` not `http`) has no use for.
+    fn http_only_keys<const N: usize>(
+        &mut self,
+        section: &str,
+        kind: ProbeKind,
+        given: [(&str, bool); N],
+    ) {
+        if !kind.is_native() {
+            return;
+        }
+        for (key, _) in given.iter().filter(|(_, g)| *g) {
+            self.bad(
+                &format!("{section}.{key}"),
+                format!(
+                    "not with {section}.kind {}: a native probe asks the backend in its own protocol (remove it, or `~` to drop a preset's)",
+                    kind.name()
+                ),
+            );
+        }
+    }
+
     pub(super) fn leader(&mut self, raw: RawLeader) -> LeaderConfig {
+        let kind = raw.kind.unwrap_or_default();
+        let native = kind.is_native();
+        self.http_only_keys(
+            "leader",
+            kind,
+            [
+                ("path", raw.path.is_some()),
+                ("method", raw.method.is_some()),
+                ("body", raw.body.is_some()),
+                ("expect", raw.expect.is_some()),
+                ("term", raw.term.is_some()),
+            ],
+        );
         let path = raw.path.unwrap_or_else(|| {
-            self.bad("leader.path", "required: the path of the leader probe");
+            if !native {
+                self.bad("leader.path", "required: the path of the leader probe");
+            }
             "/".to_string()
         });
         self.probe_path("leader.path", &path);
@@ -282,7 +352,7 @@ impl Validator {
             || raw_expect.json.is_some()
             || raw_expect.header.is_some();
         let expect = self.expect("leader.expect", raw_expect);
-        if !given {
+        if !given && !native {
             self.bad(
                 "leader.expect",
                 "give at least one condition (status, body_regex, json or header) that only the leader's answer meets",
@@ -300,9 +370,8 @@ impl Validator {
         if let Some(s) = &raw.status {
             self.statuses(&format!("{key}.status"), s);
         }
-        let json = raw
-            .json
-            .and_then(|j| match (j.pointer, j.equals, j.equals_pointer) {
+        let json = raw.json.and_then(
+            |j| match (j.pointer, j.equals, j.equals_pointer, j.one_of) {
                 (None, ..) => {
                     self.bad(
                         &format!("{key}.json.pointer"),
@@ -310,22 +379,34 @@ impl Validator {
                     );
                     None
                 }
-                (Some(pointer), Some(v), None) => Some(JsonExpect {
+                (Some(pointer), Some(v), None, None) => Some(JsonExpect {
                     pointer: pointer.0,
                     want: JsonWant::Equals(v),
                 }),
-                (Some(pointer), None, Some(p)) => Some(JsonExpect {
+                (Some(pointer), None, Some(p), None) => Some(JsonExpect {
                     pointer: pointer.0,
                     want: JsonWant::EqualsPointer(p.0),
+                }),
+                (Some(_), None, None, Some(vs)) if vs.is_empty() => {
+                    self.bad(
+                        &format!("{key}.json.one_of"),
+                        "give at least one value (an empty list matches nothing)",
+                    );
+                    None
+                }
+                (Some(pointer), None, None, Some(vs)) => Some(JsonExpect {
+                    pointer: pointer.0,
+                    want: JsonWant::OneOf(vs),
                 }),
                 _ => {
                     self.bad(
                         &format!("{key}.json"),
-                        "give exactly one of `equals` and `equals_pointer`",
+                        "give exactly one of `equals`, `equals_pointer` and `one_of`",
                     );
                     None
                 }
-            });
+            },
+        );
         let header =
             raw.header
                 .and_then(|h| match http::HeaderName::from_bytes(h.name.as_bytes()) {

@@ -215,7 +215,22 @@ fn leader_needs_a_condition_and_json_needs_one_comparison() {
     let text = "listen: 127.0.0.1:1\nbackends: [{name: a, url: 'http://127.0.0.1:2'}]\nleader: {path: /l, expect: {json: {pointer: /a}}}\n";
     assert_eq!(
         errs(text)[0],
-        "lp.yaml:3:29: leader.expect.json: give exactly one of `equals` and `equals_pointer`"
+        "lp.yaml:3:29: leader.expect.json: give exactly one of `equals`, `equals_pointer` and `one_of`"
+    );
+    let text = "listen: 127.0.0.1:1\nbackends: [{name: a, url: 'http://127.0.0.1:2'}]\nleader: {path: /l, expect: {json: {pointer: /a, one_of: []}}}\n";
+    assert_eq!(
+        errs(text)[0],
+        "lp.yaml:3:49: leader.expect.json.one_of: give at least one value (an empty list matches nothing)"
+    );
+    let text = "listen: 127.0.0.1:1\nbackends: [{name: a, url: 'http://127.0.0.1:2'}]\nleader: {path: /l, expect: {json: {pointer: /a, equals: x, one_of: [x]}}}\n";
+    assert_eq!(
+        errs(text)[0],
+        "lp.yaml:3:29: leader.expect.json: give exactly one of `equals`, `equals_pointer` and `one_of`"
+    );
+    let text = "listen: 127.0.0.1:1\nbackends: [{name: a, url: 'http://127.0.0.1:2'}]\nleader: {path: /l, expect: {json: {pointer: /role, one_of: [master, primary]}}}\n";
+    let c = parse(text, Path::new("lp.yaml")).unwrap();
+    assert!(
+        matches!(&c.leader.probe.expect.json.as_ref().unwrap().want, JsonWant::OneOf(v) if v == &[serde_json::json!("master"), serde_json::json!("primary")])
     );
     let text = "listen: 127.0.0.1:1\nbackends: [{name: a, url: 'http://127.0.0.1:2'}]\nleader: {path: /l, expect: {json: {pointer: a, equals: 1}}}\n";
     assert!(

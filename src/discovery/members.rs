@@ -28,6 +28,7 @@ pub fn request(kind: MembersKind, cfg: &Config) -> ProbeConfig {
         MembersKind::Consul => (http::Method::GET, "/v1/status/peers", None),
     };
     ProbeConfig {
+        native: None,
         path: path.to_string(),
         method,
         body,

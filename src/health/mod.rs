@@ -4,6 +4,8 @@
 //!
 //! - `handle` — how the proxy talks to the monitor ([`monitor::MonitorHandle`]);
 //! - [`probe`] — one probe and its typed failures;
+//! - `native` — the native probes (Redis `ROLE`, PostgreSQL
+//!   `pg_is_in_recovery()`) behind the same outcome;
 //! - `schedule` — when probes run (jitter, the fast interval while
 //!   leaderless);
 //! - `node` — what a probe answer does to one backend's state;
@@ -21,6 +23,7 @@ mod handle;
 pub mod leader;
 pub(crate) mod membership;
 pub mod monitor;
+mod native;
 mod node;
 pub mod probe;
 pub(crate) mod schedule;

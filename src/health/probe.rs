@@ -13,8 +13,10 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
+use super::handle::Kind;
+use super::native;
 use crate::backend::Backend;
-use crate::config::{Expect, JsonWant, PositionSource, ProbeConfig};
+use crate::config::{Expect, JsonWant, NativeProbe, PositionSource, ProbeConfig};
 use crate::metrics::TlsReason;
 use crate::upstream::connect::{self, Alpn, ConnectError};
 
@@ -72,9 +74,25 @@ impl Outcome {
 }
 
 /// Probes `backend` once (over TLS for an `https://` backend, with the
-/// same settings as requests), bounded by `probe.timeout`.
-pub async fn probe(backend: &Backend, probe: &ProbeConfig, term_pointer: Option<&str>) -> Outcome {
+/// same settings as requests), bounded by `probe.timeout`; a native probe
+/// (`probe.native`) asks the database at its data address whether it is up
+/// (`kind` health) or leads (`kind` leader).
+pub async fn probe(
+    backend: &Backend,
+    probe: &ProbeConfig,
+    term_pointer: Option<&str>,
+    kind: Kind,
+) -> Outcome {
     let start = Instant::now();
+    if let Some(n) = &probe.native {
+        return Outcome {
+            result: ask_native(backend, n, probe.timeout)
+                .await
+                .and_then(|r| native_verdict(kind, &r)),
+            term: None,
+            latency: start.elapsed(),
+        };
+    }
     match tokio::time::timeout(probe.timeout, fetch(backend, probe)).await {
         Err(_) => Outcome::failed(start.elapsed(), ProbeFailure::Timeout(probe.timeout)),
         Ok(Err(f)) => Outcome::failed(start.elapsed(), f),
@@ -94,6 +112,16 @@ pub async fn position(
     probe: &ProbeConfig,
     source: &PositionSource,
 ) -> Result<u64, ProbeFailure> {
+    if let Some(n) = &probe.native {
+        let r = ask_native(backend, n, probe.timeout).await?;
+        return r.position.ok_or_else(|| {
+            ProbeFailure::Unexpected(format!(
+                "{} ({}) reports no position",
+                n.kind.name(),
+                r.role
+            ))
+        });
+    }
     let (status, headers, body) = request(backend, probe).await?;
     if !(200..300).contains(&status) {
         return Err(ProbeFailure::Unexpected(format!(
@@ -105,8 +133,33 @@ pub async fn position(
             PositionSource::Header(h) => format!("no integer in header {h}"),
             PositionSource::Json(p) => format!("no integer at JSON {p}"),
             PositionSource::Regex(r) => format!("no integer matched by /{}/", r.as_str()),
+            PositionSource::Native => "no native probe configured".to_string(),
         })
     })
+}
+
+/// A native probe's reply within `timeout`.
+async fn ask_native(
+    backend: &Backend,
+    n: &NativeProbe,
+    timeout: Duration,
+) -> Result<native::Reply, ProbeFailure> {
+    match tokio::time::timeout(timeout, native::ask(backend, n, timeout)).await {
+        Err(_) => Err(ProbeFailure::Timeout(timeout)),
+        Ok(r) => r,
+    }
+}
+
+/// What a native reply means for a health probe (it answered: up) or a
+/// leader probe (it leads, else "not the leader").
+fn native_verdict(kind: Kind, r: &native::Reply) -> Result<(), ProbeFailure> {
+    match kind {
+        Kind::Leader if !r.leads => Err(ProbeFailure::Unexpected(format!(
+            "role is {}, not the leader",
+            r.role
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// One request like a probe's (own connection, same TLS), bounded by
@@ -214,6 +267,15 @@ pub fn evaluate(
             JsonWant::Equals(want) => {
                 if !json_eq(got, want) {
                     return Err(format!("JSON {} is {got}, not {want}", j.pointer));
+                }
+            }
+            JsonWant::OneOf(wants) => {
+                if !wants.iter().any(|w| json_eq(got, w)) {
+                    return Err(format!(
+                        "JSON {} is {got}, not one of {}",
+                        j.pointer,
+                        serde_json::Value::Array(wants.clone())
+                    ));
                 }
             }
             JsonWant::EqualsPointer(other) => {
@@ -337,6 +399,48 @@ mod tests {
         assert_eq!(read_term(leader, "/header/raft_term"), Some(7));
         assert_eq!(read_term(br#"{"t":9}"#, "/t"), Some(9));
         assert_eq!(read_term(br#"{"t":"x"}"#, "/t"), None);
+    }
+
+    #[test]
+    fn json_one_of_patroni_role() {
+        let e = Expect {
+            status: Some(vec![200]),
+            json: Some(JsonExpect {
+                pointer: "/role".into(),
+                want: JsonWant::OneOf(vec![
+                    serde_json::json!("master"),
+                    serde_json::json!("primary"),
+                ]),
+            }),
+            ..Default::default()
+        };
+        assert!(evaluate(&e, 200, &hm(&[]), br#"{"role": "master"}"#).is_ok());
+        assert!(evaluate(&e, 200, &hm(&[]), br#"{"role": "primary"}"#).is_ok());
+        assert_eq!(
+            evaluate(&e, 200, &hm(&[]), br#"{"role": "replica"}"#).unwrap_err(),
+            r#"JSON /role is "replica", not one of ["master","primary"]"#
+        );
+    }
+
+    #[test]
+    fn native_replies_judged_by_the_probe_kind() {
+        let replica = native::Reply {
+            leads: false,
+            role: "slave".into(),
+            position: Some(7),
+        };
+        assert!(native_verdict(Kind::Health, &replica).is_ok());
+        assert_eq!(
+            native_verdict(Kind::Leader, &replica),
+            Err(ProbeFailure::Unexpected(
+                "role is slave, not the leader".into()
+            ))
+        );
+        let master = native::Reply {
+            leads: true,
+            ..replica
+        };
+        assert!(native_verdict(Kind::Leader, &master).is_ok());
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub(super) fn spawn_probe_loop(
         loop {
             let kicked = kick.notified();
             let fences = backend.fence_count();
-            let outcome = probe::probe(&backend, &probe_cfg, term_pointer.as_deref()).await;
+            let outcome = probe::probe(&backend, &probe_cfg, term_pointer.as_deref(), kind).await;
             if tx
                 .send(Msg::Probe {
                     id: backend.id,

@@ -638,9 +638,15 @@ impl ProxyProc {
 
     /// The leader name in `/admin/routing`, if any.
     pub fn leader_name(&self) -> Option<String> {
-        let v = http_get(&self.admin_url("/admin/routing")).ok()?;
-        let v: serde_json::Value = serde_json::from_slice(&v.body).ok()?;
+        let v = self.try_routing()?;
         v["leader"]["name"].as_str().map(str::to_string)
+    }
+
+    /// `GET /admin/routing` as JSON, or `None` while the admin API does not
+    /// answer (yet).
+    pub fn try_routing(&self) -> Option<serde_json::Value> {
+        let v = http_get(&self.admin_url("/admin/routing")).ok()?;
+        serde_json::from_slice(&v.body).ok()
     }
 
     /// Waits up to `within` until `/admin/routing` names `leader` the leader

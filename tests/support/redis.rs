@@ -80,29 +80,7 @@ impl RedisCluster {
             let webdis_port = free_port();
             let data = dir.join(&name);
             std::fs::create_dir_all(&data).unwrap();
-            let mut args: Vec<String> = vec![
-                "--port".into(),
-                redis_port.to_string(),
-                "--bind".into(),
-                "127.0.0.1".into(),
-                "--dir".into(),
-                data.display().to_string(),
-                "--save".into(),
-                "".into(),
-                "--appendonly".into(),
-                "no".into(),
-                "--daemonize".into(),
-                "no".into(),
-                "--repl-diskless-sync".into(),
-                "yes".into(),
-                "--repl-diskless-sync-delay".into(),
-                "0".into(),
-            ];
-            if i > 0 {
-                args.push("--replicaof".into());
-                args.push("127.0.0.1".into());
-                args.push(master_port.to_string());
-            }
+            let args = server_args(redis_port, &data, (i > 0).then_some(master_port));
             let redis = Proc::spawn(&format!("redis-{name}"), REDIS_BIN, &args, dir.path());
             let cfg = serde_json::json!({
                 "redis_host": "127.0.0.1",
@@ -438,6 +416,126 @@ impl Resp {
             Resp::Simple(s) => Some(s),
             Resp::Bulk(Some(b)) => std::str::from_utf8(b).ok(),
             _ => None,
+        }
+    }
+}
+
+/// redis-server's arguments: on 127.0.0.1 at `port`, no persistence,
+/// diskless replication of `master` when given.
+fn server_args(port: u16, data: &std::path::Path, master: Option<u16>) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        &data.display().to_string(),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--repl-diskless-sync",
+        "yes",
+        "--repl-diskless-sync-delay",
+        "0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(m) = master {
+        args.extend(["--replicaof".into(), "127.0.0.1".into(), m.to_string()]);
+    }
+    args
+}
+
+/// The password of [`RedisReplicas`]'s `probe` user.
+pub const PROBE_PASSWORD: &str = "probe-pw-7d1f";
+
+/// Redis primary (n1) + 2 replicas for native probe tests: no Sentinel,
+/// no webdis. ACLs make the login matter: the `default` user (no password:
+/// replication and [`redis_cmd`]) may run everything but `ROLE`; user
+/// `probe` (password [`PROBE_PASSWORD`], also in `password_file`) may run
+/// only `ROLE`. So a probe that reads ROLE has logged in as `probe`.
+pub struct RedisReplicas {
+    pub ports: Vec<u16>,
+    pub procs: Vec<Proc>,
+    pub password_file: std::path::PathBuf,
+    pub dir: TempDir,
+}
+
+impl RedisReplicas {
+    /// Returns once both replicas' links are up.
+    pub fn start() -> RedisReplicas {
+        let dir = TempDir::new("redis-native");
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut procs = Vec::new();
+        for (i, &port) in ports.iter().enumerate() {
+            let data = dir.join(&format!("n{}", i + 1));
+            std::fs::create_dir_all(&data).unwrap();
+            let mut args = server_args(port, &data, (i > 0).then_some(ports[0]));
+            for a in [
+                "--user", "default", "on", "nopass", "~*", "&*", "+@all", "-role",
+            ] {
+                args.push(a.into());
+            }
+            for a in [
+                "--user",
+                "probe",
+                "on",
+                &format!(">{PROBE_PASSWORD}"),
+                "+role",
+            ] {
+                args.push(a.into());
+            }
+            procs.push(Proc::spawn(
+                &format!("redis-n{}", i + 1),
+                REDIS_BIN,
+                &args,
+                dir.path(),
+            ));
+        }
+        let password_file = dir.join("probe-password");
+        std::fs::write(&password_file, format!("{PROBE_PASSWORD}\n")).unwrap();
+        let r = RedisReplicas {
+            ports,
+            procs,
+            password_file,
+            dir,
+        };
+        wait_for(Duration::from_secs(15), "redis replicas linked", || {
+            (1..3).all(|i| r.link_up(i))
+        });
+        r
+    }
+
+    fn info_replication(&self, i: usize) -> String {
+        redis_cmd(self.ports[i], &["INFO", "replication"])
+            .ok()
+            .and_then(|r| r.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// Node `i` is a replica whose link to its master is up.
+    pub fn link_up(&self, i: usize) -> bool {
+        self.info_replication(i).contains("master_link_status:up")
+    }
+
+    /// Node `i` says `role:master`.
+    pub fn is_master(&self, i: usize) -> bool {
+        self.info_replication(i).contains("role:master")
+    }
+
+    /// A scripted switchover: node `i` becomes the master (`REPLICAOF NO
+    /// ONE`), the others replicate from it.
+    pub fn promote(&self, i: usize) {
+        redis_cmd(self.ports[i], &["REPLICAOF", "NO", "ONE"]).unwrap();
+        let port = self.ports[i].to_string();
+        for (j, &p) in self.ports.iter().enumerate() {
+            if j != i {
+                redis_cmd(p, &["REPLICAOF", "127.0.0.1", &port]).unwrap();
+            }
         }
     }
 }

@@ -23,10 +23,15 @@
 //! - Vault: `/v1/sys/health` 200 active, 429 standby (200 with
 //!   `standbyok=true`), 503 sealed; a standby that cannot forward answers a
 //!   request with 307 to the active node.
-//! - Patroni: `/health` 200 while running; `/primary` 200 on the primary,
-//!   503 on replicas; `/patroni` with `"xlog": {"location": N}` on the
-//!   primary and `received_location`/`replayed_location` on a replica,
-//!   written as Python's json.dumps writes (`": "`).
+//! - Patroni: `/health` 200 while running; `/primary` 200 on the node that
+//!   holds the leader lock, 503 on the others; `/patroni` (and `/primary`)
+//!   with `"role": "master"` and `"xlog": {"location": N}` on the promoted
+//!   primary, `"role": "replica"` and `received_location`/`replayed_location`
+//!   on a replica, written as Python's json.dumps writes (`": "`). Between
+//!   taking the lock and leaving recovery ([`Cluster::take_lock`], then
+//!   [`Cluster::finish_promotion`]) the new leader answers `/primary` 200
+//!   with the replica's body, as Patroni 3.0.2 does for 70-175 ms
+//!   (NOTES-tcp.md).
 //! - webdis (0.1.9 with Redis 7.0.15 checked by hand): `/PING`
 //!   `{"PING":[true,"PONG"]}`; `/ROLE`; `/INFO/replication` as webdis parses
 //!   INFO into an object (`"master_repl_offset":"N"`); a write on a replica
@@ -173,6 +178,8 @@ struct Shared {
     positions: Vec<AtomicU64>,
     term: AtomicU64,
     addrs: Mutex<Vec<SocketAddr>>,
+    /// Patroni: the leader holds the lock but is still in recovery.
+    promoting: AtomicBool,
 }
 
 pub struct NodeState {
@@ -254,6 +261,7 @@ impl Cluster {
             positions: (0..n).map(|i| AtomicU64::new(100 - 5 * i as u64)).collect(),
             term: AtomicU64::new(2),
             addrs: Mutex::new(Vec::new()),
+            promoting: AtomicBool::new(false),
         });
         let mut nodes = Vec::new();
         for i in 0..n {
@@ -302,6 +310,19 @@ impl Cluster {
     pub fn set_leader(&self, i: usize) {
         *self.shared.leader.lock().unwrap() = Some(i);
         self.shared.term.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Patroni: node `i` takes the leader lock (`/primary` answers 200)
+    /// but its PostgreSQL is still in recovery (`"role": "replica"`) until
+    /// [`Cluster::finish_promotion`].
+    pub fn take_lock(&self, i: usize) {
+        self.shared.promoting.store(true, Ordering::Relaxed);
+        self.set_leader(i);
+    }
+
+    /// Patroni: the lock holder has left recovery (`"role": "master"`).
+    pub fn finish_promotion(&self) {
+        self.shared.promoting.store(false, Ordering::Relaxed);
     }
 
     pub fn term(&self) -> u64 {
@@ -600,7 +621,8 @@ fn respond(
         System::Patroni => {
             let pos = st.position().load(Ordering::Relaxed);
             // Python's json.dumps: ", " and ": ".
-            let status_doc = if leads {
+            let promoted = leads && !st.shared.promoting.load(Ordering::Relaxed);
+            let status_doc = if promoted {
                 format!(
                     r#"{{"state": "running", "postmaster_start_time": "2024-07-01 10:00:00.000+00:00", "role": "master", "server_version": 150003, "xlog": {{"location": {pos}}}, "timeline": {term}, "dcs_last_seen": 1700000000, "database_system_identifier": "7252327498286490579", "patroni": {{"version": "3.3.0", "scope": "demo", "name": "{}"}}}}"#,
                     st.name

@@ -1,7 +1,7 @@
 //! Real Redis primary + 2 replicas + 3 Sentinels behind leaderproxy's TCP
 //! listeners: Redis clients speak RESP straight through (the bytes go to
-//! `backends[].tcp`, the Redis port), while the shipped
-//! `config/redis-webdis.yaml` probes each node's role through its webdis.
+//! `backends[].tcp`, the Redis port), and `preset: redis-sentinel` probes
+//! each node's ROLE natively at the same port.
 //! HAProxy in TCP mode with the usual `tcp-check send ROLE` / `expect
 //! string master` setup (tests/support/haproxy-redis.cfg.tmpl) runs on the
 //! same cluster in the same run, for comparison.
@@ -13,8 +13,8 @@
 //!    leaderproxy ever reaches a replica (`READONLY`), writes resume at most
 //!    2 s after a replica answers ROLE `master` (the leader probe runs every
 //!    `leader.fast_interval` while there is none, and held connections go
-//!    out at once), and every write acknowledged after the kill is on the
-//!    new primary.
+//!    out at once), and every write acknowledged once writes resumed is on
+//!    the new primary.
 //!
 //! Reported beside them, not asserted: failed writes and the longest pause
 //! through leaderproxy and through HAProxy.
@@ -39,20 +39,22 @@ use redis::{redis_cmd, RedisCluster, Resp};
 
 const BIN: &str = env!("CARGO_BIN_EXE_leaderproxy");
 
-/// The shipped config with each backend's Redis port as its data address
-/// and a write and a read TCP listener.
+/// `preset: redis-sentinel` (native ROLE probes of Redis itself, at each
+/// backend's data address) with a write and a read TCP listener.
 fn proxy_yaml(cluster: &RedisCluster, write: u16, read: u16) -> String {
-    let yaml = cluster.shipped_proxy_yaml(&format!(
-        "tcp:\n  - {{ listen: \"127.0.0.1:{write}\", to: write }}\n  - {{ listen: \"127.0.0.1:{read}\", to: read }}\nwrites: {{ hold: 8s }}\n"
-    ));
-    let mut cfg: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
-    let backends = cfg["backends"].as_sequence_mut().unwrap();
-    for (b, n) in backends.iter_mut().zip(&cluster.nodes) {
-        b.as_mapping_mut()
-            .unwrap()
-            .insert("tcp".into(), format!("127.0.0.1:{}", n.redis_port).into());
+    let mut y = format!(
+        "preset: redis-sentinel\ntcp:\n  - {{ listen: \"127.0.0.1:{write}\", to: write }}\n  - {{ listen: \"127.0.0.1:{read}\", to: read }}\nwrites: {{ hold: 8s }}\nbackends:\n"
+    );
+    for n in &cluster.nodes {
+        // `url` is required but unused by native probes: the node's webdis.
+        y.push_str(&format!(
+            "  - {{ name: {}, url: \"{}\", tcp: \"127.0.0.1:{}\" }}\n",
+            n.name,
+            n.webdis_url(),
+            n.redis_port
+        ));
     }
-    serde_yaml::to_string(&cfg).unwrap()
+    y
 }
 
 /// HAProxy from tests/support/haproxy-redis.cfg.tmpl on `write`/`read`.

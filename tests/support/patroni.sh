@@ -102,6 +102,15 @@ spawn() { # pidfile log command...
   wait_until "$pidfile" test -s "$pidfile"
 }
 
+# Patroni reads PATRONI_* variables as configuration (PATRONI_ETCD_PORT
+# alone makes it look for an `etcd:` DCS section and fail: "Neither srv,
+# hosts, host nor url are defined"), and so would every Patroni this script
+# starts: the ports live in DIR/env, so drop them from the environment.
+forget_patroni_env() {
+  local v
+  for v in "${!PATRONI_@}"; do unset "$v"; done
+}
+
 load_env() {
   [[ -f "$DIR/env" ]] || die "$DIR/env is missing: run 'patroni.sh up $DIR' first"
   # shellcheck disable=SC1091
@@ -303,6 +312,7 @@ cmd_up() {
   install_packages
   mkdir -p "$DIR"
   [[ -f "$DIR/env" ]] || write_env
+  forget_patroni_env
   load_env
   if [[ $(id -u) -eq 0 ]]; then
     chown -R postgres: "$DIR"
@@ -441,6 +451,7 @@ cmd_env() {
 (($# == 2)) || usage
 DIR="$2"
 [[ "$DIR" == /* ]] || DIR="$PWD/$DIR"
+[[ $1 == up ]] || forget_patroni_env
 case "$1" in
   up) cmd_up ;;
   down) cmd_down ;;

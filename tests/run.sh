@@ -23,7 +23,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# package -> a binary it provides
+# package -> a file it installs
 declare -A PKG_BIN=(
   [etcd-server]=/usr/bin/etcd
   [etcd-client]=/usr/bin/etcdctl
@@ -35,11 +35,18 @@ declare -A PKG_BIN=(
   [wrk]=/usr/bin/wrk
   [nghttp2-client]=/usr/bin/h2load
   [curl]=/usr/bin/curl
+  # tests/real_patroni.rs (tests/support/patroni.sh, pg_failover_load.py)
+  [patroni]=/usr/bin/patroni
+  [python3-etcd]=/usr/lib/python3/dist-packages/etcd/__init__.py
+  [postgresql-15]=/usr/lib/postgresql/15/bin/postgres
+  [postgresql-client-15]=/usr/lib/postgresql/15/bin/psql
+  [python3-psycopg2]=/usr/lib/python3/dist-packages/psycopg2/__init__.py
+  [jq]=/usr/bin/jq
 )
 
 missing=()
 for pkg in "${!PKG_BIN[@]}"; do
-  [[ -x "${PKG_BIN[$pkg]}" ]] || missing+=("$pkg")
+  [[ -e "${PKG_BIN[$pkg]}" ]] || missing+=("$pkg")
 done
 
 as_root() {
@@ -74,7 +81,7 @@ if ((${#missing[@]} > 0)); then
 fi
 
 # Stop the packages' system services if something started them.
-for svc in etcd redis-server redis-sentinel webdis haproxy nginx; do
+for svc in etcd redis-server redis-sentinel webdis haproxy nginx postgresql patroni; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     echo "run.sh: stopping system service $svc"
     as_root systemctl stop "$svc" || true

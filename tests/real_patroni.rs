@@ -48,13 +48,17 @@
 #[path = "support/procs.rs"]
 mod procs;
 
+#[path = "support/shell_cluster.rs"]
+mod shell_cluster;
+
 #[path = "support/patroni.rs"]
 mod patroni;
 
 use std::time::Duration;
 
-use patroni::{psql, LoadReport, Patroni, NODES};
+use patroni::{psql, Patroni, NODES};
 use procs::{spawn_proxy, wait_for, wait_some, ProxyProc};
+use shell_cluster::LoadReport;
 
 const BIN: &str = env!("CARGO_BIN_EXE_leaderproxy");
 /// Write clients per endpoint.
@@ -230,7 +234,7 @@ fn under_write_load(c: &Patroni, event: &'static str, seconds: u32) -> Outcome {
     let old = c.leader();
     let theirs = patroni::start_load(haproxy, seconds, CLIENTS, &[]);
     let ours = patroni::run_load(write, seconds, CLIENTS, &c.argv(event));
-    let theirs = patroni::finish_load(theirs);
+    let theirs = shell_cluster::finish_load(theirs);
     let new = c.leader();
     let closed = |reason: &str| p.metric_sum("leaderproxy_tcp_closed_total", &[("reason", reason)]);
     println!(

@@ -8,6 +8,9 @@
 //! the probe is in: `cargo test --features mysql --test real_mariadb --
 //! --ignored --nocapture`.
 //!
+//! Needs Debian's mariadb-server and mariadb-client (`mariadb.sh` installs
+//! them as root) and python3-pymysql (the write clients).
+//!
 //! - `switchover_under_write_load`: 8 write clients
 //!   (`my_failover_load.py`) through the write port across
 //!   `mariadb.sh switchover` (old primary `read_only = 1`, the first replica

@@ -82,7 +82,9 @@ impl ShellCluster {
 
     /// A detached shell that runs `SCRIPT down DIR` and removes DIR once this
     /// test process is gone, however it ends (`LEADERPROXY_KEEP_TMP=1`
-    /// keeps DIR).
+    /// keeps DIR). Never waited for: it outlives this process by design
+    /// (and ends only after it, so it is never a zombie of ours).
+    #[allow(clippy::zombie_processes)]
     fn watchdog(&self) {
         use std::os::unix::process::CommandExt;
         let keep = std::env::var("LEADERPROXY_KEEP_TMP").is_ok_and(|v| v == "1");

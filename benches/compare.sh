@@ -19,6 +19,13 @@
 #   h2-tls            h2load -c16 -m16 over TLS (ALPN h2)
 #   tls-full-p16      16 parallel `openssl s_time -new -www /`: a full handshake (no
 #                     resumption) + one HTTP/1.0 GET per connection; no latency percentiles
+# then the TCP rows, against a real Patroni 3 + PostgreSQL 15 cluster (tests/support/patroni.sh,
+# on free loopback ports; HAProxy with Patroni's documented config in mode tcp, leaderproxy with
+# a `tcp` read listener; `direct` = one replica), after `pgbench -i -s 10` through the leader:
+#   pg-S-c16          pgbench -S -M prepared -c 16 -j 2: read-only transactions on kept
+#                     connections (the proxies' copy path); req/s = transactions/s,
+#                     p50 = pgbench's average latency, non-2xx = failed transactions,
+#                     sock errors = aborted clients
 # and prints one table (req/s, p50, p99, proxy CPU µs/request from /proc utime+stime of
 # all the proxy's processes, peak RSS = sum of VmHWM, non-2xx, socket errors, ratios to
 # HAProxy), then a second table: RSS with 10,000 idle keep-alive client connections.
@@ -37,9 +44,12 @@
 #   KEEP_WORKDIR=1     keep configs, logs and raw outputs in the work dir
 #   SKIP_TLS=1         leave out the TLS rows (h1-tls-*, h2-tls-*)
 #   TLS_KEY=ec         certificate key for the TLS rows: ec (P-256, default) or rsa (2048 bits)
+#   PG=0               leave out the TCP rows (pg-*; they start a Patroni cluster, ~15 s)
+#   HTTP=0             leave out the HTTP rows and the idle table (only the TCP rows run)
 #
 # Usage: benches/compare.sh            (from anywhere inside the repository)
 #        QUICK=1 SKIP_LEADERPROXY=1 benches/compare.sh
+#        HTTP=0 TARGETS="haproxy leaderproxy" benches/compare.sh   (the pgbench rows only)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -53,6 +63,9 @@ SKIP_LEADERPROXY="${SKIP_LEADERPROXY:-0}"
 IDLE_CONNS="${IDLE_CONNS:-10000}"
 TARGETS="${TARGETS:-direct haproxy nginx leaderproxy}"
 SKIP_TLS="${SKIP_TLS:-0}"
+PG="${PG:-1}"
+HTTP="${HTTP:-1}"
+[[ "$HTTP" == 0 ]] && SKIP_TLS=1
 TLS_KEY="${TLS_KEY:-ec}"
 [[ "$TLS_KEY" == ec || "$TLS_KEY" == rsa ]] || { echo "TLS_KEY must be ec or rsa" >&2; exit 2; }
 if [[ "$SKIP_LEADERPROXY" == 1 ]]; then TARGETS="$(echo "$TARGETS" | tr ' ' '\n' | grep -vx leaderproxy | xargs)"; fi
@@ -73,6 +86,7 @@ install_tools() {
   command -v curl >/dev/null || missing+=(curl)
   command -v python3 >/dev/null || missing+=(python3)
   [[ "$SKIP_TLS" == 1 ]] || command -v openssl >/dev/null || missing+=(openssl)
+  [[ "$PG" == 0 ]] || command -v pgbench >/dev/null || missing+=(postgresql-client-15) # patroni.sh installs the rest
   [[ ${#missing[@]} -eq 0 ]] && return 0
   [[ "${NO_INSTALL:-0}" == 1 ]] && die "missing tools: ${missing[*]} (NO_INSTALL=1)"
   log "installing: ${missing[*]}"
@@ -103,7 +117,7 @@ BENCH_BACKEND="${BENCH_BACKEND:-}"
 LEADERPROXY_BIN="${LEADERPROXY_BIN:-}"
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
   build_args=()
-  [[ -z "$BENCH_BACKEND" ]] && build_args+=(--example bench_backend)
+  [[ -z "$BENCH_BACKEND" && "$HTTP" != 0 ]] && build_args+=(--example bench_backend)
   [[ "$SKIP_LEADERPROXY" != 1 && -z "$LEADERPROXY_BIN" ]] && build_args+=(--bin leaderproxy)
   if [[ ${#build_args[@]} -gt 0 ]]; then
     log "cargo build --release ${build_args[*]}"
@@ -112,7 +126,7 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
 fi
 BENCH_BACKEND="${BENCH_BACKEND:-$TARGET_DIR/release/examples/bench_backend}"
 LEADERPROXY_BIN="${LEADERPROXY_BIN:-$TARGET_DIR/release/leaderproxy}"
-[[ -x "$BENCH_BACKEND" ]] || die "bench backend not found: $BENCH_BACKEND"
+[[ "$HTTP" == 0 || -x "$BENCH_BACKEND" ]] || die "bench backend not found: $BENCH_BACKEND"
 if [[ " $TARGETS " == *" leaderproxy "* ]]; then
   [[ -x "$LEADERPROXY_BIN" ]] || die "leaderproxy not found: $LEADERPROXY_BIN (SKIP_LEADERPROXY=1 to leave it out)"
 fi
@@ -200,6 +214,24 @@ def free_ports(n):
     for s in socks:
         s.close()
     return ports
+
+def free_run(n):
+    """the first of n consecutive ports that are free now (for a script that numbers from a base)"""
+    for _ in range(1000):
+        base = free_ports(1)[0]
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    sys.exit("no run of free ports")
 
 def pctl(sorted_vals, q):
     if not sorted_vals:
@@ -383,6 +415,8 @@ if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "ports":
         print(" ".join(map(str, free_ports(int(sys.argv[2])))))
+    elif cmd == "portrun":
+        print(" ".join(str(free_run(int(sys.argv[2]))) for _ in range(int(sys.argv[3]))))
     elif cmd == "snap":
         print(" ".join(map(str, snap(int(sys.argv[2])))))
     elif cmd == "reset":
@@ -448,12 +482,14 @@ stop_pid() {
 }
 
 # ---------------------------------------------------------------- backends
-start_bg "$W/backend-leader.log" "$BENCH_BACKEND" --listen "127.0.0.1:$P_LEADER" --role leader
-start_bg "$W/backend-f1.log" "$BENCH_BACKEND" --listen "127.0.0.1:$P_F1" --role follower
-start_bg "$W/backend-f2.log" "$BENCH_BACKEND" --listen "127.0.0.1:$P_F2" --role follower
-for p in "$P_LEADER" "$P_F1" "$P_F2"; do wait_http "http://127.0.0.1:$p/" || die "backend on $p did not start"; done
-wait_http "http://127.0.0.1:$P_LEADER/leader" 200 || die "leader backend does not answer /leader with 200"
-log "backends: leader :$P_LEADER, followers :$P_F1 :$P_F2"
+if [[ "$HTTP" != 0 ]]; then
+  start_bg "$W/backend-leader.log" "$BENCH_BACKEND" --listen "127.0.0.1:$P_LEADER" --role leader
+  start_bg "$W/backend-f1.log" "$BENCH_BACKEND" --listen "127.0.0.1:$P_F1" --role follower
+  start_bg "$W/backend-f2.log" "$BENCH_BACKEND" --listen "127.0.0.1:$P_F2" --role follower
+  for p in "$P_LEADER" "$P_F1" "$P_F2"; do wait_http "http://127.0.0.1:$p/" || die "backend on $p did not start"; done
+  wait_http "http://127.0.0.1:$P_LEADER/leader" 200 || die "leader backend does not answer /leader with 200"
+  log "backends: leader :$P_LEADER, followers :$P_F1 :$P_F2"
+fi
 
 # ---------------------------------------------------------------- TLS material
 # One self-signed certificate (SANs 127.0.0.1, localhost) for every proxy's TLS listener.
@@ -816,6 +852,7 @@ run_idle() { # target
 
 log "duration ${DURATION}s per run; targets: $TARGETS"
 for target in $TARGETS; do
+  [[ "$HTTP" == 0 ]] && break
   log "== $target"
   start_target "$target"
   timeout -k 5 20 wrk -t1 -c64 -d1s "$URL_H1" >/dev/null 2>&1 || true # warm-up (pools, caches)
@@ -852,6 +889,119 @@ for target in $TARGETS; do
     sleep 1
   fi
 done
+
+# ---------------------------------------------------------------- TCP rows (PostgreSQL)
+# The Patroni cluster of tests/support/patroni.sh on free ports, stopped on exit.
+PATRONI="$ROOT/tests/support/patroni.sh"
+pg_cluster_up() {
+  local etcd rest pg hap
+  # patroni.sh numbers each kind of port from a base: runs of 3 free ports
+  read -r etcd rest pg hap <<<"$($PY portrun 3 4)"
+  # not under $W (mode 700): run as root, patroni.sh runs PostgreSQL as `postgres`, which must reach it
+  PG_DIR="$(mktemp -d /tmp/lp-compare-pg.XXXXXX)"
+  PATRONI_ETCD_PORT=$etcd PATRONI_REST_PORT=$rest PATRONI_PG_PORT=$pg PATRONI_HAPROXY_PORT=$hap \
+    bash "$PATRONI" up "$PG_DIR" >&2
+  PG_UP=1
+  # shellcheck disable=SC1091
+  source "$PG_DIR/env"
+  PG_LEADER="$(bash "$PATRONI" leader "$PG_DIR")"
+  local n i=0
+  for n in pg1 pg2 pg3; do
+    [[ $n == "$PG_LEADER" ]] || { PG_REPLICA_PORT=$((PG_PORT + i)); break; }
+    i=$((i + 1))
+  done
+  PG_LEADER_PORT=$((PG_PORT + ${PG_LEADER#pg} - 1))
+}
+pg_cluster_down() {
+  [[ "${PG_UP:-0}" == 1 ]] || return 0
+  bash "$PATRONI" down "$PG_DIR" >&2 || true
+  if [[ "${KEEP_WORKDIR:-0}" == 1 ]]; then log "cluster dir kept: $PG_DIR"; else rm -rf "$PG_DIR"; fi
+}
+
+# start_pg_target NAME -> TPID (process measured, "" for direct), PG_TARGET_PORT
+start_pg_target() {
+  TPID=""
+  case "$1" in
+    direct) PG_TARGET_PORT="$PG_REPLICA_PORT" ;;
+    haproxy)
+      bash "$PATRONI" haproxy "$PG_DIR" >/dev/null
+      TPID="$(cat "$PG_DIR/haproxy/haproxy.pid")"
+      PG_TARGET_PORT=$((HAPROXY_PORT + 1)) # Patroni's read port (/replica)
+      ;;
+    leaderproxy)
+      read -r P_PG_WRITE P_PG_READ P_PG_ADMIN <<<"$($PY ports 3)"
+      {
+        echo "preset: patroni"
+        echo "leader: { expect: { status: [200], json: { pointer: /role, equals: master } } }"
+        echo "admin: 127.0.0.1:$P_PG_ADMIN"
+        echo "tcp:"
+        echo "  - { listen: \"127.0.0.1:$P_PG_WRITE\", to: write }"
+        echo "  - { listen: \"127.0.0.1:$P_PG_READ\", to: read }"
+        echo "backends:"
+        for i in 0 1 2; do
+          echo "  - { name: pg$((i + 1)), url: \"http://127.0.0.1:$((REST_PORT + i))\", tcp: \"127.0.0.1:$((PG_PORT + i))\" }"
+        done
+      } >"$W/leaderproxy-pg.yaml"
+      "$LEADERPROXY_BIN" check --config "$W/leaderproxy-pg.yaml" >"$W/leaderproxy-pg-check.log" 2>&1 ||
+        { cat "$W/leaderproxy-pg-check.log" >&2; die "leaderproxy check (pg) failed"; }
+      start_bg "$W/leaderproxy-pg.log" "$LEADERPROXY_BIN" run --config "$W/leaderproxy-pg.yaml" --log-level warn
+      TPID="$LAST_PID"
+      # ready, and reading from both replicas
+      for _ in $(seq 150); do
+        if curl -s -m 1 "http://127.0.0.1:$P_PG_ADMIN/admin/routing" | python3 -c '
+import json, sys
+t = json.load(sys.stdin)
+sys.exit(0 if t.get("leader") and len(t["followers"]) == 2 else 1)' 2>/dev/null; then break; fi
+        sleep 0.1
+      done
+      PG_TARGET_PORT="$P_PG_READ"
+      ;;
+  esac
+}
+stop_pg_target() {
+  case "$1" in
+    haproxy) bash "$ROOT/tests/support/haproxy.sh" down "$PG_DIR/haproxy" ;;
+    leaderproxy) stop_target ;;
+  esac
+  TPID=""
+}
+
+# run_pgbench TARGET TEST CLIENTS [pgbench args...]
+run_pgbench() {
+  local target="$1" test="$2" clients="$3" out tps lat failed aborted txns
+  shift 3
+  before_run
+  out="$(PGPASSWORD=postgres timeout -k 5 "$RUN_TIMEOUT" pgbench -n -h 127.0.0.1 -p "$PG_TARGET_PORT" -U postgres \
+    -c "$clients" -j 2 -T "$DURATION" "$@" postgres 2>&1)" || true
+  echo "$out" >"$W/pgbench-$target-$test.txt"
+  tps="$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | tail -1)"
+  lat="$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")"
+  txns="$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")"
+  failed="$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out")"
+  aborted="$(grep -c 'aborted in command\|client [0-9]* aborted' <<<"$out" || true)"
+  [[ -n "$tps" && -n "$txns" ]] || { log "  $test: pgbench failed: $(tail -3 <<<"$out")"; tps=0 txns=0; }
+  # shellcheck disable=SC2046
+  record target="$target" test="$test" rps="$tps" p50_us="$(python3 -c "print(${lat:-0} * 1000)")" p99_us= \
+    non2xx="${failed:-0}" sock_errors="$aborted" $(cpu_fields "$txns")
+  log "  $test: $(printf '%.0f' "$tps") tps, latency average ${lat:-?} ms, failed ${failed:-?}, aborted clients $aborted"
+}
+
+if [[ "$PG" != 0 ]]; then
+  log "== PostgreSQL (Patroni) TCP rows"
+  trap 'rc=$?; pg_cluster_down; (exit $rc); cleanup' EXIT
+  pg_cluster_up
+  PGPASSWORD=postgres pgbench -q -i -s 10 -h 127.0.0.1 -p "$PG_LEADER_PORT" -U postgres postgres >"$W/pgbench-init.log" 2>&1 ||
+    { tail -5 "$W/pgbench-init.log" >&2; die "pgbench -i failed"; }
+  bash "$PATRONI" wait "$PG_DIR" >/dev/null # the replicas replayed it
+  for target in $TARGETS; do
+    [[ "$target" == nginx ]] && continue # no PostgreSQL routing in nginx's stream module here
+    log "== $target (PostgreSQL, read port)"
+    start_pg_target "$target"
+    run_pgbench "$target" pg-S-c16 16 -S -M prepared
+    stop_pg_target "$target"
+    sleep 1
+  done
+fi
 
 echo
 echo "leaderproxy compare: $(nproc) cores, $(uname -r), ${DURATION}s per run, wrk -t1, h2load -t1 -c$H2_CLIENTS -m$H2_STREAMS"

@@ -24,7 +24,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# package -> a binary it provides
+# package -> a file it installs
 declare -A PKG_BIN=(
   [etcd-server]=/usr/bin/etcd
   [etcd-client]=/usr/bin/etcdctl
@@ -36,16 +36,22 @@ declare -A PKG_BIN=(
   [wrk]=/usr/bin/wrk
   [nghttp2-client]=/usr/bin/h2load
   [curl]=/usr/bin/curl
-  # native probe tests (tests/native_probes.rs)
+  # native probe tests (tests/native_probes.rs) and tests/real_patroni.rs
+  # (tests/support/patroni.sh, pg_failover_load.py), tests/real_mariadb.rs
+  [patroni]=/usr/bin/patroni
+  [python3-etcd]=/usr/lib/python3/dist-packages/etcd/__init__.py
   [postgresql-15]=/usr/lib/postgresql/15/bin/postgres
-  [postgresql-client-15]=/usr/bin/psql
+  [postgresql-client-15]=/usr/lib/postgresql/15/bin/psql
+  [python3-psycopg2]=/usr/lib/python3/dist-packages/psycopg2/__init__.py
+  [python3-pymysql]=/usr/lib/python3/dist-packages/pymysql/__init__.py
+  [jq]=/usr/bin/jq
   [mariadb-server]=/usr/sbin/mariadbd
   [mariadb-client]=/usr/bin/mariadb
 )
 
 missing=()
 for pkg in "${!PKG_BIN[@]}"; do
-  [[ -x "${PKG_BIN[$pkg]}" ]] || missing+=("$pkg")
+  [[ -e "${PKG_BIN[$pkg]}" ]] || missing+=("$pkg")
 done
 
 as_root() {
@@ -80,7 +86,7 @@ if ((${#missing[@]} > 0)); then
 fi
 
 # Stop the packages' system services if something started them.
-for svc in etcd redis-server redis-sentinel webdis haproxy nginx postgresql mariadb; do
+for svc in etcd redis-server redis-sentinel webdis haproxy nginx postgresql patroni mariadb; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     echo "run.sh: stopping system service $svc"
     as_root systemctl stop "$svc" || true
@@ -104,7 +110,7 @@ bash tests/k8s/validate.sh || k8s_rc=$?
 rc=0
 cargo test --all-targets --no-fail-fast "$@" || rc=$?
 # the mysql probe kind and preset: mariadb are behind the cargo feature `mysql`
-cargo test --features mysql --no-fail-fast --test native_probes "$@" || rc=$?
+cargo test --features mysql --no-fail-fast --test native_probes --test real_mariadb "$@" || rc=$?
 bench_rc=0
 cargo bench --no-run || bench_rc=$?
 if [[ $rc -eq 0 ]]; then

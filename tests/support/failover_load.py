@@ -7,9 +7,11 @@ retrying pool; pgbench 15 and redis-benchmark abort a client on a lost
 connection instead). COMMAND, if given, runs 3 s into the load. The summary:
 operations acknowledged, failures by kind, the longest pause with no
 acknowledged operation at all, the longest one client waited between two,
-and which server port answered when.
+and which server port answered when; its last line, `summary: {JSON}`, is the
+same for programs (tests/support/patroni.rs reads it).
 """
 import collections
+import json
 import subprocess
 import sys
 import threading
@@ -25,6 +27,15 @@ def parse_args(argv):
     if len(argv) < 2:
         sys.exit(f"usage: {sys.argv[0]} PORT SECONDS [CLIENTS] [-- COMMAND...]")
     return int(argv[0]), float(argv[1]), int(argv[2]) if len(argv) > 2 else 8, command
+
+
+def switches(acks):
+    """The (t, server) of each acknowledgement from another server than the one before."""
+    prev = None
+    for t, server in acks:
+        if server != prev:
+            yield t, server
+            prev = server
 
 
 def run(port, seconds, clients, command, connect, op, failures, kind, what):
@@ -83,13 +94,17 @@ def run(port, seconds, clients, command, connect, op, failures, kind, what):
     if command:
         print(f"  command at +{t_cmd:.1f} s, returned at +{t_cmd_end:.1f} s (exit {out.returncode}): "
               f"{' '.join(command)}")
+        if out.returncode != 0:
+            print("  command stderr: " + " | ".join(out.stderr.strip().splitlines()[-5:]))
     print(f"  longest pause with no acknowledged {what}: {longest * 1000:.0f} ms (from +{at:.2f} s); "
           f"longest wait of one client: {max(gaps) * 1000:.0f} ms")
     for k, n in errors.most_common():
         print(f"  {n} x {k}")
-    runs, prev = [], None
-    for t, server in acks:
-        if server != prev:
-            runs.append(f"+{t - t0:.2f}s :{server}")
-            prev = server
-    print("  server port from: " + ", ".join(runs))
+    print("  server port from: " + ", ".join(f"+{t - t0:.2f}s :{server}" for t, server in switches(acks)))
+    print("summary: " + json.dumps({
+        "acked": len(acks), "failed": sum(errors.values()), "errors": dict(errors),
+        "longest_pause_ms": round(longest * 1000), "longest_pause_at_s": round(at, 2),
+        "longest_wait_ms": round(max(gaps) * 1000),
+        "command_exit": out.returncode if command else None,
+        "runs": [[round(t - t0, 3), server] for t, server in switches(acks)],
+    }))

@@ -6,6 +6,7 @@
 #   bash tests/support/patroni.sh up DIR            # install if needed, start, wait for 1 leader + 2 streaming replicas
 #   bash tests/support/patroni.sh down DIR          # stop everything started from DIR (DIR is kept)
 #   bash tests/support/patroni.sh kill-primary DIR  # SIGKILL the leader's Patroni and postmaster
+#   bash tests/support/patroni.sh freeze-primary DIR  # SIGSTOP the leader's Patroni until a replica is promoted (+2 s), then SIGCONT
 #   bash tests/support/patroni.sh switchover DIR    # patronictl switchover --force to a replica, waits for it
 #   bash tests/support/patroni.sh leader DIR        # print the leader's name (pg1..pg3)
 #   bash tests/support/patroni.sh wait DIR          # wait for 1 leader + 2 streaming replicas
@@ -49,7 +50,7 @@ WAIT="${PATRONI_WAIT:-180}"
 
 die() { echo "patroni.sh: $*" >&2; exit 1; }
 log() { echo "patroni.sh: $*" >&2; }
-usage() { die "usage: patroni.sh up|down|kill-primary|switchover|leader|wait|env|haproxy DIR"; }
+usage() { die "usage: patroni.sh up|down|kill-primary|freeze-primary|switchover|leader|wait|env|haproxy DIR"; }
 
 # ---------------------------------------------------------------- packages
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo -n "$@"; fi; }
@@ -100,6 +101,15 @@ spawn() { # pidfile log command...
   [[ $(id -u) -eq 0 ]] && run=(runuser -u postgres -- env HOME="$DIR" "${run[@]}")
   setsid "${run[@]}" >>"$logfile" 2>&1 </dev/null &
   wait_until "$pidfile" test -s "$pidfile"
+}
+
+# Patroni reads PATRONI_* variables as configuration (PATRONI_ETCD_PORT
+# alone makes it look for an `etcd:` DCS section and fail: "Neither srv,
+# hosts, host nor url are defined"), and so would every Patroni this script
+# starts: the ports live in DIR/env, so drop them from the environment.
+forget_patroni_env() {
+  local v
+  for v in "${!PATRONI_@}"; do unset "$v"; done
 }
 
 load_env() {
@@ -303,6 +313,7 @@ cmd_up() {
   install_packages
   mkdir -p "$DIR"
   [[ -f "$DIR/env" ]] || write_env
+  forget_patroni_env
   load_env
   if [[ $(id -u) -eq 0 ]]; then
     chown -R postgres: "$DIR"
@@ -380,6 +391,32 @@ cmd_kill_primary() {
   log "new primary $(current_leader) after $(($(now_ms) - t0)) ms (bring $leader back with: patroni.sh up $DIR)"
 }
 
+# SIGSTOP the leader's Patroni: its PostgreSQL stays up, a primary taking
+# writes, while its REST API stops answering and its leader lock expires
+# (TTL); once a replica is promoted, the deposed primary keeps running for
+# FROZEN_S (default 2) more seconds, then Patroni is resumed (SIGCONT).
+# Seen here (Patroni 3.0.2, etcd3): the resumed node took the lock back and
+# the promoted replica was pg_rewound to follow it; either way `wait` ends
+# with one leader and two streaming replicas.
+cmd_freeze_primary() {
+  load_env
+  local leader pid ppid t0
+  leader="$(current_leader)" || die "no leader to freeze"
+  pid="$(cat "$DIR/$leader/patroni.pid")"
+  ppid="$(ps -o ppid= -p "$pid" | tr -d ' ')"
+  t0=$(now_ms)
+  kill -STOP "$pid"
+  log "SIGSTOPped $leader's Patroni ($pid); its PostgreSQL keeps running"
+  wait_until "a new primary" new_primary_other_than "$leader"
+  log "new primary $(current_leader) after $(($(now_ms) - t0)) ms; $leader's PostgreSQL still runs"
+  sleep "${FROZEN_S:-2}"
+  kill -CONT "$pid"
+  # Run as root, runuser (Patroni's parent) stops itself when its child stops,
+  # like su: resume it too, or it stays stopped after Patroni exits.
+  [[ "$(ps -o comm= -p "$ppid" 2>/dev/null)" == runuser ]] && kill -CONT "$ppid"
+  log "SIGCONTed $leader's Patroni after $(($(now_ms) - t0)) ms"
+}
+
 cmd_switchover() {
   load_env
   local leader candidate t0
@@ -441,10 +478,12 @@ cmd_env() {
 (($# == 2)) || usage
 DIR="$2"
 [[ "$DIR" == /* ]] || DIR="$PWD/$DIR"
+[[ $1 == up ]] || forget_patroni_env
 case "$1" in
   up) cmd_up ;;
   down) cmd_down ;;
   kill-primary) cmd_kill_primary ;;
+  freeze-primary) cmd_freeze_primary ;;
   switchover) cmd_switchover ;;
   leader) cmd_leader ;;
   wait) load_env && wait_until "one leader and two streaming replicas" healthy && current_leader ;;

@@ -14,6 +14,7 @@ import os
 import sys
 
 import psycopg2
+import psycopg2.errors
 
 import failover_load
 
@@ -37,8 +38,11 @@ def main():
         return (e.pgcode or type(e).__name__) + ": " + str(e).strip().splitlines()[0][:70]
 
     c = connect()
-    c.cursor().execute("CREATE TABLE IF NOT EXISTS lp_load (id bigserial PRIMARY KEY, client int, "
-                       "at timestamptz DEFAULT clock_timestamp())")
+    try:
+        c.cursor().execute("CREATE TABLE IF NOT EXISTS lp_load (id bigserial PRIMARY KEY, client int, "
+                           "at timestamptz DEFAULT clock_timestamp())")
+    except psycopg2.errors.UniqueViolation:
+        pass  # another load created it at the same moment (IF NOT EXISTS is not atomic)
     c.close()
     failover_load.run(port, seconds, clients, command, connect, insert, psycopg2.Error, kind, "INSERTs")
 

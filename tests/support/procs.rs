@@ -37,6 +37,34 @@ pub fn free_port() -> u16 {
     panic!("free_port: could not find an unused port");
 }
 
+/// The first of `n` consecutive free TCP ports on 127.0.0.1 (for a script
+/// that numbers its nodes' ports from a base, like tests/support/patroni.sh).
+/// Each was bound once here; none is handed out twice in one test process.
+pub fn free_ports(n: u16) -> u16 {
+    let mut seen = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = seen.get_or_insert_with(HashSet::new);
+    for _ in 0..1000 {
+        let base = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind 127.0.0.1:0")
+            .port();
+        let Some(ports) = (0..n)
+            .map(|i| base.checked_add(i))
+            .collect::<Option<Vec<u16>>>()
+        else {
+            continue;
+        };
+        let all_free = ports
+            .iter()
+            .all(|p| !seen.contains(p) && TcpListener::bind(("127.0.0.1", *p)).is_ok());
+        if all_free {
+            seen.extend(ports);
+            return base;
+        }
+    }
+    panic!("free_ports: could not find {n} consecutive unused ports");
+}
+
 /// True when an executable file exists at `path`.
 pub fn binary_exists(path: &str) -> bool {
     fs::metadata(path).map(|m| m.is_file()).unwrap_or(false)

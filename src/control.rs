@@ -15,15 +15,15 @@ use crate::proxy::service::Proxy;
 /// Control-plane operations shared by the admin API and signal handlers.
 pub struct Control {
     /// The proxy core the workers serve with (its monitor, table and metrics).
-    pub proxy: &'static Proxy,
+    pub(crate) proxy: &'static Proxy,
     /// The config file reloads read.
-    pub config_path: PathBuf,
+    pub(crate) config_path: PathBuf,
     reload_lock: tokio::sync::Mutex<()>,
 }
 
 impl Control {
     /// Control over `proxy`, reloading from `config_path`.
-    pub fn new(proxy: &'static Proxy, config_path: PathBuf) -> Control {
+    pub(crate) fn new(proxy: &'static Proxy, config_path: PathBuf) -> Control {
         Control {
             proxy,
             config_path,
@@ -100,7 +100,7 @@ fn watched_stamps(ctl: &Control) -> Vec<Option<(SystemTime, u64)>> {
 /// file) changes
 /// (checked every second: a Kubernetes ConfigMap or Secret update swaps a
 /// symlink, which inotify on the file itself would miss).
-pub async fn watch_config(ctl: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn watch_config(ctl: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
     let mut last = watched_stamps(&ctl);
     loop {
         tokio::select! {

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use crate::backend::Backend;
 use crate::config::Policy;
 
-pub use ip_hash::IpHash;
-pub use least_conn::LeastConn;
-pub use round_robin::RoundRobin;
+pub(crate) use ip_hash::IpHash;
+pub(crate) use least_conn::LeastConn;
+pub(crate) use round_robin::RoundRobin;
 
 /// Chooses one follower for a read.
-pub trait Pick: Send + Sync {
+pub(crate) trait Pick: Send + Sync {
     /// Index into `followers` of the chosen one; `avoid` (a backend id) is
     /// skipped when another follower exists (read retry).
     fn pick(&self, followers: &[Arc<Backend>], client: IpAddr, avoid: Option<u64>)
@@ -67,7 +67,7 @@ pub(crate) mod test_support {
     use crate::config::BackendConfig;
     use crate::metrics::Metrics;
 
-    pub fn backends(weights: &[u32]) -> Vec<Arc<Backend>> {
+    pub(crate) fn backends(weights: &[u32]) -> Vec<Arc<Backend>> {
         let m = Metrics::new();
         weights
             .iter()

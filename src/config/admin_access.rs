@@ -16,7 +16,7 @@ use super::Validator;
 #[derive(Clone)]
 pub struct AdminToken {
     /// The file it was read from (relative paths resolved against the config file's directory).
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     digest: [u8; 32],
 }
 
@@ -29,7 +29,7 @@ fn sha256(b: &[u8]) -> [u8; 32] {
 
 impl AdminToken {
     /// A token read from `file` (`token` already trimmed).
-    pub fn new(file: PathBuf, token: &[u8]) -> AdminToken {
+    pub(crate) fn new(file: PathBuf, token: &[u8]) -> AdminToken {
         AdminToken {
             file,
             digest: sha256(token),
@@ -37,7 +37,7 @@ impl AdminToken {
     }
 
     /// Whether `presented` is the token, compared in constant time.
-    pub fn matches(&self, presented: &[u8]) -> bool {
+    pub(crate) fn matches(&self, presented: &[u8]) -> bool {
         sha256(presented).ct_eq(&self.digest).into()
     }
 }

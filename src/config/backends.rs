@@ -92,13 +92,13 @@ impl BackendConfig {
 #[derive(Debug, Clone)]
 pub struct PassiveConfig {
     /// Consecutive connect failures or 5xx from a follower that eject it; default 5 (0 = off).
-    pub consecutive_failures: u32,
+    pub(crate) consecutive_failures: u32,
     /// First ejection lasts this long, doubling on each repeat; default 10s.
-    pub base_ejection: Duration,
+    pub(crate) base_ejection: Duration,
     /// Cap of the doubling; default 5m.
-    pub max_ejection: Duration,
+    pub(crate) max_ejection: Duration,
     /// Never eject more than this share of followers; default 50.
-    pub max_ejection_percent: u32,
+    pub(crate) max_ejection_percent: u32,
 }
 
 impl Validator {

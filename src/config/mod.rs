@@ -30,15 +30,15 @@ mod probes;
 mod reads;
 mod routes;
 mod tcp;
-pub mod types;
+pub(crate) mod types;
 mod upstream_tls;
 mod validator;
 mod writes;
 
 pub use admin_access::AdminToken;
 pub use backends::{BackendConfig, PassiveConfig};
-pub use certs::{server_name, CertKey, ClientCerts, ListenerCerts};
-pub use consistency::{
+pub(crate) use certs::{server_name, ClientCerts, ListenerCerts};
+pub(crate) use consistency::{
     Consistency, PositionSource, PositionsConfig, SessionConfig, SessionKey, DEFAULT_SESSIONS,
 };
 pub use discovery::{
@@ -54,10 +54,12 @@ pub use locate::Locator;
 pub use probes::{Expect, HealthConfig, JsonExpect, JsonWant, LeaderConfig, ProbeConfig};
 pub use reads::{Policy, ReadsConfig};
 pub use routes::{MethodSet, Role, Route, Rule};
-pub use tcp::{OnUnhealthy, TcpListen, DEFAULT_TCP_IDLE};
-pub use types::{Dur, Method, OneOrMany, Pointer, Re, Size};
-pub use upstream_tls::{BackendTls, UpstreamTlsSettings};
-pub use writes::{BodyRule, NotLeader, RetryAmbiguous, WritesConfig, MAX_REPLAY_BODY_LIMIT};
+#[cfg(test)]
+pub(crate) use tcp::DEFAULT_TCP_IDLE;
+pub(crate) use tcp::{OnUnhealthy, TcpListen};
+pub(crate) use types::{Dur, Method, OneOrMany, Pointer, Re, Size};
+pub(crate) use upstream_tls::{BackendTls, UpstreamTlsSettings};
+pub(crate) use writes::{RetryAmbiguous, WritesConfig};
 
 use validator::{PresetSource, Validator};
 

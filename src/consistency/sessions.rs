@@ -27,14 +27,14 @@ const SHARDED_FROM: usize = 1024;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Entry {
     /// The highest position any of its writes was known at.
-    pub position: Option<u64>,
+    pub(crate) position: Option<u64>,
     /// A write without a known position: reads go to the leader until then.
-    pub leader_until: Option<Instant>,
+    pub(crate) leader_until: Option<Instant>,
     /// A write without a known position while positions are probed: reads
     /// go to the leader until position round number this (the first that
     /// started after the write) has read the leader's position, which then
     /// becomes the session's position ([`Sessions::resolve`]).
-    pub after_round: Option<u64>,
+    pub(crate) after_round: Option<u64>,
 }
 
 /// What a write left behind.
@@ -127,7 +127,7 @@ impl Sessions {
     /// `position`: a session waiting for round `done` or an earlier one
     /// takes it as its position and is no longer held on the leader.
     /// Returns the entry after the change.
-    pub fn resolve(&self, id: u64, done: u64, position: u64) -> Option<Entry> {
+    pub(crate) fn resolve(&self, id: u64, done: u64, position: u64) -> Option<Entry> {
         self.with_shard(id, |s| {
             let e = s.get_mut(&id)?;
             if round_settles(e.after_round, done) {
@@ -142,7 +142,7 @@ impl Sessions {
     /// are forgotten when it changes (their reads fall back to the
     /// followers' positions at once, or to the leader for a client that
     /// sends `x-leaderproxy-position`).
-    pub fn set_capacity(&self, capacity: usize) {
+    pub(crate) fn set_capacity(&self, capacity: usize) {
         if self.capacity.load(Ordering::Relaxed) == capacity {
             return;
         }

@@ -10,8 +10,8 @@
 //! unchanged address keep their health, in-flight count and pooled
 //! connections).
 
-pub mod dns;
-pub mod members;
+pub(crate) mod dns;
+pub(crate) mod members;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use crate::health::monitor::MonitorHandle;
 use crate::metrics::Metrics;
 use crate::routing::Shared;
 
-pub use crate::health::membership::{Found, Source};
+pub(crate) use crate::health::membership::{Found, Source};
 
 /// How the discovery loops reach DNS.
 #[derive(Debug, Clone, Default)]
@@ -80,7 +80,12 @@ impl Reporter {
 /// Starts both discovery loops on the current runtime. Each reads its
 /// settings from the config in force (so a reload can turn it on, off or
 /// change it) and reports to the monitor.
-pub fn run(shared: Arc<Shared>, monitor: MonitorHandle, metrics: Arc<Metrics>, opts: Options) {
+pub(crate) fn run(
+    shared: Arc<Shared>,
+    monitor: MonitorHandle,
+    metrics: Arc<Metrics>,
+    opts: Options,
+) {
     tokio::spawn(dns::run(
         shared.clone(),
         monitor.clone(),

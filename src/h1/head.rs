@@ -247,9 +247,9 @@ pub struct RequestHead {
     /// `Connection: close`; 1.0 only with `Connection: keep-alive`).
     pub keep_alive: bool,
     /// HTTP/1.1 with `Expect: 100-continue` (ignored in 1.0, RFC 9110 §10.1.1).
-    pub expect_continue: bool,
+    pub(crate) expect_continue: bool,
     /// HTTP/1.1 with an `Upgrade` field (ignored in 1.0, RFC 9110 §7.8).
-    pub upgrade: bool,
+    pub(crate) upgrade: bool,
     /// `TE` lists `trailers`.
     pub te_trailers: bool,
     /// The value of the single `Host` field.
@@ -257,29 +257,29 @@ pub struct RequestHead {
     /// The names listed in `Connection` (all lines, empty elements skipped).
     pub connection: Vec<Span>,
     /// The method is HEAD (its response has no body).
-    pub is_head: bool,
+    pub(crate) is_head: bool,
     /// Bytes of the head; the body starts here.
-    pub head_len: usize,
+    pub(crate) head_len: usize,
 }
 
 /// A parsed response head.
 #[derive(Clone, Debug, Default)]
 pub struct ResponseHead {
-    pub status: u16,
-    pub reason: Span,
-    pub version: Option<Version>,
-    pub fields: Vec<Field>,
+    pub(crate) status: u16,
+    pub(crate) reason: Span,
+    pub(crate) version: Option<Version>,
+    pub(crate) fields: Vec<Field>,
     /// `None` (HEAD, 1xx, 204, 304), `Length(n)`, `Chunked` or `Close`
     /// (read until the backend closes).
-    pub framing: Framing,
+    pub(crate) framing: Framing,
     /// The valid Content-Length, if any (kept for HEAD and 304 answers,
     /// where it describes the representation, not this message).
-    pub content_length: Option<u64>,
+    pub(crate) content_length: Option<u64>,
     /// The upstream connection may be reused after this response.
-    pub keep_alive: bool,
+    pub(crate) keep_alive: bool,
     /// 1xx other than 101: another head follows on the same connection.
-    pub interim: bool,
+    pub(crate) interim: bool,
     /// The names listed in `Connection`.
-    pub connection: Vec<Span>,
-    pub head_len: usize,
+    pub(crate) connection: Vec<Span>,
+    pub(crate) head_len: usize,
 }

@@ -13,11 +13,11 @@
 //! Parsed heads hold no copies: a [`Span`] is a range into the buffer the head
 //! was parsed from, and the caller hands that buffer back to read it.
 
-pub mod body;
+pub(crate) mod body;
 mod fields;
 pub mod framing;
-pub mod head;
-pub mod parse;
+pub(crate) mod head;
+pub(crate) mod parse;
 pub mod rewrite;
 
 pub use framing::{ChunkHeader, ChunkedDecoder, ChunkedError, ChunkedLimits, Decoded, Framing};
@@ -30,8 +30,8 @@ pub use rewrite::{encode_request, encode_response, ForwardOpts, ResponseOpts, To
 /// A byte range into the buffer a head was parsed from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Span {
-    pub start: u32,
-    pub end: u32,
+    pub(crate) start: u32,
+    pub(crate) end: u32,
 }
 
 impl Span {

@@ -254,9 +254,9 @@ pub struct ResponseOpts {
 pub struct ToClient {
     /// `None`, `Length(n)` (copy as is), `Chunked` (re-chunk what the
     /// upstream framing yields) or `Close` (raw bytes, then close).
-    pub framing: Framing,
+    pub(crate) framing: Framing,
     /// Close the client connection after this response.
-    pub close: bool,
+    pub(crate) close: bool,
 }
 
 /// Appends the client response head for `head` (parsed from `buf`) to `out`.

@@ -19,12 +19,12 @@ use crate::metrics::TlsReason;
 use crate::upstream::connect::{self, Alpn, ConnectError};
 
 /// Largest probe answer body read; longer bodies fail the probe.
-pub const MAX_PROBE_BODY: usize = 256 << 10;
+pub(crate) const MAX_PROBE_BODY: usize = 256 << 10;
 
 /// Why a probe failed. The monitor decides by the variant; `Display` is
 /// for logs and the admin API only.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProbeFailure {
+pub(crate) enum ProbeFailure {
     /// The TCP connection was refused or could not be made: the backend is
     /// not there right now (proof enough to act at once).
     #[error("connect: {0}")]
@@ -43,22 +43,22 @@ pub enum ProbeFailure {
 
 /// What one probe found.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// `Ok` when the answer met every expectation.
-    pub result: Result<(), ProbeFailure>,
+    pub(crate) result: Result<(), ProbeFailure>,
     /// Term read at the configured pointer from any HTTP answer (a
     /// follower's answer tells the cluster's term too).
-    pub term: Option<u64>,
-    pub latency: Duration,
+    pub(crate) term: Option<u64>,
+    pub(crate) latency: Duration,
 }
 
 impl Outcome {
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         self.result.is_ok()
     }
 
     /// The failure as text, for logs and the admin API.
-    pub fn error(&self) -> Option<String> {
+    pub(crate) fn error(&self) -> Option<String> {
         self.result.as_ref().err().map(|e| e.to_string())
     }
 
@@ -73,7 +73,11 @@ impl Outcome {
 
 /// Probes `backend` once (over TLS for an `https://` backend, with the
 /// same settings as requests), bounded by `probe.timeout`.
-pub async fn probe(backend: &Backend, probe: &ProbeConfig, term_pointer: Option<&str>) -> Outcome {
+pub(crate) async fn probe(
+    backend: &Backend,
+    probe: &ProbeConfig,
+    term_pointer: Option<&str>,
+) -> Outcome {
     let start = Instant::now();
     match tokio::time::timeout(probe.timeout, fetch(backend, probe)).await {
         Err(_) => Outcome::failed(start.elapsed(), ProbeFailure::Timeout(probe.timeout)),
@@ -89,7 +93,7 @@ pub async fn probe(backend: &Backend, probe: &ProbeConfig, term_pointer: Option<
 
 /// Asks `backend` for its replication position (`positions.probe`): any
 /// 2xx answer that carries an integer where `source` says.
-pub async fn position(
+pub(crate) async fn position(
     backend: &Backend,
     probe: &ProbeConfig,
     source: &PositionSource,
@@ -176,7 +180,7 @@ async fn fetch(
 }
 
 /// Judges one answer; `Err` says which expectation failed.
-pub fn evaluate(
+pub(crate) fn evaluate(
     expect: &Expect,
     status: u16,
     headers: &http::HeaderMap,
@@ -240,7 +244,7 @@ fn json_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
 }
 
 /// Reads an unsigned term at `pointer`, written as a number or a string.
-pub fn read_term(body: &[u8], pointer: &str) -> Option<u64> {
+pub(crate) fn read_term(body: &[u8], pointer: &str) -> Option<u64> {
     let doc: serde_json::Value = serde_json::from_slice(body).ok()?;
     match doc.pointer(pointer)? {
         serde_json::Value::Number(n) => n.as_u64(),

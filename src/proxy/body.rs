@@ -24,7 +24,7 @@ pub struct Release {
 
 impl Release {
     /// Counts one more in-flight request on `backend`.
-    pub fn begin(backend: &Arc<Backend>, worker: usize) -> Release {
+    pub(crate) fn begin(backend: &Arc<Backend>, worker: usize) -> Release {
         Release {
             in_flight: backend.begin_request(),
             worker,
@@ -33,7 +33,7 @@ impl Release {
 
     /// The response was read to the end: its connection, if the backend
     /// keeps it alive, may serve again.
-    pub fn finish_with(&mut self, conn: Option<Conn>) {
+    pub(crate) fn finish_with(&mut self, conn: Option<Conn>) {
         if let Some(c) = conn {
             self.in_flight.backend().pool.put(self.worker, c);
         }
@@ -57,7 +57,7 @@ impl DownBody {
         DownBody::Full(Some(b.into()))
     }
 
-    pub fn empty() -> DownBody {
+    pub(crate) fn empty() -> DownBody {
         DownBody::Full(None)
     }
 }

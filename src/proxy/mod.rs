@@ -4,11 +4,9 @@
 //! error type.
 
 pub mod body;
-pub mod error;
-pub mod forward;
+pub(crate) mod error;
+pub(crate) mod forward;
 pub mod headers;
 mod read;
-pub mod service;
+pub(crate) mod service;
 mod write;
-
-pub use write::NOT_LEADER_SCAN_LIMIT;

@@ -41,12 +41,12 @@ const HEAD_BUF: usize = 4 << 10;
 const BODY_READ: usize = 16 << 10;
 
 /// One upstream connection.
-pub struct Conn {
+pub(crate) struct Conn {
     io: UpstreamStream,
     /// Leader generation when the connection was opened.
-    pub gen: u64,
+    pub(crate) gen: u64,
     /// Whether this connection was reused from the pool (vs. freshly opened).
-    pub reused: bool,
+    pub(crate) reused: bool,
     /// Its place in the backend's connection limit, given back when the
     /// connection is dropped (closed); `None` outside a pool.
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -57,7 +57,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(io: UpstreamStream, gen: u64) -> Conn {
+    pub(crate) fn new(io: UpstreamStream, gen: u64) -> Conn {
         Conn {
             io,
             gen,
@@ -68,14 +68,14 @@ impl Conn {
     }
 
     /// The connection, counted against a limit by `permit` while it is open.
-    pub fn holding(mut self, permit: tokio::sync::OwnedSemaphorePermit) -> Conn {
+    pub(crate) fn holding(mut self, permit: tokio::sync::OwnedSemaphorePermit) -> Conn {
         self.permit = Some(permit);
         self
     }
 
     /// Whether an idle connection can carry a request: the backend has not
     /// closed it and sent nothing. Never waits.
-    pub fn is_reusable(&mut self) -> bool {
+    pub(crate) fn is_reusable(&mut self) -> bool {
         match &mut self.io {
             UpstreamStream::Plain(s) => {
                 // The reactor flags read readiness when bytes or a FIN
@@ -124,7 +124,7 @@ impl Conn {
     /// Whether the backend has not closed the socket (a one-byte peek on
     /// the TCP socket under any TLS; data waiting counts as open). For
     /// sweeps and counts, from any thread; [`Conn::is_reusable`] decides reuse.
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         let tcp = match &self.io {
             UpstreamStream::Plain(s) => s,
             UpstreamStream::Tls(t) => t.get_ref().0,
@@ -148,7 +148,7 @@ impl Wake for NoWake {
 }
 
 /// Why [`send`] failed.
-pub enum SendError {
+pub(crate) enum SendError {
     /// No byte of the request reached the socket; here it is back, untouched.
     NotSent(Box<Request<UpBody>>, io::Error),
     /// The request may have reached the backend; the connection is broken.
@@ -156,7 +156,7 @@ pub enum SendError {
 }
 
 /// A response head read and turned into an `http::Response`.
-pub type Answer = Response<Body>;
+pub(crate) type Answer = Response<Body>;
 
 /// Encodes the head of `req` (already rewritten by the proxy: origin-form
 /// target, hop-by-hop fields removed) with framing for its body.
@@ -219,7 +219,7 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
 
 /// Sends `req` over `conn` and reads the response head. On `NotSent` the
 /// request is handed back untouched, so it can go out on another connection.
-pub async fn send(
+pub(crate) async fn send(
     mut conn: Conn,
     mut req: Request<UpBody>,
     head_buf: &mut Vec<u8>,
@@ -531,7 +531,7 @@ impl Body {
     /// The connection, once the body has been read to its end and the
     /// backend keeps it alive with nothing left over; `None` otherwise
     /// (see [`reusable_after`]).
-    pub fn take_conn(&mut self) -> Option<Conn> {
+    pub(crate) fn take_conn(&mut self) -> Option<Conn> {
         let reusable = self.left.is_done() && self.keep_alive && self.buf.is_empty();
         let mut c = self.conn.take().filter(|_| reusable)?;
         c.reused = true;

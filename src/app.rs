@@ -30,7 +30,9 @@ pub struct Running {
     pub listen: Vec<SocketAddr>,
     /// The `tcp` listeners' addresses as bound, in config order.
     pub tcp: Vec<SocketAddr>,
+    /// The admin API's address as bound.
     pub admin: SocketAddr,
+    /// Reload and config watch: what `SIGHUP` and `POST /reload` drive.
     pub control: Arc<Control>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,

@@ -3,8 +3,8 @@
 //! drain and fence flags, passive-health streak, metric handles, pool).
 //!
 //! A backend's identity is its address: scheme (`http`/`https`, h2c) and
-//! authority ([`Backend::same_as`]). Its name is a label that a reload or
-//! discovery may change in place ([`Backend::rename`]); the metric label
+//! authority (`Backend::same_as`). Its name is a label that a reload or
+//! discovery may change in place (`Backend::rename`); the metric label
 //! sets follow the name. Identity fields are public and immutable (a
 //! `Backend` is only ever shared behind an `Arc`); live state is private
 //! and changes only through the methods here, so there is one place that
@@ -27,6 +27,9 @@ use crate::upstream::pool::Pool;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// One backend: its identity (id, name, address) and its live state
+/// (health, role, position, in-flight count, fence and drain flags), shared
+/// by the monitor and the request path.
 pub struct Backend {
     /// Unique for the life of the process.
     pub id: u64,
@@ -156,7 +159,7 @@ impl Backend {
 
     /// A backend with `workers` pool slots and at most `max_connections`
     /// upstream connections open at once
-    /// ([`crate::config::Config::max_upstream_connections`]).
+    /// (`crate::config::Config::max_upstream_connections`).
     pub fn new(
         cfg: &BackendConfig,
         metrics: &Metrics,
@@ -189,7 +192,7 @@ impl Backend {
         }
     }
 
-    /// The name in force (a label: see [`Self::rename`]).
+    /// The name in force (a label: see `Self::rename`).
     #[inline]
     pub fn name(&self) -> arc_swap::Guard<Arc<String>> {
         self.name.load()

@@ -4,6 +4,7 @@
 //! that is swapped atomically, so the request path never waits on a lock.
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
+#![warn(missing_docs)]
 
 mod admin;
 pub mod app;

@@ -13,8 +13,9 @@
 # 3. Checks deploy/kubernetes and deploy/systemd offline (tests/k8s/validate.sh:
 #    kubectl kustomize + kubernetes-validate from PyPI, in a virtualenv).
 # 4. Runs `cargo test --all-targets --no-fail-fast` (every test binary runs
-#    even after one fails) and `cargo bench --no-run`; exits non-zero
-#    if either fails.
+#    even after one fails), then `cargo doc --no-deps` with every rustdoc
+#    warning an error (a broken intra-doc link, an undocumented public item),
+#    then `cargo bench --no-run`; exits non-zero if any of them fails.
 #
 # Environment: LEADERPROXY_SKIP_REAL=1 makes the real-cluster tests skip with a
 # notice instead of failing when binaries are missing; extra arguments are
@@ -97,6 +98,12 @@ bash tests/k8s/validate.sh || k8s_rc=$?
 
 rc=0
 cargo test --all-targets --no-fail-fast "$@" || rc=$?
+# The public API's rustdoc: lib.rs warns on missing_docs; -D makes it fail.
+doc_rc=0
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps || doc_rc=$?
+if [[ $rc -eq 0 ]]; then
+  rc=$doc_rc
+fi
 bench_rc=0
 cargo bench --no-run || bench_rc=$?
 if [[ $rc -eq 0 ]]; then

@@ -27,12 +27,16 @@ pub(crate) trait Pick: Send + Sync {
 
 /// The policy state of one routing table.
 pub enum Picker {
+    /// `reads.policy: round_robin`: smooth weighted round robin.
     RoundRobin(RoundRobin),
+    /// `reads.policy: least_connections`: fewest in flight, weighted.
     LeastConn(LeastConn),
+    /// `reads.policy: ip_hash`: rendezvous hashing of the client address.
     IpHash(IpHash),
 }
 
 impl Picker {
+    /// The state of `policy` over `followers` (their weights, for round robin).
     pub fn build(policy: Policy, followers: &[Arc<Backend>]) -> Picker {
         match policy {
             Policy::RoundRobin => Picker::RoundRobin(RoundRobin::new(
@@ -43,6 +47,9 @@ impl Picker {
         }
     }
 
+    /// Index into `followers` of the one a read from `client` goes to;
+    /// `avoid` (a backend id) is skipped when another follower exists (read
+    /// retry). `None` when `followers` is empty.
     #[inline]
     pub fn pick(
         &self,

@@ -60,7 +60,7 @@ pub struct BackendConfig {
     /// Most connections this proxy keeps open to the backend (idle or in
     /// use, HTTP/1.1 and HTTP/2, all workers together); `None` (default):
     /// `limits.max_upstream_connections_per_backend`. See
-    /// [`Config::max_upstream_connections`](super::Config::max_upstream_connections).
+    /// `Config::max_upstream_connections`.
     pub max_connections: Option<usize>,
     /// The data address TCP listeners connect to (`host:port`), beside the
     /// `url` the probes use; `None` (default): the backend takes no TCP.

@@ -1,13 +1,13 @@
 //! Read-your-writes: what a read must see, and where that leaves it.
 //!
 //! A write's replication position P (from its answer, or the leader's
-//! position probed after it was acknowledged, [`after_ack`]) is remembered
-//! for the client's session ([`sessions`]) and returned as
+//! position probed after it was acknowledged, `after_ack`) is remembered
+//! for the client's session (`sessions`) and returned as
 //! `x-leaderproxy-position`. A later read of that session, or one that
 //! carries the header, may only go to a backend whose probed position is at
 //! least P; the leader always qualifies. A position from a client is only a
 //! lower bound that is checked against the table: it never names a backend.
-//! The rule itself is decided in [`crate::routing::freshness`]; this layer
+//! The rule itself is decided in `crate::routing::freshness`; this layer
 //! keeps the sessions and runs the after-ack probes.
 
 pub(crate) mod after_ack;

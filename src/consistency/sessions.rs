@@ -43,14 +43,22 @@ pub enum Written {
     /// Applied at this position (or earlier).
     At(u64),
     /// No position known: the session's reads stay on the leader until then.
-    Unknown { until: Instant },
+    Unknown {
+        /// When the session's reads may leave the leader.
+        until: Instant,
+    },
     /// No position known, positions probed: the session's reads stay on
     /// the leader until position round `round` has read the leader's.
-    Pending { round: u64 },
+    Pending {
+        /// The first position round that started after the write.
+        round: u64,
+    },
 }
 
 type Shards = Vec<Mutex<LruCache<u64, Entry>>>;
 
+/// What each session last wrote, bounded: the least recently used session
+/// is forgotten past `capacity` (counted in `evictions`, size in `size`).
 pub struct Sessions {
     /// Swapped whole when the capacity changes (reload).
     shards: ArcSwap<Shards>,
@@ -68,6 +76,8 @@ fn build(capacity: usize) -> Shards {
 }
 
 impl Sessions {
+    /// Room for `capacity` sessions (sharded from a size on, so that busy
+    /// workers do not contend on one lock).
     pub fn new(
         capacity: usize,
         evictions: prometheus::IntCounter,
@@ -152,6 +162,7 @@ impl Sessions {
         }
     }
 
+    /// How many sessions fit (`consistency.sessions`).
     pub fn capacity(&self) -> usize {
         self.capacity.load(Ordering::Relaxed)
     }

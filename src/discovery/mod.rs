@@ -1,9 +1,9 @@
-//! Backends found at run time: by DNS ([`dns`]) and from the cluster's own
-//! member list ([`members`]).
+//! Backends found at run time: by DNS (`dns`) and from the cluster's own
+//! member list (`members`).
 //!
-//! The loops that ask DNS and the members ([`run`]) only report answers to
-//! the monitor ([`MonitorHandle::discovered`]). What one discovered address
-//! is ([`Found`]), a source's set with removal hysteresis and which backends
+//! The loops that ask DNS and the members (`run`) only report answers to
+//! the monitor (`MonitorHandle::discovered`). What one discovered address
+//! is (`Found`), a source's set with removal hysteresis and which backends
 //! are wanted are pure decisions of the layer below, in
 //! `crate::health::membership`: the monitor keeps each source's set and
 //! reconciles its backends with the same code a reload uses (backends at an
@@ -37,6 +37,7 @@ pub enum Nameservers {
 /// Options of the discovery loops that are not config keys.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
+    /// Where DNS discovery asks (default: the system's resolvers).
     pub nameservers: Nameservers,
 }
 

@@ -53,7 +53,7 @@ pub enum ChunkedError {
     SizeTooLong,
     /// A chunk extension that is not `;name[=token|quoted-string]`.
     BadExtension,
-    /// Chunk extensions longer than [`ChunkedLimits::max_extension_bytes`].
+    /// Chunk extensions longer than `ChunkedLimits::max_extension_bytes`.
     ExtensionTooLong,
     /// A line that does not end in CRLF (bare LF, or data past the chunk size).
     BadLineEnding,
@@ -96,7 +96,10 @@ pub enum Decoded {
     /// The body is over. `trailers` is the range of the trailer field lines
     /// (each with its CRLF, the final empty line excluded; empty if none),
     /// already checked like head fields.
-    End { trailers: Range<usize> },
+    End {
+        /// The trailer field lines' range in the input.
+        trailers: Range<usize>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -382,7 +385,7 @@ fn check_trailers(s: &[u8], lines: usize) -> Result<(), ChunkedError> {
 }
 
 /// A chunk-size line for a chunk of `len` bytes (`{hex}\r\n`), on the stack,
-/// for a vectored write ahead of the data (which [`CRLF`] follows).
+/// for a vectored write ahead of the data (which `CRLF` follows).
 #[derive(Clone, Copy, Debug)]
 pub struct ChunkHeader {
     buf: [u8; 18],

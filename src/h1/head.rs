@@ -156,7 +156,9 @@ impl std::error::Error for HeadError {}
 /// HTTP/1.x minor version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {
+    /// `HTTP/1.0`.
     Http10,
+    /// `HTTP/1.1`.
     Http11,
 }
 
@@ -164,19 +166,33 @@ pub enum Version {
 /// rewriting compares a byte, not a string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Name {
+    /// Any field the codec does not act on.
     Other,
+    /// `Host`.
     Host,
+    /// `Content-Length`.
     ContentLength,
+    /// `Transfer-Encoding`.
     TransferEncoding,
+    /// `Connection`.
     Connection,
+    /// `Keep-Alive`.
     KeepAlive,
+    /// `Proxy-Connection`.
     ProxyConnection,
+    /// `Proxy-Authorization`.
     ProxyAuthorization,
+    /// `TE`.
     Te,
+    /// `Upgrade`.
     Upgrade,
+    /// `Expect`.
     Expect,
+    /// `X-Forwarded-For`.
     XForwardedFor,
+    /// `X-Forwarded-Proto`.
     XForwardedProto,
+    /// `X-Forwarded-Host`.
     XForwardedHost,
 }
 
@@ -221,8 +237,11 @@ impl Name {
 /// One field line: name and value (surrounding whitespace trimmed) as spans.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Field {
+    /// The field name as received.
     pub name: Span,
+    /// The value, leading and trailing whitespace trimmed.
     pub value: Span,
+    /// The name, recognised once.
     pub kind: Name,
 }
 
@@ -230,6 +249,7 @@ pub struct Field {
 /// keeps its vectors' capacity.
 #[derive(Clone, Debug, Default)]
 pub struct RequestHead {
+    /// The method token.
     pub method: Span,
     /// The request target as received.
     pub target: Span,
@@ -239,7 +259,9 @@ pub struct RequestHead {
     pub path: Span,
     /// The authority of an absolute-form target.
     pub authority: Option<Span>,
+    /// The version; `None` until a head was parsed.
     pub version: Option<Version>,
+    /// The field lines, in order.
     pub fields: Vec<Field>,
     /// How the body is delimited: `None`, `Length(n)` or `Chunked`.
     pub framing: Framing,

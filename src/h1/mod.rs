@@ -1,6 +1,6 @@
 //! The HTTP/1.1 codec: pure functions over byte buffers, no I/O.
 //!
-//! - [`parse`]: request and response heads (`httparse`), with every decision
+//! - `parse`: request and response heads (`httparse`), with every decision
 //!   the proxy needs taken once (body framing, keep-alive, `Expect`,
 //!   `Upgrade`, `TE: trailers`, `Host`, the names listed in `Connection`) and
 //!   every smuggling shape refused with a typed error.
@@ -41,11 +41,13 @@ impl Span {
         &buf[self.start as usize..self.end as usize]
     }
 
+    /// How many bytes the span covers.
     #[inline]
     pub fn len(&self) -> usize {
         (self.end - self.start) as usize
     }
 
+    /// Whether the span covers no byte.
     #[inline]
     pub fn is_empty(&self) -> bool {
         self.end == self.start

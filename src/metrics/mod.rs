@@ -1,5 +1,5 @@
 //! Prometheus registry and typed metric handles. Per-backend handles are
-//! resolved once when a backend is created ([`BackendMetrics`]), so the
+//! resolved once when a backend is created (`BackendMetrics`), so the
 //! request path never looks a label up.
 
 #![warn(missing_docs)]

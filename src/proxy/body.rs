@@ -1,7 +1,7 @@
 //! The response body on its way to the client ([`DownBody`]) and what a
 //! backend request holds until that body has been read ([`Release`]): the
 //! backend's in-flight count and the pooled connection's way home. Body
-//! types sent upstream are in [`crate::upstream::body`].
+//! types sent upstream are in `crate::upstream::body`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -46,13 +46,17 @@ pub enum DownBody {
     Full(Option<Bytes>),
     /// Streamed from a backend.
     Upstream {
+        /// The body as the upstream connection reads it.
         inner: UpstreamBody,
+        /// Gives the connection back (or closes it) when the body ends.
         release: Option<Release>,
+        /// Ends the body when the backend sends nothing for `timeouts.idle`.
         idle: IdleTimer,
     },
 }
 
 impl DownBody {
+    /// A body of these bytes, whole.
     pub fn full(b: impl Into<Bytes>) -> DownBody {
         DownBody::Full(Some(b.into()))
     }

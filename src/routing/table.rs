@@ -23,14 +23,18 @@ use crate::config::Config;
 /// The leader writes go to.
 #[derive(Debug, Clone)]
 pub struct LeaderInfo {
+    /// The leader.
     pub backend: Arc<Backend>,
+    /// When this monitor first saw it lead.
     pub since: SystemTime,
+    /// The term (or index) its claim carried, if the probe reads one.
     pub term: Option<u64>,
 }
 
 /// Who gets writes.
 #[derive(Debug, Clone)]
 pub enum LeaderState {
+    /// One leader, confirmed.
     Known(LeaderInfo),
     /// No healthy backend claims leadership.
     None,
@@ -38,6 +42,8 @@ pub enum LeaderState {
     SplitBrain(Vec<String>),
 }
 
+/// Where requests go, as of one monitor round: published whole and never
+/// changed afterwards (readers load it without a lock).
 pub struct RoutingTable {
     /// Increases with every published table.
     pub epoch: u64,
@@ -50,11 +56,13 @@ pub struct RoutingTable {
     pub(crate) config_gen: u64,
     /// False until the first probe round has finished.
     pub ready: bool,
+    /// Who gets writes.
     pub leader: LeaderState,
     /// The read tier ([`super::tier`]): of the eligible followers
     /// (healthy, not the leader, not drained, not ejected), those of the
     /// lowest priority that has any, local zone first. The read candidates.
     pub followers: Vec<Arc<Backend>>,
+    /// The read policy's state over `followers`.
     pub picker: Picker,
     /// The next tier: where a read retry goes when the read tier has no
     /// other follower (before the leader). Gets no first reads.
@@ -162,7 +170,7 @@ impl RoutingTable {
     /// Where a read that must see an earlier write goes
     /// (`reads.consistency: read_your_writes`): with a position, the
     /// follower the policy picks if it is fresh enough
-    /// ([`fresh_enough`]), else the next follower that is; the leader
+    /// (`fresh_enough`), else the next follower that is; the leader
     /// otherwise — and always
     /// when `need.leader_only` — whatever `fallback_to_leader` says, since
     /// the leader has every acknowledged write. Never the backend `avoid`
@@ -272,6 +280,7 @@ impl Rounds {
 }
 
 impl Shared {
+    /// Publishes `initial` as the first table.
     pub fn new(initial: RoutingTable) -> Shared {
         let epoch = initial.epoch;
         Shared {

@@ -1,7 +1,7 @@
 //! Which of the eligible followers get reads: the read tier.
 //!
 //! Every eligible follower (healthy, not the leader, not drained, not
-//! ejected — decided by the monitor before this runs) has a [`Rank`]: its
+//! ejected — decided by the monitor before this runs) has a `Rank`: its
 //! `priority` (0 = primary site, higher = standby), then whether it is
 //! outside `local_zone`. Reads go to the followers of the best rank that
 //! has any: the lowest priority with an eligible follower, and within it

@@ -14,7 +14,7 @@ use super::Validator;
 /// cannot print the token, and a comparison takes the same time whatever
 /// the presented value's content or length has in common with it.
 #[derive(Clone)]
-pub struct AdminToken {
+pub(crate) struct AdminToken {
     /// The file it was read from (relative paths resolved against the config file's directory).
     pub(crate) file: PathBuf,
     digest: [u8; 32],

@@ -90,7 +90,7 @@ impl BackendConfig {
 /// `passive`: followers ejected after consecutive failures, for a
 /// doubling time.
 #[derive(Debug, Clone)]
-pub struct PassiveConfig {
+pub(crate) struct PassiveConfig {
     /// Consecutive connect failures or 5xx from a follower that eject it; default 5 (0 = off).
     pub(crate) consecutive_failures: u32,
     /// First ejection lasts this long, doubling on each repeat; default 10s.

@@ -68,7 +68,7 @@ pub(super) struct RawConfig {
 /// answer (`http_reuse`, after HAProxy's option of that name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum HttpReuse {
+pub(crate) enum HttpReuse {
     /// Only after an answer whose end is known: never after a HEAD, whose
     /// announced body a backend may still send (default).
     Safe,

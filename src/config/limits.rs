@@ -32,7 +32,7 @@ pub(super) struct RawLimits {
 
 /// `timeouts`: every deadline, with its default.
 #[derive(Debug, Clone)]
-pub struct Timeouts {
+pub(crate) struct Timeouts {
     /// TCP connect to a backend; default 1s.
     pub(crate) connect: Duration,
     /// From sending a request to the backend's response headers; default
@@ -55,7 +55,7 @@ pub struct Timeouts {
 
 /// `limits`: sizes and connection caps, with their defaults.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Largest request head; default 64 KiB.
     pub(crate) max_header_bytes: usize,
     /// Largest request body; default 64 MiB. Larger: 413.

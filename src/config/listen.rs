@@ -56,7 +56,7 @@ pub(super) struct RawTls {
 
 /// TLS termination on every `listen` address.
 #[derive(Debug, Clone)]
-pub struct TlsConfig {
+pub(crate) struct TlsConfig {
     /// PEM certificate chain (relative paths are relative to the config file).
     pub(crate) cert: PathBuf,
     /// PEM private key.

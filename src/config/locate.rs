@@ -8,7 +8,7 @@ use yaml_rust2::scanner::Marker;
 
 /// Line/column (1-based) of every key and sequence item in a YAML document.
 #[derive(Debug, Default)]
-pub struct Locator {
+pub(crate) struct Locator {
     marks: HashMap<String, (usize, usize)>,
 }
 

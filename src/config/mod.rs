@@ -35,8 +35,9 @@ mod upstream_tls;
 mod validator;
 mod writes;
 
-pub use admin_access::AdminToken;
-pub use backends::{BackendConfig, PassiveConfig};
+pub(crate) use admin_access::AdminToken;
+pub use backends::BackendConfig;
+pub(crate) use backends::PassiveConfig;
 pub(crate) use certs::{server_name, ClientCerts, ListenerCerts};
 pub(crate) use consistency::{
     Consistency, PositionSource, PositionsConfig, SessionConfig, SessionKey, DEFAULT_SESSIONS,
@@ -44,14 +45,17 @@ pub(crate) use consistency::{
 pub use discovery::{
     DiscoveredTls, DiscoveryConfig, DnsDiscovery, DnsLookup, MembersDiscovery, MembersKind, Scheme,
 };
-pub use document::{Config, HttpReuse};
+pub use document::Config;
+pub(crate) use document::HttpReuse;
 pub use error::{ConfigError, Problem};
 pub use explain::{explain, explain_text};
-pub use limits::{Limits, Timeouts, DEFAULT_MAX_UPSTREAM_CONNECTIONS};
-pub use listen::TlsConfig;
+pub use limits::DEFAULT_MAX_UPSTREAM_CONNECTIONS;
+pub(crate) use limits::{Limits, Timeouts};
+pub(crate) use listen::TlsConfig;
 pub use load::{load, parse};
-pub use locate::Locator;
-pub use probes::{Expect, HealthConfig, JsonExpect, JsonWant, LeaderConfig, ProbeConfig};
+pub(crate) use locate::Locator;
+pub(crate) use probes::{Expect, JsonWant};
+pub use probes::{HealthConfig, JsonExpect, LeaderConfig, ProbeConfig};
 pub use reads::{Policy, ReadsConfig};
 pub use routes::{MethodSet, Role, Route, Rule};
 #[cfg(test)]

@@ -69,7 +69,7 @@ pub(super) struct RawHeaderExpect {
 
 /// What a probe answer must satisfy; every given condition must hold.
 #[derive(Debug, Clone, Default)]
-pub struct Expect {
+pub(crate) struct Expect {
     /// Accepted status codes; `None` means any 2xx.
     pub(crate) status: Option<Vec<u16>>,
     /// A regex the body must match; default none.
@@ -91,7 +91,7 @@ pub struct JsonExpect {
 
 /// What the pointed-at JSON value must be.
 #[derive(Debug, Clone)]
-pub enum JsonWant {
+pub(crate) enum JsonWant {
     /// Equal to this value (a string also matches the same number written as a string).
     Equals(serde_json::Value),
     /// Equal to the value at another pointer of the same document (etcd: member_id == leader).

@@ -73,7 +73,7 @@ pub(crate) struct Limits {
 }
 
 /// Default of `limits.max_upstream_connections_per_backend`.
-pub const DEFAULT_MAX_UPSTREAM_CONNECTIONS: usize = 1024;
+pub(crate) const DEFAULT_MAX_UPSTREAM_CONNECTIONS: usize = 1024;
 
 impl Validator {
     pub(super) fn timeouts(&mut self, raw: Option<RawTimeouts>) -> Timeouts {

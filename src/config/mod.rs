@@ -48,8 +48,9 @@ pub use discovery::{
 pub use document::Config;
 pub(crate) use document::HttpReuse;
 pub use error::{ConfigError, Problem};
-pub use explain::{explain, explain_text};
-pub use limits::DEFAULT_MAX_UPSTREAM_CONNECTIONS;
+#[cfg(test)]
+use explain::explain;
+pub use explain::explain_text;
 pub(crate) use limits::{Limits, Timeouts};
 pub(crate) use listen::TlsConfig;
 pub use load::{load, parse};

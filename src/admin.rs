@@ -95,7 +95,7 @@ fn unauthorized() -> Response<Full<Bytes>> {
 }
 
 /// Why the proxy is not ready, or `None` when it is.
-pub fn not_ready_reason(ctl: &Control) -> Option<String> {
+pub(crate) fn not_ready_reason(ctl: &Control) -> Option<String> {
     let t = ctl.proxy.shared.load();
     if !t.ready {
         return Some("the first probe round has not finished".into());
@@ -112,7 +112,7 @@ pub fn not_ready_reason(ctl: &Control) -> Option<String> {
 }
 
 /// Answers one admin request.
-pub async fn handle(ctl: &Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub(crate) async fn handle(ctl: &Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let changes_state =
@@ -272,7 +272,11 @@ impl Drop for Slot {
 }
 
 /// Serves the admin API until `shutdown` turns true.
-pub async fn serve(ctl: Arc<Control>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    ctl: Arc<Control>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let open = Arc::new(AtomicUsize::new(0));
     loop {
         let (stream, _peer): (_, SocketAddr) = tokio::select! {

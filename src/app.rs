@@ -32,7 +32,7 @@ pub struct Running {
     pub tcp: Vec<SocketAddr>,
     /// The admin API's address as bound.
     pub admin: SocketAddr,
-    /// Reload and the admin API's view of the running proxy.
+    /// Reload and config watch: what `SIGHUP` and `POST /reload` drive.
     pub control: Arc<Control>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,

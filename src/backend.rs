@@ -3,8 +3,8 @@
 //! drain and fence flags, passive-health streak, metric handles, pool).
 //!
 //! A backend's identity is its address: scheme (`http`/`https`, h2c) and
-//! authority ([`Backend::same_as`]). Its name is a label that a reload or
-//! discovery may change in place ([`Backend::rename`]); the metric label
+//! authority (`Backend::same_as`). Its name is a label that a reload or
+//! discovery may change in place (`Backend::rename`); the metric label
 //! sets follow the name. Identity fields are public and immutable (a
 //! `Backend` is only ever shared behind an `Arc`); live state is private
 //! and changes only through the methods here, so there is one place that
@@ -27,23 +27,26 @@ use crate::upstream::pool::Pool;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// One backend: its identity (id, name, address) and its live state
+/// (health, role, position, in-flight count, fence and drain flags), shared
+/// by the monitor and the request path.
 pub struct Backend {
     /// Unique for the life of the process.
     pub id: u64,
     /// The label shown in logs, headers, the admin API and metrics; a
     /// reload or discovery may change it ([`Self::rename`]).
     name: ArcSwap<String>,
-    pub url: String,
+    pub(crate) url: String,
     /// `host:port` to connect to.
-    pub authority: http::uri::Authority,
+    pub(crate) authority: http::uri::Authority,
     /// Speaks h2c: HTTP/2 requests go upstream over HTTP/2.
-    pub h2c: bool,
+    pub(crate) h2c: bool,
     /// `backends[].tcp`: where TCP listeners connect (`host:port`); `None`:
     /// this backend takes no TCP connections.
-    pub tcp: Option<http::uri::Authority>,
+    pub(crate) tcp: Option<http::uri::Authority>,
     /// Stable hash of the name the backend was created with, for
     /// rendezvous hashing (fixed for its life: a rename moves no client).
-    pub name_hash: u64,
+    pub(crate) name_hash: u64,
     /// Metric handles labelled with the current name.
     metrics: ArcSwap<BackendMetrics>,
     pub(crate) pool: Pool,
@@ -101,11 +104,11 @@ pub(crate) struct AfterAckBatch {
 
 /// Where a backend stands for reads: `backends[].zone` and `.priority`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Placement {
+pub(crate) struct Placement {
     /// Failure domain; reads prefer followers in `local_zone`.
-    pub zone: Option<String>,
+    pub(crate) zone: Option<String>,
     /// 0 = primary site; higher = standby.
-    pub priority: u32,
+    pub(crate) priority: u32,
 }
 
 impl Placement {
@@ -123,7 +126,7 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    pub fn backend(&self) -> &Arc<Backend> {
+    pub(crate) fn backend(&self) -> &Arc<Backend> {
         &self.backend
     }
 }
@@ -145,7 +148,7 @@ impl Backend {
 
     /// A backend with `workers` pool slots and at most `max_connections`
     /// upstream connections open at once
-    /// ([`crate::config::Config::max_upstream_connections`]).
+    /// (`crate::config::Config::max_upstream_connections`).
     pub fn new(
         cfg: &BackendConfig,
         metrics: &Metrics,
@@ -178,7 +181,7 @@ impl Backend {
         }
     }
 
-    /// The name in force (a label: see [`Self::rename`]).
+    /// The name in force (a label: see `Self::rename`).
     #[inline]
     pub fn name(&self) -> arc_swap::Guard<Arc<String>> {
         self.name.load()
@@ -217,7 +220,7 @@ impl Backend {
     }
 
     /// The TLS settings in force (`None`: plain `http://`).
-    pub fn tls(&self) -> Option<arc_swap::Guard<Arc<BackendTls>>> {
+    pub(crate) fn tls(&self) -> Option<arc_swap::Guard<Arc<BackendTls>>> {
         self.tls.as_ref().map(|t| t.load())
     }
 
@@ -233,7 +236,7 @@ impl Backend {
     /// Requests that arrived over HTTP/2 go upstream over HTTP/2: the
     /// backend speaks h2c, or it is `https://` and has not declined `h2`.
     #[inline]
-    pub fn upstream_h2(&self) -> bool {
+    pub(crate) fn upstream_h2(&self) -> bool {
         self.h2c || (self.tls.is_some() && !self.no_h2.load(Ordering::Relaxed))
     }
 
@@ -245,7 +248,7 @@ impl Backend {
     }
 
     /// `notAfter` of the certificate the backend last presented (Unix seconds).
-    pub fn peer_cert_not_after(&self) -> Option<i64> {
+    pub(crate) fn peer_cert_not_after(&self) -> Option<i64> {
         Some(self.peer_not_after.load(Ordering::Relaxed)).filter(|t| *t != i64::MIN)
     }
 
@@ -284,7 +287,7 @@ impl Backend {
     /// (`tcp`). The name,
     /// zone, priority and weight are not identity: a change of them keeps
     /// the backend ([`Self::rename`], [`Self::set_placement`]).
-    pub fn same_as(&self, cfg: &BackendConfig) -> bool {
+    pub(crate) fn same_as(&self, cfg: &BackendConfig) -> bool {
         self.authority == cfg.authority
             && self.h2c == cfg.h2c
             && self.tcp == cfg.tcp
@@ -292,7 +295,7 @@ impl Backend {
     }
 
     /// Zone and priority in force.
-    pub fn placement(&self) -> arc_swap::Guard<Arc<Placement>> {
+    pub(crate) fn placement(&self) -> arc_swap::Guard<Arc<Placement>> {
         self.placement.load()
     }
 
@@ -308,7 +311,7 @@ impl Backend {
 
     /// The last probed replication position; `None` when unknown.
     #[inline]
-    pub fn position(&self) -> Option<u64> {
+    pub(crate) fn position(&self) -> Option<u64> {
         self.position.load(Ordering::Relaxed).checked_sub(1)
     }
 
@@ -320,7 +323,7 @@ impl Backend {
     }
 
     #[inline]
-    pub fn weight(&self) -> u32 {
+    pub(crate) fn weight(&self) -> u32 {
         self.weight.load(Ordering::Relaxed)
     }
 
@@ -338,12 +341,12 @@ impl Backend {
         }
     }
 
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
 
     #[inline]
-    pub fn is_drained(&self) -> bool {
+    pub(crate) fn is_drained(&self) -> bool {
         self.drained.load(Ordering::Relaxed)
     }
 
@@ -353,7 +356,7 @@ impl Backend {
 
     /// Fenced for writes: see the field's doc.
     #[inline]
-    pub fn is_fenced(&self) -> bool {
+    pub(crate) fn is_fenced(&self) -> bool {
         self.fenced.load(Ordering::Relaxed)
     }
 

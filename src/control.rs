@@ -15,18 +15,18 @@ use crate::proxy::service::Proxy;
 /// Control-plane operations shared by the admin API and signal handlers.
 pub struct Control {
     /// The proxy core the workers serve with (its monitor, table and metrics).
-    pub proxy: &'static Proxy,
+    pub(crate) proxy: &'static Proxy,
     /// The config file reloads read.
-    pub config_path: PathBuf,
+    pub(crate) config_path: PathBuf,
     /// The TCP listeners the workers accept on (for the admin API).
-    pub tcp: Arc<Vec<crate::tcp::Listener>>,
+    pub(crate) tcp: Arc<Vec<crate::tcp::Listener>>,
     reload_lock: tokio::sync::Mutex<()>,
 }
 
 impl Control {
     /// Control over `proxy`, reloading from `config_path`; `tcp`: the TCP
     /// listeners as bound.
-    pub fn new(
+    pub(crate) fn new(
         proxy: &'static Proxy,
         config_path: PathBuf,
         tcp: Arc<Vec<crate::tcp::Listener>>,
@@ -108,7 +108,7 @@ fn watched_stamps(ctl: &Control) -> Vec<Option<(SystemTime, u64)>> {
 /// file) changes
 /// (checked every second: a Kubernetes ConfigMap or Secret update swaps a
 /// symlink, which inotify on the file itself would miss).
-pub async fn watch_config(ctl: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn watch_config(ctl: Arc<Control>, mut shutdown: watch::Receiver<bool>) {
     let mut last = watched_stamps(&ctl);
     loop {
         tokio::select! {

@@ -23,9 +23,9 @@ use crate::upstream::body::BoxError;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct StreamsState {
     /// Streams open now.
-    pub open: usize,
+    pub(crate) open: usize,
     /// When the last open stream ended; `None` before the first request.
-    pub idle_since: Option<Instant>,
+    pub(crate) idle_since: Option<Instant>,
 }
 
 /// When the connection is to be closed if nothing changes meanwhile: never
@@ -51,11 +51,11 @@ pub(crate) fn deadline(
 pub(crate) struct Streams {
     state: Mutex<StreamsState>,
     /// Woken at every stream start and end.
-    pub changed: Notify,
+    pub(crate) changed: Notify,
 }
 
 impl Streams {
-    pub fn state(&self) -> StreamsState {
+    pub(crate) fn state(&self) -> StreamsState {
         *self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -69,7 +69,7 @@ impl Streams {
 pub(crate) struct StreamGuard(Arc<Streams>);
 
 impl StreamGuard {
-    pub fn start(streams: &Arc<Streams>) -> StreamGuard {
+    pub(crate) fn start(streams: &Arc<Streams>) -> StreamGuard {
         streams.update(|s| s.open += 1);
         StreamGuard(streams.clone())
     }
@@ -89,8 +89,8 @@ impl Drop for StreamGuard {
 /// A response body that keeps its stream counted as open until hyper has
 /// sent it to the end (or dropped it on a reset).
 pub(crate) struct Tracked {
-    pub body: DownBody,
-    pub _stream: StreamGuard,
+    pub(crate) body: DownBody,
+    pub(crate) _stream: StreamGuard,
 }
 
 impl Body for Tracked {

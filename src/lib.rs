@@ -3,25 +3,27 @@
 //! over healthy followers; an active monitor keeps an immutable routing table
 //! that is swapped atomically, so the request path never waits on a lock.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
+#![warn(missing_docs)]
 
-pub mod admin;
+mod admin;
 pub mod app;
 pub mod backend;
 pub mod balance;
 pub mod config;
 pub mod consistency;
-pub mod control;
+mod control;
 pub mod discovery;
 pub mod h1;
 mod h2_conn;
-pub mod health;
+mod health;
 pub mod metrics;
-pub mod net;
+mod net;
 pub mod proxy;
 pub mod resp;
 pub mod routing;
-pub mod server;
+mod server;
 mod shutdown;
-pub mod tcp;
-pub mod tls;
-pub mod upstream;
+mod tcp;
+mod tls;
+mod upstream;

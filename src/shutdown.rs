@@ -5,6 +5,6 @@
 use tokio::sync::watch;
 
 /// Resolves once `rx` holds `true` (or its sender is gone).
-pub async fn until_true(rx: &mut watch::Receiver<bool>) {
+pub(crate) async fn until_true(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }

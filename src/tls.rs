@@ -18,7 +18,7 @@ static BUILT: BuiltFrom<ListenerCerts, Result<Arc<ServerConfig>, String>> = Buil
 /// and shared by every later one. With `client_roots`, every client must
 /// present a certificate those CAs signed. `Err` only for what config
 /// validation already rules out (it checked the files and the key).
-pub fn server_config(certs: &Arc<ListenerCerts>) -> Result<Arc<ServerConfig>, String> {
+pub(crate) fn server_config(certs: &Arc<ListenerCerts>) -> Result<Arc<ServerConfig>, String> {
     (*BUILT.get_or_build(certs, build)).clone()
 }
 

@@ -1,4 +1,4 @@
-//! The own HTTP/1.1 server (src/h1/server.rs) seen from a raw socket:
+//! The own HTTP/1.1 server (src/server/h1/) seen from a raw socket:
 //! hostile heads are answered with their status and the connection closed
 //! with nothing reaching a backend; Expect, HTTP/1.0, HEAD, 204/304 and
 //! pipelining behave; the header-read and client-idle limits cut slow

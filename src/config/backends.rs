@@ -60,7 +60,7 @@ pub struct BackendConfig {
     /// Most connections this proxy keeps open to the backend (idle or in
     /// use, HTTP/1.1 and HTTP/2, all workers together); `None` (default):
     /// `limits.max_upstream_connections_per_backend`. See
-    /// [`Config::max_upstream_connections`](super::Config::max_upstream_connections).
+    /// `Config::max_upstream_connections`.
     pub max_connections: Option<usize>,
     /// The data address TCP listeners connect to (`host:port`), beside the
     /// `url` the probes use; `None` (default): the backend takes no TCP.
@@ -90,15 +90,15 @@ impl BackendConfig {
 /// `passive`: followers ejected after consecutive failures, for a
 /// doubling time.
 #[derive(Debug, Clone)]
-pub struct PassiveConfig {
+pub(crate) struct PassiveConfig {
     /// Consecutive connect failures or 5xx from a follower that eject it; default 5 (0 = off).
-    pub consecutive_failures: u32,
+    pub(crate) consecutive_failures: u32,
     /// First ejection lasts this long, doubling on each repeat; default 10s.
-    pub base_ejection: Duration,
+    pub(crate) base_ejection: Duration,
     /// Cap of the doubling; default 5m.
-    pub max_ejection: Duration,
+    pub(crate) max_ejection: Duration,
     /// Never eject more than this share of followers; default 50.
-    pub max_ejection_percent: u32,
+    pub(crate) max_ejection_percent: u32,
 }
 
 impl Validator {

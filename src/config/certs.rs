@@ -25,13 +25,13 @@ const SYSTEM_BUNDLES: &[&str] = &[
 
 /// A certificate chain (leaf first) and its private key, checked to fit
 /// together.
-pub struct CertKey {
+pub(crate) struct CertKey {
     /// The certificates, leaf first.
-    pub chain: Vec<CertificateDer<'static>>,
+    pub(crate) chain: Vec<CertificateDer<'static>>,
     /// The leaf's private key.
-    pub key: PrivateKeyDer<'static>,
+    pub(crate) key: PrivateKeyDer<'static>,
     /// `notAfter` of the leaf, seconds since the Unix epoch.
-    pub not_after: Option<i64>,
+    pub(crate) not_after: Option<i64>,
 }
 
 impl fmt::Debug for CertKey {
@@ -44,14 +44,14 @@ impl fmt::Debug for CertKey {
 }
 
 /// What TLS to backends that share the same files is built from.
-pub struct ClientCerts {
+pub(crate) struct ClientCerts {
     /// Trust anchors the backend's certificate must chain to (the `ca`
     /// bundle, else the system's); `None` with `insecure_skip_verify`.
-    pub roots: Option<Arc<RootCertStore>>,
+    pub(crate) roots: Option<Arc<RootCertStore>>,
     /// The client certificate and key (mTLS); default none.
-    pub identity: Option<CertKey>,
+    pub(crate) identity: Option<CertKey>,
     /// `notAfter` of the client certificate, seconds since the Unix epoch.
-    pub client_cert_not_after: Option<i64>,
+    pub(crate) client_cert_not_after: Option<i64>,
 }
 
 impl fmt::Debug for ClientCerts {
@@ -183,17 +183,17 @@ pub(crate) fn client_certs(
 
 /// The name to verify: `server_name` if given, else the URL's host (an IP
 /// address is verified against the certificate's IP SANs).
-pub fn server_name(name: &str) -> Result<ServerName<'static>, String> {
+pub(crate) fn server_name(name: &str) -> Result<ServerName<'static>, String> {
     let host = name.trim_start_matches('[').trim_end_matches(']');
     ServerName::try_from(host.to_string()).map_err(|_| format!("invalid server name {name:?}"))
 }
 
 /// What the listener's rustls config is built from (`tls`).
 #[derive(Debug)]
-pub struct ListenerCerts {
+pub(crate) struct ListenerCerts {
     /// `tls.cert` and `tls.key`.
-    pub identity: CertKey,
+    pub(crate) identity: CertKey,
     /// `tls.client_ca`: client certificates must chain to these; default
     /// none (no client certificate asked for).
-    pub client_roots: Option<Arc<RootCertStore>>,
+    pub(crate) client_roots: Option<Arc<RootCertStore>>,
 }

@@ -25,7 +25,7 @@ pub enum PositionSource {
 
 impl PositionSource {
     /// Whether the body must be read to find the position.
-    pub fn needs_body(&self) -> bool {
+    pub(crate) fn needs_body(&self) -> bool {
         !matches!(self, PositionSource::Header(_))
     }
 
@@ -70,14 +70,14 @@ pub struct PositionsConfig {
     /// guarded by it. Empty (the default) = every path. Under
     /// `read_your_writes` or `max_lag`, a read outside goes to the leader and
     /// a write outside leaves no position.
-    pub scope: Vec<String>,
+    pub(crate) scope: Vec<String>,
 }
 
 impl PositionsConfig {
     /// Whether the positions count the writes to, and guard the reads of,
     /// `path` (see [`Self::scope`]).
     #[inline]
-    pub fn counts(&self, path: &str) -> bool {
+    pub(crate) fn counts(&self, path: &str) -> bool {
         self.scope.is_empty() || self.scope.iter().any(|p| path.starts_with(p.as_str()))
     }
 }
@@ -85,7 +85,7 @@ impl PositionsConfig {
 /// `reads.consistency`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Consistency {
+pub(crate) enum Consistency {
     /// Any healthy follower (default).
     Eventual,
     /// A read of a session that wrote at position P, or that carries
@@ -96,7 +96,7 @@ pub enum Consistency {
 
 /// What identifies a client's session (`reads.session`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SessionKey {
+pub(crate) enum SessionKey {
     /// The value of this request header.
     Header(http::HeaderName),
     /// The value of this cookie.
@@ -107,12 +107,12 @@ pub enum SessionKey {
 
 /// `reads.session`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionConfig {
+pub(crate) struct SessionConfig {
     /// What names the session of a request.
-    pub key: SessionKey,
+    pub(crate) key: SessionKey,
     /// Most sessions remembered; the least recently used is forgotten
     /// first (counted). Default 100000.
-    pub capacity: usize,
+    pub(crate) capacity: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,22 +166,22 @@ pub(super) struct RawSession {
 /// The consistency keys of `reads`, as written.
 #[derive(Debug, Default)]
 pub(super) struct RawReadConsistency {
-    pub consistency: Option<Consistency>,
-    pub session: Option<RawSession>,
-    pub max_lag: Option<u64>,
-    pub after_write_window: Option<Dur>,
+    pub(crate) consistency: Option<Consistency>,
+    pub(crate) session: Option<RawSession>,
+    pub(crate) max_lag: Option<u64>,
+    pub(crate) after_write_window: Option<Dur>,
 }
 
 /// The validated consistency keys of `reads`.
 pub(super) struct ReadConsistency {
-    pub consistency: Consistency,
-    pub session: Option<SessionConfig>,
-    pub max_lag: Option<u64>,
-    pub after_write_window: Duration,
+    pub(crate) consistency: Consistency,
+    pub(crate) session: Option<SessionConfig>,
+    pub(crate) max_lag: Option<u64>,
+    pub(crate) after_write_window: Duration,
 }
 
 /// Default `reads.session.capacity`.
-pub const DEFAULT_SESSIONS: usize = 100_000;
+pub(crate) const DEFAULT_SESSIONS: usize = 100_000;
 
 /// Largest `reads.session.capacity`.
 const MAX_SESSIONS: usize = 10_000_000;

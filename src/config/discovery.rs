@@ -15,14 +15,14 @@ use super::upstream_tls::{RawUpstreamTls, UpstreamTlsSettings};
 use super::{Dur, Validator};
 
 /// Default `discovery.dns.interval` and `discovery.members.interval`.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Default `discovery.max_backends`: discovered backends at most.
-pub const DEFAULT_MAX_BACKENDS: u32 = 64;
+pub(crate) const DEFAULT_MAX_BACKENDS: u32 = 64;
 
 /// Default `discovery.remove_after`: consecutive answers of its source
 /// that must leave a discovered backend out before it is removed.
-pub const DEFAULT_REMOVE_AFTER: u32 = 3;
+pub(crate) const DEFAULT_REMOVE_AFTER: u32 = 3;
 
 /// Highest `discovery.max_backends` and `discovery.remove_after` taken.
 const MAX_COUNT: u32 = 10_000;
@@ -125,9 +125,9 @@ pub struct MembersDiscovery {
 #[derive(Debug)]
 pub struct DiscoveredTls {
     /// `upstream_tls` as written (paths resolved).
-    pub settings: UpstreamTlsSettings,
+    pub(crate) settings: UpstreamTlsSettings,
     /// The roots and client certificate read from the settings.
-    pub client: Arc<ClientCerts>,
+    pub(crate) client: Arc<ClientCerts>,
 }
 
 /// `discovery`; default: nothing discovered.
@@ -139,13 +139,13 @@ pub struct DiscoveryConfig {
     pub members: Option<MembersDiscovery>,
     /// Read when discovered backends may be `https://` (`dns.scheme:
     /// https`, or `members` with `upstream_tls` set).
-    pub tls: Option<Arc<DiscoveredTls>>,
+    pub(crate) tls: Option<Arc<DiscoveredTls>>,
     /// Discovered backends at most (all sources together, static ones not
     /// counted); addresses beyond it are left out. Default 64.
-    pub max_backends: u32,
+    pub(crate) max_backends: u32,
     /// A discovered backend is removed once this many consecutive answers
     /// of its source did not list it (1 = at the first). Default 3.
-    pub remove_after: u32,
+    pub(crate) remove_after: u32,
 }
 
 impl Default for DiscoveryConfig {
@@ -162,7 +162,8 @@ impl Default for DiscoveryConfig {
 
 impl DiscoveryConfig {
     /// Whether any source discovers backends.
-    pub fn is_on(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_on(&self) -> bool {
         self.dns.is_some() || self.members.is_some()
     }
 }

@@ -71,7 +71,7 @@ pub(super) struct RawConfig {
 /// answer (`http_reuse`, after HAProxy's option of that name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum HttpReuse {
+pub(crate) enum HttpReuse {
     /// Only after an answer whose end is known: never after a HEAD, whose
     /// announced body a backend may still send (default).
     Safe,
@@ -96,21 +96,21 @@ pub struct Config {
     pub listen_proxy_protocol: Vec<bool>,
     /// Peers whose PROXY headers and `X-Forwarded-For` are believed;
     /// default none (headers are never trusted).
-    pub trusted_proxies: CidrSet,
+    pub(crate) trusted_proxies: CidrSet,
     /// Admin listener; default 127.0.0.1:9901.
     pub admin: SocketAddr,
     /// Worker threads, each with its own accept loop and upstream pools; default: one per core.
     pub workers: usize,
     /// Answers carry `x-leaderproxy-backend` and `x-leaderproxy-role`;
     /// default false.
-    pub debug_headers: bool,
+    pub(crate) debug_headers: bool,
     /// One `info` line per request (target `access`); default false.
-    pub access_log: bool,
+    pub(crate) access_log: bool,
     /// When an upstream HTTP/1.1 connection may carry another request;
     /// default [`HttpReuse::Safe`].
-    pub http_reuse: HttpReuse,
+    pub(crate) http_reuse: HttpReuse,
     /// How long in-flight requests may finish after SIGTERM; default 30s.
-    pub shutdown_grace: Duration,
+    pub(crate) shutdown_grace: Duration,
     /// The static backends (`backends`); discovered ones come on top.
     pub backends: Vec<BackendConfig>,
     /// Backends found by DNS or from the cluster's member list; default none.
@@ -132,17 +132,17 @@ pub struct Config {
     /// How writes wait, are refused and re-sent (`writes`).
     pub writes: WritesConfig,
     /// Every deadline (`timeouts`).
-    pub timeouts: Timeouts,
+    pub(crate) timeouts: Timeouts,
     /// Every size and connection cap (`limits`).
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// Ejection of failing followers (`passive`).
-    pub passive: PassiveConfig,
+    pub(crate) passive: PassiveConfig,
     /// TLS on the listeners; default none (plain HTTP/1.1 and h2c).
-    pub tls: Option<TlsConfig>,
+    pub(crate) tls: Option<TlsConfig>,
     /// Bearer token that state-changing admin endpoints require; default none.
-    pub admin_token: Option<AdminToken>,
+    pub(crate) admin_token: Option<AdminToken>,
     /// Allow a non-loopback `admin` address without a token; default false.
-    pub admin_insecure: bool,
+    pub(crate) admin_insecure: bool,
     /// The zone this proxy runs in: reads prefer followers with this
     /// `zone`. `LEADERPROXY_ZONE` (when set and not empty) overrides the
     /// file's `local_zone`; default none (no preference).
@@ -152,7 +152,7 @@ pub struct Config {
 impl Config {
     /// Most connections to `b` (all workers together): its
     /// `max_connections`, else `limits.max_upstream_connections_per_backend`.
-    pub fn max_upstream_connections(&self, b: &BackendConfig) -> usize {
+    pub(crate) fn max_upstream_connections(&self, b: &BackendConfig) -> usize {
         b.max_connections
             .unwrap_or(self.limits.max_upstream_connections_per_backend)
     }

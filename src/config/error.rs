@@ -7,13 +7,13 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     /// The file (or `LEADERPROXY_ZONE`, `preset NAME`) the problem is in.
-    pub file: String,
+    pub(crate) file: String,
     /// 1-based line and column, where known.
-    pub at: Option<(usize, usize)>,
+    pub(crate) at: Option<(usize, usize)>,
     /// Key path such as `backends[1].url`; empty for the whole document.
-    pub key: String,
+    pub(crate) key: String,
     /// What is wrong, and how to write it instead.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for Problem {

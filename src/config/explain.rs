@@ -19,7 +19,7 @@ use super::{
 };
 
 /// The effective config as a YAML document (key order as in the README).
-pub fn explain(cfg: &Config) -> Value {
+pub(crate) fn explain(cfg: &Config) -> Value {
     map([
         ("listen", listen(cfg)),
         ("tcp", Value::Sequence(cfg.tcp.iter().map(tcp).collect())),

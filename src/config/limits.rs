@@ -32,48 +32,48 @@ pub(super) struct RawLimits {
 
 /// `timeouts`: every deadline, with its default.
 #[derive(Debug, Clone)]
-pub struct Timeouts {
+pub(crate) struct Timeouts {
     /// TCP connect to a backend; default 1s.
-    pub connect: Duration,
+    pub(crate) connect: Duration,
     /// From sending a request to the backend's response headers; default
     /// 30s (`routes[].timeout` overrides it per route). YAML also accepts the
     /// old name `request`.
-    pub response_headers: Duration,
+    pub(crate) response_headers: Duration,
     /// Client must send complete request headers within this; default 10s.
-    pub header_read: Duration,
+    pub(crate) header_read: Duration,
     /// Pooled upstream connections idle this long are closed, oldest first;
     /// default 60s. YAML also accepts the old name `idle`.
-    pub upstream_idle: Duration,
+    pub(crate) upstream_idle: Duration,
     /// Longest wait for the next bytes of a body, either direction, once it
     /// has started; default 60s. Not applied on `long_poll` routes (watch
     /// streams may be silent for long, in both directions).
-    pub body_idle: Duration,
+    pub(crate) body_idle: Duration,
     /// Longest wait for the next request on an idle keep-alive HTTP/1.1
     /// client connection; default 60s. Restart-only, like `header_read`.
-    pub client_idle: Duration,
+    pub(crate) client_idle: Duration,
 }
 
 /// `limits`: sizes and connection caps, with their defaults.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Largest request head; default 64 KiB.
-    pub max_header_bytes: usize,
+    pub(crate) max_header_bytes: usize,
     /// Largest request body; default 64 MiB. Larger: 413.
-    pub max_body_bytes: u64,
+    pub(crate) max_body_bytes: u64,
     /// Most client connections at once; default 10000. More are closed at accept.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Bytes of request bodies kept in memory for a possible re-send, across
     /// all requests; default 64 MiB. Past it a request streams and is not re-sendable.
-    pub replay_buffer_bytes: u64,
+    pub(crate) replay_buffer_bytes: u64,
     /// Most admin API connections at once; default 64. More are closed at accept.
-    pub admin_max_connections: usize,
+    pub(crate) admin_max_connections: usize,
     /// Most connections to one backend (all workers together) when its
     /// `max_connections` is not set; default [`DEFAULT_MAX_UPSTREAM_CONNECTIONS`].
-    pub max_upstream_connections_per_backend: usize,
+    pub(crate) max_upstream_connections_per_backend: usize,
 }
 
 /// Default of `limits.max_upstream_connections_per_backend`.
-pub const DEFAULT_MAX_UPSTREAM_CONNECTIONS: usize = 1024;
+pub(crate) const DEFAULT_MAX_UPSTREAM_CONNECTIONS: usize = 1024;
 
 impl Validator {
     pub(super) fn timeouts(&mut self, raw: Option<RawTimeouts>) -> Timeouts {

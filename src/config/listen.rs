@@ -56,22 +56,22 @@ pub(super) struct RawTls {
 
 /// TLS termination on every `listen` address.
 #[derive(Debug, Clone)]
-pub struct TlsConfig {
+pub(crate) struct TlsConfig {
     /// PEM certificate chain (relative paths are relative to the config file).
-    pub cert: PathBuf,
+    pub(crate) cert: PathBuf,
     /// PEM private key.
-    pub key: PathBuf,
+    pub(crate) key: PathBuf,
     /// CA bundle: client certificates are required and verified against
     /// it; default none (no client certificates asked for).
-    pub client_ca: Option<PathBuf>,
+    pub(crate) client_ca: Option<PathBuf>,
     /// Header that carries a verified client certificate's subject to the
     /// backend (any incoming one is removed first); default none.
-    pub forward_client_cert: Option<http::HeaderName>,
+    pub(crate) forward_client_cert: Option<http::HeaderName>,
     /// `notAfter` of the certificate (Unix seconds), for the expiry gauge.
-    pub cert_not_after: Option<i64>,
+    pub(crate) cert_not_after: Option<i64>,
     /// Read from the files when the config is loaded (or reloaded);
     /// `crate::tls` builds the rustls config from it.
-    pub certs: std::sync::Arc<ListenerCerts>,
+    pub(crate) certs: std::sync::Arc<ListenerCerts>,
 }
 
 /// Headers `tls.forward_client_cert` must not name: hop-by-hop, framing,

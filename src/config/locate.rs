@@ -8,7 +8,7 @@ use yaml_rust2::scanner::Marker;
 
 /// Line/column (1-based) of every key and sequence item in a YAML document.
 #[derive(Debug, Default)]
-pub struct Locator {
+pub(crate) struct Locator {
     marks: HashMap<String, (usize, usize)>,
 }
 
@@ -88,7 +88,7 @@ impl MarkedEventReceiver for Recv {
 impl Locator {
     /// Builds the map; a document that does not parse gives an empty map
     /// (serde_yaml then reports the syntax error with its own location).
-    pub fn new(text: &str) -> Locator {
+    pub(crate) fn new(text: &str) -> Locator {
         let mut r = Recv {
             stack: Vec::new(),
             marks: HashMap::new(),
@@ -101,13 +101,13 @@ impl Locator {
     }
 
     /// Line and column of `path`, or of its nearest located parent.
-    pub fn find(&self, path: &str) -> Option<(usize, usize)> {
+    pub(crate) fn find(&self, path: &str) -> Option<(usize, usize)> {
         self.nearest(path).map(|(_, lc)| lc)
     }
 
     /// The nearest located part of `path` (itself or a parent): how long a
     /// prefix of `path` it is, and its line and column.
-    pub fn nearest(&self, path: &str) -> Option<(usize, (usize, usize))> {
+    pub(crate) fn nearest(&self, path: &str) -> Option<(usize, (usize, usize))> {
         let mut p = path;
         loop {
             if let Some(lc) = self.marks.get(p) {

@@ -32,37 +32,43 @@ mod probes;
 mod reads;
 mod routes;
 mod tcp;
-pub mod types;
+pub(crate) mod types;
 mod upstream_tls;
 mod validator;
 mod writes;
 
-pub use admin_access::AdminToken;
-pub use backends::{BackendConfig, PassiveConfig};
-pub use certs::{server_name, CertKey, ClientCerts, ListenerCerts};
-pub use consistency::{
+pub(crate) use admin_access::AdminToken;
+pub use backends::BackendConfig;
+pub(crate) use backends::PassiveConfig;
+pub(crate) use certs::{server_name, ClientCerts, ListenerCerts};
+pub(crate) use consistency::{
     Consistency, PositionSource, PositionsConfig, SessionConfig, SessionKey, DEFAULT_SESSIONS,
 };
 pub use discovery::{
     DiscoveredTls, DiscoveryConfig, DnsDiscovery, DnsLookup, MembersDiscovery, MembersKind, Scheme,
 };
-pub use document::{Config, HttpReuse};
+pub use document::Config;
+pub(crate) use document::HttpReuse;
 pub use error::{ConfigError, Problem};
-pub use explain::{explain, explain_text};
-pub use limits::{Limits, Timeouts, DEFAULT_MAX_UPSTREAM_CONNECTIONS};
-pub use listen::TlsConfig;
+#[cfg(test)]
+use explain::explain;
+pub use explain::explain_text;
+pub(crate) use limits::{Limits, Timeouts};
+pub(crate) use listen::TlsConfig;
 pub use load::{load, parse};
-pub use locate::Locator;
+pub(crate) use locate::Locator;
 pub use native::{ProbeAuth, ProbeKind, Secret, DEFAULT_POSTGRES_USER};
-pub use probes::{
-    Expect, HealthConfig, JsonExpect, JsonWant, LeaderConfig, NativeProbe, ProbeConfig,
-};
+pub(crate) use probes::{Expect, JsonWant};
+pub use probes::{HealthConfig, JsonExpect, LeaderConfig, NativeProbe, ProbeConfig};
 pub use reads::{Hedge, Policy, ReadsConfig};
 pub use routes::{MethodSet, Role, Route, Rule};
-pub use tcp::{OnUnhealthy, TcpListen, DEFAULT_TCP_IDLE};
-pub use types::{Dur, Method, OneOrMany, Pointer, Re, Size};
-pub use upstream_tls::{BackendTls, UpstreamTlsSettings};
-pub use writes::{BodyRule, NotLeader, RetryAmbiguous, WritesConfig, MAX_REPLAY_BODY_LIMIT};
+pub(crate) use tcp::OnUnhealthy;
+pub use tcp::TcpListen;
+#[cfg(test)]
+pub(crate) use tcp::DEFAULT_TCP_IDLE;
+pub(crate) use types::{Dur, Method, OneOrMany, Pointer, Re, Size};
+pub(crate) use upstream_tls::{BackendTls, UpstreamTlsSettings};
+pub(crate) use writes::{RetryAmbiguous, WritesConfig};
 
 use validator::{PresetSource, Validator};
 

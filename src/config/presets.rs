@@ -29,12 +29,12 @@ const PRESETS: &[(&str, &str)] = &[
 pub const NEVER_FROM_PRESET: &[&str] = &["backends", "listen", "admin"];
 
 /// The names of every preset, in the order they are listed.
-pub fn names() -> impl Iterator<Item = &'static str> {
+pub(crate) fn names() -> impl Iterator<Item = &'static str> {
     PRESETS.iter().map(|(n, _)| *n)
 }
 
 /// The YAML document of preset `name`.
-pub fn document(name: &str) -> Option<&'static str> {
+pub(crate) fn document(name: &str) -> Option<&'static str> {
     PRESETS.iter().find(|(n, _)| *n == name).map(|(_, d)| *d)
 }
 

@@ -73,29 +73,29 @@ pub(super) struct RawHeaderExpect {
 
 /// What a probe answer must satisfy; every given condition must hold.
 #[derive(Debug, Clone, Default)]
-pub struct Expect {
+pub(crate) struct Expect {
     /// Accepted status codes; `None` means any 2xx.
-    pub status: Option<Vec<u16>>,
+    pub(crate) status: Option<Vec<u16>>,
     /// A regex the body must match; default none.
-    pub body_regex: Option<regex::Regex>,
+    pub(crate) body_regex: Option<regex::Regex>,
     /// A condition on a JSON value of the body; default none.
-    pub json: Option<JsonExpect>,
+    pub(crate) json: Option<JsonExpect>,
     /// A header that must have exactly this value; default none.
-    pub header: Option<(http::HeaderName, String)>,
+    pub(crate) header: Option<(http::HeaderName, String)>,
 }
 
 /// A JSON pointer condition on the probe body.
 #[derive(Debug, Clone)]
 pub struct JsonExpect {
     /// JSON pointer (RFC 6901) to the value compared.
-    pub pointer: String,
+    pub(crate) pointer: String,
     /// What the value must be.
-    pub want: JsonWant,
+    pub(crate) want: JsonWant,
 }
 
 /// What the pointed-at JSON value must be.
 #[derive(Debug, Clone)]
-pub enum JsonWant {
+pub(crate) enum JsonWant {
     /// Equal to this value (a string also matches the same number written as a string).
     Equals(serde_json::Value),
     /// Equal to the value at another pointer of the same document (etcd: member_id == leader).
@@ -132,7 +132,7 @@ pub struct ProbeConfig {
     /// Longest wait for a probe answer; shorter than `interval`.
     pub timeout: Duration,
     /// What a passing answer looks like.
-    pub expect: Expect,
+    pub(crate) expect: Expect,
 }
 
 /// Health probe plus its hysteresis.
@@ -156,12 +156,12 @@ pub struct LeaderConfig {
     /// Consecutive failed leader probes (timeout, broken answer) that drop a
     /// claim; default 2. A connect refusal or an answer that says "not the
     /// leader" drops it at once.
-    pub fall: u32,
+    pub(crate) fall: u32,
     /// Leader probe interval while no usable leader is known; default 25ms.
-    pub fast_interval: Duration,
+    pub(crate) fast_interval: Duration,
     /// JSON pointer to a raft term; the higher term wins when two backends
     /// claim, and a claimant whose term is lower than one already seen never leads.
-    pub term_pointer: Option<String>,
+    pub(crate) term_pointer: Option<String>,
 }
 
 impl ProbeConfig {

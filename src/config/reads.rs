@@ -71,27 +71,27 @@ pub struct ReadsConfig {
     /// Send reads to the leader when no follower is healthy; default true.
     pub fallback_to_leader: bool,
     /// Retry a read once on another follower after a connect failure or a 502/503; default true.
-    pub retry: bool,
+    pub(crate) retry: bool,
     /// `reads.try_timeout`: how long the first try of a read may wait for
     /// its answer's headers before the read goes to another backend (the
     /// retry rules of `retry`); default none (only
     /// `timeouts.response_headers`). Not on `long_poll` routes.
-    pub try_timeout: Option<Duration>,
+    pub(crate) try_timeout: Option<Duration>,
     /// `reads.hedge`: default none (one try at a time).
-    pub hedge: Option<Hedge>,
+    pub(crate) hedge: Option<Hedge>,
     /// Default `eventual`.
-    pub consistency: Consistency,
+    pub(crate) consistency: Consistency,
     /// What identifies a session for read-your-writes; default none.
-    pub session: Option<SessionConfig>,
+    pub(crate) session: Option<SessionConfig>,
     /// Followers whose probed position is more than this many positions
     /// behind the leader's in the last position round (or whose lag is
     /// unknown) get no reads; default none (no limit).
-    pub max_lag: Option<u64>,
+    pub(crate) max_lag: Option<u64>,
     /// Without `positions.probe`, a session's reads go to the leader this
     /// long after each of its successful writes; default 2s. (With probed
     /// positions, a write whose position is unknown holds its session on
     /// the leader until a later position round reads the leader's.)
-    pub after_write_window: Duration,
+    pub(crate) after_write_window: Duration,
 }
 
 impl Validator {

@@ -65,7 +65,7 @@ impl MethodSet {
 
     /// The methods of the set: the standard ones in a fixed order, then
     /// the extension methods as listed.
-    pub fn methods(&self) -> Vec<http::Method> {
+    pub(crate) fn methods(&self) -> Vec<http::Method> {
         use http::Method as M;
         let standard = [
             M::GET,
@@ -86,7 +86,7 @@ impl MethodSet {
 
     /// Whether `m` is in the set (no allocation).
     #[inline]
-    pub fn contains(&self, m: &http::Method) -> bool {
+    pub(crate) fn contains(&self, m: &http::Method) -> bool {
         match bit(m) {
             Some(b) => self.bits & b != 0,
             None => self.other.contains(m),

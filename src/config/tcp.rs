@@ -15,7 +15,7 @@ use super::{Dur, Policy, Validator};
 /// Default `tcp[].idle`: a connection with no byte either way for this
 /// long is closed (HAProxy's `timeout client`/`server` in Patroni's
 /// documented template).
-pub const DEFAULT_TCP_IDLE: Duration = Duration::from_secs(30 * 60);
+pub(crate) const DEFAULT_TCP_IDLE: Duration = Duration::from_secs(30 * 60);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,7 +36,7 @@ pub(super) struct RawTcpListen {
 /// drained, ejected).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum OnUnhealthy {
+pub(crate) enum OnUnhealthy {
     /// Keep them (default): the follower gets no new connections.
     #[default]
     Keep,
@@ -46,7 +46,7 @@ pub enum OnUnhealthy {
 
 impl OnUnhealthy {
     /// The YAML spelling.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             OnUnhealthy::Keep => "keep",
             OnUnhealthy::Close => "close",
@@ -66,18 +66,18 @@ pub struct TcpListen {
     pub to: Role,
     /// `tcp[].policy`: how a read listener picks a follower; default
     /// `reads.policy`.
-    pub policy: Policy,
+    pub(crate) policy: Policy,
     /// `tcp[].proxy_protocol`: every connection starts with a PROXY
     /// protocol header (v1 or v2) from a `trusted_proxies` peer; default false.
-    pub proxy_protocol: bool,
+    pub(crate) proxy_protocol: bool,
     /// `tcp[].send_proxy_protocol`: a PROXY protocol v2 header with the
     /// client's address starts every connection to a backend; default false.
-    pub send_proxy_protocol: bool,
+    pub(crate) send_proxy_protocol: bool,
     /// `tcp[].idle`: no byte either way for this long closes the
     /// connection; default [`DEFAULT_TCP_IDLE`] (30 minutes).
-    pub idle: Duration,
+    pub(crate) idle: Duration,
     /// `tcp[].on_unhealthy` (read listeners): default `keep`.
-    pub on_unhealthy: OnUnhealthy,
+    pub(crate) on_unhealthy: OnUnhealthy,
 }
 
 impl Validator {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::*;
 
 /// The config from the foundation issue, verbatim.
-pub const ISSUE_CONFIG: &str = r#"listen: 127.0.0.1:8080          # one address or a list
+pub(crate) const ISSUE_CONFIG: &str = r#"listen: 127.0.0.1:8080          # one address or a list
 admin: 127.0.0.1:9901            # metrics/health listener (may be a stub in this issue)
 backends:
   - { name: n1, url: "http://127.0.0.1:2379" }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 /// A human duration: `250ms`, `2s`, `1m`, `1h 30m`. Bare numbers are
 /// rejected because their unit would be a guess.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Dur(pub Duration);
+pub(crate) struct Dur(pub Duration);
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -43,11 +43,11 @@ impl<'de> Deserialize<'de> for Dur {
 /// A size in bytes: a plain integer, or a number with a unit
 /// (`B`, `KiB`, `MiB`, `GiB`, `KB`, `MB`, `GB`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Size(pub u64);
+pub(crate) struct Size(pub u64);
 
 impl Size {
     /// Parses `64KiB`, `1MiB`, `512`, `10 MB`.
-    pub fn parse(s: &str) -> Result<Size, String> {
+    pub(crate) fn parse(s: &str) -> Result<Size, String> {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
@@ -100,7 +100,7 @@ impl<'de> Deserialize<'de> for Size {
 
 /// A regular expression, compiled while the config is read.
 #[derive(Clone)]
-pub struct Re(pub regex::Regex);
+pub(crate) struct Re(pub regex::Regex);
 
 impl fmt::Debug for Re {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -122,7 +122,7 @@ impl<'de> Deserialize<'de> for Re {
 
 /// An HTTP method name (`GET`, `POST`, …), upper case.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Method(pub http::Method);
+pub(crate) struct Method(pub http::Method);
 
 impl<'de> Deserialize<'de> for Method {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -140,7 +140,7 @@ impl<'de> Deserialize<'de> for Method {
 
 /// A JSON pointer (RFC 6901): empty, or starting with `/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pointer(pub String);
+pub(crate) struct Pointer(pub String);
 
 impl<'de> Deserialize<'de> for Pointer {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -157,7 +157,7 @@ impl<'de> Deserialize<'de> for Pointer {
 /// One address or a list of addresses.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum OneOrMany<T> {
+pub(crate) enum OneOrMany<T> {
     /// A single value written as itself.
     One(T),
     /// A YAML list.
@@ -166,7 +166,7 @@ pub enum OneOrMany<T> {
 
 impl<T> OneOrMany<T> {
     /// The values, one or many, in order.
-    pub fn into_vec(self) -> Vec<T> {
+    pub(crate) fn into_vec(self) -> Vec<T> {
         match self {
             OneOrMany::One(t) => vec![t],
             OneOrMany::Many(v) => v,

@@ -43,29 +43,29 @@ impl RawUpstreamTls {
 /// backend's own `tls` keys on top (paths resolved against the config
 /// file's directory).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct UpstreamTlsSettings {
+pub(crate) struct UpstreamTlsSettings {
     /// CA bundle; default none = the system's roots.
-    pub ca: Option<PathBuf>,
+    pub(crate) ca: Option<PathBuf>,
     /// Client certificate chain and key (mTLS); default none.
-    pub cert: Option<PathBuf>,
+    pub(crate) cert: Option<PathBuf>,
     /// The private key of `cert`; given with it.
-    pub key: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
     /// The name verified instead of the URL's host; default none.
-    pub server_name: Option<String>,
+    pub(crate) server_name: Option<String>,
     /// Accept any certificate; default false.
-    pub insecure_skip_verify: bool,
+    pub(crate) insecure_skip_verify: bool,
 }
 
 /// TLS to one backend: its settings and the certificates read from them.
 #[derive(Clone)]
 pub struct BackendTls {
     /// The merged settings as written.
-    pub settings: UpstreamTlsSettings,
+    pub(crate) settings: UpstreamTlsSettings,
     /// What the certificate must be valid for (and SNI when a DNS name).
-    pub server_name: ServerName<'static>,
+    pub(crate) server_name: ServerName<'static>,
     /// Read from the files at load time; shared by backends with the same
     /// files (`crate::upstream::tls` builds the rustls configs from it).
-    pub client: Arc<ClientCerts>,
+    pub(crate) client: Arc<ClientCerts>,
 }
 
 impl fmt::Debug for BackendTls {

@@ -38,7 +38,7 @@ pub(super) struct RawBodyRule {
 
 /// Upper bound of `writes.replay_body_limit`: one request may not hold more
 /// than this in memory for a re-send.
-pub const MAX_REPLAY_BODY_LIMIT: u64 = 64 << 20;
+pub(crate) const MAX_REPLAY_BODY_LIMIT: u64 = 64 << 20;
 
 /// How a backend says "I am not the leader" when refusing a write.
 ///
@@ -46,38 +46,38 @@ pub const MAX_REPLAY_BODY_LIMIT: u64 = 64 << 20;
 /// success makes the proxy apply that write twice: body rules are scoped
 /// by status and should be anchored to the refusal's exact shape.
 #[derive(Debug, Clone, Default)]
-pub struct NotLeader {
+pub(crate) struct NotLeader {
     /// Answers with these statuses (never 2xx) are refusals, whatever the body.
-    pub status: Vec<u16>,
+    pub(crate) status: Vec<u16>,
     /// Answers whose status is in a rule's list and whose body (at most
     /// 64 KiB, read whole) matches its regex are refusals.
-    pub body: Vec<BodyRule>,
+    pub(crate) body: Vec<BodyRule>,
     /// A 3xx whose Location names a configured backend is a leader hint.
-    pub redirect: bool,
+    pub(crate) redirect: bool,
 }
 
 /// One status-scoped body matcher of [`NotLeader`].
 #[derive(Debug, Clone)]
-pub struct BodyRule {
+pub(crate) struct BodyRule {
     /// Statuses the rule applies to.
-    pub status: Vec<u16>,
+    pub(crate) status: Vec<u16>,
     /// Matched against the body (read whole, at most 64 KiB).
-    pub regex: regex::Regex,
+    pub(crate) regex: regex::Regex,
 }
 
 impl NotLeader {
     /// Whether no refusal is recognised at all.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.status.is_empty() && self.body.is_empty() && !self.redirect
     }
 
     /// Whether an answer with this status needs its body read to be judged.
-    pub fn scans_body(&self, status: u16) -> bool {
+    pub(crate) fn scans_body(&self, status: u16) -> bool {
         self.body.iter().any(|r| r.status.contains(&status))
     }
 
     /// Whether a body of an answer with `status` is a refusal.
-    pub fn body_matches(&self, status: u16, body: &[u8]) -> bool {
+    pub(crate) fn body_matches(&self, status: u16, body: &[u8]) -> bool {
         let text = String::from_utf8_lossy(body);
         self.body
             .iter()
@@ -89,7 +89,7 @@ impl NotLeader {
 /// sent again (`writes.retry_ambiguous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RetryAmbiguous {
+pub(crate) enum RetryAmbiguous {
     /// Never: the client gets a 502/504 and decides (default).
     Never,
     /// PUT and DELETE (idempotent by RFC 9110 §9.2.2) and any request with an
@@ -106,11 +106,11 @@ pub struct WritesConfig {
     pub max_held: usize,
     /// Write bodies up to this many bytes are kept for a re-send (when a
     /// re-send is possible at all); default 1 MiB, at most 64 MiB.
-    pub replay_body_limit: u64,
+    pub(crate) replay_body_limit: u64,
     /// How a non-leader refuses a write; default nothing recognised.
-    pub not_leader: NotLeader,
+    pub(crate) not_leader: NotLeader,
     /// Default `never`.
-    pub retry_ambiguous: RetryAmbiguous,
+    pub(crate) retry_ambiguous: RetryAmbiguous,
 }
 
 impl Validator {

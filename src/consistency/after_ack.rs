@@ -20,7 +20,7 @@ type Batch = watch::Sender<Option<Option<u64>>>;
 /// The position of `backend` read by a probe that started after this
 /// call; `None` when that probe failed. The batch state is the backend's
 /// own (`Backend::after_ack`; only the leader's is used).
-pub async fn position(
+pub(crate) async fn position(
     backend: &Arc<Backend>,
     probe: &(ProbeConfig, PositionSource),
 ) -> Option<u64> {

@@ -1,17 +1,17 @@
 //! Read-your-writes: what a read must see, and where that leaves it.
 //!
 //! A write's replication position P (from its answer, or the leader's
-//! position probed after it was acknowledged, [`after_ack`]) is remembered
-//! for the client's session ([`sessions`]) and returned as
+//! position probed after it was acknowledged, `after_ack`) is remembered
+//! for the client's session (`sessions`) and returned as
 //! `x-leaderproxy-position`. A later read of that session, or one that
 //! carries the header, may only go to a backend whose probed position is at
 //! least P; the leader always qualifies. A position from a client is only a
 //! lower bound that is checked against the table: it never names a backend.
-//! The rule itself is decided in [`crate::routing::freshness`]; this layer
+//! The rule itself is decided in `crate::routing::freshness`; this layer
 //! keeps the sessions and runs the after-ack probes.
 
-pub mod after_ack;
-pub mod sessions;
+pub(crate) mod after_ack;
+pub(crate) mod sessions;
 
 use std::net::IpAddr;
 
@@ -21,7 +21,7 @@ use http::HeaderMap;
 pub use sessions::{Sessions, Written};
 
 /// The header a write's position is returned in, and a read may carry.
-pub static POSITION_HEADER: http::HeaderName =
+pub(crate) static POSITION_HEADER: http::HeaderName =
     http::HeaderName::from_static("x-leaderproxy-position");
 
 // Need is what a read must see, plain data owned by routing (the table
@@ -29,7 +29,7 @@ pub static POSITION_HEADER: http::HeaderName =
 impl Need {
     /// What a read needs, from the session's last write and the client's
     /// own `x-leaderproxy-position` (the larger position wins).
-    pub fn of(session: Option<sessions::Entry>, from_client: Option<u64>) -> Need {
+    pub(crate) fn of(session: Option<sessions::Entry>, from_client: Option<u64>) -> Need {
         let (pos, until, round) = session.map_or((None, None, None), |e| {
             (e.position, e.leader_until, e.after_round)
         });
@@ -40,14 +40,14 @@ impl Need {
 /// The position a client sent in `x-leaderproxy-position`, taken out of
 /// the request (it is the proxy's business, not the backend's); `None`
 /// when absent or not an integer.
-pub fn take_client_position(headers: &mut HeaderMap) -> Option<u64> {
+pub(crate) fn take_client_position(headers: &mut HeaderMap) -> Option<u64> {
     let v = headers.remove(&POSITION_HEADER)?;
     v.to_str().ok()?.trim().parse().ok()
 }
 
 /// The session a request belongs to: the value of the configured header or
 /// cookie, or the client's address. `None` when the request carries none.
-pub fn session_value<'a>(
+pub(crate) fn session_value<'a>(
     key: &'a SessionKey,
     headers: &'a HeaderMap,
     client_ip: &IpAddr,

@@ -27,14 +27,14 @@ const SHARDED_FROM: usize = 1024;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Entry {
     /// The highest position any of its writes was known at.
-    pub position: Option<u64>,
+    pub(crate) position: Option<u64>,
     /// A write without a known position: reads go to the leader until then.
-    pub leader_until: Option<Instant>,
+    pub(crate) leader_until: Option<Instant>,
     /// A write without a known position while positions are probed: reads
     /// go to the leader until position round number this (the first that
     /// started after the write) has read the leader's position, which then
     /// becomes the session's position ([`Sessions::resolve`]).
-    pub after_round: Option<u64>,
+    pub(crate) after_round: Option<u64>,
 }
 
 /// What a write left behind.
@@ -43,14 +43,22 @@ pub enum Written {
     /// Applied at this position (or earlier).
     At(u64),
     /// No position known: the session's reads stay on the leader until then.
-    Unknown { until: Instant },
+    Unknown {
+        /// When the session's reads may leave the leader.
+        until: Instant,
+    },
     /// No position known, positions probed: the session's reads stay on
     /// the leader until position round `round` has read the leader's.
-    Pending { round: u64 },
+    Pending {
+        /// The first position round that started after the write.
+        round: u64,
+    },
 }
 
 type Shards = Vec<Mutex<LruCache<u64, Entry>>>;
 
+/// What each session last wrote, bounded: the least recently used session
+/// is forgotten past `capacity` (counted in `evictions`, size in `size`).
 pub struct Sessions {
     /// Swapped whole when the capacity changes (reload).
     shards: ArcSwap<Shards>,
@@ -68,6 +76,8 @@ fn build(capacity: usize) -> Shards {
 }
 
 impl Sessions {
+    /// Room for `capacity` sessions (sharded from a size on, so that busy
+    /// workers do not contend on one lock).
     pub fn new(
         capacity: usize,
         evictions: prometheus::IntCounter,
@@ -127,7 +137,7 @@ impl Sessions {
     /// `position`: a session waiting for round `done` or an earlier one
     /// takes it as its position and is no longer held on the leader.
     /// Returns the entry after the change.
-    pub fn resolve(&self, id: u64, done: u64, position: u64) -> Option<Entry> {
+    pub(crate) fn resolve(&self, id: u64, done: u64, position: u64) -> Option<Entry> {
         self.with_shard(id, |s| {
             let e = s.get_mut(&id)?;
             if round_settles(e.after_round, done) {
@@ -142,7 +152,7 @@ impl Sessions {
     /// are forgotten when it changes (their reads fall back to the
     /// followers' positions at once, or to the leader for a client that
     /// sends `x-leaderproxy-position`).
-    pub fn set_capacity(&self, capacity: usize) {
+    pub(crate) fn set_capacity(&self, capacity: usize) {
         if self.capacity.load(Ordering::Relaxed) == capacity {
             return;
         }
@@ -152,6 +162,7 @@ impl Sessions {
         }
     }
 
+    /// How many sessions fit (`consistency.sessions`).
     pub fn capacity(&self) -> usize {
         self.capacity.load(Ordering::Relaxed)
     }

@@ -21,7 +21,7 @@ use crate::routing::Shared;
 
 /// Builds the resolver. No answer cache: every lookup asks (the interval
 /// is the cache), so a change is seen one interval later at most.
-pub fn resolver(ns: &Nameservers) -> Result<TokioResolver, String> {
+pub(crate) fn resolver(ns: &Nameservers) -> Result<TokioResolver, String> {
     let mut builder = match ns {
         Nameservers::System => TokioResolver::builder_tokio()
             .map_err(|e| format!("cannot read the system resolver config: {e}"))?,
@@ -52,7 +52,7 @@ pub fn resolver(ns: &Nameservers) -> Result<TokioResolver, String> {
 }
 
 /// One lookup: the addresses found, sorted, without duplicates.
-pub async fn lookup(r: &TokioResolver, d: &DnsDiscovery) -> Result<Vec<Found>, String> {
+pub(crate) async fn lookup(r: &TokioResolver, d: &DnsDiscovery) -> Result<Vec<Found>, String> {
     let https = d.scheme == Scheme::Https;
     let mut found: Vec<Found> = match &d.lookup {
         DnsLookup::Addresses { name, port } => r

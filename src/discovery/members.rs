@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::routing::{LeaderState, RoutingTable, Shared};
 
 /// The request that reads the member list of `kind`.
-pub fn request(kind: MembersKind, cfg: &Config) -> ProbeConfig {
+pub(crate) fn request(kind: MembersKind, cfg: &Config) -> ProbeConfig {
     let (method, path, body) = match kind {
         MembersKind::Etcd => (
             http::Method::POST,
@@ -41,7 +41,7 @@ pub fn request(kind: MembersKind, cfg: &Config) -> ProbeConfig {
 /// Reads an answer of `kind` given by `asked` (the backend that answered:
 /// its scheme and port are used where the answer has no HTTP address —
 /// consul's raft peers, a patroni member without `api_url`).
-pub fn parse(kind: MembersKind, body: &[u8], asked: &Found) -> Result<Vec<Found>, String> {
+pub(crate) fn parse(kind: MembersKind, body: &[u8], asked: &Found) -> Result<Vec<Found>, String> {
     match kind {
         MembersKind::Etcd => parse_etcd(body),
         MembersKind::Patroni => parse_patroni(body, asked),
@@ -83,7 +83,7 @@ fn finish(mut out: Vec<Found>) -> Result<Vec<Found>, String> {
 /// PostgreSQL address, not HTTP: a member without `api_url` (not seen in
 /// practice) is taken at its `host` with the scheme and port of the member
 /// that answered.
-pub fn parse_patroni(body: &[u8], asked: &Found) -> Result<Vec<Found>, String> {
+pub(crate) fn parse_patroni(body: &[u8], asked: &Found) -> Result<Vec<Found>, String> {
     let doc = json(body)?;
     let members = doc
         .get("members")
@@ -118,7 +118,7 @@ pub fn parse_patroni(body: &[u8], asked: &Found) -> Result<Vec<Found>, String> {
 /// node (a bare list is taken too). Every node with an `api_addr` (the HTTP
 /// API; `addr` is raft), named by its id; a node the answering one could
 /// not reach has an empty `api_addr` and is left out.
-pub fn parse_rqlite(body: &[u8]) -> Result<Vec<Found>, String> {
+pub(crate) fn parse_rqlite(body: &[u8]) -> Result<Vec<Found>, String> {
     let doc = json(body)?;
     let nodes: Vec<(Option<String>, &serde_json::Value)> = match &doc {
         serde_json::Value::Array(list) => list.iter().map(|n| (None, n)).collect(),
@@ -155,7 +155,7 @@ pub fn parse_rqlite(body: &[u8]) -> Result<Vec<Found>, String> {
 /// host with the scheme and port of the server that answered (its HTTP
 /// API, 8500 by default, the same on every server); consul reports no
 /// names, so backends are named `host:port`.
-pub fn parse_consul(body: &[u8], asked: &Found) -> Result<Vec<Found>, String> {
+pub(crate) fn parse_consul(body: &[u8], asked: &Found) -> Result<Vec<Found>, String> {
     let peers: Vec<String> = serde_json::from_slice(body)
         .map_err(|e| format!("peer list is not a JSON list of strings: {e}"))?;
     let mut out = Vec::new();
@@ -175,7 +175,7 @@ pub fn parse_consul(body: &[u8], asked: &Found) -> Result<Vec<Found>, String> {
 /// etcd v3 `MemberListResponse` (JSON gateway): every member that has
 /// started (a name and a client URL) and is not a learner (learners serve
 /// no client requests), named by its name, at its first client URL.
-pub fn parse_etcd(body: &[u8]) -> Result<Vec<Found>, String> {
+pub(crate) fn parse_etcd(body: &[u8]) -> Result<Vec<Found>, String> {
     let doc = json(body)?;
     let members = doc
         .get("members")

@@ -1,17 +1,17 @@
-//! Backends found at run time: by DNS ([`dns`]) and from the cluster's own
-//! member list ([`members`]).
+//! Backends found at run time: by DNS (`dns`) and from the cluster's own
+//! member list (`members`).
 //!
-//! The loops that ask DNS and the members ([`run`]) only report answers to
-//! the monitor ([`MonitorHandle::discovered`]). What one discovered address
-//! is ([`Found`]), a source's set with removal hysteresis and which backends
+//! The loops that ask DNS and the members (`run`) only report answers to
+//! the monitor (`MonitorHandle::discovered`). What one discovered address
+//! is (`Found`), a source's set with removal hysteresis and which backends
 //! are wanted are pure decisions of the layer below, in
 //! `crate::health::membership`: the monitor keeps each source's set and
 //! reconciles its backends with the same code a reload uses (backends at an
 //! unchanged address keep their health, in-flight count and pooled
 //! connections).
 
-pub mod dns;
-pub mod members;
+pub(crate) mod dns;
+pub(crate) mod members;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use crate::health::monitor::MonitorHandle;
 use crate::metrics::Metrics;
 use crate::routing::Shared;
 
-pub use crate::health::membership::{Found, Source};
+pub(crate) use crate::health::membership::{Found, Source};
 
 /// How the discovery loops reach DNS.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +37,7 @@ pub enum Nameservers {
 /// Options of the discovery loops that are not config keys.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
+    /// Where DNS discovery asks (default: the system's resolvers).
     pub nameservers: Nameservers,
 }
 
@@ -80,7 +81,12 @@ impl Reporter {
 /// Starts both discovery loops on the current runtime. Each reads its
 /// settings from the config in force (so a reload can turn it on, off or
 /// change it) and reports to the monitor.
-pub fn run(shared: Arc<Shared>, monitor: MonitorHandle, metrics: Arc<Metrics>, opts: Options) {
+pub(crate) fn run(
+    shared: Arc<Shared>,
+    monitor: MonitorHandle,
+    metrics: Arc<Metrics>,
+    opts: Options,
+) {
     tokio::spawn(dns::run(
         shared.clone(),
         monitor.clone(),

@@ -1,6 +1,6 @@
 //! Reading a framed body out of a read buffer, for both directions (the
-//! client's request body in [`super::server`], the backend's response body
-//! in [`super::client`]): by length, by chunks (trailers included) or until
+//! client's request body in `crate::server::h1`, the backend's response body
+//! in `crate::upstream::h1`): by length, by chunks (trailers included) or until
 //! the peer closes. Pure: the caller fills the buffer when asked.
 
 use bytes::{Buf, Bytes, BytesMut};

@@ -26,11 +26,11 @@ pub enum Framing {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChunkedLimits {
     /// Most bytes of chunk extensions on one chunk-size line.
-    pub max_extension_bytes: usize,
+    pub(crate) max_extension_bytes: usize,
     /// Most bytes in the trailer section (final empty line included).
-    pub max_trailer_bytes: usize,
+    pub(crate) max_trailer_bytes: usize,
     /// Most trailer field lines.
-    pub max_trailers: usize,
+    pub(crate) max_trailers: usize,
 }
 
 impl Default for ChunkedLimits {
@@ -53,7 +53,7 @@ pub enum ChunkedError {
     SizeTooLong,
     /// A chunk extension that is not `;name[=token|quoted-string]`.
     BadExtension,
-    /// Chunk extensions longer than [`ChunkedLimits::max_extension_bytes`].
+    /// Chunk extensions longer than `ChunkedLimits::max_extension_bytes`.
     ExtensionTooLong,
     /// A line that does not end in CRLF (bare LF, or data past the chunk size).
     BadLineEnding,
@@ -64,7 +64,7 @@ pub enum ChunkedError {
 }
 
 impl ChunkedError {
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             ChunkedError::BadSize => "invalid chunk size",
             ChunkedError::SizeTooLong => "chunk size too long",
@@ -96,7 +96,10 @@ pub enum Decoded {
     /// The body is over. `trailers` is the range of the trailer field lines
     /// (each with its CRLF, the final empty line excluded; empty if none),
     /// already checked like head fields.
-    End { trailers: Range<usize> },
+    End {
+        /// The trailer field lines' range in the input.
+        trailers: Range<usize>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,7 +129,7 @@ impl Default for ChunkedDecoder {
 const MAX_SIZE_DIGITS: usize = 16;
 
 impl ChunkedDecoder {
-    pub fn new(limits: ChunkedLimits) -> Self {
+    pub(crate) fn new(limits: ChunkedLimits) -> Self {
         ChunkedDecoder {
             state: State::Size,
             limits,
@@ -382,7 +385,7 @@ fn check_trailers(s: &[u8], lines: usize) -> Result<(), ChunkedError> {
 }
 
 /// A chunk-size line for a chunk of `len` bytes (`{hex}\r\n`), on the stack,
-/// for a vectored write ahead of the data (which [`CRLF`] follows).
+/// for a vectored write ahead of the data (which `CRLF` follows).
 #[derive(Clone, Copy, Debug)]
 pub struct ChunkHeader {
     buf: [u8; 18],
@@ -390,7 +393,7 @@ pub struct ChunkHeader {
 }
 
 impl ChunkHeader {
-    pub fn new(len: u64) -> Self {
+    pub(crate) fn new(len: u64) -> Self {
         let mut buf = [0u8; 18];
         let digits = if len == 0 {
             1
@@ -409,13 +412,13 @@ impl ChunkHeader {
         }
     }
 
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len as usize]
     }
 }
 
 /// Ends every chunk's data.
-pub const CRLF: &[u8] = b"\r\n";
+pub(crate) const CRLF: &[u8] = b"\r\n";
 
 /// Appends one chunk holding `data` (nothing for empty `data`: an empty
 /// chunk would end the body).

@@ -156,7 +156,9 @@ impl std::error::Error for HeadError {}
 /// HTTP/1.x minor version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {
+    /// `HTTP/1.0`.
     Http10,
+    /// `HTTP/1.1`.
     Http11,
 }
 
@@ -164,19 +166,33 @@ pub enum Version {
 /// rewriting compares a byte, not a string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Name {
+    /// Any field the codec does not act on.
     Other,
+    /// `Host`.
     Host,
+    /// `Content-Length`.
     ContentLength,
+    /// `Transfer-Encoding`.
     TransferEncoding,
+    /// `Connection`.
     Connection,
+    /// `Keep-Alive`.
     KeepAlive,
+    /// `Proxy-Connection`.
     ProxyConnection,
+    /// `Proxy-Authorization`.
     ProxyAuthorization,
+    /// `TE`.
     Te,
+    /// `Upgrade`.
     Upgrade,
+    /// `Expect`.
     Expect,
+    /// `X-Forwarded-For`.
     XForwardedFor,
+    /// `X-Forwarded-Proto`.
     XForwardedProto,
+    /// `X-Forwarded-Host`.
     XForwardedHost,
 }
 
@@ -221,8 +237,11 @@ impl Name {
 /// One field line: name and value (surrounding whitespace trimmed) as spans.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Field {
+    /// The field name as received.
     pub name: Span,
+    /// The value, leading and trailing whitespace trimmed.
     pub value: Span,
+    /// The name, recognised once.
     pub kind: Name,
 }
 
@@ -230,6 +249,7 @@ pub struct Field {
 /// keeps its vectors' capacity.
 #[derive(Clone, Debug, Default)]
 pub struct RequestHead {
+    /// The method token.
     pub method: Span,
     /// The request target as received.
     pub target: Span,
@@ -239,7 +259,9 @@ pub struct RequestHead {
     pub path: Span,
     /// The authority of an absolute-form target.
     pub authority: Option<Span>,
+    /// The version; `None` until a head was parsed.
     pub version: Option<Version>,
+    /// The field lines, in order.
     pub fields: Vec<Field>,
     /// How the body is delimited: `None`, `Length(n)` or `Chunked`.
     pub framing: Framing,
@@ -247,9 +269,9 @@ pub struct RequestHead {
     /// `Connection: close`; 1.0 only with `Connection: keep-alive`).
     pub keep_alive: bool,
     /// HTTP/1.1 with `Expect: 100-continue` (ignored in 1.0, RFC 9110 §10.1.1).
-    pub expect_continue: bool,
+    pub(crate) expect_continue: bool,
     /// HTTP/1.1 with an `Upgrade` field (ignored in 1.0, RFC 9110 §7.8).
-    pub upgrade: bool,
+    pub(crate) upgrade: bool,
     /// `TE` lists `trailers`.
     pub te_trailers: bool,
     /// The value of the single `Host` field.
@@ -257,29 +279,29 @@ pub struct RequestHead {
     /// The names listed in `Connection` (all lines, empty elements skipped).
     pub connection: Vec<Span>,
     /// The method is HEAD (its response has no body).
-    pub is_head: bool,
+    pub(crate) is_head: bool,
     /// Bytes of the head; the body starts here.
-    pub head_len: usize,
+    pub(crate) head_len: usize,
 }
 
 /// A parsed response head.
 #[derive(Clone, Debug, Default)]
 pub struct ResponseHead {
-    pub status: u16,
-    pub reason: Span,
-    pub version: Option<Version>,
-    pub fields: Vec<Field>,
+    pub(crate) status: u16,
+    pub(crate) reason: Span,
+    pub(crate) version: Option<Version>,
+    pub(crate) fields: Vec<Field>,
     /// `None` (HEAD, 1xx, 204, 304), `Length(n)`, `Chunked` or `Close`
     /// (read until the backend closes).
-    pub framing: Framing,
+    pub(crate) framing: Framing,
     /// The valid Content-Length, if any (kept for HEAD and 304 answers,
     /// where it describes the representation, not this message).
-    pub content_length: Option<u64>,
+    pub(crate) content_length: Option<u64>,
     /// The upstream connection may be reused after this response.
-    pub keep_alive: bool,
+    pub(crate) keep_alive: bool,
     /// 1xx other than 101: another head follows on the same connection.
-    pub interim: bool,
+    pub(crate) interim: bool,
     /// The names listed in `Connection`.
-    pub connection: Vec<Span>,
-    pub head_len: usize,
+    pub(crate) connection: Vec<Span>,
+    pub(crate) head_len: usize,
 }

@@ -1,6 +1,6 @@
 //! The HTTP/1.1 codec: pure functions over byte buffers, no I/O.
 //!
-//! - [`parse`]: request and response heads (`httparse`), with every decision
+//! - `parse`: request and response heads (`httparse`), with every decision
 //!   the proxy needs taken once (body framing, keep-alive, `Expect`,
 //!   `Upgrade`, `TE: trailers`, `Host`, the names listed in `Connection`) and
 //!   every smuggling shape refused with a typed error.
@@ -13,11 +13,11 @@
 //! Parsed heads hold no copies: a [`Span`] is a range into the buffer the head
 //! was parsed from, and the caller hands that buffer back to read it.
 
-pub mod body;
+pub(crate) mod body;
 mod fields;
 pub mod framing;
-pub mod head;
-pub mod parse;
+pub(crate) mod head;
+pub(crate) mod parse;
 pub mod rewrite;
 
 pub use framing::{ChunkHeader, ChunkedDecoder, ChunkedError, ChunkedLimits, Decoded, Framing};
@@ -30,8 +30,8 @@ pub use rewrite::{encode_request, encode_response, ForwardOpts, ResponseOpts, To
 /// A byte range into the buffer a head was parsed from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Span {
-    pub start: u32,
-    pub end: u32,
+    pub(crate) start: u32,
+    pub(crate) end: u32,
 }
 
 impl Span {
@@ -41,11 +41,13 @@ impl Span {
         &buf[self.start as usize..self.end as usize]
     }
 
+    /// How many bytes the span covers.
     #[inline]
     pub fn len(&self) -> usize {
         (self.end - self.start) as usize
     }
 
+    /// Whether the span covers no byte.
     #[inline]
     pub fn is_empty(&self) -> bool {
         self.end == self.start

@@ -12,7 +12,7 @@
 //! - no `Host` at all (HTTP/1.0): an empty `Host` is sent, as RFC 9112 §3.2
 //!   requires of an HTTP/1.1 request with no authority (hyper sent none);
 //! - `Host`, the framing fields and `X-Forwarded-*` named in `Connection`
-//!   are not dropped: they are never hop-by-hop ([`never_hop_by_hop`]);
+//!   are not dropped: they are never hop-by-hop (`never_hop_by_hop`);
 //! - field names keep the client's spelling (hyper lowercased them);
 //!   `Host` goes first, our own fields last.
 
@@ -254,9 +254,9 @@ pub struct ResponseOpts {
 pub struct ToClient {
     /// `None`, `Length(n)` (copy as is), `Chunked` (re-chunk what the
     /// upstream framing yields) or `Close` (raw bytes, then close).
-    pub framing: Framing,
+    pub(crate) framing: Framing,
     /// Close the client connection after this response.
-    pub close: bool,
+    pub(crate) close: bool,
 }
 
 /// Appends the client response head for `head` (parsed from `buf`) to `out`.

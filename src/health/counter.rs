@@ -6,7 +6,7 @@
 
 /// Health of one backend as seen by its probes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Health {
+pub(crate) enum Health {
     /// No probe answered yet.
     Unknown,
     Up,
@@ -15,13 +15,13 @@ pub enum Health {
 
 /// A change of state returned by [`Counter::observe`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transition {
+pub(crate) enum Transition {
     BecameUp,
     BecameDown,
 }
 
 #[derive(Debug, Clone)]
-pub struct Counter {
+pub(crate) struct Counter {
     rise: u32,
     fall: u32,
     state: Health,
@@ -31,7 +31,7 @@ pub struct Counter {
 
 impl Counter {
     /// `rise` and `fall` are at least 1 (config validation ensures it).
-    pub fn new(rise: u32, fall: u32) -> Counter {
+    pub(crate) fn new(rise: u32, fall: u32) -> Counter {
         Counter {
             rise: rise.max(1),
             fall: fall.max(1),
@@ -40,22 +40,22 @@ impl Counter {
         }
     }
 
-    pub fn state(&self) -> Health {
+    pub(crate) fn state(&self) -> Health {
         self.state
     }
 
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         self.state == Health::Up
     }
 
     /// Changes the thresholds (config reload) and keeps the state.
-    pub fn set_thresholds(&mut self, rise: u32, fall: u32) {
+    pub(crate) fn set_thresholds(&mut self, rise: u32, fall: u32) {
         self.rise = rise.max(1);
         self.fall = fall.max(1);
     }
 
     /// Feeds one probe result; returns the transition it caused, if any.
-    pub fn observe(&mut self, ok: bool) -> Option<Transition> {
+    pub(crate) fn observe(&mut self, ok: bool) -> Option<Transition> {
         match (self.state, ok) {
             (Health::Unknown, true) => {
                 self.state = Health::Up;
@@ -92,7 +92,7 @@ impl Counter {
 
     /// Forces the state down at once (a connect error to this backend is
     /// proof enough, no need to wait for `fall` probes).
-    pub fn force_down(&mut self) -> Option<Transition> {
+    pub(crate) fn force_down(&mut self) -> Option<Transition> {
         self.streak = 0;
         (self.state != Health::Down).then(|| {
             self.state = Health::Down;

@@ -19,11 +19,11 @@ use crate::config::Config;
 
 /// Re-probes asked for by the request path (5xx answers, timeouts) start at
 /// most this often, however many requests ask.
-pub const REPROBE_MIN_GAP: Duration = Duration::from_millis(100);
+pub(crate) const REPROBE_MIN_GAP: Duration = Duration::from_millis(100);
 
 /// Which probe a result belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Health,
     Leader,
 }
@@ -70,7 +70,7 @@ pub(super) enum Msg {
 
 /// Cheap, cloneable handle to the monitor.
 #[derive(Clone)]
-pub struct MonitorHandle {
+pub(crate) struct MonitorHandle {
     tx: mpsc::UnboundedSender<Msg>,
     /// When the last re-probe was asked for, in ms since `epoch`.
     last_reprobe: Arc<AtomicU64>,
@@ -91,7 +91,7 @@ impl MonitorHandle {
     /// refused or timed out, reset or closed before any response byte, a
     /// not-leader answer): no more writes to it until a leader probe claims
     /// leadership again, and re-probe everyone now.
-    pub fn fence(&self, b: &Backend) {
+    pub(crate) fn fence(&self, b: &Backend) {
         // Fence at once on the request path; the monitor catches up.
         if b.fence() {
             let _ = self.tx.send(Msg::Fenced { id: b.id });
@@ -101,7 +101,7 @@ impl MonitorHandle {
     /// Something happened that only a probe can interpret (a 5xx answer or
     /// a timeout from the leader): re-probe everyone now, keep routing.
     /// At most one re-probe per [`REPROBE_MIN_GAP`], without a lock.
-    pub fn reprobe(&self) {
+    pub(crate) fn reprobe(&self) {
         let now = self.epoch.elapsed().as_millis() as u64 + REPROBE_MIN_GAP.as_millis() as u64;
         let last = self.last_reprobe.load(Ordering::Relaxed);
         if now.saturating_sub(last) < REPROBE_MIN_GAP.as_millis() as u64 {
@@ -117,12 +117,12 @@ impl MonitorHandle {
     }
 
     /// Passive health asks to eject follower `id`.
-    pub fn eject(&self, id: u64) {
+    pub(crate) fn eject(&self, id: u64) {
         let _ = self.tx.send(Msg::Eject { id });
     }
 
     /// Drains (`true`) or re-enables a backend by name; false if unknown.
-    pub async fn set_drained(&self, name: &str, drained: bool) -> bool {
+    pub(crate) async fn set_drained(&self, name: &str, drained: bool) -> bool {
         let (reply, rx) = oneshot::channel();
         let _ = self.tx.send(Msg::SetDrained {
             name: name.to_string(),
@@ -132,7 +132,7 @@ impl MonitorHandle {
         rx.await.unwrap_or(false)
     }
 
-    pub async fn status(&self) -> Vec<BackendStatus> {
+    pub(crate) async fn status(&self) -> Vec<BackendStatus> {
         let (reply, rx) = oneshot::channel();
         let _ = self.tx.send(Msg::Status { reply });
         rx.await.unwrap_or_default()
@@ -145,12 +145,12 @@ impl MonitorHandle {
     /// backends are reconciled like at a reload. An answer asked under an
     /// older generation than the one in force (in flight across a reload)
     /// is dropped; the source's next answer counts.
-    pub fn discovered(&self, source: Source, gen: u64, found: Option<Vec<Found>>) {
+    pub(crate) fn discovered(&self, source: Source, gen: u64, found: Option<Vec<Found>>) {
         let _ = self.tx.send(Msg::Discovered { source, gen, found });
     }
 
     /// Applies a validated config; returns notes on what needs a restart.
-    pub async fn reload(&self, cfg: Arc<Config>) -> Vec<String> {
+    pub(crate) async fn reload(&self, cfg: Arc<Config>) -> Vec<String> {
         let (reply, rx) = oneshot::channel();
         let _ = self.tx.send(Msg::Reload { cfg, reply });
         rx.await.unwrap_or_default()

@@ -20,7 +20,7 @@ use super::probe::{Outcome, ProbeFailure};
 
 /// What one leader probe says about a backend's claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Evidence {
+pub(crate) enum Evidence {
     /// The answer meets `leader.expect`.
     Claims,
     /// A valid answer that does not: the backend says it is not the leader.
@@ -32,7 +32,7 @@ pub enum Evidence {
 }
 
 impl Evidence {
-    pub fn of(o: &Outcome) -> Evidence {
+    pub(crate) fn of(o: &Outcome) -> Evidence {
         match &o.result {
             Ok(()) => Evidence::Claims,
             Err(ProbeFailure::Unexpected(_)) => Evidence::Denies,
@@ -44,20 +44,20 @@ impl Evidence {
 
 /// One backend's leadership claim.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Claim {
+pub(crate) struct Claim {
     claiming: bool,
     /// Consecutive failed probes while claiming.
     misses: u32,
 }
 
 impl Claim {
-    pub fn is_claiming(&self) -> bool {
+    pub(crate) fn is_claiming(&self) -> bool {
         self.claiming
     }
 
     /// Feeds one leader probe's evidence; `fall` failed probes in a row drop
     /// a claim. Returns true if the claim changed.
-    pub fn observe(&mut self, e: Evidence, fall: u32) -> bool {
+    pub(crate) fn observe(&mut self, e: Evidence, fall: u32) -> bool {
         let before = self.claiming;
         match e {
             Evidence::Claims => {
@@ -83,7 +83,7 @@ impl Claim {
 
     /// The request path saw transport evidence or a not-leader answer: the
     /// claim is dropped until a probe makes it again.
-    pub fn withdraw(&mut self) -> bool {
+    pub(crate) fn withdraw(&mut self) -> bool {
         let before = self.claiming;
         self.claiming = false;
         self.misses = 0;
@@ -94,7 +94,7 @@ impl Claim {
 /// The highest term a backend claimed leadership with so far; terms only
 /// move forward.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TermFloor {
+pub(crate) struct TermFloor {
     highest: Option<u64>,
 }
 
@@ -103,7 +103,7 @@ impl TermFloor {
     /// moves the floor. A follower's term says nothing about who leads: one
     /// cut off from the cluster raises it with every election it starts and
     /// never wins.
-    pub fn see(&mut self, e: Evidence, term: Option<u64>) {
+    pub(crate) fn see(&mut self, e: Evidence, term: Option<u64>) {
         if e != Evidence::Claims {
             return;
         }
@@ -112,14 +112,15 @@ impl TermFloor {
         }
     }
 
-    pub fn highest(&self) -> Option<u64> {
+    #[cfg(test)]
+    pub(crate) fn highest(&self) -> Option<u64> {
         self.highest
     }
 
     /// Whether a claimant with `term` may lead: its term is not lower than
     /// one already seen. A claimant that reports no term is judged by
     /// [`decide`] (alone it leads; beside others it splits the brain).
-    pub fn allows(&self, term: Option<u64>) -> bool {
+    pub(crate) fn allows(&self, term: Option<u64>) -> bool {
         match (self.highest, term) {
             (Some(h), Some(t)) => t >= h,
             _ => true,
@@ -129,7 +130,7 @@ impl TermFloor {
 
 /// Who leads, decided from the claims of eligible backends.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     Leader(usize),
     None,
     SplitBrain(Vec<usize>),
@@ -139,7 +140,7 @@ pub enum Decision {
 /// is eligible (claims leadership, not down, not drained, term not behind).
 /// One claimant leads; among several, a unique highest term leads when terms
 /// are in use (every claimant reported one); otherwise nobody does.
-pub fn decide(claims: &[(usize, Option<u64>)], use_terms: bool) -> Decision {
+pub(crate) fn decide(claims: &[(usize, Option<u64>)], use_terms: bool) -> Decision {
     match claims {
         [] => Decision::None,
         [(i, _)] => Decision::Leader(*i),

@@ -22,7 +22,7 @@ use crate::config::{BackendConfig, BackendTls, Config, DiscoveryConfig};
 
 /// Where a discovered backend came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
+pub(crate) enum Source {
     Dns,
     Members,
 }
@@ -30,9 +30,9 @@ pub enum Source {
 impl Source {
     /// Order of precedence when two sources find the same address (the
     /// member list knows the member's name, DNS does not).
-    pub const ALL: [Source; 2] = [Source::Members, Source::Dns];
+    pub(crate) const ALL: [Source; 2] = [Source::Members, Source::Dns];
 
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Source::Dns => "dns",
             Source::Members => "members",
@@ -49,18 +49,18 @@ impl Source {
 
 /// One discovered address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Found {
+pub(crate) struct Found {
     /// The member's name where the cluster reports one.
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// IP address or DNS name (no brackets, no trailing dot).
-    pub host: String,
-    pub port: u16,
-    pub https: bool,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) https: bool,
 }
 
 impl Found {
     /// `host:port`, with an IPv6 address in brackets.
-    pub fn authority(&self) -> String {
+    pub(crate) fn authority(&self) -> String {
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {
@@ -69,7 +69,7 @@ impl Found {
     }
 
     /// Parses a URL `scheme://host:port[/]` (a member's client URL).
-    pub fn from_url(name: Option<String>, url: &str) -> Result<Found, String> {
+    pub(crate) fn from_url(name: Option<String>, url: &str) -> Result<Found, String> {
         let uri: http::Uri = url
             .parse()
             .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
@@ -146,12 +146,12 @@ pub(crate) fn backend_config(
 #[derive(Debug, Clone)]
 pub(crate) struct Wanted {
     /// The static backends, then the discovered ones.
-    pub backends: Vec<BackendConfig>,
+    pub(crate) backends: Vec<BackendConfig>,
     /// Finds that could not become backends, with why.
-    pub problems: Vec<String>,
+    pub(crate) problems: Vec<String>,
     /// Finds left out because `discovery.max_backends` discovered backends
     /// were already wanted.
-    pub capped: usize,
+    pub(crate) capped: usize,
 }
 
 /// The backends wanted: every static one, then each source's finds in

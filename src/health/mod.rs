@@ -17,14 +17,14 @@
 //! - `view` — what the admin API shows.
 
 mod build;
-pub mod counter;
+pub(crate) mod counter;
 mod ejection;
 mod handle;
-pub mod leader;
+pub(crate) mod leader;
 pub(crate) mod membership;
-pub mod monitor;
+pub(crate) mod monitor;
 mod native;
 mod node;
-pub mod probe;
+pub(crate) mod probe;
 pub(crate) mod schedule;
 mod view;

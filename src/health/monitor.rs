@@ -27,13 +27,13 @@ use super::build::{self, Generations, Picture, Probed, Standing};
 use super::counter::Health;
 use super::ejection;
 use super::handle::Msg;
-pub use super::handle::{Kind, MonitorHandle, REPROBE_MIN_GAP};
+pub(crate) use super::handle::{Kind, MonitorHandle, REPROBE_MIN_GAP};
 use super::leader::{decide, Decision, TermFloor};
 use super::membership::Held;
 use super::node::Node;
 use super::schedule::{spawn_position_rounds, spawn_probe_loop};
 use super::view;
-pub use super::view::{BackendStatus, ProbeStatus};
+pub(crate) use super::view::BackendStatus;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::routing::fence;
@@ -83,7 +83,7 @@ struct Aggregator {
 /// Starts the monitor on the current tokio runtime: spawns probe loops for
 /// every backend and the aggregator, and returns the handle. The initial
 /// table (not ready, no routes) must already be in `shared`.
-pub fn start(cfg: Arc<Config>, shared: Arc<Shared>, metrics: Arc<Metrics>) -> MonitorHandle {
+pub(crate) fn start(cfg: Arc<Config>, shared: Arc<Shared>, metrics: Arc<Metrics>) -> MonitorHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let handle = MonitorHandle::new(tx.clone());
     let table = shared.load();

@@ -21,12 +21,12 @@ use crate::metrics::TlsReason;
 use crate::upstream::connect::{self, Alpn, ConnectError};
 
 /// Largest probe answer body read; longer bodies fail the probe.
-pub const MAX_PROBE_BODY: usize = 256 << 10;
+pub(crate) const MAX_PROBE_BODY: usize = 256 << 10;
 
 /// Why a probe failed. The monitor decides by the variant; `Display` is
 /// for logs and the admin API only.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProbeFailure {
+pub(crate) enum ProbeFailure {
     /// The TCP connection was refused or could not be made: the backend is
     /// not there right now (proof enough to act at once).
     #[error("connect: {0}")]
@@ -45,22 +45,22 @@ pub enum ProbeFailure {
 
 /// What one probe found.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// `Ok` when the answer met every expectation.
-    pub result: Result<(), ProbeFailure>,
+    pub(crate) result: Result<(), ProbeFailure>,
     /// Term read at the configured pointer from any HTTP answer (a
     /// follower's answer tells the cluster's term too).
-    pub term: Option<u64>,
-    pub latency: Duration,
+    pub(crate) term: Option<u64>,
+    pub(crate) latency: Duration,
 }
 
 impl Outcome {
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         self.result.is_ok()
     }
 
     /// The failure as text, for logs and the admin API.
-    pub fn error(&self) -> Option<String> {
+    pub(crate) fn error(&self) -> Option<String> {
         self.result.as_ref().err().map(|e| e.to_string())
     }
 
@@ -77,7 +77,7 @@ impl Outcome {
 /// same settings as requests), bounded by `probe.timeout`; a native probe
 /// (`probe.native`) asks the database at its data address whether it is up
 /// (`kind` health) or leads (`kind` leader).
-pub async fn probe(
+pub(crate) async fn probe(
     backend: &Backend,
     probe: &ProbeConfig,
     term_pointer: Option<&str>,
@@ -107,7 +107,7 @@ pub async fn probe(
 
 /// Asks `backend` for its replication position (`positions.probe`): any
 /// 2xx answer that carries an integer where `source` says.
-pub async fn position(
+pub(crate) async fn position(
     backend: &Backend,
     probe: &ProbeConfig,
     source: &PositionSource,
@@ -229,7 +229,7 @@ async fn fetch(
 }
 
 /// Judges one answer; `Err` says which expectation failed.
-pub fn evaluate(
+pub(crate) fn evaluate(
     expect: &Expect,
     status: u16,
     headers: &http::HeaderMap,
@@ -302,7 +302,7 @@ fn json_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
 }
 
 /// Reads an unsigned term at `pointer`, written as a number or a string.
-pub fn read_term(body: &[u8], pointer: &str) -> Option<u64> {
+pub(crate) fn read_term(body: &[u8], pointer: &str) -> Option<u64> {
     let doc: serde_json::Value = serde_json::from_slice(body).ok()?;
     match doc.pointer(pointer)? {
         serde_json::Value::Number(n) => n.as_u64(),

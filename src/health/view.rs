@@ -7,47 +7,47 @@ use super::node::Node;
 
 /// What the admin API shows of one backend.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct BackendStatus {
-    pub name: String,
-    pub url: String,
-    pub weight: u32,
-    pub healthy: bool,
-    pub role: &'static str,
-    pub in_flight: usize,
-    pub ejected: bool,
-    pub ejected_for_ms: Option<u64>,
-    pub drained: bool,
+pub(crate) struct BackendStatus {
+    pub(crate) name: String,
+    pub(crate) url: String,
+    pub(crate) weight: u32,
+    pub(crate) healthy: bool,
+    pub(crate) role: &'static str,
+    pub(crate) in_flight: usize,
+    pub(crate) ejected: bool,
+    pub(crate) ejected_for_ms: Option<u64>,
+    pub(crate) drained: bool,
     /// `static` (the config's `backends`), `dns` or `members`.
-    pub source: &'static str,
+    pub(crate) source: &'static str,
     /// Discovery no longer lists it; kept while it leads.
-    pub retiring: bool,
+    pub(crate) retiring: bool,
     /// `backends[].zone` (discovered backends have none).
-    pub zone: Option<String>,
+    pub(crate) zone: Option<String>,
     /// `backends[].priority`: 0 = primary site (discovered backends: 0).
-    pub priority: u32,
+    pub(crate) priority: u32,
     /// A follower that first reads go to now (see `routing::tier`).
-    pub in_read_tier: bool,
-    pub idle_connections: usize,
-    pub last_probe: ProbeStatus,
+    pub(crate) in_read_tier: bool,
+    pub(crate) idle_connections: usize,
+    pub(crate) last_probe: ProbeStatus,
     /// Replication position at the last successful position probe.
-    pub position: Option<u64>,
+    pub(crate) position: Option<u64>,
     /// Positions behind the leader's position in the last position round
     /// (`None` when either is unknown).
-    pub lag: Option<u64>,
+    pub(crate) lag: Option<u64>,
     /// More than `reads.max_lag` behind, or the lag is unknown: no reads.
-    pub lagging: bool,
+    pub(crate) lagging: bool,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct ProbeStatus {
-    pub health_ok: Option<bool>,
-    pub health_latency_ms: Option<f64>,
-    pub health_error: Option<String>,
-    pub leader_claim: Option<bool>,
-    pub leader_latency_ms: Option<f64>,
-    pub leader_error: Option<String>,
-    pub term: Option<u64>,
-    pub position_error: Option<String>,
+pub(crate) struct ProbeStatus {
+    pub(crate) health_ok: Option<bool>,
+    pub(crate) health_latency_ms: Option<f64>,
+    pub(crate) health_error: Option<String>,
+    pub(crate) leader_claim: Option<bool>,
+    pub(crate) leader_latency_ms: Option<f64>,
+    pub(crate) leader_error: Option<String>,
+    pub(crate) term: Option<u64>,
+    pub(crate) position_error: Option<String>,
 }
 
 /// `leader`, `follower` (healthy) or `down`.

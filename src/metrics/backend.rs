@@ -8,54 +8,54 @@ use super::{class_index, Metrics, TlsReason, CLASSES};
 use crate::config::Role;
 
 /// Metric handles of one backend.
-pub struct BackendMetrics {
+pub(crate) struct BackendMetrics {
     read: [IntCounter; 5],
     write: [IntCounter; 5],
     /// `leaderproxy_upstream_connect_errors_total`.
-    pub connect_errors: IntCounter,
+    pub(crate) connect_errors: IntCounter,
     /// Requests refused because every connection to the backend was in use.
-    pub busy: IntCounter,
+    pub(crate) busy: IntCounter,
     /// `leaderproxy_upstream_timeouts_total`: no response headers in time.
-    pub timeouts: IntCounter,
+    pub(crate) timeouts: IntCounter,
     /// `leaderproxy_backend_in_flight`: requests being served right now.
-    pub in_flight: IntGauge,
+    pub(crate) in_flight: IntGauge,
     /// `leaderproxy_backend_healthy`: 1 while the health probe passes (after
     /// rise/fall).
-    pub healthy: IntGauge,
+    pub(crate) healthy: IntGauge,
     /// `leaderproxy_backend_is_leader`: 1 while it is the routed leader.
-    pub is_leader: IntGauge,
+    pub(crate) is_leader: IntGauge,
     /// `leaderproxy_backend_ejected`: 1 while passive health ejects it.
-    pub ejected: IntGauge,
+    pub(crate) ejected: IntGauge,
     /// `leaderproxy_ejections_total`.
-    pub ejections: IntCounter,
+    pub(crate) ejections: IntCounter,
     /// `leaderproxy_probe_duration_seconds{kind="health"}`.
-    pub probe_health: Histogram,
+    pub(crate) probe_health: Histogram,
     /// `leaderproxy_probe_duration_seconds{kind="leader"}`.
-    pub probe_leader: Histogram,
+    pub(crate) probe_leader: Histogram,
     /// `leaderproxy_probe_failures_total{kind="health"}`.
-    pub probe_health_failures: IntCounter,
+    pub(crate) probe_health_failures: IntCounter,
     /// `leaderproxy_probe_failures_total{kind="leader"}`.
-    pub probe_leader_failures: IntCounter,
+    pub(crate) probe_leader_failures: IntCounter,
     /// `leaderproxy_probe_duration_seconds{kind="position"}`.
-    pub probe_position: Histogram,
+    pub(crate) probe_position: Histogram,
     /// `leaderproxy_probe_failures_total{kind="position"}`.
-    pub probe_position_failures: IntCounter,
+    pub(crate) probe_position_failures: IntCounter,
     /// Set by the monitor; removed while unknown.
-    pub position: IntGauge,
+    pub(crate) position: IntGauge,
     /// `leaderproxy_backend_lag_positions`: behind the highest probed position.
-    pub lag: IntGauge,
+    pub(crate) lag: IntGauge,
     /// `leaderproxy_write_position_probes_total`.
-    pub write_position_probes: IntCounter,
+    pub(crate) write_position_probes: IntCounter,
     /// `leaderproxy_backend_position_decreases_total`.
-    pub position_decreases: IntCounter,
+    pub(crate) position_decreases: IntCounter,
     /// By [`TlsReason::ALL`] index.
-    pub tls_handshake_failures: [IntCounter; 4],
+    pub(crate) tls_handshake_failures: [IntCounter; 4],
 }
 
 impl BackendMetrics {
     /// Counts one answered request of `role` by its status class.
     #[inline]
-    pub fn request(&self, role: Role, status: u16) {
+    pub(crate) fn request(&self, role: Role, status: u16) {
         let arr = match role {
             Role::Read => &self.read,
             Role::Write => &self.write,
@@ -66,7 +66,7 @@ impl BackendMetrics {
 
 impl Metrics {
     /// Handles for one backend, resolved once.
-    pub fn backend(&self, name: &str) -> BackendMetrics {
+    pub(crate) fn backend(&self, name: &str) -> BackendMetrics {
         let req = |role: &str| -> [IntCounter; 5] {
             CLASSES.map(|c| self.requests.with_label_values(&[role, name, c]))
         };
@@ -99,7 +99,7 @@ impl Metrics {
     }
 
     /// Drops the label sets of a backend that a reload removed.
-    pub fn forget_backend(&self, name: &str) {
+    pub(crate) fn forget_backend(&self, name: &str) {
         for role in ["read", "write"] {
             for c in CLASSES {
                 let _ = self.requests.remove_label_values(&[role, name, c]);

@@ -1,11 +1,11 @@
 //! The fixed label values: status classes and TLS failure reasons.
 
 /// Status classes used as the `class` label.
-pub const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+pub(crate) const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Index of a status code's class in [`CLASSES`].
 #[inline]
-pub fn class_index(status: u16) -> usize {
+pub(crate) fn class_index(status: u16) -> usize {
     match status {
         100..=199 => 0,
         200..=299 => 1,
@@ -17,7 +17,7 @@ pub fn class_index(status: u16) -> usize {
 
 /// Why a TLS handshake with a backend failed (the `reason` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsReason {
+pub(crate) enum TlsReason {
     /// The backend's certificate (or one in its chain) has expired or is not yet valid.
     Expired,
     /// The backend's certificate is not signed by a trusted CA.
@@ -31,7 +31,7 @@ pub enum TlsReason {
 
 impl TlsReason {
     /// Every reason, in the order of [`BackendMetrics::tls_handshake_failures`](super::BackendMetrics::tls_handshake_failures).
-    pub const ALL: [TlsReason; 4] = [
+    pub(crate) const ALL: [TlsReason; 4] = [
         TlsReason::Expired,
         TlsReason::UnknownCa,
         TlsReason::NameMismatch,
@@ -39,7 +39,7 @@ impl TlsReason {
     ];
 
     /// The `reason` label value.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             TlsReason::Expired => "expired",
             TlsReason::UnknownCa => "unknown_ca",

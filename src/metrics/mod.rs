@@ -1,5 +1,5 @@
 //! Prometheus registry and typed metric handles. Per-backend handles are
-//! resolved once when a backend is created ([`BackendMetrics`]), so the
+//! resolved once when a backend is created (`BackendMetrics`), so the
 //! request path never looks a label up.
 
 #![warn(missing_docs)]
@@ -14,8 +14,8 @@ use crate::config::Role;
 mod backend;
 mod labels;
 
-pub use backend::BackendMetrics;
-pub use labels::{class_index, TlsReason, CLASSES};
+pub(crate) use backend::BackendMetrics;
+pub(crate) use labels::{class_index, TlsReason, CLASSES};
 
 /// Request duration buckets: 100µs to 10s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -31,15 +31,15 @@ const WAIT_BUCKETS: &[f64] = &[
 /// Every metric the proxy exports.
 pub struct Metrics {
     /// Where every metric is registered; [`Metrics::render`] gathers it.
-    pub registry: Registry,
+    pub(crate) registry: Registry,
     requests: IntCounterVec,
     /// `requests_total{backend="none"}`, resolved once.
     unrouted_read: [IntCounter; 5],
     unrouted_write: [IntCounter; 5],
     /// `leaderproxy_request_duration_seconds{role="read"}`.
-    pub duration_read: Histogram,
+    pub(crate) duration_read: Histogram,
     /// `leaderproxy_request_duration_seconds{role="write"}`.
-    pub duration_write: Histogram,
+    pub(crate) duration_write: Histogram,
     connect_errors: IntCounterVec,
     busy: IntCounterVec,
     timeouts: IntCounterVec,
@@ -53,61 +53,61 @@ pub struct Metrics {
     tls_handshake_failures: IntCounterVec,
     /// `leaderproxy_leader_changes_total`: times the routed leader changed
     /// (including to none).
-    pub leader_changes: IntCounter,
+    pub(crate) leader_changes: IntCounter,
     /// `leaderproxy_no_leader_seconds_total`: seconds with no leader known.
-    pub no_leader_seconds: prometheus::Counter,
+    pub(crate) no_leader_seconds: prometheus::Counter,
     /// `leaderproxy_leader_known`: 1 while a leader is known, else 0.
-    pub leader_known: IntGauge,
+    pub(crate) leader_known: IntGauge,
     /// 1 while the read tier is not the local zone of the primary site.
-    pub read_tier_spilled: IntGauge,
+    pub(crate) read_tier_spilled: IntGauge,
     /// `leaderproxy_split_brain_total`: times two or more backends claimed
     /// leadership and none could be chosen.
-    pub split_brain: IntCounter,
+    pub(crate) split_brain: IntCounter,
     /// Times the discovered set was cut to `discovery.max_backends`.
-    pub discovery_capped: IntCounter,
+    pub(crate) discovery_capped: IntCounter,
     /// `leaderproxy_held_writes`: writes waiting for a leader right now.
-    pub held_writes: IntGauge,
+    pub(crate) held_writes: IntGauge,
     /// `leaderproxy_write_hold_seconds`: how long held writes waited.
-    pub hold_wait: Histogram,
+    pub(crate) hold_wait: Histogram,
     /// `leaderproxy_writes_resent_total`: writes sent again after a
     /// not-leader answer or a connect failure before sending.
-    pub writes_resent: IntCounter,
+    pub(crate) writes_resent: IntCounter,
     /// `leaderproxy_reads_retried_total`: reads retried on another backend.
-    pub reads_retried: IntCounter,
+    pub(crate) reads_retried: IntCounter,
     /// `leaderproxy_read_try_timeouts_total`: first tries of reads that
     /// waited `reads.try_timeout` for an answer and were sent elsewhere.
-    pub read_try_timeouts: IntCounter,
+    pub(crate) read_try_timeouts: IntCounter,
     /// `leaderproxy_read_hedges_total`: second tries sent (`reads.hedge`).
-    pub read_hedges: IntCounter,
+    pub(crate) read_hedges: IntCounter,
     /// `leaderproxy_read_hedges_won_total`: reads the second try answered.
-    pub read_hedges_won: IntCounter,
+    pub(crate) read_hedges_won: IntCounter,
     /// `leaderproxy_writes_retried_ambiguous_total`: idempotent writes
     /// re-sent after a failure that may have reached the leader.
-    pub writes_retried_ambiguous: IntCounter,
+    pub(crate) writes_retried_ambiguous: IntCounter,
     /// `leaderproxy_leader_reprobes_total`: immediate re-probes the request
     /// path asked for, after rate limiting.
-    pub leader_reprobes: IntCounter,
+    pub(crate) leader_reprobes: IntCounter,
     /// `leaderproxy_replay_budget_exhausted_total`: bodies streamed without
     /// a copy because `limits.replay_buffer_bytes` was in use.
-    pub replay_budget_exhausted: IntCounter,
+    pub(crate) replay_budget_exhausted: IntCounter,
     /// `leaderproxy_config_reloads_total{result="ok"}`.
-    pub reloads_ok: IntCounter,
+    pub(crate) reloads_ok: IntCounter,
     /// `leaderproxy_config_reloads_total{result="error"}`.
-    pub reloads_error: IntCounter,
+    pub(crate) reloads_error: IntCounter,
     /// `leaderproxy_config_last_reload_success`: 1 if the last reload
     /// succeeded, else 0.
-    pub last_reload_success: IntGauge,
+    pub(crate) last_reload_success: IntGauge,
     /// `leaderproxy_client_connections`: open client connections.
-    pub client_connections: IntGauge,
+    pub(crate) client_connections: IntGauge,
     /// `leaderproxy_rejected_connections_total`: client connections closed
     /// at accept (`limits.max_connections`).
-    pub rejected_connections: IntCounter,
+    pub(crate) rejected_connections: IntCounter,
     /// `leaderproxy_admin_rejected_connections_total`: admin connections
     /// closed at accept (`limits.admin_max_connections`).
-    pub admin_rejected_connections: IntCounter,
+    pub(crate) admin_rejected_connections: IntCounter,
     /// Connections on a `proxy_protocol` listener closed for a missing,
     /// malformed or late PROXY header.
-    pub proxy_protocol_errors: IntCounter,
+    pub(crate) proxy_protocol_errors: IntCounter,
     tls_cert_expiry: prometheus::GaugeVec,
     discovery_errors: IntCounterVec,
     discovery_backends: IntGaugeVec,
@@ -116,15 +116,15 @@ pub struct Metrics {
     write_position_probes: IntCounterVec,
     position_decreases: IntCounterVec,
     /// Sessions remembered for read-your-writes.
-    pub sessions: IntGauge,
+    pub(crate) sessions: IntGauge,
     /// `leaderproxy_session_evictions_total`: sessions forgotten at
     /// `reads.session.capacity`.
-    pub session_evictions: IntCounter,
+    pub(crate) session_evictions: IntCounter,
     /// Reads that had to see a write (`reads.consistency: read_your_writes`),
     /// by where they went: `follower` (one that had caught up) or `leader`.
-    pub fresh_reads_follower: IntCounter,
+    pub(crate) fresh_reads_follower: IntCounter,
     /// `leaderproxy_fresh_reads_total{target="leader"}`.
-    pub fresh_reads_leader: IntCounter,
+    pub(crate) fresh_reads_leader: IntCounter,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -466,17 +466,17 @@ impl Metrics {
     }
 
     /// Failed lookups of one discovery source.
-    pub fn discovery_errors(&self, source: &str) -> IntCounter {
+    pub(crate) fn discovery_errors(&self, source: &str) -> IntCounter {
         self.discovery_errors.with_label_values(&[source])
     }
 
     /// Addresses in one discovery source's last good answer.
-    pub fn discovered(&self, source: &str) -> IntGauge {
+    pub(crate) fn discovered(&self, source: &str) -> IntGauge {
         self.discovery_backends.with_label_values(&[source])
     }
 
     /// Requests that never reached a backend (no leader, bad request, …).
-    pub fn unrouted(&self, role: Role, status: u16) -> &IntCounter {
+    pub(crate) fn unrouted(&self, role: Role, status: u16) -> &IntCounter {
         let arr = match role {
             Role::Read => &self.unrouted_read,
             Role::Write => &self.unrouted_write,
@@ -485,7 +485,7 @@ impl Metrics {
     }
 
     /// The request duration histogram of `role`.
-    pub fn duration(&self, role: Role) -> &Histogram {
+    pub(crate) fn duration(&self, role: Role) -> &Histogram {
         match role {
             Role::Read => &self.duration_read,
             Role::Write => &self.duration_write,
@@ -494,7 +494,7 @@ impl Metrics {
 
     /// Replaces the certificate expiry samples: `(kind, name, notAfter)`
     /// with `notAfter` in Unix seconds, reported relative to `now`.
-    pub fn set_tls_expiry(&self, certs: &[(&str, String, i64)], now: i64) {
+    pub(crate) fn set_tls_expiry(&self, certs: &[(&str, String, i64)], now: i64) {
         self.tls_cert_expiry.reset();
         for (kind, name, not_after) in certs {
             self.tls_cert_expiry
@@ -504,7 +504,7 @@ impl Metrics {
     }
 
     /// The registry in Prometheus text format.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut buf = Vec::with_capacity(16 << 10);
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()

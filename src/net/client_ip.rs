@@ -15,7 +15,7 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// One address prefix: `10.0.0.0/8`, `192.0.2.7` (= /32), `2001:db8::/32`.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Cidr {
+pub(crate) enum Cidr {
     /// An IPv4 prefix.
     V4 {
         /// The address, host bits zero.
@@ -36,7 +36,7 @@ impl Cidr {
     /// Parses `ip` or `ip/len`. Host bits after the prefix must be zero, so
     /// a typo such as `10.0.0.1/8` is caught instead of silently widened.
     /// An IPv4-mapped IPv6 prefix (`::ffff:10.0.0.0/104`) is stored as IPv4.
-    pub fn parse(s: &str) -> Result<Cidr, String> {
+    pub(crate) fn parse(s: &str) -> Result<Cidr, String> {
         let (ip_s, len_s) = match s.split_once('/') {
             Some((a, l)) => (a, Some(l)),
             None => (s, None),
@@ -100,7 +100,7 @@ impl Cidr {
     /// Whether `ip` is inside. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`)
     /// matches as the IPv4 address it carries.
     #[inline]
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         match (self, canonical(ip)) {
             (Cidr::V4 { net, len }, IpAddr::V4(a)) => u32::from(a) & mask32(*len) == *net,
             (Cidr::V6 { net, len }, IpAddr::V6(a)) => u128::from(a) & mask128(*len) == *net,
@@ -149,27 +149,27 @@ impl fmt::Debug for Cidr {
 
 /// The `trusted_proxies` set; empty by default (nothing is trusted).
 #[derive(Clone, Default, PartialEq, Eq, Debug)]
-pub struct CidrSet(Vec<Cidr>);
+pub(crate) struct CidrSet(Vec<Cidr>);
 
 impl CidrSet {
     /// The set of `cidrs`.
-    pub fn new(cidrs: Vec<Cidr>) -> CidrSet {
+    pub(crate) fn new(cidrs: Vec<Cidr>) -> CidrSet {
         CidrSet(cidrs)
     }
 
     /// Whether nothing is trusted.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
     /// The prefixes, as written.
-    pub fn iter(&self) -> impl Iterator<Item = &Cidr> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Cidr> {
         self.0.iter()
     }
 
     /// Whether `ip` is in one of the prefixes.
     #[inline]
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         self.0.iter().any(|c| c.contains(ip))
     }
 }
@@ -212,7 +212,7 @@ fn parse_entry(s: &str) -> Option<IpAddr> {
 /// So the answer is always either an address that a trusted hop vouched
 /// for, or a trusted hop itself; a client can never put an arbitrary
 /// address in front of a garbled or forged part of the list.
-pub fn resolve(trusted: &CidrSet, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+pub(crate) fn resolve(trusted: &CidrSet, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
     if trusted.is_empty() || !trusted.contains(peer) {
         return peer;
     }
@@ -234,26 +234,26 @@ pub fn resolve(trusted: &CidrSet, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
 
 /// What the request path knows about the client connection.
 #[derive(Clone, Debug)]
-pub struct ClientInfo {
+pub(crate) struct ClientInfo {
     /// The immediate peer: the TCP socket's address, or the source address
     /// of a PROXY protocol header sent by a trusted load balancer (an L4
     /// balancer is not a hop). `X-Forwarded-For` sent upstream gets this
     /// address appended.
-    pub peer: SocketAddr,
+    pub(crate) peer: SocketAddr,
     /// The client as far as trusted proxies say ([`resolve`]): `ip_hash`,
     /// the access log and error logs use it. Equal to `peer`'s address until
     /// [`ClientInfo::for_request`] resolves it.
-    pub client_ip: IpAddr,
+    pub(crate) client_ip: IpAddr,
     /// The connection is TLS.
-    pub tls: bool,
+    pub(crate) tls: bool,
     /// The subject (RFC 4514) of the client certificate verified at the
     /// TLS handshake (`tls.client_ca`), for `tls.forward_client_cert`.
-    pub cert_subject: Option<http::HeaderValue>,
+    pub(crate) cert_subject: Option<http::HeaderValue>,
 }
 
 impl ClientInfo {
     /// A connection from `peer`, its client not resolved yet.
-    pub fn new(peer: SocketAddr, tls: bool) -> ClientInfo {
+    pub(crate) fn new(peer: SocketAddr, tls: bool) -> ClientInfo {
         ClientInfo {
             peer,
             client_ip: peer.ip(),
@@ -265,7 +265,7 @@ impl ClientInfo {
     /// This connection's info with `client_ip` resolved for one request.
     /// Costs one `is_empty` check when nothing is trusted.
     #[inline]
-    pub fn for_request(self, trusted: &CidrSet, headers: &HeaderMap) -> ClientInfo {
+    pub(crate) fn for_request(self, trusted: &CidrSet, headers: &HeaderMap) -> ClientInfo {
         if trusted.is_empty() {
             return self;
         }

@@ -5,6 +5,6 @@
 
 #![warn(missing_docs)]
 
-pub mod client_ip;
-pub mod proxy_protocol;
-pub mod x509;
+pub(crate) mod client_ip;
+pub(crate) mod proxy_protocol;
+pub(crate) mod x509;

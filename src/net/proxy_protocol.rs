@@ -19,17 +19,17 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 /// A v1 header is at most this long, CRLF included.
-pub const V1_MAX: usize = 107;
+pub(crate) const V1_MAX: usize = 107;
 /// The v2 signature (12 bytes).
-pub const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
+pub(crate) const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 /// The largest v2 address-and-TLV part accepted (the field allows 65535).
-pub const V2_MAX_PAYLOAD: usize = 4096;
+pub(crate) const V2_MAX_PAYLOAD: usize = 4096;
 
 const V1_PREFIX: &[u8] = b"PROXY ";
 
 /// What a PROXY header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Header {
+pub(crate) enum Header {
     /// A proxied TCP connection from `source` to `destination`.
     Proxied {
         /// The client, as the balancer saw it.
@@ -47,7 +47,7 @@ pub enum Header {
 
 impl Header {
     /// The client address the header gives, if any.
-    pub fn source(&self) -> Option<SocketAddr> {
+    pub(crate) fn source(&self) -> Option<SocketAddr> {
         match self {
             Header::Proxied { source, .. } => Some(*source),
             Header::Local | Header::Unknown => None,
@@ -57,7 +57,7 @@ impl Header {
 
 /// Why a connection did not start with a usable PROXY header.
 #[derive(Debug)]
-pub enum Error {
+pub(crate) enum Error {
     /// The first bytes are neither `PROXY ` nor the v2 signature.
     Missing,
     /// A header started but breaks the format.
@@ -88,7 +88,7 @@ impl std::error::Error for Error {}
 /// Parses a PROXY header at the start of `buf`: `Ok(None)` when `buf` is a
 /// valid beginning of a header that needs more bytes, otherwise the header
 /// and its length in bytes (the rest of `buf` belongs to the stream).
-pub fn parse(buf: &[u8]) -> Result<Option<(Header, usize)>, Error> {
+pub(crate) fn parse(buf: &[u8]) -> Result<Option<(Header, usize)>, Error> {
     if buf.is_empty() {
         return Ok(None);
     }
@@ -279,7 +279,7 @@ fn check_tlvs(mut tlvs: &[u8]) -> Result<(), Error> {
 /// `peer` is in `trusted` (else it is logged and ignored). Returns the bytes
 /// read past the header and the client's address; `Err`: why the
 /// connection is to be closed (missing, malformed or late header).
-pub async fn read_client_header(
+pub(crate) async fn read_client_header(
     stream: &mut tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     trusted: &super::client_ip::CidrSet,
@@ -304,7 +304,7 @@ pub async fn read_client_header(
 /// A PROXY protocol v2 header (`PROXY` command, TCP over IPv4 or IPv6)
 /// saying a connection from `src` to `dst`, for a backend that takes one.
 /// Mixed families are sent as IPv6 (IPv4-mapped).
-pub fn encode_v2(src: std::net::SocketAddr, dst: std::net::SocketAddr) -> Vec<u8> {
+pub(crate) fn encode_v2(src: std::net::SocketAddr, dst: std::net::SocketAddr) -> Vec<u8> {
     use std::net::{IpAddr, SocketAddr};
     let mut out = Vec::with_capacity(16 + 36);
     out.extend_from_slice(&V2_SIGNATURE);
@@ -336,7 +336,7 @@ pub fn encode_v2(src: std::net::SocketAddr, dst: std::net::SocketAddr) -> Vec<u8
 /// bytes read past it (the start of the client's stream). Reads at most
 /// [`V1_MAX`] or 16 + [`V2_MAX_PAYLOAD`] bytes plus one read's worth more,
 /// then fails. The caller bounds it in time.
-pub async fn read_header<S: AsyncRead + Unpin>(s: &mut S) -> Result<(Header, Bytes), Error> {
+pub(crate) async fn read_header<S: AsyncRead + Unpin>(s: &mut S) -> Result<(Header, Bytes), Error> {
     let mut buf: Vec<u8> = Vec::with_capacity(512);
     loop {
         if let Some((h, n)) = parse(&buf)? {
@@ -352,14 +352,14 @@ pub async fn read_header<S: AsyncRead + Unpin>(s: &mut S) -> Result<(Header, Byt
 }
 
 /// A stream with bytes already read from it put back in front.
-pub struct Rewind<S> {
+pub(crate) struct Rewind<S> {
     prefix: Bytes,
     inner: S,
 }
 
 impl<S> Rewind<S> {
     /// `prefix`, then `inner`.
-    pub fn new(prefix: Bytes, inner: S) -> Rewind<S> {
+    pub(crate) fn new(prefix: Bytes, inner: S) -> Rewind<S> {
         Rewind { prefix, inner }
     }
 }

@@ -72,7 +72,7 @@ fn tbs_fields(der: &[u8]) -> Option<(Tlv<'_>, Tlv<'_>)> {
 }
 
 /// `notAfter` as seconds since the Unix epoch.
-pub fn not_after(der: &[u8]) -> Option<i64> {
+pub(crate) fn not_after(der: &[u8]) -> Option<i64> {
     let (validity, _) = tbs_fields(der)?;
     let (_not_before, rest) = next(validity.body)?;
     let (t, _) = next(rest)?;
@@ -120,7 +120,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 
 /// The subject as an RFC 4514 string (`CN=client,O=Example`: the last RDN
 /// first), attribute types by their short names, unknown ones as dotted OIDs.
-pub fn subject(der: &[u8]) -> Option<String> {
+pub(crate) fn subject(der: &[u8]) -> Option<String> {
     let (_, name) = tbs_fields(der)?;
     let mut rdns = Vec::new();
     let mut rest = name.body;

@@ -1,7 +1,7 @@
 //! The response body on its way to the client ([`DownBody`]) and what a
 //! backend request holds until that body has been read ([`Release`]): the
 //! backend's in-flight count and the pooled connection's way home. Body
-//! types sent upstream are in [`crate::upstream::body`].
+//! types sent upstream are in `crate::upstream::body`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ pub struct Release {
 
 impl Release {
     /// Counts one more in-flight request on `backend`.
-    pub fn begin(backend: &Arc<Backend>, worker: usize) -> Release {
+    pub(crate) fn begin(backend: &Arc<Backend>, worker: usize) -> Release {
         Release {
             in_flight: backend.begin_request(),
             worker,
@@ -33,7 +33,7 @@ impl Release {
 
     /// The response was read to the end: its connection, if the backend
     /// keeps it alive, may serve again.
-    pub fn finish_with(&mut self, conn: Option<Conn>) {
+    pub(crate) fn finish_with(&mut self, conn: Option<Conn>) {
         if let Some(c) = conn {
             self.in_flight.backend().pool.put(self.worker, c);
         }
@@ -46,18 +46,22 @@ pub enum DownBody {
     Full(Option<Bytes>),
     /// Streamed from a backend.
     Upstream {
+        /// The body as the upstream connection reads it.
         inner: UpstreamBody,
+        /// Gives the connection back (or closes it) when the body ends.
         release: Option<Release>,
+        /// Ends the body when the backend sends nothing for `timeouts.idle`.
         idle: IdleTimer,
     },
 }
 
 impl DownBody {
+    /// A body of these bytes, whole.
     pub fn full(b: impl Into<Bytes>) -> DownBody {
         DownBody::Full(Some(b.into()))
     }
 
-    pub fn empty() -> DownBody {
+    pub(crate) fn empty() -> DownBody {
         DownBody::Full(None)
     }
 }

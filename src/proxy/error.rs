@@ -10,7 +10,7 @@ use http::{Response, StatusCode};
 use super::body::DownBody;
 
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     #[error("no leader is known (waited {}ms for one)", .waited.as_millis())]
     NoLeader { waited: Duration },
     #[error("several backends claim leadership ({}); no writes are routed until one remains", .0.join(", "))]
@@ -54,7 +54,7 @@ pub enum ProxyError {
 
 impl ProxyError {
     /// The error a failed client body becomes.
-    pub fn from_client_body(e: &crate::upstream::body::ClientBodyError) -> ProxyError {
+    pub(crate) fn from_client_body(e: &crate::upstream::body::ClientBodyError) -> ProxyError {
         use crate::upstream::body::ClientBodyError as C;
         match e {
             C::TooLarge(n) => ProxyError::BodyTooLarge(*n),
@@ -65,7 +65,7 @@ impl ProxyError {
 }
 
 impl ProxyError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         use ProxyError::*;
         match self {
             NoLeader { .. }
@@ -86,7 +86,7 @@ impl ProxyError {
     }
 
     /// Short machine-readable code for the JSON body.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         use ProxyError::*;
         match self {
             NoLeader { .. } => "no_leader",
@@ -114,7 +114,7 @@ impl ProxyError {
     }
 
     /// The response the client gets. 503s carry `Retry-After: 1`.
-    pub fn into_response(&self) -> Response<DownBody> {
+    pub(crate) fn into_response(self) -> Response<DownBody> {
         let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
         let mut resp = Response::new(DownBody::full(Bytes::from(body.to_string())));
         *resp.status_mut() = self.status();

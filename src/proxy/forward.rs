@@ -18,7 +18,7 @@ use crate::upstream::pool;
 use http_body_util::Either;
 
 /// Result of one attempt to send a request to one backend.
-pub enum Attempt {
+pub(crate) enum Attempt {
     /// The backend answered (headers; the body streams later). An HTTP/1.1
     /// connection travels inside the body and goes back to the pool when the
     /// body has been read to its end; an HTTP/2 connection stays shared in
@@ -39,7 +39,7 @@ pub enum Attempt {
 
 /// Who or what a failed attempt says something about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
+pub(crate) enum Cause {
     /// A newly opened connection broke (reset, closed, broken HTTP) before
     /// a response head arrived: evidence that the backend may be gone.
     Transport,
@@ -60,9 +60,9 @@ pub enum Cause {
 }
 
 /// An attempt that failed after the request may have reached the backend.
-pub struct Failed {
-    pub error: ProxyError,
-    pub cause: Cause,
+pub(crate) struct Failed {
+    pub(crate) error: ProxyError,
+    pub(crate) cause: Cause,
 }
 
 impl Failed {
@@ -78,23 +78,23 @@ impl Failed {
 
 /// Options for one attempt.
 #[derive(Clone, Copy)]
-pub struct SendOpts {
-    pub worker: usize,
+pub(crate) struct SendOpts {
+    pub(crate) worker: usize,
     /// Only pooled connections opened at this leader generation or later
     /// are used (fencing for writes; 0 for reads).
-    pub min_gen: u64,
+    pub(crate) min_gen: u64,
     /// Generation recorded on a newly opened connection.
-    pub gen: u64,
-    pub connect_timeout: Duration,
+    pub(crate) gen: u64,
+    pub(crate) connect_timeout: Duration,
     /// From the end of the request to the response head (the route's, or
     /// `timeouts.response_headers`); see [`response_head`].
-    pub response_timeout: Duration,
+    pub(crate) response_timeout: Duration,
     /// Pooled connections idle longer are not used (`timeouts.upstream_idle`).
-    pub max_idle: Duration,
+    pub(crate) max_idle: Duration,
     /// The client spoke HTTP/2: use HTTP/2 upstream if the backend speaks h2c.
-    pub h2: bool,
+    pub(crate) h2: bool,
     /// When the connection may be pooled after the answer (`http_reuse`).
-    pub reuse: crate::config::HttpReuse,
+    pub(crate) reuse: crate::config::HttpReuse,
 }
 
 /// Sorts a send error: a failure of the client's body blames the client —
@@ -239,7 +239,7 @@ async fn response_head_streaming<F: std::future::Future>(
 /// connection, or a peer reset it): the request goes out on a newly opened
 /// connection instead. Only a fresh connection failing — to connect, or
 /// before a byte was written — is a [`Attempt::NotSent`] (evidence).
-pub async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> Attempt {
+pub(crate) async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> Attempt {
     if o.h2 && backend.upstream_h2() {
         // Boxed: keeps the HTTP/1.1 future, the common one, small.
         match Box::pin(send_h2(backend, req, o)).await {

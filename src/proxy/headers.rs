@@ -42,7 +42,7 @@ fn is_hop_by_hop(n: &HeaderName) -> bool {
 /// framing, `X-Forwarded-*`). One pass over the names first: most requests
 /// carry none, and comparing standard names is cheaper than hashing each of
 /// eight lookups.
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
     if !h.keys().any(is_hop_by_hop) {
         return;
     }
@@ -160,7 +160,7 @@ fn itoa_ip(ip: IpAddr) -> Vec<u8> {
 
 /// Rewrites a backend response for the client: hop-by-hop headers removed
 /// (the server sets its own framing).
-pub fn prepare_response(parts: &mut http::response::Parts) {
+pub(crate) fn prepare_response(parts: &mut http::response::Parts) {
     strip_hop_by_hop(&mut parts.headers);
 }
 

@@ -32,16 +32,16 @@ static X_ROLE: http::HeaderName = http::HeaderName::from_static("x-leaderproxy-r
 static IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
 
 /// State shared by all workers.
-pub struct Proxy {
-    pub shared: Arc<Shared>,
-    pub monitor: MonitorHandle,
-    pub metrics: Arc<Metrics>,
+pub(crate) struct Proxy {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) monitor: MonitorHandle,
+    pub(crate) metrics: Arc<Metrics>,
     /// Writes waiting for a leader right now (for `writes.max_held`).
     pub(crate) held: AtomicUsize,
     /// Bytes of request bodies kept for a possible re-send right now.
     replay_bytes: AtomicU64,
     /// Open client connections across all workers (for limits.max_connections).
-    pub open_connections: AtomicUsize,
+    pub(crate) open_connections: AtomicUsize,
     /// Each session's last write, for read-your-writes.
     pub(crate) sessions: Sessions,
     /// Reads routed and hedged tries sent, for `reads.hedge.max_percent`.
@@ -50,7 +50,7 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(shared: Arc<Shared>, monitor: MonitorHandle, metrics: Arc<Metrics>) -> Proxy {
+    pub(crate) fn new(shared: Arc<Shared>, monitor: MonitorHandle, metrics: Arc<Metrics>) -> Proxy {
         let capacity = session_capacity(&shared.load().cfg);
         Proxy {
             sessions: Sessions::new(
@@ -139,7 +139,7 @@ impl Proxy {
     }
 
     /// A reloaded config is in force: applies its session capacity.
-    pub fn reloaded(&self, cfg: &Config) {
+    pub(crate) fn reloaded(&self, cfg: &Config) {
         self.sessions.set_capacity(session_capacity(cfg));
     }
 }
@@ -161,7 +161,7 @@ impl Proxy {
     /// Counts a new client connection (HTTP or TCP) against
     /// `limits.max_connections` (`max`); `None` (counted as rejected) when
     /// that many are open already.
-    pub fn admit(&'static self, max: usize) -> Option<OpenConnection> {
+    pub(crate) fn admit(&'static self, max: usize) -> Option<OpenConnection> {
         if self.open_connections.fetch_add(1, Ordering::Relaxed) >= max {
             self.open_connections.fetch_sub(1, Ordering::Relaxed);
             self.metrics.rejected_connections.inc();
@@ -173,7 +173,7 @@ impl Proxy {
 }
 
 /// One open client connection, counted until dropped ([`Proxy::admit`]).
-pub struct OpenConnection(&'static Proxy);
+pub(crate) struct OpenConnection(&'static Proxy);
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
@@ -206,21 +206,21 @@ impl Drop for ReplayReservation<'_> {
     }
 }
 
-pub use crate::net::client_ip::ClientInfo;
+pub(crate) use crate::net::client_ip::ClientInfo;
 
 /// One request's fixed facts, handed to the read and write paths.
 pub(super) struct Ctx {
-    pub client: ClientInfo,
-    pub worker: usize,
-    pub route: Route,
+    pub(crate) client: ClientInfo,
+    pub(crate) worker: usize,
+    pub(crate) route: Route,
     /// The client spoke HTTP/2.
-    pub h2: bool,
-    pub arrived: Instant,
+    pub(crate) h2: bool,
+    pub(crate) arrived: Instant,
 }
 
 impl Ctx {
     /// Options for one upstream attempt under `cfg`.
-    pub fn opts(&self, cfg: &Config, min_gen: u64, gen: u64) -> SendOpts {
+    pub(crate) fn opts(&self, cfg: &Config, min_gen: u64, gen: u64) -> SendOpts {
         SendOpts {
             h2: self.h2,
             worker: self.worker,
@@ -235,13 +235,13 @@ impl Ctx {
 
     /// The idle limit of the response body: none on long-poll routes (nor
     /// of the request body, see `dispatch`).
-    pub fn response_idle(&self, cfg: &Config) -> IdleTimer {
+    pub(crate) fn response_idle(&self, cfg: &Config) -> IdleTimer {
         IdleTimer::new((!self.route.long_poll).then_some(cfg.timeouts.body_idle))
     }
 }
 
 /// Handles one client request; never fails (errors become responses here).
-pub async fn handle(
+pub(crate) async fn handle(
     proxy: &Proxy,
     worker: usize,
     client: ClientInfo,
@@ -331,7 +331,7 @@ pub struct ProxyService {
 impl ProxyService {
     /// The service for one client connection: `worker` picks the pool slot
     /// its upstream connections come from (`0..workers`).
-    pub fn new(proxy: &'static Proxy, worker: usize, client: ClientInfo) -> ProxyService {
+    pub(crate) fn new(proxy: &'static Proxy, worker: usize, client: ClientInfo) -> ProxyService {
         ProxyService {
             proxy,
             worker,
@@ -369,8 +369,8 @@ where
 /// A request the proxy answers itself, and the backend it concerns, if any
 /// (so per-backend metrics count it).
 pub(super) struct Failure {
-    pub err: ProxyError,
-    pub backend: Option<Arc<Backend>>,
+    pub(crate) err: ProxyError,
+    pub(crate) backend: Option<Arc<Backend>>,
 }
 
 impl From<ProxyError> for Failure {

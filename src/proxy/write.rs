@@ -41,7 +41,7 @@ use crate::upstream::body::{take_conn, UpBody, UpstreamBody};
 
 /// Largest backend answer to a write that is read to be judged by a
 /// `writes.not_leader.body` rule; larger answers pass through unjudged.
-pub const NOT_LEADER_SCAN_LIMIT: u64 = 64 << 10;
+pub(crate) const NOT_LEADER_SCAN_LIMIT: u64 = 64 << 10;
 
 /// What a backend's answer to a write means.
 // Made once per answer and matched at once: boxing would cost more than the move.

@@ -28,7 +28,7 @@ use crate::backend::Backend;
 
 /// How a request to the leader failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// A new connection failed: the request was not sent.
     NotSent,
     /// The backend answered that it is not the leader.
@@ -41,7 +41,9 @@ pub enum Failure {
     Timeout,
     /// A pooled connection broke after the request may have gone out.
     Reused,
-    /// Every connection to the backend was in use: not sent.
+    /// Every connection to the backend was in use: not sent. (The proxy
+    /// does not report it today; the rule is kept and tested.)
+    #[allow(dead_code)]
     Busy,
     /// The client's request body failed.
     Client,
@@ -51,7 +53,7 @@ pub enum Failure {
 
 /// What a failure asks of the monitor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reaction {
+pub(crate) enum Reaction {
     /// Fence the leader now and re-probe everyone.
     Fence,
     /// Re-probe everyone now; keep routing.
@@ -62,7 +64,7 @@ pub enum Reaction {
 
 /// What a write's failure `f` on the leader asks for; `long_poll`: the
 /// route is a long poll (its timeouts and 5xx say nothing).
-pub fn reaction(f: Failure, long_poll: bool) -> Reaction {
+pub(crate) fn reaction(f: Failure, long_poll: bool) -> Reaction {
     match f {
         Failure::NotSent | Failure::NotLeader | Failure::Transport => Reaction::Fence,
         Failure::ServerError | Failure::Timeout if long_poll => Reaction::Nothing,
@@ -74,12 +76,12 @@ pub fn reaction(f: Failure, long_poll: bool) -> Reaction {
 /// Whether a write may be sent to `b` (the leader, or a backend a
 /// not-leader redirect names): it is neither fenced nor drained.
 #[inline]
-pub fn may_write(b: &Backend) -> bool {
+pub(crate) fn may_write(b: &Backend) -> bool {
     !b.is_fenced() && !b.is_drained()
 }
 
 /// Whether no leader is usable: none is known, or it is fenced.
-pub fn leaderless(leader: Option<&Backend>) -> bool {
+pub(crate) fn leaderless(leader: Option<&Backend>) -> bool {
     leader.is_none_or(|l| l.is_fenced())
 }
 
@@ -89,7 +91,7 @@ pub fn leaderless(leader: Option<&Backend>) -> bool {
 /// backend again (`fences_now`). Its answer may predate what the request
 /// path saw, so it neither lifts the fence nor makes a claim; evidence
 /// against the backend (denies, refused, failed) always counts.
-pub fn stale_claim(claims: bool, fences_at_start: u64, fences_now: u64) -> bool {
+pub(crate) fn stale_claim(claims: bool, fences_at_start: u64, fences_now: u64) -> bool {
     claims && fences_at_start < fences_now
 }
 

@@ -44,20 +44,20 @@ pub struct Need {
 
 impl Need {
     /// Only the leader.
-    pub const LEADER: Need = Need {
+    pub(crate) const LEADER: Need = Need {
         min_position: None,
         leader_only: true,
     };
 
     /// No requirement: any follower.
-    pub fn is_none(&self) -> bool {
+    pub(crate) fn is_none(&self) -> bool {
         self.min_position.is_none() && !self.leader_only
     }
 
     /// Whether a fresh follower is looked for: the read needs a position
     /// and not only the leader. (A read that needs nothing goes by policy,
     /// [`super::RoutingTable::pick_read`].)
-    pub fn wants_a_fresh_follower(&self) -> bool {
+    pub(crate) fn wants_a_fresh_follower(&self) -> bool {
         self.min_position.is_some() && !self.leader_only
     }
 
@@ -66,7 +66,7 @@ impl Need {
     /// leader while a write of unknown position is `pending` a position
     /// round or `leader_until` has not passed. (The clock is read only for
     /// a session that has such a window.)
-    pub fn after(
+    pub(crate) fn after(
         written: Option<u64>,
         from_client: Option<u64>,
         pending: bool,
@@ -82,7 +82,7 @@ impl Need {
 /// Whether a follower at probed `position` may serve a read that needs
 /// `need`: any follower when nothing is needed, none when only the leader
 /// will do, else one whose position is known and at least `need`'s.
-pub fn fresh_enough(need: Need, position: Option<u64>) -> bool {
+pub(crate) fn fresh_enough(need: Need, position: Option<u64>) -> bool {
     if need.leader_only {
         return false;
     }
@@ -94,7 +94,7 @@ pub fn fresh_enough(need: Need, position: Option<u64>) -> bool {
 
 /// Where a read's [`Need`] comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadNeed {
+pub(crate) enum ReadNeed {
     /// Positions do not matter: any follower.
     Nothing,
     /// Outside `positions.scope` while positions matter: the leader.
@@ -106,7 +106,7 @@ pub enum ReadNeed {
 /// Where a read's need comes from: `read_your_writes` is on (`ryw`),
 /// `reads.max_lag` is set (`max_lag`), its path is in `positions.scope`
 /// (`in_scope`, asked only when positions matter).
-pub fn read_need(ryw: bool, max_lag: bool, in_scope: impl FnOnce() -> bool) -> ReadNeed {
+pub(crate) fn read_need(ryw: bool, max_lag: bool, in_scope: impl FnOnce() -> bool) -> ReadNeed {
     if !ryw && !max_lag {
         ReadNeed::Nothing
     } else if !in_scope() {
@@ -122,7 +122,7 @@ pub fn read_need(ryw: bool, max_lag: bool, in_scope: impl FnOnce() -> bool) -> R
 /// given the `old` one: `new`, unless it went down (then `None`: the
 /// backend lost what it had — a replica resynced, a primary rewound, a
 /// member re-created — and the next answer starts it again).
-pub fn kept_position(old: Option<u64>, new: u64) -> Option<u64> {
+pub(crate) fn kept_position(old: Option<u64>, new: u64) -> Option<u64> {
     match old {
         Some(old) if new < old => None,
         _ => Some(new),
@@ -134,7 +134,7 @@ pub fn kept_position(old: Option<u64>, new: u64) -> Option<u64> {
 /// (`None` if it did not answer: the other answers may all be behind it),
 /// else the highest answer of a healthy node. Never a remembered position
 /// from an earlier round.
-pub fn reference(
+pub(crate) fn reference(
     answers: &[(usize, Option<u64>)],
     leader: Option<usize>,
     healthy: &[bool],
@@ -151,7 +151,7 @@ pub fn reference(
 
 /// One node's lag behind `reference`, and whether it is over `max_lag`
 /// (unknown counts as over).
-pub fn lag(
+pub(crate) fn lag(
     reference: Option<u64>,
     position: Option<u64>,
     max_lag: Option<u64>,
@@ -169,20 +169,20 @@ pub fn lag(
 /// of the answering backend's and the current write leader's (a deposed
 /// leader that forwarded the write may not have applied it yet); `None`
 /// when neither probe answered.
-pub fn after_ack(answered: Option<u64>, leader: Option<u64>) -> Option<u64> {
+pub(crate) fn after_ack(answered: Option<u64>, leader: Option<u64>) -> Option<u64> {
     answered.max(leader)
 }
 
 /// Whether a write's position is probed after its acknowledgement: it
 /// succeeded (`ok`), its answer carried none (`answer`), and positions are
 /// probed (`probing`).
-pub fn probes_after_ack(answer: Option<u64>, ok: bool, probing: bool) -> bool {
+pub(crate) fn probes_after_ack(answer: Option<u64>, ok: bool, probing: bool) -> bool {
     answer.is_none() && ok && probing
 }
 
 /// What a write leaves for its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recorded {
+pub(crate) enum Recorded {
     /// Applied at this position: returned to the client and remembered.
     At(u64),
     /// No position known, positions probed: reads stay on the leader until
@@ -197,7 +197,7 @@ pub enum Recorded {
 
 /// What a write whose position is `position` (from its answer or probed
 /// after it) leaves: `ok` it succeeded, `probing` positions are probed.
-pub fn recorded(position: Option<u64>, ok: bool, probing: bool) -> Recorded {
+pub(crate) fn recorded(position: Option<u64>, ok: bool, probing: bool) -> Recorded {
     match position {
         Some(p) => Recorded::At(p),
         None if ok && probing => Recorded::UntilRound,
@@ -208,7 +208,7 @@ pub fn recorded(position: Option<u64>, ok: bool, probing: bool) -> Recorded {
 
 /// Whether a session waiting for position round `after_round` has it:
 /// round `done` (or a later one) has finished.
-pub fn round_settles(after_round: Option<u64>, done: u64) -> bool {
+pub(crate) fn round_settles(after_round: Option<u64>, done: u64) -> bool {
     after_round.is_some_and(|r| r <= done)
 }
 

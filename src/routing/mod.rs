@@ -2,8 +2,8 @@
 //! routing table that the monitor publishes.
 
 pub mod classify;
-pub mod fence;
-pub mod freshness;
+pub(crate) mod fence;
+pub(crate) mod freshness;
 pub mod table;
 pub mod tier;
 

@@ -23,14 +23,18 @@ use crate::config::Config;
 /// The leader writes go to.
 #[derive(Debug, Clone)]
 pub struct LeaderInfo {
+    /// The leader.
     pub backend: Arc<Backend>,
+    /// When this monitor first saw it lead.
     pub since: SystemTime,
+    /// The term (or index) its claim carried, if the probe reads one.
     pub term: Option<u64>,
 }
 
 /// Who gets writes.
 #[derive(Debug, Clone)]
 pub enum LeaderState {
+    /// One leader, confirmed.
     Known(LeaderInfo),
     /// No healthy backend claims leadership.
     None,
@@ -38,36 +42,40 @@ pub enum LeaderState {
     SplitBrain(Vec<String>),
 }
 
+/// Where requests go, as of one monitor round: published whole and never
+/// changed afterwards (readers load it without a lock).
 pub struct RoutingTable {
     /// Increases with every published table.
     pub epoch: u64,
     /// Increases with every change of leader (including to none): pooled
     /// connections opened under an older generation are not used for writes.
-    pub leader_gen: u64,
+    pub(crate) leader_gen: u64,
     /// Increases with every config the monitor applies (a reload): a
     /// discovery answer is tagged with the generation it was asked under,
     /// and one made under an older generation is dropped (stale).
-    pub config_gen: u64,
+    pub(crate) config_gen: u64,
     /// False until the first probe round has finished.
     pub ready: bool,
+    /// Who gets writes.
     pub leader: LeaderState,
     /// The read tier ([`super::tier`]): of the eligible followers
     /// (healthy, not the leader, not drained, not ejected), those of the
     /// lowest priority that has any, local zone first. The read candidates.
     pub followers: Vec<Arc<Backend>>,
+    /// The read policy's state over `followers`.
     pub picker: Picker,
     /// The next tier: where a read retry goes when the read tier has no
     /// other follower (before the leader). Gets no first reads.
-    pub spill: Vec<Arc<Backend>>,
-    pub spill_picker: Picker,
+    pub(crate) spill: Vec<Arc<Backend>>,
+    pub(crate) spill_picker: Picker,
     /// Eligible followers of the tiers after `spill`: no reads, but a
     /// not-leader redirect may name one (a standby site's new leader).
-    pub rest: Vec<Arc<Backend>>,
+    pub(crate) rest: Vec<Arc<Backend>>,
     /// Every configured backend, in config order.
-    pub backends: Vec<Arc<Backend>>,
+    pub(crate) backends: Vec<Arc<Backend>>,
     /// The config in force for requests routed by this table, so one
     /// snapshot gives a request a consistent view of rules and limits.
-    pub cfg: Arc<Config>,
+    pub(crate) cfg: Arc<Config>,
 }
 
 impl RoutingTable {
@@ -90,7 +98,7 @@ impl RoutingTable {
     }
 
     #[inline]
-    pub fn leader(&self) -> Option<&Arc<Backend>> {
+    pub(crate) fn leader(&self) -> Option<&Arc<Backend>> {
         match &self.leader {
             LeaderState::Known(l) => Some(&l.backend),
             _ => None,
@@ -102,7 +110,7 @@ impl RoutingTable {
     /// ready (every backend was probed, so no second claimant is unknown),
     /// one leader is known, and it may get writes ([`fence::may_write`]).
     #[inline]
-    pub fn write_leader(&self) -> Option<&Arc<Backend>> {
+    pub(crate) fn write_leader(&self) -> Option<&Arc<Backend>> {
         if !self.ready {
             return None;
         }
@@ -113,7 +121,7 @@ impl RoutingTable {
     /// routing is ready and not split, and the backend is in this table as
     /// leader or eligible follower (of any tier), and it may get writes
     /// ([`fence::may_write`]).
-    pub fn hint_usable(&self, b: &Backend) -> bool {
+    pub(crate) fn hint_usable(&self, b: &Backend) -> bool {
         self.ready
             && !matches!(self.leader, LeaderState::SplitBrain(_))
             && fence::may_write(b)
@@ -141,7 +149,7 @@ impl RoutingTable {
     /// follower of the read tier, else one of the spill tier (the next
     /// zone or site), else the leader when `fallback_to_leader` is on;
     /// never `failed`.
-    pub fn pick_retry(&self, client: IpAddr, failed: u64) -> Option<&Arc<Backend>> {
+    pub(crate) fn pick_retry(&self, client: IpAddr, failed: u64) -> Option<&Arc<Backend>> {
         let other = |list: &[Arc<Backend>], picker: &Picker| {
             picker
                 .pick(list, client, Some(failed))
@@ -162,7 +170,7 @@ impl RoutingTable {
     /// Where a read that must see an earlier write goes
     /// (`reads.consistency: read_your_writes`): with a position, the
     /// follower the policy picks if it is fresh enough
-    /// ([`fresh_enough`]), else the next follower that is; the leader
+    /// (`fresh_enough`), else the next follower that is; the leader
     /// otherwise — and always
     /// when `need.leader_only` — whatever `fallback_to_leader` says, since
     /// the leader has every acknowledged write. Never the backend `avoid`
@@ -194,7 +202,7 @@ impl RoutingTable {
     /// [`Self::pick_retry`] when `avoid` names the backend that failed), or,
     /// when it must see an earlier write, [`Self::pick_fresh`]. The flag
     /// says whether a fresh read went to the leader (`None`: no need).
-    pub fn pick_for(
+    pub(crate) fn pick_for(
         &self,
         client: IpAddr,
         need: Need,
@@ -211,7 +219,7 @@ impl RoutingTable {
             .map(|(b, leader)| (b, Some(leader)))
     }
 
-    pub fn backend_by_authority(&self, authority: &str) -> Option<&Arc<Backend>> {
+    pub(crate) fn backend_by_authority(&self, authority: &str) -> Option<&Arc<Backend>> {
         self.backends
             .iter()
             .find(|b| b.authority.as_str().eq_ignore_ascii_case(authority))
@@ -223,14 +231,14 @@ pub struct Shared {
     table: ArcSwap<RoutingTable>,
     changed: watch::Sender<u64>,
     /// The position rounds' progress (`positions.probe`).
-    pub rounds: Rounds,
+    pub(crate) rounds: Rounds,
 }
 
 /// How far the position rounds have come, for writes whose position is
 /// not known: such a write's session stays on the leader until a round that
 /// started after it has read the leader's position.
 #[derive(Default)]
-pub struct Rounds {
+pub(crate) struct Rounds {
     /// Rounds started so far (the running one included).
     started: AtomicU64,
     /// The last round whose answers the monitor has taken in.
@@ -246,7 +254,7 @@ impl Rounds {
     }
 
     /// The number of the first round that starts after this call.
-    pub fn next(&self) -> u64 {
+    pub(crate) fn next(&self) -> u64 {
         self.started.load(Ordering::Relaxed) + 1
     }
 
@@ -261,7 +269,7 @@ impl Rounds {
 
     /// The leader's position read by round `n` or a later one, once known:
     /// the last finished round's number and reference.
-    pub fn reference_since(&self, n: u64) -> Option<(u64, u64)> {
+    pub(crate) fn reference_since(&self, n: u64) -> Option<(u64, u64)> {
         let done = self.done.load(Ordering::Acquire);
         if done < n {
             return None;
@@ -272,6 +280,7 @@ impl Rounds {
 }
 
 impl Shared {
+    /// Publishes `initial` as the first table.
     pub fn new(initial: RoutingTable) -> Shared {
         let epoch = initial.epoch;
         Shared {
@@ -294,7 +303,7 @@ impl Shared {
         self.changed.send_replace(epoch);
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
 
@@ -304,7 +313,7 @@ impl Shared {
     /// the `recheck` timer), so a table that does not change never spins.
     /// `recheck` bounds each wait so that a leader that refused once but
     /// was never replaced gets another chance.
-    pub async fn wait_for_leader(
+    pub(crate) async fn wait_for_leader(
         &self,
         deadline: Instant,
         avoid: Option<u64>,
@@ -320,7 +329,7 @@ impl Shared {
     /// for a read that failed on `avoid` ([`RoutingTable::pick_for`]): a
     /// read held through a failover goes to the next leader, or to a
     /// follower whose position qualifies.
-    pub async fn wait_for_read(
+    pub(crate) async fn wait_for_read(
         &self,
         deadline: Instant,
         avoid: Option<u64>,

@@ -1,7 +1,7 @@
 //! Which of the eligible followers get reads: the read tier.
 //!
 //! Every eligible follower (healthy, not the leader, not drained, not
-//! ejected — decided by the monitor before this runs) has a [`Rank`]: its
+//! ejected — decided by the monitor before this runs) has a `Rank`: its
 //! `priority` (0 = primary site, higher = standby), then whether it is
 //! outside `local_zone`. Reads go to the followers of the best rank that
 //! has any: the lowest priority with an eligible follower, and within it
@@ -10,16 +10,16 @@
 
 /// Where a follower stands for reads; lower is preferred.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Rank {
+pub(crate) struct Rank {
     /// `backends[].priority`: 0 = primary site.
-    pub priority: u32,
+    pub(crate) priority: u32,
     /// Outside `local_zone` (never true when no local zone is set).
-    pub remote: bool,
+    pub(crate) remote: bool,
 }
 
 impl Rank {
     /// The best rank there is: local zone (or none set) on the primary site.
-    pub const HOME: Rank = Rank {
+    pub(crate) const HOME: Rank = Rank {
         priority: 0,
         remote: false,
     };
@@ -27,7 +27,7 @@ impl Rank {
     /// The rank of a follower with this `priority` and `zone` as seen from
     /// a proxy in `local_zone`. Without a local zone, zones do not matter;
     /// a follower without a zone is remote to a proxy that has one.
-    pub fn of(priority: u32, zone: Option<&str>, local_zone: Option<&str>) -> Rank {
+    pub(crate) fn of(priority: u32, zone: Option<&str>, local_zone: Option<&str>) -> Rank {
         Rank {
             priority,
             remote: local_zone.is_some_and(|l| zone != Some(l)),
@@ -37,29 +37,29 @@ impl Rank {
 
 /// The eligible followers split by rank.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Tiers {
+pub(crate) struct Tiers {
     /// The read tier's rank; `None` when no follower is eligible.
-    pub rank: Option<Rank>,
+    pub(crate) rank: Option<Rank>,
     /// Indices (into the ranks given) of the read tier, in their order.
-    pub read: Vec<usize>,
+    pub(crate) read: Vec<usize>,
     /// Indices of the next rank that has any follower: where a read retry
     /// goes when the read tier has no other follower.
-    pub spill: Vec<usize>,
+    pub(crate) spill: Vec<usize>,
     /// Indices of every other eligible follower (worse ranks), in order.
-    pub rest: Vec<usize>,
+    pub(crate) rest: Vec<usize>,
 }
 
 impl Tiers {
     /// Reads left home: the read tier is a standby site or outside the
     /// local zone. False when no follower is eligible at all.
-    pub fn spilled(&self) -> bool {
+    pub(crate) fn spilled(&self) -> bool {
         self.rank.is_some_and(|r| r != Rank::HOME)
     }
 }
 
 /// Splits the eligible followers, given by rank, into the read tier, the
 /// spill tier and the rest. Each keeps the order of `ranks`.
-pub fn tiers(ranks: &[Rank]) -> Tiers {
+pub(crate) fn tiers(ranks: &[Rank]) -> Tiers {
     let mut distinct: Vec<Rank> = ranks.to_vec();
     distinct.sort_unstable();
     distinct.dedup();

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-pub mod h1;
+pub(crate) mod h1;
 
 use crate::config::Config;
 use crate::h2_conn::{StreamGuard, Streams, Tracked};
@@ -29,7 +29,7 @@ use h1::{ClientStream, Served};
 
 /// Binds one listening socket with `SO_REUSEPORT`, so every worker can
 /// have its own and the kernel spreads connections between them.
-pub fn bind_reuseport(addr: SocketAddr) -> std::io::Result<StdListener> {
+pub(crate) fn bind_reuseport(addr: SocketAddr) -> std::io::Result<StdListener> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
@@ -45,7 +45,7 @@ pub fn bind_reuseport(addr: SocketAddr) -> std::io::Result<StdListener> {
 /// Binds `workers` listeners per address. The first one is bound without
 /// sharing first, so a port already used by another process is an error
 /// rather than a silent share; port 0 is resolved once and reused.
-pub fn bind_all(
+pub(crate) fn bind_all(
     addrs: &[SocketAddr],
     workers: usize,
 ) -> std::io::Result<(Vec<Vec<StdListener>>, Vec<SocketAddr>)> {
@@ -79,21 +79,21 @@ pub fn bind_all(
 
 /// Settings every worker needs to serve connections.
 #[derive(Clone)]
-pub struct ServeOpts {
-    pub max_connections: usize,
-    pub max_header_bytes: usize,
-    pub header_read_timeout: Duration,
+pub(crate) struct ServeOpts {
+    pub(crate) max_connections: usize,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) header_read_timeout: Duration,
     /// Longest wait for the next request on a keep-alive HTTP/1.1
     /// connection; longest time with no open stream on an HTTP/2 one.
-    pub client_idle: Duration,
-    pub shutdown_grace: Duration,
+    pub(crate) client_idle: Duration,
+    pub(crate) shutdown_grace: Duration,
     /// Per listener, in `listen` order: connections start with a PROXY
     /// protocol header.
-    pub proxy_protocol: Vec<bool>,
+    pub(crate) proxy_protocol: Vec<bool>,
 }
 
 impl ServeOpts {
-    pub fn from_config(cfg: &Config) -> ServeOpts {
+    pub(crate) fn from_config(cfg: &Config) -> ServeOpts {
         ServeOpts {
             max_connections: cfg.limits.max_connections,
             max_header_bytes: cfg.limits.max_header_bytes,
@@ -375,7 +375,7 @@ async fn sweep_idle(proxy: &'static Proxy, worker: usize, mut shutdown: watch::R
 
 /// Serves one worker's listeners until `shutdown` turns true, then lets
 /// in-flight requests finish for up to the grace period.
-pub async fn serve_worker(
+pub(crate) async fn serve_worker(
     proxy: &'static Proxy,
     worker: usize,
     listeners: Vec<StdListener>,

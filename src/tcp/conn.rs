@@ -24,11 +24,11 @@ use crate::routing::RoutingTable;
 use crate::shutdown::until_true;
 
 /// One `tcp` listener as its connections see it.
-pub struct Listener {
+pub(crate) struct Listener {
     /// Its config (fixed for the process: listeners are bound at start).
-    pub cfg: TcpListen,
+    pub(crate) cfg: TcpListen,
     /// Its label in metrics, logs and the admin API: the listen address.
-    pub label: String,
+    pub(crate) label: String,
     /// The listener's policy over the read tier of the table of that epoch
     /// (read listeners whose policy is not `reads.policy`).
     picker: Mutex<Option<(u64, Arc<Picker>)>>,
@@ -40,7 +40,7 @@ pub struct Listener {
 
 impl Listener {
     /// A listener for `cfg`, labelled by its bound address.
-    pub fn new(cfg: TcpListen, bound: SocketAddr) -> Listener {
+    pub(crate) fn new(cfg: TcpListen, bound: SocketAddr) -> Listener {
         Listener {
             label: bound.to_string(),
             cfg,
@@ -51,12 +51,12 @@ impl Listener {
     }
 
     /// Connections open to a backend now.
-    pub fn open_connections(&self) -> usize {
+    pub(crate) fn open_connections(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
 
     /// Connections waiting for a leader now.
-    pub fn held_connections(&self) -> usize {
+    pub(crate) fn held_connections(&self) -> usize {
         self.held.load(Ordering::Relaxed)
     }
 
@@ -82,7 +82,7 @@ impl Listener {
 
 /// Serves one accepted connection from `client` (its address after any
 /// PROXY header; `early`: bytes read past that header) until it ends.
-pub async fn serve(
+pub(crate) async fn serve(
     proxy: &'static Proxy,
     l: &Listener,
     metrics: &TcpMetrics,

@@ -6,7 +6,7 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registr
 use super::route::Close;
 
 /// `leaderproxy_tcp_*`.
-pub struct TcpMetrics {
+pub(crate) struct TcpMetrics {
     /// `leaderproxy_tcp_connections{listener,backend}`: open connections.
     active: IntGaugeVec,
     /// `leaderproxy_tcp_connections_total{listener,backend}`: connections
@@ -24,13 +24,13 @@ pub struct TcpMetrics {
 }
 
 /// One connection's handles, resolved once when it reaches its backend.
-pub struct ConnMetrics {
+pub(crate) struct ConnMetrics {
     /// Its series of `leaderproxy_tcp_connections` (decremented on drop).
-    pub active: IntGauge,
+    pub(crate) active: IntGauge,
     /// Its series of `leaderproxy_tcp_bytes_total{direction="to_backend"}`.
-    pub to_backend: IntCounter,
+    pub(crate) to_backend: IntCounter,
     /// Its series of `leaderproxy_tcp_bytes_total{direction="to_client"}`.
-    pub to_client: IntCounter,
+    pub(crate) to_client: IntCounter,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
@@ -42,7 +42,7 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C
 
 impl TcpMetrics {
     /// The families, registered on `registry`.
-    pub fn new(registry: &Registry) -> TcpMetrics {
+    pub(crate) fn new(registry: &Registry) -> TcpMetrics {
         let gauge = |name: &str, help: &str, labels: &[&str]| {
             register(
                 registry,
@@ -85,7 +85,7 @@ impl TcpMetrics {
     }
 
     /// Handles for one connection of `listener` to `backend`; counts it.
-    pub fn conn(&self, listener: &str, backend: &str) -> ConnMetrics {
+    pub(crate) fn conn(&self, listener: &str, backend: &str) -> ConnMetrics {
         self.total.with_label_values(&[listener, backend]).inc();
         let active = self.active.with_label_values(&[listener, backend]);
         active.inc();
@@ -101,12 +101,12 @@ impl TcpMetrics {
     }
 
     /// The held-connections gauge of `listener`.
-    pub fn held(&self, listener: &str) -> IntGauge {
+    pub(crate) fn held(&self, listener: &str) -> IntGauge {
         self.held.with_label_values(&[listener])
     }
 
     /// Counts a connection of `listener` closed by the proxy.
-    pub fn closed(&self, listener: &str, why: Close) {
+    pub(crate) fn closed(&self, listener: &str, why: Close) {
         self.closed
             .with_label_values(&[listener, why.as_str()])
             .inc();

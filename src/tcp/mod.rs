@@ -12,9 +12,9 @@
 //! listener, like the HTTP listeners.
 
 mod conn;
-pub mod metrics;
+pub(crate) mod metrics;
 mod pump;
-pub mod route;
+pub(crate) mod route;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-pub use conn::Listener;
+pub(crate) use conn::Listener;
 use metrics::TcpMetrics;
 
 use crate::proxy::service::Proxy;
@@ -34,7 +34,7 @@ use crate::shutdown::until_true;
 /// Accepts on one worker's sockets of the TCP listeners (`sockets[i]` is
 /// `listeners[i]`'s) until `shutdown`; then lets open connections run for
 /// up to `shutdown_grace` (each cuts itself then).
-pub async fn serve_worker(
+pub(crate) async fn serve_worker(
     proxy: &'static Proxy,
     listeners: Arc<Vec<Listener>>,
     sockets: Vec<StdListener>,

@@ -39,14 +39,14 @@ fn give_back(b: Box<[u8]>) {
 }
 
 /// When bytes last moved, in milliseconds since `start` (for the idle timeout).
-pub struct Activity {
+pub(crate) struct Activity {
     start: Instant,
     last_ms: AtomicU64,
 }
 
 impl Activity {
     /// Starts the clock now.
-    pub fn new() -> Activity {
+    pub(crate) fn new() -> Activity {
         Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
@@ -59,7 +59,7 @@ impl Activity {
     }
 
     /// When bytes last moved (or the start).
-    pub fn last(&self) -> Instant {
+    pub(crate) fn last(&self) -> Instant {
         self.start + std::time::Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 }
@@ -143,7 +143,7 @@ impl Drop for Direction {
 /// Copies `client` ⇄ `backend` until both directions have ended (each end
 /// of stream passed on as a half-close) or one fails. Bytes are counted in
 /// `to_backend` / `to_client` as written; `activity` records when bytes last moved.
-pub async fn pump(
+pub(crate) async fn pump(
     client: &TcpStream,
     backend: &TcpStream,
     to_backend: &IntCounter,

@@ -23,7 +23,7 @@ use crate::routing::RoutingTable;
 /// Why an open TCP connection is closed by the proxy (the `reason` label
 /// of `leaderproxy_tcp_closed_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Close {
+pub(crate) enum Close {
     /// Its backend is no longer the confirmed write leader.
     LeaderChange,
     /// Its follower left the read set (`on_unhealthy: close`).
@@ -42,7 +42,8 @@ pub enum Close {
 
 impl Close {
     /// Every reason, in label order.
-    pub const ALL: [Close; 7] = [
+    #[allow(dead_code)] // unused outside tests of its own once `tcp` went pub(crate) (issue 17)
+    pub(crate) const ALL: [Close; 7] = [
         Close::LeaderChange,
         Close::Unhealthy,
         Close::Idle,
@@ -53,7 +54,7 @@ impl Close {
     ];
 
     /// The metric label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Close::LeaderChange => "leader_change",
             Close::Unhealthy => "unhealthy",
@@ -69,7 +70,7 @@ impl Close {
 /// The backend a new connection of listener `l` goes to now; `None`:
 /// there is none (a write connection is held, a read one closed).
 /// `picker` is the listener's policy over `t.followers`.
-pub fn target<'t>(
+pub(crate) fn target<'t>(
     t: &'t RoutingTable,
     l: &TcpListen,
     picker: &Picker,
@@ -92,7 +93,7 @@ pub fn target<'t>(
 
 /// Whether a connection of listener `l` to backend `b` must close under
 /// table `t`, and why.
-pub fn must_close(t: &RoutingTable, l: &TcpListen, b: &Backend) -> Option<Close> {
+pub(crate) fn must_close(t: &RoutingTable, l: &TcpListen, b: &Backend) -> Option<Close> {
     match l.to {
         Role::Write => match t.write_leader() {
             Some(w) if w.id == b.id => None,

@@ -20,12 +20,12 @@ use tokio::time::{Instant, Sleep};
 
 use super::pool::Conn;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The client's side of a request body failed. It says nothing about the
 /// backend: such a failure never fences a leader or counts for passive health.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientBodyError {
+pub(crate) enum ClientBodyError {
     #[error("request body is larger than limits.max_body_bytes ({0} bytes)")]
     TooLarge(u64),
     #[error("the client sent no body bytes for {}ms (timeouts.body_idle)", .0.as_millis())]
@@ -48,21 +48,21 @@ impl ClientBodyError {
 /// The backend's response body stalled past `timeouts.body_idle`.
 #[derive(Debug, thiserror::Error)]
 #[error("the backend sent no body bytes for {}ms (timeouts.body_idle)", .0.as_millis())]
-pub struct UpstreamBodyIdle(pub Duration);
+pub(crate) struct UpstreamBodyIdle(pub Duration);
 
 /// A lazily armed idle deadline: the timer is only allocated the first time
 /// a body has to wait, and re-armed (one clock read) after progress.
 #[derive(Default)]
 pub struct IdleTimer {
     /// `None`: never expires.
-    pub limit: Option<Duration>,
+    pub(crate) limit: Option<Duration>,
     sleep: Option<Pin<Box<Sleep>>>,
     armed: bool,
 }
 
 impl IdleTimer {
     /// `None`: never expires.
-    pub fn new(limit: Option<Duration>) -> IdleTimer {
+    pub(crate) fn new(limit: Option<Duration>) -> IdleTimer {
         IdleTimer {
             limit,
             sleep: None,
@@ -72,12 +72,12 @@ impl IdleTimer {
 
     /// Data moved: the next wait starts a new idle period.
     #[inline]
-    pub fn progress(&mut self) {
+    pub(crate) fn progress(&mut self) {
         self.armed = false;
     }
 
     /// The body is waiting: true once it has waited `limit` since the last progress.
-    pub fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+    pub(crate) fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         let Some(limit) = self.limit else {
             return false;
         };
@@ -97,7 +97,7 @@ impl IdleTimer {
 /// sends it: the backend's response-headers clock only starts once the body
 /// has been sent, and a body waiting for the client is the client's delay.
 #[derive(Default)]
-pub struct Upload {
+pub(crate) struct Upload {
     done: AtomicBool,
     waiting_on_client: AtomicBool,
     frames: AtomicU64,
@@ -110,22 +110,22 @@ pub struct Upload {
 
 impl Upload {
     /// The client's body failure that ended this upload, if it did.
-    pub fn client_failure(&self) -> Option<&ClientBodyError> {
+    pub(crate) fn client_failure(&self) -> Option<&ClientBodyError> {
         self.client_failure.get()
     }
 
     /// The body has ended (or failed, or was dropped).
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.done.load(Ordering::Acquire)
     }
 
     /// The body's last poll waited for the client (not for the backend).
-    pub fn waiting_on_client(&self) -> bool {
+    pub(crate) fn waiting_on_client(&self) -> bool {
         self.waiting_on_client.load(Ordering::Relaxed)
     }
 
     /// Frames passed on so far (progress).
-    pub fn frames(&self) -> u64 {
+    pub(crate) fn frames(&self) -> u64 {
         self.frames.load(Ordering::Relaxed)
     }
 
@@ -146,13 +146,13 @@ impl Upload {
 
     /// Resolves once the body is done; create and enable it before checking
     /// [`Upload::is_done`].
-    pub fn done_notified(&self) -> tokio::sync::futures::Notified<'_> {
+    pub(crate) fn done_notified(&self) -> tokio::sync::futures::Notified<'_> {
         self.notify.notified()
     }
 }
 
 /// Marks the [`Upload`] done when the body ends or is dropped.
-pub struct UploadTx(Arc<Upload>);
+pub(crate) struct UploadTx(Arc<Upload>);
 
 /// Ends a streamed body with the client's failure `e`, recorded first in
 /// its [`Upload`] (if one is watched) so the attempt sending it blames the
@@ -174,7 +174,7 @@ impl Drop for UploadTx {
 }
 
 /// A client's request body as it arrives.
-pub enum ClientBody {
+pub(crate) enum ClientBody {
     /// No body (most reads): nothing allocated.
     Empty,
     /// Read by hyper's HTTP/2 server.
@@ -187,7 +187,7 @@ pub enum ClientBody {
 impl ClientBody {
     /// Wraps any body; hyper's `Incoming` and a `ClientBody` are kept
     /// as they are (no allocation).
-    pub fn new<B>(body: B) -> ClientBody
+    pub(crate) fn new<B>(body: B) -> ClientBody
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -242,7 +242,7 @@ impl Body for ClientBody {
 }
 
 /// A request body on its way to a backend.
-pub enum UpBody {
+pub(crate) enum UpBody {
     /// Kept in memory, so the request can be sent again.
     Full(Option<Bytes>),
     /// Streamed from the client, cut off past `remaining` bytes.
@@ -257,13 +257,13 @@ pub enum UpBody {
 }
 
 impl UpBody {
-    pub fn empty() -> UpBody {
+    pub(crate) fn empty() -> UpBody {
         UpBody::Full(None)
     }
 
     /// A body streamed from the client, cut past `limit` bytes and after
     /// `idle` of silence (`None`: never, for long-poll routes).
-    pub fn stream(inner: ClientBody, limit: u64, idle: Option<Duration>) -> UpBody {
+    pub(crate) fn stream(inner: ClientBody, limit: u64, idle: Option<Duration>) -> UpBody {
         UpBody::Stream {
             inner,
             remaining: limit,
@@ -288,7 +288,7 @@ impl UpBody {
     /// Progress of a streamed body, for the attempt sending it (made on
     /// first use, so bodiless and in-memory requests allocate nothing);
     /// `None` for a body in memory.
-    pub fn track_upload(&mut self) -> Option<Arc<Upload>> {
+    pub(crate) fn track_upload(&mut self) -> Option<Arc<Upload>> {
         match self {
             UpBody::Full(_) => None,
             UpBody::Stream { upload, .. } => Some(
@@ -373,11 +373,11 @@ impl Body for UpBody {
 
 /// A backend's response body: read from the pooled HTTP/1.1 socket on the
 /// caller's task (`Left`), or from hyper's shared HTTP/2 connection (`Right`).
-pub type UpstreamBody = Either<super::h1::Body, Incoming>;
+pub(crate) type UpstreamBody = Either<super::h1::Body, Incoming>;
 
 /// The HTTP/1.1 connection of a backend's body, once the body was read to
 /// its end and the backend keeps it alive.
-pub fn take_conn(body: &mut UpstreamBody) -> Option<Conn> {
+pub(crate) fn take_conn(body: &mut UpstreamBody) -> Option<Conn> {
     match body {
         Either::Left(b) => b.take_conn(),
         Either::Right(_) => None,

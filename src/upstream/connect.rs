@@ -24,7 +24,7 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Which protocols a TLS connection offers by ALPN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Alpn {
+pub(crate) enum Alpn {
     /// `http/1.1` only: the connection will carry HTTP/1.1 (pooled
     /// connections, probes), so the backend must not pick `h2`.
     Http1,
@@ -34,14 +34,14 @@ pub enum Alpn {
 }
 
 /// A connection to a backend, plain or TLS.
-pub enum UpstreamStream {
+pub(crate) enum UpstreamStream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl UpstreamStream {
     /// Whether the backend chose `h2` by ALPN (never for a plain stream).
-    pub fn is_h2(&self) -> bool {
+    pub(crate) fn is_h2(&self) -> bool {
         match self {
             UpstreamStream::Plain(_) => false,
             UpstreamStream::Tls(s) => s.get_ref().1.alpn_protocol() == Some(b"h2"),
@@ -49,7 +49,7 @@ impl UpstreamStream {
     }
 
     /// The certificate the backend presented (TLS only).
-    pub fn peer_certificate(&self) -> Option<&rustls_pki_types::CertificateDer<'static>> {
+    pub(crate) fn peer_certificate(&self) -> Option<&rustls_pki_types::CertificateDer<'static>> {
         match self {
             UpstreamStream::Plain(_) => None,
             UpstreamStream::Tls(s) => s.get_ref().1.peer_certificates()?.first(),
@@ -117,7 +117,7 @@ impl AsyncWrite for UpstreamStream {
 
 /// Why a connection could not be opened.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     #[error("connect timed out after {0:?}")]
     Timeout(Duration),
     /// TCP: refused, unreachable, … (the backend is not there right now).
@@ -131,7 +131,7 @@ pub enum ConnectError {
 /// What a connection needs to know of the backend it reaches, and what it
 /// tells the backend back; the backend layer implements it, so reaching a
 /// backend knows nothing of its routing state.
-pub trait Peer {
+pub(crate) trait Peer {
     /// `host:port` to connect to.
     fn authority(&self) -> &str;
     /// `https://`: the TLS settings and client config in force; `None`: plain.
@@ -147,7 +147,7 @@ pub trait Peer {
 /// Opens a connection to `backend` within `timeout` (TCP and TLS together).
 /// A TLS handshake failure is counted by reason and logged when the
 /// backend's reason changes (the probes say when it works again).
-pub async fn connect<P: Peer + ?Sized>(
+pub(crate) async fn connect<P: Peer + ?Sized>(
     backend: &P,
     timeout: Duration,
     alpn: Alpn,

@@ -3,8 +3,8 @@
 //! and the reason a handshake failed); [`tls`] builds the rustls client
 //! configurations from the certificates the config read.
 
-pub mod body;
-pub mod connect;
-pub mod h1;
-pub mod pool;
-pub mod tls;
+pub(crate) mod body;
+pub(crate) mod connect;
+pub(crate) mod h1;
+pub(crate) mod pool;
+pub(crate) mod tls;

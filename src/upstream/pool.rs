@@ -34,7 +34,7 @@ const H2_PING_INTERVAL: Duration = Duration::from_secs(10);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A ready-to-use upstream connection.
-pub use super::h1::Conn;
+pub(crate) use super::h1::Conn;
 
 struct Idle {
     conn: Conn,
@@ -43,9 +43,9 @@ struct Idle {
 
 /// A multiplexed HTTP/2 connection and its leader generation.
 #[derive(Clone)]
-pub struct H2 {
-    pub tx: http2::SendRequest<UpBody>,
-    pub gen: u64,
+pub(crate) struct H2 {
+    pub(crate) tx: http2::SendRequest<UpBody>,
+    pub(crate) gen: u64,
     /// Tells connections apart (for [`Pool::forget_h2`]).
     id: u64,
 }
@@ -61,7 +61,7 @@ struct Slot {
 
 /// Why a new connection could not be opened.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     /// TCP or TLS.
     #[error(transparent)]
     Connect(#[from] upstream::ConnectError),
@@ -74,7 +74,7 @@ pub enum ConnectError {
 
 /// The idle connections of one backend, one slot per worker, and the
 /// permits of its connection limit.
-pub struct Pool {
+pub(crate) struct Pool {
     slots: Box<[Slot]>,
     /// One permit per open connection.
     permits: Arc<Semaphore>,
@@ -88,7 +88,7 @@ pub struct Pool {
 }
 
 /// What [`Pool::checkout`] found.
-pub enum Checkout {
+pub(crate) enum Checkout {
     /// An idle connection of this worker's slot.
     Pooled(Conn),
     /// Room for a new connection: it must hold this permit for its lifetime.
@@ -97,15 +97,15 @@ pub enum Checkout {
 
 /// Every connection to the backend was in use for the whole wait.
 #[derive(Debug)]
-pub struct Busy {
+pub(crate) struct Busy {
     /// The backend's limit.
-    pub limit: usize,
+    pub(crate) limit: usize,
 }
 
 impl Pool {
     /// A pool for `workers` workers, with at most `limit` connections open
     /// at once (at least 1).
-    pub fn new(workers: usize, limit: usize) -> Pool {
+    pub(crate) fn new(workers: usize, limit: usize) -> Pool {
         let limit = limit.clamp(1, Semaphore::MAX_PERMITS);
         Pool {
             slots: (0..workers.max(1)).map(|_| Slot::default()).collect(),
@@ -117,7 +117,7 @@ impl Pool {
     }
 
     /// The connection limit.
-    pub fn limit(&self) -> usize {
+    pub(crate) fn limit(&self) -> usize {
         self.limit
     }
 
@@ -126,7 +126,7 @@ impl Pool {
     /// an idle connection of another worker is closed to free its permit;
     /// when every connection is in use, waits up to `wait` for one to come
     /// back or close, then [`Busy`].
-    pub async fn checkout(
+    pub(crate) async fn checkout(
         &self,
         worker: usize,
         reuse: Option<(u64, Duration)>,
@@ -159,7 +159,11 @@ impl Pool {
 
     /// A permit for a new connection (an HTTP/2 one), waiting as
     /// [`Pool::checkout`] does.
-    pub async fn room(&self, worker: usize, wait: Duration) -> Result<OwnedSemaphorePermit, Busy> {
+    pub(crate) async fn room(
+        &self,
+        worker: usize,
+        wait: Duration,
+    ) -> Result<OwnedSemaphorePermit, Busy> {
         match self.checkout(worker, None, wait).await? {
             Checkout::Open(p) => Ok(p),
             // Never: without `reuse` no pooled connection is taken.
@@ -172,7 +176,11 @@ impl Pool {
 
     /// One non-waiting round of [`Pool::checkout`]: `None` when it would
     /// have to wait.
-    pub fn try_checkout(&self, worker: usize, reuse: Option<(u64, Duration)>) -> Option<Checkout> {
+    pub(crate) fn try_checkout(
+        &self,
+        worker: usize,
+        reuse: Option<(u64, Duration)>,
+    ) -> Option<Checkout> {
         if let Some((min_gen, max_idle)) = reuse {
             if let Some(c) = self.take(worker, min_gen, max_idle) {
                 return Some(Checkout::Pooled(c));
@@ -207,7 +215,7 @@ impl Pool {
     /// Takes the most recently used idle connection that is still open,
     /// opened at leader generation `min_gen` or later, and idle for less
     /// than `max_idle`. Older or closed ones are dropped.
-    pub fn take(&self, worker: usize, min_gen: u64, max_idle: Duration) -> Option<Conn> {
+    pub(crate) fn take(&self, worker: usize, min_gen: u64, max_idle: Duration) -> Option<Conn> {
         let mut idle = self
             .slot(worker)
             .idle
@@ -223,7 +231,7 @@ impl Pool {
     }
 
     /// Returns a connection whose last response was read to the end.
-    pub fn put(&self, worker: usize, conn: Conn) {
+    pub(crate) fn put(&self, worker: usize, conn: Conn) {
         let mut idle = self
             .slot(worker)
             .idle
@@ -246,7 +254,7 @@ impl Pool {
     /// `max_idle` or longer (they are stacked oldest first), and forgets
     /// closed ones. Returns how many were removed. The connections are
     /// dropped (which closes them) after the slot's lock is released.
-    pub fn sweep(&self, worker: usize, max_idle: Duration) -> usize {
+    pub(crate) fn sweep(&self, worker: usize, max_idle: Duration) -> usize {
         self.sweep_at(worker, max_idle, Instant::now())
     }
 
@@ -277,7 +285,7 @@ impl Pool {
 
     /// Forgets this worker's HTTP/2 connection if it is still `c` (it timed
     /// out or failed): the next request opens a new one.
-    pub fn forget_h2(&self, worker: usize, c: &H2) {
+    pub(crate) fn forget_h2(&self, worker: usize, c: &H2) {
         let mut h2 = self
             .slot(worker)
             .h2
@@ -290,7 +298,7 @@ impl Pool {
 
     /// This worker's HTTP/2 connection, if it is open and was opened at
     /// leader generation `min_gen` or later.
-    pub fn take_h2(&self, worker: usize, min_gen: u64) -> Option<H2> {
+    pub(crate) fn take_h2(&self, worker: usize, min_gen: u64) -> Option<H2> {
         let mut h2 = self
             .slot(worker)
             .h2
@@ -306,7 +314,7 @@ impl Pool {
     }
 
     /// Makes `c` this worker's HTTP/2 connection to the backend.
-    pub fn put_h2(&self, worker: usize, c: H2) {
+    pub(crate) fn put_h2(&self, worker: usize, c: H2) {
         *self
             .slot(worker)
             .h2
@@ -316,7 +324,7 @@ impl Pool {
 
     /// Idle connections across all workers that are still open (admin and
     /// tests); closed ones are only dropped when a take passes them.
-    pub fn idle_count(&self) -> usize {
+    pub(crate) fn idle_count(&self) -> usize {
         self.slots
             .iter()
             .map(|s| {
@@ -338,7 +346,7 @@ impl Drop for Waiting<'_> {
 
 /// Opens a new HTTP/1.1 connection to `backend` (TLS offering only
 /// `http/1.1` for an `https://` backend); it holds `permit` while open.
-pub async fn connect<P: Peer + ?Sized>(
+pub(crate) async fn connect<P: Peer + ?Sized>(
     backend: &P,
     timeout: Duration,
     gen: u64,
@@ -351,7 +359,7 @@ pub async fn connect<P: Peer + ?Sized>(
 /// Opens a new HTTP/2 connection to `backend`: h2c with prior knowledge,
 /// or TLS offering `h2` and `http/1.1` ([`ConnectError::NotH2`] when the
 /// backend chose `http/1.1`).
-pub async fn connect_h2<P: Peer + ?Sized>(
+pub(crate) async fn connect_h2<P: Peer + ?Sized>(
     backend: &P,
     timeout: Duration,
     gen: u64,

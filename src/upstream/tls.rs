@@ -40,7 +40,7 @@ pub(crate) fn reason_of(e: &std::io::Error) -> TlsReason {
 /// TLS 1.3 a server that rejects the client certificate says so only after
 /// the client finished its side of the handshake: the alert arrives with
 /// the first read, as the error of the first request.
-pub fn alert_in(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+pub(crate) fn alert_in(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cur {
         let tls = c.downcast_ref::<rustls::Error>().or_else(|| {
@@ -60,7 +60,7 @@ pub fn alert_in(e: &(dyn std::error::Error + 'static)) -> Option<String> {
 /// config offering only `http/1.1` (pooled HTTP/1.1 connections and
 /// probes) and one offering `h2` then `http/1.1` (connections opened for
 /// requests that arrived over HTTP/2; the backend chooses).
-pub struct ClientTls {
+pub(crate) struct ClientTls {
     pub(crate) http1: Arc<ClientConfig>,
     pub(crate) h2: Arc<ClientConfig>,
 }
@@ -109,7 +109,7 @@ static CLIENTS: BuiltFrom<ClientCerts, Result<Arc<ClientTls>, String>> = BuiltFr
 /// The client configs for `certs`, built at the first connection that
 /// needs them. `Err` only for what config validation already rules out
 /// (it read the files and checked that the key fits its certificate).
-pub fn client(certs: &Arc<ClientCerts>) -> Result<Arc<ClientTls>, String> {
+pub(crate) fn client(certs: &Arc<ClientCerts>) -> Result<Arc<ClientTls>, String> {
     let built = CLIENTS.get_or_build(certs, |c| client_tls(c).map(Arc::new));
     (*built).clone()
 }

@@ -77,7 +77,7 @@ fn give_back(mut b: BytesMut) {
 
 /// A client connection's byte stream: any stream, plus a way to wait for
 /// readability without a buffer where the stream has one.
-pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Ready when a read would find bytes (or the end). Streams that cannot
     /// tell (TLS keeps its own buffers anyway) are always ready.
     fn poll_readable(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -130,17 +130,17 @@ impl Io {
 
 /// Settings of the connection loop.
 #[derive(Clone)]
-pub struct ServerOpts {
-    pub limits: Limits,
+pub(crate) struct ServerOpts {
+    pub(crate) limits: Limits,
     /// From accept to the first request's complete head (the caller gives
     /// [`serve`] the deadline, accept + this).
-    pub header_read: Duration,
+    pub(crate) header_read: Duration,
     /// Between keep-alive requests.
-    pub client_idle: Duration,
+    pub(crate) client_idle: Duration,
 }
 
 /// How a connection ended.
-pub enum Served {
+pub(crate) enum Served {
     Done,
     /// The client spoke HTTP/2 (prior knowledge): here are its stream and
     /// the bytes already read, for hyper's HTTP/2 server.
@@ -213,7 +213,7 @@ async fn read_head(
 /// the first request's head must be complete by then (accept +
 /// `timeouts.header_read`, a window the PROXY header and the TLS handshake
 /// have already used part of).
-pub async fn serve(
+pub(crate) async fn serve(
     stream: Box<dyn ClientStream>,
     proxy: &'static Proxy,
     worker: usize,

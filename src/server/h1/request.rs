@@ -121,7 +121,7 @@ pub(super) fn attach_body(
 }
 
 /// A request body read from the client's connection as it is polled.
-pub struct RequestBody {
+pub(crate) struct RequestBody {
     shared: Option<Shared>,
     left: BodyLeft,
     done: Option<Arc<std::sync::atomic::AtomicBool>>,

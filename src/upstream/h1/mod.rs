@@ -8,7 +8,8 @@
 //!   something unasked): a one-byte peek on a plain socket, one read attempt
 //!   that must find nothing on TLS (which consumes session tickets).
 //! - [`send`]: writes the head (and an in-memory body in the same vectored
-//!   write), streams a body from the client, and reads the response head.
+//!   write), streams a body from the client (`pump`, in its own file), and
+//!   reads the response head.
 //!   It reports whether any byte reached the socket, so "not sent" stays exact.
 //! - [`Body`]: the response body, read from the same socket as it is polled,
 //!   framed by length, chunks or close; it gives the connection back when the
@@ -31,9 +32,14 @@ use crate::config::HttpReuse;
 
 use super::body::{BoxError, UpBody};
 use crate::h1::body::{Left, Step};
-use crate::h1::framing::{ChunkHeader, Framing};
+use crate::h1::framing::Framing;
 use crate::h1::parse::{parse_response, Limits, Progress, ResponseHead};
 use crate::h1::rewrite::framing_line;
+use pump::pump;
+#[cfg(test)]
+use pump::Pumped;
+
+mod pump;
 
 /// First read buffer for a response head; grows up to the head limit.
 const HEAD_BUF: usize = 4 << 10;
@@ -41,12 +47,12 @@ const HEAD_BUF: usize = 4 << 10;
 const BODY_READ: usize = 16 << 10;
 
 /// One upstream connection.
-pub struct Conn {
+pub(crate) struct Conn {
     io: UpstreamStream,
     /// Leader generation when the connection was opened.
-    pub gen: u64,
+    pub(crate) gen: u64,
     /// Whether this connection was reused from the pool (vs. freshly opened).
-    pub reused: bool,
+    pub(crate) reused: bool,
     /// Its place in the backend's connection limit, given back when the
     /// connection is dropped (closed); `None` outside a pool.
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
@@ -57,7 +63,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(io: UpstreamStream, gen: u64) -> Conn {
+    pub(crate) fn new(io: UpstreamStream, gen: u64) -> Conn {
         Conn {
             io,
             gen,
@@ -68,14 +74,14 @@ impl Conn {
     }
 
     /// The connection, counted against a limit by `permit` while it is open.
-    pub fn holding(mut self, permit: tokio::sync::OwnedSemaphorePermit) -> Conn {
+    pub(crate) fn holding(mut self, permit: tokio::sync::OwnedSemaphorePermit) -> Conn {
         self.permit = Some(permit);
         self
     }
 
     /// Whether an idle connection can carry a request: the backend has not
     /// closed it and sent nothing. Never waits.
-    pub fn is_reusable(&mut self) -> bool {
+    pub(crate) fn is_reusable(&mut self) -> bool {
         match &mut self.io {
             UpstreamStream::Plain(s) => {
                 // The reactor flags read readiness when bytes or a FIN
@@ -124,7 +130,7 @@ impl Conn {
     /// Whether the backend has not closed the socket (a one-byte peek on
     /// the TCP socket under any TLS; data waiting counts as open). For
     /// sweeps and counts, from any thread; [`Conn::is_reusable`] decides reuse.
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         let tcp = match &self.io {
             UpstreamStream::Plain(s) => s,
             UpstreamStream::Tls(t) => t.get_ref().0,
@@ -148,7 +154,7 @@ impl Wake for NoWake {
 }
 
 /// Why [`send`] failed.
-pub enum SendError {
+pub(crate) enum SendError {
     /// No byte of the request reached the socket; here it is back, untouched.
     NotSent(Box<Request<UpBody>>, io::Error),
     /// The request may have reached the backend; the connection is broken.
@@ -156,7 +162,7 @@ pub enum SendError {
 }
 
 /// A response head read and turned into an `http::Response`.
-pub type Answer = Response<Body>;
+pub(crate) type Answer = Response<Body>;
 
 /// Encodes the head of `req` (already rewritten by the proxy: origin-form
 /// target, hop-by-hop fields removed) with framing for its body.
@@ -198,7 +204,7 @@ fn encode_head(req: &Request<UpBody>, out: &mut Vec<u8>) {
 
 /// Writes every slice, however the kernel splits the writes. Returns how
 /// many bytes reached the socket before an error.
-async fn write_all_vectored<W: AsyncWrite + Unpin>(
+pub(super) async fn write_all_vectored<W: AsyncWrite + Unpin>(
     io: &mut W,
     mut bufs: &mut [IoSlice<'_>],
 ) -> Result<(), (usize, io::Error)> {
@@ -219,7 +225,7 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
 
 /// Sends `req` over `conn` and reads the response head. On `NotSent` the
 /// request is handed back untouched, so it can go out on another connection.
-pub async fn send(
+pub(crate) async fn send(
     mut conn: Conn,
     mut req: Request<UpBody>,
     head_buf: &mut Vec<u8>,
@@ -284,159 +290,6 @@ struct Asked {
     upgrade: bool,
     /// When the connection may be pooled afterwards.
     reuse: HttpReuse,
-}
-
-/// Data frames already there when one arrives are gathered into one write,
-/// up to this many bytes (a client's small chunks, read in one go).
-const BATCH: usize = 16 << 10;
-
-/// A body [`pump`] streams: one that can be told that its last `Pending`
-/// was only a look for data already there (see [`UpBody::only_looked`]).
-trait Pumped: http_body::Body<Data = Bytes> + Unpin {
-    fn only_looked(&self) {}
-}
-
-impl Pumped for UpBody {
-    fn only_looked(&self) {
-        UpBody::only_looked(self);
-    }
-}
-
-/// What a request body gives next.
-enum Next {
-    Data(Bytes),
-    Trailers(http::HeaderMap),
-    End,
-}
-
-/// The body's next frame; with `wait` false, `None` when none is there yet
-/// (what is buffered is taken, nothing is waited for).
-async fn next_frame<B>(body: &mut Pin<&mut B>, wait: bool) -> Result<Option<Next>, BoxError>
-where
-    B: http_body::Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-{
-    let polled = std::future::poll_fn(|cx| match body.as_mut().poll_frame(cx) {
-        Poll::Pending if !wait => Poll::Ready(None),
-        Poll::Pending => Poll::Pending,
-        Poll::Ready(f) => Poll::Ready(Some(f)),
-    })
-    .await;
-    Ok(match polled {
-        None => None,
-        Some(None) => Some(Next::End),
-        Some(Some(f)) => Some(match f.map_err(Into::into)?.into_data() {
-            Ok(d) => Next::Data(d),
-            Err(f) => f.into_trailers().map_or(Next::End, Next::Trailers),
-        }),
-    })
-}
-
-/// The data of one write: a single frame as is, several copied together.
-#[derive(Default)]
-struct Batch {
-    one: Option<Bytes>,
-    copied: Vec<u8>,
-}
-
-impl Batch {
-    fn push(&mut self, d: Bytes) {
-        if d.is_empty() {
-            return;
-        }
-        match self.one.take() {
-            None if self.copied.is_empty() => self.one = Some(d),
-            None => self.copied.extend_from_slice(&d),
-            Some(first) => {
-                self.copied.extend_from_slice(&first);
-                self.copied.extend_from_slice(&d);
-            }
-        }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        self.one.as_deref().unwrap_or(&self.copied)
-    }
-
-    fn clear(&mut self) {
-        self.one = None;
-        self.copied.clear();
-    }
-}
-
-/// The last chunk and the trailer section (stripped of what a trailer must
-/// not carry).
-fn last_chunk(trailers: Option<&mut http::HeaderMap>, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"0\r\n");
-    if let Some(t) = trailers {
-        crate::h1::rewrite::strip_trailers(t);
-        for (n, v) in t.iter() {
-            out.extend_from_slice(n.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(v.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Streams a body from the client to the backend, chunk-encoded when its
-/// length is unknown (trailers included). Whatever has already arrived when
-/// a frame comes goes in the same write (one chunk), and the body's end
-/// with the last data.
-async fn pump<W, B>(io: &mut W, body: &mut B, chunked: bool) -> Result<(), BoxError>
-where
-    W: AsyncWrite + Unpin,
-    B: Pumped,
-    B::Error: Into<BoxError>,
-{
-    let mut body = Pin::new(body);
-    let mut batch = Batch::default();
-    let mut tail = Vec::new();
-    loop {
-        let mut last = None;
-        match next_frame(&mut body, true).await? {
-            Some(Next::Data(d)) => batch.push(d),
-            other => last = other,
-        }
-        while last.is_none() && batch.bytes().len() < BATCH {
-            match next_frame(&mut body, false).await? {
-                None => {
-                    body.only_looked();
-                    break;
-                }
-                Some(Next::Data(d)) => batch.push(d),
-                other => last = other,
-            }
-        }
-        let end = last.is_some();
-        tail.clear();
-        if chunked && end {
-            let trailers = match &mut last {
-                Some(Next::Trailers(t)) => Some(t),
-                _ => None,
-            };
-            last_chunk(trailers, &mut tail);
-        }
-        let data = batch.bytes();
-        if !data.is_empty() || !tail.is_empty() {
-            let h = ChunkHeader::new(data.len() as u64);
-            let framed = chunked && !data.is_empty();
-            let mut bufs = [
-                IoSlice::new(if framed { h.as_bytes() } else { b"" }),
-                IoSlice::new(data),
-                IoSlice::new(if framed { b"\r\n" } else { b"" }),
-                IoSlice::new(&tail),
-            ];
-            write_all_vectored(io, &mut bufs)
-                .await
-                .map_err(|(_, e)| e)?;
-        }
-        batch.clear();
-        if end {
-            return Ok(());
-        }
-    }
 }
 
 /// Reads the response head (skipping interim 1xx answers) and makes the
@@ -531,7 +384,7 @@ impl Body {
     /// The connection, once the body has been read to its end and the
     /// backend keeps it alive with nothing left over; `None` otherwise
     /// (see [`reusable_after`]).
-    pub fn take_conn(&mut self) -> Option<Conn> {
+    pub(crate) fn take_conn(&mut self) -> Option<Conn> {
         let reusable = self.left.is_done() && self.keep_alive && self.buf.is_empty();
         let mut c = self.conn.take().filter(|_| reusable)?;
         c.reused = true;

@@ -247,13 +247,17 @@ fn run(v: Variant) {
     }
 
     let summary = format!(
-        "{tag}: writes={} acked={} failed={} (ambiguous in-flight at kill={}, of which committed={}; other={}) \
+        "{tag}: writes={} acked={} failed={} (ambiguous: in flight at the kill or sent to the dying leader={}, sent after the signal={}, of which committed={}; other={}) \
          lost={} longest_pause={}ms [{} .. {}] election={}ms (poll {}ms, watcher {:?}ms) killed={} new_leader={} per_backend={:?} misrouted={} \
          proxy_metrics: writes_resent={} writes_retried_ambiguous={} leader_changes={}",
         recs.len(),
         acked.len(),
         failed.len(),
         ambiguous.len(),
+        ambiguous
+            .iter()
+            .filter(|r| r.sent > election.signalled_at)
+            .count(),
         ambiguous_committed,
         hard_failed.len(),
         lost.len(),
@@ -295,11 +299,21 @@ fn run(v: Variant) {
         show(&ambiguous),
         proxy.log_tail(40)
     );
+    // In flight at the moment of the kill: sent before SIGKILL. A writer
+    // has one request at a time, so at most one each. Writes sent between
+    // the signal and the reaping went to a process already dying (on a busy
+    // machine that window is several ms, time for a second write from a
+    // writer whose first one failed); they are the other ambiguous ones.
+    let at_kill: Vec<&Rec> = ambiguous
+        .iter()
+        .copied()
+        .filter(|r| r.sent <= election.signalled_at)
+        .collect();
     assert!(
-        ambiguous.len() <= WRITERS,
+        at_kill.len() <= WRITERS,
         "{} writes were in flight at the kill but only {WRITERS} writers exist:\n{}",
-        ambiguous.len(),
-        show(&ambiguous)
+        at_kill.len(),
+        show(&at_kill)
     );
     assert!(acked.len() > 100, "too few writes acknowledged: {summary}");
     assert!(

@@ -298,6 +298,13 @@ pub(crate) async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOp
             }
             Some(Err(SendError::Failed(e))) => {
                 let f = failed(backend, &*e, upload.as_deref()).on_pooled(!fresh);
+                if f.cause == Cause::Reused {
+                    // The pooled connection broke under the request: its
+                    // idle siblings go too, so the next request finds out
+                    // on a new connection (evidence) instead of on each of
+                    // them in turn (each failure ambiguous for a write).
+                    backend.pool.drop_idle(o.worker);
+                }
                 return Attempt::Failed(f);
             }
         }

@@ -258,6 +258,21 @@ impl Pool {
         self.sweep_at(worker, max_idle, Instant::now())
     }
 
+    /// Closes every idle connection of `worker`'s slot: one of them broke
+    /// under a request, and its siblings, opened to the same process, are
+    /// likely broken too (a crashed backend); the next request opens a new
+    /// connection, whose failure is evidence. Returns how many were closed.
+    pub(crate) fn drop_idle(&self, worker: usize) -> usize {
+        let removed: Vec<Idle> = std::mem::take(
+            &mut *self
+                .slot(worker)
+                .idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        removed.len()
+    }
+
     /// [`Pool::sweep`] as if the time were `now`.
     fn sweep_at(&self, worker: usize, max_idle: Duration, now: Instant) -> usize {
         let removed: Vec<Idle> = {
@@ -413,6 +428,23 @@ pub(crate) mod tests {
     /// A permit for a new connection, or a panic.
     async fn room(pool: &Pool, worker: usize) -> OwnedSemaphorePermit {
         pool.room(worker, Duration::ZERO).await.expect("room")
+    }
+
+    #[tokio::test]
+    async fn drop_idle_closes_one_workers_idle_connections() {
+        let (addr, server) = holder().await;
+        let backend = Backend::for_test(&addr);
+        let pool = Pool::new(2, 2);
+        let t = Duration::from_secs(1);
+        let a = connect(&backend, t, 0, room(&pool, 0).await).await.unwrap();
+        let b = connect(&backend, t, 0, room(&pool, 0).await).await.unwrap();
+        pool.put(0, a);
+        pool.put(0, b);
+        assert_eq!(pool.drop_idle(1), 0, "another worker's slot");
+        assert_eq!(pool.drop_idle(0), 2);
+        assert_eq!(pool.idle_count(), 0);
+        assert!(pool.take(0, 0, t).is_none(), "nothing left to reuse");
+        server.abort();
     }
 
     #[tokio::test]

@@ -237,6 +237,7 @@ impl EtcdCluster {
     /// 200 on `/v2/stats/leader` (polled every 20ms, so +-20ms).
     pub fn kill_leader_and_measure(&mut self, timeout: Duration) -> Election {
         let old = self.wait_for_leader(Duration::from_secs(10));
+        let signalled_at = Instant::now();
         self.kill(old);
         let killed_at = Instant::now();
         let new = wait_some(killed_at + timeout, "etcd: new leader after kill", || {
@@ -247,6 +248,7 @@ impl EtcdCluster {
         Election {
             old,
             new,
+            signalled_at,
             killed_at,
             took: killed_at.elapsed(),
         }
@@ -424,6 +426,9 @@ pub fn etcdctl(
 pub struct Election {
     pub old: usize,
     pub new: usize,
+    /// Just before SIGKILL was sent.
+    pub signalled_at: Instant,
+    /// Once the killed process was reaped.
     pub killed_at: Instant,
     pub took: Duration,
 }

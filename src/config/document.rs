@@ -46,6 +46,7 @@ pub(super) struct RawConfig {
     pub(super) shutdown_grace: Option<Dur>,
     #[serde(default)]
     pub(super) backends: Vec<RawBackend>,
+    pub(super) data_port: Option<u16>,
     pub(super) discovery: Option<discovery::RawDiscovery>,
     pub(super) health: Option<RawProbe>,
     /// Required unless the preset gives it.
@@ -113,6 +114,9 @@ pub struct Config {
     pub(crate) shutdown_grace: Duration,
     /// The static backends (`backends`); discovered ones come on top.
     pub backends: Vec<BackendConfig>,
+    /// `data_port`: a backend without `backends[].tcp` takes its URL's host
+    /// at this port as its data address; default none.
+    pub(crate) data_port: Option<u16>,
     /// Backends found by DNS or from the cluster's member list; default none.
     pub discovery: DiscoveryConfig,
     /// The health probe (`health`).
@@ -185,11 +189,12 @@ impl Validator {
             Some(n) => n,
         };
 
-        let backends = self.backends(
+        let mut backends = self.backends(
             raw.backends,
             raw.upstream_tls.as_ref(),
             path.parent().unwrap_or(Path::new(".")),
         );
+        self.data_port(raw.data_port, &mut backends);
         let discovery = self.discovery(
             raw.discovery,
             backends.len(),
@@ -289,7 +294,7 @@ impl Validator {
                 if b.tcp.is_none() {
                     self.bad(
                         &format!("backends[{i}]"),
-                        "tcp listeners need the data address of every backend: set backends[].tcp (host:port)",
+                        "tcp listeners need the data address of every backend: set backends[].tcp (host:port) or data_port",
                     );
                 }
             }
@@ -315,6 +320,7 @@ impl Validator {
             http_reuse: raw.http_reuse.unwrap_or(HttpReuse::Safe),
             shutdown_grace: raw.shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
             backends,
+            data_port: raw.data_port,
             discovery,
             health,
             leader,

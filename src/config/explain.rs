@@ -23,6 +23,7 @@ pub(crate) fn explain(cfg: &Config) -> Value {
     map([
         ("listen", listen(cfg)),
         ("tcp", Value::Sequence(cfg.tcp.iter().map(tcp).collect())),
+        ("data_port", opt(cfg.data_port, |p| num(p.into()))),
         (
             "trusted_proxies",
             Value::Sequence(cfg.trusted_proxies.iter().map(text).collect()),

@@ -568,6 +568,7 @@ fn explain_writes_every_key_with_defaults() {
         [
             "listen",
             "tcp",
+            "data_port",
             "trusted_proxies",
             "admin",
             "admin_token_file",

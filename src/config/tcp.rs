@@ -144,6 +144,20 @@ impl Validator {
         out
     }
 
+    /// `data_port`: the data address of each backend without `tcp` is its
+    /// URL's host at this port (Patroni: the REST API on 8008 is probed,
+    /// PostgreSQL on 5432 carries the bytes).
+    pub(super) fn data_port(&mut self, port: Option<u16>, backends: &mut [super::BackendConfig]) {
+        let Some(port) = port else { return };
+        if port == 0 {
+            self.bad("data_port", "must be a port, 1 to 65535");
+            return;
+        }
+        for b in backends.iter_mut().filter(|b| b.tcp.is_none()) {
+            b.tcp = format!("{}:{port}", b.authority.host()).parse().ok();
+        }
+    }
+
     /// `backends[i].tcp`: the data address, `host:port`.
     pub(super) fn data_address(&mut self, key: &str, s: &str) -> Option<http::uri::Authority> {
         match s.parse::<http::uri::Authority>() {

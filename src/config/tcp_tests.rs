@@ -55,7 +55,7 @@ fn tcp_mistakes_are_named_with_their_line() {
             "lp.yaml:8:7: tcp[1].listen: invalid address \"nowhere\" (write ip:port, e.g. 127.0.0.1:8080 or [::1]:8080)",
             "lp.yaml:8:36: tcp[1].proxy_protocol: needs trusted_proxies: the addresses allowed to send a PROXY protocol header",
             "lp.yaml:8:58: tcp[1].idle: must be more than 0",
-            "lp.yaml:5:5: backends[0]: tcp listeners need the data address of every backend: set backends[].tcp (host:port)",
+            "lp.yaml:5:5: backends[0]: tcp listeners need the data address of every backend: set backends[].tcp (host:port) or data_port",
         ]
     );
 }
@@ -81,5 +81,29 @@ fn neither_listen_nor_tcp_is_an_error() {
             "listen: at least one address is needed (or none, with `tcp` listeners only)"
         )),
         "{e:#?}"
+    );
+}
+
+#[test]
+fn preset_patroni_gives_postgres_on_each_urls_host_unless_a_backend_says_otherwise() {
+    let c = parse(
+        "admin: 127.0.0.1:9901\npreset: patroni\ntcp:\n  - { listen: \"127.0.0.1:5000\", to: write }\nbackends:\n  - { name: a, url: \"http://10.0.0.1:8008\" }\n  - { name: b, url: \"http://10.0.0.2:8008\", tcp: \"10.0.0.2:6432\" }\n",
+        Path::new("lp.yaml"),
+    )
+    .unwrap();
+    let data: Vec<String> = c
+        .backends
+        .iter()
+        .map(|b| b.tcp.as_ref().unwrap().to_string())
+        .collect();
+    assert_eq!(data, ["10.0.0.1:5432", "10.0.0.2:6432"]);
+    assert_eq!(
+        c.writes.hold,
+        Duration::from_secs(30),
+        "the preset's hold outlasts Patroni's lock ttl"
+    );
+    assert_eq!(
+        errs(&with("listen: 127.0.0.1:8080\ndata_port: 0\nbackends:\n  - { name: a, url: \"http://127.0.0.1:8008\" }\n")),
+        ["lp.yaml:4:1: data_port: must be a port, 1 to 65535"]
     );
 }

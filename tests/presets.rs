@@ -192,7 +192,7 @@ preset_tests! {
 
 /// Patroni 3.0.2 answers `/primary` 200 as soon as a node takes the
 /// leader lock, 70-175 ms before its PostgreSQL leaves recovery, with
-/// `"role": "replica"` in the body (NOTES-tcp.md): the preset must not
+/// `"role": "replica"` in the body (docs/tcp-research.md): the preset must not
 /// name that node leader (writes there fail read-only) until the role says
 /// `master`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

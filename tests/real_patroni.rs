@@ -38,7 +38,7 @@
 //! Leader probe: the `patroni` preset with the leader's JSON role required
 //! (`/role` = `master`, Patroni 3.0's spelling): Patroni's `/primary`
 //! answers 200 from the moment a node takes the leader lock, 70-175 ms
-//! before its PostgreSQL leaves recovery (NOTES-tcp.md).
+//! before its PostgreSQL leaves recovery (docs/tcp-research.md).
 //!
 //! Needs Debian's patroni, postgresql-15, etcd-server, haproxy and
 //! python3-psycopg2 (`patroni.sh` installs all but haproxy when run as root;

@@ -31,7 +31,7 @@
 //!   taking the lock and leaving recovery ([`Cluster::take_lock`], then
 //!   [`Cluster::finish_promotion`]) the new leader answers `/primary` 200
 //!   with the replica's body, as Patroni 3.0.2 does for 70-175 ms
-//!   (NOTES-tcp.md).
+//!   (docs/tcp-research.md).
 //! - webdis (0.1.9 with Redis 7.0.15 checked by hand): `/PING`
 //!   `{"PING":[true,"PONG"]}`; `/ROLE`; `/INFO/replication` as webdis parses
 //!   INFO into an object (`"master_repl_offset":"N"`); a write on a replica

@@ -106,7 +106,7 @@ mod tests {
 
     #[test]
     fn mariadb_primary_and_replica() {
-        // MariaDB 10.11.19 (NOTES-tcp.md): `0  0-2-11` on the primary.
+        // MariaDB 10.11.19 (docs/tcp-research.md): `0  0-2-11` on the primary.
         let p = rows(&r(&[("gtid_current_pos", "0-2-11"), ("read_only", "OFF")])).unwrap();
         assert_eq!(
             p,

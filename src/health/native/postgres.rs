@@ -91,7 +91,7 @@ mod tests {
 
     #[test]
     fn primary_replica_and_unknown_positions() {
-        // As seen on PostgreSQL 15 (NOTES-tcp.md): f|121837640, t|119917816.
+        // As seen on PostgreSQL 15 (docs/tcp-research.md): f|121837640, t|119917816.
         assert_eq!(
             row(Some("f"), Some("121837640")).unwrap(),
             Reply {

@@ -28,13 +28,17 @@ mod procs;
 #[path = "support/redis.rs"]
 mod redis;
 
+#[path = "support/haproxy_redis.rs"]
+mod haproxy_redis;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use procs::{free_port, spawn_proxy, TempDir};
+use haproxy_redis::Haproxy;
+use procs::{free_port, spawn_proxy};
 use redis::{redis_cmd, RedisCluster, Resp};
 
 const BIN: &str = env!("CARGO_BIN_EXE_leaderproxy");
@@ -55,51 +59,6 @@ fn proxy_yaml(cluster: &RedisCluster, write: u16, read: u16) -> String {
         ));
     }
     y
-}
-
-/// HAProxy from tests/support/haproxy-redis.cfg.tmpl on `write`/`read`.
-struct Haproxy {
-    dir: TempDir,
-}
-
-impl Haproxy {
-    fn start(cluster: &RedisCluster, write: u16, read: u16) -> Haproxy {
-        let dir = TempDir::new("haproxy-redis");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/haproxy.sh");
-        let tmpl = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/support/haproxy-redis.cfg.tmpl"
-        );
-        let port = |i: usize| cluster.nodes[i].redis_port.to_string();
-        let out = std::process::Command::new("bash")
-            .args([script, "up", &dir.path().display().to_string(), tmpl])
-            .arg(format!("WRITE_PORT={write}"))
-            .arg(format!("READ_PORT={read}"))
-            .arg(format!("STATS_PORT={}", free_port()))
-            .arg("INTER=1s")
-            .arg("FALL=2")
-            .arg("RISE=1")
-            .arg(format!("R1={}", port(0)))
-            .arg(format!("R2={}", port(1)))
-            .arg(format!("R3={}", port(2)))
-            .output()
-            .expect("run haproxy.sh");
-        assert!(
-            out.status.success(),
-            "haproxy.sh up: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Haproxy { dir }
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/haproxy.sh");
-        let _ = std::process::Command::new("bash")
-            .args([script, "down", &self.dir.path().display().to_string()])
-            .output();
-    }
 }
 
 /// `INFO server`'s `tcp_port` of whoever answers on `port`.

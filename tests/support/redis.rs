@@ -209,6 +209,36 @@ impl RedisCluster {
         self.nodes[i].redis.restart();
     }
 
+    /// Starts node `i`'s redis-server again (after a kill) as a replica of
+    /// node `master`, so it never boots as a second, empty master (Sentinel
+    /// would turn it into a replica only seconds later).
+    pub fn restart_as_replica(&mut self, i: usize, master: usize) {
+        let node = &self.nodes[i];
+        let data = self.dir.join(&node.name);
+        let args = server_args(node.redis_port, &data, Some(self.nodes[master].redis_port));
+        let name = format!("redis-{}", node.name);
+        self.nodes[i].redis = Proc::spawn(&name, REDIS_BIN, &args, self.dir.path());
+    }
+
+    /// `INFO server`'s `run_id` of node `i` (new at every start).
+    pub fn run_id(&self, i: usize) -> Option<String> {
+        let info = redis_cmd(self.nodes[i].redis_port, &["INFO", "server"]).ok()?;
+        info.as_str()?
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .map(|v| v.trim().to_string())
+    }
+
+    /// `INFO replication`'s `master_repl_offset` of node `i` (on a replica:
+    /// the offset it processed).
+    pub fn repl_offset(&self, i: usize) -> Option<u64> {
+        let info = redis_cmd(self.nodes[i].redis_port, &["INFO", "replication"]).ok()?;
+        info.as_str()?
+            .lines()
+            .find_map(|l| l.strip_prefix("master_repl_offset:"))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     /// The master port node `i` replicates from, if it is a connected replica.
     pub fn replica_of(&self, i: usize) -> Option<u16> {
         match redis_cmd(self.nodes[i].redis_port, &["ROLE"]) {
@@ -277,37 +307,56 @@ impl RedisCluster {
     /// merged on top (mappings key by key, anything else replaced); it must
     /// not touch `writes.not_leader`, `routes` or `leader.expect`.
     pub fn shipped_proxy_yaml(&self, overrides: &str) -> String {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/redis-webdis.yaml");
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-        let mut cfg: serde_yaml::Value =
-            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parse {path}: {e}"));
-        let map = cfg
-            .as_mapping_mut()
-            .expect("the shipped config is a mapping");
+        let (path, mut cfg) = shipped_config("redis-webdis.yaml");
+        let map = cfg.as_mapping_mut().unwrap();
         assert!(
             map.remove("listen").is_some() && map.remove("admin").is_some(),
             "{path} has no listen/admin to replace"
         );
-        let backends: Vec<serde_yaml::Value> = self
+        assert!(
+            map.insert("backends".into(), self.backends_value(false))
+                .is_some(),
+            "{path} has no backends to replace"
+        );
+        with_overrides(cfg, overrides)
+    }
+
+    /// The shipped `config/redis-sentinel-resp.yaml` for this cluster: its
+    /// `admin` removed (`spawn_proxy` picks one), its RESP listener moved to
+    /// 127.0.0.1:`port`, `backends` replaced by this cluster's nodes (webdis
+    /// `url`, Redis `tcp`); `overrides` (a YAML mapping) merged on top.
+    pub fn shipped_resp_yaml(&self, port: u16, overrides: &str) -> String {
+        let (path, mut cfg) = shipped_config("redis-sentinel-resp.yaml");
+        let map = cfg.as_mapping_mut().unwrap();
+        assert!(map.remove("admin").is_some(), "{path} has no admin");
+        let listener = map
+            .get_mut("tcp")
+            .and_then(|t| t.as_sequence_mut())
+            .and_then(|t| t.first_mut())
+            .and_then(|l| l.as_mapping_mut())
+            .unwrap_or_else(|| panic!("{path} has no tcp listener"));
+        listener.insert("listen".into(), format!("127.0.0.1:{port}").into());
+        map.insert("backends".into(), self.backends_value(true));
+        with_overrides(cfg, overrides)
+    }
+
+    /// This cluster's nodes as a `backends` list: name and webdis `url`, and
+    /// with `tcp` the Redis address too.
+    fn backends_value(&self, tcp: bool) -> serde_yaml::Value {
+        let list: Vec<serde_yaml::Value> = self
             .nodes
             .iter()
             .map(|n| {
                 let mut b = serde_yaml::Mapping::new();
                 b.insert("name".into(), n.name.clone().into());
                 b.insert("url".into(), n.webdis_url().into());
+                if tcp {
+                    b.insert("tcp".into(), format!("127.0.0.1:{}", n.redis_port).into());
+                }
                 serde_yaml::Value::Mapping(b)
             })
             .collect();
-        assert!(
-            map.insert("backends".into(), backends.into()).is_some(),
-            "{path} has no backends to replace"
-        );
-        if !overrides.trim().is_empty() {
-            let o: serde_yaml::Value = serde_yaml::from_str(overrides).expect("overrides YAML");
-            // The proxy's own merge, the one presets use.
-            cfg = leaderproxy::config::presets::merge(cfg, o);
-        }
-        serde_yaml::to_string(&cfg).expect("serialize config")
+        list.into()
     }
 
     /// MGET on node `i` (one round trip for many keys).
@@ -418,6 +467,26 @@ impl Resp {
             _ => None,
         }
     }
+}
+
+/// config/`file`: its path and its YAML (a mapping).
+fn shipped_config(file: &str) -> (String, serde_yaml::Value) {
+    let path = format!("{}/config/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    let cfg: serde_yaml::Value =
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parse {path}: {e}"));
+    assert!(cfg.is_mapping(), "{path} is not a mapping");
+    (path, cfg)
+}
+
+/// `cfg` with the YAML mapping `overrides` merged on top (the proxy's own
+/// merge, the one presets use), as YAML text.
+fn with_overrides(mut cfg: serde_yaml::Value, overrides: &str) -> String {
+    if !overrides.trim().is_empty() {
+        let o: serde_yaml::Value = serde_yaml::from_str(overrides).expect("overrides YAML");
+        cfg = leaderproxy::config::presets::merge(cfg, o);
+    }
+    serde_yaml::to_string(&cfg).expect("serialize config")
 }
 
 /// redis-server's arguments: on 127.0.0.1 at `port`, no persistence,

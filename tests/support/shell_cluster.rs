@@ -84,27 +84,15 @@ impl ShellCluster {
     /// test process is gone, however it ends (`LEADERPROXY_KEEP_TMP=1`
     /// keeps DIR). Never waited for: it outlives this process by design
     /// (and ends only after it, so it is never a zombie of ours).
-    #[allow(clippy::zombie_processes)]
     fn watchdog(&self) {
-        use std::os::unix::process::CommandExt;
-        let keep = std::env::var("LEADERPROXY_KEEP_TMP").is_ok_and(|v| v == "1");
-        let script = r#"while kill -0 "$0" 2>/dev/null; do sleep 1; done
-bash "$1" down "$2" >>"$2/down.log" 2>&1
+        let script = r#"bash "$1" down "$2" >>"$2/down.log" 2>&1
 [ "$3" = 1 ] || rm -rf "$2""#;
-        Command::new("bash")
-            .arg("-c")
-            .arg(script)
-            .arg(std::process::id().to_string())
-            .arg(&self.script)
-            .arg(&self.dir)
-            .arg(if keep { "1" } else { "0" })
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("spawn the cluster's watchdog");
+        let dir = self.dir.display().to_string();
+        after_exit(
+            script,
+            &[&self.script.display().to_string(), &dir, keep_tmp()],
+            &self.env,
+        );
     }
 
     /// `bash SCRIPT CMD... DIR...` (`args`: more arguments after DIR); its
@@ -150,6 +138,37 @@ bash "$1" down "$2" >>"$2/down.log" 2>&1
     pub fn argv(&self, cmd: &str) -> Vec<String> {
         self.argv_with(cmd, &[])
     }
+}
+
+/// "1" when `LEADERPROXY_KEEP_TMP=1` (keep what a test leaves), else "0".
+pub fn keep_tmp() -> &'static str {
+    if std::env::var("LEADERPROXY_KEEP_TMP").is_ok_and(|v| v == "1") {
+        "1"
+    } else {
+        "0"
+    }
+}
+
+/// A detached `bash -c SCRIPT` that waits until this test process is gone,
+/// however it ends, then runs `script` with `args` as `$1`... and `env`.
+/// Never waited for: it outlives this process by design (and ends only
+/// after it, so it is never a zombie of ours).
+#[allow(clippy::zombie_processes)]
+pub fn after_exit(script: &str, args: &[&str], env: &[(String, String)]) {
+    use std::os::unix::process::CommandExt;
+    let script = format!("while kill -0 \"$0\" 2>/dev/null; do sleep 1; done\n{script}");
+    Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg(std::process::id().to_string())
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("spawn a watchdog");
 }
 
 fn stderr_tail(out: &Output) -> String {

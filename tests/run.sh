@@ -31,6 +31,8 @@ declare -A PKG_BIN=(
   [etcd-client]=/usr/bin/etcdctl
   [redis-server]=/usr/bin/redis-server
   [redis-sentinel]=/usr/bin/redis-sentinel
+  # redis-cli: tests/real_redis_resp.rs runs the stock client through the RESP listener
+  [redis-tools]=/usr/bin/redis-cli
   [webdis]=/usr/bin/webdis
   [haproxy]=/usr/sbin/haproxy
   [nginx-light]=/usr/sbin/nginx

@@ -466,20 +466,28 @@ fn run_script(port: u16, steps: &[Step]) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     let mut pending: HashMap<usize, Vec<String>> = HashMap::new();
     for step in steps {
-        let (c, label, sends, reads): (usize, String, Vec<Vec<String>>, usize) = match step {
-            Step::Call(c, cmd) => (*c, cmd.join(" "), vec![cmd.clone()], 1),
+        // (connection, what is sent, a label per reply read)
+        let (c, sends, labels): (usize, Vec<Vec<String>>, Vec<String>) = match step {
+            Step::Call(c, cmd) => (*c, vec![cmd.clone()], vec![cmd.join(" ")]),
             Step::Send(c, cmd) => {
                 pending.entry(*c).or_default().push(cmd.join(" "));
-                (*c, String::new(), vec![cmd.clone()], 0)
+                (*c, vec![cmd.clone()], vec![])
             }
             Step::Read(c) => {
                 let label = pending
                     .get_mut(c)
                     .and_then(|p| (!p.is_empty()).then(|| p.remove(0)))
                     .unwrap_or_else(|| "(push)".into());
-                (*c, format!("read: {label}"), vec![], 1)
+                (*c, vec![], vec![format!("read: {label}")])
             }
-            Step::Pipeline(c, cmds) => (*c, "pipeline".into(), cmds.clone(), cmds.len()),
+            Step::Pipeline(c, cmds) => {
+                let labels = cmds
+                    .iter()
+                    .enumerate()
+                    .map(|(i, cmd)| format!("pipeline[{i}] {}", cmd.join(" ")))
+                    .collect();
+                (*c, cmds.clone(), labels)
+            }
         };
         let conn = conns
             .entry(c)
@@ -490,19 +498,16 @@ fn run_script(port: u16, steps: &[Step]) -> Vec<(String, Value)> {
             .collect();
         let refs: Vec<&[&str]> = refs.iter().map(Vec::as_slice).collect();
         if let Err(e) = conn.send(&refs) {
-            out.push((format!("c{c} {label}"), Value::Error(format!("io: {e}"))));
+            out.push((format!("c{c} send"), Value::Error(format!("io: {e}"))));
             conns.remove(&c);
             continue;
         }
-        for r in 0..reads {
-            let l = match step {
-                Step::Pipeline(..) => format!("c{c} pipeline[{r}] {}", sends[r].join(" ")),
-                _ => format!("c{c} {label}"),
-            };
+        for label in labels {
+            let label = format!("c{c} {label}");
             match conn.read() {
-                Ok(v) => out.push((l, normalize(v))),
+                Ok(v) => out.push((label, normalize(v))),
                 Err(e) => {
-                    out.push((l, Value::Error(format!("io: {e}"))));
+                    out.push((label, Value::Error(format!("io: {e}"))));
                     conns.remove(&c);
                     break;
                 }

@@ -9,7 +9,8 @@
 //! 1. routing: `SET` lands on the primary; `GET` (the nodes' own
 //!    `INFO commandstats`) and `INFO server` (its `run_id`) through the
 //!    listener are answered by the replicas, both of them, never the
-//!    primary; `/admin/routing` lists the listener as `protocol: resp`.
+//!    primary; the proxy counts them (`leaderproxy_resp_commands_total` per
+//!    class and node); `/admin/routing` lists the listener as `protocol: resp`.
 //! 2. differential: the same command sequences (strings, lists, hashes,
 //!    MULTI/EXEC, WATCH with a conflicting write, BLPOP, Pub/Sub, a pipeline
 //!    of 100, HELLO 3 and RESP3 replies, SELECT, errors) give the same
@@ -190,6 +191,28 @@ fn set_lands_on_the_primary_and_reads_on_both_replicas() {
     assert!(
         replicas.iter().all(|&i| grew[i] > 0) && grew.iter().sum::<u64>() == 20,
         "20 GETs per node: {grew:?} (primary {master})"
+    );
+
+    // The proxy's own count: commands per class and node.
+    let m = proxy.metrics();
+    let sent = |class: &str, i: usize| {
+        let labels = [
+            ("class", class),
+            ("backend", cluster.nodes[i].name.as_str()),
+        ];
+        procs::metric_sum(&m, "leaderproxy_resp_commands_total", &labels)
+    };
+    assert!(
+        sent("write", master) >= 1.0,
+        "no write counted on the primary:\n{m}"
+    );
+    assert!(
+        replicas.iter().all(|&i| sent("read", i) >= 1.0),
+        "reads not counted on both replicas:\n{m}"
+    );
+    assert!(
+        procs::metric_sum(&m, "leaderproxy_resp_upstream_connections", &[]) >= 1.0,
+        "no shared upstream connection counted:\n{m}"
     );
 
     let routing = proxy.routing().to_string();
@@ -526,7 +549,7 @@ fn clean(cluster: &RedisCluster) {
 
 #[test]
 fn the_listener_answers_like_a_direct_connection_to_the_primary() {
-    let Some((cluster, _proxy, port, master)) = begin(false, "") else {
+    let Some((cluster, proxy, port, master)) = begin(false, "") else {
         return;
     };
     let direct = cluster.nodes[master].redis_port;
@@ -555,6 +578,15 @@ fn the_listener_answers_like_a_direct_connection_to_the_primary() {
         }
     }
     clean(&cluster);
+    let m = proxy.metrics();
+    let pinned =
+        |why: &str| procs::metric_sum(&m, "leaderproxy_resp_pinned_total", &[("why", why)]);
+    eprintln!(
+        "real_redis_resp: pinned for a transaction {}, a blocking command {}, other {}",
+        pinned("transaction"),
+        pinned("blocking"),
+        pinned("tunnel")
+    );
     assert!(
         diffs.is_empty(),
         "{} replies differ:\n{}",

@@ -240,6 +240,16 @@ fn tcp_json(ctl: &Control, t: &crate::routing::RoutingTable) -> serde_json::Valu
         .tcp
         .iter()
         .map(|l| {
+            if l.cfg.protocol == crate::config::TcpProtocol::Resp {
+                return serde_json::json!({
+                    "listen": l.label,
+                    "protocol": "resp",
+                    "policy": l.cfg.policy.as_str(),
+                    "primary": t.write_leader().map(|b| b.name().to_string()),
+                    "replicas": names(&t.followers),
+                    "open_connections": l.open_connections(),
+                });
+            }
             let targets = match l.cfg.to {
                 Role::Write => t
                     .write_leader()
@@ -250,6 +260,7 @@ fn tcp_json(ctl: &Control, t: &crate::routing::RoutingTable) -> serde_json::Valu
             };
             serde_json::json!({
                 "listen": l.label,
+                "protocol": "raw",
                 "to": l.cfg.to.as_str(),
                 "policy": (l.cfg.to == Role::Read).then(|| l.cfg.policy.as_str()),
                 "on_unhealthy": (l.cfg.to == Role::Read).then(|| l.cfg.on_unhealthy.as_str()),

@@ -63,9 +63,9 @@ pub use probes::{HealthConfig, JsonExpect, LeaderConfig, NativeProbe, ProbeConfi
 pub use reads::{Hedge, Policy, ReadsConfig};
 pub use routes::{MethodSet, Role, Route, Rule};
 pub(crate) use tcp::OnUnhealthy;
-pub use tcp::TcpListen;
 #[cfg(test)]
 pub(crate) use tcp::DEFAULT_TCP_IDLE;
+pub use tcp::{TcpListen, TcpProtocol};
 pub(crate) use types::{Dur, Method, OneOrMany, Pointer, Re, Size};
 pub(crate) use upstream_tls::{BackendTls, UpstreamTlsSettings};
 pub(crate) use writes::{RetryAmbiguous, WritesConfig};

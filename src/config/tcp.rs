@@ -21,7 +21,10 @@ pub(crate) const DEFAULT_TCP_IDLE: Duration = Duration::from_secs(30 * 60);
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTcpListen {
     listen: String,
-    to: Role,
+    to: Option<Role>,
+    #[serde(default)]
+    protocol: TcpProtocol,
+    resp: Option<RawResp>,
     policy: Option<Policy>,
     #[serde(default)]
     proxy_protocol: bool,
@@ -29,6 +32,68 @@ pub(super) struct RawTcpListen {
     send_proxy_protocol: bool,
     idle: Option<Dur>,
     on_unhealthy: Option<OnUnhealthy>,
+}
+
+/// `tcp[].protocol`: what a listener understands of the bytes it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TcpProtocol {
+    /// Nothing (default): each connection goes whole to one backend, by `to`.
+    #[default]
+    Raw,
+    /// Redis's RESP: each command goes to the primary or a replica by its
+    /// class (`crate::tcp::resp`).
+    Resp,
+}
+
+impl TcpProtocol {
+    /// The YAML spelling.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            TcpProtocol::Raw => "raw",
+            TcpProtocol::Resp => "resp",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawResp {
+    upstream_connections: Option<usize>,
+    max_bulk: Option<super::Size>,
+    max_elements: Option<u64>,
+    max_inline: Option<super::Size>,
+}
+
+/// Default `tcp[].resp.upstream_connections`: shared connections per
+/// backend, per worker thread, per login (`AUTH`/`HELLO` state).
+pub(crate) const DEFAULT_RESP_UPSTREAMS: usize = 1;
+
+/// `tcp[].resp`: a RESP listener's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RespOptions {
+    /// `upstream_connections`: pipelined connections each worker thread
+    /// shares between its unpinned clients, per backend and login; default
+    /// [`DEFAULT_RESP_UPSTREAMS`] (1), at most 64.
+    pub(crate) upstream_connections: usize,
+    /// `max_bulk`: the longest bulk string of a client's command, in
+    /// bytes; default 512MiB (Redis's `proto-max-bulk-len`).
+    pub(crate) max_bulk: u64,
+    /// `max_elements`: the most arguments of one command; default 1048576.
+    pub(crate) max_elements: u64,
+    /// `max_inline`: the longest inline command, in bytes; default 64KiB.
+    pub(crate) max_inline: usize,
+}
+
+impl Default for RespOptions {
+    fn default() -> RespOptions {
+        RespOptions {
+            upstream_connections: DEFAULT_RESP_UPSTREAMS,
+            max_bulk: 512 << 20,
+            max_elements: 1 << 20,
+            max_inline: 64 << 10,
+        }
+    }
 }
 
 /// What a read listener does with its open connections to a follower
@@ -64,6 +129,10 @@ pub struct TcpListen {
     /// when it stops being the leader; `read`: connections are spread
     /// over the read set.
     pub to: Role,
+    /// `tcp[].protocol`: default `raw`.
+    pub protocol: TcpProtocol,
+    /// `tcp[].resp` (RESP listeners): default [`RespOptions::default`].
+    pub(crate) resp: RespOptions,
     /// `tcp[].policy`: how a read listener picks a follower; default
     /// `reads.policy`.
     pub(crate) policy: Policy,
@@ -108,13 +177,47 @@ impl Validator {
                     );
                 }
             }
-            if l.to == Role::Write && l.policy.is_some() {
+            let to = match (l.protocol, l.to) {
+                (TcpProtocol::Raw, Some(to)) => to,
+                (TcpProtocol::Raw, None) => {
+                    self.bad(
+                        &format!("{key}.to"),
+                        "missing: `write` (the leader) or `read` (the followers)",
+                    );
+                    Role::Write
+                }
+                (TcpProtocol::Resp, Some(_)) => {
+                    self.bad(
+                        &format!("{key}.to"),
+                        "a resp listener sends each command where its class says (writes to the primary, reads to the replicas): remove `to`",
+                    );
+                    Role::Read
+                }
+                (TcpProtocol::Resp, None) => Role::Read,
+            };
+            if l.resp.is_some() && l.protocol != TcpProtocol::Resp {
+                self.bad(&format!("{key}.resp"), "only for `protocol: resp`");
+            }
+            let resp = self.resp(&key, l.resp);
+            if l.protocol == TcpProtocol::Resp && l.on_unhealthy.is_some() {
+                self.bad(
+                    &format!("{key}.on_unhealthy"),
+                    "a resp listener picks a node per command: on_unhealthy is for raw `to: read` listeners",
+                );
+            }
+            if l.protocol == TcpProtocol::Resp && l.send_proxy_protocol {
+                self.bad(
+                    &format!("{key}.send_proxy_protocol"),
+                    "a resp listener shares its upstream connections between clients: no PROXY header can name one client",
+                );
+            }
+            if to == Role::Write && l.policy.is_some() {
                 self.bad(
                     &format!("{key}.policy"),
                     "a write listener has one target, the leader: policy is for `to: read`",
                 );
             }
-            if l.to == Role::Write && l.on_unhealthy.is_some() {
+            if to == Role::Write && l.on_unhealthy.is_some() {
                 self.bad(
                     &format!("{key}.on_unhealthy"),
                     "a write listener always closes connections to a former leader: on_unhealthy is for `to: read`",
@@ -133,7 +236,9 @@ impl Validator {
             let Some(addr) = addr else { continue };
             out.push(TcpListen {
                 addr,
-                to: l.to,
+                to,
+                protocol: l.protocol,
+                resp,
                 policy: l.policy.unwrap_or(reads_policy),
                 proxy_protocol: l.proxy_protocol,
                 send_proxy_protocol: l.send_proxy_protocol,
@@ -142,6 +247,43 @@ impl Validator {
             });
         }
         out
+    }
+
+    /// `tcp[i].resp`: within bounds; defaults where unset.
+    fn resp(&mut self, key: &str, raw: Option<RawResp>) -> RespOptions {
+        let mut o = RespOptions::default();
+        let Some(r) = raw else { return o };
+        if let Some(n) = r.upstream_connections {
+            if !(1..=64).contains(&n) {
+                self.bad(
+                    &format!("{key}.resp.upstream_connections"),
+                    "must be 1 to 64",
+                );
+            }
+            o.upstream_connections = n.clamp(1, 64);
+        }
+        if let Some(s) = r.max_bulk {
+            if s.0 == 0 || s.0 > 512 << 20 {
+                self.bad(&format!("{key}.resp.max_bulk"), "must be 1 byte to 512MiB");
+            }
+            o.max_bulk = s.0.clamp(1, 512 << 20);
+        }
+        if let Some(n) = r.max_elements {
+            if n == 0 || n > 1 << 24 {
+                self.bad(&format!("{key}.resp.max_elements"), "must be 1 to 16777216");
+            }
+            o.max_elements = n.clamp(1, 1 << 24);
+        }
+        if let Some(s) = r.max_inline {
+            if s.0 < 64 || s.0 > 1 << 20 {
+                self.bad(
+                    &format!("{key}.resp.max_inline"),
+                    "must be 64 bytes to 1MiB",
+                );
+            }
+            o.max_inline = s.0.clamp(64, 1 << 20) as usize;
+        }
+        o
     }
 
     /// `data_port`: the data address of each backend without `tcp` is its

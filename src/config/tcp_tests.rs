@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::tcp::RespOptions;
 use super::tests::errs;
 use super::*;
 
@@ -105,5 +106,54 @@ fn preset_patroni_gives_postgres_on_each_urls_host_unless_a_backend_says_otherwi
     assert_eq!(
         errs(&with("listen: 127.0.0.1:8080\ndata_port: 0\nbackends:\n  - { name: a, url: \"http://127.0.0.1:8008\" }\n")),
         ["lp.yaml:4:1: data_port: must be a port, 1 to 65535"]
+    );
+}
+
+#[test]
+fn a_resp_listener_takes_no_target_and_bounds_its_limits() {
+    let c = parse(
+        &with(
+            "backends:\n  - { name: a, url: \"http://127.0.0.1:8008\", tcp: \"127.0.0.1:6379\" }\n\
+             tcp:\n  - { listen: \"127.0.0.1:6380\", protocol: resp }\n  - { listen: \"127.0.0.1:6381\", protocol: resp, resp: { upstream_connections: 4, max_bulk: 1MiB, max_elements: 100, max_inline: 1KiB } }\n",
+        ),
+        Path::new("lp.yaml"),
+    )
+    .unwrap();
+    let (d, s) = (&c.tcp[0], &c.tcp[1]);
+    assert_eq!(d.protocol, TcpProtocol::Resp);
+    assert_eq!(d.resp, RespOptions::default());
+    assert_eq!(
+        (
+            d.resp.upstream_connections,
+            d.resp.max_bulk,
+            d.resp.max_elements,
+            d.resp.max_inline
+        ),
+        (1, 512 << 20, 1 << 20, 64 << 10)
+    );
+    assert_eq!(
+        (
+            s.resp.upstream_connections,
+            s.resp.max_bulk,
+            s.resp.max_elements,
+            s.resp.max_inline
+        ),
+        (4, 1 << 20, 100, 1024)
+    );
+    let e = errs(&with(
+        "backends:\n  - { name: a, url: \"http://127.0.0.1:8008\", tcp: \"127.0.0.1:6379\" }\n\
+         tcp:\n  - { listen: \"127.0.0.1:6380\", protocol: resp, to: write, on_unhealthy: close, send_proxy_protocol: true, resp: { upstream_connections: 0, max_inline: 10 } }\n  - { listen: \"127.0.0.1:6381\", resp: { max_bulk: 1MiB } }\n",
+    ));
+    assert_eq!(
+        e,
+        [
+            "lp.yaml:6:49: tcp[0].to: a resp listener sends each command where its class says (writes to the primary, reads to the replicas): remove `to`",
+            "lp.yaml:6:116: tcp[0].resp.upstream_connections: must be 1 to 64",
+            "lp.yaml:6:141: tcp[0].resp.max_inline: must be 64 bytes to 1MiB",
+            "lp.yaml:6:60: tcp[0].on_unhealthy: a resp listener picks a node per command: on_unhealthy is for raw `to: read` listeners",
+            "lp.yaml:6:81: tcp[0].send_proxy_protocol: a resp listener shares its upstream connections between clients: no PROXY header can name one client",
+            "lp.yaml:7:5: tcp[1].to: missing: `write` (the leader) or `read` (the followers)",
+            "lp.yaml:7:33: tcp[1].resp: only for `protocol: resp`",
+        ]
     );
 }

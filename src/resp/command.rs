@@ -205,6 +205,10 @@ impl Table {
                 Class::Blocking
             } else if has("readonly") && !has("write") {
                 Class::Read
+            } else if !has("write") && READ.iter().any(|r| r.as_bytes() == name.as_slice()) {
+                // INFO, PING, ECHO, TIME, … carry no `readonly` flag, yet
+                // change nothing: a replica answers them as well.
+                Class::Read
             } else {
                 Class::Write
             };
@@ -225,14 +229,23 @@ impl Table {
         let Some(name) = args.first() else {
             return Class::Write;
         };
-        let lower = name.to_ascii_lowercase();
-        let class = self.classes.get(&lower).copied().unwrap_or(Class::Write);
+        // Lower-cased on the stack: command names are short.
+        let mut buf = [0u8; 32];
+        let lower: &[u8] = if name.len() <= buf.len() {
+            let b = &mut buf[..name.len()];
+            b.copy_from_slice(name);
+            b.make_ascii_lowercase();
+            b
+        } else {
+            return Class::Write;
+        };
+        let class = self.classes.get(lower).copied().unwrap_or(Class::Write);
         let has_block = || {
             args.iter()
                 .skip(1)
                 .any(|a| a.eq_ignore_ascii_case(b"block"))
         };
-        match lower.as_slice() {
+        match lower {
             b"xread" if has_block() => Class::Blocking,
             // XREADGROUP moves entries into the pending list: a write.
             b"xreadgroup" if has_block() => Class::Blocking,
@@ -360,13 +373,19 @@ mod tests {
     fn the_primarys_command_answer_decides_by_flags() {
         // Three entries as Redis 7 sends them (name, arity, flags, first
         // key, last key, step, ACL categories, tips, key specs, subcommands).
-        let reply = b"*3\r\n\
+        let reply = b"*4\r\n\
+*10\r\n$4\r\ninfo\r\n:-1\r\n*2\r\n+loading\r\n+stale\r\n:0\r\n:0\r\n:0\r\n*0\r\n*0\r\n*0\r\n*0\r\n\
 *10\r\n$3\r\nget\r\n:2\r\n*2\r\n+readonly\r\n+fast\r\n:1\r\n:1\r\n:1\r\n*2\r\n+@read\r\n+@string\r\n*0\r\n*0\r\n*0\r\n\
 *10\r\n$5\r\nblpop\r\n:-3\r\n*2\r\n+write\r\n+blocking\r\n:1\r\n:-2\r\n:1\r\n*0\r\n*0\r\n*0\r\n*0\r\n\
 *10\r\n$6\r\nmyread\r\n:2\r\n*1\r\n+readonly\r\n:1\r\n:1\r\n:1\r\n*0\r\n*0\r\n*0\r\n*0\r\n";
         let t = Table::from_command_reply(reply).unwrap();
         assert_eq!(class(&t, "GET k"), Class::Read);
         assert_eq!(class(&t, "BLPOP q 0"), Class::Blocking);
+        assert_eq!(
+            class(&t, "INFO server"),
+            Class::Read,
+            "no readonly flag, no write flag, a read of the built-in table"
+        );
         assert_eq!(
             class(&t, "MYREAD k"),
             Class::Read,

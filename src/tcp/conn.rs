@@ -32,10 +32,13 @@ pub(crate) struct Listener {
     /// The listener's policy over the read tier of the table of that epoch
     /// (read listeners whose policy is not `reads.policy`).
     picker: Mutex<Option<(u64, Arc<Picker>)>>,
-    /// Connections open to a backend now, across workers.
-    open: AtomicUsize,
+    /// Connections open to a backend now, across workers (a RESP
+    /// listener's: its clients).
+    pub(super) open: AtomicUsize,
     /// Connections waiting for a leader now, across workers.
     held: AtomicUsize,
+    /// The command table (RESP listeners).
+    pub(crate) commands: Arc<super::resp::Commands>,
 }
 
 impl Listener {
@@ -47,6 +50,7 @@ impl Listener {
             picker: Mutex::new(None),
             open: AtomicUsize::new(0),
             held: AtomicUsize::new(0),
+            commands: Arc::new(super::resp::Commands::new()),
         }
     }
 
@@ -61,7 +65,11 @@ impl Listener {
     }
 
     /// The backend a new connection from `client` goes to under `t`.
-    fn target(&self, t: &RoutingTable, client: std::net::IpAddr) -> Option<Arc<Backend>> {
+    pub(super) fn target(
+        &self,
+        t: &RoutingTable,
+        client: std::net::IpAddr,
+    ) -> Option<Arc<Backend>> {
         if self.cfg.to == Role::Write || self.cfg.policy == t.cfg.reads.policy {
             return route::target(t, &self.cfg, &t.picker, client).cloned();
         }
@@ -109,22 +117,49 @@ pub(crate) async fn serve(
         return;
     }
     conn.to_backend.inc_by(early.len() as u64);
+    let why = carry(
+        proxy, l, &stream, &upstream, &backend, &conn, changes, shutdown, arrived,
+    )
+    .await;
+    if let Some(why) = why {
+        metrics.closed(&l.label, why);
+        tracing::debug!(listener = %l.label, backend = %backend.name(), client = %client, reason = why.as_str(), "tcp connection closed by the proxy");
+        // Dropping both sockets closes them: the client sees its session
+        // end at once (its next read returns end of stream).
+    }
+}
+
+/// Copies bytes both ways between `stream` and `upstream` until either
+/// ends (`None`) or the proxy must close the connection: the routing table
+/// says `backend` may no longer have it ([`route::must_close`]), `tcp[].idle`
+/// of silence, or shutdown after `shutdown_grace`.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn carry(
+    proxy: &'static Proxy,
+    l: &Listener,
+    stream: &TcpStream,
+    upstream: &TcpStream,
+    backend: &Backend,
+    conn: &super::metrics::ConnMetrics,
+    mut changes: watch::Receiver<u64>,
+    mut shutdown: watch::Receiver<bool>,
+    arrived: Instant,
+) -> Option<Close> {
     let activity = Activity::new();
     let copy = pump(
-        &stream,
-        &upstream,
+        stream,
+        upstream,
         &conn.to_backend,
         &conn.to_client,
         &activity,
     );
     let mut copy = std::pin::pin!(copy);
-    let mut shutdown = shutdown;
     let grace = proxy.shared.load().cfg.shutdown_grace;
     let mut cut_at: Option<Instant> = None;
-    let why = loop {
+    loop {
         // The table may have changed while connecting.
-        if let Some(why) = route::must_close(&proxy.shared.load(), &l.cfg, &backend) {
-            break Some(why);
+        if let Some(why) = route::must_close(&proxy.shared.load(), &l.cfg, backend) {
+            return Some(why);
         }
         let idle_at = activity.last() + l.cfg.idle;
         tokio::select! {
@@ -132,16 +167,16 @@ pub(crate) async fn serve(
                 if let Err(e) = r {
                     tracing::debug!(listener = %l.label, backend = %backend.name(), error = %e, "tcp connection ended with an error");
                 }
-                break None;
+                return None;
             }
             r = changes.changed() => {
                 if r.is_err() {
-                    break Some(Close::Shutdown);
+                    return Some(Close::Shutdown);
                 }
             }
             _ = tokio::time::sleep_until(idle_at) => {
                 if activity.last() + l.cfg.idle <= Instant::now() {
-                    break Some(Close::Idle);
+                    return Some(Close::Idle);
                 }
             }
             _ = until_true(&mut shutdown), if cut_at.is_none() => {
@@ -149,15 +184,9 @@ pub(crate) async fn serve(
                 cut_at = Some(Instant::now() + grace);
             }
             _ = tokio::time::sleep_until(cut_at.unwrap_or(arrived)), if cut_at.is_some() => {
-                break Some(Close::Shutdown);
+                return Some(Close::Shutdown);
             }
         }
-    };
-    if let Some(why) = why {
-        metrics.closed(&l.label, why);
-        tracing::debug!(listener = %l.label, backend = %backend.name(), client = %client, reason = why.as_str(), "tcp connection closed by the proxy");
-        // Dropping both sockets closes them: the client sees its session
-        // end at once (its next read returns end of stream).
     }
 }
 
@@ -286,10 +315,10 @@ fn refused(e: &std::io::Error) -> bool {
 }
 
 /// Counts one connection in a listener's counter until dropped.
-struct Count<'a>(&'a AtomicUsize);
+pub(super) struct Count<'a>(&'a AtomicUsize);
 
 impl<'a> Count<'a> {
-    fn enter(c: &'a AtomicUsize) -> Count<'a> {
+    pub(super) fn enter(c: &'a AtomicUsize) -> Count<'a> {
         c.fetch_add(1, Ordering::Relaxed);
         Count(c)
     }

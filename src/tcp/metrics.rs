@@ -21,6 +21,21 @@ pub(crate) struct TcpMetrics {
     /// `leaderproxy_tcp_closed_total{listener,reason}`: connections the
     /// proxy closed, by [`Close`] reason.
     closed: IntCounterVec,
+    /// `leaderproxy_resp_commands_total{listener,class,backend}`: commands
+    /// of RESP listeners sent on shared connections (`class`: read, write).
+    resp_commands: IntCounterVec,
+    /// `leaderproxy_resp_resent_total{listener,reason}`: commands sent
+    /// again after a node refused them (`readonly`, `masterdown`,
+    /// `loading`), and writes answered with the ambiguous-write error
+    /// (`ambiguous_error`).
+    resp_resent: IntCounterVec,
+    /// `leaderproxy_resp_pinned_total{listener,why}`: clients moved to a
+    /// connection of their own to the primary (`transaction`, `blocking`,
+    /// `tunnel`).
+    resp_pinned: IntCounterVec,
+    /// `leaderproxy_resp_upstream_connections{listener}`: shared upstream
+    /// connections open.
+    resp_upstreams: IntGaugeVec,
 }
 
 /// One connection's handles, resolved once when it reaches its backend.
@@ -81,7 +96,51 @@ impl TcpMetrics {
                 "TCP connections the proxy closed, by reason (leader_change, unhealthy, idle, no_leader, no_backend, connect_failed, shutdown).",
                 &["listener", "reason"],
             ),
+            resp_commands: counter(
+                "leaderproxy_resp_commands_total",
+                "Commands of RESP listeners sent on shared connections, by class (read, write) and backend.",
+                &["listener", "class", "backend"],
+            ),
+            resp_resent: counter(
+                "leaderproxy_resp_resent_total",
+                "RESP commands sent again after a node refused them (readonly, masterdown, loading), and writes answered as ambiguous (ambiguous_error).",
+                &["listener", "reason"],
+            ),
+            resp_pinned: counter(
+                "leaderproxy_resp_pinned_total",
+                "RESP clients moved to a connection of their own to the primary (transaction, blocking, tunnel).",
+                &["listener", "why"],
+            ),
+            resp_upstreams: gauge(
+                "leaderproxy_resp_upstream_connections",
+                "Shared upstream connections of a RESP listener.",
+                &["listener"],
+            ),
         }
+    }
+
+    /// Counts `n` commands of `class` sent to `backend`.
+    pub(crate) fn resp_commands(&self, listener: &str, class: &str, backend: &str, n: usize) {
+        self.resp_commands
+            .with_label_values(&[listener, class, backend])
+            .inc_by(n as u64);
+    }
+
+    /// Counts a command sent again (or an ambiguous write) for `reason`.
+    pub(crate) fn resp_resent(&self, listener: &str, reason: &str) {
+        self.resp_resent
+            .with_label_values(&[listener, reason])
+            .inc();
+    }
+
+    /// Counts a client pinned to the primary for `why`.
+    pub(crate) fn resp_pinned(&self, listener: &str, why: &str) {
+        self.resp_pinned.with_label_values(&[listener, why]).inc();
+    }
+
+    /// The shared-connections gauge of `listener`.
+    pub(crate) fn resp_upstreams(&self, listener: &str) -> IntGauge {
+        self.resp_upstreams.with_label_values(&[listener])
     }
 
     /// Handles for one connection of `listener` to `backend`; counts it.

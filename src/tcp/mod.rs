@@ -14,6 +14,7 @@
 mod conn;
 pub(crate) mod metrics;
 mod pump;
+pub(crate) mod resp;
 pub(crate) mod route;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -31,6 +32,10 @@ use metrics::TcpMetrics;
 use crate::proxy::service::Proxy;
 use crate::shutdown::until_true;
 
+/// A RESP listener's shared upstream connection closes after this long
+/// without a command (or `tcp[].idle`, when shorter).
+const MAX_SHARED_IDLE: Duration = Duration::from_secs(300);
+
 /// Accepts on one worker's sockets of the TCP listeners (`sockets[i]` is
 /// `listeners[i]`'s) until `shutdown`; then lets open connections run for
 /// up to `shutdown_grace` (each cuts itself then).
@@ -45,6 +50,23 @@ pub(crate) async fn serve_worker(
     let mut accepts = Vec::new();
     // Like the HTTP listeners': the limit at start (a reload notes a change).
     let max_connections = proxy.shared.load().cfg.limits.max_connections;
+    let connect = proxy.shared.load().cfg.timeouts.connect;
+    // Each RESP listener's shared connections on this worker.
+    let pools: Arc<Vec<Option<resp::Pool>>> = Arc::new(
+        listeners
+            .iter()
+            .map(|l| {
+                (l.cfg.protocol == crate::config::TcpProtocol::Resp).then(|| {
+                    resp::Pool::new(
+                        l.cfg.resp.upstream_connections,
+                        connect,
+                        l.cfg.idle.min(MAX_SHARED_IDLE),
+                        metrics.resp_upstreams(&l.label),
+                    )
+                })
+            })
+            .collect(),
+    );
     for (i, socket) in sockets.into_iter().enumerate() {
         let socket = match TcpListener::from_std(socket) {
             Ok(s) => s,
@@ -54,6 +76,7 @@ pub(crate) async fn serve_worker(
             }
         };
         let (listeners, metrics, tasks) = (listeners.clone(), metrics.clone(), tasks.clone());
+        let pools = pools.clone();
         let mut stop = shutdown.clone();
         let shutdown = shutdown.clone();
         accepts.push(tokio::spawn(async move {
@@ -77,6 +100,7 @@ pub(crate) async fn serve_worker(
                 let _ = stream.set_nodelay(true);
                 let (listeners, metrics, shutdown) =
                     (listeners.clone(), metrics.clone(), shutdown.clone());
+                let pools = pools.clone();
                 tasks.spawn(async move {
                     let _open = open;
                     let l = &listeners[i];
@@ -85,7 +109,15 @@ pub(crate) async fn serve_worker(
                             Some(x) => x,
                             None => return,
                         };
-                    conn::serve(proxy, l, &metrics, stream, client, early, shutdown).await;
+                    match &pools[i] {
+                        Some(pool) => {
+                            resp::serve(proxy, l, &metrics, pool, stream, client, early, shutdown)
+                                .await
+                        }
+                        None => {
+                            conn::serve(proxy, l, &metrics, stream, client, early, shutdown).await
+                        }
+                    }
                 });
             }
         }));

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::backend::Backend;
 use crate::balance::Picker;
-use crate::config::{OnUnhealthy, Role, TcpListen};
+use crate::config::{OnUnhealthy, Role, TcpListen, TcpProtocol};
 use crate::routing::RoutingTable;
 
 /// Why an open TCP connection is closed by the proxy (the `reason` label
@@ -94,7 +94,12 @@ pub(crate) fn target<'t>(
 /// Whether a connection of listener `l` to backend `b` must close under
 /// table `t`, and why.
 pub(crate) fn must_close(t: &RoutingTable, l: &TcpListen, b: &Backend) -> Option<Close> {
-    match l.to {
+    // A resp listener's own connections (pinned, tunnelled) are the primary's.
+    let to = match l.protocol {
+        TcpProtocol::Resp => Role::Write,
+        TcpProtocol::Raw => l.to,
+    };
+    match to {
         Role::Write => match t.write_leader() {
             Some(w) if w.id == b.id => None,
             _ => Some(Close::LeaderChange),
@@ -119,6 +124,8 @@ mod tests {
         TcpListen {
             addr: "127.0.0.1:0".parse().unwrap(),
             to,
+            protocol: crate::config::TcpProtocol::Raw,
+            resp: Default::default(),
             policy: Policy::RoundRobin,
             proxy_protocol: false,
             send_proxy_protocol: false,

@@ -13,7 +13,8 @@
 //!    class and node); `/admin/routing` lists the listener as `protocol: resp`.
 //! 2. differential: the same command sequences (strings, lists, hashes,
 //!    MULTI/EXEC, WATCH with a conflicting write, BLPOP, Pub/Sub, a pipeline
-//!    of 100, HELLO 3 and RESP3 replies, SELECT, errors) give the same
+//!    of 100, HELLO 3 and RESP3 replies, SELECT, AUTH, inline commands,
+//!    errors, a protocol error and the close after it) give the same
 //!    replies on a direct connection to the primary and through the listener.
 //! 3. primary SIGKILL under `INCR` + `RPUSH <unique id>` load: no client
 //!    sees `READONLY`, no acknowledged write lost, none applied twice, the
@@ -236,6 +237,9 @@ enum Step {
     Read(usize),
     /// Send every command at once, then read every reply.
     Pipeline(usize, Vec<Vec<String>>),
+    /// Send these bytes as they are (inline commands, bad input), then read
+    /// `.2` replies.
+    Raw(usize, &'static str, usize),
 }
 
 fn words(s: &str) -> Vec<String> {
@@ -430,6 +434,27 @@ fn scripts() -> Vec<(&'static str, Vec<Step>)> {
                 "GET d:wt",
             ]),
         ),
+        (
+            "login",
+            vec![
+                call(0, "AUTH default any"),
+                call(0, "AUTH onlyapassword"),
+                call(0, "SET d:auth 1"),
+                call(0, "GET d:auth"),
+                call(1, "HELLO 3 AUTH default any"),
+                call(1, "HGETALL d:none"),
+                call(1, "GET d:auth"),
+            ],
+        ),
+        (
+            "inline and bad input",
+            vec![
+                Step::Raw(0, "PING\r\n", 1),
+                Step::Raw(0, "SET d:in \"a b\"\r\nGET d:in\r\n", 2),
+                Step::Raw(1, "*1\r\n$abc\r\n", 1),
+                Step::Read(1),
+            ],
+        ),
     ];
     out.retain(|(_, s)| !s.is_empty());
     out
@@ -500,8 +525,12 @@ fn run_script(port: u16, steps: &[Step]) -> Vec<(String, Value)> {
                 let label = pending
                     .get_mut(c)
                     .and_then(|p| (!p.is_empty()).then(|| p.remove(0)))
-                    .unwrap_or_else(|| "(push)".into());
+                    .unwrap_or_else(|| "(next)".into());
                 (*c, vec![], vec![format!("read: {label}")])
+            }
+            Step::Raw(c, bytes, n) => {
+                let label = format!("raw {bytes:?}");
+                (*c, vec![], vec![label; *n])
             }
             Step::Pipeline(c, cmds) => {
                 let labels = cmds
@@ -520,7 +549,11 @@ fn run_script(port: u16, steps: &[Step]) -> Vec<(String, Value)> {
             .map(|c| c.iter().map(String::as_str).collect())
             .collect();
         let refs: Vec<&[&str]> = refs.iter().map(Vec::as_slice).collect();
-        if let Err(e) = conn.send(&refs) {
+        let raw = match step {
+            Step::Raw(_, bytes, _) => bytes.as_bytes(),
+            _ => b"",
+        };
+        if let Err(e) = conn.send(&refs).and_then(|()| conn.send_raw(raw)) {
             out.push((format!("c{c} send"), Value::Error(format!("io: {e}"))));
             conns.remove(&c);
             continue;

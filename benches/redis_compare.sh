@@ -6,7 +6,7 @@
 # redis-sentinel: ROLE probes; GETs go to the two replicas, SETs to the
 # primary).
 #
-#   benches/redis_compare.sh          (REPEAT=3 N=200000 by default)
+#   benches/redis_compare.sh          (REPEAT=3 N=500000 by default)
 #
 # Rows: GET and SET with -P 16 (pipelined), 50 clients: requests/s, CPU µs per
 # request of the proxy process (utime + stime from /proc/PID/stat before and
@@ -23,7 +23,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="${LEADERPROXY_BIN:-$ROOT/target/release/leaderproxy}"
 REPEAT="${REPEAT:-3}"
-N="${N:-200000}"
+N="${N:-500000}"
 
 log() { printf '[redis-compare %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

@@ -147,22 +147,9 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-hz=$(getconf CLK_TCK)
-
-# run PORT PID ARGS...: requests/s and CPU µs/request of PID.
-run() {
-  local port=$1 pid=$2; shift 2
-  local t0 t1 rps
-  t0=$(ticks "$pid")
-  # -q prints progress lines ended by \r, then "GET: 512820.50 requests per second, ...".
-  rps=$(timeout 120 redis-benchmark -h 127.0.0.1 -p "$port" -n "$N" -c 50 -q "$@" 2>/dev/null |
-    tr '\r' '\n' | awk '/ requests per second/ { print $2; exit }')
-  t1=$(ticks "$pid")
-  echo "${rps:-0} $(awk -v d=$((t1 - t0)) -v hz="$hz" -v n="$N" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')"
-}
-
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+# run PORT PID ARGS... and ratio A B
+# shellcheck source=benches/redis_benchmark_run.sh
+source "$ROOT/benches/redis_benchmark_run.sh"
 
 TARGETS=(direct haproxy twemproxy leaderproxy)
 declare -A GETS

@@ -60,20 +60,9 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-hz=$(getconf CLK_TCK)
-
-# run PORT PID ARGS...: requests/s and CPU µs/request of PID.
-run() {
-  local port=$1 pid=$2; shift 2
-  local t0 t1 rps
-  t0=$(ticks "$pid")
-  # -q prints progress lines ended by \r, then "GET: 512820.50 requests per second, ...".
-  rps=$(timeout 120 redis-benchmark -h 127.0.0.1 -p "$port" -n "$N" -c 50 -q "$@" 2>/dev/null |
-    tr '\r' '\n' | awk '/ requests per second/ { print $2; exit }')
-  t1=$(ticks "$pid")
-  echo "$rps $(awk -v d=$((t1 - t0)) -v hz="$hz" -v n="$N" 'BEGIN { printf "%.2f", d * 1e6 / hz / n }')"
-}
+# run PORT PID ARGS... and ratio A B
+# shellcheck source=benches/redis_benchmark_run.sh
+source "$ROOT/benches/redis_benchmark_run.sh"
 
 printf '%-10s %-12s %10s %12s %10s %12s\n' test target req/s "vs HAProxy" "CPU us/req" "vs HAProxy"
 for row in "GET -P 16:-t get -P 16" "SET -P 16:-t set -P 16" "GET -P 1:-t get -P 1"; do

@@ -73,7 +73,8 @@ impl Default for ReadLatency {
 
 impl ReadLatency {
     fn window_number(&self, now: Instant) -> u64 {
-        (now.saturating_duration_since(self.base).as_millis() / WINDOW.as_millis()) as u64
+        // Whole seconds: no 128-bit division on the read path.
+        now.saturating_duration_since(self.base).as_secs() / WINDOW.as_secs()
     }
 
     /// A read try answered (headers received) `took` after it was sent, at

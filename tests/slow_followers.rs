@@ -187,14 +187,15 @@ async fn an_auto_try_timeout_hides_a_frozen_follower_and_ejects_it_for_latency()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_ejected_for_latency_stays_out_while_its_probes_are_slow() {
     let ([_l, f1, _f2], p) = two_followers(
-        "reads: { policy: round_robin, try_timeout: 50ms }\npassive: { consecutive_failures: 2, base_ejection: 200ms, max_ejection: 200ms }\nhealth: { path: /health, interval: 300ms, timeout: 250ms, rise: 1, fall: 3 }\nleader: { path: /leader, interval: 300ms, timeout: 250ms, expect: { status: [200] } }\n",
+        "reads: { policy: round_robin, try_timeout: 50ms }\npassive: { consecutive_failures: 2, base_ejection: 1s, max_ejection: 1s }\nhealth: { path: /health, interval: 300ms, timeout: 250ms, rise: 1, fall: 3 }\nleader: { path: /leader, interval: 300ms, timeout: 250ms, expect: { status: [200] } }\n",
     )
     .await;
     f1.state.delay_ms.store(2_000, Ordering::Relaxed);
     f1.state.probe_delay_ms.store(80, Ordering::Relaxed);
     wait_out(&p, "f1", "ejected: latency").await;
     // Its reads would be fast now; its probes still take longer than the
-    // try timeout it missed.
+    // try timeout it missed: held past its 1 s back-off (for at most 1 s
+    // more, `ejection::holds`).
     f1.state.delay_ms.store(0, Ordering::Relaxed);
     fake::wait_until(Duration::from_secs(5), "f1's back-off over", || async {
         backend_view(&p, "f1").await["ejected_for_ms"].is_null()

@@ -9,8 +9,10 @@
 //!
 //! - [`holds`]: an ejection for latency ([`Reason::Latency`]) also lasts,
 //!   past its back-off, until a health probe answers within the try timeout
-//!   the follower missed; back in the tier, its first timed-out try ejects
-//!   it again (its trial: `crate::backend::latency::ReadLatency::timed_out`).
+//!   the follower missed — at most one more back-off (a backend whose
+//!   probes are slower than its reads is not kept out for good); back in
+//!   the tier, its first timed-out try ejects it again (its trial:
+//!   `crate::backend::latency::ReadLatency::timed_out`).
 //!
 //! The leader is never ejected (the monitor checks that before asking).
 
@@ -41,11 +43,12 @@ impl Reason {
     }
 }
 
-/// Whether an ejection for `reason` whose back-off ends at `until` still
-/// holds at `now`; `probe`: the last health probe's (success, latency).
+/// Whether an ejection for `reason` whose back-off is `from`..`until`
+/// still holds at `now`; `probe`: the (success, latency) of the last health
+/// probe answered since it began.
 pub(super) fn holds(
     reason: Reason,
-    until: Instant,
+    (from, until): (Instant, Instant),
     now: Instant,
     probe: Option<(bool, Duration)>,
 ) -> bool {
@@ -54,7 +57,10 @@ pub(super) fn holds(
     }
     match reason {
         Reason::Failures => false,
-        Reason::Latency { limit } => !probe.is_some_and(|(ok, took)| ok && took < limit),
+        Reason::Latency { limit } => {
+            let at_most = until + (until - from);
+            now < at_most && !probe.is_some_and(|(ok, took)| ok && took < limit)
+        }
     }
 }
 
@@ -87,18 +93,28 @@ mod tests {
     #[test]
     fn a_latency_ejection_lasts_until_a_probe_is_fast() {
         let now = Instant::now();
-        let (past, future) = (now - Duration::from_secs(1), now + Duration::from_secs(1));
+        let s = Duration::from_secs(1);
+        // A 2 s back-off: running, over 1 s ago, over 3 s ago.
+        let (running, over, long_over) = (
+            (now - s, now + s),
+            (now - s * 3, now - s),
+            (now - s * 5, now - s * 3),
+        );
         let limit = Duration::from_millis(100);
         let lat = Reason::Latency { limit };
         let fast = Some((true, Duration::from_millis(5)));
         let slow = Some((true, Duration::from_millis(150)));
-        assert!(holds(Reason::Failures, future, now, fast));
-        assert!(!holds(Reason::Failures, past, now, slow));
-        assert!(holds(lat, future, now, fast), "the back-off first");
-        assert!(!holds(lat, past, now, fast));
-        assert!(holds(lat, past, now, slow));
-        assert!(holds(lat, past, now, Some((false, Duration::ZERO))));
-        assert!(holds(lat, past, now, None));
+        assert!(holds(Reason::Failures, running, now, fast));
+        assert!(!holds(Reason::Failures, over, now, slow));
+        assert!(holds(lat, running, now, fast), "the back-off first");
+        assert!(!holds(lat, over, now, fast));
+        assert!(holds(lat, over, now, slow));
+        assert!(holds(lat, over, now, Some((false, Duration::ZERO))));
+        assert!(holds(lat, over, now, None));
+        assert!(
+            !holds(lat, long_over, now, slow),
+            "at most one more back-off"
+        );
     }
 
     #[test]

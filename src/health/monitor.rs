@@ -290,6 +290,7 @@ impl Aggregator {
         let node = &mut self.nodes[i];
         let dur = ejection::duration(&p, node.ejections);
         node.ejections += 1;
+        node.ejected_at = Some(now);
         node.ejected_until = Some(now + dur);
         node.ejected_for = reason;
         node.probed_since_ejection = None;

@@ -36,6 +36,8 @@ pub(super) struct Node {
     pub(super) probed_position: bool,
     pub(super) last: ProbeStatus,
     pub(super) ejected_until: Option<Instant>,
+    /// When its last ejection began.
+    pub(super) ejected_at: Option<Instant>,
     /// Why it was last ejected.
     pub(super) ejected_for: Reason,
     /// The last health probe answered since it was last ejected: success
@@ -64,6 +66,7 @@ impl Node {
             probed_position: false,
             last: ProbeStatus::default(),
             ejected_until: None,
+            ejected_at: None,
             ejected_for: Reason::Failures,
             probed_since_ejection: None,
             ejections: 0,
@@ -84,9 +87,10 @@ impl Node {
     /// Ejected at `now`: within its back-off, or, ejected for latency,
     /// until a health probe is fast again ([`ejection::holds`]).
     pub(super) fn ejected(&self, now: Instant) -> bool {
-        self.ejected_until.is_some_and(|until| {
-            ejection::holds(self.ejected_for, until, now, self.probed_since_ejection)
-        })
+        let Some(span) = self.ejected_at.zip(self.ejected_until) else {
+            return false;
+        };
+        ejection::holds(self.ejected_for, span, now, self.probed_since_ejection)
     }
 
     /// What decides whether it may serve reads at `now`; `lagging`: over

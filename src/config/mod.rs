@@ -84,6 +84,8 @@ mod native_tests;
 #[cfg(test)]
 mod preset_tests;
 #[cfg(test)]
+mod reads_tests;
+#[cfg(test)]
 mod shipped_tests;
 #[cfg(test)]
 mod tcp_tests;

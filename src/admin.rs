@@ -226,9 +226,25 @@ async fn routing_json(ctl: &Control) -> serde_json::Value {
         "split_brain": split,
         "local_zone": t.cfg.local_zone,
         "followers": names(&t.followers),
+        "read_tier_latency": tier_latency_json(ctl, &t),
         "spill_followers": names(&t.spill),
         "backends": status,
         "tcp": tcp_json(ctl, &t),
+    })
+}
+
+/// The read tier's recent p95/p99 (ms, `null` until 20 reads answered in
+/// the last 5–10 s) and the try timeout they give now (`reads.try_timeout`).
+fn tier_latency_json(ctl: &Control, t: &crate::routing::RoutingTable) -> serde_json::Value {
+    let q = ctl
+        .proxy
+        .tier_latency
+        .of_tier(std::time::Instant::now(), &t.followers);
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    serde_json::json!({
+        "p95_ms": q.p95.map(ms),
+        "p99_ms": q.p99.map(ms),
+        "try_timeout_ms": t.cfg.reads.try_timeout.map(|tt| ms(tt.now(|| q.p99))),
     })
 }
 

@@ -25,6 +25,8 @@ use crate::metrics::{BackendMetrics, Metrics, TlsReason};
 use crate::upstream::connect::Peer;
 use crate::upstream::pool::Pool;
 
+pub(crate) mod latency;
+
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// One backend: its identity (id, name, address) and its live state
@@ -57,6 +59,8 @@ pub struct Backend {
     placement: ArcSwap<Placement>,
     /// Requests sent and not yet finished (least-connections reads it).
     in_flight: AtomicUsize,
+    /// Recent read latency and the try-timeout streak (`reads.try_timeout`).
+    pub(crate) latency: latency::ReadLatency,
     /// Set by the admin API: no new requests.
     drained: AtomicBool,
     /// Set by the request path the moment a write to this backend fails
@@ -167,6 +171,7 @@ impl Backend {
             pool: Pool::new(workers, max_connections),
             weight: AtomicU32::new(cfg.weight),
             in_flight: AtomicUsize::new(0),
+            latency: Default::default(),
             drained: AtomicBool::new(false),
             fenced: AtomicBool::new(false),
             fences: AtomicU64::new(0),

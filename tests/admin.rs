@@ -12,7 +12,7 @@ mod nodes;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use admin::{post_as, served_connection};
+use admin::{backend_view, post_as, served_connection};
 use fake::{config_for, wait_until, Fake, Proxy, Reply, Role, TempDir};
 use nodes::nodes;
 
@@ -123,6 +123,53 @@ async fn state_changing_admin_endpoints_need_the_token_and_the_rest_stays_open()
     assert_eq!(r.status, 404, "{}", r.text());
     let r = post_as(&p, "/admin/reload", "Bearer tok-123").await;
     assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_shows_each_followers_recent_read_latency_and_why_it_is_out() {
+    let [l, f, g] = nodes(["l", "f", "g"]).await;
+    let p = with_token(&[&l, &f, &g], "tok\n").await;
+    admin::wait_followers(&p, &["f", "g"], Duration::from_secs(5)).await;
+    for (name, v) in [
+        ("f", backend_view(&p, "f").await),
+        ("l", backend_view(&p, "l").await),
+    ] {
+        assert_eq!(
+            v["read_p50_ms"],
+            serde_json::Value::Null,
+            "{name}: no read yet"
+        );
+        assert_eq!(v["out"], serde_json::Value::Null, "{name}: {v}");
+    }
+    let tier = &p.routing().await["read_tier_latency"];
+    assert!(
+        tier["p99_ms"].is_null() && tier["try_timeout_ms"].is_null(),
+        "{tier}"
+    );
+    g.state
+        .delay_ms
+        .store(20, std::sync::atomic::Ordering::Relaxed);
+    for i in 0..10 {
+        assert_eq!(p.get(&format!("/k/{i}")).await.status, 200);
+    }
+    let (vf, vg) = (backend_view(&p, "f").await, backend_view(&p, "g").await);
+    let (f50, f99) = (
+        vf["read_p50_ms"].as_f64().unwrap(),
+        vf["read_p99_ms"].as_f64().unwrap(),
+    );
+    let g50 = vg["read_p50_ms"].as_f64().unwrap();
+    assert!(f50 > 0.0 && f50 <= f99, "{vf}");
+    assert!(g50 >= 20.0 && g50 > f50, "g answers 20ms late: {vg}");
+
+    let r = post_as(&p, "/admin/backends/g/drain", "Bearer tok").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = backend_view(&p, "g").await;
+    assert_eq!(v["out"], "drained", "{v}");
+    f.kill();
+    wait_until(Duration::from_secs(5), "f down", || async {
+        backend_view(&p, "f").await["out"] == "unhealthy"
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

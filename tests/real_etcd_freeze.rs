@@ -5,8 +5,13 @@
 //! the freeze. Before `try_timeout` the slowest read of such a run took the
 //! whole freeze (4,004 ms, issue 21).
 //!
+//! The same with `reads.try_timeout: auto` (4 × the read tier's recent
+//! p99, at most 300 ms here): the frozen member is also ejected for
+//! latency.
+//!
 //! Asserted: 0 failed reads and writes, every read within 500 ms.
-//! Reported: reads, the slowest read, tries that timed out.
+//! Reported: reads, the slowest read, tries that timed out, latency
+//! ejections.
 //!
 //! Needs `/usr/bin/etcd` (`bash tests/run.sh` installs it);
 //! `LEADERPROXY_SKIP_REAL=1` skips the test.
@@ -68,15 +73,35 @@ fn signal(pid: u32, sig: &str) {
     assert!(st.success(), "kill {sig} {pid}");
 }
 
+/// One cluster at a time: two frozen clusters at once would time each other.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_frozen_etcd_follower_costs_a_read_at_most_a_try_timeout() {
+    freeze("reads: { try_timeout: 100ms }");
+}
+
+#[test]
+fn with_an_auto_try_timeout_a_frozen_etcd_follower_is_ejected_for_latency() {
+    let ejections = freeze("reads: { try_timeout: auto, try_timeout_auto: { max: 300ms } }");
+    assert!(
+        ejections >= 1.0,
+        "the frozen member was ejected for latency"
+    );
+}
+
+/// Freezes a follower for 4 s under two readers and a writer behind a
+/// proxy with the preset `etcd` and `reads_yaml`; asserts no failure and
+/// every read within 500 ms; returns the latency ejections counted.
+fn freeze(reads_yaml: &str) -> f64 {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !procs::require_binaries("real_etcd_freeze", &[etcd::ETCD_BIN]) {
-        return;
+        return f64::INFINITY;
     }
     let cluster = EtcdCluster::start(3);
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
     let yaml = format!(
-        "{}preset: etcd\nreads: {{ try_timeout: 100ms }}\ntimeouts: {{ connect: 500ms }}\n",
+        "{}preset: etcd\n{reads_yaml}\ntimeouts: {{ connect: 500ms }}\n",
         cluster.backends_yaml()
     );
     let proxy = spawn_proxy(BIN, &yaml);
@@ -120,8 +145,9 @@ fn a_frozen_etcd_follower_costs_a_read_at_most_a_try_timeout() {
         .unwrap()
         .text();
     let timed_out = procs::metric_sum(&scrape, "leaderproxy_read_try_timeouts_total", &[]);
+    let ejections = procs::metric_sum(&scrape, "leaderproxy_read_latency_ejections_total", &[]);
     eprintln!(
-        "real_etcd_freeze: {} reads, slowest {slowest:?}, {failed_reads} failed, {timed_out} tries timed out; {} writes, {failed_writes} failed",
+        "real_etcd_freeze ({reads_yaml}): {} reads, slowest {slowest:?}, {failed_reads} failed, {timed_out} tries timed out, {ejections} latency ejections; {} writes, {failed_writes} failed",
         reads.len(),
         writes.len()
     );
@@ -135,4 +161,5 @@ fn a_frozen_etcd_follower_costs_a_read_at_most_a_try_timeout() {
         timed_out >= 1.0,
         "tries reached the frozen member and timed out"
     );
+    ejections
 }

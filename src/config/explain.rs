@@ -13,9 +13,9 @@ use std::time::Duration;
 use serde_yaml::{Mapping, Value};
 
 use super::{
-    BackendConfig, Config, Consistency, DnsLookup, Expect, HttpReuse, JsonWant, MembersKind,
-    Policy, PositionSource, ProbeAuth, ProbeConfig, ProbeKind, RetryAmbiguous, Role, Rule, Scheme,
-    SessionKey, UpstreamTlsSettings,
+    BackendConfig, Config, Consistency, DnsLookup, Expect, HedgeAfter, HttpReuse, JsonWant,
+    MembersKind, Policy, PositionSource, ProbeAuth, ProbeConfig, ProbeKind, RetryAmbiguous, Role,
+    Rule, Scheme, SessionKey, TryTimeout, UpstreamTlsSettings,
 };
 
 /// The effective config as a YAML document (key order as in the README).
@@ -461,12 +461,40 @@ fn reads(cfg: &Config) -> Value {
         ("policy", policy(r.policy)),
         ("fallback_to_leader", Value::Bool(r.fallback_to_leader)),
         ("retry", Value::Bool(r.retry)),
-        ("try_timeout", opt(r.try_timeout, dur)),
+        (
+            "try_timeout",
+            opt(r.try_timeout, |t| match t {
+                TryTimeout::Fixed(d) => dur(d),
+                TryTimeout::Auto(_) => text("auto"),
+            }),
+        ),
+        (
+            "try_timeout_auto",
+            opt(
+                match r.try_timeout {
+                    Some(TryTimeout::Auto(a)) => Some(a),
+                    _ => None,
+                },
+                |a| {
+                    map([
+                        ("multiplier", Value::from(a.multiplier)),
+                        ("min", dur(a.min)),
+                        ("max", dur(a.max)),
+                    ])
+                },
+            ),
+        ),
         (
             "hedge",
             opt(r.hedge, |h| {
                 map([
-                    ("after", dur(h.after)),
+                    (
+                        "after",
+                        match h.after {
+                            HedgeAfter::Fixed(d) => dur(d),
+                            HedgeAfter::P95 => text("p95"),
+                        },
+                    ),
                     ("max_percent", num(h.max_percent.into())),
                 ])
             }),

@@ -60,7 +60,8 @@ pub(crate) use locate::Locator;
 pub use native::{ProbeAuth, ProbeKind, Secret, DEFAULT_POSTGRES_USER};
 pub(crate) use probes::{Expect, JsonWant};
 pub use probes::{HealthConfig, JsonExpect, LeaderConfig, NativeProbe, ProbeConfig};
-pub use reads::{Hedge, Policy, ReadsConfig};
+pub(crate) use reads::TryTimeout;
+pub use reads::{Hedge, HedgeAfter, Policy, ReadsConfig};
 pub use routes::{MethodSet, Role, Route, Rule};
 pub(crate) use tcp::OnUnhealthy;
 #[cfg(test)]
@@ -82,6 +83,8 @@ mod discovery_tests;
 mod native_tests;
 #[cfg(test)]
 mod preset_tests;
+#[cfg(test)]
+mod reads_tests;
 #[cfg(test)]
 mod shipped_tests;
 #[cfg(test)]

@@ -487,6 +487,14 @@ fn explain_round_trips_for_every_preset_and_plain_configs() {
         ),
     );
     texts.push(super::tests::ISSUE_CONFIG.to_string());
+    texts.push(text(
+        "etcd",
+        "reads: { try_timeout: auto, try_timeout_auto: { multiplier: 2.5, max: 400ms }, hedge: { after: p95, max_percent: 5 } }\n",
+    ));
+    texts.push(text(
+        "etcd",
+        "reads: { try_timeout: 120ms, hedge: { after: 30ms } }\n",
+    ));
     texts.push(
         "listen: 127.0.0.1:1\nbackends: [{name: a, url: 'http://127.0.0.1:2', max_connections: 7}, {name: b, url: 'http://127.0.0.1:3'}]\nleader: {path: /l, expect: {status: [200]}}\nlimits: { max_upstream_connections_per_backend: 9 }\n".to_string(),
     );
@@ -532,6 +540,8 @@ fn explain_round_trips_for_every_preset_and_plain_configs() {
         };
         assert_eq!(positions(&again), positions(&first));
         assert_eq!(again.reads.session, first.reads.session);
+        assert_eq!(again.reads.try_timeout, first.reads.try_timeout);
+        assert_eq!(again.reads.hedge, first.reads.hedge);
         assert_eq!(
             again.writes.replay_body_limit,
             first.writes.replay_body_limit

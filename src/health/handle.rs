@@ -46,7 +46,10 @@ pub(super) enum Msg {
     /// Re-probe everyone now (already rate-limited by the handle).
     Reprobe,
     /// Passive health: this follower failed too often.
-    Eject { id: u64 },
+    Eject {
+        id: u64,
+        reason: super::ejection::Reason,
+    },
     SetDrained {
         name: String,
         drained: bool,
@@ -116,9 +119,9 @@ impl MonitorHandle {
         }
     }
 
-    /// Passive health asks to eject follower `id`.
-    pub(crate) fn eject(&self, id: u64) {
-        let _ = self.tx.send(Msg::Eject { id });
+    /// Passive health asks to eject follower `id` for `reason`.
+    pub(crate) fn eject(&self, id: u64, reason: super::ejection::Reason) {
+        let _ = self.tx.send(Msg::Eject { id, reason });
     }
 
     /// Drains (`true`) or re-enables a backend by name; false if unknown.

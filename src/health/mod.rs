@@ -18,7 +18,7 @@
 
 mod build;
 pub(crate) mod counter;
-mod ejection;
+pub(crate) mod ejection;
 mod handle;
 pub(crate) mod leader;
 pub(crate) mod membership;

@@ -224,9 +224,9 @@ impl Aggregator {
                 tracing::debug!("request path asked for a re-probe");
                 self.kick_probes(REPROBE_MIN_GAP);
             }
-            Msg::Eject { id } => {
+            Msg::Eject { id, reason } => {
                 let Some(i) = self.index_of(id) else { return };
-                self.try_eject(i);
+                self.try_eject(i, reason);
             }
             Msg::SetDrained {
                 name,
@@ -266,7 +266,7 @@ impl Aggregator {
         }
     }
 
-    fn try_eject(&mut self, i: usize) {
+    fn try_eject(&mut self, i: usize, reason: ejection::Reason) {
         let now = Instant::now();
         let p = self.cfg.passive.clone();
         if self.nodes[i].ejected(now) || self.is_leader(i) {
@@ -281,17 +281,26 @@ impl Aggregator {
             .count();
         let ejected = self.nodes.iter().filter(|n| n.ejected(now)).count();
         if !ejection::allowed(ejected, followers, p.max_ejection_percent) {
-            tracing::warn!(backend = %name, "passive health wanted to eject, but max_ejection_percent is reached");
+            tracing::warn!(backend = %name, reason = reason.as_str(), "passive health wanted to eject, but max_ejection_percent is reached");
             self.nodes[i].backend.record_success();
+            self.nodes[i].backend.latency.restart(false);
             return;
         }
+        let latency = matches!(reason, ejection::Reason::Latency { .. });
         let node = &mut self.nodes[i];
         let dur = ejection::duration(&p, node.ejections);
         node.ejections += 1;
+        node.ejected_at = Some(now);
         node.ejected_until = Some(now + dur);
+        node.ejected_for = reason;
+        node.probed_since_ejection = None;
         node.backend.record_success();
+        node.backend.latency.restart(latency);
         node.backend.metrics().ejections.inc();
-        tracing::warn!(backend = %node.backend.name(), seconds = dur.as_secs_f64(), "follower ejected by passive health checking");
+        if latency {
+            self.metrics.read_latency_ejections.inc();
+        }
+        tracing::warn!(backend = %node.backend.name(), seconds = dur.as_secs_f64(), reason = reason.as_str(), "follower ejected by passive health checking");
     }
 
     fn is_leader(&self, i: usize) -> bool {

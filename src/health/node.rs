@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::build::{Probed, Standing};
 use super::counter::{Counter, Transition};
+use super::ejection::{self, Reason};
 use super::leader::{Claim, Evidence, TermFloor};
 use super::probe::{Outcome, ProbeFailure};
 use super::view::ProbeStatus;
@@ -35,6 +36,13 @@ pub(super) struct Node {
     pub(super) probed_position: bool,
     pub(super) last: ProbeStatus,
     pub(super) ejected_until: Option<Instant>,
+    /// When its last ejection began.
+    pub(super) ejected_at: Option<Instant>,
+    /// Why it was last ejected.
+    pub(super) ejected_for: Reason,
+    /// The last health probe answered since it was last ejected: success
+    /// and latency (a latency ejection holds until one is fast).
+    pub(super) probed_since_ejection: Option<(bool, Duration)>,
     pub(super) ejections: u32,
     /// `static`, `dns` or `members`.
     pub(super) source: &'static str,
@@ -58,6 +66,9 @@ impl Node {
             probed_position: false,
             last: ProbeStatus::default(),
             ejected_until: None,
+            ejected_at: None,
+            ejected_for: Reason::Failures,
+            probed_since_ejection: None,
             ejections: 0,
             source,
             retiring: false,
@@ -73,8 +84,13 @@ impl Node {
         self.backend.is_drained()
     }
 
+    /// Ejected at `now`: within its back-off, or, ejected for latency,
+    /// until a health probe is fast again ([`ejection::holds`]).
     pub(super) fn ejected(&self, now: Instant) -> bool {
-        self.ejected_until.is_some_and(|t| t > now)
+        let Some(span) = self.ejected_at.zip(self.ejected_until) else {
+            return false;
+        };
+        ejection::holds(self.ejected_for, span, now, self.probed_since_ejection)
     }
 
     /// What decides whether it may serve reads at `now`; `lagging`: over
@@ -107,6 +123,7 @@ impl Node {
             m.probe_health_failures.inc();
         }
         self.probed_health = true;
+        self.probed_since_ejection = Some((o.ok(), o.latency));
         self.last.health_ok = Some(o.ok());
         self.last.health_latency_ms = Some(secs * 1000.0);
         self.last.health_error = o.error();

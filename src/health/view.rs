@@ -36,6 +36,15 @@ pub(crate) struct BackendStatus {
     pub(crate) lag: Option<u64>,
     /// More than `reads.max_lag` behind, or the lag is unknown: no reads.
     pub(crate) lagging: bool,
+    /// Median and 99th percentile of its reads' time to response headers
+    /// over the last 5–10 s, in ms (`None`: no read answered in that time).
+    pub(crate) read_p50_ms: Option<f64>,
+    pub(crate) read_p99_ms: Option<f64>,
+    /// Why a follower gets no first reads: `unhealthy`, `drained`,
+    /// `ejected: latency`, `ejected: failures`, `lagging` or `spill` (a
+    /// lower tier: reads only when the first is empty); `None`: the leader,
+    /// or in the read tier.
+    pub(crate) out: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -61,6 +70,38 @@ pub(super) fn role(leads: bool, healthy: bool) -> &'static str {
     }
 }
 
+/// Why a follower is out of the read tier ([`BackendStatus::out`]).
+pub(super) fn why_out(
+    leads: bool,
+    s: &super::build::Standing,
+    ejected_for: super::ejection::Reason,
+    in_read_tier: bool,
+) -> Option<&'static str> {
+    use super::ejection::Reason;
+    if leads || in_read_tier {
+        return None;
+    }
+    Some(if !s.healthy {
+        "unhealthy"
+    } else if s.drained {
+        "drained"
+    } else if s.ejected {
+        match ejected_for {
+            Reason::Latency { .. } => "ejected: latency",
+            Reason::Failures => "ejected: failures",
+        }
+    } else if s.lagging {
+        "lagging"
+    } else {
+        "spill"
+    })
+}
+
+/// Milliseconds, to the microsecond.
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
 /// The admin view of node `n` at `now`: `leads` it is the table's leader,
 /// `lag` its lag and whether it is lagging, `in_read_tier` first reads go
 /// to it.
@@ -72,6 +113,9 @@ pub(super) fn status(
     in_read_tier: bool,
 ) -> BackendStatus {
     let place = n.backend.placement();
+    let recent = n.backend.latency.snapshot(now.into_std());
+    let q = |q| recent.quantile(q, 1).map(ms);
+    let standing = n.standing(now, lagging);
     BackendStatus {
         name: n.backend.name().to_string(),
         url: n.backend.url.clone(),
@@ -95,6 +139,9 @@ pub(super) fn status(
         position: n.backend.position(),
         lag,
         lagging,
+        read_p50_ms: q(0.5),
+        read_p99_ms: q(0.99),
+        out: why_out(leads, &standing, n.ejected_for, in_read_tier),
     }
 }
 
@@ -107,5 +154,47 @@ mod tests {
         assert_eq!(role(true, false), "leader");
         assert_eq!(role(false, true), "follower");
         assert_eq!(role(false, false), "down");
+    }
+
+    #[test]
+    fn a_follower_out_of_the_tier_says_why() {
+        use super::super::build::Standing;
+        use super::super::ejection::Reason;
+        let s = |healthy, drained, ejected, lagging| Standing {
+            healthy,
+            drained,
+            ejected,
+            lagging,
+        };
+        let lat = Reason::Latency {
+            limit: std::time::Duration::from_millis(50),
+        };
+        let f = Reason::Failures;
+        assert_eq!(why_out(true, &s(false, true, true, true), f, false), None);
+        assert_eq!(why_out(false, &s(true, false, false, false), f, true), None);
+        assert_eq!(
+            why_out(false, &s(false, true, true, true), f, false),
+            Some("unhealthy")
+        );
+        assert_eq!(
+            why_out(false, &s(true, true, true, true), f, false),
+            Some("drained")
+        );
+        assert_eq!(
+            why_out(false, &s(true, false, true, true), lat, false),
+            Some("ejected: latency")
+        );
+        assert_eq!(
+            why_out(false, &s(true, false, true, true), f, false),
+            Some("ejected: failures")
+        );
+        assert_eq!(
+            why_out(false, &s(true, false, false, true), f, false),
+            Some("lagging")
+        );
+        assert_eq!(
+            why_out(false, &s(true, false, false, false), f, false),
+            Some("spill")
+        );
     }
 }

@@ -77,6 +77,9 @@ pub struct Metrics {
     /// `leaderproxy_read_try_timeouts_total`: first tries of reads that
     /// waited `reads.try_timeout` for an answer and were sent elsewhere.
     pub(crate) read_try_timeouts: IntCounter,
+    /// `leaderproxy_read_latency_ejections_total`: followers ejected
+    /// because their read tries kept timing out.
+    pub(crate) read_latency_ejections: IntCounter,
     /// `leaderproxy_read_hedges_total`: second tries sent (`reads.hedge`).
     pub(crate) read_hedges: IntCounter,
     /// `leaderproxy_read_hedges_won_total`: reads the second try answered.
@@ -333,6 +336,14 @@ impl Metrics {
                 IntCounter::new(
                     "leaderproxy_read_try_timeouts_total",
                     "First tries of reads that waited reads.try_timeout and were sent to another backend.",
+                )
+                .expect("valid metric"),
+            ),
+            read_latency_ejections: reg(
+                &r,
+                IntCounter::new(
+                    "leaderproxy_read_latency_ejections_total",
+                    "Followers ejected because their read tries kept timing out (reads.try_timeout).",
                 )
                 .expect("valid metric"),
             ),

@@ -5,8 +5,14 @@
 //! backend; so is a read refused because all the follower's connections
 //! were in use (`upstream_busy`). Only backend-caused failures count for
 //! passive health.
+//!
+//! Every answered try counts in its backend's recent read latency
+//! ([`crate::backend::latency`]); the read tier's p99 and p95 give
+//! `reads.try_timeout: auto` and `reads.hedge.after: p95`. A try that
+//! times out counts toward latency-aware ejection ([`try_timed_out`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::Request;
 
@@ -15,7 +21,8 @@ use super::error::ProxyError;
 use super::forward::{self, Attempt, Cause, SendOpts};
 use super::service::{blame, respond, try_clone, Ctx, Proxy, Routed};
 use crate::backend::Backend;
-use crate::config::Consistency;
+use crate::config::{Consistency, HedgeAfter};
+use crate::health::ejection::Reason;
 use crate::routing::freshness::{self, ReadNeed};
 use crate::routing::{LeaderState, Need, RoutingTable};
 use crate::upstream::body::UpBody;
@@ -23,8 +30,50 @@ use crate::upstream::body::UpBody;
 /// Passive health: one more backend-caused failure.
 fn passive_failure(proxy: &Proxy, t: &RoutingTable, b: &Backend) {
     if b.record_failure(t.cfg.passive.consecutive_failures) {
-        proxy.monitor.eject(b.id);
+        proxy.monitor.eject(b.id, Reason::Failures);
     }
+}
+
+/// A try of a read on `b` timed out after `limit`: a passive failure, and
+/// latency-aware ejection's evidence — `passive.consecutive_failures` in a
+/// row (or the first after it came back from a latency ejection) eject it
+/// for latency.
+fn try_timed_out(proxy: &Proxy, t: &RoutingTable, b: &Backend, limit: Duration) {
+    let n = t.cfg.passive.consecutive_failures;
+    let slow = b.latency.timed_out(n);
+    let failed = b.record_failure(n);
+    if slow {
+        proxy.monitor.eject(b.id, Reason::Latency { limit });
+    } else if failed {
+        proxy.monitor.eject(b.id, Reason::Failures);
+    }
+}
+
+/// Counts an answer's time to its headers (`a`, of a try sent to `b` at
+/// `sent`) in `b`'s recent read latency.
+#[inline]
+fn timed(b: &Backend, sent: std::time::Instant, a: &Attempt) {
+    if let Attempt::Answered(_) = a {
+        let now = std::time::Instant::now();
+        b.latency.answered(now - sent, now);
+    }
+}
+
+/// [`forward::send`], [`timed`].
+async fn send_timed(b: &Backend, req: Request<UpBody>, o: &SendOpts) -> Attempt {
+    let sent = std::time::Instant::now();
+    let a = forward::send(b, req, o).await;
+    timed(b, sent, &a);
+    a
+}
+
+/// The read tier's recent quantiles, from `t`'s followers at `now`.
+fn tier_quantiles(
+    proxy: &Proxy,
+    t: &RoutingTable,
+    now: std::time::Instant,
+) -> crate::backend::latency::Quantiles {
+    proxy.tier_latency.of_tier(now, &t.followers)
 }
 
 /// Whether `b` is the leader of `t`.
@@ -133,7 +182,7 @@ fn read_need(proxy: &Proxy, t: &RoutingTable, ctx: &Ctx, req: &mut Request<UpBod
 async fn hedged(
     proxy: &Proxy,
     ctx: &Ctx,
-    h: crate::config::Hedge,
+    (after, max_percent): (Duration, u32),
     first: Arc<Backend>,
     req: Request<UpBody>,
     spare: Option<Request<UpBody>>,
@@ -142,23 +191,23 @@ async fn hedged(
     second: impl Fn(u64) -> Option<Arc<Backend>>,
 ) -> (Arc<Backend>, Release, Attempt, Option<Request<UpBody>>) {
     let rel = Release::begin(&first, ctx.worker);
-    let one = forward::send(&first, req, first_o);
+    let one = send_timed(&first, req, first_o);
     tokio::pin!(one);
     tokio::select! {
         a = &mut one => return (first.clone(), rel, a, spare),
-        _ = tokio::time::sleep(h.after) => {}
+        _ = tokio::time::sleep(after) => {}
     }
     let copy = spare.as_ref().and_then(try_clone);
     let other = second(first.id);
     let (Some(copy), Some(other)) = (copy, other) else {
         return (first.clone(), rel, one.await, spare);
     };
-    if !proxy.hedge_allowed(h.max_percent) {
+    if !proxy.hedge_allowed(max_percent) {
         return (first.clone(), rel, one.await, spare);
     }
     proxy.metrics.read_hedges.inc();
     let rel2 = Release::begin(&other, ctx.worker);
-    let two = forward::send(&other, copy, o);
+    let two = send_timed(&other, copy, o);
     tokio::pin!(two);
     tokio::select! {
         a = &mut one => match a {
@@ -198,10 +247,13 @@ pub(super) async fn read(
     };
     // The first try's own deadline (`reads.try_timeout`): only when the read
     // can go elsewhere (a copy to re-send), never on a long-poll route.
+    let now = ctx.arrived.into_std();
     let per_try = cfg
         .reads
         .try_timeout
-        .filter(|d| spare.is_some() && !ctx.route.long_poll && *d < o.response_timeout);
+        .filter(|_| spare.is_some() && !ctx.route.long_poll)
+        .map(|tt| tt.now(|| tier_quantiles(proxy, t, now).p99))
+        .filter(|d| *d < o.response_timeout);
     let first_o = match per_try {
         Some(d) => SendOpts {
             response_timeout: d,
@@ -216,11 +268,23 @@ pub(super) async fn read(
     let hedge = cfg
         .reads
         .hedge
-        .filter(|_| spare.is_some() && !ctx.route.long_poll);
+        .filter(|_| spare.is_some() && !ctx.route.long_poll)
+        .and_then(|h| {
+            let after = match h.after {
+                HedgeAfter::Fixed(d) => d,
+                HedgeAfter::P95 => tier_quantiles(proxy, t, now)
+                    .p95?
+                    .max(Duration::from_millis(1)),
+            };
+            Some((after, h.max_percent))
+        });
     let (first, rel, attempt, spare) = match hedge {
         None => {
             let rel = Release::begin(&first, ctx.worker);
+            // Timed here, not by `send_timed`: one future less to move.
+            let sent = std::time::Instant::now();
             let a = forward::send(&first, req, &first_o).await;
+            timed(&first, sent, &a);
             (first, rel, a, spare)
         }
         Some(h) => {
@@ -259,10 +323,13 @@ pub(super) async fn read(
             // repeating it would double the client's wait.
             Cause::Timeout if ctx.route.long_poll => return Err(blame(f.error, &first)),
             Cause::Timeout => {
-                if per_try.is_some() {
-                    proxy.metrics.read_try_timeouts.inc();
+                match per_try {
+                    Some(limit) => {
+                        proxy.metrics.read_try_timeouts.inc();
+                        try_timed_out(proxy, t, &first, limit);
+                    }
+                    None => passive_failure(proxy, t, &first),
                 }
-                passive_failure(proxy, t, &first);
                 (Some(f.error), spare)
             }
             // Maybe the backend's idle close: retried, counted for nothing;
@@ -299,7 +366,7 @@ pub(super) async fn read(
     proxy.metrics.reads_retried.inc();
     let rel = Release::begin(&second, ctx.worker);
     // Boxed: the retry is the rare path; keep the common future small.
-    match Box::pin(forward::send(&second, req, &o)).await {
+    match Box::pin(send_timed(&second, req, &o)).await {
         Attempt::Answered(resp) => {
             if resp.status().as_u16() >= 500 {
                 passive_failure(proxy, t, &second);

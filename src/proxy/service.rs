@@ -47,6 +47,9 @@ pub(crate) struct Proxy {
     /// Reads routed and hedged tries sent, for `reads.hedge.max_percent`.
     reads: AtomicU64,
     hedges: AtomicU64,
+    /// The read tier's recent p95/p99 (`reads.try_timeout: auto`,
+    /// `reads.hedge.after: p95`).
+    pub(crate) tier_latency: crate::backend::latency::TierLatency,
 }
 
 impl Proxy {
@@ -66,6 +69,7 @@ impl Proxy {
             open_connections: AtomicUsize::new(0),
             reads: AtomicU64::new(0),
             hedges: AtomicU64::new(0),
+            tier_latency: Default::default(),
         }
     }
 

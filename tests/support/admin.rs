@@ -26,6 +26,15 @@ pub async fn followers(p: &Proxy) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// What `/admin/routing` says of backend `name` (its `backends` entry).
+pub async fn backend_view(p: &Proxy, name: &str) -> serde_json::Value {
+    let r = p.routing().await;
+    r["backends"]
+        .as_array()
+        .and_then(|a| a.iter().find(|b| b["name"] == name).cloned())
+        .unwrap_or_else(|| panic!("{name} not in /admin/routing: {r}"))
+}
+
 /// Waits up to `within` until the read tier is exactly `want`, in order.
 pub async fn wait_tier(p: &Proxy, want: &[&str], within: Duration) {
     wait_until(within, &format!("read tier {want:?}"), || async {

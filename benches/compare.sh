@@ -45,6 +45,7 @@
 #   TARGETS="direct haproxy nginx leaderproxy"   subset/order of targets
 #   SKIP_LEADERPROXY=1 leave leaderproxy out (build only the bench backend)
 #   IDLE_CONNS=10000   connections for the idle-RSS table (IDLE_CONNS=0 skips it)
+#   IDLE_ONLY=1        only the idle-RSS table (no load rows, no TLS, no PostgreSQL)
 #   BENCH_BACKEND=path, LEADERPROXY_BIN=path   use prebuilt binaries (skips cargo)
 #   SKIP_BUILD=1       do not run cargo; use binaries in the target dir
 #   NO_INSTALL=1       never run apt-get
@@ -66,6 +67,8 @@ QUICK="${QUICK:-0}"
 if [[ "$QUICK" == 1 ]]; then DURATION="${DURATION:-3}"; else DURATION="${DURATION:-10}"; fi
 DURATION="${DURATION%s}"
 REPEAT="${REPEAT:-3}"
+IDLE_ONLY="${IDLE_ONLY:-0}"
+[[ "$IDLE_ONLY" == 1 ]] && SKIP_TLS=1 PG=0
 [[ "$REPEAT" =~ ^[0-9]+$ && "$REPEAT" -gt 0 ]] || { echo "REPEAT must be a positive whole number" >&2; exit 2; }
 ROUND=1 # the round being run (recorded with every result)
 [[ "$DURATION" =~ ^[0-9]+$ && "$DURATION" -gt 0 ]] || { echo "DURATION must be whole seconds" >&2; exit 2; }
@@ -420,11 +423,13 @@ def report(results, idle_results):
                 total(rs, "non2xx"), total(rs, "sock_errors"),
             ])
             first = False
-    print(table(rows,
+    if rows:
+        print(table(rows,
                 ["test", "target", "runs", "req/s", "vs HAProxy", "vs nginx", "p50", "p99",
                  "vs HAProxy", "vs nginx", "CPU us/req", "vs HAProxy", "vs nginx",
                  "peak RSS MiB", "non-2xx", "sock errors"],
                 ["l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r"]))
+        print()
     if idle_results and os.path.exists(idle_results) and os.path.getsize(idle_results) > 0:
         irs = [json.loads(l) for l in open(idle_results) if l.strip()]
         for r in irs:
@@ -444,7 +449,6 @@ def report(results, idle_results):
                          fmt_ratio(round_ratios(rs, hap, "rss1_kb")),
                          f"{med_field(rs, 'delta_kb') / 1024:.1f}", f"{med_field(rs, 'per_conn_kb'):.2f}",
                          fmt_ratio(round_ratios(rs, hap, "per_conn_kb")), str(rs[0]["nprocs"])])
-        print()
         print(table(rows,
                     ["target", "runs", "conns", "200 OK", "alive", "RSS idle MiB", "RSS w/ conns MiB",
                      "vs HAProxy", "delta MiB", "KiB/conn", "vs HAProxy", "procs"],
@@ -915,6 +919,11 @@ run_idle() { # target
 # All HTTP rows of one target in one round: plain, idle, then TLS (each on a fresh process).
 http_rows() { # target
   local target="$1"
+  if [[ "$IDLE_ONLY" == 1 ]]; then
+    log "== $target (idle connections only, round $ROUND/$REPEAT)"
+    run_idle "$target"
+    return 0
+  fi
   log "== $target (round $ROUND/$REPEAT)"
   start_target "$target"
   timeout -k 5 20 wrk -t1 -c64 -d1s "$URL_H1" >/dev/null 2>&1 || true # warm-up (pools, caches)

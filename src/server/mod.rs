@@ -200,77 +200,83 @@ fn listener_tls(proxy: &Proxy) -> Result<Option<Arc<rustls::ServerConfig>>, Stri
 /// one `timeouts.header_read` window from then covers the PROXY header, the
 /// TLS handshake and the first request's head.
 #[allow(clippy::too_many_arguments)]
-async fn serve_stream<S>(
+///
+/// Not an `async fn`, for the reason given at [`h1::serve`]: the future is
+/// the task of every connection.
+fn serve_stream<'a, S>(
     proxy: &'static Proxy,
     worker: usize,
-    conn: &ConnCtx,
+    conn: &'a ConnCtx,
     stream: S,
     client: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
     accepted: Instant,
     guard: OpenConnection,
-) where
+) -> impl std::future::Future<Output = ()> + Send + 'a
+where
     S: ClientStream,
 {
-    let _guard = guard;
-    let (stream, info, alpn_h2): (Box<dyn ClientStream>, ClientInfo, bool) = match tls {
-        None => (Box::new(stream), ClientInfo::new(client, false), false),
-        Some(tls) => {
-            // Boxed: the handshake's state (the stream, rustls' connection)
-            // must not size the task of every connection for its whole life.
-            let accept = Box::pin(tokio_rustls::TlsAcceptor::from(tls).accept(stream));
-            let stream = match tokio::time::timeout_at(accepted + conn.h1.header_read, accept).await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(client = %client, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(client = %client, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let mut info = ClientInfo::new(client, true);
-            let session = stream.get_ref().1;
-            // Set only when `tls.client_ca` made rustls verify the certificate.
-            info.cert_subject = session
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| crate::net::x509::subject(c))
-                .and_then(|s| http::HeaderValue::from_str(&s).ok());
-            let h2 = session.alpn_protocol() == Some(b"h2");
-            (Box::new(stream), info, h2)
+    async move {
+        let _guard = guard;
+        let (stream, info, alpn_h2): (Box<dyn ClientStream>, ClientInfo, bool) = match tls {
+            None => (Box::new(stream), ClientInfo::new(client, false), false),
+            Some(tls) => {
+                // Boxed: the handshake's state (the stream, rustls' connection)
+                // must not size the task of every connection for its whole life.
+                let accept = Box::pin(tokio_rustls::TlsAcceptor::from(tls).accept(stream));
+                let stream =
+                    match tokio::time::timeout_at(accepted + conn.h1.header_read, accept).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(client = %client, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(client = %client, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                let mut info = ClientInfo::new(client, true);
+                let session = stream.get_ref().1;
+                // Set only when `tls.client_ca` made rustls verify the certificate.
+                info.cert_subject = session
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .and_then(|c| crate::net::x509::subject(c))
+                    .and_then(|s| http::HeaderValue::from_str(&s).ok());
+                let h2 = session.alpn_protocol() == Some(b"h2");
+                (Box::new(stream), info, h2)
+            }
+        };
+        // hyper's HTTP/2 connection is boxed: an HTTP/1.1 connection's task
+        // holds only the HTTP/1.1 loop's state.
+        if alpn_h2 {
+            return Box::pin(serve_h2(proxy, worker, conn, stream, info, accepted)).await;
         }
-    };
-    // hyper's HTTP/2 connection is boxed: an HTTP/1.1 connection's task
-    // holds only the HTTP/1.1 loop's state.
-    if alpn_h2 {
-        return Box::pin(serve_h2(proxy, worker, conn, stream, info, accepted)).await;
-    }
-    let shutdown = conn.shutdown.clone();
-    let first_head_by = accepted + conn.h1.header_read;
-    let served = h1::serve(
-        stream,
-        proxy,
-        worker,
-        &info,
-        &conn.h1,
-        shutdown,
-        first_head_by,
-    );
-    match served.await {
-        Served::Done => {}
-        Served::H2(stream, read) => {
-            Box::pin(serve_h2(
-                proxy,
-                worker,
-                conn,
-                Rewind::new(read, stream),
-                info,
-                accepted,
-            ))
-            .await
+        let shutdown = conn.shutdown.clone();
+        let first_head_by = accepted + conn.h1.header_read;
+        let served = h1::serve(
+            stream,
+            proxy,
+            worker,
+            &info,
+            &conn.h1,
+            shutdown,
+            first_head_by,
+        );
+        match served.await {
+            Served::Done => {}
+            Served::H2(stream, read) => {
+                Box::pin(serve_h2(
+                    proxy,
+                    worker,
+                    conn,
+                    Rewind::new(read, stream),
+                    info,
+                    accepted,
+                ))
+                .await
+            }
         }
     }
 }

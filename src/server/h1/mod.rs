@@ -269,153 +269,160 @@ async fn read_head(
 /// the first request's head must be complete by then (accept +
 /// `timeouts.header_read`, a window the PROXY header and the TLS handshake
 /// have already used part of).
-pub(crate) async fn serve(
+///
+/// Not an `async fn`: those keep their arguments twice in the future (as
+/// given, and moved into the body's locals); the `async move` block uses
+/// them where they were captured.
+pub(crate) fn serve<'a>(
     stream: Box<dyn ClientStream>,
     proxy: &'static Proxy,
     worker: usize,
-    client: &ClientInfo,
-    opts: &ServerOpts,
+    client: &'a ClientInfo,
+    opts: &'a ServerOpts,
     mut shutdown: watch::Receiver<bool>,
     first_head_by: Instant,
-) -> Served {
-    let shared: Shared = Arc::new(Mutex::new(Io {
-        stream,
-        buf: BytesMut::new(),
-    }));
-    let mut head = RequestHead::default();
-    let mut deadline = first_head_by;
-    let mut first = true;
-    // Taken from the worker's spares when a request comes, given back after it.
-    let mut out = Vec::new();
-    let tunnel = loop {
-        let len = match read_head(
-            &shared,
-            &mut head,
-            &opts.limits,
-            deadline,
-            first,
-            &mut shutdown,
-        )
-        .await
-        {
-            Ok(n) => n,
-            Err(NoHead::Close) => break None,
-            Err(NoHead::H2) => {
-                let io = Arc::try_unwrap(shared)
-                    .ok()
-                    .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()));
-                return match io {
-                    Some(io) => Served::H2(io.stream, io.buf.freeze()),
-                    None => Served::Done,
-                };
-            }
-            Err(NoHead::Bad(e)) => {
-                tracing::debug!(client = %client.peer, error = e.reason(), "refused request head");
-                let resp = ProxyError::BadHead(e).into_response();
-                let _ = write_last(&shared, resp, &mut out).await;
-                break None;
-            }
-        };
-        first = false;
-        let keep_alive = head.keep_alive && !*shutdown.borrow();
-        let is_head = head.is_head;
-        let client_11 = head.version == Some(Version::Http11);
-        let te_trailers = head.te_trailers;
-        if out.capacity() == 0 {
-            out = spare_out();
-        }
-        // What comes next is built in this block and awaited after it: no
-        // request (moved or not) stays in the task's state across an await,
-        // which would size every idle connection's task.
-        let step = {
-            let raw = lock(&shared).buf.split_to(len).freeze();
-            match to_request(&head, &raw) {
-                Err(e) => Step::Refuse(Box::new(ProxyError::BadHead(e).into_response())),
-                // Upgrades, `Expect: 100-continue` and chunked bodies wait
-                // for something before the request goes on (boxed, rare).
-                Ok(req) if before::needed(&head) => Step::Before(Box::new((req, raw))),
-                Ok(req) => Step::Go(forward(proxy, worker, client, req, &head, &shared)),
-            }
-        };
-        let (exchange, body_done) = match step {
-            Step::Refuse(resp) => {
-                let _ = write_last(&shared, *resp, &mut out).await;
-                break None;
-            }
-            Step::Before(wait) => {
-                // Built in a block: the request and the context are moved
-                // in, and no binding of theirs lives across the await.
-                let wait = {
-                    let (req, raw) = *wait;
-                    let ctx = before::Ctx {
-                        proxy,
-                        shared: &shared,
-                        head: &head,
-                        raw,
-                        client,
-                        deadline,
-                        header_read: opts.header_read,
-                        keep_alive,
-                        client_11,
+) -> impl std::future::Future<Output = Served> + Send + 'a {
+    async move {
+        let shared: Shared = Arc::new(Mutex::new(Io {
+            stream,
+            buf: BytesMut::new(),
+        }));
+        let mut head = RequestHead::default();
+        let mut deadline = first_head_by;
+        let mut first = true;
+        // Taken from the worker's spares when a request comes, given back after it.
+        let mut out = Vec::new();
+        let tunnel = loop {
+            let len = match read_head(
+                &shared,
+                &mut head,
+                &opts.limits,
+                deadline,
+                first,
+                &mut shutdown,
+            )
+            .await
+            {
+                Ok(n) => n,
+                Err(NoHead::Close) => break None,
+                Err(NoHead::H2) => {
+                    let io = Arc::try_unwrap(shared)
+                        .ok()
+                        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()));
+                    return match io {
+                        Some(io) => Served::H2(io.stream, io.buf.freeze()),
+                        None => Served::Done,
                     };
-                    Box::pin(before::before_body(ctx, req, &mut out))
-                };
-                match wait.await {
-                    Before::Go(req) => forward(proxy, worker, client, req, &head, &shared),
-                    Before::Close => break None,
-                    Before::Tunnel(sw) => break Some(sw),
-                    Before::Answered => {
-                        deadline = Instant::now() + opts.client_idle;
-                        continue;
+                }
+                Err(NoHead::Bad(e)) => {
+                    tracing::debug!(client = %client.peer, error = e.reason(), "refused request head");
+                    let resp = ProxyError::BadHead(e).into_response();
+                    let _ = write_last(&shared, resp, &mut out).await;
+                    break None;
+                }
+            };
+            first = false;
+            let keep_alive = head.keep_alive && !*shutdown.borrow();
+            let is_head = head.is_head;
+            let client_11 = head.version == Some(Version::Http11);
+            let te_trailers = head.te_trailers;
+            if out.capacity() == 0 {
+                out = spare_out();
+            }
+            // What comes next is built in this block and awaited after it: no
+            // request (moved or not) stays in the task's state across an await,
+            // which would size every idle connection's task.
+            let step = {
+                let raw = lock(&shared).buf.split_to(len).freeze();
+                match to_request(&head, &raw) {
+                    Err(e) => Step::Refuse(Box::new(ProxyError::BadHead(e).into_response())),
+                    // Upgrades, `Expect: 100-continue` and chunked bodies wait
+                    // for something before the request goes on (boxed, rare).
+                    Ok(req) if before::needed(&head) => Step::Before(Box::new((req, raw))),
+                    Ok(req) => Step::Go(forward(proxy, worker, client, req, &head, &shared)),
+                }
+            };
+            let (exchange, body_done) = match step {
+                Step::Refuse(resp) => {
+                    let _ = write_last(&shared, *resp, &mut out).await;
+                    break None;
+                }
+                Step::Before(wait) => {
+                    // Built in a block: the request and the context are moved
+                    // in, and no binding of theirs lives across the await.
+                    let wait = {
+                        let (req, raw) = *wait;
+                        let ctx = before::Ctx {
+                            proxy,
+                            shared: &shared,
+                            head: &head,
+                            raw,
+                            client,
+                            deadline,
+                            header_read: opts.header_read,
+                            keep_alive,
+                            client_11,
+                        };
+                        Box::pin(before::before_body(ctx, req, &mut out))
+                    };
+                    match wait.await {
+                        Before::Go(req) => forward(proxy, worker, client, req, &head, &shared),
+                        Before::Close => break None,
+                        Before::Tunnel(sw) => break Some(sw),
+                        Before::Answered => {
+                            deadline = Instant::now() + opts.client_idle;
+                            continue;
+                        }
                     }
                 }
+                Step::Go(go) => go,
+            };
+            // The response goes into the boxed write in a block: its binding
+            // does not live across the write's await.
+            let (written, reuse) = {
+                let resp = exchange.await;
+                // A request body not read to its end leaves the connection unusable.
+                let reuse = keep_alive && body_done.is_done();
+                let w = write_response(
+                    &shared,
+                    resp,
+                    &mut out,
+                    is_head,
+                    client_11 && reuse,
+                    client_11 && te_trailers,
+                );
+                (Box::pin(w), reuse)
+            };
+            match written.await {
+                Ok(true) if reuse => {}
+                _ => break None,
             }
-            Step::Go(go) => go,
-        };
-        // The response goes into the boxed write in a block: its binding
-        // does not live across the write's await.
-        let (written, reuse) = {
-            let resp = exchange.await;
-            // A request body not read to its end leaves the connection unusable.
-            let reuse = keep_alive && body_done.is_done();
-            let w = write_response(
-                &shared,
-                resp,
-                &mut out,
-                is_head,
-                client_11 && reuse,
-                client_11 && te_trailers,
-            );
-            (Box::pin(w), reuse)
-        };
-        match written.await {
-            Ok(true) if reuse => {}
-            _ => break None,
-        }
-        // Nothing buffered: the read buffer goes back to the worker's list.
-        {
-            let mut io = lock(&shared);
-            if io.buf.is_empty() {
-                give_back(std::mem::take(&mut io.buf));
+            // Nothing buffered: the read buffer goes back to the worker's list.
+            {
+                let mut io = lock(&shared);
+                if io.buf.is_empty() {
+                    give_back(std::mem::take(&mut io.buf));
+                }
             }
+            // Neither do the head's vectors nor the response-head buffer stay
+            // with an idle connection.
+            keep_spare(std::mem::take(&mut head), std::mem::take(&mut out));
+            deadline = Instant::now() + opts.client_idle;
+        };
+        if let Some(sw) = tunnel {
+            if let Ok(io) = Arc::try_unwrap(shared) {
+                let io = io.into_inner().unwrap_or_else(|e| e.into_inner());
+                Box::pin(run_tunnel(io.stream, io.buf, sw, client)).await;
+            }
+            return Served::Done;
         }
-        // Neither do the head's vectors nor the response-head buffer stay
-        // with an idle connection.
-        keep_spare(std::mem::take(&mut head), std::mem::take(&mut out));
-        deadline = Instant::now() + opts.client_idle;
-    };
-    if let Some(sw) = tunnel {
-        if let Ok(io) = Arc::try_unwrap(shared) {
-            let io = io.into_inner().unwrap_or_else(|e| e.into_inner());
-            Box::pin(run_tunnel(io.stream, io.buf, sw, client)).await;
-        }
-        return Served::Done;
+        give_back(std::mem::take(&mut lock(&shared).buf));
+        // Send our FIN (and a TLS close_notify); a peer that does not read gets a second.
+        let close =
+            std::future::poll_fn(|cx| Pin::new(&mut lock(&shared).stream).poll_shutdown(cx));
+        let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), close)).await;
+        Served::Done
     }
-    give_back(std::mem::take(&mut lock(&shared).buf));
-    // Send our FIN (and a TLS close_notify); a peer that does not read gets a second.
-    let close = std::future::poll_fn(|cx| Pin::new(&mut lock(&shared).stream).poll_shutdown(cx));
-    let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), close)).await;
-    Served::Done
 }
 
 /// The proxy core's answer to one request, boxed: the request's future is

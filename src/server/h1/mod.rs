@@ -380,7 +380,8 @@ pub(crate) fn serve<'a>(
             // The response goes into the boxed write in a block: its binding
             // does not live across the write's await.
             let (written, reuse) = {
-                let resp = exchange.await;
+                let mut exchange = exchange;
+                let resp = std::future::poll_fn(|cx| exchange.as_mut().poll_answer(cx)).await;
                 // A request body not read to its end leaves the connection unusable.
                 let reuse = keep_alive && body_done.is_done();
                 let w = write_response(
@@ -427,7 +428,7 @@ pub(crate) fn serve<'a>(
 
 /// The proxy core's answer to one request, boxed: the request's future is
 /// large and must not be part of an idle connection's task.
-type Exchange = Pin<Box<dyn std::future::Future<Output = Response<DownBody>> + Send>>;
+type Exchange = Pin<Box<dyn Pending>>;
 
 /// What a parsed request head leads to.
 enum Step {
@@ -450,10 +451,27 @@ fn forward(
     shared: &Shared,
 ) -> (Exchange, BodyDone) {
     let (req, body_done) = attach_body(req, head, shared);
-    (
-        Box::pin(handle(proxy, worker, client.clone(), req)),
-        body_done,
-    )
+    // Allocated first, then built: the compiler can write the future (a few
+    // KiB) straight into the box; `Box::pin(handle(..))` builds it on the
+    // stack and copies it.
+    let mut slot = Box::pin(None);
+    slot.set(Some(handle(proxy, worker, client.clone(), req)));
+    (slot, body_done)
+}
+
+/// The core's future for one request, in its box (see [`forward`]).
+trait Pending: Send {
+    fn poll_answer(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<DownBody>>;
+}
+
+impl<F: std::future::Future<Output = Response<DownBody>> + Send> Pending for Option<F> {
+    fn poll_answer(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<DownBody>> {
+        match self.as_pin_mut() {
+            Some(f) => f.poll(cx),
+            // Set when boxed, and never polled after it answered.
+            None => Poll::Pending,
+        }
+    }
 }
 
 /// Writes a last response (an error, the connection closes after it).

@@ -27,8 +27,8 @@
 #                     p50 = pgbench's average latency, non-2xx = failed transactions,
 #                     sock errors = aborted clients
 # and prints one table (req/s, p50, p99, proxy CPU µs/request from /proc utime+stime of
-# all the proxy's processes, peak RSS = sum of VmHWM, non-2xx, socket errors, ratios to
-# HAProxy and nginx), then a second table: RSS with 10,000 idle keep-alive client connections.
+# all the proxy's processes and its kernel share, peak RSS = sum of VmHWM, non-2xx, socket
+# errors, ratios to HAProxy and nginx), then a second table: RSS with 10,000 idle keep-alive client connections.
 #
 # Every target runs REPEAT times, interleaved (round 1: haproxy, nginx, leaderproxy; round 2:
 # haproxy, nginx, leaderproxy; ...), so a noisy moment hits one run, not one target. Each
@@ -187,8 +187,8 @@ def tree(root):
     return out
 
 def snap(root):
-    """ticks(utime+stime) hwm_kb rss_kb nprocs over the process tree"""
-    ticks = hwm = rss = n = 0
+    """ticks(utime+stime) hwm_kb rss_kb nprocs sys_ticks(stime) over the process tree"""
+    ticks = hwm = rss = n = sys_ticks = 0
     for p in tree(root):
         try:
             with open(f"/proc/{p}/stat") as f:
@@ -199,13 +199,14 @@ def snap(root):
             continue
         fields = st[st.rindex(")") + 2:].split()
         ticks += int(fields[11]) + int(fields[12])
+        sys_ticks += int(fields[12])
         for line in status.splitlines():
             if line.startswith("VmHWM:"):
                 hwm += int(line.split()[1])
             elif line.startswith("VmRSS:"):
                 rss += int(line.split()[1])
         n += 1
-    return ticks, hwm, rss, n
+    return ticks, hwm, rss, n, sys_ticks
 
 def reset_hwm(root):
     ok = True
@@ -413,12 +414,14 @@ def report(results, idle_results):
             def vs(other, key):
                 return fmt_ratio(round_ratios(rs, other, key)) if other else "-"
             rps, cpu, rss = med_field(rs, "rps"), med_field(rs, "cpu_us_per_req"), med_field(rs, "peak_rss_kb")
+            sys_pct = med_field(rs, "sys_pct")
             rows.append([
                 t if first else "", tg, str(len(rs)),
                 "-" if rps is None else f"{rps:.0f}", vs(hap, "rps"), vs(ngx, "rps"),
                 fmt_us(med_field(rs, "p50_us")), fmt_us(med_field(rs, "p99_us")),
                 vs(hap, "p99_us"), vs(ngx, "p99_us"),
                 "-" if cpu is None else f"{cpu:.1f}", vs(hap, "cpu_us_per_req"), vs(ngx, "cpu_us_per_req"),
+                "-" if sys_pct is None else f"{sys_pct:.0f}%",
                 "-" if rss is None else f"{rss / 1024:.1f}",
                 total(rs, "non2xx"), total(rs, "sock_errors"),
             ])
@@ -426,9 +429,9 @@ def report(results, idle_results):
     if rows:
         print(table(rows,
                 ["test", "target", "runs", "req/s", "vs HAProxy", "vs nginx", "p50", "p99",
-                 "vs HAProxy", "vs nginx", "CPU us/req", "vs HAProxy", "vs nginx",
+                 "vs HAProxy", "vs nginx", "CPU us/req", "vs HAProxy", "vs nginx", "kernel",
                  "peak RSS MiB", "non-2xx", "sock errors"],
-                ["l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r"]))
+                ["l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r"]))
         print()
     if idle_results and os.path.exists(idle_results) and os.path.getsize(idle_results) > 0:
         irs = [json.loads(l) for l in open(idle_results) if l.strip()]
@@ -764,12 +767,12 @@ before_run() {
 # cpu_fields REQUESTS -> "cpu_us_per_req=... peak_rss_kb=..."
 cpu_fields() {
   local reqs="$1"
-  if [[ -z "$TPID" || -z "$S0" ]]; then echo "cpu_us_per_req= peak_rss_kb="; return; fi
-  local t0 t1 hwm
-  read -r t0 _ _ _ <<<"$S0"
-  read -r t1 hwm _ _ <<<"$($PY snap "$TPID")"
-  python3 -c "import sys; t0,t1,r,hz,h=map(float,sys.argv[1:]); print(f'cpu_us_per_req={(t1-t0)*1e6/hz/max(r,1):.2f} peak_rss_kb={int(h)}')" \
-    "$t0" "$t1" "$reqs" "$CLK_TCK" "$hwm"
+  if [[ -z "$TPID" || -z "$S0" ]]; then echo "cpu_us_per_req= peak_rss_kb= sys_pct="; return; fi
+  local t0 t1 hwm s0 s1
+  read -r t0 _ _ _ s0 <<<"$S0"
+  read -r t1 hwm _ _ s1 <<<"$($PY snap "$TPID")"
+  python3 -c "import sys; t0,t1,r,hz,h,s0,s1=map(float,sys.argv[1:]); print(f'cpu_us_per_req={(t1-t0)*1e6/hz/max(r,1):.2f} peak_rss_kb={int(h)} sys_pct={100*(s1-s0)/max(t1-t0,1):.0f}')" \
+    "$t0" "$t1" "$reqs" "$CLK_TCK" "$hwm" "$s0" "$s1"
 }
 
 # tls_check TARGET: the TLS port must refuse plain HTTP and answer 200 over TLS; logs what
@@ -1090,6 +1093,7 @@ echo "  haproxy $(haproxy -v 2>/dev/null | head -1 | awk '{print $3}'), nginx $(
 echo "  CPU = utime+stime of all the proxy's processes over the run / requests; peak RSS = sum of VmHWM (reset before each run)"
 echo "  direct = wrk/h2load straight to one follower (no proxy; no CPU/RSS column)"
 echo "  absolute columns: medians over the rounds; ratios: median of the per-round ratios (min-max over the rounds)"
+echo "  kernel = the share of the proxy's CPU spent in the kernel (stime / (utime + stime))"
 if [[ "$SKIP_TLS" != 1 && -s "$TLS_NOTES" ]]; then
   echo "  TLS rows: the proxy terminates TLS (self-signed $TLS_DESC certificate), plain HTTP to the backends;"
   echo "  h1-tls-close = new TCP connection + TLS handshake per request (wrk resumes the previous session);"

@@ -203,6 +203,7 @@ fn listener_tls(proxy: &Proxy) -> Result<Option<Arc<rustls::ServerConfig>>, Stri
 ///
 /// Not an `async fn`, for the reason given at [`h1::serve`]: the future is
 /// the task of every connection.
+#[allow(clippy::manual_async_fn)] // on purpose: see the doc comment
 fn serve_stream<'a, S>(
     proxy: &'static Proxy,
     worker: usize,
@@ -542,10 +543,11 @@ mod tests {
             )
         });
         eprintln!("futures: serve_stream {conn} B, h1::serve {h1} B, serve_h2 {h2} B");
-        // 3,120 bytes (debug build) before the TLS handshake, hyper's
-        // HTTP/2 connection and the HTTP/1.1 loop's rare states were boxed.
-        assert!(conn <= 1536, "serve_stream's future is {conn} bytes");
-        assert!(h1 <= 1024, "h1::serve's future is {h1} bytes");
+        // Debug build: 3,120 and 2,752 bytes before the TLS handshake,
+        // hyper's HTTP/2 connection and the HTTP/1.1 loop's rare states
+        // were boxed; 1,064 and 776 after (some room for other compilers).
+        assert!(conn <= 1280, "serve_stream's future is {conn} bytes");
+        assert!(h1 <= 960, "h1::serve's future is {h1} bytes");
     }
 
     #[test]

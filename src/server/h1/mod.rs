@@ -72,7 +72,10 @@ const OUT_BUF: usize = 512;
 thread_local! {
     /// This worker's spare parsed heads (their vectors' capacity), for the
     /// connection that has a request now.
-    static SPARE_HEADS: RefCell<Vec<RequestHead>> = const { RefCell::new(Vec::new()) };
+    // Boxed on purpose: a connection holds the box while it has a request,
+    // nothing while idle; the box moves between it and this list.
+    #[allow(clippy::vec_box)]
+    static SPARE_HEADS: RefCell<Vec<Box<RequestHead>>> = const { RefCell::new(Vec::new()) };
     /// This worker's spare response-head buffers.
     static SPARE_OUT: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
@@ -84,16 +87,19 @@ fn spare_out() -> Vec<u8> {
         .unwrap_or_else(|| Vec::with_capacity(OUT_BUF))
 }
 
-/// A parsed head with its vectors' capacity, if the worker has a spare one.
-fn spare_head() -> Option<RequestHead> {
-    SPARE_HEADS.with(|f| f.borrow_mut().pop())
+/// A parsed head (boxed: an idle connection's task holds a pointer, not
+/// the head) with its vectors' capacity: a spare one, or a new one.
+fn spare_head() -> Box<RequestHead> {
+    SPARE_HEADS
+        .with(|f| f.borrow_mut().pop())
+        .unwrap_or_default()
 }
 
 /// Keeps a connection's head and response-head buffer for the next request
 /// on this worker (up to [`FREE_LIST`] of each; a buffer past [`KEEP_BUF`]
 /// bytes is dropped).
-fn keep_spare(head: RequestHead, mut out: Vec<u8>) {
-    if head.fields.capacity() > 0 {
+fn keep_spare(head: Option<Box<RequestHead>>, mut out: Vec<u8>) {
+    if let Some(head) = head {
         SPARE_HEADS.with(|f| {
             let mut f = f.borrow_mut();
             if f.len() < FREE_LIST {
@@ -211,7 +217,7 @@ enum NoHead {
 /// complete request head; returns its length.
 async fn read_head(
     shared: &Shared,
-    head: &mut RequestHead,
+    head: &mut Option<Box<RequestHead>>,
     limits: &Limits,
     deadline: Instant,
     first: bool,
@@ -230,11 +236,7 @@ async fn read_head(
                             return Err(NoHead::H2);
                         }
                     } else {
-                        if head.fields.capacity() == 0 {
-                            if let Some(h) = spare_head() {
-                                *head = h;
-                            }
-                        }
+                        let head = head.get_or_insert_with(spare_head);
                         match parse_request(&io.buf, limits, head) {
                             Ok(Progress::Complete(n)) => return Ok(n),
                             Ok(Progress::NeedMore) => {}
@@ -288,7 +290,9 @@ pub(crate) fn serve<'a>(
             stream,
             buf: BytesMut::new(),
         }));
-        let mut head = RequestHead::default();
+        // Taken from the worker's spares when bytes come, given back after
+        // the request.
+        let mut head: Option<Box<RequestHead>> = None;
         let mut deadline = first_head_by;
         let mut first = true;
         // Taken from the worker's spares when a request comes, given back after it.
@@ -323,10 +327,12 @@ pub(crate) fn serve<'a>(
                 }
             };
             first = false;
-            let keep_alive = head.keep_alive && !*shutdown.borrow();
-            let is_head = head.is_head;
-            let client_11 = head.version == Some(Version::Http11);
-            let te_trailers = head.te_trailers;
+            // Set by read_head with its Ok.
+            let Some(h) = head.as_deref() else { break None };
+            let keep_alive = h.keep_alive && !*shutdown.borrow();
+            let is_head = h.is_head;
+            let client_11 = h.version == Some(Version::Http11);
+            let te_trailers = h.te_trailers;
             if out.capacity() == 0 {
                 out = spare_out();
             }
@@ -335,12 +341,12 @@ pub(crate) fn serve<'a>(
             // which would size every idle connection's task.
             let step = {
                 let raw = lock(&shared).buf.split_to(len).freeze();
-                match to_request(&head, &raw) {
+                match to_request(h, &raw) {
                     Err(e) => Step::Refuse(Box::new(ProxyError::BadHead(e).into_response())),
                     // Upgrades, `Expect: 100-continue` and chunked bodies wait
                     // for something before the request goes on (boxed, rare).
-                    Ok(req) if before::needed(&head) => Step::Before(Box::new((req, raw))),
-                    Ok(req) => Step::Go(forward(proxy, worker, client, req, &head, &shared)),
+                    Ok(req) if before::needed(h) => Step::Before(Box::new((req, raw))),
+                    Ok(req) => Step::Go(forward(proxy, worker, client, req, h, &shared)),
                 }
             };
             let (exchange, body_done) = match step {
@@ -356,7 +362,7 @@ pub(crate) fn serve<'a>(
                         let ctx = before::Ctx {
                             proxy,
                             shared: &shared,
-                            head: &head,
+                            head: h,
                             raw,
                             client,
                             deadline,
@@ -367,7 +373,7 @@ pub(crate) fn serve<'a>(
                         Box::pin(before::before_body(ctx, req, &mut out))
                     };
                     match wait.await {
-                        Before::Go(req) => forward(proxy, worker, client, req, &head, &shared),
+                        Before::Go(req) => forward(proxy, worker, client, req, h, &shared),
                         Before::Close => break None,
                         Before::Tunnel(sw) => break Some(sw),
                         Before::Answered => {
@@ -414,7 +420,7 @@ pub(crate) fn serve<'a>(
             }
             // Neither do the head's vectors nor the response-head buffer stay
             // with an idle connection.
-            keep_spare(std::mem::take(&mut head), std::mem::take(&mut out));
+            keep_spare(head.take(), std::mem::take(&mut out));
             deadline = Instant::now() + opts.client_idle;
         };
         if let Some(sw) = tunnel {

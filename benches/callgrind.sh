@@ -5,6 +5,7 @@
 # the instructions of an idle run of the same length are subtracted.
 #
 #   benches/callgrind.sh [BINARY] [N]     (default: target/release/leaderproxy, 2000)
+#   CG_OUT=/tmp/cg.out benches/callgrind.sh ...   also keeps the loaded run's profile
 #
 # Needs valgrind, h2load (nghttp2-client), curl, and the bench backend
 # (`cargo build --release --example bench_backend`). Everything listens on
@@ -58,5 +59,7 @@ measure() {
 }
 
 total=$(measure "$N")
+# CG_OUT=path keeps the loaded run's profile (for callgrind_annotate).
+[[ -n "${CG_OUT:-}" ]] && cp "$W/cg.out" "$CG_OUT"
 idle=$(measure 0)
 echo "$(basename "$BIN"): requests=$N total=$total idle=$idle instructions_per_request=$(( (total - idle) / N ))"

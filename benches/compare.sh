@@ -27,17 +27,25 @@
 #                     p50 = pgbench's average latency, non-2xx = failed transactions,
 #                     sock errors = aborted clients
 # and prints one table (req/s, p50, p99, proxy CPU µs/request from /proc utime+stime of
-# all the proxy's processes, peak RSS = sum of VmHWM, non-2xx, socket errors, ratios to
-# HAProxy), then a second table: RSS with 10,000 idle keep-alive client connections.
+# all the proxy's processes and its kernel share, peak RSS = sum of VmHWM, non-2xx, socket
+# errors, ratios to HAProxy and nginx), then a second table: RSS with 10,000 idle keep-alive client connections.
+#
+# Every target runs REPEAT times, interleaved (round 1: haproxy, nginx, leaderproxy; round 2:
+# haproxy, nginx, leaderproxy; ...), so a noisy moment hits one run, not one target. Each
+# ratio is taken within a round (leaderproxy's run against HAProxy's run of the same round)
+# and the table prints the median of the rounds' ratios with their spread (min-max); the
+# absolute columns are medians, non-2xx and socket errors are sums over the rounds.
 #
 # Everything listens on 127.0.0.1; every load is bounded in time; a trap cleans up.
 #
 # Environment:
 #   DURATION=10        seconds per run (default 10, or 3 with QUICK=1)
 #   QUICK=1            3 s runs, for fast checks
+#   REPEAT=3           rounds over all targets (interleaved); medians and spreads over them
 #   TARGETS="direct haproxy nginx leaderproxy"   subset/order of targets
 #   SKIP_LEADERPROXY=1 leave leaderproxy out (build only the bench backend)
 #   IDLE_CONNS=10000   connections for the idle-RSS table (IDLE_CONNS=0 skips it)
+#   IDLE_ONLY=1        only the idle-RSS table (no load rows, no TLS, no PostgreSQL)
 #   BENCH_BACKEND=path, LEADERPROXY_BIN=path   use prebuilt binaries (skips cargo)
 #   SKIP_BUILD=1       do not run cargo; use binaries in the target dir
 #   NO_INSTALL=1       never run apt-get
@@ -58,6 +66,11 @@ ROOT="$(cd "$HERE/.." && pwd)"
 QUICK="${QUICK:-0}"
 if [[ "$QUICK" == 1 ]]; then DURATION="${DURATION:-3}"; else DURATION="${DURATION:-10}"; fi
 DURATION="${DURATION%s}"
+REPEAT="${REPEAT:-3}"
+IDLE_ONLY="${IDLE_ONLY:-0}"
+[[ "$IDLE_ONLY" == 1 ]] && SKIP_TLS=1 PG=0
+[[ "$REPEAT" =~ ^[0-9]+$ && "$REPEAT" -gt 0 ]] || { echo "REPEAT must be a positive whole number" >&2; exit 2; }
+ROUND=1 # the round being run (recorded with every result)
 [[ "$DURATION" =~ ^[0-9]+$ && "$DURATION" -gt 0 ]] || { echo "DURATION must be whole seconds" >&2; exit 2; }
 SKIP_LEADERPROXY="${SKIP_LEADERPROXY:-0}"
 IDLE_CONNS="${IDLE_CONNS:-10000}"
@@ -174,8 +187,8 @@ def tree(root):
     return out
 
 def snap(root):
-    """ticks(utime+stime) hwm_kb rss_kb nprocs over the process tree"""
-    ticks = hwm = rss = n = 0
+    """ticks(utime+stime) hwm_kb rss_kb nprocs sys_ticks(stime) over the process tree"""
+    ticks = hwm = rss = n = sys_ticks = 0
     for p in tree(root):
         try:
             with open(f"/proc/{p}/stat") as f:
@@ -186,13 +199,14 @@ def snap(root):
             continue
         fields = st[st.rindex(")") + 2:].split()
         ticks += int(fields[11]) + int(fields[12])
+        sys_ticks += int(fields[12])
         for line in status.splitlines():
             if line.startswith("VmHWM:"):
                 hwm += int(line.split()[1])
             elif line.startswith("VmRSS:"):
                 rss += int(line.split()[1])
         n += 1
-    return ticks, hwm, rss, n
+    return ticks, hwm, rss, n, sys_ticks
 
 def reset_hwm(root):
     ok = True
@@ -342,54 +356,106 @@ def table(rows, headers, aligns, grouped=True):
         out.append(line(r))
     return "\n".join(out)
 
+def median(vals):
+    vals = sorted(vals)
+    n = len(vals)
+    if n == 0:
+        return None
+    return vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2
+
+def num(r, key):
+    """a run's field as a float, None when it has none ("" or "-")"""
+    v = r.get(key) if r else None
+    return float(v) if isinstance(v, (int, float)) else None
+
+def round_ratios(runs, other, key):
+    """per round: run[key] / the other target's run[key] of the same round"""
+    out = []
+    for r in runs:
+        o = next((x for x in other if x.get("round", 1) == r.get("round", 1)), None)
+        a, b = num(r, key), num(o, key)
+        if a is not None and b:
+            out.append(a / b)
+    return out
+
+def fmt_ratio(vals):
+    """median ratio, with its spread (min-max) over the rounds when there are several"""
+    if not vals:
+        return "-"
+    m = f"{median(vals):.2f}x"
+    return m if len(vals) == 1 else f"{m} ({min(vals):.2f}-{max(vals):.2f})"
+
+def med_field(runs, key):
+    return median([v for v in (num(r, key) for r in runs) if v is not None])
+
+def total(runs, key):
+    vals = [r.get(key) for r in runs]
+    if all(isinstance(v, int) for v in vals):
+        return str(sum(vals))
+    return "-" if all(v in (None, "", "-") for v in vals) else "/".join(str(v) for v in vals)
+
 def report(results, idle_results):
     runs = [json.loads(l) for l in open(results) if l.strip()]
-    tests = []
+    tests, targets = [], []
     for r in runs:
         if r["test"] not in tests:
             tests.append(r["test"])
+        if r["target"] not in targets:
+            targets.append(r["target"])
     rows = []
     for t in tests:
-        rs = [r for r in runs if r["test"] == t]
-        hap = next((r for r in rs if r["target"] == "haproxy"), None)
+        by = {tg: [r for r in runs if r["test"] == t and r["target"] == tg] for tg in targets}
+        hap, ngx = by.get("haproxy", []), by.get("nginx", [])
         first = True
-        for r in rs:
-            def ratio(key):
-                if hap is None or r.get(key) in (None, "") or not hap.get(key):
-                    return "-"
-                return f"{float(r[key]) / float(hap[key]):.2f}x"
-            cpu = r.get("cpu_us_per_req")
+        for tg in targets:
+            rs = by[tg]
+            if not rs:
+                continue
+            def vs(other, key):
+                return fmt_ratio(round_ratios(rs, other, key)) if other else "-"
+            rps, cpu, rss = med_field(rs, "rps"), med_field(rs, "cpu_us_per_req"), med_field(rs, "peak_rss_kb")
+            sys_pct = med_field(rs, "sys_pct")
             rows.append([
-                t if first else "", r["target"],
-                f"{r['rps']:.0f}", ratio("rps"),
-                fmt_us(r["p50_us"]), fmt_us(r["p99_us"]),
-                "-" if cpu in (None, "") else f"{cpu:.1f}", ratio("cpu_us_per_req"),
-                "-" if r.get("peak_rss_kb") in (None, "") else f"{r['peak_rss_kb'] / 1024:.1f}",
-                str(r["non2xx"]), str(r["sock_errors"]),
+                t if first else "", tg, str(len(rs)),
+                "-" if rps is None else f"{rps:.0f}", vs(hap, "rps"), vs(ngx, "rps"),
+                fmt_us(med_field(rs, "p50_us")), fmt_us(med_field(rs, "p99_us")),
+                vs(hap, "p99_us"), vs(ngx, "p99_us"),
+                "-" if cpu is None else f"{cpu:.1f}", vs(hap, "cpu_us_per_req"), vs(ngx, "cpu_us_per_req"),
+                "-" if sys_pct is None else f"{sys_pct:.0f}%",
+                "-" if rss is None else f"{rss / 1024:.1f}",
+                total(rs, "non2xx"), total(rs, "sock_errors"),
             ])
             first = False
-    print(table(rows,
-                ["test", "target", "req/s", "vs HAProxy", "p50", "p99", "CPU us/req", "vs HAProxy",
+    if rows:
+        print(table(rows,
+                ["test", "target", "runs", "req/s", "vs HAProxy", "vs nginx", "p50", "p99",
+                 "vs HAProxy", "vs nginx", "CPU us/req", "vs HAProxy", "vs nginx", "kernel",
                  "peak RSS MiB", "non-2xx", "sock errors"],
-                ["l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r"]))
+                ["l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r"]))
+        print()
     if idle_results and os.path.exists(idle_results) and os.path.getsize(idle_results) > 0:
         irs = [json.loads(l) for l in open(idle_results) if l.strip()]
-        hap = next((r for r in irs if r["target"] == "haproxy"), None)
-        rows = []
         for r in irs:
-            delta = r["rss1_kb"] - r["rss0_kb"]
-            per = delta / max(1, r["alive"])
-            rat = "-"
-            if hap and hap["rss1_kb"]:
-                rat = f"{r['rss1_kb'] / hap['rss1_kb']:.2f}x"
-            rows.append([r["target"], str(r["opened"]), str(r["ok"]), str(r["alive"]),
-                         f"{r['rss0_kb'] / 1024:.1f}", f"{r['rss1_kb'] / 1024:.1f}", rat,
-                         f"{delta / 1024:.1f}", f"{per:.1f}", str(r["nprocs"])])
-        print()
+            r["delta_kb"] = r["rss1_kb"] - r["rss0_kb"]
+            r["per_conn_kb"] = r["delta_kb"] / max(1, r["alive"])
+        targets = []
+        for r in irs:
+            if r["target"] not in targets:
+                targets.append(r["target"])
+        hap = [r for r in irs if r["target"] == "haproxy"]
+        rows = []
+        for tg in targets:
+            rs = [r for r in irs if r["target"] == tg]
+            rows.append([tg, str(len(rs)), str(min(r["opened"] for r in rs)), str(min(r["ok"] for r in rs)),
+                         str(min(r["alive"] for r in rs)),
+                         f"{med_field(rs, 'rss0_kb') / 1024:.1f}", f"{med_field(rs, 'rss1_kb') / 1024:.1f}",
+                         fmt_ratio(round_ratios(rs, hap, "rss1_kb")),
+                         f"{med_field(rs, 'delta_kb') / 1024:.1f}", f"{med_field(rs, 'per_conn_kb'):.2f}",
+                         fmt_ratio(round_ratios(rs, hap, "per_conn_kb")), str(rs[0]["nprocs"])])
         print(table(rows,
-                    ["target", "conns", "200 OK", "alive", "RSS idle MiB", "RSS w/ conns MiB", "vs HAProxy",
-                     "delta MiB", "KiB/conn", "procs"],
-                    ["l", "r", "r", "r", "r", "r", "r", "r", "r", "r"], grouped=False))
+                    ["target", "runs", "conns", "200 OK", "alive", "RSS idle MiB", "RSS w/ conns MiB",
+                     "vs HAProxy", "delta MiB", "KiB/conn", "vs HAProxy", "procs"],
+                    ["l", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r"], grouped=False))
 
 def hapinfo(path):
     """selected `show info` fields from HAProxy's stats socket, as JSON"""
@@ -687,7 +753,7 @@ for kv in sys.argv[1:]:
         try: v=float(v)
         except ValueError: pass
     d[k]=v
-print(json.dumps(d))' "$@" >>"$RESULTS"
+print(json.dumps(d))' round="$ROUND" "$@" >>"$RESULTS"
 }
 
 before_run() {
@@ -701,12 +767,12 @@ before_run() {
 # cpu_fields REQUESTS -> "cpu_us_per_req=... peak_rss_kb=..."
 cpu_fields() {
   local reqs="$1"
-  if [[ -z "$TPID" || -z "$S0" ]]; then echo "cpu_us_per_req= peak_rss_kb="; return; fi
-  local t0 t1 hwm
-  read -r t0 _ _ _ <<<"$S0"
-  read -r t1 hwm _ _ <<<"$($PY snap "$TPID")"
-  python3 -c "import sys; t0,t1,r,hz,h=map(float,sys.argv[1:]); print(f'cpu_us_per_req={(t1-t0)*1e6/hz/max(r,1):.2f} peak_rss_kb={int(h)}')" \
-    "$t0" "$t1" "$reqs" "$CLK_TCK" "$hwm"
+  if [[ -z "$TPID" || -z "$S0" ]]; then echo "cpu_us_per_req= peak_rss_kb= sys_pct="; return; fi
+  local t0 t1 hwm s0 s1
+  read -r t0 _ _ _ s0 <<<"$S0"
+  read -r t1 hwm _ _ s1 <<<"$($PY snap "$TPID")"
+  python3 -c "import sys; t0,t1,r,hz,h,s0,s1=map(float,sys.argv[1:]); print(f'cpu_us_per_req={(t1-t0)*1e6/hz/max(r,1):.2f} peak_rss_kb={int(h)} sys_pct={100*(s1-s0)/max(t1-t0,1):.0f}')" \
+    "$t0" "$t1" "$reqs" "$CLK_TCK" "$hwm" "$s0" "$s1"
 }
 
 # tls_check TARGET: the TLS port must refuse plain HTTP and answer 200 over TLS; logs what
@@ -733,7 +799,9 @@ tls_check() {
   if echo "$out2" | grep -q '^Reused,'; then resumed=yes; else resumed=no; fi
   echo "$out1" | grep -q '^HTTP/1.1 200' || die "$target: no HTTP 200 over openssl s_client (see $W)"
   log "  TLS check: plain HTTP on the TLS port refused (curl: ${plain:-000}), curl -k 200; $proto, key exchange ${tmpkey:-?}, ALPN ${alpn:-none}, resumes sessions: $resumed"
-  printf '  %-12s %s, key exchange %s, resumes sessions: %s\n' "$target" "$proto" "${tmpkey:-?}" "$resumed" >>"$TLS_NOTES"
+  if [[ "$ROUND" == 1 ]]; then # the same in every round: noted once
+    printf '  %-12s %s, key exchange %s, resumes sessions: %s\n' "$target" "$proto" "${tmpkey:-?}" "$resumed" >>"$TLS_NOTES"
+  fi
 }
 
 hap_info() { [[ -S "$W/haproxy.sock" ]] && $PY hapinfo "$W/haproxy.sock" 2>/dev/null || echo '{}'; }
@@ -773,7 +841,7 @@ run_wrk() { # target test conns [extra wrk args...]
     mid="$(cat "$W/haproxy-$test.mid" 2>/dev/null || echo '{}')"
     c0="$(hap_field "$hap0" CumSslConns)"
     c1="$(hap_field "$hap1" CumSslConns)"
-    line="haproxy $test: $((c1 - c0)) TLS connections for $requests requests; mid-run $(hap_field "$mid" SslRate) TLS conn/s, $(hap_field "$mid" SslFrontendKeyRate) full handshakes/s, $(hap_field "$mid" SslFrontendSessionReuse_pct)% resumed"
+    line="haproxy $test (round $ROUND): $((c1 - c0)) TLS connections for $requests requests; mid-run $(hap_field "$mid" SslRate) TLS conn/s, $(hap_field "$mid" SslFrontendKeyRate) full handshakes/s, $(hap_field "$mid" SslFrontendSessionReuse_pct)% resumed"
     log "  $line"
     echo "  $line" >>"$TLS_NOTES"
   fi
@@ -842,7 +910,8 @@ run_idle() { # target
   res="$(timeout -k 5 180 $PY idle "$P_PROXY" "$IDLE_CONNS" "$TPID" 2 2>"$W/$target-idle.err" || true)"
   res="$(echo "$res" | tail -1)"
   if [[ "$res" == \{* ]]; then
-    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["target"]=sys.argv[2]; print(json.dumps(d))' "$res" "$target" >>"$IDLE_RESULTS"
+    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["target"]=sys.argv[2]; d["round"]=int(sys.argv[3]); print(json.dumps(d))' \
+      "$res" "$target" "$ROUND" >>"$IDLE_RESULTS"
     log "  idle: $res"
   else
     log "  idle test failed for $target"; tail -5 "$W/$target-idle.err" >&2
@@ -850,10 +919,15 @@ run_idle() { # target
   stop_target
 }
 
-log "duration ${DURATION}s per run; targets: $TARGETS"
-for target in $TARGETS; do
-  [[ "$HTTP" == 0 ]] && break
-  log "== $target"
+# All HTTP rows of one target in one round: plain, idle, then TLS (each on a fresh process).
+http_rows() { # target
+  local target="$1"
+  if [[ "$IDLE_ONLY" == 1 ]]; then
+    log "== $target (idle connections only, round $ROUND/$REPEAT)"
+    run_idle "$target"
+    return 0
+  fi
+  log "== $target (round $ROUND/$REPEAT)"
   start_target "$target"
   timeout -k 5 20 wrk -t1 -c64 -d1s "$URL_H1" >/dev/null 2>&1 || true # warm-up (pools, caches)
   run_wrk "$target" h1-ka-c64 64
@@ -874,7 +948,7 @@ for target in $TARGETS; do
   sleep 1
   run_idle "$target"
   if [[ "$SKIP_TLS" != 1 && "$target" != direct ]]; then
-    log "== $target (TLS)"
+    log "== $target (TLS, round $ROUND/$REPEAT)"
     start_target "$target" tls # fresh process (leaderproxy: the TLS config)
     tls_check "$target"
     timeout -k 5 20 wrk -t1 -c64 -d1s "$URL_H1" >/dev/null 2>&1 || true # warm-up
@@ -888,7 +962,14 @@ for target in $TARGETS; do
     stop_target
     sleep 1
   fi
-done
+}
+
+log "duration ${DURATION}s per run, $REPEAT rounds; targets: $TARGETS"
+if [[ "$HTTP" != 0 ]]; then
+  for ROUND in $(seq "$REPEAT"); do
+    for target in $TARGETS; do http_rows "$target"; done
+  done
+fi
 
 # ---------------------------------------------------------------- TCP rows (PostgreSQL)
 # The Patroni cluster of tests/support/patroni.sh on free ports, stopped on exit.
@@ -993,22 +1074,26 @@ if [[ "$PG" != 0 ]]; then
   PGPASSWORD=postgres pgbench -q -i -s 10 -h 127.0.0.1 -p "$PG_LEADER_PORT" -U postgres postgres >"$W/pgbench-init.log" 2>&1 ||
     { tail -5 "$W/pgbench-init.log" >&2; die "pgbench -i failed"; }
   bash "$PATRONI" wait "$PG_DIR" >/dev/null # the replicas replayed it
-  for target in $TARGETS; do
-    [[ "$target" == nginx ]] && continue # no PostgreSQL routing in nginx's stream module here
-    log "== $target (PostgreSQL, read port)"
-    start_pg_target "$target"
-    run_pgbench "$target" pg-S-c16 16 -S -M prepared
-    stop_pg_target "$target"
-    sleep 1
+  for ROUND in $(seq "$REPEAT"); do
+    for target in $TARGETS; do
+      [[ "$target" == nginx ]] && continue # no PostgreSQL routing in nginx's stream module here
+      log "== $target (PostgreSQL, read port, round $ROUND/$REPEAT)"
+      start_pg_target "$target"
+      run_pgbench "$target" pg-S-c16 16 -S -M prepared
+      stop_pg_target "$target"
+      sleep 1
+    done
   done
 fi
 
 echo
-echo "leaderproxy compare: $(nproc) cores, $(uname -r), ${DURATION}s per run, wrk -t1, h2load -t1 -c$H2_CLIENTS -m$H2_STREAMS"
+echo "leaderproxy compare: $(nproc) cores, $(uname -r), ${DURATION}s per run, $REPEAT rounds (interleaved), wrk -t1, h2load -t1 -c$H2_CLIENTS -m$H2_STREAMS"
 echo "  haproxy $(haproxy -v 2>/dev/null | head -1 | awk '{print $3}'), nginx $(nginx -v 2>&1 | sed 's|.*nginx/||')$(
   [[ " $TARGETS " == *" leaderproxy "* ]] && echo ", $("$LEADERPROXY_BIN" --version 2>/dev/null | head -1)")"
 echo "  CPU = utime+stime of all the proxy's processes over the run / requests; peak RSS = sum of VmHWM (reset before each run)"
 echo "  direct = wrk/h2load straight to one follower (no proxy; no CPU/RSS column)"
+echo "  absolute columns: medians over the rounds; ratios: median of the per-round ratios (min-max over the rounds)"
+echo "  kernel = the share of the proxy's CPU spent in the kernel (stime / (utime + stime))"
 if [[ "$SKIP_TLS" != 1 && -s "$TLS_NOTES" ]]; then
   echo "  TLS rows: the proxy terminates TLS (self-signed $TLS_DESC certificate), plain HTTP to the backends;"
   echo "  h1-tls-close = new TCP connection + TLS handshake per request (wrk resumes the previous session);"

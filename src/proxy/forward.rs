@@ -256,7 +256,7 @@ pub(crate) async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOp
         }
     }
     let upload = req.body_mut().track_upload();
-    let mut head_buf = Vec::with_capacity(512);
+    let mut head_buf = crate::upstream::h1::HeadBuf::take();
     let reuse = Some((o.min_gen, o.max_idle));
     // Boxed: waiting for a connection is the rare path; its future (timer,
     // semaphore, notification) stays out of every request's future.
@@ -281,7 +281,7 @@ pub(crate) async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOp
             }
             Err(b) => return busy(backend, req, b, o.connect_timeout),
         };
-        let fut = crate::upstream::h1::send(conn, req, &mut head_buf, o.reuse);
+        let fut = crate::upstream::h1::send(conn, req, &mut head_buf.0, o.reuse);
         match response_head(fut, upload.as_deref(), o.response_timeout).await {
             None => return timed_out(backend, o.response_timeout),
             Some(Ok(resp)) => return Attempt::Answered(resp.map(Either::Left)),

@@ -254,13 +254,12 @@ pub(super) async fn read(
         .filter(|_| spare.is_some() && !ctx.route.long_poll)
         .map(|tt| tt.now(|| tier_quantiles(proxy, t, now).p99))
         .filter(|d| *d < o.response_timeout);
-    let first_o = match per_try {
-        Some(d) => SendOpts {
-            response_timeout: d,
-            ..o
-        },
-        None => o,
-    };
+    // A copy of the options only with a per-try deadline (none otherwise).
+    let per_try_o = per_try.map(|d| SendOpts {
+        response_timeout: d,
+        ..o
+    });
+    let first_o = per_try_o.as_ref().unwrap_or(&o);
     if cfg.reads.hedge.is_some() {
         // Only with hedging on: a counter shared by the workers.
         proxy.read_counted();
@@ -283,14 +282,14 @@ pub(super) async fn read(
             let rel = Release::begin(&first, ctx.worker);
             // Timed here, not by `send_timed`: one future less to move.
             let sent = std::time::Instant::now();
-            let a = forward::send(&first, req, &first_o).await;
+            let a = forward::send(&first, req, first_o).await;
             timed(&first, sent, &a);
             (first, rel, a, spare)
         }
         Some(h) => {
             let second = |avoid| target(proxy, t, ip, need, Some(avoid)).cloned();
             Box::pin(hedged(
-                proxy, ctx, h, first, req, spare, &first_o, &o, second,
+                proxy, ctx, h, first, req, spare, first_o, &o, second,
             ))
             .await
         }

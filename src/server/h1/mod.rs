@@ -15,7 +15,7 @@
 //!   back to the caller ([`Served::H2`]) for hyper's HTTP/2 server.
 
 use std::cell::RefCell;
-use std::io::{self, IoSlice};
+use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -27,19 +27,23 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::h1::framing::Framing;
 use crate::h1::parse::{parse_request, Limits, Progress, RequestHead, Version};
 use crate::net::client_ip::ClientInfo;
+use crate::proxy::body::DownBody;
 use crate::proxy::error::ProxyError;
 use crate::proxy::service::{handle, Proxy};
+use crate::upstream::body::ClientBody;
+use http::{Request, Response};
 
+mod before;
 mod request;
 mod respond;
 mod upgrade;
 
-use request::{attach_body, expect_answer, first_chunk_ok, to_request, Continue};
-use respond::{write_all, write_response};
-use upgrade::{run_tunnel, upgrade_request, Upgrade};
+use before::Before;
+use request::{attach_body, to_request, BodyDone};
+use respond::write_response;
+use upgrade::run_tunnel;
 
 /// The HTTP/2 connection preface's first line.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
@@ -60,6 +64,59 @@ thread_local! {
 fn borrow_buf() -> BytesMut {
     FREE.with(|f| f.borrow_mut().pop())
         .unwrap_or_else(|| BytesMut::with_capacity(READ_BUF))
+}
+
+/// First capacity of a response-head buffer.
+const OUT_BUF: usize = 512;
+
+thread_local! {
+    /// This worker's spare parsed heads (their vectors' capacity), for the
+    /// connection that has a request now.
+    // Boxed on purpose: a connection holds the box while it has a request,
+    // nothing while idle; the box moves between it and this list.
+    #[allow(clippy::vec_box)]
+    static SPARE_HEADS: RefCell<Vec<Box<RequestHead>>> = const { RefCell::new(Vec::new()) };
+    /// This worker's spare response-head buffers.
+    static SPARE_OUT: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A response-head buffer: a spare one, or a new one of [`OUT_BUF`] bytes.
+fn spare_out() -> Vec<u8> {
+    SPARE_OUT
+        .with(|f| f.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(OUT_BUF))
+}
+
+/// A parsed head (boxed: an idle connection's task holds a pointer, not
+/// the head) with its vectors' capacity: a spare one, or a new one.
+fn spare_head() -> Box<RequestHead> {
+    SPARE_HEADS
+        .with(|f| f.borrow_mut().pop())
+        .unwrap_or_default()
+}
+
+/// Keeps a connection's head and response-head buffer for the next request
+/// on this worker (up to [`FREE_LIST`] of each; a buffer past [`KEEP_BUF`]
+/// bytes is dropped).
+fn keep_spare(head: Option<Box<RequestHead>>, mut out: Vec<u8>) {
+    if let Some(head) = head {
+        SPARE_HEADS.with(|f| {
+            let mut f = f.borrow_mut();
+            if f.len() < FREE_LIST {
+                f.push(head);
+            }
+        });
+    }
+    if out.capacity() == 0 || out.capacity() > KEEP_BUF {
+        return;
+    }
+    out.clear();
+    SPARE_OUT.with(|f| {
+        let mut f = f.borrow_mut();
+        if f.len() < FREE_LIST {
+            f.push(out);
+        }
+    });
 }
 
 fn give_back(mut b: BytesMut) {
@@ -160,7 +217,7 @@ enum NoHead {
 /// complete request head; returns its length.
 async fn read_head(
     shared: &Shared,
-    head: &mut RequestHead,
+    head: &mut Option<Box<RequestHead>>,
     limits: &Limits,
     deadline: Instant,
     first: bool,
@@ -179,6 +236,7 @@ async fn read_head(
                             return Err(NoHead::H2);
                         }
                     } else {
+                        let head = head.get_or_insert_with(spare_head);
                         match parse_request(&io.buf, limits, head) {
                             Ok(Progress::Complete(n)) => return Ok(n),
                             Ok(Progress::NeedMore) => {}
@@ -213,195 +271,241 @@ async fn read_head(
 /// the first request's head must be complete by then (accept +
 /// `timeouts.header_read`, a window the PROXY header and the TLS handshake
 /// have already used part of).
-pub(crate) async fn serve(
+///
+/// Not an `async fn`: those keep their arguments twice in the future (as
+/// given, and moved into the body's locals); the `async move` block uses
+/// them where they were captured.
+#[allow(clippy::manual_async_fn)] // on purpose: see the doc comment
+pub(crate) fn serve<'a>(
     stream: Box<dyn ClientStream>,
     proxy: &'static Proxy,
     worker: usize,
-    client: ClientInfo,
-    opts: &ServerOpts,
+    client: &'a ClientInfo,
+    opts: &'a ServerOpts,
     mut shutdown: watch::Receiver<bool>,
     first_head_by: Instant,
-) -> Served {
-    let shared: Shared = Arc::new(Mutex::new(Io {
-        stream,
-        buf: BytesMut::new(),
-    }));
-    let mut head = RequestHead::default();
-    let mut deadline = first_head_by;
-    let mut first = true;
-    let mut out = Vec::with_capacity(512);
-    let mut tunnel = None;
-    loop {
-        let len = match read_head(
-            &shared,
-            &mut head,
-            &opts.limits,
-            deadline,
-            first,
-            &mut shutdown,
-        )
-        .await
-        {
-            Ok(n) => n,
-            Err(NoHead::Close) => break,
-            Err(NoHead::H2) => {
-                let io = Arc::try_unwrap(shared)
-                    .ok()
-                    .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()));
-                return match io {
-                    Some(io) => Served::H2(io.stream, io.buf.freeze()),
-                    None => Served::Done,
-                };
-            }
-            Err(NoHead::Bad(e)) => {
-                tracing::debug!(client = %client.peer, error = e.reason(), "refused request head");
-                let resp = ProxyError::BadHead(e).into_response();
-                let _ = write_response(&shared, resp, &mut out, false, false, false).await;
-                break;
-            }
-        };
-        first = false;
-        let raw = lock(&shared).buf.split_to(len).freeze();
-        let keep_alive = head.keep_alive && !*shutdown.borrow();
-        let is_head = head.is_head;
-        let client_11 = head.version == Some(Version::Http11);
-        let te_trailers = head.te_trailers;
-        let req = match to_request(&head, &raw) {
-            Ok(r) => r,
-            Err(e) => {
-                let resp = ProxyError::BadHead(e).into_response();
-                let _ = write_response(&shared, resp, &mut out, false, false, false).await;
-                break;
-            }
-        };
-        // An upgrade is asked for by `Upgrade` plus the `upgrade` connection
-        // option (RFC 9110 §7.8); a lone `Upgrade` field is dropped as hop-by-hop.
-        // One with a body goes on as a plain request (the Upgrade is
-        // dropped): the body could not be told apart from the next request
-        // if the backend does not switch.
-        let upgrade = head.upgrade
-            && matches!(head.framing, Framing::None | Framing::Length(0))
-            && head
-                .connection
-                .iter()
-                .any(|n| n.get(&raw).eq_ignore_ascii_case(b"upgrade"));
-        if upgrade {
-            match Box::pin(upgrade_request(
-                proxy,
-                &head,
-                &raw,
-                req.method(),
-                req.uri().path(),
-                &client,
-                &mut out,
-            ))
+) -> impl std::future::Future<Output = Served> + Send + 'a {
+    async move {
+        let shared: Shared = Arc::new(Mutex::new(Io {
+            stream,
+            buf: BytesMut::new(),
+        }));
+        // Taken from the worker's spares when bytes come, given back after
+        // the request.
+        let mut head: Option<Box<RequestHead>> = None;
+        let mut deadline = first_head_by;
+        let mut first = true;
+        // Taken from the worker's spares when a request comes, given back after it.
+        let mut out = Vec::new();
+        let tunnel = loop {
+            let len = match read_head(
+                &shared,
+                &mut head,
+                &opts.limits,
+                deadline,
+                first,
+                &mut shutdown,
+            )
             .await
             {
-                Upgrade::Switched(sw) => {
-                    tunnel = Some(sw);
-                    break;
+                Ok(n) => n,
+                Err(NoHead::Close) => break None,
+                Err(NoHead::H2) => {
+                    let io = Arc::try_unwrap(shared)
+                        .ok()
+                        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()));
+                    return match io {
+                        Some(io) => Served::H2(io.stream, io.buf.freeze()),
+                        None => Served::Done,
+                    };
                 }
-                Upgrade::Refused(resp) => {
-                    let _ = write_response(&shared, resp, &mut out, false, false, false).await;
-                    break;
+                Err(NoHead::Bad(e)) => {
+                    tracing::debug!(client = %client.peer, error = e.reason(), "refused request head");
+                    let resp = ProxyError::BadHead(e).into_response();
+                    let _ = write_last(&shared, resp, &mut out).await;
+                    break None;
                 }
-                Upgrade::Answered(resp) => {
-                    // Not switched: the connection still speaks HTTP/1.1.
-                    match write_response(
-                        &shared,
-                        resp,
-                        &mut out,
-                        false,
-                        client_11 && keep_alive,
-                        false,
-                    )
-                    .await
-                    {
-                        Ok(true) if keep_alive => {}
-                        _ => break,
+            };
+            first = false;
+            // Set by read_head with its Ok.
+            let Some(h) = head.as_deref() else { break None };
+            let keep_alive = h.keep_alive && !*shutdown.borrow();
+            let is_head = h.is_head;
+            let client_11 = h.version == Some(Version::Http11);
+            let te_trailers = h.te_trailers;
+            if out.capacity() == 0 {
+                out = spare_out();
+            }
+            // What comes next is built in this block and awaited after it: no
+            // request (moved or not) stays in the task's state across an await,
+            // which would size every idle connection's task.
+            let step = {
+                let raw = lock(&shared).buf.split_to(len).freeze();
+                match to_request(h, &raw) {
+                    Err(e) => Step::Refuse(Box::new(ProxyError::BadHead(e).into_response())),
+                    // Upgrades, `Expect: 100-continue` and chunked bodies wait
+                    // for something before the request goes on (boxed, rare).
+                    Ok(req) if before::needed(h) => Step::Before(Box::new((req, raw))),
+                    Ok(req) => Step::Go(forward(proxy, worker, client, req, h, &shared)),
+                }
+            };
+            let (exchange, body_done) = match step {
+                Step::Refuse(resp) => {
+                    let _ = write_last(&shared, *resp, &mut out).await;
+                    break None;
+                }
+                Step::Before(wait) => {
+                    // Built in a block: the request and the context are moved
+                    // in, and no binding of theirs lives across the await.
+                    let wait = {
+                        let (req, raw) = *wait;
+                        let ctx = before::Ctx {
+                            proxy,
+                            shared: &shared,
+                            head: h,
+                            raw,
+                            client,
+                            deadline,
+                            header_read: opts.header_read,
+                            keep_alive,
+                            client_11,
+                        };
+                        Box::pin(before::before_body(ctx, req, &mut out))
+                    };
+                    match wait.await {
+                        Before::Go(req) => forward(proxy, worker, client, req, h, &shared),
+                        Before::Close => break None,
+                        Before::Tunnel(sw) => break Some(sw),
+                        Before::Answered => {
+                            deadline = Instant::now() + opts.client_idle;
+                            continue;
+                        }
                     }
-                    deadline = Instant::now() + opts.client_idle;
-                    continue;
+                }
+                Step::Go(go) => go,
+            };
+            // The response goes into the boxed write in a block: its binding
+            // does not live across the write's await.
+            let (written, reuse) = {
+                let mut exchange = exchange;
+                let resp = std::future::poll_fn(|cx| exchange.as_mut().poll_answer(cx)).await;
+                // A request body not read to its end leaves the connection unusable.
+                let reuse = keep_alive && body_done.is_done();
+                // Boxed in place (see [`forward`]).
+                let mut w = Box::pin(None);
+                w.set(Some(write_response(
+                    &shared,
+                    resp,
+                    &mut out,
+                    is_head,
+                    client_11 && reuse,
+                    client_11 && te_trailers,
+                )));
+                (w, reuse)
+            };
+            let written = {
+                let mut w = written;
+                std::future::poll_fn(|cx| poll_in_place(&mut w, cx)).await
+            };
+            match written {
+                Ok(true) if reuse => {}
+                _ => break None,
+            }
+            // Nothing buffered: the read buffer goes back to the worker's list.
+            {
+                let mut io = lock(&shared);
+                if io.buf.is_empty() {
+                    give_back(std::mem::take(&mut io.buf));
                 }
             }
-        }
-        // `Expect: 100-continue` is answered before waiting for any body
-        // byte (the client sends none before it); a declared length past
-        // the limit gets its 413 instead, with no 100.
-        if head.expect_continue {
-            let max = proxy.shared.load().cfg.limits.max_body_bytes;
-            match expect_answer(head.framing, max) {
-                Continue::Nothing => {}
-                Continue::TooLarge => {
-                    let resp = ProxyError::BodyTooLarge(max).into_response();
-                    let _ = write_response(&shared, resp, &mut out, false, false, false).await;
-                    break;
-                }
-                Continue::Send => {
-                    let cont = b"HTTP/1.1 100 Continue\r\n\r\n";
-                    if write_all(&shared, &mut [IoSlice::new(cont)]).await.is_err() {
-                        break;
-                    }
-                }
+            // Neither do the head's vectors nor the response-head buffer stay
+            // with an idle connection.
+            keep_spare(head.take(), std::mem::take(&mut out));
+            deadline = Instant::now() + opts.client_idle;
+        };
+        if let Some(sw) = tunnel {
+            if let Ok(io) = Arc::try_unwrap(shared) {
+                let io = io.into_inner().unwrap_or_else(|e| e.into_inner());
+                Box::pin(run_tunnel(io.stream, io.buf, sw, client)).await;
             }
+            return Served::Done;
         }
-        // A chunked body's first size line is checked before anything is
-        // sent upstream: a malformed one is refused like a bad head.
-        if head.framing == Framing::Chunked {
-            let d = tokio::time::timeout_at(
-                deadline.max(Instant::now() + opts.header_read),
-                first_chunk_ok(&shared),
-            )
-            .await;
-            match d {
-                Ok(Ok(())) => {}
-                Ok(Err(Some(e))) => {
-                    tracing::debug!(client = %client.peer, error = e.reason(), "refused chunked body");
-                    let resp = ProxyError::BadHead(crate::h1::HeadError::BadTransferEncoding)
-                        .into_response();
-                    let _ = write_response(&shared, resp, &mut out, false, false, false).await;
-                    break;
-                }
-                Ok(Err(None)) | Err(_) => break,
-            }
-        }
-        let (req, body_done) = attach_body(req, &head, &shared);
-        // Boxed: the request's future is large and must not stay part of an
-        // idle connection's task.
-        let resp = Box::pin(handle(proxy, worker, client.clone(), req)).await;
-        // A request body not read to its end leaves the connection unusable.
-        let reuse = keep_alive && body_done.is_done();
-        let written = Box::pin(write_response(
-            &shared,
-            resp,
-            &mut out,
-            is_head,
-            client_11 && reuse,
-            client_11 && te_trailers,
-        ));
-        match written.await {
-            Ok(true) if reuse => {}
-            _ => break,
-        }
-        // Nothing buffered: the read buffer goes back to the worker's list.
-        {
-            let mut io = lock(&shared);
-            if io.buf.is_empty() {
-                give_back(std::mem::take(&mut io.buf));
-            }
-        }
-        deadline = Instant::now() + opts.client_idle;
+        give_back(std::mem::take(&mut lock(&shared).buf));
+        // Send our FIN (and a TLS close_notify); a peer that does not read gets a second.
+        let close =
+            std::future::poll_fn(|cx| Pin::new(&mut lock(&shared).stream).poll_shutdown(cx));
+        let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), close)).await;
+        Served::Done
     }
-    if let Some(sw) = tunnel {
-        if let Ok(io) = Arc::try_unwrap(shared) {
-            let io = io.into_inner().unwrap_or_else(|e| e.into_inner());
-            run_tunnel(io.stream, io.buf, sw, &client).await;
-        }
-        return Served::Done;
+}
+
+/// The proxy core's answer to one request, boxed: the request's future is
+/// large and must not be part of an idle connection's task.
+type Exchange = Pin<Box<dyn Pending>>;
+
+/// What a parsed request head leads to.
+enum Step {
+    /// The head cannot become a request: this answer, then close.
+    Refuse(Box<Response<DownBody>>),
+    /// Something to wait for before the body (see [`before`]), with the
+    /// request and the head's bytes.
+    Before(Box<(Request<ClientBody>, Bytes)>),
+    /// The request goes to the core.
+    Go((Exchange, BodyDone)),
+}
+
+/// Hands the request, its body read from the connection, to the core.
+fn forward(
+    proxy: &'static Proxy,
+    worker: usize,
+    client: &ClientInfo,
+    req: Request<ClientBody>,
+    head: &RequestHead,
+    shared: &Shared,
+) -> (Exchange, BodyDone) {
+    let (req, body_done) = attach_body(req, head, shared);
+    // Allocated first, then built: the compiler writes the future (a few
+    // KiB) straight into the box, where `Box::pin(handle(..))` builds it on
+    // the stack and copies it (~700 instructions per request). Written out
+    // at each place: through a closure the captured request is copied.
+    let mut slot = Box::pin(None);
+    slot.set(Some(handle(proxy, worker, client.clone(), req)));
+    (slot, body_done)
+}
+
+/// Polls a future boxed in place (`Box::pin(None)`, then `set`; see
+/// [`forward`]).
+fn poll_in_place<F: std::future::Future>(
+    slot: &mut Pin<Box<Option<F>>>,
+    cx: &mut Context<'_>,
+) -> Poll<F::Output> {
+    match slot.as_mut().as_pin_mut() {
+        Some(f) => f.poll(cx),
+        // Set when boxed, and never polled after it answered.
+        None => Poll::Pending,
     }
-    give_back(std::mem::take(&mut lock(&shared).buf));
-    // Send our FIN (and a TLS close_notify); a peer that does not read gets a second.
-    let close = std::future::poll_fn(|cx| Pin::new(&mut lock(&shared).stream).poll_shutdown(cx));
-    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
-    Served::Done
+}
+
+/// The core's future for one request, in its box (see [`forward`]).
+trait Pending: Send {
+    fn poll_answer(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<DownBody>>;
+}
+
+impl<F: std::future::Future<Output = Response<DownBody>> + Send> Pending for Option<F> {
+    fn poll_answer(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<DownBody>> {
+        match self.as_pin_mut() {
+            Some(f) => f.poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// Writes a last response (an error, the connection closes after it).
+/// Boxed: these rare paths must not size every connection's task.
+fn write_last<'a>(
+    shared: &'a Shared,
+    resp: Response<DownBody>,
+    out: &'a mut Vec<u8>,
+) -> Pin<Box<dyn std::future::Future<Output = io::Result<bool>> + Send + 'a>> {
+    Box::pin(write_response(shared, resp, out, false, false, false))
 }

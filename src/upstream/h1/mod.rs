@@ -223,6 +223,46 @@ pub(super) async fn write_all_vectored<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// The buffer an upstream request head is encoded into: one of this
+/// worker's spares (up to [`HeadBuf::SPARES`]), given back when dropped,
+/// instead of an allocation per request.
+pub(crate) struct HeadBuf(pub(crate) Vec<u8>);
+
+thread_local! {
+    static SPARE_HEAD_BUFS: std::cell::RefCell<Vec<Vec<u8>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl HeadBuf {
+    /// First capacity, bytes.
+    const FIRST: usize = 512;
+    /// Capacity past which a buffer is not kept, bytes.
+    const KEEP: usize = 16 << 10;
+    /// Spares kept per worker.
+    const SPARES: usize = 64;
+
+    pub(crate) fn take() -> HeadBuf {
+        let spare = SPARE_HEAD_BUFS.with(|s| s.borrow_mut().pop());
+        HeadBuf(spare.unwrap_or_else(|| Vec::with_capacity(Self::FIRST)))
+    }
+}
+
+impl Drop for HeadBuf {
+    fn drop(&mut self) {
+        let mut b = std::mem::take(&mut self.0);
+        if b.capacity() == 0 || b.capacity() > Self::KEEP {
+            return;
+        }
+        b.clear();
+        SPARE_HEAD_BUFS.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < Self::SPARES {
+                s.push(b);
+            }
+        });
+    }
+}
+
 /// Sends `req` over `conn` and reads the response head. On `NotSent` the
 /// request is handed back untouched, so it can go out on another connection.
 pub(crate) async fn send(
@@ -321,8 +361,8 @@ async fn read_head(mut conn: Conn, ask: Asked) -> Result<Answer, BoxError> {
                     if head.status == 101 && !ask.upgrade {
                         return Err("the backend switched protocols (101) unasked".into());
                     }
-                    let resp = to_response(&head, &buf[..len])?;
-                    buf.advance(len);
+                    let raw = buf.split_to(len).freeze();
+                    let resp = to_response(&head, &raw)?;
                     return Ok(resp.map(|()| Body::new(conn, buf, &head, ask)));
                 }
                 Err(e) => return Err(format!("invalid response head: {}", e.reason()).into()),
@@ -334,14 +374,18 @@ async fn read_head(mut conn: Conn, ask: Asked) -> Result<Answer, BoxError> {
     }
 }
 
-fn to_response(head: &ResponseHead, raw: &[u8]) -> Result<Response<()>, BoxError> {
+/// The response as the proxy core takes it. Header values share the
+/// head's bytes (`raw`): no allocation and copy per value.
+fn to_response(head: &ResponseHead, raw: &Bytes) -> Result<Response<()>, BoxError> {
     let mut r = Response::new(());
     *r.status_mut() = StatusCode::from_u16(head.status)?;
     let h = r.headers_mut();
     h.reserve(head.fields.len());
     for f in &head.fields {
         let name = HeaderName::from_bytes(f.name.get(raw))?;
-        let value = HeaderValue::from_bytes(f.value.get(raw))?;
+        let value = HeaderValue::from_maybe_shared(
+            raw.slice(f.value.start as usize..f.value.end as usize),
+        )?;
         h.append(name, value);
     }
     Ok(r)

@@ -231,3 +231,38 @@ async fn reusable_until_the_peer_closes_or_talks() {
     assert!(!c2.is_reusable(), "closed");
     drop(server);
 }
+
+/// The response's header values are slices of the head's bytes: no
+/// allocation and copy per value (issue 20: four per request before).
+#[test]
+fn response_header_values_share_the_head_bytes() {
+    let raw = Bytes::from_static(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Backend: n1\r\nContent-Length: 2\r\n\r\n",
+    );
+    let mut head = ResponseHead::default();
+    let n = match parse_response(&raw, &Limits::default(), false, &mut head) {
+        Ok(Progress::Complete(n)) => n,
+        _ => panic!("the head parses"),
+    };
+    assert_eq!(n, raw.len());
+    let resp = to_response(&head, &raw).expect("a valid head");
+    let range = raw.as_ptr_range();
+    for (name, value) in resp.headers() {
+        let p = value.as_bytes().as_ptr();
+        assert!(range.contains(&p), "{name}: its value was copied");
+    }
+    assert_eq!(resp.headers()["x-backend"], "n1");
+}
+
+/// A request-head buffer goes back to the worker's spares when dropped and
+/// is the next one taken, emptied (one allocation per request before).
+#[test]
+fn head_buffers_are_reused_on_a_worker() {
+    let mut a = HeadBuf::take();
+    a.0.extend_from_slice(b"GET / HTTP/1.1\r\n");
+    let p = a.0.as_ptr();
+    drop(a);
+    let b = HeadBuf::take();
+    assert_eq!(b.0.as_ptr(), p);
+    assert!(b.0.is_empty());
+}

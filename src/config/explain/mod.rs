@@ -7,6 +7,9 @@
 //! bytes, regexes as their source, header names in lower case, paths
 //! absolute; a key whose default is "none" is written as `null`.
 
+mod tcp;
+use tcp::tcp;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -134,51 +137,6 @@ fn listen(cfg: &Config) -> Value {
             .map(|(a, pp)| map([("addr", text(a)), ("proxy_protocol", Value::Bool(*pp))]))
             .collect(),
     )
-}
-
-fn tcp(l: &super::TcpListen) -> Value {
-    if l.protocol == super::TcpProtocol::Resp {
-        let lim = &l.resp;
-        return map([
-            ("listen", text(l.addr)),
-            ("protocol", text(l.protocol.as_str())),
-            ("policy", policy(l.policy)),
-            ("proxy_protocol", Value::Bool(l.proxy_protocol)),
-            ("idle", dur(l.idle)),
-            (
-                "resp",
-                map([
-                    (
-                        "upstream_connections",
-                        num(l.resp.upstream_connections as u64),
-                    ),
-                    ("max_bulk", num(lim.max_bulk)),
-                    ("max_elements", num(lim.max_elements)),
-                    ("max_inline", num(lim.max_inline as u64)),
-                ]),
-            ),
-        ]);
-    }
-    let read = l.to == Role::Read;
-    map([
-        ("listen", text(l.addr)),
-        ("to", text(l.to.as_str())),
-        ("protocol", text(l.protocol.as_str())),
-        // A write listener's one target is the leader: no policy, and its
-        // connections to a former leader always close.
-        ("policy", if read { policy(l.policy) } else { Value::Null }),
-        ("proxy_protocol", Value::Bool(l.proxy_protocol)),
-        ("send_proxy_protocol", Value::Bool(l.send_proxy_protocol)),
-        ("idle", dur(l.idle)),
-        (
-            "on_unhealthy",
-            if read {
-                text(l.on_unhealthy.as_str())
-            } else {
-                Value::Null
-            },
-        ),
-    ])
 }
 
 fn tls_settings(s: &UpstreamTlsSettings) -> Value {

@@ -15,7 +15,8 @@
 # nodes' own INFO commandstats), to show the split was on.
 #
 # Environment: LEADERPROXY_BIN (default target/release/leaderproxy, built if
-# missing), REPEAT, N, NO_INSTALL=1 (never run apt-get). Installs haproxy,
+# missing), REPEAT, N, NO_INSTALL=1 (never run apt-get), LP_RESP (more keys
+# of leaderproxy's listener, e.g. 'resp: { wait_replicas: 1 }'). Installs haproxy,
 # nutcracker and redis-tools with apt-get when missing (keeping Debian from
 # starting their services). Everything listens on 127.0.0.1 (ports
 # 18401-18499); every load is bounded (N requests, a 120 s timeout per run).
@@ -115,7 +116,7 @@ preset: redis-sentinel
 admin: 127.0.0.1:$LP_ADMIN
 workers: 2
 tcp:
-  - { listen: "127.0.0.1:$LP", protocol: resp }
+  - { listen: "127.0.0.1:$LP", protocol: resp${LP_RESP:+, $LP_RESP} }
 backends:
   - { name: r1, url: "http://127.0.0.1:$R1", tcp: "127.0.0.1:$R1" }
   - { name: r2, url: "http://127.0.0.1:$R2", tcp: "127.0.0.1:$R2" }

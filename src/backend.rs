@@ -90,6 +90,9 @@ pub struct Backend {
     /// The last probed replication position plus one; 0 = unknown (never
     /// probed, or the last position probe failed).
     position: AtomicU64,
+    /// Replicas attached to it as a Redis primary (its last native
+    /// probe's `ROLE`) plus one; 0 = unknown.
+    replicas: AtomicU32,
     /// Coalesced position probes after acknowledged writes: their state,
     /// run by `consistency::after_ack` (only the leader's is used).
     pub(crate) after_ack: Mutex<AfterAckBatch>,
@@ -181,6 +184,7 @@ impl Backend {
             no_h2: AtomicBool::new(false),
             peer_not_after: AtomicI64::new(i64::MIN),
             position: AtomicU64::new(0),
+            replicas: AtomicU32::new(0),
             after_ack: Default::default(),
             placement: ArcSwap::from_pointee(Placement::of(cfg)),
         }
@@ -325,6 +329,18 @@ impl Backend {
     pub(crate) fn set_position(&self, p: Option<u64>) {
         self.position
             .store(p.map_or(0, |p| p.saturating_add(1)), Ordering::Relaxed);
+    }
+
+    /// Replicas attached to it as a Redis primary at its last native
+    /// probe; `None` when unknown (not probed yet, not a Redis primary).
+    pub(crate) fn replicas(&self) -> Option<u32> {
+        self.replicas.load(Ordering::Relaxed).checked_sub(1)
+    }
+
+    /// Records what a native probe's `ROLE` said (`None`: not a primary).
+    pub(crate) fn set_replicas(&self, n: Option<u32>) {
+        self.replicas
+            .store(n.map_or(0, |n| n.saturating_add(1)), Ordering::Relaxed);
     }
 
     #[inline]

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use leaderproxy::config;
+use leaderproxy::config::TcpProtocol;
 
 #[derive(Parser)]
 #[command(
@@ -85,7 +86,15 @@ fn summary(cfg: &config::Config) -> String {
         let _ = writeln!(s, "  listen:   {}", listen.join(", "));
     }
     for l in &cfg.tcp {
-        let _ = writeln!(s, "  tcp:      {} to {}", l.addr, l.to.as_str());
+        let _ = match l.protocol {
+            // A RESP listener has no `to`: each command goes by its class.
+            TcpProtocol::Resp => writeln!(
+                s,
+                "  tcp:      {} resp (reads to the replicas, writes to the primary)",
+                l.addr
+            ),
+            TcpProtocol::Raw => writeln!(s, "  tcp:      {} to {}", l.addr, l.to.as_str()),
+        };
     }
     let _ = writeln!(s, "  admin:    {}", cfg.admin);
     let _ = writeln!(s, "  workers:  {}", cfg.workers);

@@ -1,6 +1,7 @@
 //! The `leaderproxy` binary's own output: `check` piped into a reader that
 //! has gone away (`leaderproxy check … | head`) exits quietly instead of
-//! panicking on the closed pipe (EPIPE; Rust ignores SIGPIPE).
+//! panicking on the closed pipe (EPIPE; Rust ignores SIGPIPE); its summary
+//! names what each `tcp` listener does.
 
 use std::process::{Command, Stdio};
 
@@ -52,4 +53,40 @@ fn check_into_a_closed_pipe_exits_quietly() {
         );
     }
     let _ = std::fs::remove_dir_all(config.parent().unwrap());
+}
+
+#[test]
+fn check_names_each_tcp_listener_by_what_it_does() {
+    let dir = std::env::temp_dir().join(format!("leaderproxy-cli-tcp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("lp.yaml");
+    std::fs::write(
+        &path,
+        "preset: redis-sentinel\nbackends: [{name: a, url: 'http://127.0.0.1:2', tcp: '127.0.0.1:3'}]\n\
+         tcp:\n  - { listen: 127.0.0.1:4, protocol: resp }\n  - { listen: 127.0.0.1:5, to: write }\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_leaderproxy"))
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "  tcp:      127.0.0.1:4 resp (reads to the replicas, writes to the primary)\n"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  tcp:      127.0.0.1:5 to write\n"),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,7 +6,7 @@
 //! own proxy and uses its own keys.
 //!
 //! Asserted:
-//! 1. routing: `SET` lands on the primary; `GET` (the nodes' own
+//! 1. routing: `SET` lands on the primary (each followed by a `WAIT`); `GET` (the nodes' own
 //!    `INFO commandstats`) and `INFO server` (its `run_id`) through the
 //!    listener are answered by the replicas, both of them, never the
 //!    primary; the proxy counts them (`leaderproxy_resp_commands_total` per
@@ -17,7 +17,9 @@
 //!    errors, a protocol error and the close after it) give the same
 //!    replies on a direct connection to the primary and through the listener.
 //! 3. primary SIGKILL under `INCR` + `RPUSH <unique id>` load: no client
-//!    sees `READONLY`, no acknowledged write lost, none applied twice, the
+//!    sees `READONLY`, no acknowledged write lost (the shipped config's
+//!    `wait_replicas: 1` answers a write once a replica has it: Redis
+//!    replicates after it answers), none applied twice, the
 //!    longest pause at most the promotion time + 0.1 s. HAProxy (TCP mode,
 //!    ROLE checks) runs the same load in the same run: reported, not asserted.
 //! 4. read-your-writes: with both replicas under `CLIENT PAUSE WRITE`,
@@ -58,11 +60,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_leaderproxy");
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The shared cluster, healthy, and the shipped RESP config (with
-/// `overrides`) on it once it names the current primary the leader: the
+/// `listener` merged into its listener and `overrides` on top) on it once it names the current primary the leader: the
 /// proxy, its listener's port, the primary's index. None (with a notice)
 /// when a binary is missing; `haproxy` asks for /usr/sbin/haproxy too.
 fn begin(
     haproxy: bool,
+    listener: &str,
     overrides: &str,
 ) -> Option<(MutexGuard<'static, RedisCluster>, ProxyProc, u16, usize)> {
     let mut bins = redis::BINARIES.to_vec();
@@ -74,7 +77,7 @@ fn begin(
     }
     let cluster = redis_shared::lock();
     let port = free_port();
-    let proxy = spawn_proxy(BIN, &cluster.shipped_resp_yaml(port, overrides));
+    let proxy = spawn_proxy(BIN, &cluster.shipped_resp_yaml(port, listener, overrides));
     let master = cluster.master().expect("a master");
     proxy.wait_leader(&cluster.nodes[master].name, Duration::from_secs(10));
     Some((cluster, proxy, port, master))
@@ -143,12 +146,13 @@ fn wait_replica_reads(cluster: &RedisCluster, port: u16, ids: &HashMap<String, u
 
 #[test]
 fn set_lands_on_the_primary_and_reads_on_both_replicas() {
-    let Some((cluster, proxy, port, master)) = begin(false, "") else {
+    let Some((cluster, proxy, port, master)) = begin(false, "", "") else {
         return;
     };
     let replicas: BTreeSet<usize> = (0..3).filter(|&i| i != master).collect();
     let ids = run_ids(&cluster);
 
+    let waits = calls(&cluster, master, "wait");
     let mut c = RespConn::connect(port, TIMEOUT).unwrap();
     assert_eq!(
         c.call(&["SET", "ra:k", "v1"]).unwrap(),
@@ -164,6 +168,12 @@ fn set_lands_on_the_primary_and_reads_on_both_replicas() {
     assert_eq!(
         cluster.get(master, "ra:cli").unwrap().as_deref(),
         Some("v2")
+    );
+    // The shipped `wait_replicas: 1`: each write was followed by a WAIT.
+    assert_eq!(
+        calls(&cluster, master, "wait") - waits,
+        2,
+        "WAITs after 2 SETs"
     );
     replicas_caught_up(&cluster);
 
@@ -582,7 +592,7 @@ fn clean(cluster: &RedisCluster) {
 
 #[test]
 fn the_listener_answers_like_a_direct_connection_to_the_primary() {
-    let Some((cluster, proxy, port, master)) = begin(false, "") else {
+    let Some((cluster, proxy, port, master)) = begin(false, "", "") else {
         return;
     };
     let direct = cluster.nodes[master].redis_port;
@@ -729,7 +739,7 @@ fn report(name: &str, load: &LoadResult, v: &Verdict, killed_at: Instant) -> Str
 
 #[test]
 fn a_primary_sigkill_under_load_loses_and_repeats_no_write() {
-    let Some((mut cluster, _proxy, port, master)) = begin(true, "") else {
+    let Some((mut cluster, _proxy, port, master)) = begin(true, "", "") else {
         return;
     };
     let (h_write, h_read) = (free_port(), free_port());
@@ -772,8 +782,9 @@ fn a_primary_sigkill_under_load_loses_and_repeats_no_write() {
         verdict(&cluster, new, &hp_spec, &hp),
     );
     eprintln!(
-        "real_redis_resp: promotion {promotion:?}\n  {}\n  {} (resumed: {hp_resumed})",
+        "real_redis_resp: promotion {promotion:?}\n  {} ({} UNREPLICATED)\n  {} (resumed: {hp_resumed})",
         report("leaderproxy", &lp, &lp_v, killed_at),
+        lp.failed_with("UNREPLICATED"),
         report("HAProxy", &hp, &hp_v, killed_at),
     );
     assert!(lp_resumed, "writes through the listener did not resume");
@@ -810,7 +821,9 @@ fn a_primary_sigkill_under_load_loses_and_repeats_no_write() {
 #[test]
 fn read_your_writes_reads_no_stale_value_from_paused_replicas() {
     let overrides = "reads: { consistency: read_your_writes }";
-    let Some((cluster, _proxy, port, master)) = begin(false, overrides) else {
+    // Paused replicas acknowledge nothing: no WAIT here (it would time out).
+    let listener = "resp: { wait_replicas: 0 }";
+    let Some((cluster, _proxy, port, master)) = begin(false, listener, overrides) else {
         return;
     };
     let replicas: Vec<usize> = (0..3).filter(|&i| i != master).collect();

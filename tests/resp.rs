@@ -21,6 +21,7 @@ use admin::counter;
 use fake::{config_with, wait_until, Fake, Proxy, Role};
 use fake_redis::{RedisNode, RespClient};
 
+const UNREPLICATED: &str = "-UNREPLICATED leaderproxy: applied on the primary, but fewer than 1 replicas acknowledged it within 50ms";
 const AMBIGUOUS: &str = "-ERR leaderproxy: the connection to the primary broke before the reply; the command may have been applied";
 
 struct Cluster {
@@ -32,6 +33,15 @@ struct Cluster {
 impl Cluster {
     /// `names[0]` leads when `led`; `extra`: more config.
     async fn start(names: &[&str], led: bool, extra: &str) -> Cluster {
+        Cluster::build(names, led, "", extra).await
+    }
+
+    /// `names[0]` leads; `listener`: more keys of the listener.
+    async fn start_with(names: &[&str], listener: &str, extra: &str) -> Cluster {
+        Cluster::build(names, true, listener, extra).await
+    }
+
+    async fn build(names: &[&str], led: bool, listener: &str, extra: &str) -> Cluster {
         let mut fakes = Vec::new();
         let mut nodes = Vec::new();
         for (i, n) in names.iter().enumerate() {
@@ -51,7 +61,10 @@ impl Cluster {
             .collect();
         let yaml = config_with(
             &backends,
-            &format!("tcp:\n  - {{ listen: \"127.0.0.1:0\", protocol: resp }}\n{extra}"),
+            &format!(
+                "tcp:\n  - {{ listen: \"127.0.0.1:0\", protocol: resp{}{listener} }}\n{extra}",
+                if listener.is_empty() { "" } else { ", " }
+            ),
         );
         let proxy = Proxy::start(&yaml).await;
         if led {
@@ -297,6 +310,66 @@ async fn many_clients_share_a_few_upstream_connections() {
         "{}",
         conns(&c.nodes[1], "get")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_wait_replicas_a_write_is_answered_only_once_replicated() {
+    let c = Cluster::start_with(
+        &["l", "f1"],
+        "resp: { wait_replicas: 1, wait_timeout: 50ms }",
+        "",
+    )
+    .await;
+    let l = &c.nodes[0];
+    l.acks.store(1, Ordering::SeqCst);
+    let mut cl = c.client().await;
+    let r = cl
+        .pipeline(&["SET a 1", "INCR n", "GET a", "SET b 2"])
+        .await;
+    assert_eq!(r, ["+OK", ":1", "f1", "+OK"]);
+    // One WAIT after each run of writes on the same shared connection, the
+    // client never sees it; reads are not followed by one.
+    let words: Vec<(usize, String)> = l
+        .heard()
+        .into_iter()
+        .filter(|h| !h.words[0].eq_ignore_ascii_case("command"))
+        .map(|h| (h.conn, h.words.join(" ").to_ascii_uppercase()))
+        .collect();
+    let conn = words[0].0;
+    assert_eq!(
+        words,
+        [
+            (conn, "SET A 1".to_string()),
+            (conn, "INCR N".to_string()),
+            (conn, "WAIT 1 50".to_string()),
+            (conn, "SET B 2".to_string()),
+            (conn, "WAIT 1 50".to_string()),
+        ]
+    );
+    assert_eq!(c.nodes[1].count("wait"), 0);
+
+    // Not acknowledged in time: every write's success becomes an error
+    // that says it was applied and may be lost; reads are untouched.
+    l.acks.store(0, Ordering::SeqCst);
+    let r = cl.pipeline(&["SET a 3", "GET a", "INCR n"]).await;
+    assert!(r[0].starts_with(UNREPLICATED), "{r:?}");
+    assert_eq!(r[1], "f1");
+    assert!(r[2].starts_with(UNREPLICATED), "{r:?}");
+    // A transaction: EXEC's array is the write.
+    let r = cl.pipeline(&["MULTI", "SET t 1", "EXEC"]).await;
+    assert_eq!(r[..2], ["+OK", "+QUEUED"]);
+    assert!(r[2].starts_with(UNREPLICATED), "{r:?}");
+    assert_eq!(
+        c.metric(
+            "leaderproxy_resp_resent_total",
+            "reason=\"unreplicated_error\""
+        )
+        .await,
+        3
+    );
+    l.acks.store(1, Ordering::SeqCst);
+    let r = cl.pipeline(&["MULTI", "SET t 2", "EXEC"]).await;
+    assert_eq!(r, ["+OK", "+QUEUED", "[+OK]"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -63,6 +63,8 @@ pub(super) struct RawResp {
     max_bulk: Option<super::Size>,
     max_elements: Option<u64>,
     max_inline: Option<super::Size>,
+    wait_replicas: Option<u32>,
+    wait_timeout: Option<super::Dur>,
 }
 
 /// Default `tcp[].resp.upstream_connections`: shared connections per
@@ -83,6 +85,16 @@ pub(crate) struct RespOptions {
     pub(crate) max_elements: u64,
     /// `max_inline`: the longest inline command, in bytes; default 64KiB.
     pub(crate) max_inline: usize,
+    /// `wait_replicas`: a write on a shared connection (and a transaction's
+    /// `EXEC`) is answered only once this many replicas acknowledged it
+    /// (Redis's `WAIT`, sent after it on the same connection); a write
+    /// fewer replicas acknowledged within `wait_timeout` gets an error
+    /// saying it was applied on the primary but may be lost at a failover.
+    /// Default 0: off (answered when the primary applied it), at most 16.
+    pub(crate) wait_replicas: u32,
+    /// `wait_timeout`: how long a write waits for `wait_replicas`
+    /// acknowledgements; default 1s, 1ms to 60s.
+    pub(crate) wait_timeout: Duration,
 }
 
 impl Default for RespOptions {
@@ -92,6 +104,8 @@ impl Default for RespOptions {
             max_bulk: 512 << 20,
             max_elements: 1 << 20,
             max_inline: 64 << 10,
+            wait_replicas: 0,
+            wait_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -282,6 +296,18 @@ impl Validator {
                 );
             }
             o.max_inline = s.0.clamp(64, 1 << 20) as usize;
+        }
+        if let Some(n) = r.wait_replicas {
+            if n > 16 {
+                self.bad(&format!("{key}.resp.wait_replicas"), "must be 0 to 16");
+            }
+            o.wait_replicas = n.min(16);
+        }
+        if let Some(d) = r.wait_timeout {
+            if d.0 < Duration::from_millis(1) || d.0 > Duration::from_secs(60) {
+                self.bad(&format!("{key}.resp.wait_timeout"), "must be 1ms to 60s");
+            }
+            o.wait_timeout = d.0.clamp(Duration::from_millis(1), Duration::from_secs(60));
         }
         o
     }

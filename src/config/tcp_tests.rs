@@ -114,7 +114,7 @@ fn a_resp_listener_takes_no_target_and_bounds_its_limits() {
     let c = parse(
         &with(
             "backends:\n  - { name: a, url: \"http://127.0.0.1:8008\", tcp: \"127.0.0.1:6379\" }\n\
-             tcp:\n  - { listen: \"127.0.0.1:6380\", protocol: resp }\n  - { listen: \"127.0.0.1:6381\", protocol: resp, resp: { upstream_connections: 4, max_bulk: 1MiB, max_elements: 100, max_inline: 1KiB } }\n",
+             tcp:\n  - { listen: \"127.0.0.1:6380\", protocol: resp }\n  - { listen: \"127.0.0.1:6381\", protocol: resp, resp: { upstream_connections: 4, max_bulk: 1MiB, max_elements: 100, max_inline: 1KiB, wait_replicas: 1, wait_timeout: 250ms } }\n",
         ),
         Path::new("lp.yaml"),
     )
@@ -140,9 +140,17 @@ fn a_resp_listener_takes_no_target_and_bounds_its_limits() {
         ),
         (4, 1 << 20, 100, 1024)
     );
+    assert_eq!(
+        (d.resp.wait_replicas, d.resp.wait_timeout),
+        (0, Duration::from_secs(1))
+    );
+    assert_eq!(
+        (s.resp.wait_replicas, s.resp.wait_timeout),
+        (1, Duration::from_millis(250))
+    );
     let e = errs(&with(
         "backends:\n  - { name: a, url: \"http://127.0.0.1:8008\", tcp: \"127.0.0.1:6379\" }\n\
-         tcp:\n  - { listen: \"127.0.0.1:6380\", protocol: resp, to: write, on_unhealthy: close, send_proxy_protocol: true, resp: { upstream_connections: 0, max_inline: 10 } }\n  - { listen: \"127.0.0.1:6381\", resp: { max_bulk: 1MiB } }\n",
+         tcp:\n  - { listen: \"127.0.0.1:6380\", protocol: resp, to: write, on_unhealthy: close, send_proxy_protocol: true, resp: { upstream_connections: 0, max_inline: 10 } }\n  - { listen: \"127.0.0.1:6381\", resp: { max_bulk: 1MiB } }\n  - { listen: \"127.0.0.1:6382\", protocol: resp, resp: { wait_replicas: 17, wait_timeout: 0s } }\n",
     ));
     assert_eq!(
         e,
@@ -154,6 +162,8 @@ fn a_resp_listener_takes_no_target_and_bounds_its_limits() {
             "lp.yaml:6:81: tcp[0].send_proxy_protocol: a resp listener shares its upstream connections between clients: no PROXY header can name one client",
             "lp.yaml:7:5: tcp[1].to: missing: `write` (the leader) or `read` (the followers)",
             "lp.yaml:7:33: tcp[1].resp: only for `protocol: resp`",
+            "lp.yaml:8:57: tcp[2].resp.wait_replicas: must be 0 to 16",
+            "lp.yaml:8:76: tcp[2].resp.wait_timeout: must be 1ms to 60s",
         ]
     );
 }

@@ -153,6 +153,11 @@ impl Node {
         let m = &b.metrics();
         m.probe_leader.observe(secs);
         let evidence = Evidence::of(o);
+        match evidence {
+            Evidence::Claims => b.set_replicas(o.replicas),
+            Evidence::Denies => b.set_replicas(None),
+            Evidence::Refused | Evidence::Failed => {}
+        }
         if stale_claim(evidence == Evidence::Claims, fences, b.fence_count()) {
             tracing::debug!(backend = %b.name(), "leader probe claim dropped: the probe started before the request path fenced the backend");
             self.last.leader_latency_ms = Some(secs * 1000.0);

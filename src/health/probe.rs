@@ -51,6 +51,8 @@ pub(crate) struct Outcome {
     /// Term read at the configured pointer from any HTTP answer (a
     /// follower's answer tells the cluster's term too).
     pub(crate) term: Option<u64>,
+    /// Replicas attached to a Redis primary (a native probe's `ROLE`).
+    pub(crate) replicas: Option<u32>,
     pub(crate) latency: Duration,
 }
 
@@ -68,6 +70,7 @@ impl Outcome {
         Outcome {
             result: Err(f),
             term: None,
+            replicas: None,
             latency,
         }
     }
@@ -85,10 +88,10 @@ pub(crate) async fn probe(
 ) -> Outcome {
     let start = Instant::now();
     if let Some(n) = &probe.native {
+        let reply = ask_native(backend, n, probe.timeout).await;
         return Outcome {
-            result: ask_native(backend, n, probe.timeout)
-                .await
-                .and_then(|r| native_verdict(kind, &r)),
+            replicas: reply.as_ref().ok().and_then(|r| r.replicas),
+            result: reply.and_then(|r| native_verdict(kind, &r)),
             term: None,
             latency: start.elapsed(),
         };
@@ -100,6 +103,7 @@ pub(crate) async fn probe(
             result: evaluate(&probe.expect, status, &headers, &body)
                 .map_err(ProbeFailure::Unexpected),
             term: term_pointer.and_then(|p| read_term(&body, p)),
+            replicas: None,
             latency: start.elapsed(),
         },
     }
@@ -428,6 +432,7 @@ mod tests {
             leads: false,
             role: "slave".into(),
             position: Some(7),
+            replicas: None,
         };
         assert!(native_verdict(Kind::Health, &replica).is_ok());
         assert_eq!(

@@ -39,6 +39,8 @@ pub(crate) struct Listener {
     held: AtomicUsize,
     /// The command table (RESP listeners).
     pub(crate) commands: Arc<super::resp::Commands>,
+    /// `tcp[].resp.wait_replicas` (RESP listeners): the `WAIT` after writes.
+    pub(crate) wait: Option<super::resp::Wait>,
 }
 
 impl Listener {
@@ -46,6 +48,7 @@ impl Listener {
     pub(crate) fn new(cfg: TcpListen, bound: SocketAddr) -> Listener {
         Listener {
             label: bound.to_string(),
+            wait: super::resp::Wait::new(cfg.resp.wait_replicas, cfg.resp.wait_timeout),
             cfg,
             picker: Mutex::new(None),
             open: AtomicUsize::new(0),

@@ -27,7 +27,7 @@ pub(crate) struct TcpMetrics {
     /// `leaderproxy_resp_resent_total{listener,reason}`: commands sent
     /// again after a node refused them (`readonly`, `masterdown`,
     /// `loading`), and writes answered with the ambiguous-write error
-    /// (`ambiguous_error`).
+    /// (`ambiguous_error`) or the unreplicated error (`unreplicated_error`).
     resp_resent: IntCounterVec,
     /// `leaderproxy_resp_pinned_total{listener,why}`: clients moved to a
     /// connection of their own to the primary (`transaction`, `blocking`,
@@ -103,7 +103,7 @@ impl TcpMetrics {
             ),
             resp_resent: counter(
                 "leaderproxy_resp_resent_total",
-                "RESP commands sent again after a node refused them (readonly, masterdown, loading), and writes answered as ambiguous (ambiguous_error).",
+                "RESP commands sent again after a node refused them (readonly, masterdown, loading), and writes answered as ambiguous (ambiguous_error) or unreplicated (unreplicated_error).",
                 &["listener", "reason"],
             ),
             resp_pinned: counter(
@@ -131,6 +131,13 @@ impl TcpMetrics {
         self.resp_resent
             .with_label_values(&[listener, reason])
             .inc();
+    }
+
+    /// Counts `n` writes of one `reason` at once.
+    pub(crate) fn resp_resent_n(&self, listener: &str, reason: &str, n: u64) {
+        self.resp_resent
+            .with_label_values(&[listener, reason])
+            .inc_by(n);
     }
 
     /// Counts a client pinned to the primary for `why`.

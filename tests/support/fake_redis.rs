@@ -31,6 +31,8 @@ pub struct RedisNode {
     pub heard: Arc<Mutex<Vec<Heard>>>,
     /// Connections accepted so far.
     pub accepted: Arc<AtomicUsize>,
+    /// What it answers to `WAIT` (replicas that acknowledged); 0 at start.
+    pub acks: Arc<AtomicUsize>,
 }
 
 const READONLY: &[u8] = b"-READONLY You can't write against a read only replica.\r\n";
@@ -45,20 +47,27 @@ impl RedisNode {
             drop_writes: Arc::new(AtomicUsize::new(0)),
             heard: Arc::new(Mutex::new(Vec::new())),
             accepted: Arc::new(AtomicUsize::new(0)),
+            acks: Arc::new(AtomicUsize::new(0)),
         };
-        let (name, leads, drops, heard, accepted) = (
+        let (name, leads, drops, heard, accepted, acks) = (
             node.name.clone(),
             node.leads.clone(),
             node.drop_writes.clone(),
             node.heard.clone(),
             node.accepted.clone(),
+            node.acks.clone(),
         );
         tokio::spawn(async move {
             while let Ok((s, _)) = l.accept().await {
                 let conn = accepted.fetch_add(1, Ordering::SeqCst);
-                let (name, leads, drops, heard) =
-                    (name.clone(), leads.clone(), drops.clone(), heard.clone());
-                tokio::spawn(serve(s, conn, name, leads, drops, heard));
+                let (name, leads, drops, heard, acks) = (
+                    name.clone(),
+                    leads.clone(),
+                    drops.clone(),
+                    heard.clone(),
+                    acks.clone(),
+                );
+                tokio::spawn(serve(s, conn, name, leads, drops, heard, acks));
             }
         });
         node
@@ -86,6 +95,7 @@ async fn serve(
     leads: Arc<AtomicBool>,
     drops: Arc<AtomicUsize>,
     heard: Arc<Mutex<Vec<Heard>>>,
+    acks: Arc<AtomicUsize>,
 ) {
     let mut buf = Vec::new();
     let mut multi: Option<usize> = None;
@@ -137,6 +147,10 @@ async fn serve(
                 "get" | "info" | "mget" => format!("${}\r\n{}\r\n", name.len(), name).into_bytes(),
                 "ping" => b"+PONG\r\n".to_vec(),
                 "auth" | "select" => b"+OK\r\n".to_vec(),
+                "wait" if !leads.load(Ordering::SeqCst) => {
+                    b"-ERR WAIT cannot be used with replica instances.\r\n".to_vec()
+                }
+                "wait" => format!(":{}\r\n", acks.load(Ordering::SeqCst)).into_bytes(),
                 "multi" => {
                     multi = Some(0);
                     b"+OK\r\n".to_vec()

@@ -324,8 +324,14 @@ impl RedisCluster {
     /// The shipped `config/redis-sentinel-resp.yaml` for this cluster: its
     /// `admin` removed (`spawn_proxy` picks one), its RESP listener moved to
     /// 127.0.0.1:`port`, `backends` replaced by this cluster's nodes (webdis
-    /// `url`, Redis `tcp`); `overrides` (a YAML mapping) merged on top.
-    pub fn shipped_resp_yaml(&self, port: u16, overrides: &str) -> String {
+    /// `url`, Redis `tcp`); `overrides_listener` (a YAML mapping) merged into the
+    /// listener and `overrides` (a YAML mapping) on top.
+    pub fn shipped_resp_yaml(
+        &self,
+        port: u16,
+        overrides_listener: &str,
+        overrides: &str,
+    ) -> String {
         let (path, mut cfg) = shipped_config("redis-sentinel-resp.yaml");
         let map = cfg.as_mapping_mut().unwrap();
         assert!(map.remove("admin").is_some(), "{path} has no admin");
@@ -336,6 +342,14 @@ impl RedisCluster {
             .and_then(|l| l.as_mapping_mut())
             .unwrap_or_else(|| panic!("{path} has no tcp listener"));
         listener.insert("listen".into(), format!("127.0.0.1:{port}").into());
+        let listener = serde_yaml::Value::Mapping(std::mem::take(listener));
+        let merged = if overrides_listener.trim().is_empty() {
+            listener
+        } else {
+            let o = serde_yaml::from_str(overrides_listener).expect("listener overrides YAML");
+            leaderproxy::config::presets::merge(listener, o)
+        };
+        map["tcp"][0] = merged;
         map.insert("backends".into(), self.backends_value(true));
         with_overrides(cfg, overrides)
     }

@@ -24,6 +24,8 @@ pub(super) fn tcp(l: &TcpListen) -> Value {
                     ("max_bulk", num(lim.max_bulk)),
                     ("max_elements", num(lim.max_elements)),
                     ("max_inline", num(lim.max_inline as u64)),
+                    ("wait_replicas", num(u64::from(lim.wait_replicas))),
+                    ("wait_timeout", dur(lim.wait_timeout)),
                 ]),
             ),
         ]);

@@ -33,6 +33,8 @@ pub(crate) struct Reply {
     /// offset, PostgreSQL's WAL position in bytes (current on a primary,
     /// replayed on a replica).
     pub(crate) position: Option<u64>,
+    /// Replicas attached to it, when it is a Redis primary (`ROLE`'s list).
+    pub(crate) replicas: Option<u32>,
 }
 
 /// Asks `backend` at its data address; the caller bounds the time.

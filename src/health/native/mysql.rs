@@ -63,6 +63,7 @@ pub(super) fn rows(rows: &[(String, String)]) -> Result<Reply, String> {
         leads,
         role: if leads { "writable" } else { "read_only" }.into(),
         position: get("gtid_current_pos").and_then(gtid_seq),
+        replicas: None,
     })
 }
 
@@ -113,7 +114,8 @@ mod tests {
             Reply {
                 leads: true,
                 role: "writable".into(),
-                position: Some(11)
+                position: Some(11),
+                replicas: None,
             }
         );
         let rep = rows(&r(&[("gtid_current_pos", "0-1-9"), ("read_only", "ON")])).unwrap();

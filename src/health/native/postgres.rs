@@ -35,6 +35,7 @@ pub(super) fn row(in_recovery: Option<&str>, position: Option<&str>) -> Result<R
         leads,
         role: if leads { "primary" } else { "replica" }.into(),
         position,
+        replicas: None,
     })
 }
 
@@ -97,7 +98,8 @@ mod tests {
             Reply {
                 leads: true,
                 role: "primary".into(),
-                position: Some(121837640)
+                position: Some(121837640),
+                replicas: None,
             }
         );
         let r = row(Some("t"), Some("119917816")).unwrap();

@@ -93,17 +93,23 @@ pub(super) fn role_reply(f: &OwnedFrame) -> Result<Reply, String> {
         "master" => Ok(Reply {
             leads: true,
             position: offset(items.get(1)),
+            replicas: match items.get(2) {
+                Some(OwnedFrame::Array(r)) => u32::try_from(r.len()).ok(),
+                _ => None,
+            },
             role,
         }),
         // slave, host, port, connect|connecting|sync|connected, offset
         "slave" | "replica" => Ok(Reply {
             leads: false,
             position: offset(items.get(4)),
+            replicas: None,
             role,
         }),
         "sentinel" => Ok(Reply {
             leads: false,
             position: None,
+            replicas: None,
             role,
         }),
         _ => Err(format!("ROLE answered an unknown role {role:?}")),
@@ -173,7 +179,8 @@ mod tests {
             Reply {
                 leads: true,
                 role: "master".into(),
-                position: Some(3129659)
+                position: Some(3129659),
+                replicas: Some(1),
             }
         );
     }
@@ -188,7 +195,8 @@ mod tests {
             Reply {
                 leads: false,
                 role: "slave".into(),
-                position: Some(3167038)
+                position: Some(3167038),
+                replicas: None,
             }
         );
         // Still connecting: offset -1, position unknown.

@@ -12,6 +12,7 @@
 //!   worker thread).
 //! - `private`: a client's own connection to the primary.
 //! - `commands`: the command table, from the primary's `COMMAND`.
+//! - `wait` (pure): `tcp[].resp.wait_replicas`, Redis's `WAIT` after writes.
 
 mod commands;
 mod mux;
@@ -19,6 +20,7 @@ pub(crate) mod plan;
 mod private;
 mod session;
 mod stateful;
+mod wait;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +34,7 @@ use tokio::time::Instant;
 pub(crate) use commands::Commands;
 pub(crate) use mux::Pool;
 use session::{Cmd, Ctl, Session, TxVerb};
+pub(crate) use wait::Wait;
 
 use super::conn::{carry, Count, Listener};
 use super::metrics::TcpMetrics;
@@ -84,6 +87,15 @@ impl Ctx<'_> {
     fn ambiguous(&self) {
         self.metrics
             .resp_resent(&self.listener.label, "ambiguous_error");
+    }
+
+    /// Counts writes answered with the unreplicated error
+    /// (`tcp[].resp.wait_replicas`).
+    pub(super) fn unreplicated(&self, writes: u64) {
+        if writes > 0 {
+            self.metrics
+                .resp_resent_n(&self.listener.label, "unreplicated_error", writes);
+        }
     }
 
     /// Counts a client moved to its own connection to the primary.

@@ -25,7 +25,9 @@ use crate::resp::parse::{reply_len, Limits, Progress};
 pub(super) struct Job {
     /// The commands' bytes, as the client sent them.
     pub(super) bytes: Bytes,
-    /// Replies expected (one per command).
+    /// A command sent right after them (`WAIT`), empty for none.
+    pub(super) then: Bytes,
+    /// Replies expected (one per command, `then`'s included).
     pub(super) replies: usize,
     /// Gets the replies' bytes, or why not.
     pub(super) done: oneshot::Sender<Result<Bytes, Lost>>,
@@ -312,8 +314,9 @@ impl Conn {
                     };
                     let mut take = |job: Job| {
                         out.extend_from_slice(&job.bytes);
+                        out.extend_from_slice(&job.then);
                         pending.push_back(Waiting { left: job.replies, start: queued, done: Some(job.done) });
-                        queued += job.bytes.len() as u64;
+                        queued += (job.bytes.len() + job.then.len()) as u64;
                     };
                     take(job);
                     while let Ok(job) = rx.try_recv() {
@@ -383,6 +386,7 @@ mod tests {
         let (done, rx) = oneshot::channel();
         m.send(Job {
             bytes: Bytes::from_static(bytes),
+            then: Bytes::new(),
             replies,
             done,
         })

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use super::mux::{Job, Login, Lost};
 use super::plan::{self, Pinned, Refused, Step};
 use super::private::Private;
+use super::wait::Wait;
 use super::Ctx;
 use crate::backend::Backend;
 use crate::config::{Consistency, RetryAmbiguous};
@@ -91,6 +92,8 @@ struct Group {
     backend: Option<Arc<Backend>>,
     rx: Option<oneshot::Receiver<Result<Bytes, Lost>>>,
     writes: bool,
+    /// Replicas the `WAIT` sent after it asked for (`tcp[].resp.wait_replicas`), 0 for none.
+    waited: u32,
 }
 
 /// A client connection's state between batches.
@@ -202,6 +205,7 @@ impl<'a> Session<'a> {
             backend,
             rx: None,
             writes: write,
+            waited: 0,
         });
     }
 
@@ -215,9 +219,18 @@ impl<'a> Session<'a> {
         };
         let Some(addr) = b.tcp.as_ref() else { return };
         let (done, rx) = oneshot::channel();
+        g.waited = match &self.ctx.listener.wait {
+            Some(w) if g.writes => w.want(b.replicas()),
+            _ => 0,
+        };
+        let then = match &self.ctx.listener.wait {
+            Some(w) if g.waited > 0 => w.command(g.waited),
+            _ => Bytes::new(),
+        };
         let job = Job {
             bytes: batch.slice(cmds[g.first].start..cmds[g.last - 1].end),
-            replies: g.last - g.first,
+            replies: g.last - g.first + usize::from(g.waited > 0),
+            then,
             done,
         };
         let mux = self.ctx.pool.get(addr.as_str(), &self.login, self.pick);
@@ -241,16 +254,22 @@ impl<'a> Session<'a> {
                 backend,
                 rx,
                 writes,
+                waited,
             } = g;
             let group = &cmds[first..last];
             match &backend {
                 Some(b) => self.ctx.count(&b.name(), group),
                 None => self.ctx.count("", group),
             }
-            let replies = match rx {
+            let mut replies = match rx {
                 None => Err(Lost::NotSent),
                 Some(rx) => rx.await.unwrap_or(Err(Lost::Ambiguous)),
             };
+            if let (Ok(r), Some(w)) = (&replies, &self.ctx.listener.wait) {
+                if waited > 0 {
+                    replies = Ok(self.replicated(w, waited, r, group));
+                }
+            }
             match replies {
                 Ok(r) if !plan::may_hold_refusal(&r) => out.extend_from_slice(&r),
                 Ok(r) => self.sift(batch, group, backend.as_ref(), &r, out).await,
@@ -389,9 +408,14 @@ impl<'a> Session<'a> {
             }
             let Some(addr) = b.tcp.as_ref() else { continue };
             let (done, rx) = oneshot::channel();
+            let wait = match &self.ctx.listener.wait {
+                Some(w) if write => Some((w, w.want(b.replicas()))).filter(|(_, n)| *n > 0),
+                _ => None,
+            };
             let job = Job {
                 bytes: batch.slice(c.start..c.end),
-                replies: 1,
+                then: wait.map_or_else(Bytes::new, |(w, n)| w.command(n)),
+                replies: 1 + usize::from(wait.is_some()),
                 done,
             };
             let sent = self
@@ -399,10 +423,13 @@ impl<'a> Session<'a> {
                 .pool
                 .get(addr.as_str(), &self.login, self.pick)
                 .send(job);
-            let got = match sent {
+            let mut got = match sent {
                 Err(_) => Err(Lost::NotSent),
                 Ok(()) => rx.await.unwrap_or(Err(Lost::Ambiguous)),
             };
+            if let (Some((w, n)), Ok(r)) = (wait, &got) {
+                got = Ok(self.replicated(w, n, r, std::slice::from_ref(c)));
+            }
             if Instant::now() >= deadline {
                 // Whatever came back, no more tries after the hold.
                 return match got {
@@ -445,6 +472,18 @@ impl<'a> Session<'a> {
                 }
             }
         }
+    }
+
+    /// A job's replies without `WAIT`'s, each write's success turned into
+    /// the unreplicated error when fewer replicas than asked acknowledged.
+    fn replicated(&self, w: &Wait, n: u32, r: &Bytes, group: &[Cmd]) -> Bytes {
+        let (r, acked) = w.split(r, n);
+        if acked {
+            return r;
+        }
+        let (r, replaced) = w.unreplicated(&r, n, group.iter().map(|c| c.step == Step::Write));
+        self.ctx.unreplicated(replaced);
+        r
     }
 
     /// Where a read goes now: by the listener's policy, or, when it must

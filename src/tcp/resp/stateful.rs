@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use super::mux::Login;
 use super::plan::Step;
 use super::private::Private;
-use super::session::{as_write, Cmd, Ctl, Session, NO_PRIMARY, TOO_MANY_HELD};
+use super::session::{as_write, Cmd, Ctl, Session, TxVerb, NO_PRIMARY, TOO_MANY_HELD};
 
 impl Session<'_> {
     /// A command that is not a plain read or write (or any command of a
@@ -108,11 +108,37 @@ impl Session<'_> {
             },
         };
         let mut private = private;
-        match private
-            .exchange(batch.slice(cmds[i].start..cmds[j - 1].end), j - i)
-            .await
-        {
-            Ok(r) => out.extend_from_slice(&r),
+        let bytes = batch.slice(cmds[i].start..cmds[j - 1].end);
+        // A transaction's end is answered once replicated, as a write is.
+        let wait = match &self.ctx.listener.wait {
+            Some(w) if pinned.over() && cmds[j - 1].tx == TxVerb::End => {
+                Some((w, w.want(private.backend.replicas()))).filter(|(_, n)| *n > 0)
+            }
+            _ => None,
+        };
+        let sent = match wait {
+            None => private.exchange(bytes, j - i).await,
+            Some((w, n)) => {
+                let both = [&bytes[..], &w.command(n)[..]].concat();
+                private.exchange(Bytes::from(both), j - i + 1).await
+            }
+        };
+        match sent {
+            Ok(r) => match wait {
+                None => out.extend_from_slice(&r),
+                Some((w, n)) => {
+                    // Only EXEC's array (the transaction ran) is a write.
+                    let ran = |k: usize| k == j - i - 1;
+                    let (r, acked) = w.split(&r, n);
+                    if acked {
+                        out.extend_from_slice(&r);
+                    } else {
+                        let (r, replaced) = w.unreplicated_exec(&r, n, (0..j - i).map(ran));
+                        self.ctx.unreplicated(replaced);
+                        out.extend_from_slice(&r);
+                    }
+                }
+            },
             Err(e) => {
                 tracing::debug!(listener = %self.ctx.listener.label, error = %e, "resp: the client's own connection to the primary broke");
                 return Err(Ctl::Close);

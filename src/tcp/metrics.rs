@@ -119,11 +119,19 @@ impl TcpMetrics {
         }
     }
 
-    /// Counts `n` commands of `class` sent to `backend`.
-    pub(crate) fn resp_commands(&self, listener: &str, class: &str, backend: &str, n: usize) {
-        self.resp_commands
-            .with_label_values(&[listener, class, backend])
-            .inc_by(n as u64);
+    /// The read and write counters of commands sent to `backend` (taken
+    /// once per client connection and backend: no label lookup per batch).
+    pub(crate) fn resp_command_counters(
+        &self,
+        listener: &str,
+        backend: &str,
+    ) -> (prometheus::IntCounter, prometheus::IntCounter) {
+        (
+            self.resp_commands
+                .with_label_values(&[listener, "read", backend]),
+            self.resp_commands
+                .with_label_values(&[listener, "write", backend]),
+        )
     }
 
     /// Counts a command sent again (or an ambiguous write) for `reason`.

@@ -60,19 +60,6 @@ impl Ctx<'_> {
         &self.listener.commands
     }
 
-    /// Counts a group's commands sent to `backend`.
-    fn count(&self, backend: &str, group: &[Cmd]) {
-        let writes = group.iter().filter(|c| c.step == plan::Step::Write).count();
-        let reads = group.len() - writes;
-        let label = &self.listener.label;
-        if reads > 0 {
-            self.metrics.resp_commands(label, "read", backend, reads);
-        }
-        if writes > 0 {
-            self.metrics.resp_commands(label, "write", backend, writes);
-        }
-    }
-
     /// Counts a command sent again after a node refused it.
     fn resent(&self, why: plan::Refused) {
         let reason = match why {

@@ -112,10 +112,9 @@ impl Login {
     }
 }
 
-/// One worker thread's shared connections, by backend data address and
-/// login.
+/// One worker thread's shared connections, by backend (its id) and login.
 pub(crate) struct Pool {
-    conns: Mutex<HashMap<(String, Login), Slot>>,
+    conns: Mutex<HashMap<u64, Vec<(Login, Slot)>>>,
     /// Connections per backend and login (`tcp[].resp.upstream_connections`).
     per_key: usize,
     connect: Duration,
@@ -147,19 +146,31 @@ impl Pool {
         }
     }
 
-    /// A shared connection to `addr` logged in as `login`: the `pick`-th of
-    /// the `per_key` kept (made when gone). A client passes the same `pick`
-    /// each time, so its commands to one node stay in order on one
-    /// connection.
-    pub(super) fn get(&self, addr: &str, login: &Login, pick: usize) -> Mux {
+    /// A shared connection to backend `id` at `addr` logged in as `login`:
+    /// the `pick`-th of the `per_key` kept (made when gone). A client
+    /// passes the same `pick` each time, so its commands to one node stay
+    /// in order on one connection. Allocates nothing once the slot exists.
+    pub(super) fn get(&self, id: u64, addr: &str, login: &Login, pick: usize) -> Mux {
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         if conns.len() > 64 {
-            conns.retain(|_, s| {
-                s.muxes.retain(|m| !m.tx.is_closed());
-                !s.muxes.is_empty()
+            // Backends gone (a reload gives a changed one a new id).
+            conns.retain(|_, logins| {
+                forget_closed(logins);
+                !logins.is_empty()
             });
         }
-        let slot = conns.entry((addr.to_string(), login.clone())).or_default();
+        let logins = conns.entry(id).or_default();
+        let at = match logins.iter().position(|(l, _)| l == login) {
+            Some(at) => at,
+            None => {
+                if logins.len() > 16 {
+                    forget_closed(logins);
+                }
+                logins.push((login.clone(), Slot::default()));
+                logins.len() - 1
+            }
+        };
+        let slot = &mut logins[at].1;
         if slot.muxes.len() < self.per_key {
             slot.muxes.resize_with(self.per_key, Mux::closed);
         }
@@ -178,6 +189,12 @@ impl Pool {
         }
         m.clone()
     }
+}
+
+/// Forgets the logins whose connections are all gone (a slot with one
+/// open keeps its places: a client's `pick` keeps naming the same one).
+fn forget_closed(logins: &mut Vec<(Login, Slot)>) {
+    logins.retain(|(_, s)| s.muxes.iter().any(|m| !m.tx.is_closed()));
 }
 
 /// A job waiting for its replies.
@@ -264,7 +281,7 @@ impl Conn {
         let mut parsed = 0usize;
         let mut open = true;
         let mut idle_at = Instant::now() + self.idle;
-        let why = loop {
+        let why = 'conn: loop {
             tokio::select! {
                 r = rd.read_buf(&mut inbuf) => {
                     match r {
@@ -277,8 +294,7 @@ impl Conn {
                             if inbuf.is_empty() {
                                 break;
                             }
-                            mark_unsent(pending, sent);
-                            return Some("a reply nobody asked for".to_string());
+                            break 'conn Some("a reply nobody asked for".to_string());
                         };
                         match reply_len(&inbuf[parsed..], &lim) {
                             Ok(Progress::Complete(n)) => {
@@ -293,10 +309,7 @@ impl Conn {
                                 }
                             }
                             Ok(Progress::NeedMore) => break,
-                            Err(e) => {
-                                mark_unsent(pending, sent);
-                                return Some(format!("bad reply: {e}"));
-                            }
+                            Err(e) => break 'conn Some(format!("bad reply: {e}")),
                         }
                     }
                     if inbuf.capacity() - inbuf.len() < 512 {
@@ -330,10 +343,7 @@ impl Conn {
                             out.advance(n);
                             sent += n as u64;
                         }
-                        Err(e) => {
-                            mark_unsent(pending, sent);
-                            break Some(e.to_string());
-                        }
+                        Err(e) => break Some(e.to_string()),
                     }
                 }
                 _ = tokio::time::sleep_until(idle_at), if pending.is_empty() && out.is_empty() => {
@@ -422,7 +432,7 @@ mod tests {
         });
         let p = pool();
         let login = Login::default().with(Bytes::from_static(b"AUTH pw\r\n"), true);
-        let m = p.get(&addr, &login, 0);
+        let m = p.get(1, &addr, &login, 0);
         let (a, b) = tokio::join!(ask(&m, b"GET a\r\nGET b\r\n", 2), async {
             tokio::task::yield_now().await;
             ask(&m, b"GET c\r\n", 1).await
@@ -442,7 +452,7 @@ mod tests {
             let _ = s.read(&mut b).await.unwrap();
             // Closed without a reply.
         });
-        let m = pool().get(&addr, &Login::default(), 7);
+        let m = pool().get(1, &addr, &Login::default(), 7);
         assert_eq!(ask(&m, b"INCR k\r\n", 1).await, Err(Lost::Ambiguous));
     }
 
@@ -451,7 +461,7 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
         drop(l);
-        let m = pool().get(&addr, &Login::default(), 7);
+        let m = pool().get(1, &addr, &Login::default(), 7);
         assert_eq!(ask(&m, b"SET k v\r\n", 1).await, Err(Lost::Refused));
     }
 }

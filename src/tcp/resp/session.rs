@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use prometheus::IntCounter;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -116,6 +117,9 @@ pub(super) struct Session<'a> {
     /// A write's position could not be read: reads go to the primary.
     pub(super) unknown: bool,
     groups: Vec<Group>,
+    /// `leaderproxy_resp_commands_total`'s read and write counters per
+    /// backend id (`None`: no node) this client used.
+    counters: Vec<(Option<u64>, IntCounter, IntCounter)>,
 }
 
 pub(super) const NO_PRIMARY: &[u8] =
@@ -139,6 +143,7 @@ impl<'a> Session<'a> {
             written: None,
             unknown: false,
             groups: Vec::new(),
+            counters: Vec::new(),
         }
     }
 
@@ -233,7 +238,10 @@ impl<'a> Session<'a> {
             then,
             done,
         };
-        let mux = self.ctx.pool.get(addr.as_str(), &self.login, self.pick);
+        let mux = self
+            .ctx
+            .pool
+            .get(b.id, addr.as_str(), &self.login, self.pick);
         if mux.send(job).is_ok() {
             g.rx = Some(rx);
         }
@@ -257,10 +265,7 @@ impl<'a> Session<'a> {
                 waited,
             } = g;
             let group = &cmds[first..last];
-            match &backend {
-                Some(b) => self.ctx.count(&b.name(), group),
-                None => self.ctx.count("", group),
-            }
+            self.count(backend.as_ref(), group);
             let mut replies = match rx {
                 None => Err(Lost::NotSent),
                 Some(rx) => rx.await.unwrap_or(Err(Lost::Ambiguous)),
@@ -287,6 +292,31 @@ impl<'a> Session<'a> {
             }
         }
         self.groups = groups;
+    }
+
+    /// Counts a group's commands sent to `backend`.
+    fn count(&mut self, backend: Option<&Arc<Backend>>, group: &[Cmd]) {
+        let id = backend.map(|b| b.id);
+        let k = match self.counters.iter().position(|c| c.0 == id) {
+            Some(k) => k,
+            None => {
+                let name = backend.map(|b| b.name().to_string()).unwrap_or_default();
+                let (r, w) = self
+                    .ctx
+                    .metrics
+                    .resp_command_counters(&self.ctx.listener.label, &name);
+                self.counters.push((id, r, w));
+                self.counters.len() - 1
+            }
+        };
+        let writes = group.iter().filter(|c| c.step == Step::Write).count();
+        let (_, r, w) = &self.counters[k];
+        if writes < group.len() {
+            r.inc_by((group.len() - writes) as u64);
+        }
+        if writes > 0 {
+            w.inc_by(writes as u64);
+        }
     }
 
     /// Walks a group's replies: a refusal ([`plan::not_applied`]) is
@@ -421,7 +451,7 @@ impl<'a> Session<'a> {
             let sent = self
                 .ctx
                 .pool
-                .get(addr.as_str(), &self.login, self.pick)
+                .get(b.id, addr.as_str(), &self.login, self.pick)
                 .send(job);
             let mut got = match sent {
                 Err(_) => Err(Lost::NotSent),

@@ -204,7 +204,25 @@ struct Waiting {
     start: u64,
     /// `None`: the login's replies, dropped.
     done: Option<oneshot::Sender<Result<Bytes, Lost>>>,
+    /// What it is: a job, a job whose replies wait for the `WAIT` sent
+    /// after it, or that `WAIT`.
+    kind: Kind,
 }
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Plain,
+    /// Its replies are held until the next `Wait` answers (they get that
+    /// answer appended, as if the job had sent its own `WAIT`).
+    Held,
+    /// One `WAIT` for every held job before it: jobs that arrived together
+    /// share one replication round trip instead of queueing one each
+    /// behind the other (Redis blocks the connection during a `WAIT`).
+    Wait,
+}
+
+/// Jobs answered but waiting for their `WAIT`'s answer.
+type Held = Vec<(oneshot::Sender<Result<Bytes, Lost>>, Bytes)>;
 
 struct Conn {
     addr: String,
@@ -230,14 +248,26 @@ impl Conn {
         let _ = stream.set_nodelay(true);
         self.gauge.inc();
         let mut pending: VecDeque<Waiting> = VecDeque::new();
+        let mut held: Held = Vec::new();
         let why = self
-            .serve(stream, &mut rx, login, login_replies, &mut pending)
+            .serve(
+                stream,
+                &mut rx,
+                login,
+                login_replies,
+                &mut pending,
+                &mut held,
+            )
             .await;
         self.gauge.dec();
         if let Some(e) = why {
             tracing::debug!(addr = %self.addr, error = %e, "resp: shared connection ended");
         }
-        // Everything written may have been applied; the rest was not sent.
+        // Everything written may have been applied (the held jobs' writes
+        // were, but their WAIT never answered); the rest was not sent.
+        for (d, _) in held.drain(..) {
+            let _ = d.send(Err(Lost::Ambiguous));
+        }
         for w in pending.drain(..) {
             if let Some(d) = w.done {
                 let _ = d.send(Err(if w.start == u64::MAX {
@@ -261,6 +291,7 @@ impl Conn {
         login: Bytes,
         login_replies: usize,
         pending: &mut VecDeque<Waiting>,
+        held: &mut Held,
     ) -> Option<String> {
         let (mut rd, mut wr) = stream.into_split();
         let lim = Limits::default();
@@ -273,6 +304,7 @@ impl Conn {
                 left: login_replies,
                 start: 0,
                 done: None,
+                kind: Kind::Plain,
             });
             queued += login.len() as u64;
         }
@@ -303,8 +335,8 @@ impl Conn {
                                 if head.left == 0 {
                                     let replies = inbuf.split_to(parsed).freeze();
                                     parsed = 0;
-                                    if let Some(d) = pending.pop_front().and_then(|w| w.done) {
-                                        let _ = d.send(Ok(replies));
+                                    if let Some(w) = pending.pop_front() {
+                                        answer(w, replies, held);
                                     }
                                 }
                             }
@@ -325,15 +357,28 @@ impl Conn {
                         }
                         continue;
                     };
-                    let mut take = |job: Job| {
+                    // Every job that came with a WAIT shares the one sent
+                    // after the last of them.
+                    let mut wait = Bytes::new();
+                    let mut next = Some(job);
+                    while let Some(job) = next.take().or_else(|| rx.try_recv().ok()) {
                         out.extend_from_slice(&job.bytes);
-                        out.extend_from_slice(&job.then);
-                        pending.push_back(Waiting { left: job.replies, start: queued, done: Some(job.done) });
-                        queued += (job.bytes.len() + job.then.len()) as u64;
-                    };
-                    take(job);
-                    while let Ok(job) = rx.try_recv() {
-                        take(job);
+                        let kind = if job.then.is_empty() { Kind::Plain } else { Kind::Held };
+                        if kind == Kind::Held && stricter(&job.then, &wait) {
+                            wait = job.then;
+                        }
+                        pending.push_back(Waiting {
+                            left: job.replies - usize::from(kind == Kind::Held),
+                            start: queued,
+                            done: Some(job.done),
+                            kind,
+                        });
+                        queued += job.bytes.len() as u64;
+                    }
+                    if !wait.is_empty() {
+                        out.extend_from_slice(&wait);
+                        pending.push_back(Waiting { left: 1, start: queued, done: None, kind: Kind::Wait });
+                        queued += wait.len() as u64;
                     }
                     idle_at = Instant::now() + self.idle;
                 }
@@ -360,6 +405,32 @@ impl Conn {
         let _ = wr.shutdown().await;
         why
     }
+}
+
+/// Hands a finished entry its replies: a job gets them (a held job once
+/// its `WAIT` answered, with that answer appended); a `WAIT`'s answer
+/// releases the held jobs.
+fn answer(w: Waiting, replies: Bytes, held: &mut Held) {
+    match (w.kind, w.done) {
+        (Kind::Held, Some(d)) => held.push((d, replies)),
+        (Kind::Wait, _) => {
+            for (d, r) in held.drain(..) {
+                let mut both = BytesMut::with_capacity(r.len() + replies.len());
+                both.extend_from_slice(&r);
+                both.extend_from_slice(&replies);
+                let _ = d.send(Ok(both.freeze()));
+            }
+        }
+        (_, Some(d)) => {
+            let _ = d.send(Ok(replies));
+        }
+        (_, None) => {}
+    }
+}
+
+/// Whether `WAIT` command `a` asks for more replicas than `b` (empty: none).
+fn stricter(a: &Bytes, b: &Bytes) -> bool {
+    (a.len(), &a[..]) > (b.len(), &b[..])
 }
 
 /// Marks the waiting jobs none of whose bytes reached the socket.
@@ -440,6 +511,72 @@ mod tests {
         assert_eq!(&a.unwrap()[..], b"$1\r\n1\r\n*2\r\n:1\r\n:2\r\n");
         assert_eq!(&b.unwrap()[..], b"$-1\r\n");
         drop(node.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn jobs_that_arrive_together_share_one_wait() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let node = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let want = b"SET a 1\r\nGET x\r\nSET b 2\r\nWAIT 2 100\r\n";
+            let mut got = Vec::new();
+            while got.len() < want.len() {
+                let mut b = [0u8; 64];
+                let n = s.read(&mut b).await.unwrap();
+                got.extend_from_slice(&b[..n]);
+            }
+            assert_eq!(got, want, "one WAIT, the strictest, after the last job");
+            s.write_all(b"+OK\r\n$1\r\nx\r\n+OK\r\n:2\r\n")
+                .await
+                .unwrap();
+            s
+        });
+        let m = pool().get(1, &addr, &Login::default(), 0);
+        let job = |bytes: &'static [u8], then: &'static [u8]| {
+            let (done, rx) = oneshot::channel();
+            let replies = 1 + usize::from(!then.is_empty());
+            let job = Job {
+                bytes: Bytes::from_static(bytes),
+                then: Bytes::from_static(then),
+                replies,
+                done,
+            };
+            assert!(m.send(job).is_ok());
+            rx
+        };
+        // Queued before the connection's task runs: one batch.
+        let a = job(b"SET a 1\r\n", b"WAIT 1 100\r\n");
+        let r = job(b"GET x\r\n", b"");
+        let b = job(b"SET b 2\r\n", b"WAIT 2 100\r\n");
+        assert_eq!(&a.await.unwrap().unwrap()[..], b"+OK\r\n:2\r\n");
+        assert_eq!(&r.await.unwrap().unwrap()[..], b"$1\r\nx\r\n");
+        assert_eq!(&b.await.unwrap().unwrap()[..], b"+OK\r\n:2\r\n");
+        drop(node.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_held_job_whose_wait_never_answers_is_ambiguous() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut b = [0u8; 64];
+            let _ = s.read(&mut b).await.unwrap();
+            // The write is answered, the WAIT never: the node dies.
+            s.write_all(b"+OK\r\n").await.unwrap();
+        });
+        let m = pool().get(1, &addr, &Login::default(), 0);
+        let (done, rx) = oneshot::channel();
+        assert!(m
+            .send(Job {
+                bytes: Bytes::from_static(b"SET a 1\r\n"),
+                then: Bytes::from_static(b"WAIT 1 100\r\n"),
+                replies: 2,
+                done,
+            })
+            .is_ok());
+        assert_eq!(rx.await.unwrap(), Err(Lost::Ambiguous));
     }
 
     #[tokio::test]

@@ -118,9 +118,9 @@ workers: 2
 tcp:
   - { listen: "127.0.0.1:$LP", protocol: resp${LP_RESP:+, $LP_RESP} }
 backends:
-  - { name: r1, url: "http://127.0.0.1:$R1", tcp: "127.0.0.1:$R1" }
-  - { name: r2, url: "http://127.0.0.1:$R2", tcp: "127.0.0.1:$R2" }
-  - { name: r3, url: "http://127.0.0.1:$R3", tcp: "127.0.0.1:$R3" }
+  - { name: r1, tcp: "127.0.0.1:$R1" }
+  - { name: r2, tcp: "127.0.0.1:$R2" }
+  - { name: r3, tcp: "127.0.0.1:$R3" }
 YAML
 "$BIN" run --config "$W/lp.yaml" >"$W/lp.log" 2>&1 &
 PIDS+=($!); LP_PID=$!

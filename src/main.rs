@@ -105,7 +105,12 @@ fn summary(cfg: &config::Config) -> String {
             .as_ref()
             .map(|t| format!(" tcp {t}"))
             .unwrap_or_default();
-        let _ = writeln!(s, "    - {} {}{data} weight {}", b.name, b.url, b.weight);
+        let url = if b.has_url() {
+            b.url.as_str()
+        } else {
+            "(no url)"
+        };
+        let _ = writeln!(s, "    - {} {url}{data} weight {}", b.name, b.weight);
     }
     if let Some(d) = &cfg.discovery.dns {
         let what = match &d.lookup {

@@ -14,7 +14,7 @@ use super::{upstream_tls, BackendTls, Dur, Validator};
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBackend {
     name: String,
-    url: String,
+    url: Option<String>,
     weight: Option<u32>,
     #[serde(default)]
     h2c: bool,
@@ -39,9 +39,11 @@ pub(super) struct RawPassive {
 pub struct BackendConfig {
     /// Unique among the backends; the `backend` label of its metrics.
     pub name: String,
-    /// `host:port` to connect to.
+    /// `host:port` to connect to: the URL's, or, for a backend without a
+    /// URL, its data address (`tcp`; never used for HTTP then).
     pub authority: http::uri::Authority,
-    /// The URL as written.
+    /// The URL as written; empty when the backend has none (native probes
+    /// and TCP listeners only: [`BackendConfig::has_url`]).
     pub url: String,
     /// Relative share of reads; default 1.
     pub weight: u32,
@@ -68,6 +70,12 @@ pub struct BackendConfig {
 }
 
 impl BackendConfig {
+    /// Whether it has an HTTP address (`url`): needed by HTTP probes and
+    /// HTTP listeners, not by native probes and TCP listeners.
+    pub fn has_url(&self) -> bool {
+        !self.url.is_empty()
+    }
+
     /// A plain `http://` backend `name` at `addr` with every default, as
     /// `{ name, url: "http://addr" }` validates to: weight 1, HTTP/1.1, no
     /// TLS, no zone, priority 0, the default connection limit.
@@ -107,6 +115,7 @@ impl Validator {
         raw: Vec<RawBackend>,
         upstream_tls: Option<&upstream_tls::RawUpstreamTls>,
         base: &Path,
+        http_uses: &[&str],
     ) -> Vec<BackendConfig> {
         let mut built = std::collections::HashMap::new();
         let mut out: Vec<BackendConfig> = Vec::with_capacity(raw.len());
@@ -142,7 +151,35 @@ impl Validator {
                     format!("weight {weight} is outside 1..=1000"),
                 );
             }
-            let Some((authority, https)) = self.backend_url(&format!("{key}.url"), &b.url) else {
+            let tcp = b
+                .tcp
+                .as_deref()
+                .and_then(|t| self.data_address(&format!("{key}.tcp"), t));
+            let url = b.url.unwrap_or_default();
+            let found = if !url.is_empty() {
+                self.backend_url(&format!("{key}.url"), &url)
+            } else if let Some(t) = &tcp {
+                // Its data address stands for it, where nothing speaks HTTP.
+                if !http_uses.is_empty() {
+                    self.bad(
+                        &format!("{key}.url"),
+                        format!(
+                            "missing: {} (only native probes and tcp listeners do without it)",
+                            http_uses.join(", ")
+                        ),
+                    );
+                }
+                Some((t.clone(), false))
+            } else {
+                if b.tcp.is_none() {
+                    self.bad(
+                        &format!("{key}.url"),
+                        "missing: the backend's HTTP address (http://host:port), or, with native probes and tcp listeners only, its data address in `tcp`",
+                    );
+                }
+                None
+            };
+            let Some((authority, https)) = found else {
                 continue;
             };
             if https && b.h2c {
@@ -161,10 +198,17 @@ impl Validator {
                 &mut built,
             );
             if let Some(prev) = out.iter().position(|o| o.authority == authority) {
-                self.bad(
-                    &format!("{key}.url"),
-                    format!("{} is already backends[{prev}]", b.url),
-                );
+                if url.is_empty() {
+                    self.bad(
+                        &format!("{key}.tcp"),
+                        format!("{authority} is already backends[{prev}]"),
+                    );
+                } else {
+                    self.bad(
+                        &format!("{key}.url"),
+                        format!("{url} is already backends[{prev}]"),
+                    );
+                }
             }
             if let Some(z) = b.zone.as_deref().filter(|z| !valid_zone(z)) {
                 self.bad(
@@ -185,16 +229,14 @@ impl Validator {
             out.push(BackendConfig {
                 name: b.name,
                 authority,
-                url: b.url,
+                url,
                 weight,
                 h2c: b.h2c,
                 tls,
                 zone: b.zone,
                 priority,
                 max_connections: b.max_connections,
-                tcp: b
-                    .tcp
-                    .and_then(|t| self.data_address(&format!("{key}.tcp"), &t)),
+                tcp,
             });
         }
         out

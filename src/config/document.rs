@@ -189,18 +189,6 @@ impl Validator {
             Some(n) => n,
         };
 
-        let mut backends = self.backends(
-            raw.backends,
-            raw.upstream_tls.as_ref(),
-            path.parent().unwrap_or(Path::new(".")),
-        );
-        self.data_port(raw.data_port, &mut backends);
-        let discovery = self.discovery(
-            raw.discovery,
-            backends.len(),
-            raw.upstream_tls.as_ref(),
-            path.parent().unwrap_or(Path::new(".")),
-        );
         let kinds = super::native::Kinds {
             health: raw.health.as_ref().and_then(|h| h.kind).unwrap_or_default(),
             leader: raw.leader.as_ref().and_then(|l| l.kind).unwrap_or_default(),
@@ -210,6 +198,23 @@ impl Validator {
                 .and_then(|p| p.kind)
                 .unwrap_or_default(),
         };
+        let http_uses = kinds.http_uses(
+            raw.positions.as_ref().is_some_and(|p| p.has_probe()),
+            !listen.is_empty(),
+        );
+        let mut backends = self.backends(
+            raw.backends,
+            raw.upstream_tls.as_ref(),
+            path.parent().unwrap_or(Path::new(".")),
+            &http_uses,
+        );
+        self.data_port(raw.data_port, &mut backends);
+        let discovery = self.discovery(
+            raw.discovery,
+            backends.len(),
+            raw.upstream_tls.as_ref(),
+            path.parent().unwrap_or(Path::new(".")),
+        );
         self.kinds_built(kinds);
         self.native_needs_data_addresses(
             kinds,
@@ -252,6 +257,7 @@ impl Validator {
         if let Some((p, _)) = positions.probe.as_mut() {
             set_native(p, kinds.positions);
         }
+
         let reads = self.reads(raw.reads, &positions, probe_given);
         let local_zone = raw.local_zone.filter(|z| {
             let ok = valid_zone(z);

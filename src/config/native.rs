@@ -108,6 +108,31 @@ pub(super) struct Kinds {
 }
 
 impl Kinds {
+    /// What would speak HTTP to a backend's `url`: HTTP probes (a
+    /// position probe only when one is `positions_probed` explicitly, else
+    /// it is the leader's), HTTP listeners. Empty: a backend may go
+    /// without a URL.
+    pub(super) fn http_uses(
+        &self,
+        positions_probed: bool,
+        http_listeners: bool,
+    ) -> Vec<&'static str> {
+        let mut why = Vec::new();
+        if !self.health.is_native() {
+            why.push("the health probes are HTTP");
+        }
+        if !self.leader.is_native() {
+            why.push("the leader probes are HTTP");
+        }
+        if positions_probed && !self.positions.is_native() {
+            why.push("the position probes are HTTP");
+        }
+        if http_listeners {
+            why.push("`listen` forwards HTTP requests to it");
+        }
+        why
+    }
+
     /// The first native kind and the key that chose it.
     pub(super) fn first_native(&self) -> Option<(&'static str, ProbeKind)> {
         [

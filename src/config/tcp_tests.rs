@@ -167,3 +167,37 @@ fn a_resp_listener_takes_no_target_and_bounds_its_limits() {
         ]
     );
 }
+
+#[test]
+fn a_backend_needs_no_url_when_nothing_speaks_http_to_it() {
+    let native = "preset: redis-sentinel\nadmin: 127.0.0.1:9901\n\
+         tcp:\n  - { listen: \"127.0.0.1:6400\", protocol: resp }\n\
+         backends:\n  - { name: a, tcp: \"127.0.0.1:6379\" }\n  - { name: b, url: \"http://127.0.0.1:7380\", tcp: \"127.0.0.1:6380\" }\n";
+    let c = parse(native, Path::new("lp.yaml")).unwrap();
+    assert!(!c.backends[0].has_url() && c.backends[1].has_url());
+    assert_eq!(c.backends[0].authority.as_str(), "127.0.0.1:6379");
+    // HTTP probes, or an HTTP listener, ask the URL; no URL and no data
+    // address at all; a data address taken twice.
+    let e = errs(&with(
+        "listen: 127.0.0.1:8080\n\
+         tcp:\n  - { listen: \"127.0.0.1:6400\", to: write }\n\
+         backends:\n  - { name: a, tcp: \"127.0.0.1:6379\" }\n  - { name: b }\n  - { name: c, tcp: \"127.0.0.1:6379\" }\n",
+    ));
+    assert_eq!(
+        e,
+        [
+            "lp.yaml:7:5: backends[0].url: missing: the health probes are HTTP, the leader probes are HTTP, `listen` forwards HTTP requests to it (only native probes and tcp listeners do without it)",
+            "lp.yaml:8:5: backends[1].url: missing: the backend's HTTP address (http://host:port), or, with native probes and tcp listeners only, its data address in `tcp`",
+            "lp.yaml:9:5: backends[2].url: missing: the health probes are HTTP, the leader probes are HTTP, `listen` forwards HTTP requests to it (only native probes and tcp listeners do without it)",
+            "lp.yaml:9:16: backends[2].tcp: 127.0.0.1:6379 is already backends[0]",
+        ]
+    );
+    let e = errs(&native.replace(
+        "admin: 127.0.0.1:9901\n",
+        "admin: 127.0.0.1:9901\nlisten: 127.0.0.1:8080\n",
+    ));
+    assert_eq!(
+        e,
+        ["lp.yaml:7:5: backends[0].url: missing: `listen` forwards HTTP requests to it (only native probes and tcp listeners do without it)"]
+    );
+}

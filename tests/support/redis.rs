@@ -322,10 +322,11 @@ impl RedisCluster {
     }
 
     /// The shipped `config/redis-sentinel-resp.yaml` for this cluster: its
-    /// `admin` removed (`spawn_proxy` picks one), its RESP listener moved to
-    /// 127.0.0.1:`port`, `backends` replaced by this cluster's nodes (webdis
-    /// `url`, Redis `tcp`); `overrides_listener` (a YAML mapping) merged into the
-    /// listener and `overrides` (a YAML mapping) on top.
+    /// `admin` removed (`spawn_proxy` picks one), no HTTP `listen`, its RESP
+    /// listener moved to 127.0.0.1:`port`, `backends` replaced by this
+    /// cluster's nodes (Redis `tcp` only, no `url`); `overrides_listener` (a
+    /// YAML mapping) merged into the listener and `overrides` (a YAML
+    /// mapping) on top.
     pub fn shipped_resp_yaml(
         &self,
         port: u16,
@@ -335,6 +336,9 @@ impl RedisCluster {
         let (path, mut cfg) = shipped_config("redis-sentinel-resp.yaml");
         let map = cfg.as_mapping_mut().unwrap();
         assert!(map.remove("admin").is_some(), "{path} has no admin");
+        // No HTTP listener (spawn_proxy adds one where `listen` is absent):
+        // nothing speaks HTTP to the nodes, which have no `url`.
+        map.insert("listen".into(), serde_yaml::Value::Sequence(Vec::new()));
         let listener = map
             .get_mut("tcp")
             .and_then(|t| t.as_sequence_mut())
@@ -354,8 +358,9 @@ impl RedisCluster {
         with_overrides(cfg, overrides)
     }
 
-    /// This cluster's nodes as a `backends` list: name and webdis `url`, and
-    /// with `tcp` the Redis address too.
+    /// This cluster's nodes as a `backends` list: name and webdis `url`, or
+    /// with `tcp` name and Redis address only (the RESP config probes each
+    /// node natively, so nothing needs a `url`).
     fn backends_value(&self, tcp: bool) -> serde_yaml::Value {
         let list: Vec<serde_yaml::Value> = self
             .nodes
@@ -363,9 +368,10 @@ impl RedisCluster {
             .map(|n| {
                 let mut b = serde_yaml::Mapping::new();
                 b.insert("name".into(), n.name.clone().into());
-                b.insert("url".into(), n.webdis_url().into());
                 if tcp {
                     b.insert("tcp".into(), format!("127.0.0.1:{}", n.redis_port).into());
+                } else {
+                    b.insert("url".into(), n.webdis_url().into());
                 }
                 serde_yaml::Value::Mapping(b)
             })

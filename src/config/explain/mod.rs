@@ -152,7 +152,14 @@ fn tls_settings(s: &UpstreamTlsSettings) -> Value {
 fn backend(b: &BackendConfig) -> Value {
     map([
         ("name", text(&b.name)),
-        ("url", text(&b.url)),
+        (
+            "url",
+            if b.has_url() {
+                text(&b.url)
+            } else {
+                Value::Null
+            },
+        ),
         ("weight", num(b.weight.into())),
         ("h2c", Value::Bool(b.h2c)),
         ("tls", opt(b.tls.as_ref(), |t| tls_settings(&t.settings))),

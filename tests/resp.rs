@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use admin::counter;
-use fake::{config_with, wait_until, Fake, Proxy, Role};
+use fake::{config_with_data, wait_until, Fake, Proxy, Role};
 use fake_redis::{RedisNode, RespClient};
 
 const UNREPLICATED: &str = "-UNREPLICATED leaderproxy: applied on the primary, but fewer than 1 replicas acknowledged it within 50ms";
@@ -50,17 +50,10 @@ impl Cluster {
             fakes.push(Fake::start(n, role).await);
             nodes.push(RedisNode::start(n, leads).await);
         }
-        let keys: Vec<String> = nodes
-            .iter()
-            .map(|d| format!("tcp: \"{}\"", d.addr))
-            .collect();
-        let backends: Vec<(&Fake, &str)> = fakes
-            .iter()
-            .zip(&keys)
-            .map(|(f, k)| (f, k.as_str()))
-            .collect();
-        let yaml = config_with(
-            &backends,
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|d| d.addr).collect();
+        let yaml = config_with_data(
+            &fakes,
+            &addrs,
             &format!(
                 "tcp:\n  - {{ listen: \"127.0.0.1:0\", protocol: resp{}{listener} }}\n{extra}",
                 if listener.is_empty() { "" } else { ", " }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use admin::counter;
-use fake::{config_with, wait_until, Fake, Proxy, Role};
+use fake::{config_with, config_with_data, wait_until, Fake, Proxy, Role};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -113,20 +113,16 @@ impl Cluster {
             fakes.push(Fake::start(n, role).await);
             data.push(Data::start(n).await);
         }
-        let keys: Vec<String> = data
-            .iter()
-            .map(|d| format!("tcp: \"{}\"", d.addr))
-            .collect();
-        let backends: Vec<(&Fake, &str)> = fakes
-            .iter()
-            .zip(&keys)
-            .map(|(f, k)| (f, k.as_str()))
-            .collect();
         let listeners: Vec<String> = tcp
             .iter()
             .map(|l| format!("  - {{ listen: \"127.0.0.1:0\", {l} }}\n"))
             .collect();
-        let yaml = config_with(&backends, &format!("tcp:\n{}{extra}", listeners.concat()));
+        let addrs: Vec<SocketAddr> = data.iter().map(|d| d.addr).collect();
+        let yaml = config_with_data(
+            &fakes,
+            &addrs,
+            &format!("tcp:\n{}{extra}", listeners.concat()),
+        );
         let proxy = Proxy::start(&yaml).await;
         proxy
             .wait_leader(Some(names[0]), Duration::from_secs(3))

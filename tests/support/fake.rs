@@ -513,6 +513,18 @@ pub fn config_for(fakes: &[&Fake], extra: &str) -> String {
 
 /// Like [`config_for`], with more keys for each backend (YAML flow-map
 /// entries such as `zone: eu-1, priority: 1`; empty for none).
+/// [`config_with`] for backends `fakes` (probed over HTTP) whose data
+/// addresses (`backends[].tcp`, for `tcp` listeners) are `data`, in order.
+pub fn config_with_data(fakes: &[Fake], data: &[SocketAddr], extra: &str) -> String {
+    let keys: Vec<String> = data.iter().map(|a| format!("tcp: \"{a}\"")).collect();
+    let backends: Vec<(&Fake, &str)> = fakes
+        .iter()
+        .zip(&keys)
+        .map(|(f, k)| (f, k.as_str()))
+        .collect();
+    config_with(&backends, extra)
+}
+
 pub fn config_with(backends: &[(&Fake, &str)], extra: &str) -> String {
     let mut s = String::from(
         "listen: 127.0.0.1:0\nadmin: 127.0.0.1:0\nworkers: 2\ndebug_headers: true\nbackends:\n",

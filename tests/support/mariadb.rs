@@ -7,7 +7,7 @@
 
 use std::process::Command;
 
-use crate::procs::{free_port, TempDir};
+use crate::procs::{free_ports, TempDir};
 
 pub const MARIADBD: &str = "/usr/sbin/mariadbd";
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/mariadb.sh");
@@ -22,7 +22,9 @@ impl MariaDb {
     /// `mariadb.sh up`: returns once both replicas have caught up.
     pub fn up() -> MariaDb {
         let dir = TempDir::new("mariadb");
-        let base = free_port();
+        // mariadb.sh numbers m2 and m3 from m1's port: all three must be free
+        // (a free base with a taken base + 1 failed a run: m2 could not bind).
+        let base = free_ports(3);
         let db = MariaDb {
             ports: vec![base, base + 1, base + 2],
             dir,

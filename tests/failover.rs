@@ -63,8 +63,11 @@ async fn not_leader_case(refusal: Refusal, extra: &str) {
     let [a, b] = nodes(["a", "b"]).await;
     b.set_refusal(refusal);
     *b.state.redirect_to.lock().unwrap() = Some(a.addr);
+    // Probes every 10 s: none lands between the demotion below and the
+    // write (with 1 s one did once, under load, and the write went straight
+    // to b); the refusal itself makes the proxy probe again at once.
     let p = led_by(&[&a, &b],
-        &format!("leader: {{ path: /leader, interval: 1s, timeout: 200ms, expect: {{ status: [200] }} }}\n{extra}"), "a").await;
+        &format!("leader: {{ path: /leader, interval: 10s, timeout: 200ms, expect: {{ status: [200] }} }}\n{extra}"), "a").await;
     // Leadership moves to b... but the proxy has not probed yet; b says "not leader"
     // to nothing, a is demoted and refuses.
     a.set_role(Role::Follower);

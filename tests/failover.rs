@@ -224,57 +224,6 @@ async fn reads_retry_once_on_another_follower() {
         .contains("leaderproxy_reads_retried_total 3"));
 }
 
-/// The second try of a read is the client's request as it came (no copy
-/// is made in advance: the HTTP/1.1 client hands the request back), with
-/// nothing of the first try left on it: an HTTP/1.0 request without `Host`
-/// reaches the second follower with that follower's authority, not the
-/// first's.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retried_read_is_the_clients_request_with_the_second_backends_host() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let [l, f1, f2] = nodes(["l", "f1", "f2"]).await;
-    f1.state.fail_status.store(503, Ordering::Relaxed);
-    let p = led_by(
-        &[&l, &f1, &f2],
-        "passive: { consecutive_failures: 0 }\n",
-        "l",
-    )
-    .await;
-    for i in 0..2 {
-        let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-        let req = format!("GET /old{i}?q=1 HTTP/1.0\r\nX-Test: kept\r\n\r\n");
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer))
-            .await
-            .expect("answered")
-            .unwrap();
-        let answer = String::from_utf8_lossy(&answer);
-        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    }
-    assert_eq!(f1.count(), 1, "one of the two reads hit f1 first");
-    let seen = f2.seen();
-    assert_eq!(seen.len(), 2);
-    for r in &seen {
-        assert_eq!(
-            (r.method.as_str(), r.headers["x-test"].to_str().unwrap()),
-            ("GET", "kept")
-        );
-        assert_eq!(
-            r.headers["host"].to_str().unwrap(),
-            f2.addr.to_string(),
-            "{}: the second backend's authority",
-            r.path
-        );
-    }
-    let paths: std::collections::BTreeSet<&str> = seen.iter().map(|r| r.path.as_str()).collect();
-    assert_eq!(paths, ["/old0", "/old1"].into_iter().collect());
-    assert!(p
-        .metrics()
-        .await
-        .contains("leaderproxy_reads_retried_total 1"));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passive_health_ejects_a_failing_follower_but_never_more_than_half() {
     let [l, f1, f2] = nodes(["l", "f1", "f2"]).await;

@@ -239,43 +239,20 @@ async fn response_head_streaming<F: std::future::Future>(
 /// connection, or a peer reset it): the request goes out on a newly opened
 /// connection instead. Only a fresh connection failing — to connect, or
 /// before a byte was written — is a [`Attempt::NotSent`] (evidence).
-pub(crate) async fn send(backend: &Backend, req: Request<UpBody>, o: &SendOpts) -> Attempt {
-    send_keep(backend, req, o).await.0
-}
-
-/// Whether [`send_keep`] may take the request for good (HTTP/2: hyper
-/// owns what it sends), so a copy for a second try must be made before.
-pub(crate) fn takes_request(backend: &Backend, o: &SendOpts) -> bool {
-    o.h2 && backend.upstream_h2()
-}
-
-/// As [`send`], and, after an answer, a failure or a timeout of an
-/// HTTP/1.1 attempt, the request back when it can be sent again as it is
-/// (its body in memory): a read's second try needs no copy made in
-/// advance. `None` when HTTP/2 took it ([`takes_request`]), when the
-/// request is in the [`Attempt`] already (not sent, busy), or when its
-/// body was streamed.
-pub(crate) async fn send_keep(
-    backend: &Backend,
-    mut req: Request<UpBody>,
-    o: &SendOpts,
-) -> (Attempt, Option<Request<UpBody>>) {
-    if takes_request(backend, o) {
+pub(crate) async fn send(backend: &Backend, mut req: Request<UpBody>, o: &SendOpts) -> Attempt {
+    if o.h2 && backend.upstream_h2() {
         // Boxed: keeps the HTTP/1.1 future, the common one, small.
         match Box::pin(send_h2(backend, req, o)).await {
-            Ok(a) => return (a, None),
+            Ok(a) => return a,
             // An https:// backend chose http/1.1 by ALPN: send it that way.
             Err(back) => req = back,
         }
     }
     // HTTP/1.1 requires a Host (RFC 9112 §3.2): a client without one
-    // (HTTP/1.0) gets the backend's authority (taken off again before the
-    // request is handed back for another backend).
-    let mut added_host = false;
+    // (HTTP/1.0) gets the backend's authority.
     if !req.headers().contains_key(header::HOST) {
         if let Ok(v) = HeaderValue::from_str(backend.authority.as_str()) {
             req.headers_mut().insert(header::HOST, v);
-            added_host = true;
         }
     }
     let upload = req.body_mut().track_upload();
@@ -299,25 +276,25 @@ pub(crate) async fn send_keep(
                 // large; inline it would be copied with every request's future.
                 match Box::pin(pool::connect(backend, o.connect_timeout, o.gen, permit)).await {
                     Ok(c) => (c, true),
-                    Err(e) => return (not_sent(backend, req, e.to_string()), None),
+                    Err(e) => return not_sent(backend, req, e.to_string()),
                 }
             }
-            Err(b) => return (busy(backend, req, b, o.connect_timeout), None),
+            Err(b) => return busy(backend, req, b, o.connect_timeout),
         };
-        let fut = crate::upstream::h1::send(conn, &mut req, &mut head_buf.0, o.reuse);
-        let attempt = match response_head(fut, upload.as_deref(), o.response_timeout).await {
-            None => timed_out(backend, o.response_timeout),
-            Some(Ok(resp)) => Attempt::Answered(resp.map(Either::Left)),
-            Some(Err(SendError::NotSent(e))) => {
+        let fut = crate::upstream::h1::send(conn, req, &mut head_buf.0, o.reuse);
+        match response_head(fut, upload.as_deref(), o.response_timeout).await {
+            None => return timed_out(backend, o.response_timeout),
+            Some(Ok(resp)) => return Attempt::Answered(resp.map(Either::Left)),
+            Some(Err(SendError::NotSent(back, e))) => {
                 // No byte was written: a dead pooled socket is replaced by
                 // a new one; a new one failing is a connect failure.
+                req = *back;
                 if fresh {
-                    return (not_sent(backend, req, e.to_string()), None);
+                    return not_sent(backend, req, e.to_string());
                 }
                 // The dead one's permit is back: room for a new connection.
                 let room = backend.pool.room(o.worker, o.connect_timeout);
                 found = Box::pin(room).await.map(pool::Checkout::Open);
-                continue;
             }
             Some(Err(SendError::Failed(e))) => {
                 let f = failed(backend, &*e, upload.as_deref()).on_pooled(!fresh);
@@ -328,24 +305,10 @@ pub(crate) async fn send_keep(
                     // them in turn (each failure ambiguous for a write).
                     backend.pool.drop_idle(o.worker);
                 }
-                Attempt::Failed(f)
+                return Attempt::Failed(f);
             }
-        };
-        return (attempt, again(req, added_host));
+        }
     }
-}
-
-/// `req` after an HTTP/1.1 attempt, when it can be sent again as it is:
-/// its body in memory (a streamed one is gone), without the `Host` this
-/// attempt added for its backend.
-fn again(mut req: Request<UpBody>, added_host: bool) -> Option<Request<UpBody>> {
-    if !matches!(req.body(), UpBody::Full(_)) {
-        return None;
-    }
-    if added_host {
-        req.headers_mut().remove(header::HOST);
-    }
-    Some(req)
 }
 
 /// A request that provably did not reach `backend` because a new

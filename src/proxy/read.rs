@@ -240,15 +240,18 @@ pub(super) async fn read(
     };
     let cfg = &t.cfg;
     let o = ctx.opts(cfg, 0, t.leader_gen);
-    // It can go to a second backend: its body is in memory.
-    let resendable = cfg.reads.retry && matches!(req.body(), UpBody::Full(_));
+    let spare = if cfg.reads.retry {
+        try_clone(&req)
+    } else {
+        None
+    };
     // The first try's own deadline (`reads.try_timeout`): only when the read
-    // can go elsewhere, never on a long-poll route.
+    // can go elsewhere (a copy to re-send), never on a long-poll route.
     let now = ctx.arrived.into_std();
     let per_try = cfg
         .reads
         .try_timeout
-        .filter(|_| resendable && !ctx.route.long_poll)
+        .filter(|_| spare.is_some() && !ctx.route.long_poll)
         .map(|tt| tt.now(|| tier_quantiles(proxy, t, now).p99))
         .filter(|d| *d < o.response_timeout);
     // A copy of the options only with a per-try deadline (none otherwise).
@@ -264,7 +267,7 @@ pub(super) async fn read(
     let hedge = cfg
         .reads
         .hedge
-        .filter(|_| resendable && !ctx.route.long_poll)
+        .filter(|_| spare.is_some() && !ctx.route.long_poll)
         .and_then(|h| {
             let after = match h.after {
                 HedgeAfter::Fixed(d) => d,
@@ -274,22 +277,14 @@ pub(super) async fn read(
             };
             Some((after, h.max_percent))
         });
-    // A copy for the second try is made in advance only where the first
-    // may still be running when the second starts (hedging) or where
-    // HTTP/2 takes the request; else the HTTP/1.1 client hands it back.
-    let spare = if resendable && (hedge.is_some() || forward::takes_request(&first, first_o)) {
-        try_clone(&req)
-    } else {
-        None
-    };
     let (first, rel, attempt, spare) = match hedge {
         None => {
             let rel = Release::begin(&first, ctx.worker);
             // Timed here, not by `send_timed`: one future less to move.
             let sent = std::time::Instant::now();
-            let (a, back) = forward::send_keep(&first, req, first_o).await;
+            let a = forward::send(&first, req, first_o).await;
             timed(&first, sent, &a);
-            (first, rel, a, spare.or(back.filter(|_| resendable)))
+            (first, rel, a, spare)
         }
         Some(h) => {
             let second = |avoid| target(proxy, t, ip, need, Some(avoid)).cloned();

@@ -155,8 +155,8 @@ impl Wake for NoWake {
 
 /// Why [`send`] failed.
 pub(crate) enum SendError {
-    /// No byte of the request reached the socket: the request is untouched.
-    NotSent(io::Error),
+    /// No byte of the request reached the socket; here it is back, untouched.
+    NotSent(Box<Request<UpBody>>, io::Error),
     /// The request may have reached the backend; the connection is broken.
     Failed(BoxError),
 }
@@ -268,19 +268,16 @@ impl Drop for HeadBuf {
     }
 }
 
-/// Sends `req` over `conn` and reads the response head. The request is only
-/// borrowed (a streamed body is read from it): the caller keeps it whatever
-/// happens, untouched on `NotSent` (it can go out on another connection),
-/// and with an in-memory body intact after any outcome (a read can be sent
-/// again without a copy made in advance).
+/// Sends `req` over `conn` and reads the response head. On `NotSent` the
+/// request is handed back untouched, so it can go out on another connection.
 pub(crate) async fn send(
     mut conn: Conn,
-    req: &mut Request<UpBody>,
+    mut req: Request<UpBody>,
     head_buf: &mut Vec<u8>,
     reuse: HttpReuse,
 ) -> Result<Answer, SendError> {
     head_buf.clear();
-    encode_head(req, head_buf);
+    encode_head(&req, head_buf);
     let is_head = req.method() == http::Method::HEAD;
     let ask = Asked {
         head: is_head,
@@ -306,7 +303,7 @@ pub(crate) async fn send(
     };
     match first {
         Ok(()) => {}
-        Err((0, e)) => return Err(SendError::NotSent(e)),
+        Err((0, e)) => return Err(SendError::NotSent(Box::new(req), e)),
         Err((_, e)) => return Err(SendError::Failed(e.into())),
     }
     if let UpBody::Stream { .. } = req.body() {

@@ -115,7 +115,9 @@ async fn redirect_to_a_backend_is_followed_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_over_the_replay_limit_is_not_resent() {
     let [a, b] = nodes(["a", "b"]).await;
-    let p = led_by(&[&a, &b], "leader: { path: /leader, interval: 1s, timeout: 200ms, expect: { status: [200] } }\nwrites: { hold: 2s, replay_body_limit: 1KiB, not_leader: { status: [403] } }\n", "a").await;
+    // Probes every 10 s, as in not_leader_case: the refusal must be what
+    // tells the proxy (a 1 s probe once came first, under load).
+    let p = led_by(&[&a, &b], "leader: { path: /leader, interval: 10s, timeout: 200ms, expect: { status: [200] } }\nwrites: { hold: 2s, replay_body_limit: 1KiB, not_leader: { status: [403] } }\n", "a").await;
     a.set_role(Role::Follower);
     a.set_refusal(Refusal::Status403);
     b.set_role(Role::Leader);
